@@ -1,0 +1,183 @@
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+import bpe
+from conftest import ROOT
+from make_bpe_fixture import trained_corpus
+
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "bpe_reference.json")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    with open(FIXTURE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "bpe.py"), *args], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- the released vocabularies
+def test_fairseq_published_vectors(roberta_tok, gpt2_tok):
+    # fairseq's RoBERTa README: roberta.encode('Hello world!') -> [0, 31414, 232, 328, 2]
+    ids = [roberta_tok.bos_id] + roberta_tok.encode("Hello world!") + [roberta_tok.eos_id]
+    assert ids == [0, 31414, 232, 328, 2]
+    assert gpt2_tok.encode("Hello world!") == [15496, 995, 0]
+
+
+def test_roberta_special_ids(roberta_tok):
+    t = roberta_tok
+    assert (t.bos_id, t.pad_id, t.eos_id, t.unk_id, t.mask_id) == (0, 1, 2, 3, 50264)
+    assert len(t) == 50265
+    assert t.id_to_token(5) == "Ġthe" and t.decode([5]) == " the"
+
+
+@pytest.mark.parametrize("name", ["gpt2", "roberta"])
+def test_matches_reference_tokenizers(name, reference, request):
+    tok = request.getfixturevalue(f"{name}_tok")
+    got = [tok.encode(s) for s in reference["strings"]]
+    mismatches = [s for s, g, want in zip(reference["strings"], got, reference[name]) if g != want]
+    assert not mismatches, f"{len(mismatches)} strings differ, first: {mismatches[0]!r}"
+    assert len(reference["strings"]) > 300
+
+
+# ---------------------------------------------------------------- lossless round trip
+ROUND_TRIP = ["", " ", "\n\n", "a  b\t\tc\r\n", "naïve 😀👨‍👩‍👧 e\u0301", "\x00\x1f\x7f", "\ud800 lone surrogate",
+              "\U0010ffff", "x" * 1000, "   \n  \t ", "<s> <mask> </s>"]
+
+
+def random_strings(n, seed=0):
+    rng = random.Random(seed)
+    for _ in range(n):
+        yield "".join(chr(rng.choice([rng.randint(0, 0x7f), rng.randint(0x80, 0x7ff), rng.randint(0x800, 0xffff),
+                                      rng.randint(0x10000, 0x10ffff), 0x20, 0x0a]))
+                      for _ in range(rng.randint(0, 40)))
+
+
+def test_round_trip_trained():
+    tok = bpe.Tokenizer.train(trained_corpus(), vocab_size=500)
+    for s in ROUND_TRIP + list(random_strings(500)):
+        assert tok.decode(tok.encode(s)) == s
+
+
+def test_round_trip_roberta(roberta_tok):
+    for s in ROUND_TRIP + list(random_strings(300, seed=1)):
+        assert roberta_tok.decode(roberta_tok.encode(s)) == s
+
+
+def test_decode_of_a_cut_character_does_not_raise(roberta_tok):
+    ids = roberta_tok.encode("😀")
+    assert len(ids) > 1
+    assert roberta_tok.decode(ids[:1]) == "\ufffd"
+
+
+# ---------------------------------------------------------------- training
+def test_hand_checkable_training():
+    # Pre-tokens: "ab" x1, " ab" x2, " abc" x1. Pairs: (a,b)=4, (' ',a)=3, (b,c)=1.
+    # Merge 1: a+b -> "ab" (4). Then (' ',ab)=3, (ab,c)=1. Merge 2: ' '+ab -> " ab" (3).
+    # Then only (" ab", c) is left, seen once < min_frequency=2: training stops early.
+    tok = bpe.Tokenizer.train(["ab ab ab abc"], vocab_size=300, min_frequency=2)
+    learned = [tok.vocab[new] for new in tok.merges.values()]
+    assert learned == [b"ab", b" ab"]
+    assert len(tok) == 4 + 256 + 2 + 1
+    assert tok.encode(" abc ab") == [261, 4 + ord("c"), 261]
+
+
+def test_ties_break_on_smallest_ids():
+    # every pair occurs once; (' ', c) has smaller ids than (a, b) because ' ' < 'a' as bytes
+    tok = bpe.Tokenizer.train(["ab cd"], vocab_size=262, min_frequency=1)
+    assert [tok.vocab[i] for i in tok.merges.values()] == [b" c"]
+
+
+def test_trained_layout_matches_roberta():
+    tok = bpe.Tokenizer.train(trained_corpus(), vocab_size=400)
+    assert (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id) == (0, 1, 2, 3)
+    assert tok.mask_id == len(tok) - 1 == 399
+    assert sorted(tok.vocab) == list(range(400))
+
+
+def test_save_load_and_other_implementation(tmp_path, reference):
+    tok = bpe.Tokenizer.train(trained_corpus(), vocab_size=400)
+    tok.save(tmp_path)
+    with open(tmp_path / "merges.txt", encoding="utf-8") as f:
+        assert f.readline() == "#version: 0.2\n"
+    loaded = bpe.Tokenizer.load(tmp_path)
+    assert loaded.vocab == tok.vocab and loaded.merges == tok.merges
+    assert loaded.mask_id == tok.mask_id
+    # Hugging Face `tokenizers` read these files and produced these ids (tests/make_bpe_fixture.py)
+    assert [loaded.encode(s) for s in reference["strings"]] == reference["trained"]
+
+
+def test_training_is_fast_algorithm_not_naive():
+    """The incremental trainer must give the merges a naive recount-everything trainer gives."""
+    texts = trained_corpus()
+    tok = bpe.Tokenizer.train(texts, vocab_size=330, min_frequency=2)
+    words = [[4 + b for b in w.encode("utf-8", "surrogatepass")]
+             for t in texts for w in tok.pattern.findall(t)]
+    naive = []
+    for new_id in range(260, 260 + len(tok.merges)):
+        counts = {}
+        for w in words:
+            for p in zip(w, w[1:]):
+                counts[p] = counts.get(p, 0) + 1
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        naive.append(pair)
+        words = [bpe.merge_word(w, pair, new_id)[0] for w in words]
+    assert naive == list(tok.merges)
+
+
+def test_merge_word_reports_pair_changes():
+    word, changes = bpe.merge_word([1, 2, 1, 2, 3], (1, 2), 9)
+    assert word == [9, 9, 3]
+    delta = {}
+    for p, s in changes:
+        delta[p] = delta.get(p, 0) + s
+    delta = {p: d for p, d in delta.items() if d}
+    # old pairs (1,2)x2 (2,1) (2,3); new pairs (9,9) (9,3); (1,2) itself is removed by the caller
+    assert delta == {(2, 1): -1, (2, 3): -1, (9, 9): 1, (9, 3): 1}
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="too small"):
+        bpe.Tokenizer.train(["hello"], vocab_size=100)
+    with pytest.raises(ValueError, match="empty"):
+        bpe.Tokenizer.train(["", ""], vocab_size=300)
+    with pytest.raises(FileNotFoundError, match="no tokenizer files"):
+        bpe.Tokenizer.load(tmp_path)
+    bpe.Tokenizer.train(["ab ab ab"], vocab_size=300).save(tmp_path)
+    with open(tmp_path / "merges.txt", "a", encoding="utf-8") as f:
+        f.write("Ġzz q\n")
+    with pytest.raises(ValueError, match="merges.txt:4: merge 'Ġzz' 'q' names 'Ġzz'"):
+        bpe.Tokenizer.load(tmp_path)
+
+
+def test_cli_train_encode_and_errors(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(trained_corpus()), encoding="utf-8")
+    r = run_cli("train", "--input", str(corpus), "--vocab-size", "300", "--out", str(tmp_path / "tok"))
+    assert r.returncode == 0, r.stderr
+    r = run_cli("encode", "--tokenizer", str(tmp_path / "tok"), "Hello world")
+    assert r.returncode == 0 and r.stdout.startswith("[")
+
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"fine line\nbad \xff byte\n")
+    r = run_cli("train", "--input", str(binary), "--vocab-size", "300", "--out", str(tmp_path / "t2"))
+    assert r.returncode != 0
+    assert "binary.txt: not UTF-8 text at byte 14" in r.stderr and "--errors replace" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("train", "--input", str(binary), "--vocab-size", "300", "--out", str(tmp_path / "t2"),
+                "--errors", "replace", "--min-frequency", "1")
+    assert r.returncode == 0, r.stderr
+
+    for args in (["train", "--input", str(tmp_path / "missing.txt"), "--vocab-size", "300", "--out", "x"],
+                 ["encode", "--tokenizer", str(tmp_path / "nowhere"), "hi"]):
+        r = run_cli(*args)
+        assert r.returncode != 0 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
