@@ -1,0 +1,197 @@
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import roberta
+from conftest import ROOT
+from roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForMultipleChoice, RobertaForQuestionAnswering,
+                     RobertaForSequenceClassification)
+
+HF = os.path.join(ROOT, "tests", "fixtures", "hf_tiny")  # made by tests/make_model_fixture.py
+EXPECTED = torch.load(os.path.join(HF, "expected.pt"), weights_only=True)
+IDS, CHOICE = EXPECTED["input_ids"], EXPECTED["choice_ids"]
+
+
+def load(name, cls):
+    return roberta.load_pretrained(os.path.join(HF, name), cls=cls, verbose=False).eval()
+
+
+# ---------------------------------------------------------------- against transformers' outputs
+@pytest.mark.parametrize("folder", ["mlm", "mlm_bin"])
+def test_masked_lm_matches_transformers(folder):
+    model = load(folder, RobertaForMaskedLM)
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS), EXPECTED["mlm"], atol=1e-5, rtol=0)
+        loss = model(IDS, labels=EXPECTED["mlm_labels"])
+    torch.testing.assert_close(loss, EXPECTED["mlm_loss"], atol=1e-5, rtol=0)
+
+
+def test_heads_match_transformers():
+    with torch.no_grad():
+        torch.testing.assert_close(load("cls", RobertaForSequenceClassification)(IDS), EXPECTED["cls"],
+                                   atol=1e-5, rtol=0)
+        reg = load("reg", RobertaForSequenceClassification)
+        assert reg.num_labels == 1
+        torch.testing.assert_close(reg(IDS), EXPECTED["reg"], atol=1e-5, rtol=0)
+        start, end, _ = load("qa", RobertaForQuestionAnswering)(IDS)
+        torch.testing.assert_close(start, EXPECTED["qa_start"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(end, EXPECTED["qa_end"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(load("mc", RobertaForMultipleChoice)(CHOICE), EXPECTED["mc"], atol=1e-5, rtol=0)
+
+
+def test_explicit_attention_mask_equals_pad_mask():
+    model = load("mlm", RobertaForMaskedLM)
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS, attention_mask=IDS.ne(1).long()), model(IDS))
+
+
+def test_save_pretrained_writes_transformers_layout(tmp_path):
+    """Same tensor names and shapes as transformers' own save_pretrained, and a lossless round trip.
+    (tests/make_model_fixture.py checked that transformers loads these files to identical outputs.)"""
+    assert EXPECTED["roundtrip_max_diff"] < 1e-5
+    for name, cls in [("mlm", RobertaForMaskedLM), ("cls", RobertaForSequenceClassification),
+                      ("qa", RobertaForQuestionAnswering), ("mc", RobertaForMultipleChoice)]:
+        model = load(name, cls)
+        out = tmp_path / name
+        roberta.save_pretrained(model, out)
+        ours = roberta.load_safetensors(out / "model.safetensors")
+        theirs = roberta.load_safetensors(os.path.join(HF, name, "model.safetensors"))
+        extra = {k for k in ours if k.startswith("answerable.")}  # SQuAD 2.0's answerability head
+        assert set(ours) - extra == set(theirs)
+        assert all(ours[k].shape == theirs[k].shape for k in theirs)
+        with open(out / "config.json") as f:
+            assert json.load(f)["architectures"] == [cls.__name__]
+        again = roberta.load_pretrained(out, cls=cls, verbose=False).eval()
+        x = CHOICE if name == "mc" else IDS
+        with torch.no_grad():
+            a, b = model(x), again(x)
+        for u, v in zip(a if isinstance(a, tuple) else [a], b if isinstance(b, tuple) else [b]):
+            torch.testing.assert_close(u, v, atol=0, rtol=0)
+
+
+# ---------------------------------------------------------------- the released numerics
+def test_positions_start_after_pad_and_padding_is_invisible():
+    model = load("mlm", RobertaForMaskedLM)
+    short = torch.tensor([[0, 10, 11, 12, 2]])
+    padded = torch.tensor([[0, 10, 11, 12, 2, 1, 1, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded)[:, :5], model(short), atol=1e-6, rtol=0)
+    # the position table has max_positions + pad_id + 1 rows, the pad row zero at initialisation
+    cfg = RobertaConfig.preset("tiny", vocab_size=50)
+    fresh = RobertaForMaskedLM(cfg)
+    assert fresh.roberta.embeddings.positions.weight.shape[0] == 514
+    assert fresh.roberta.embeddings.positions.weight[1].abs().sum() == 0
+    assert fresh.roberta.embeddings.tokens.weight[1].abs().sum() == 0
+
+
+def test_initialisation_is_berts():
+    model = RobertaForMaskedLM(RobertaConfig.preset("small", vocab_size=1000))
+    w = model.roberta.layers[0].ffn_in.weight
+    assert abs(w.std().item() - 0.02) < 0.001 and model.roberta.layers[0].ffn_in.bias.abs().sum() == 0
+    assert torch.all(model.roberta.layers[0].attn_norm.weight == 1) and torch.all(model.lm_head.bias == 0)
+    assert model.roberta.layers[0].attn_norm.eps == 1e-5
+
+
+def test_preset_sizes_are_table_9():
+    # transformers' roberta-base / roberta-large count 768 / 1024 more: an all-zero token-type row
+    # that RoBERTa never uses (we fold it into the positions on load and write zeros on save)
+    with torch.device("meta"):
+        base = RobertaForMaskedLM(RobertaConfig.preset("base"))
+        large = RobertaForMaskedLM(RobertaConfig.preset("large"))
+    assert roberta.num_parameters(base) == 124_697_433 - 768
+    assert roberta.num_parameters(large) == 355_412_057 - 1024
+    assert (base.cfg.num_layers, base.cfg.hidden_size, base.cfg.num_heads, base.cfg.ffn_size) == (12, 768, 12, 3072)
+    assert (large.cfg.num_layers, large.cfg.hidden_size, large.cfg.num_heads, large.cfg.ffn_size) == (24, 1024, 16, 4096)
+
+
+def test_lm_head_only_on_targets_gives_full_loss():
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=300)).eval()
+    ids = torch.randint(4, 300, (4, 32))
+    labels = torch.where(torch.rand(4, 32) < 0.15, ids, torch.full_like(ids, -100))
+    with torch.no_grad():
+        full = F.cross_entropy(model(ids).view(-1, 300), labels.view(-1), ignore_index=-100)
+        fast = model(ids, labels=labels)
+        total = model(ids, labels=labels, reduction="sum")
+    torch.testing.assert_close(fast, full)
+    torch.testing.assert_close(total, full * labels.ne(-100).sum())
+
+
+def test_heads_losses_and_shapes():
+    torch.manual_seed(0)
+    cfg = RobertaConfig.preset("tiny", vocab_size=100)
+    ids = torch.randint(4, 100, (3, 10))
+    qa = RobertaForQuestionAnswering(cfg)
+    start, end, score = qa(ids)
+    assert start.shape == end.shape == (3, 10) and score.shape == (3,)
+    loss = qa(ids, start_positions=torch.tensor([1, 2, -100]), end_positions=torch.tensor([3, 2, -100]),
+              answerable=torch.tensor([1.0, 1.0, 0.0]))
+    loss.backward()
+    assert torch.isfinite(loss) and qa.answerable.out_proj.weight.grad.abs().sum() > 0
+    none = qa(ids, start_positions=torch.full((3,), -100), end_positions=torch.full((3,), -100))
+    assert none.item() == 0.0  # no answerable question: no span loss, and no NaN
+    mc = RobertaForMultipleChoice(cfg)
+    assert mc(ids.view(1, 3, 10)).shape == (1, 3)
+    reg = RobertaForSequenceClassification(cfg, num_labels=1)
+    assert reg(ids, labels=torch.tensor([0.5, 1.0, 4.0])).ndim == 0
+
+
+def test_bf16_autocast_and_backward():
+    torch.manual_seed(0)
+    model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=200, dropout=0.0, attention_dropout=0.0))
+    ids = torch.randint(4, 200, (2, 16))
+    ids[1, 12:] = 1
+    labels = torch.where(torch.rand(2, 16) < 0.3, ids, torch.full_like(ids, -100))
+    ref = model(ids, labels=labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(ids, labels=labels)
+        logits = model(ids)
+    assert logits.dtype == torch.bfloat16 and low.dtype == torch.float32
+    assert abs(low.item() - ref.item()) < 0.05
+    low.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_no_graph_breaks_under_compile():
+    import torch._dynamo
+    model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
+    ids = torch.randint(4, 100, (2, 16))
+    explanation = torch._dynamo.explain(model.roberta)(ids)
+    assert explanation.graph_break_count == 0
+    torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown config 'huge'"):
+        RobertaConfig.preset("huge")
+    model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100, max_positions=16))
+    with pytest.raises(ValueError, match="sequence of 17 tokens is longer than the model's 16 positions"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(FileNotFoundError):
+        roberta.load_pretrained(tmp_path / "missing")
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="not a RoBERTa config"):
+        roberta.load_pretrained(tmp_path / "bert")
+    small = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
+    state = {k: v for k, v in load("mlm", RobertaForMaskedLM).state_dict().items()}
+    with pytest.raises(ValueError, match=r"roberta.embeddings.tokens.weight has shape \[100, 32\] in the "
+                                         r"checkpoint but \[100, 128\] in the model"):
+        roberta.load_state(small, state)
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        roberta.load_pretrained(tmp_path / "torn")
+
+
+def test_mlm_checkpoint_into_classifier_says_new_head(capsys):
+    model = roberta.load_pretrained(os.path.join(HF, "mlm"), cls=RobertaForSequenceClassification, num_labels=3)
+    err = capsys.readouterr().err
+    assert "newly initialised classifier" in err and "unused from the checkpoint: lm_head" in err
+    assert model.classifier.out_proj.weight.shape == (3, 32)
+    torch.testing.assert_close(model.roberta.embeddings.tokens.weight,
+                               load("mlm", RobertaForMaskedLM).roberta.embeddings.tokens.weight)
