@@ -16,7 +16,10 @@ import resource
 import sys
 import time
 
+import torch
+
 import bpe
+import roberta
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "data")
 
@@ -142,13 +145,113 @@ def bench_bpe(args):
           f"{ref.get('transformers RobertaTokenizer (Python)', float('nan')) / ref['bpe.py (RoBERTa vocab)']:.2f}x")
 
 
+# ------------------------------------------------------------------------------------------ model
+def matmul_peak(dtype, n=2048, repeat=5):
+    """The machine's measured matmul throughput (FLOP/s): the denominator of MFU."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best, _ = timed(lambda: a @ b, repeat=repeat)
+    return 2 * n ** 3 / best
+
+
+def mlm_batch(cfg, batch, seq_len, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, cfg.vocab_size - 1, (batch, seq_len), generator=g)
+    labels = torch.where(torch.rand(batch, seq_len, generator=g) < 0.15, ids, -100)
+    return ids, labels
+
+
+def train_step(model, loss_fn, ids, labels, amp):
+    """A closure running one training step: forward + backward + AdamW (fused, as train.py uses)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=True)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = loss_fn(model, ids, labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step()  # warm-up: allocations, optimizer state
+    return step
+
+
+def interleaved(steps, rounds):
+    """Best seconds of each step function, run in turns so that machine noise hits all of them alike."""
+    best = [float("inf")] * len(steps)
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            best[i] = min(best[i], timed(step, repeat=1)[0])
+    return best
+
+
+def ours_loss(model, ids, labels):
+    return model(ids, labels=labels)
+
+
+def hf_loss(model, ids, labels):
+    return model(input_ids=ids, labels=labels).loss
+
+
+def hf_twin(model):
+    """transformers' RobertaForMaskedLM with our model's weights (None when transformers is missing)."""
+    try:
+        import transformers
+    except ImportError:
+        return None
+    transformers.logging.set_verbosity_error()
+    twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
+        k: v for k, v in roberta.hf_config(model).items() if k != "architectures"}))
+    missing, unexpected = twin.load_state_dict(roberta.to_hf_state(model), strict=False)
+    assert not unexpected and all("decoder" in k for k in missing), (missing, unexpected)
+    return twin.train()
+
+
+def bench_model(args):
+    torch.manual_seed(0)
+    peaks = {"none": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak: "
+          f"fp32 {peaks['none'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets).\n")
+    print("| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    for spec in args.runs:
+        name, batch, seq_len = spec.split(":")
+        batch, seq_len = int(batch), int(seq_len)
+        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
+        model = roberta.RobertaForMaskedLM(cfg).train()
+        ids, labels = mlm_batch(cfg, batch, seq_len)
+        tokens = batch * seq_len
+        flops = 3 * roberta.flops_per_token(cfg, seq_len, lm_positions_fraction=0.15) * tokens
+        twin = hf_twin(model) if args.compare_hf else None
+        for amp in args.amp:
+            steps = [train_step(model, ours_loss, ids, labels, amp)]
+            if twin is not None:
+                steps.append(train_step(twin, hf_loss, ids, labels, amp))
+            peak = max(peaks[amp], matmul_peak(torch.float32 if amp == "none" else torch.bfloat16))
+            seconds = interleaved(steps, args.steps)
+            ours = seconds[0]
+            row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / ours:,.0f} | {flops / ours / peak:.1%} |"
+            if twin is not None:
+                row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / ours:.2f}x |"
+            else:
+                row += " - | - |"
+            print(row, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("bpe", help="tokenizer training and encoding")
     p.add_argument("--vocab-size", type=int, default=8000)
+    p = sub.add_parser("model", help="training step speed and MFU")
+    p.add_argument("--runs", nargs="+", default=["tiny:8:128", "small:8:128", "base:4:128", "tiny:4:512",
+                                                 "small:4:512", "base:2:512"],
+                   help="CONFIG:BATCH:SEQ_LEN triples")
+    p.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each model, interleaved (best is reported)")
+    p.add_argument("--compare-hf", action="store_true", help="also time transformers' RobertaForMaskedLM")
     args = parser.parse_args()
-    {"bpe": bench_bpe}[args.what](args)
+    {"bpe": bench_bpe, "model": bench_model}[args.what](args)
 
 
 if __name__ == "__main__":
