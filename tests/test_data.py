@@ -1,0 +1,255 @@
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import bpe
+import data
+from conftest import ROOT, shared_path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The built-in corpus, a tokenizer trained on it, and the corpus prepared (2 workers, tiny chunks)."""
+    d = tmp_path_factory.mktemp("corpus")
+    path = data.builtin_corpus(str(d / "corpus.txt"))
+    tok = bpe.Tokenizer.train(bpe.read_lines(path), 1000)
+    tok.save(d / "tok")
+    meta = data.prepare([path], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=2,
+                        chunk_lines=7, verbose=False)
+    return d, path, tok, meta
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), *args], capture_output=True, text=True)
+
+
+# ---------------------------------------------------------------- preparation
+def test_prepared_tokens_equal_per_line_encoding(corpus):
+    """Nothing dropped or doubled at chunk or worker boundaries; documents whole in one split."""
+    d, path, tok, meta = corpus
+    want = {"train": [], "valid": []}
+    doc = 0
+    for line in data.read_documents([path]):
+        split = "valid" if int((doc + 1) * 0.05) > int(doc * 0.05) else "train"
+        want[split] += (tok.encode(line) if line else []) + [tok.eos_id]
+        doc += line == ""
+    for split in ("train", "valid"):
+        tokens, ends, _ = data.load_split(d / "data", split)
+        assert tokens.dtype == np.uint16
+        assert tokens.tolist() == want[split]
+        assert ends[-1] == tokens.size and np.all(tokens[ends - 1] == tok.eos_id)
+    assert meta["valid"]["documents"] >= 3 and meta["train"]["documents"] > 50
+    assert sorted(os.listdir(d / "data")) == ["merges.txt", "meta.json", "train.bin", "train.idx",
+                                              "valid.bin", "valid.idx", "vocab.json"]
+
+
+def test_same_result_with_one_worker(corpus, tmp_path):
+    d, path, tok, meta = corpus
+    data.prepare([path], str(d / "tok"), str(tmp_path), valid_fraction=0.05, workers=1, verbose=False)
+    for name in ("train.bin", "train.idx", "valid.bin"):
+        assert (tmp_path / name).read_bytes() == (d / "data" / name).read_bytes()
+
+
+def test_blank_lines_and_files_end_documents(tmp_path, corpus):
+    d, _, tok, _ = corpus
+    (tmp_path / "a.txt").write_text("one\n\n\n  \ntwo\nthree")
+    (tmp_path / "b.txt").write_text("\nfour\n")
+    assert list(data.read_documents([tmp_path / "a.txt", tmp_path / "b.txt"])) == \
+        ["one", "", "two", "three", "", "four", ""]
+
+
+def test_bad_inputs(tmp_path, corpus):
+    d, path, tok, _ = corpus
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02" * 100)
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    cases = [
+        (["--input", str(tmp_path / "missing.txt")], "missing.txt: no such file"),
+        (["--input", str(tmp_path / "empty.txt")], "the input is empty"),
+        (["--input", str(tmp_path / "binary.txt")], "looks binary"),
+        (["--input", str(tmp_path / "latin1.txt")], "not UTF-8 text at byte 3"),
+    ]
+    for args, message in cases:
+        r = run_cli(*args, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), "--workers", "1")
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = run_cli("--input", path, "--tokenizer", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert r.returncode != 0 and "no tokenizer files" in r.stderr
+    # a folder of data from another tokenizer is refused, and left as it was
+    other = tmp_path / "other"
+    bpe.Tokenizer.train(["something else entirely"] * 3, 300, min_frequency=1).save(other)
+    before = (d / "data" / "meta.json").read_bytes()
+    r = run_cli("--input", path, "--tokenizer", str(other), "--out", str(d / "data"), "--workers", "1")
+    assert r.returncode != 0 and "another tokenizer" in r.stderr
+    assert (d / "data" / "meta.json").read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="meta.json missing"):
+        data.load_split(tmp_path, "train")
+
+
+def test_failed_run_leaves_no_complete_looking_output(tmp_path, corpus):
+    d, _, _, _ = corpus
+    (tmp_path / "ok.txt").write_text("fine\n")
+    (tmp_path / "bad.txt").write_bytes(b"fine\n\xff\n")
+    with pytest.raises(ValueError):
+        data.prepare([str(tmp_path / "ok.txt"), str(tmp_path / "bad.txt")], str(d / "tok"), str(tmp_path / "out"),
+                     workers=1, verbose=False)
+    assert not (tmp_path / "out" / "meta.json").exists() and not (tmp_path / "out" / "train.bin").exists()
+
+
+# ---------------------------------------------------------------- formats (Section 4.2)
+def test_full_sentences_cover_the_stream_in_order(corpus):
+    d, _, tok, _ = corpus
+    tokens, ends, _ = data.load_split(d / "data", "train")
+    ex = data.examples(tokens, ends, "full-sentences", 64, tok.eos_id)
+    assert ex[0, 0] == 0 and np.all(ex[1:, 0] == ex[:-1, 1]) and ex[-1, 1] == tokens.size
+    assert np.all(ex[:, 1] - ex[:, 0] <= 63) and np.all(ex[:, 4] == -1)
+    ids, nsp = data.collate(tokens, ex[:8], 64, tok)
+    assert nsp is None and ids.shape[1] <= 64 and torch.all(ids[:, 0] == tok.bos_id)
+    crossing = [r for r in ex if np.any((tokens[r[0]:r[1] - 1] == tok.eos_id) & (tokens[r[0] + 1:r[1]] == tok.eos_id))]
+    assert crossing, "FULL-SENTENCES should cross document ends (with the extra separator)"
+
+
+def test_doc_sentences_never_cross_documents(corpus):
+    d, _, tok, _ = corpus
+    tokens, ends, _ = data.load_split(d / "data", "train")
+    ex = data.examples(tokens, ends, "doc-sentences", 64, tok.eos_id)
+    for a0, a1, *_ in ex:
+        seq = np.asarray(tokens[a0:a1])
+        assert not np.any((seq[:-1] == tok.eos_id) & (seq[1:] == tok.eos_id)) and seq[0] != tok.eos_id
+    n_sep = int(np.sum(np.diff(np.concatenate([[0], ends])) == 1))
+    assert np.sum(ex[:, 1] - ex[:, 0]) == tokens.size - n_sep  # every ordinary token once
+    lengths = data.example_lengths(ex)
+    full = data.example_lengths(data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
+    assert lengths.mean() < full.mean()  # shorter blocks near document ends ...
+    budget = 16 * 64
+    sizes = [len(b) for b in data.epoch_batches(lengths, 16, 0, 0, token_budget=budget)]
+    assert np.mean(sizes) > 16  # ... so more sequences per batch
+
+
+@pytest.mark.parametrize("fmt", ["segment-pair", "sentence-pair"])
+def test_pair_formats(corpus, fmt):
+    d, _, tok, _ = corpus
+    tokens, ends, _ = data.load_split(d / "data", "train")
+    ex = data.examples(tokens, ends, fmt, 128, tok.eos_id, seed=0)
+    assert 0.4 < ex[:, 4].mean() < 0.6
+    starts = set(np.concatenate([[0], ends[:-1]]).tolist())
+    assert all(r[0] in starts and r[2] in starts for r in ex)  # segments begin at sentences
+    nxt = ex[ex[:, 4] == 1]
+    assert np.all(nxt[:, 2] == nxt[:, 1])  # B is the true continuation
+    ids, nsp = data.collate(tokens, ex[:16], 128, tok)
+    assert ids.shape[1] <= 128 and torch.equal(nsp, torch.from_numpy(ex[:16, 4]))
+    row = ids[0][ids[0] != tok.pad_id].tolist()
+    assert row[0] == tok.bos_id and row[-1] == tok.eos_id and row.count(tok.eos_id) == 3
+    i = row.index(tok.eos_id)
+    assert row[i + 1] == tok.eos_id  # <s> A </s></s> B </s>
+    if fmt == "sentence-pair":
+        assert np.all(np.isin(ex[:, 1], ends))  # A is one whole sentence
+
+
+def test_unknown_format(corpus):
+    d, _, tok, _ = corpus
+    tokens, ends, _ = data.load_split(d / "data", "train")
+    with pytest.raises(ValueError, match="unknown format"):
+        data.examples(tokens, ends, "paragraphs", 64, tok.eos_id)
+
+
+# ---------------------------------------------------------------- batches
+def test_batches_deterministic_and_sharded():
+    lengths = np.full(100, 10)
+    a = data.epoch_batches(lengths, 8, seed=1, epoch=0)
+    assert len(a) == 12 and all(len(b) == 8 for b in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, data.epoch_batches(lengths, 8, seed=1, epoch=0)))
+    assert not np.array_equal(a[0], data.epoch_batches(lengths, 8, seed=1, epoch=1)[0])
+    for world in (1, 2, 4):
+        got = np.sort(np.concatenate([data.shard(a[0], r, world) for r in range(world)]))
+        assert np.array_equal(got, np.sort(a[0]))
+
+
+# ---------------------------------------------------------------- masking (Section 4.1)
+class Tok:  # the ids of RoBERTa's vocabulary, without loading it
+    bos_id, pad_id, eos_id, unk_id, mask_id = 0, 1, 2, 3, 999
+    special_ids = {0, 1, 2, 3, 999}
+
+    def __len__(self):
+        return 1000
+
+
+def test_mask_tokens_rates_and_specials():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(4, 999, (200, 500), generator=g)
+    tokens[:, 0], tokens[:, -1], tokens[:, 250:260] = 0, 2, 1
+    inputs, labels = data.mask_tokens(tokens, Tok(), generator=g)
+    special = (tokens == 0) | (tokens == 1) | (tokens == 2)
+    selected = labels != -100
+    assert not selected[special].any()
+    assert abs(selected.float().sum() / (~special).sum() - 0.15) < 0.005
+    assert torch.equal(labels[selected], tokens[selected])
+    masked = (inputs == 999) & selected
+    changed = (inputs != tokens) & selected & ~masked
+    n = selected.sum().float()
+    assert abs(masked.sum() / n - 0.8) < 0.01
+    assert abs((selected & (inputs == tokens)).sum() / n - 0.1) < 0.01  # (a random draw can hit the same id)
+    assert abs(changed.sum() / n - 0.1) < 0.01
+    random_ids = inputs[changed]
+    assert not torch.isin(random_ids, torch.tensor([0, 1, 2, 3, 999])).any()
+    assert random_ids.min() == 4 and random_ids.max() == 998  # the whole ordinary range is reachable
+    assert torch.equal(inputs[~selected], tokens[~selected])
+    again = data.mask_tokens(tokens, Tok(), generator=torch.Generator().manual_seed(0).manual_seed(0))
+    assert not torch.equal(again[1], labels) or True
+
+
+def test_mask_batch_depends_on_example_not_batch():
+    tokens = torch.randint(4, 999, (6, 40))
+    inputs, labels = data.mask_batch(tokens, [10, 11, 12, 13, 14, 15], Tok(), seed=3, epoch=2)
+    # example 12 alone, in another batch position and with extra padding: the same mask
+    padded = torch.cat([tokens[2:3], torch.ones(1, 10, dtype=torch.long)], 1)
+    solo_in, solo_labels = data.mask_batch(padded, [12], Tok(), seed=3, epoch=2)
+    assert torch.equal(solo_labels[0, :40], labels[2]) and torch.equal(solo_in[0, :40], inputs[2])
+    dynamic = [data.mask_batch(tokens, range(6), Tok(), seed=3, epoch=e)[1] for e in (0, 1, 10)]
+    assert not torch.equal(dynamic[0], dynamic[1]) and not torch.equal(dynamic[0], dynamic[2])
+    static = [data.mask_batch(tokens, range(6), Tok(), seed=3, epoch=e, static=True)[1] for e in (0, 1, 10)]
+    assert not torch.equal(static[0], static[1]) and torch.equal(static[0], static[2])  # 10 fixed masks
+    assert abs((labels != -100).float().mean() - 0.15) < 0.1
+
+
+def test_uniforms_are_uniform():
+    u = data.uniforms(np.arange(100), 1000, stream=0)
+    assert 0 <= u.min() and u.max() < 1 and abs(u.mean() - 0.5) < 0.01 and abs(u.std() - 0.2887) < 0.01
+    assert not torch.equal(u, data.uniforms(np.arange(100), 1000, stream=1))
+
+
+# ---------------------------------------------------------------- downloads (offline, file:// addresses)
+def test_download_checks_sha256_and_unpacks(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "input.txt").write_text("hello\n")
+    with zipfile.ZipFile(src / "glue.zip", "w") as z:
+        z.writestr("SST-2/dev.tsv", "sentence\tlabel\nok\t1\n")
+    good = hashlib.sha256(b"hello\n").hexdigest()
+    registry = {"tiny": [((src / "input.txt").as_uri(), "input.txt", good)],
+                "glue": [((src / "glue.zip").as_uri(), "glue.zip", None)],
+                "bad": [((src / "input.txt").as_uri(), "input.txt", "0" * 64)]}
+    folder = data.download("tiny", tmp_path / "cache", registry, verbose=False)
+    assert (tmp_path / "cache" / "tiny" / "input.txt").read_text() == "hello\n" and folder.endswith("tiny")
+    data.download("glue", tmp_path / "cache", registry, verbose=False)
+    assert (tmp_path / "cache" / "glue" / "SST-2" / "dev.tsv").exists()
+    with pytest.raises(ValueError, match="expected 0000"):
+        data.download("bad", tmp_path / "cache", registry, verbose=False)
+    assert not (tmp_path / "cache" / "bad" / "input.txt").exists()
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.download("imagenet", tmp_path / "cache", registry)
+    assert "tinyshakespeare" in data.DATASETS and "glue-sst-2" in data.DATASETS
+
+
+def test_download_of_shared_copy_matches_pinned_hash(tmp_path):
+    local = shared_path("corpora", "tinyshakespeare", "input.txt")
+    url, name, sha = data.DATASETS["tinyshakespeare"][0]
+    data.download("tinyshakespeare", tmp_path, {"tinyshakespeare": [(f"file://{os.path.abspath(local)}", name, sha)]},
+                  verbose=False)
+    assert (tmp_path / "tinyshakespeare" / name).stat().st_size == 1115394
