@@ -146,14 +146,6 @@ def bench_bpe(args):
 
 
 # ------------------------------------------------------------------------------------------ model
-def matmul_peak(dtype, n=2048, repeat=5):
-    """The machine's measured matmul throughput (FLOP/s): the denominator of MFU."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best, _ = timed(lambda: a @ b, repeat=repeat)
-    return 2 * n ** 3 / best
-
-
 def mlm_batch(cfg, batch, seq_len, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, cfg.vocab_size - 1, (batch, seq_len), generator=g)
@@ -208,7 +200,7 @@ def hf_twin(model):
 
 def bench_model(args):
     torch.manual_seed(0)
-    peaks = {"none": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"none": roberta.matmul_peak("cpu", torch.float32), "bf16": roberta.matmul_peak("cpu", torch.bfloat16)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak: "
           f"fp32 {peaks['none'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets).\n")
@@ -227,7 +219,7 @@ def bench_model(args):
             steps = [train_step(model, ours_loss, ids, labels, amp)]
             if twin is not None:
                 steps.append(train_step(twin, hf_loss, ids, labels, amp))
-            peak = max(peaks[amp], matmul_peak(torch.float32 if amp == "none" else torch.bfloat16))
+            peak = max(peaks[amp], roberta.matmul_peak("cpu", torch.float32 if amp == "none" else torch.bfloat16))
             seconds = interleaved(steps, args.steps)
             ours = seconds[0]
             row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / ours:,.0f} | {flops / ours / peak:.1%} |"

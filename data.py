@@ -403,6 +403,29 @@ def mask_batch(input_ids, example_ids, tok, seed, epoch, static=False, mask_prob
     return mask_with(input_ids, tok, mask_prob, *u)
 
 
+@torch.no_grad()
+def heldout_loss(model, tokens, line_ends, tok, seq_len, batch_size=16, seed=1234, rank=0, world=1,
+                 device="cpu", max_sequences=None, amp_dtype=None):
+    """Masked-LM loss (natural log, per target token) on held-out data: FULL-SENTENCES blocks, each
+    masked by a fixed seed so that every evaluation sees the same masks. Returns (loss sum, target count)
+    of this process's share; sum them over processes for the whole set (the first `max_sequences`)."""
+    ex = examples(tokens, line_ends, "full-sentences", seq_len, tok.eos_id)
+    order = np.arange(len(ex) if max_sequences is None else min(len(ex), max_sequences))[rank::world]
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        ids, _ = collate(tokens, ex[idx], seq_len, tok)
+        inputs, labels = mask_batch(ids, idx, tok, seed, epoch=0)
+        with torch.autocast(torch.device(device).type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            total += model(inputs.to(device), labels=labels.to(device), reduction="sum").item()
+        count += int((labels != -100).sum())
+    model.train(was_training)
+    return total, count
+
+
 # ---------------------------------------------------------------------------------------- built-in corpus
 def builtin_corpus(path):
     """A small English corpus that needs no network: the reference texts of Python's documentation

@@ -45,6 +45,7 @@ class RobertaConfig:
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-5
     init_std: float = 0.02
+    next_sentence_head: bool = False  # BERT's NSP objective, for the pair formats of Section 4.2
 
     @classmethod
     def preset(cls, name, **overrides):
@@ -185,13 +186,16 @@ class RobertaForMaskedLM(nn.Module):
         self.cfg = cfg
         self.roberta = RobertaModel(cfg)
         self.lm_head = LMHead(cfg)
+        self.nsp = ClassificationHead(cfg, 2) if cfg.next_sentence_head else None
         init_weights(self, cfg.init_std)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean"):
+    def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None):
         """Logits [B, T, V]; or, with labels (-100 = not a target), the cross-entropy over the targets.
 
         The LM head runs on the target positions only, as fairseq's masked_tokens: with 15% masking,
-        85% of the vocabulary projection is never computed.
+        85% of the vocabulary projection is never computed. reduction="sum" returns the summed loss
+        (train.py divides by the number of targets in the whole update); with `nsp_labels` (the pair
+        formats) the next-sentence loss is added, or returned beside the MLM sum when summing.
         """
         x = self.roberta(input_ids, attention_mask)
         weight = self.roberta.embeddings.tokens.weight
@@ -200,7 +204,12 @@ class RobertaForMaskedLM(nn.Module):
         targets = labels.ne(-100)
         logits = self.lm_head(x[targets], weight)
         loss = F.cross_entropy(logits.float(), labels[targets], reduction="sum")
-        return loss if reduction == "sum" else loss / targets.sum().clamp(min=1)
+        nsp = None if nsp_labels is None else \
+            F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
+        if reduction == "sum":
+            return loss if nsp is None else (loss, nsp)
+        loss = loss / targets.sum().clamp(min=1)
+        return loss if nsp is None else loss + nsp / len(nsp_labels)
 
 
 class RobertaForSequenceClassification(nn.Module):
@@ -515,6 +524,41 @@ def load_state(model, state, source="checkpoint", verbose=True):
         heads = sorted({k.split(".")[0] for k in missing})
         print(f"{source}: newly initialised {', '.join(heads)} ({len(missing)} tensors not in the checkpoint)"
               + (f"; unused from the checkpoint: {', '.join(unused)}" if unused else ""), file=sys.stderr)
+
+
+@torch.no_grad()
+def fill_mask(model, tok, text, k=5):
+    """The k most likely tokens for the <mask> in `text`: [(token text, probability)], as fairseq's
+    fill_mask: the text around the mask is encoded as it stands, so "is <mask>." asks for a token
+    that carries its own leading space (" Paris")."""
+    if text.count("<mask>") != 1:
+        raise ValueError(f"the text must hold exactly one <mask>: {text!r}")
+    before, after = text.split("<mask>")
+    ids = [tok.bos_id] + tok.encode(before.rstrip(" ")) + [tok.mask_id] + tok.encode(after) + [tok.eos_id]
+    if len(ids) > model.cfg.max_positions:
+        raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
+    model.eval()
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    probs = model(x)[0, ids.index(tok.mask_id)].float().softmax(-1)
+    top = probs.topk(k)
+    return [(tok.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
+
+
+def matmul_peak(device="cpu", dtype=torch.float32, n=2048, repeat=5):
+    """The measured matmul throughput of a device in FLOP/s: the denominator of MFU."""
+    import time
+    a = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: training's RNG stays put
+    b = torch.full((n, n), 0.25, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeat + 1):
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
 
 
 def flops_per_token(cfg, seq_len, lm_positions_fraction=1.0):

@@ -1,0 +1,162 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import bpe
+import data
+import roberta
+import train
+from conftest import ROOT
+
+TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
+        "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--dropout", "0"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train")
+    corpus = data.builtin_corpus(str(d / "corpus.txt"))
+    bpe.Tokenizer.train(bpe.read_lines(corpus), 500).save(d / "tok")
+    data.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
+    return d / "data"
+
+
+def run(*args, cwd=ROOT, torchrun=0, check=True):
+    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+                              if torchrun else []) + [os.path.join(ROOT, "train.py"), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def losses(out):
+    return {r["step"]: r["loss"] for r in read_log(out) if "loss" in r}
+
+
+# ---------------------------------------------------------------- pieces
+def test_schedule():
+    cfg = train.TrainConfig(lr=1e-3, warmup_steps=10, max_steps=110)
+    assert train.lr_at(0, cfg) == pytest.approx(1e-4)
+    assert train.lr_at(9, cfg) == pytest.approx(1e-3)
+    assert train.lr_at(10, cfg) == pytest.approx(1e-3)
+    assert train.lr_at(60, cfg) == pytest.approx(5e-4)
+    assert train.lr_at(110, cfg) == 0.0
+    assert train.RECIPES["base"]["lr"] == 6e-4 and train.RECIPES["large"]["warmup_steps"] == 30_000
+    assert train.RECIPES["base"]["batch_size"] == 8192 and train.RECIPES["base"]["max_steps"] == 500_000
+
+
+def test_no_weight_decay_on_biases_and_layer_norms():
+    model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=100))
+    decay, no_decay = train.param_groups(model, 0.01)
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim == 2 for p in decay["params"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in no_decay["params"]} >= {"lm_head.bias", "roberta.embeddings.norm.weight"}
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+# ---------------------------------------------------------------- runs
+def test_single_process_run_logs_and_saves(prepared, tmp_path):
+    out = tmp_path / "one"
+    run("--data", prepared, "--out", out, "--max-steps", 8, *TINY)
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 9))
+    assert all({"step", "loss", "lr", "tokens_per_s", "mfu"} <= set(r) for r in log)
+    evals = [r for r in log if "valid_loss" in r]
+    assert [r["step"] for r in evals] == [4, 8] and evals[0]["valid_ppl"] == pytest.approx(
+        torch.tensor(evals[0]["valid_loss"]).exp().item(), rel=1e-4)
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert {"checkpoint.pt", "vocab.json", "merges.txt", "log.jsonl"} <= set(os.listdir(out))
+    model = roberta.load_pretrained(str(out), verbose=False)  # evaluate.py and finetune.py read it so
+    assert model.cfg.vocab_size == 500
+
+
+def test_two_processes_equal_one(prepared, tmp_path):
+    """Footnote 8: the same --batch-size gives the same losses whatever the number of processes
+    (here 2 gloo processes x 2 micro-batches of 2 against 1 process x 1 micro-batch of 8)."""
+    run("--data", prepared, "--out", tmp_path / "one", "--max-steps", 4, *TINY)
+    run("--data", prepared, "--out", tmp_path / "two", "--max-steps", 4, "--micro-batch-size", 2, *TINY, torchrun=2)
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert a.keys() == b.keys() == {1, 2, 3, 4}
+    for step in a:
+        assert abs(a[step] - b[step]) < 1e-4, (step, a[step], b[step])
+    va = [r["valid_loss"] for r in read_log(tmp_path / "one") if "valid_loss" in r]
+    vb = [r["valid_loss"] for r in read_log(tmp_path / "two") if "valid_loss" in r]
+    assert va and abs(va[0] - vb[0]) < 1e-4
+
+
+def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
+    args = ["--data", prepared, "--max-steps", 24, "--save-interval", 4, *TINY[:-2], "--dropout", "0.1"]
+    run("--out", tmp_path / "straight", *args)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--out", str(out), *map(str, args)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(out / "log.jsonl") and len(read_log(out)) >= 10:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    run("--out", out, *args, "--resume")
+    a, b = losses(tmp_path / "straight"), losses(out)
+    assert a.keys() == b.keys() == set(range(1, 25))
+    assert all(abs(a[s] - b[s]) <= 1e-6 for s in a), [(s, a[s], b[s]) for s in a if a[s] != b[s]]
+
+
+def test_bf16_static_masking_and_nsp_formats(prepared, tmp_path):
+    run("--data", prepared, "--out", tmp_path / "bf16", "--max-steps", 3, "--amp", "bf16", "--masking", "static",
+        *TINY)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "bf16"))
+    run("--data", prepared, "--out", tmp_path / "nsp", "--max-steps", 2, "--format", "segment-pair", *TINY)
+    assert all("nsp_loss" in r for r in read_log(tmp_path / "nsp"))
+    run("--data", prepared, "--out", tmp_path / "doc", "--max-steps", 2, "--format", "doc-sentences", *TINY)
+    assert len(read_log(tmp_path / "doc")) == 2
+
+
+def test_bad_inputs(prepared, tmp_path):
+    out = tmp_path / "run"
+    cases = [
+        (["--data", tmp_path / "nowhere", "--out", out, *TINY], "meta.json missing"),
+        (["--data", prepared, "--out", out, *TINY, "--micro-batch-size", "3"], "not divisible"),
+        (["--data", prepared, "--out", out, *TINY[2:], "--config", "huge"], "unknown --config"),
+        (["--data", prepared, "--out", out, *TINY, "--amp", "fp16"], "needs a GPU"),
+        (["--data", prepared, "--out", out, *TINY, "--resume"], "no checkpoint.pt"),
+    ]
+    for args, message in cases:
+        r = run(*args, check=False)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    run("--data", prepared, "--out", out, "--max-steps", 2, *TINY)
+    r = run("--data", prepared, "--out", out, "--max-steps", 2, *TINY, check=False)
+    assert r.returncode != 0 and "already holds a checkpoint" in r.stderr
+    r = run("--data", prepared, "--out", out, "--max-steps", 4, *TINY[:4], "--batch-size", "4", *TINY[6:],
+            "--resume", check=False)
+    assert r.returncode != 0 and "--batch-size was 8" in r.stderr
+    ckpt = out / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # torn
+    torn = ckpt.read_bytes()
+    r = run("--data", prepared, "--out", out, "--max-steps", 4, *TINY, "--resume", check=False)
+    assert r.returncode != 0 and "not a readable checkpoint" in r.stderr and ckpt.read_bytes() == torn
+
+
+def test_demo(tmp_path):
+    r = run("--max-steps", 3, cwd=tmp_path)
+    assert "held-out perplexity" in r.stdout and "->" in r.stdout
+    assert (tmp_path / "cache" / "demo" / "data" / "meta.json").exists()
+    assert (tmp_path / "out" / "demo" / "checkpoint.pt").exists()
+    again = run("--max-steps", 3, cwd=tmp_path)  # cached: a finished run is read back, not redone
+    assert "held-out perplexity" in again.stdout and "training a byte-level BPE" not in again.stdout
