@@ -155,6 +155,23 @@ class Tokenizer:
                 ids += cache[piece]
         return ids
 
+    def encode_with_offsets(self, text):
+        """(ids, offsets): offsets[i] = (start, end) of token i as character positions in `text`, so
+        that a span of tokens maps back to the exact original text (SQuAD). A token that holds part of
+        a multi-byte character spans that whole character."""
+        ids, offsets = [], []
+        for m in self.pattern.finditer(text):
+            piece = m.group()
+            piece_ids = self.cache.get(piece) or self.encode_piece(piece)
+            char_of_byte = [c for c, ch in enumerate(piece) for _ in ch.encode("utf-8", "surrogatepass")]
+            b = 0
+            for i in piece_ids:
+                n = len(self.vocab[i])
+                offsets.append((m.start() + char_of_byte[b], m.start() + char_of_byte[b + n - 1] + 1))
+                b += n
+            ids += piece_ids
+        return ids, offsets
+
     def decode(self, ids):
         """Token ids -> text. Bytes that are not valid UTF-8 (a cut multi-byte character) become U+FFFD."""
         data = b"".join(self.vocab[i] for i in ids)

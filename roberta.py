@@ -526,6 +526,22 @@ def load_state(model, state, source="checkpoint", verbose=True):
               + (f"; unused from the checkpoint: {', '.join(unused)}" if unused else ""), file=sys.stderr)
 
 
+# ---------------------------------------------------------------------------------------- training helpers
+def param_groups(model, weight_decay):
+    """AdamW groups: weight decay on matrices, none on biases and LayerNorm parameters (BERT's convention)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_lr(step, peak, warmup_steps, total_steps):
+    """Linear warmup to `peak` over warmup_steps, then linear decay to zero at total_steps (Section 3.1)."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
 @torch.no_grad()
 def fill_mask(model, tok, text, k=5):
     """The k most likely tokens for the <mask> in `text`: [(token text, probability)], as fairseq's

@@ -72,18 +72,7 @@ class TrainConfig:
 
 
 def lr_at(step, cfg):
-    """Linear warmup to the peak over warmup_steps, then linear decay to zero at max_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr * max(0.0, (cfg.max_steps - step) / max(1, cfg.max_steps - cfg.warmup_steps))
-
-
-def param_groups(model, weight_decay):
-    """Weight decay on matrices; none on biases and LayerNorm parameters (BERT's convention)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return roberta.linear_lr(step, cfg.lr, cfg.warmup_steps, cfg.max_steps)
 
 
 class Stop(Exception):
@@ -201,7 +190,7 @@ def _train(cfg, rank, world, device, master):
     budget = cfg.batch_size * cfg.seq_len if by_tokens else None
 
     model = build_model(cfg, tok).to(device)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+    opt = torch.optim.AdamW(roberta.param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas),
                             eps=cfg.adam_eps, fused=True)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]

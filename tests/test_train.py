@@ -60,7 +60,7 @@ def test_schedule():
 
 def test_no_weight_decay_on_biases_and_layer_norms():
     model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=100))
-    decay, no_decay = train.param_groups(model, 0.01)
+    decay, no_decay = roberta.param_groups(model, 0.01)
     assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
     assert all(p.ndim == 2 for p in decay["params"])
     names = {id(p): n for n, p in model.named_parameters()}
