@@ -3,6 +3,7 @@
     python bench.py bpe      # tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer
     python bench.py model    # training-step tokens/s and MFU, optionally vs transformers (--compare-hf)
     python bench.py data     # corpus preparation MB/s, peak memory, masking + batching tokens/s
+    python bench.py train    # what train.py's loop adds to the bare training step
 
 Peers are optional: a peer that is not installed is reported as such. The text is ~8 MB of English
 from ../shared/data (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles).
@@ -19,6 +20,7 @@ import time
 import torch
 
 import bpe
+import data
 import roberta
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "data")
@@ -110,18 +112,17 @@ def bench_bpe(args):
     t, ids = timed(encode_cold, roberta)
     rows.append(("encode", "bpe.py (RoBERTa vocab)", t))
     n_tokens = sum(map(len, ids))
-    t, _ = timed(encode_cold, gpt2)
-    rows.append(("encode", "bpe.py (GPT-2 vocab)", t))
     try:
         import tiktoken
         from tiktoken.load import data_gym_to_mergeable_bpe_ranks
         ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
                                                 os.path.join(SHARED, "gpt2", "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        t, _ = timed(lambda: [enc.encode_ordinary(s) for s in lines])
-        rows.append(("encode", "tiktoken (Rust, GPT-2 vocab)", t))
+        ours, theirs = interleaved([lambda: encode_cold(gpt2), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
+        rows += [("encode", "bpe.py (GPT-2 vocab)", ours), ("encode", "tiktoken (Rust, GPT-2 vocab)", theirs)]
     except ImportError:
-        rows.append(("encode", "tiktoken: not installed", None))
+        rows += [("encode", "bpe.py (GPT-2 vocab)", timed(encode_cold, gpt2)[0]),
+                 ("encode", "tiktoken: not installed", None)]
     try:
         from transformers import RobertaTokenizer
         hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"),
@@ -230,6 +231,97 @@ def bench_model(args):
             print(row, flush=True)
 
 
+# ------------------------------------------------------------------------------------------ data
+def _prepare(paths, tokenizer, out, workers):
+    data.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
+
+
+def _prepare_peak(paths, tokenizer, out, workers, conn):
+    """In a fresh process: prepare, then report (seconds, own peak MB, largest worker's peak MB)."""
+    t = time.perf_counter()
+    _prepare(paths, tokenizer, out, workers)
+    seconds = time.perf_counter() - t
+    conn.send((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
+
+
+def measure_prepare(paths, tokenizer, out, workers):
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_prepare_peak, args=(paths, tokenizer, out, workers, child))
+    p.start()
+    result = parent.recv()
+    p.join()
+    return result
+
+
+def bench_data(args):
+    import tempfile
+    lines = bench_lines()
+    tokenizer = os.path.join(SHARED, "roberta")
+    with tempfile.TemporaryDirectory() as tmp:
+        small = os.path.join(tmp, "mix.txt")
+        with open(small, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        mb = os.path.getsize(small) / 1e6
+        print(f"| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
+        for paths, label in (([small], f"{mb:.1f} MB mix"), ([small] * args.copies, f"{mb * args.copies:.0f} MB "
+                                                                                    f"({args.copies} copies)")):
+            seconds, main_mb, worker_mb = measure_prepare(paths, tokenizer, os.path.join(tmp, "out"), args.workers)
+            size = sum(os.path.getsize(p) for p in paths) / 1e6
+            print(f"| {label} | {args.workers} | {seconds:.1f} | {size / seconds:.2f} | {main_mb:.0f} / {worker_mb:.0f} |",
+                  flush=True)
+        # masking and batching on one core: collate FULL-SENTENCES blocks and mask them
+        torch.set_num_threads(1)
+        _prepare([small], tokenizer, os.path.join(tmp, "out"), args.workers)
+        tokens, ends, _ = data.load_split(os.path.join(tmp, "out"), "train")
+        tok = bpe.Tokenizer.load(tokenizer)
+        ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
+        batches = data.epoch_batches(data.example_lengths(ex), 8, seed=0, epoch=0)[:200]
+
+        def serve():
+            n = 0
+            for idx in batches:
+                ids, _ = data.collate(tokens, ex[idx], 512, tok)
+                inputs, labels = data.mask_batch(ids, idx, tok, seed=0, epoch=1)
+                n += ids.numel()
+            return n
+        seconds, n = timed(serve, repeat=3)
+        print(f"\nmasking + batching (8 x 512, one core): {n / seconds / 1e6:.1f}M tokens/s")
+
+
+# ------------------------------------------------------------------------------------------ the training loop
+def bench_train(args):
+    """train.py's loop (data, masking, logging) against the bare training step of `bench.py model`."""
+    import tempfile
+    import train
+    torch.set_num_threads(torch.get_num_threads())
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = data.builtin_corpus(os.path.join(tmp, "corpus.txt"))
+        bpe.Tokenizer.train(bpe.read_lines(corpus), args.vocab_size).save(os.path.join(tmp, "tok"))
+        data.prepare([corpus], os.path.join(tmp, "tok"), os.path.join(tmp, "data"), verbose=False)
+
+        runs = []
+
+        def run(steps):
+            runs.append(steps)
+            cfg = train.TrainConfig(config=args.config, data=os.path.join(tmp, "data"), seq_len=args.seq_len,
+                                    batch_size=args.batch_size, max_steps=steps, out=os.path.join(tmp, f"out{len(runs)}"),
+                                    log_interval=1, eval_interval=10 ** 9, save_interval=10 ** 9, eval_sequences=8)
+            t = time.perf_counter()
+            train.train(cfg)
+            return time.perf_counter() - t
+        run(args.steps)  # warm-up: the first run in a process pays one-time initialisation
+        short, long = run(args.steps), run(3 * args.steps)
+        loop = (long - short) / (2 * args.steps)  # start-up and the final evaluation cancel out
+        cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
+        model = roberta.RobertaForMaskedLM(cfg).train()
+        ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len)
+        bare = interleaved([train_step(model, ours_loss, ids, labels, "none")], 2 * args.steps)[0]
+    print(f"{args.config}, {args.batch_size}x{args.seq_len}: bare step {bare * 1000:.1f} ms, train.py loop "
+          f"{loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -242,8 +334,17 @@ def main():
     p.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
     p.add_argument("--steps", type=int, default=5, help="timed steps of each model, interleaved (best is reported)")
     p.add_argument("--compare-hf", action="store_true", help="also time transformers' RobertaForMaskedLM")
+    p = sub.add_parser("data", help="corpus preparation and masking speed, peak memory")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--copies", type=int, default=8, help="the large corpus: this many copies of the mix")
+    p = sub.add_parser("train", help="train.py's loop overhead over the bare step")
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--vocab-size", type=int, default=8192)
     args = parser.parse_args()
-    {"bpe": bench_bpe, "model": bench_model}[args.what](args)
+    {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train}[args.what](args)
 
 
 if __name__ == "__main__":

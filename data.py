@@ -82,9 +82,11 @@ def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 1 << 16 else np.int32
 
 
-def tokenizer_hash(tokenizer_dir):
+def tokenizer_hash(tok):
+    """A short fingerprint of a tokenizer (a loaded one, or a folder): its vocabulary and merges."""
+    if isinstance(tok, (str, os.PathLike)):
+        tok = bpe.Tokenizer.load(tok)
     h = hashlib.sha256()
-    tok = bpe.Tokenizer.load(tokenizer_dir)
     for i in sorted(tok.vocab):
         h.update(tok.vocab[i] + b"\x00")
     for (a, b), new in tok.merges.items():
@@ -102,7 +104,7 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
         raise ValueError(f"{tokenizer_dir}: the tokenizer has no <s>, </s> or <mask> token")
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
-    digest = tokenizer_hash(tokenizer_dir)
+    digest = tokenizer_hash(tok)
     meta_path = os.path.join(out_dir, "meta.json")
     if os.path.isfile(meta_path) and not overwrite:
         with open(meta_path) as f:
@@ -151,9 +153,13 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
             for split, lines in chunks():
                 write(split, encode_lines(lines, tok))
         else:  # encode in worker processes, at most 2 chunks per worker in flight (bounded memory)
-            # fork where the platform has it: workers run bpe.py only (no torch), and start instantly
-            method = "fork" if "fork" in get_all_start_methods() else "spawn"
-            with get_context(method).Pool(workers, _init_worker, (tokenizer_dir,)) as pool:
+            # fork where the platform has it: the workers inherit the loaded tokenizer (they run bpe.py
+            # only, no torch) and start at once; elsewhere each loads it
+            global _worker_tok
+            fork = "fork" in get_all_start_methods()
+            _worker_tok = tok if fork else None
+            with get_context("fork" if fork else "spawn").Pool(
+                    workers, None if fork else _init_worker, None if fork else (tokenizer_dir,)) as pool:
                 pending = deque()
                 for split, lines in chunks():
                     pending.append((split, pool.apply_async(encode_lines, (lines,))))

@@ -334,7 +334,7 @@ def perplexity(checkpoint, data_dir, split="valid", seq_len=512, batch_size=8):
     import data
     model, tok = load_checkpoint_and_tokenizer(checkpoint)
     tokens, ends, meta = data.load_split(data_dir, split)
-    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != data.tokenizer_hash(checkpoint):
+    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != data.tokenizer_hash(tok):
         raise DataError(f"{data_dir} was prepared with another tokenizer than {checkpoint}'s")
     if tokens.size == 0:
         raise DataError(f"{data_dir}: the {split} split is empty")

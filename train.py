@@ -107,7 +107,7 @@ def check_data(cfg, rank):
         raise Stop("--data is required (a folder written by data.py), or run `python train.py` for the demo")
     tokens, line_ends, meta = data.load_split(cfg.data, "train")
     tok = bpe.Tokenizer.load(cfg.data)
-    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != data.tokenizer_hash(cfg.data):
+    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != data.tokenizer_hash(tok):
         raise Stop(f"{cfg.data}: its tokenizer files do not match the data in it (meta.json)")
     return tokens, line_ends, meta, tok
 
@@ -345,9 +345,9 @@ def keep_log_until(path, step):
 
 
 # ---------------------------------------------------------------------------------------- the demo
-DEMO_PROMPTS = ["The <mask> statement is used for conditional execution.",
-                "A function is defined with the <mask> keyword.",
-                "Strings are <mask> sequences of Unicode code points."]
+DEMO_PROMPTS = ['The "for" statement is used to iterate over the elements of a <mask>.',
+                "A function definition defines a user-defined function <mask>.",
+                "Strings are immutable sequences of Unicode code <mask>."]
 
 
 def demo(args):
@@ -362,7 +362,7 @@ def demo(args):
     if not os.path.isfile(os.path.join(cache, "data", "meta.json")):
         data.prepare([corpus], os.path.join(cache, "tokenizer"), os.path.join(cache, "data"), valid_fraction=0.1)
     cfg = TrainConfig(config="tiny", data=os.path.join(cache, "data"), out=args.out or os.path.join("out", "demo"),
-                      eval_interval=200, save_interval=200, max_steps=args.max_steps or 800)
+                      eval_interval=250, save_interval=250, max_steps=args.max_steps or 1000)
     cfg.resume = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
     print(f"pretraining a tiny RoBERTa ({cfg.max_steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens) into {cfg.out}")
     model, tok = train(cfg)

@@ -72,6 +72,15 @@ def test_round_trip_roberta(roberta_tok):
         assert roberta_tok.decode(roberta_tok.encode(s)) == s
 
 
+def test_reordered_pattern_splits_exactly_as_gpt2s():
+    gpt2, ours = bpe.regex.compile(bpe.GPT2_PATTERN), bpe.regex.compile(bpe.PATTERN)
+    rng = random.Random(2)
+    tricky = ["".join(rng.choice(["'", "s", "t", "re", "ve", "m", "ll", "d", "D", " ", "  ", "a", "1", "!", "\n", "’"])
+                      for _ in range(rng.randint(0, 25))) for _ in range(5000)]
+    for s in ROUND_TRIP + tricky + list(random_strings(2000, seed=3)):
+        assert ours.findall(s) == gpt2.findall(s), s
+
+
 def test_decode_of_a_cut_character_does_not_raise(roberta_tok):
     ids = roberta_tok.encode("😀")
     assert len(ids) > 1
