@@ -12,9 +12,11 @@ LayerNorm eps 1e-5, exact (erf) GELU, LM head tied to the token embeddings with 
     model = load_pretrained("roberta-base/")            # a Hugging Face folder or a train.py output
     save_pretrained(model, "out/")                      # config.json + model.safetensors (HF layout)
 """
+import argparse
 import json
 import math
 import os
+import shutil
 import struct
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -584,3 +586,30 @@ def flops_per_token(cfg, seq_len, lm_positions_fraction=1.0):
     per_layer = 2 * (4 * H * H + 2 * H * cfg.ffn_size) + 2 * 2 * seq_len * H
     lm_head = 2 * (H * H + H * cfg.vocab_size) * lm_positions_fraction
     return L * per_layer + lm_head
+
+
+# ---------------------------------------------------------------------------------------- command line
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Export a checkpoint (train.py / finetune.py output) to the Hugging "
+                                            "Face layout: config.json + model.safetensors + tokenizer files.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write a Hugging Face RoBERTa folder")
+    e.add_argument("--checkpoint", required=True, help="a folder with checkpoint.pt (or a Hugging Face folder)")
+    e.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    try:
+        path = os.path.join(args.checkpoint, "checkpoint.pt")
+        name = read_checkpoint(path).get("class", "RobertaForMaskedLM") if os.path.isfile(path) else \
+            "RobertaForMaskedLM"
+        model = load_pretrained(args.checkpoint, cls=MODEL_CLASSES[name], verbose=False)
+        save_pretrained(model, args.out)
+        for f in ("vocab.json", "merges.txt"):  # the tokenizer travels with the weights
+            if os.path.isfile(os.path.join(args.checkpoint, f)):
+                shutil.copy(os.path.join(args.checkpoint, f), os.path.join(args.out, f))
+        print(f"{args.out}: {name}, {num_parameters(model):,} parameters")
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

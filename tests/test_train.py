@@ -153,6 +153,33 @@ def test_bad_inputs(prepared, tmp_path):
     assert r.returncode != 0 and "not a readable checkpoint" in r.stderr and ckpt.read_bytes() == torn
 
 
+def test_non_finite_losses_skip_then_stop_keeping_the_last_checkpoint(prepared, tmp_path):
+    out = tmp_path / "nan"
+    r = run("--data", prepared, "--out", out, "--max-steps", 30, "--save-interval", 1, *TINY[:6], "--lr", "1e6",
+            *TINY[8:], check=False)
+    assert r.returncode != 0 and "non-finite losses in a row" in r.stderr and "Traceback" not in r.stderr
+    log = read_log(out)
+    skipped = [rec for rec in log if rec.get("skipped") == "non-finite loss"]
+    assert len(skipped) == 5
+    good = max(rec["step"] for rec in log if isinstance(rec.get("loss"), float))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["state"]["step"] == good  # the last good update, saved whole
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_export_to_hugging_face_layout(prepared, tmp_path):
+    run("--data", prepared, "--out", tmp_path / "run", "--max-steps", 1, *TINY)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "roberta.py"), "export", "--checkpoint",
+                        str(tmp_path / "run"), "--out", str(tmp_path / "hf")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= set(os.listdir(tmp_path / "hf"))
+    a = roberta.load_pretrained(str(tmp_path / "run"), verbose=False).eval()
+    b = roberta.load_pretrained(str(tmp_path / "hf"), verbose=False).eval()
+    ids = torch.randint(4, 500, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids), b(ids))
+
+
 def test_demo(tmp_path):
     r = run("--max-steps", 3, cwd=tmp_path)
     assert "held-out perplexity" in r.stdout and "->" in r.stdout
