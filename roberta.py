@@ -552,7 +552,7 @@ def fill_mask(model, tok, text, k=5):
     if text.count("<mask>") != 1:
         raise ValueError(f"the text must hold exactly one <mask>: {text!r}")
     before, after = text.split("<mask>")
-    ids = [tok.bos_id] + tok.encode(before.rstrip(" ")) + [tok.mask_id] + tok.encode(after) + [tok.eos_id]
+    ids = [tok.bos_id] + tok.encode(before.rstrip()) + [tok.mask_id] + tok.encode(after.rstrip()) + [tok.eos_id]
     if len(ids) > model.cfg.max_positions:
         raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
     model.eval()

@@ -89,6 +89,19 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
     torch.testing.assert_close(rte.roberta.embeddings.tokens.weight, model.roberta.embeddings.tokens.weight)
 
 
+def test_sweep_reports_the_median_per_setting(tiny_roberta, tmp_path):
+    out = tmp_path / "sweep"
+    r = run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", tiny_roberta,
+            "--out", out, "--epochs", 1, "--max-train-examples", 16, "--max-eval-examples", 16, "--max-seq-len", 48,
+            "--sweep", "--sweep-seeds", 3, "--no-progress")
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [(s["lr"], s["batch_size"]) for s in sweep["settings"]] == [(lr, bs) for lr in (1e-5, 2e-5, 3e-5)
+                                                                        for bs in (16, 32)]
+    assert all(len(s["scores"]) == 3 and s["median"] == sorted(s["scores"])[1] for s in sweep["settings"])
+    assert sweep["best"]["median"] == max(s["median"] for s in sweep["settings"])
+    assert len([d for d in os.listdir(out) if d.startswith("lr")]) == 18
+
+
 def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     squad = tmp_path / "squad"
     squad.mkdir()
