@@ -132,7 +132,7 @@ def bench_bpe(args):
     except ImportError:
         rows.append(("encode", "transformers: not installed", None))
 
-    print(f"\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
+    print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
         print(f"| {task} | {name} | {t:.2f} | {mb / t:.2f} |" if t else f"| {task} | {name} | - | - |")
     print(f"\nbpe.py training peak memory: {rss:.0f} MB; {n_merges} merges; "
@@ -264,7 +264,7 @@ def bench_data(args):
         with open(small, "w", encoding="utf-8") as f:
             f.writelines(lines)
         mb = os.path.getsize(small) / 1e6
-        print(f"| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
+        print("| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
         for paths, label in (([small], f"{mb:.1f} MB mix"), ([small] * args.copies, f"{mb * args.copies:.0f} MB "
                                                                                     f"({args.copies} copies)")):
             seconds, main_mb, worker_mb = measure_prepare(paths, tokenizer, os.path.join(tmp, "out"), args.workers)

@@ -14,12 +14,11 @@ LayerNorm eps 1e-5, exact (erf) GELU, LM head tied to the token embeddings with 
 """
 import argparse
 import json
-import math
 import os
 import shutil
 import struct
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn

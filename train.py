@@ -24,7 +24,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -102,7 +101,7 @@ def all_sum(values, device, world):
     return t.tolist()
 
 
-def check_data(cfg, rank):
+def check_data(cfg):
     if not cfg.data:
         raise Stop("--data is required (a folder written by data.py), or run `python train.py` for the demo")
     tokens, line_ends, meta = data.load_split(cfg.data, "train")
@@ -183,7 +182,7 @@ def _train(cfg, rank, world, device, master):
     if cfg.format not in data.FORMATS:
         raise Stop(f"unknown --format {cfg.format}")
 
-    tokens, line_ends, meta, tok = check_data(cfg, rank)
+    tokens, line_ends, meta, tok = check_data(cfg)
     valid_tokens, valid_ends, _ = data.load_split(cfg.data, "valid")
     ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, seed=cfg.seed)
     lengths = data.example_lengths(ex)

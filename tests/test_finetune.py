@@ -91,7 +91,7 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
 
 def test_sweep_reports_the_median_per_setting(tiny_roberta, tmp_path):
     out = tmp_path / "sweep"
-    r = run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", tiny_roberta,
+    run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", tiny_roberta,
             "--out", out, "--epochs", 1, "--max-train-examples", 16, "--max-eval-examples", 16, "--max-seq-len", 48,
             "--sweep", "--sweep-seeds", 3, "--no-progress")
     sweep = json.loads((out / "sweep.json").read_text())
