@@ -235,17 +235,18 @@ def _train(cfg, rank, world, device, master):
             group["lr"] = lr
 
         # mask every micro-batch first: the loss is normalised by the targets of the whole update
-        micro_batches = []
+        micro_batches, counts = [], [0, 0]  # counts: targets and real tokens of this process
         for i in range(0, len(mine), micro):
             idx = mine[i:i + micro]
             ids, nsp = data.collate(tokens, ex[idx], cfg.seq_len, tok)
             inputs, labels = data.mask_batch(ids, idx, tok, cfg.seed, state["epoch"], cfg.masking == "static")
+            counts[0] += int((labels != -100).sum())
+            counts[1] += int((ids != tok.pad_id).sum())
             micro_batches.append((inputs.to(device), labels.to(device), None if nsp is None else nsp.to(device)))
-        n_targets, n_tokens = all_sum([sum(int((lb != -100).sum()) for _, lb, _ in micro_batches),
-                                       sum(int((x != tok.pad_id).sum()) for x, _, _ in micro_batches)], device, world)
+        n_targets, n_tokens = all_sum(counts, device, world)
         n_sequences = len(global_batch)
 
-        loss_sum = nsp_sum = 0.0
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # MLM and NSP loss sums, no sync per micro-batch
         for i, (inputs, labels, nsp) in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             sync = model.no_sync() if world > 1 and not last else contextlib.nullcontext()
@@ -257,9 +258,12 @@ def _train(cfg, rank, world, device, master):
                 if nsp_loss is not None:
                     loss = loss + nsp_loss / n_sequences * world
                 (scaler.scale(loss) if scaler else loss).backward()
-            loss_sum += mlm.item()
-            nsp_sum += nsp_loss.item() if nsp_loss is not None else 0.0
-        loss_sum, nsp_sum = all_sum([loss_sum, nsp_sum], device, world)
+            sums[0] += mlm.detach()
+            if nsp_loss is not None:
+                sums[1] += nsp_loss.detach()
+        if world > 1:
+            dist.all_reduce(sums)
+        loss_sum, nsp_sum = sums.tolist()
         loss_value = loss_sum / max(n_targets, 1) + nsp_sum / n_sequences
 
         if not math.isfinite(loss_value):  # skip the update; stop after too many in a row
