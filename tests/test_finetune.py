@@ -102,6 +102,33 @@ def test_sweep_reports_the_median_per_setting(tiny_roberta, tmp_path):
     assert len([d for d in os.listdir(out) if d.startswith("lr")]) == 18
 
 
+MNLI_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\t"
+               "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n")
+
+
+def test_mnli_matched_and_mismatched_and_qqp(tiny_roberta, tmp_path):
+    """GLUE's MNLI and QQP layouts (the shared data has neither): columns found by their header names."""
+    mnli = tmp_path / "MNLI"
+    mnli.mkdir()
+    labels = ["entailment", "neutral", "contradiction"]
+    for name, n in (("train.tsv", 24), ("dev_matched.tsv", 9), ("dev_mismatched.tsv", 6)):
+        rows = [f"{i}\t{i}\t{i}e\tfiction\t(x)\t(y)\t(X)\t(Y)\tA man plays {i}.\tSomeone plays.\t-\t{labels[i % 3]}\n"
+                for i in range(n)]
+        (mnli / name).write_text(MNLI_HEADER + "".join(rows))
+    out = tmp_path / "mnli_out"
+    run("finetune.py", "--task", "mnli", "--data", mnli, "--checkpoint", tiny_roberta, "--out", out, "--epochs", 1,
+        "--max-seq-len", 32, "--batch-size", 8, "--no-progress")
+    dev = json.loads((out / "metrics.json").read_text())["dev"]
+    assert set(dev) == {"dev_matched", "dev_mismatched"} and "accuracy" in dev["dev_mismatched"]
+    for name, n in (("dev_matched", 9), ("dev_mismatched", 6)):
+        lines = (out / f"{name}_predictions.tsv").read_text().splitlines()
+        assert lines[0] == "index\tprediction" and len(lines) == n + 1 and lines[1].split("\t")[1] in labels
+    qqp = tmp_path / "qqp.tsv"
+    qqp.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tHow?\tWhy?\t0\n8\t3\t4\tA?\tA?\t1\n")
+    assert evaluate.read_glue("qqp", qqp) == [(["How?", "Why?"], "0"), (["A?", "A?"], "1")]
+    assert set(evaluate.glue_metrics("qqp", ["0", "1"], ["0", "1"])) == {"accuracy", "f1"}
+
+
 def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     squad = tmp_path / "squad"
     squad.mkdir()
