@@ -195,15 +195,24 @@ def make_model(args):
     return model, ckpt_tok, cls, num_labels
 
 
-def predict(model, args, tok, items, device):
+def eval_inputs(args, tok, items, max_len):
+    """A dev set's model inputs, encoded once for all the epochs' evaluations."""
+    fam = family(args.task)
+    if fam == "glue":
+        return glue_features(args.task, tok, items, max_len)[0]
+    if fam == "race":
+        return race_features(tok, items, max_len)[0]
+    return squad_features(tok, items, max_len, args.doc_stride)
+
+
+def predict(model, args, tok, items, inputs, device):
     """Dev predictions in the task's official format: (predictions, metrics)."""
     fam = family(args.task)
     model.eval()
-    max_len = min(args.max_seq_len, model.cfg.max_positions)
     bs = args.eval_batch_size
     with torch.no_grad():
         if fam == "glue":
-            ids, gold = glue_features(args.task, tok, items, max_len)
+            ids = inputs
             out = torch.cat([model(pad(ids[i:i + bs], tok.pad_id).to(device)).float().cpu()
                              for i in range(0, len(ids), bs)])
             labels = GLUE[args.task][4]
@@ -211,12 +220,12 @@ def predict(model, args, tok, items, device):
                 [labels[i] for i in out.argmax(-1).tolist()]
             return pred, evaluate.glue_metrics(args.task, pred, [lab for _, lab in items])
         if fam == "race":
-            groups, _ = race_features(tok, items, max_len)
+            groups = inputs
             scores = torch.cat([model(pad_choices(groups[i:i + bs], tok.pad_id).to(device)).float().cpu()
                                 for i in range(0, len(groups), bs)])
             pred = {q["qid"]: "ABCD"[k] for q, k in zip(items, scores.argmax(-1).tolist())}
             return pred, evaluate.race_metrics(items, pred)
-        feats = squad_features(tok, items, max_len, args.doc_stride)
+        feats = inputs
         starts, ends, answerable = [], [], {}
         for i in range(0, len(feats), bs):
             chunk = feats[i:i + bs]
@@ -238,38 +247,29 @@ def predict(model, args, tok, items, device):
         return (pred, na), metrics
 
 
-def train_batches(args, tok, items, max_len, epoch):
-    """Shuffled training batches for one epoch, as keyword arguments of the task's model."""
+def training_inputs(args, tok, items, max_len):
+    """Encode the training set once: (inputs, collate), where collate turns a list of inputs into the
+    keyword arguments of the task's model."""
     fam = family(args.task)
-    rng = np.random.default_rng(args.seed * 1000 + epoch)
     if fam == "glue":
         ids, y = glue_features(args.task, tok, items, max_len)
-        regression = GLUE[args.task][4] is None
-        for idx in np.array_split(rng.permutation(len(ids)), max(1, math.ceil(len(ids) / args.batch_size))):
-            yield {"input_ids": pad([ids[i] for i in idx], tok.pad_id),
-                   "labels": torch.tensor([y[i] for i in idx], dtype=torch.float if regression else torch.long)}
-    elif fam == "race":
+        dtype = torch.float if GLUE[args.task][4] is None else torch.long  # STS-B regresses a score
+        return list(zip(ids, y)), lambda chunk: {"input_ids": pad([i for i, _ in chunk], tok.pad_id),
+                                                 "labels": torch.tensor([t for _, t in chunk], dtype=dtype)}
+    if fam == "race":
         groups, y = race_features(tok, items, max_len)
-        for idx in np.array_split(rng.permutation(len(groups)), max(1, math.ceil(len(groups) / args.batch_size))):
-            yield {"input_ids": pad_choices([groups[i] for i in idx], tok.pad_id), "labels": torch.tensor([y[i] for i in idx])}
-    else:
-        feats = squad_features(tok, items, max_len, args.doc_stride, train=True, v2=args.task == "squad2")
-        for idx in np.array_split(rng.permutation(len(feats)), max(1, math.ceil(len(feats) / args.batch_size))):
-            chunk = [feats[i] for i in idx]
-            batch = {"input_ids": pad([f["ids"] for f in chunk], tok.pad_id),
-                     "start_positions": torch.tensor([f["start"] for f in chunk]),
-                     "end_positions": torch.tensor([f["end"] for f in chunk])}
-            if args.task == "squad2":
-                batch["answerable"] = torch.tensor([f["answerable"] for f in chunk])
-            yield batch
+        return list(zip(groups, y)), lambda chunk: {"input_ids": pad_choices([g for g, _ in chunk], tok.pad_id),
+                                                    "labels": torch.tensor([t for _, t in chunk])}
+    v2 = args.task == "squad2"
 
-
-def count_batches(args, tok, items, max_len):
-    if family(args.task) == "squad":
-        n = len(squad_features(tok, items, max_len, args.doc_stride, train=True, v2=args.task == "squad2"))
-    else:
-        n = len(items)
-    return max(1, math.ceil(n / args.batch_size))
+    def collate(chunk):
+        batch = {"input_ids": pad([f["ids"] for f in chunk], tok.pad_id),
+                 "start_positions": torch.tensor([f["start"] for f in chunk]),
+                 "end_positions": torch.tensor([f["end"] for f in chunk])}
+        if v2:
+            batch["answerable"] = torch.tensor([f["answerable"] for f in chunk])
+        return batch
+    return squad_features(tok, items, max_len, args.doc_stride, train=True, v2=v2), collate
 
 
 def finetune(args):
@@ -285,7 +285,9 @@ def finetune(args):
     model, tok, cls, num_labels = make_model(args)
     model.to(device)
     max_len = min(args.max_seq_len, model.cfg.max_positions)
-    steps_per_epoch = count_batches(args, tok, train_items, max_len)
+    inputs, collate = training_inputs(args, tok, train_items, max_len)
+    dev_inputs = {name: eval_inputs(args, tok, items, max_len) for name, items in dev_sets.items()}
+    steps_per_epoch = max(1, math.ceil(len(inputs) / args.batch_size))
     total = steps_per_epoch * args.epochs
     warmup = int(args.warmup_ratio * total)
     opt = torch.optim.AdamW(roberta.param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -294,9 +296,11 @@ def finetune(args):
     best, history, step = None, [], 0
     for epoch in range(args.epochs):
         model.train()
-        bar = tqdm(train_batches(args, tok, train_items, max_len, epoch), total=steps_per_epoch,
-                   desc=f"{args.task} epoch {epoch + 1}/{args.epochs}", dynamic_ncols=True, disable=not args.progress)
-        for batch in bar:
+        order = np.random.default_rng(args.seed * 1000 + epoch).permutation(len(inputs))
+        bar = tqdm(np.array_split(order, steps_per_epoch), desc=f"{args.task} epoch {epoch + 1}/{args.epochs}",
+                   dynamic_ncols=True, disable=not args.progress)
+        for idx in bar:
+            batch = collate([inputs[i] for i in idx])
             for group in opt.param_groups:
                 group["lr"] = roberta.linear_lr(step, args.lr, warmup, total)
             loss = model(**{k: v.to(device) for k, v in batch.items()})
@@ -305,7 +309,7 @@ def finetune(args):
             opt.zero_grad(set_to_none=True)
             step += 1
             bar.set_postfix(loss=f"{loss.item():.4f}")
-        results = {name: predict(model, args, tok, items, device) for name, items in dev_sets.items()}
+        results = {name: predict(model, args, tok, items, dev_inputs[name], device) for name, items in dev_sets.items()}
         metrics = {name: m for name, (_, m) in results.items()}
         score = metrics[next(iter(metrics))][primary]
         history.append({"epoch": epoch + 1, "step": step, **metrics})
