@@ -52,17 +52,47 @@ def timed(fn, *args, repeat=5):
     return best, out
 
 
-def _peak_rss_of(fn, *args):
-    """Run fn(*args) in a fresh process and return its peak resident memory in MB."""
-    ctx = multiprocessing.get_context("fork")
-    p = ctx.Process(target=fn, args=args)
+def peak_mb(status=None):
+    """Peak resident memory in MB from /proc/PID/status (this process's by default). Linux's VmHWM, not
+    ru_maxrss: ru_maxrss survives exec, so a process started from a big one reports its parent's peak."""
+    if status is None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+
+
+def _measured(fn, args, conn):
+    t = time.perf_counter()
+    fn(*args)
+    conn.send((time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
+
+
+def in_fresh_process(fn, *args):
+    """Run fn(*args) in a fresh process: (seconds, its peak memory in MB, its largest child's peak in MB)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_measured, args=(fn, args, child))
     p.start()
-    p.join()
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    p.join()  # the result is a few numbers: the child has sent them before it exits
+    if p.exitcode != 0:
+        raise RuntimeError(f"the measured process failed (exit code {p.exitcode})")
+    return parent.recv()
 
 
-def _train_only(lines, vocab_size):
-    bpe.Tokenizer.train(lines, vocab_size)
+def training_peak_mb(lines, vocab_size):
+    """Peak memory of a fresh process that imports bpe.py alone and trains from the text file, streaming it
+    as `python bpe.py train` does."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "text.txt")
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+        code = ("import sys, bpe; bpe.Tokenizer.train(bpe.read_lines(sys.argv[1]), int(sys.argv[2])); "
+                "print(open('/proc/self/status').read())")
+        out = subprocess.run([sys.executable, "-c", code, path, str(vocab_size)], capture_output=True, text=True,
+                             check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    return peak_mb(out.stdout)
 
 
 def naive_merge_seconds(lines, n=3):
@@ -100,7 +130,7 @@ def bench_bpe(args):
         rows.append(("train", "HF tokenizers: not installed", None))
     naive = naive_merge_seconds(lines) * n_merges
     rows.append(("train", f"naive minbpe-style (extrapolated from 3 of {n_merges} merges)", naive))
-    rss = _peak_rss_of(_train_only, lines, args.vocab_size)
+    rss = training_peak_mb(lines, args.vocab_size)
 
     # ---- encoding, line by line, on the released RoBERTa / GPT-2 vocabularies (cold caches)
     roberta = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
@@ -236,25 +266,6 @@ def _prepare(paths, tokenizer, out, workers):
     data.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
 
 
-def _prepare_peak(paths, tokenizer, out, workers, conn):
-    """In a fresh process: prepare, then report (seconds, own peak MB, largest worker's peak MB)."""
-    t = time.perf_counter()
-    _prepare(paths, tokenizer, out, workers)
-    seconds = time.perf_counter() - t
-    conn.send((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
-
-
-def measure_prepare(paths, tokenizer, out, workers):
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    p = ctx.Process(target=_prepare_peak, args=(paths, tokenizer, out, workers, child))
-    p.start()
-    result = parent.recv()
-    p.join()
-    return result
-
-
 def bench_data(args):
     import tempfile
     lines = bench_lines()
@@ -267,7 +278,8 @@ def bench_data(args):
         print("| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
         for paths, label in (([small], f"{mb:.1f} MB mix"), ([small] * args.copies, f"{mb * args.copies:.0f} MB "
                                                                                     f"({args.copies} copies)")):
-            seconds, main_mb, worker_mb = measure_prepare(paths, tokenizer, os.path.join(tmp, "out"), args.workers)
+            seconds, main_mb, worker_mb = in_fresh_process(_prepare, paths, tokenizer, os.path.join(tmp, "out"),
+                                                            args.workers)
             size = sum(os.path.getsize(p) for p in paths) / 1e6
             print(f"| {label} | {args.workers} | {seconds:.1f} | {size / seconds:.2f} | {main_mb:.0f} / {worker_mb:.0f} |",
                   flush=True)
