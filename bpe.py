@@ -270,8 +270,8 @@ class Tokenizer:
         os.makedirs(directory, exist_ok=True)
         vocab = {self.id_to_token(i): i for i in sorted(self.vocab)}
         merges = [f"{self.id_to_token(a)} {self.id_to_token(b)}" for a, b in self.merges]
-        _write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
-        _write_atomic(os.path.join(directory, "merges.txt"), "\n".join(["#version: 0.2"] + merges) + "\n")
+        write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+        write_atomic(os.path.join(directory, "merges.txt"), "\n".join(["#version: 0.2"] + merges) + "\n")
 
     @classmethod
     def load(cls, directory):
@@ -309,11 +309,22 @@ class Tokenizer:
         return cls(vocab, merges)
 
 
-def _write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_atomic(path, data):
+    """Write `data` (str: UTF-8 text, or bytes) to `path` all at once: a reader, or a run killed midway,
+    sees the old file or the new one, never half of one. The data goes to a temporary file in the same
+    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def _progress(total, unit, enabled):
