@@ -13,8 +13,9 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     meta.json              tokenizer hash, counts, dtype (written last: its presence means complete)
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
 
-From these files each format of Section 4.2 is one short function, `examples(...)`, and each batch is
-masked afresh when served (dynamic masking, Section 4.1) or with one of 10 fixed masks (static).
+From these files each format of Section 4.2 is one short builder in the table FORMATS, and each batch is
+masked afresh when served (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by the
+one masking rule `mask_tokens` under the one specification `Masking`.
 """
 import argparse
 import hashlib
@@ -25,22 +26,24 @@ import tarfile
 import urllib.request
 import zipfile
 from collections import deque
+from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 import bpe
 
-FORMATS = ("full-sentences", "doc-sentences", "segment-pair", "sentence-pair")
+SPLITS = ("train", "valid")
 
 
-# ---------------------------------------------------------------------------------------- preparation
+# ---------------------------------------------------------------------------------------- reading text
 def read_documents(paths, errors="strict"):
     """Yield stripped lines; "" marks a document end (blank lines, and the end of every file)."""
     for path in paths:
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: no such file")
+            raise FileNotFoundError(f"{path}: no such file" if not os.path.isdir(path) else f"{path}: a folder, not a text file")
         with open(path, "rb") as f:
             if b"\x00" in f.read(1 << 16):
                 raise ValueError(f"{path}: looks binary (NUL bytes), not a text corpus")
@@ -57,11 +60,32 @@ def read_documents(paths, errors="strict"):
             yield ""
 
 
+def split_documents(lines, valid_fraction, chunk_lines=2000):
+    """Group lines into (split, lines) chunks. Whole documents are held out, spread evenly: a document
+    goes to "valid" when the held-out share of the characters read so far is below `valid_fraction`,
+    so "valid" holds that fraction of the text (of the tokens, nearly), never half a document."""
+    buffers, chars, split = {s: [] for s in SPLITS}, {s: 0 for s in SPLITS}, None
+    for line in lines:
+        if split is None:  # a document starts: choose its split
+            split = "valid" if chars["valid"] < valid_fraction * (chars["train"] + chars["valid"]) else "train"
+        buffers[split].append(line)
+        chars[split] += len(line) + 1
+        if len(buffers[split]) >= chunk_lines:
+            yield split, buffers[split]
+            buffers[split] = []
+        if line == "":
+            split = None
+    for s in SPLITS:
+        if buffers[s]:
+            yield s, buffers[s]
+
+
+# ---------------------------------------------------------------------------------------- preparation
 _worker_tok = None
 
 
 def _init_worker(tokenizer_dir):
-    global _worker_tok
+    global _worker_tok  # one per worker process
     _worker_tok = bpe.Tokenizer.load(tokenizer_dir)
 
 
@@ -75,6 +99,26 @@ def encode_lines(lines, tok=None):
         tokens += ids
         lengths.append(len(ids))
     return np.array(tokens, dtype=np.int64), np.array(lengths, dtype=np.int64)
+
+
+def encoded_chunks(chunks, tok, tokenizer_dir, workers):
+    """(split, (tokens, lengths)) for each chunk, in order; with workers > 1, encoded in worker processes
+    with at most 2 chunks per worker in flight (bounded memory)."""
+    if workers <= 1:
+        for split, lines in chunks:
+            yield split, encode_lines(lines, tok)
+        return
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"  # fork: workers start at once
+    with get_context(method).Pool(workers, _init_worker, (tokenizer_dir,)) as pool:
+        pending = deque()
+        for split, lines in chunks:
+            pending.append((split, pool.apply_async(encode_lines, (lines,))))
+            if len(pending) >= 2 * workers:
+                split, result = pending.popleft()
+                yield split, result.get()
+        while pending:
+            split, result = pending.popleft()
+            yield split, result.get()
 
 
 def token_dtype(vocab_size):
@@ -93,10 +137,49 @@ def tokenizer_hash(tok):
     return h.hexdigest()[:16]
 
 
+class SplitWriter:
+    """The .bin/.idx files of both splits, written under temporary names and renamed only when complete."""
+
+    def __init__(self, out_dir, dtype):
+        self.out_dir, self.dtype = out_dir, dtype
+        self.files = {(s, k): open(self.path(s, k) + ".tmp", "wb") for s in SPLITS for k in ("bin", "idx")}
+        self.counts = {s: {"tokens": 0, "lines": 0, "documents": 0} for s in SPLITS}
+
+    def path(self, split, kind):
+        return os.path.join(self.out_dir, f"{split}.{kind}")
+
+    def write(self, split, tokens, lengths):
+        c = self.counts[split]
+        self.files[split, "bin"].write(tokens.astype(self.dtype).tobytes())
+        self.files[split, "idx"].write((np.cumsum(lengths) + c["tokens"]).tobytes())
+        c["tokens"] += int(tokens.size)
+        c["lines"] += int(lengths.size)
+        c["documents"] += int(np.sum(lengths == 1) if lengths.size else 0)  # a lone </s> ends a document
+
+    def close(self, keep):
+        for f in self.files.values():
+            f.close()
+        for s, k in self.files:
+            if keep:
+                os.replace(self.path(s, k) + ".tmp", self.path(s, k))
+            elif os.path.exists(self.path(s, k) + ".tmp"):
+                os.remove(self.path(s, k) + ".tmp")
+
+
+def check_out_dir(out_dir, digest, overwrite):
+    """Refuse a folder holding data of another tokenizer (unless overwrite), or a file in the way."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
+    meta_path = os.path.join(out_dir, "meta.json")
+    if os.path.isfile(meta_path) and not overwrite:
+        old = read_meta(out_dir)
+        if old.get("tokenizer_sha256") != digest:
+            raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
+
+
 def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, overwrite=False,
             errors="strict", chunk_lines=2000, verbose=True):
-    """Encode `inputs` into out_dir's train/valid files. Whole documents go to valid, evenly spread:
-    document d is held out when floor((d+1) * fraction) > floor(d * fraction)."""
+    """Encode `inputs` into out_dir's train/valid files (whole documents held out: split_documents)."""
     from tqdm import tqdm
     tok = bpe.Tokenizer.load(tokenizer_dir)
     if tok.eos_id is None or tok.bos_id is None or tok.mask_id is None:
@@ -104,127 +187,165 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     digest = tokenizer_hash(tok)
-    meta_path = os.path.join(out_dir, "meta.json")
-    if os.path.isfile(meta_path) and not overwrite:
-        with open(meta_path) as f:
-            old = json.load(f)
-        if old.get("tokenizer_sha256") != digest:
-            raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
+    check_out_dir(out_dir, digest, overwrite)
+    for path in inputs:
+        next(read_documents([path], errors), None)  # a missing or binary file fails before anything is written
     os.makedirs(out_dir, exist_ok=True)
-    dtype = token_dtype(len(tok))
-    workers = workers or os.cpu_count() or 1
-    total_bytes = sum(os.path.getsize(p) for p in inputs if os.path.isfile(p))
-
-    files = {s: {kind: open(os.path.join(out_dir, f"{s}.{kind}.tmp"), "wb") for kind in ("bin", "idx")}
-             for s in ("train", "valid")}
-    counts = {s: {"tokens": 0, "lines": 0, "documents": 0} for s in ("train", "valid")}
-
-    def write(split, result):
-        tokens, lengths = result
-        files[split]["bin"].write(tokens.astype(dtype).tobytes())
-        files[split]["idx"].write((np.cumsum(lengths) + counts[split]["tokens"]).tobytes())
-        counts[split]["tokens"] += int(tokens.size)
-        counts[split]["lines"] += int(lengths.size)
-
-    def chunks():  # (split, lines), a document never split between train and valid
-        buffers, doc, read = {"train": [], "valid": []}, 0, 0
-        progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="encoding", disable=not verbose)
-        for line in read_documents(inputs, errors):
-            split = "valid" if int((doc + 1) * valid_fraction) > int(doc * valid_fraction) else "train"
-            buffers[split].append(line)
-            read += len(line) + 1
-            if line == "":
-                counts[split]["documents"] += 1
-                doc += 1
-            if len(buffers[split]) >= chunk_lines:
-                yield split, buffers[split]
-                buffers[split] = []
-                progress.update(read)
-                read = 0
-        progress.update(read)
-        progress.close()
-        for split, lines in buffers.items():
-            if lines:
-                yield split, lines
-
+    writer = SplitWriter(out_dir, token_dtype(len(tok)))
+    done = False
     try:
-        if workers <= 1:
-            for split, lines in chunks():
-                write(split, encode_lines(lines, tok))
-        else:  # encode in worker processes, at most 2 chunks per worker in flight (bounded memory)
-            # fork where the platform has it: the workers inherit the loaded tokenizer (they run bpe.py
-            # only, no torch) and start at once; elsewhere each loads it
-            global _worker_tok
-            fork = "fork" in get_all_start_methods()
-            _worker_tok = tok if fork else None
-            with get_context("fork" if fork else "spawn").Pool(
-                    workers, None if fork else _init_worker, None if fork else (tokenizer_dir,)) as pool:
-                pending = deque()
-                for split, lines in chunks():
-                    pending.append((split, pool.apply_async(encode_lines, (lines,))))
-                    if len(pending) >= 2 * workers:
-                        split, result = pending.popleft()
-                        write(split, result.get())
-                while pending:
-                    split, result = pending.popleft()
-                    write(split, result.get())
+        with tqdm(unit="tok", unit_scale=True, desc="encoding", disable=not verbose) as bar:
+            chunks = split_documents(read_documents(inputs, errors), valid_fraction, chunk_lines)
+            for split, (tokens, lengths) in encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1):
+                writer.write(split, tokens, lengths)
+                bar.update(tokens.size)
+        if writer.counts["train"]["tokens"] == 0:
+            raise ValueError(f"no text in {', '.join(inputs)}: the input is empty")
+        done = True
     finally:
-        for f in (f for kinds in files.values() for f in kinds.values()):
-            f.close()
-    if counts["train"]["tokens"] == 0:
-        raise ValueError(f"no text in {', '.join(inputs)}: the input is empty")
-    if os.path.isfile(meta_path):
-        os.remove(meta_path)  # from here until meta.json is rewritten, the folder reads as incomplete
-    for split in files:
-        for kind in ("bin", "idx"):
-            os.replace(os.path.join(out_dir, f"{split}.{kind}.tmp"), os.path.join(out_dir, f"{split}.{kind}"))
+        if os.path.isfile(os.path.join(out_dir, "meta.json")) and done:
+            os.remove(os.path.join(out_dir, "meta.json"))  # until rewritten, the folder reads as incomplete
+        writer.close(keep=done)
     tok.save(out_dir)
-    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(dtype).name,
+    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(writer.dtype).name,
             "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
-            "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, meta_path)
+            "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **writer.counts}
+    bpe.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
+    if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
+        print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
+              f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "
+              f"separated) or raise --valid-fraction", file=sys.stderr)
+    return meta
+
+
+META_KEYS = {"tokenizer_sha256": str, "vocab_size": int, "dtype": str, "train": dict, "valid": dict}
+
+
+def read_meta(data_dir):
+    """meta.json of a prepared folder, checked for the keys this module reads."""
+    meta_path = os.path.join(data_dir, "meta.json")
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"{data_dir}: no such folder (a folder written by data.py)")
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"{data_dir}: no prepared data (meta.json missing; run data.py first)")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    bad = [k for k, kind in META_KEYS.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), kind)]
+    if bad or any(not isinstance(meta[s].get(k), int) for s in SPLITS for k in ("tokens", "lines")):
+        raise ValueError(f"{meta_path}: not data.py's meta.json (missing or wrong: {', '.join(bad) or 'counts'})")
+    if meta["dtype"] not in ("uint16", "int32"):
+        raise ValueError(f"{meta_path}: unknown token dtype {meta['dtype']!r}")
     return meta
 
 
 def load_split(data_dir, split):
-    """(tokens, line_ends, meta) of a prepared folder, memory-mapped."""
-    meta_path = os.path.join(data_dir, "meta.json")
-    if not os.path.isfile(meta_path):
-        raise FileNotFoundError(f"{data_dir}: no prepared data (meta.json missing; run data.py first)")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    """(tokens, line_ends, meta) of a prepared folder, both memory-mapped."""
+    meta = read_meta(data_dir)
     if meta[split]["tokens"] == 0:
         return np.zeros(0, dtype=meta["dtype"]), np.zeros(0, dtype=np.int64), meta
-    tokens = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=meta["dtype"], mode="r")
-    line_ends = np.fromfile(os.path.join(data_dir, f"{split}.idx"), dtype=np.int64)
-    if tokens.size != meta[split]["tokens"] or line_ends.size != meta[split]["lines"]:
-        raise ValueError(f"{data_dir}: {split}.bin/.idx do not match meta.json (a torn or mixed folder)")
-    return tokens, line_ends, meta
+    arrays = []
+    for kind, dtype, count in (("bin", meta["dtype"], meta[split]["tokens"]), ("idx", np.int64, meta[split]["lines"])):
+        path = os.path.join(data_dir, f"{split}.{kind}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: missing (the folder is incomplete; rerun data.py)")
+        size = os.path.getsize(path)
+        if size != count * np.dtype(dtype).itemsize:
+            raise ValueError(f"{path}: {size:,} bytes, but meta.json says {count:,} entries of "
+                             f"{np.dtype(dtype).itemsize} bytes (a torn or mixed folder; rerun data.py)")
+        arrays.append(np.memmap(path, dtype=dtype, mode="r"))
+    return arrays[0], arrays[1], meta
+
+
+def open_prepared(data_dir):
+    """The train split, its meta and the folder's tokenizer, checked to be the one the data was made with."""
+    tokens, line_ends, meta = load_split(data_dir, "train")
+    tok = bpe.Tokenizer.load(data_dir)
+    check_tokenizer(meta, tok, data_dir)
+    return tokens, line_ends, meta, tok
+
+
+def check_tokenizer(meta, tok, data_dir, source=None):
+    """The one tokenizer check: data made with `tok`'s vocabulary and merges (meta.json's fingerprint)."""
+    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != tokenizer_hash(tok):
+        raise ValueError(f"{data_dir} was prepared with another tokenizer than "
+                         f"{source + chr(39) + 's' if source else 'the one in that folder'}")
 
 
 # ---------------------------------------------------------------------------------------- formats
-def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0):
-    """The training examples of one input format (Section 4.2), as int64 rows
-    (a_start, a_end, b_start, b_end, nsp_label): token ranges of the stream. Single-segment formats
-    have b_start = b_end = 0 and label -1; a pair's label is 1 when B is the true continuation.
+# An example is token ranges of the stream: segment A, segment B (pair formats only) and the
+# next-sentence label (1: B is A's true continuation, 0: B comes from another document, -1: no B).
+EXAMPLE = np.dtype([("a_start", np.int64), ("a_end", np.int64), ("b_start", np.int64), ("b_end", np.int64),
+                    ("next", np.int64)])
 
-    full-sentences: lines packed into blocks of up to seq_len - 1 tokens (+ <s>), across documents
-    doc-sentences:  the same, but a block never crosses a document end
-    segment-pair:   <s> A </s></s> B </s>, A and B runs of whole sentences, B the continuation or not
-    sentence-pair:  the same with single sentences
-    """
+
+class Lines(NamedTuple):
+    """The line structure of a token stream: where each line starts and ends, and which lines are
+    document ends (a lone </s>)."""
+    starts: np.ndarray
+    ends: np.ndarray
+    doc_end: np.ndarray
+
+
+def full_sentences(lines, seq_len, rng):
+    """FULL-SENTENCES: whole lines packed into blocks of up to seq_len - 1 tokens (+ <s>), across documents."""
+    return _blocks(lines.ends, None, seq_len - 1)
+
+
+def doc_sentences(lines, seq_len, rng):
+    """DOC-SENTENCES: the same, but a block never crosses a document end."""
+    return _blocks(lines.ends, lines.doc_end, seq_len - 1)
+
+
+def segment_pairs(lines, seq_len, rng):
+    """SEGMENT-PAIR+NSP (BERT): <s> A </s></s> B </s>, A and B runs of whole sentences, B the continuation or not."""
+    return _pairs(lines, seq_len, rng, single_sentences=False)
+
+
+def sentence_pairs(lines, seq_len, rng):
+    """SENTENCE-PAIR+NSP: the same with single sentences."""
+    return _pairs(lines, seq_len, rng, single_sentences=True)
+
+
+class Format(NamedTuple):
+    build: Callable      # (Lines, seq_len, numpy Generator) -> examples (EXAMPLE rows)
+    pairs: bool          # <s> A </s></s> B </s> with a next-sentence label (the NSP loss)
+    by_tokens: bool      # batches of a token budget (more sequences when they are short), not a fixed count
+
+
+# Section 4.2 and Table 2. Adding a format: a builder above and a row here.
+FORMATS = {
+    "full-sentences": Format(full_sentences, pairs=False, by_tokens=False),
+    "doc-sentences": Format(doc_sentences, pairs=False, by_tokens=True),
+    "segment-pair": Format(segment_pairs, pairs=True, by_tokens=False),
+    "sentence-pair": Format(sentence_pairs, pairs=True, by_tokens=True),
+}
+
+
+def check_format(fmt):
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0):
+    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows."""
+    build = check_format(fmt).build
+    if seq_len < 8:
+        raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
     if line_ends.size == 0:
-        return np.zeros((0, 5), dtype=np.int64)
+        return np.zeros(0, dtype=EXAMPLE)
     starts = np.concatenate([[0], line_ends[:-1]])
     doc_end = (line_ends - starts == 1) & (np.asarray(tokens[line_ends - 1]) == eos_id)
-    if fmt in ("full-sentences", "doc-sentences"):
-        return _blocks(line_ends, doc_end if fmt == "doc-sentences" else None, seq_len - 1)
-    return _pairs(starts, line_ends, doc_end, fmt, seq_len, seed)
+    return build(Lines(starts, np.asarray(line_ends), doc_end), seq_len, np.random.default_rng(seed))
+
+
+def _rows(a_start, a_end, b_start=0, b_end=0, nxt=-1):
+    ex = np.zeros(len(a_start), dtype=EXAMPLE)
+    ex["a_start"], ex["a_end"], ex["b_start"], ex["b_end"], ex["next"] = a_start, a_end, b_start, b_end, nxt
+    return ex
 
 
 def _blocks(line_ends, doc_end, block):
@@ -246,18 +367,17 @@ def _blocks(line_ends, doc_end, block):
         else:  # a line longer than a block: cut it, never leaving its </s> alone for the next block
             line_end = int(line_ends[np.searchsorted(line_ends, p, side="right")])
             end = limit - 1 if line_end - limit == 1 else min(limit, line_end)
-        rows.append((p, end, 0, 0, -1))
+        rows.append((p, end))
         p = end
-    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+    rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return _rows(rows[:, 0], rows[:, 1])
 
 
-def _pairs(starts, ends, doc_end, fmt, seq_len, seed):
-    """Sentence-pair formats with next-sentence prediction, as the original BERT builds them."""
-    rng = np.random.default_rng(seed)
-    budget = seq_len - 4  # <s> A </s> </s> B </s>
+def _documents(doc_end):
+    """Lists of the line numbers of each document (its separator excluded)."""
     docs, current = [], []
-    for i in range(len(ends)):  # a Python loop over lines: the pair formats are for Table 2's experiments
-        if doc_end[i]:
+    for i, is_end in enumerate(doc_end.tolist()):
+        if is_end:
             if current:
                 docs.append(current)
             current = []
@@ -267,15 +387,22 @@ def _pairs(starts, ends, doc_end, fmt, seq_len, seed):
         docs.append(current)
     if len(docs) < 2:
         raise ValueError("the pair formats need at least two documents (blank-line separated)")
-    rows = []
+    return docs
+
+
+def _pairs(lines, seq_len, rng, single_sentences):
+    """Sentence-pair formats with next-sentence prediction, as the original BERT builds them."""
+    starts, ends = lines.starts, lines.ends
+    budget = seq_len - 4  # <s> A </s> </s> B </s>
+    docs, rows = _documents(lines.doc_end), []
     for d, doc in enumerate(docs):
         i = 0
         while i < len(doc):
-            if fmt == "sentence-pair":  # one sentence, and the next one if there is one
+            if single_sentences:  # one sentence, and the next one if there is one
                 chunk = doc[i:i + 2]
                 i += len(chunk)
                 a, rest = chunk[:1], chunk[1:]
-            else:  # segment-pair: sentences up to the budget, split at a random sentence
+            else:  # sentences up to the budget, split at a random sentence
                 chunk, size = [], 0
                 while i < len(doc) and (size < budget or not chunk):
                     chunk.append(doc[i])
@@ -291,36 +418,50 @@ def _pairs(starts, ends, doc_end, fmt, seq_len, seed):
                 b, label = other[first:first + max(1, len(rest))], 0
                 i -= len(rest)
             rows.append((starts[a[0]], ends[a[-1]], starts[b[0]], ends[b[-1]], label))
-    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+    rows = np.array(rows, dtype=np.int64).reshape(-1, 5)
+    return _rows(*rows.T)
 
 
-def example_lengths(ex):
-    """Approximate tokens per example (for token-budget batching): the ranges plus specials."""
-    return (ex[:, 1] - ex[:, 0]) + (ex[:, 3] - ex[:, 2]) + np.where(ex[:, 4] >= 0, 4, 1)
+def example_lengths(ex, fmt):
+    """Tokens per example (for token-budget batching): the ranges plus the special tokens."""
+    specials = 4 if FORMATS[fmt].pairs else 1  # <s> A </s></s> B </s>, or <s> A
+    return (ex["a_end"] - ex["a_start"]) + (ex["b_end"] - ex["b_start"]) + specials
 
 
-def collate(tokens, ex, seq_len, tok):
-    """Examples -> (input_ids [n, L] padded with <pad>, nsp_labels [n] or None)."""
-    seqs = []
-    for a0, a1, b0, b1, label in ex.tolist():
-        a = np.asarray(tokens[a0:a1], dtype=np.int64)
-        if label < 0:
-            seqs.append(np.concatenate([[tok.bos_id], a]))
-            continue
-        b = np.asarray(tokens[b0:b1], dtype=np.int64)
-        a, b = a[a != tok.eos_id], b[b != tok.eos_id]
-        while len(a) + len(b) > seq_len - 4:  # trim the longer segment's end
-            if len(a) > len(b):
-                a = a[:-1]
-            else:
-                b = b[:-1]
-        seqs.append(np.concatenate([[tok.bos_id], a, [tok.eos_id, tok.eos_id], b, [tok.eos_id]]))
+def truncate_pair(len_a, len_b, room):
+    """Lengths of two segments cut to fit `room` tokens together: the longer one loses a token at a time,
+    the second on ties (BERT's truncate_seq_pair, fairseq's BlockPairDataset), computed in closed form.
+    Takes ints or numpy arrays; the caller keeps a[:len_a'] and b[:len_b']."""
+    la, lb = np.asarray(len_a), np.asarray(len_b)
+    over = np.maximum(la + lb - room, 0)
+    cut_a = np.where(la > lb, np.minimum(over, la - lb), 0)   # first the longer one down to the other's length,
+    cut_b = np.where(la <= lb, np.minimum(over, lb - la), 0)
+    rest = over - cut_a - cut_b                                # then both alternately, the second first
+    new_a, new_b = la - cut_a - rest // 2, lb - cut_b - (rest + 1) // 2
+    return (int(new_a), int(new_b)) if new_a.ndim == 0 else (new_a, new_b)
+
+
+def pad(seqs, pad_id):
+    """Sequences of ids -> a LongTensor [n, longest], padded on the right with `pad_id`."""
     width = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), width), tok.pad_id, dtype=np.int64)
+    out = np.full((len(seqs), width), pad_id, dtype=np.int64)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = s
-    nsp = torch.from_numpy(ex[:, 4].copy()) if ex[0, 4] >= 0 else None
-    return torch.from_numpy(ids), nsp
+        out[i, :len(s)] = s
+    return torch.from_numpy(out)
+
+
+def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
+    """Examples -> (input_ids [n, L] padded with <pad>, next-sentence labels [n] or None)."""
+    if not FORMATS[fmt].pairs:  # <s> A, where A ends with its line's </s>
+        return pad([np.concatenate([[tok.bos_id], tokens[a0:a1]]) for a0, a1 in zip(ex["a_start"], ex["a_end"])],
+                   tok.pad_id), None
+    seqs = []
+    for a0, a1, b0, b1 in zip(ex["a_start"], ex["a_end"], ex["b_start"], ex["b_end"]):
+        a, b = np.asarray(tokens[a0:a1], dtype=np.int64), np.asarray(tokens[b0:b1], dtype=np.int64)
+        a, b = a[a != tok.eos_id], b[b != tok.eos_id]  # sentence ends inside a segment are dropped
+        la, lb = truncate_pair(len(a), len(b), seq_len - 4)
+        seqs.append(np.concatenate([[tok.bos_id], a[:la], [tok.eos_id, tok.eos_id], b[:lb], [tok.eos_id]]))
+    return pad(seqs, tok.pad_id), torch.from_numpy(ex["next"].copy())
 
 
 # ---------------------------------------------------------------------------------------- batches
@@ -355,28 +496,59 @@ def shard(batch, rank, world):
 
 
 # ---------------------------------------------------------------------------------------- masking
-def mask_tokens(tokens, tok, mask_prob=0.15, generator=None):
-    """BERT's masking (Section 4.1 / Devlin et al.): select each ordinary token with probability
-    mask_prob; of the selected, 80% become <mask>, 10% a random ordinary token, 10% stay unchanged.
-    Returns (inputs, labels) with labels = -100 where not selected. <s>, </s> and <pad> are never selected.
+@dataclass(frozen=True)
+class Masking:
+    """Section 4.1 in one place: which tokens become prediction targets, and what the model sees there.
+
+    rate:    the share of ordinary tokens selected as targets (BERT and RoBERTa: 15%)
+    split:   of the selected, the shares shown as <mask>, as a random ordinary token, and unchanged
+             (BERT's 80/10/10: the model cannot trust that an unmasked token is right)
+    dynamic: a new mask every epoch (RoBERTa) or BERT's static masking, the data duplicated 10 times
+             with 10 fixed masks (epoch e sees mask number e % 10)
     """
-    u = torch.rand((3,) + tuple(tokens.shape), generator=generator)
-    return mask_with(tokens, tok, mask_prob, u[0], u[1], u[2])
+    rate: float = 0.15
+    split: tuple = (0.8, 0.1, 0.1)
+    dynamic: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "split", tuple(float(x) for x in self.split))
+        if not 0 < self.rate < 1:
+            raise ValueError(f"the masking rate must be in (0, 1), got {self.rate}")
+        if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
+            raise ValueError(f"the mask/random/keep split must be 3 shares summing to 1, got {self.split}")
 
 
-def mask_with(tokens, tok, mask_prob, u_select, u_action, u_token):
-    """The masking rule, given three uniform [0, 1) draws per token."""
-    special = (tokens == tok.bos_id) | (tokens == tok.eos_id) | (tokens == tok.pad_id)
-    selected = (u_select < mask_prob) & ~special
-    labels = torch.where(selected, tokens, -100)
-    # a random ordinary token: draw among the ids left once the specials are taken out, then step
-    # over each special id at or below the draw (there are five)
+def special_token_mask(tokens, tok):
+    """True where a token is one of the tokenizer's special tokens (never a prediction target)."""
+    return torch.isin(tokens, torch.tensor(sorted(tok.special_ids), dtype=tokens.dtype))
+
+
+def random_ordinary_tokens(u, tok):
+    """Uniform draws in [0, 1) -> ids drawn uniformly among the ordinary (non-special) tokens: draw among
+    the ids left once the specials are taken out, then step over each special id at or below the draw."""
     specials = sorted(tok.special_ids)
-    random_ids = (u_token * (len(tok) - len(specials))).long()
-    for s in specials:
-        random_ids += random_ids >= s
-    inputs = torch.where(selected & (u_action < 0.8), tok.mask_id, tokens)
-    inputs = torch.where(selected & (u_action >= 0.8) & (u_action < 0.9), random_ids, inputs)
+    ids = (u * (len(tok) - len(specials))).long()
+    for s in specials:  # five, not a loop over tokens
+        ids += ids >= s
+    return ids
+
+
+def mask_tokens(tokens, tok, mask_prob=0.15, generator=None, split=(0.8, 0.1, 0.1), draws=None):
+    """BERT's masking (Section 4.1 / Devlin et al.): select each ordinary token with probability mask_prob;
+    of the selected, split[0] become <mask>, split[1] a random ordinary token, split[2] stay unchanged.
+    Returns (inputs, labels) with labels = -100 where not selected. Special tokens are never selected.
+
+    `draws`: three uniform [0, 1) tensors shaped like `tokens` (select, action, random id); training passes
+    counter-based ones (mask_batch), otherwise they come from torch.rand(generator=generator).
+    """
+    u_select, u_action, u_token = torch.rand((3,) + tuple(tokens.shape), generator=generator) \
+        if draws is None else draws
+    selected = (u_select < mask_prob) & ~special_token_mask(tokens, tok)
+    labels = torch.where(selected, tokens, -100)
+    to_mask = selected & (u_action < split[0])
+    to_random = selected & (u_action >= split[0]) & (u_action < split[0] + split[1])
+    inputs = torch.where(to_mask, tok.mask_id, tokens)
+    inputs = torch.where(to_random, random_ordinary_tokens(u_token, tok), inputs)
     return inputs, labels
 
 
@@ -395,60 +567,126 @@ def uniforms(keys, width, stream):
     return torch.from_numpy((x >> np.uint64(11)).astype(np.float64) * 2.0 ** -53)
 
 
-def mask_batch(input_ids, example_ids, tok, seed, epoch, static=False, mask_prob=0.15):
-    """Mask a batch; every token's draws depend only on (seed, epoch, example index, position), so an
-    example gets the same mask however batches are split over processes or resumed.
-
-    Dynamic masking (RoBERTa, Section 4.1): a new mask every epoch. Static masking (original BERT):
-    the data duplicated 10 times with 10 fixed masks, i.e. epoch e sees mask number e % 10.
-    """
-    version = epoch % 10 if static else epoch
+def mask_batch(input_ids, example_ids, tok, seed, epoch, masking=Masking()):
+    """Mask a batch with `mask_tokens`; every token's draws depend only on (seed, mask version, example
+    index, position), so an example gets the same mask however batches are split over processes or resumed.
+    The mask version is the epoch (dynamic masking) or epoch % 10 (static)."""
+    version = epoch if masking.dynamic else epoch % 10
     keys = (np.asarray(example_ids, dtype=np.int64) * 1_000_003 + version) * 1_000_033 + seed
-    u = [uniforms(keys, input_ids.shape[1], stream) for stream in range(3)]
-    return mask_with(input_ids, tok, mask_prob, *u)
+    draws = [uniforms(keys, input_ids.shape[1], stream) for stream in range(3)]
+    return mask_tokens(input_ids, tok, masking.rate, split=masking.split, draws=draws)
 
 
-@torch.no_grad()
-def heldout_loss(model, tokens, line_ends, tok, seq_len, batch_size=16, seed=1234, rank=0, world=1,
-                 device="cpu", max_sequences=None, amp_dtype=None):
-    """Masked-LM loss (natural log, per target token) on held-out data: FULL-SENTENCES blocks, each
-    masked by a fixed seed so that every evaluation sees the same masks. Returns (loss sum, target count)
-    of this process's share; sum them over processes for the whole set (the first `max_sequences`)."""
+# ---------------------------------------------------------------------------------------- held-out evaluation
+def heldout_batches(tokens, line_ends, tok, seq_len, batch_size=16, masking=Masking(), rank=0, world=1,
+                    max_sequences=None, seed=1234):
+    """The held-out set as fixed (inputs, labels) batches: FULL-SENTENCES blocks, each masked by a fixed
+    seed, so that every evaluation sees the same masks. This process's share of the first `max_sequences`."""
     ex = examples(tokens, line_ends, "full-sentences", seq_len, tok.eos_id)
     order = np.arange(len(ex) if max_sequences is None else min(len(ex), max_sequences))[rank::world]
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
+    batches = []
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
         ids, _ = collate(tokens, ex[idx], seq_len, tok)
-        inputs, labels = mask_batch(ids, idx, tok, seed, epoch=0)
-        with torch.autocast(torch.device(device).type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            total += model(inputs.to(device), labels=labels.to(device), reduction="sum").item()
-        count += int((labels != -100).sum())
+        batches.append(mask_batch(ids, idx, tok, seed, epoch=0, masking=masking))
+    return batches
+
+
+@torch.no_grad()
+def evaluate_mlm(model, batches, device="cpu", amp_dtype=None, detailed=False):
+    """Masked-LM loss (natural log) on fixed batches: {"loss_sum", "targets"} of this process's share (sum
+    them over processes for the whole set). With `detailed`, from the full logits, also "loss_sq_sum" (for
+    a standard error) and "correct" (how often the top guess is the target)."""
+    was_training = model.training
+    model.eval()
+    out = {"loss_sum": 0.0, "targets": 0, "loss_sq_sum": 0.0, "correct": 0}
+    for inputs, labels in batches:
+        inputs, labels = inputs.to(device), labels.to(device)
+        targets = labels != -100
+        with torch.autocast(torch.device(device).type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            if detailed:
+                logits = model(inputs)[targets].float()
+                nll = torch.nn.functional.cross_entropy(logits, labels[targets], reduction="none")
+                out["loss_sum"] += nll.sum().item()
+                out["loss_sq_sum"] += (nll ** 2).sum().item()
+                out["correct"] += int((logits.argmax(-1) == labels[targets]).sum())
+            else:
+                out["loss_sum"] += model(inputs, labels=labels, reduction="sum").item()
+        out["targets"] += int(targets.sum())
     model.train(was_training)
-    return total, count
+    return out
+
+
+def heldout_loss(model, tokens, line_ends, tok, seq_len, batch_size=16, seed=1234, rank=0, world=1,
+                 device="cpu", max_sequences=None, amp_dtype=None, masking=Masking()):
+    """(loss sum, target count) of the masked LM on held-out data (heldout_batches, evaluate_mlm)."""
+    batches = heldout_batches(tokens, line_ends, tok, seq_len, batch_size, masking, rank, world, max_sequences, seed)
+    out = evaluate_mlm(model, batches, device, amp_dtype)
+    return out["loss_sum"], out["targets"]
+
+
+def unigram_baselines(train_tokens, batches, tok):
+    """Two baselines on the same held-out masks (what a model learns first): the unigram distribution of
+    the training tokens (add-one smoothed), and always guessing the most frequent ordinary token.
+    Returns {"unigram_loss", "most_frequent_accuracy", "most_frequent"}."""
+    counts = np.bincount(np.asarray(train_tokens), minlength=len(tok)).astype(np.float64) + 1.0
+    counts[sorted(tok.special_ids)] = 0.0  # a target is never a special token
+    with np.errstate(divide="ignore"):  # log 0 = -inf for the specials, never looked up
+        log_p = torch.from_numpy(np.log(counts / counts.sum()))
+    best = int(counts.argmax())
+    loss, correct, n = 0.0, 0, 0
+    for _, labels in batches:
+        targets = labels[labels != -100]
+        loss -= float(log_p[targets].sum())
+        correct += int((targets == best).sum())
+        n += targets.numel()
+    return {"unigram_loss": loss / max(n, 1), "most_frequent_accuracy": correct / max(n, 1), "most_frequent": best}
 
 
 # ---------------------------------------------------------------------------------------- built-in corpus
-def builtin_corpus(path):
-    """A small English corpus that needs no network: the reference texts of Python's documentation
-    (pydoc_data.topics, ~465 KB, on every Python install), one paragraph per line, a blank line
-    between topics (documents)."""
+def reference_topics():
+    """Documents of Python's reference documentation (pydoc_data.topics, ~465 KB): one per topic,
+    one paragraph per line."""
     from pydoc_data.topics import topics
-    lines = []
     for name in sorted(topics):
-        for para in topics[name].split("\n\n"):
-            para = " ".join(para.split())
-            if para:
-                lines.append(para)
-        lines.append("")
+        yield [" ".join(p.split()) for p in topics[name].split("\n\n") if p.strip()]
+
+
+SKIPPED_FOLDERS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "turtledemo",
+                   "ensurepip", "pydoc_data", "lib2to3"}
+
+
+def stdlib_docstrings(root=None):
+    """Documents of the docstrings of the standard library's modules (~1.8 MB of English on Python 3.11):
+    one document per module, one paragraph per line. Read with `ast`, so no module is imported."""
+    import ast
+    import sysconfig
+    root = root or sysconfig.get_paths()["stdlib"]
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d not in SKIPPED_FOLDERS)
+        for name in sorted(f for f in files if f.endswith(".py")):
+            try:
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    tree = ast.parse(f.read())
+            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+                continue
+            nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef,
+                                                                  ast.AsyncFunctionDef))]
+            paragraphs = [" ".join(p.split()) for n in nodes for p in (ast.get_docstring(n) or "").split("\n\n")]
+            paragraphs = [p for p in paragraphs if len(p) > 1]
+            if paragraphs:
+                yield paragraphs
+
+
+def builtin_corpus(path):
+    """A small English corpus that needs no network, from text every Python install carries: the reference
+    documentation (pydoc_data) and the standard library's docstrings, ~2.2 MB, one paragraph per line, a
+    blank line between documents (topics and modules)."""
+    lines = []
+    for doc in list(reference_topics()) + list(stdlib_docstrings()):
+        lines += doc + [""]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, path)
+    bpe.write_atomic(path, "\n".join(lines))
     return path
 
 
@@ -474,57 +712,104 @@ DATASETS = {
 
 
 def download(name, cache_dir, registry=DATASETS, verbose=True):
-    """Fetch a dataset into cache_dir/name (once), check its sha256, unpack archives. Returns the folder."""
+    """Fetch a dataset into cache_dir/name (once), check its sha256, unpack archives. Returns the folder.
+    A failed fetch leaves nothing behind: no partial file, and no folder it created."""
     if name not in registry:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(registry))}")
     folder = os.path.join(cache_dir, name)
+    created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
-    for url, filename, sha256 in registry[name]:
-        path = os.path.join(folder, filename)
-        if not os.path.isfile(path):
-            tmp, h = path + ".part", hashlib.sha256()
-            try:
-                with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
-                    while block := response.read(1 << 20):
-                        h.update(block)
-                        f.write(block)
-            except OSError as e:
-                raise OSError(f"{name}: could not fetch {url} ({e})") from None
-            if sha256 and h.hexdigest() != sha256:
-                os.remove(tmp)
-                raise ValueError(f"{name}: {filename} has sha256 {h.hexdigest()}, expected {sha256}")
-            os.replace(tmp, path)
-            if verbose:
-                print(f"{filename}: sha256 {h.hexdigest()}" + ("" if sha256 else " (no pinned checksum)"))
-        if filename.endswith(".zip"):
-            with zipfile.ZipFile(path) as z:
-                z.extractall(folder)
-        elif filename.endswith((".tar.gz", ".tgz")):
-            with tarfile.open(path) as t:
-                t.extractall(folder, filter="data")
+    try:
+        for url, filename, sha256 in registry[name]:
+            path = os.path.join(folder, filename)
+            if not os.path.isfile(path):
+                fetch(url, path, sha256, name, verbose)
+            unpack(path, folder)
+    except BaseException:
+        if created and not os.listdir(folder):
+            os.rmdir(folder)
+        raise
     return folder
 
 
+def fetch(url, path, sha256, name, verbose):
+    """Download `url` to `path` through a .part file (removed on failure), checking a pinned sha256."""
+    tmp, h = path + ".part", hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url) as response, open(tmp, "wb") as f:
+            while block := response.read(1 << 20):
+                h.update(block)
+                f.write(block)
+        if sha256 and h.hexdigest() != sha256:
+            raise ValueError(f"{name}: {os.path.basename(path)} has sha256 {h.hexdigest()}, expected {sha256}")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(f"{name}: could not fetch {url} ({e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    if verbose:
+        print(f"{os.path.basename(path)}: sha256 {h.hexdigest()}" + ("" if sha256 else " (no pinned checksum)"))
+
+
+def unpack(path, folder):
+    try:
+        if path.endswith(".zip"):
+            with zipfile.ZipFile(path) as z:
+                z.extractall(folder)
+        elif path.endswith((".tar.gz", ".tgz")):
+            with tarfile.open(path) as t:
+                t.extractall(folder, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable archive ({e}); delete it to fetch it again") from None
+
+
 # ---------------------------------------------------------------------------------------- command line
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def download_main(argv):
+    p = argparse.ArgumentParser(prog="data.py download", description="Fetch a dataset, sha256-checked.")
+    p.add_argument("name", choices=sorted(DATASETS), metavar="NAME", help="one of: " + ", ".join(sorted(DATASETS)))
+    p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "roberta-reference"),
+                   help="where datasets are kept (default: %(default)s)")
+    args = p.parse_args(argv)
+    print(download(args.name, args.cache))
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["download"]:
-            p = argparse.ArgumentParser(prog="data.py download", description="Fetch a dataset, sha256-checked.")
-            p.add_argument("name", help=", ".join(sorted(DATASETS)))
-            p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "roberta-reference"))
-            args = p.parse_args(argv[1:])
-            print(download(args.name, args.cache))
-            return
+            return download_main(argv[1:])
         p = argparse.ArgumentParser(description="Prepare a text corpus for pretraining (or: data.py download NAME).")
         p.add_argument("--input", nargs="+", required=True, help="UTF-8 text files; a blank line ends a document")
         p.add_argument("--tokenizer", required=True, help="folder with vocab.json + merges.txt")
-        p.add_argument("--out", required=True)
-        p.add_argument("--valid-fraction", type=float, default=0.01, help="share of documents held out")
-        p.add_argument("--workers", type=int, default=os.cpu_count(), help="encoding processes")
+        p.add_argument("--out", required=True, help="folder for train/valid .bin/.idx, meta.json and the tokenizer")
+        p.add_argument("--valid-fraction", type=fraction, default=0.01,
+                       help="share of the text held out, in whole documents (default: %(default)s)")
+        p.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
+                       help="encoding processes (default: the number of cores, %(default)s)")
         p.add_argument("--overwrite", action="store_true", help="replace data made with another tokenizer")
         p.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                       help="what to do with bytes that are not UTF-8")
+                       help="bytes that are not UTF-8: an error, or U+FFFD (default: %(default)s)")
         args = p.parse_args(argv)
         meta = prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
                        args.overwrite, args.errors)
@@ -532,6 +817,8 @@ def main(argv=None):
               f"valid {meta['valid']['tokens']:,} tokens in {meta['valid']['documents']:,} documents")
     except (OSError, ValueError) as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
 
 
 if __name__ == "__main__":

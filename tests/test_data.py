@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -33,18 +34,19 @@ def run_cli(*args):
 def test_prepared_tokens_equal_per_line_encoding(corpus):
     """Nothing dropped or doubled at chunk or worker boundaries; documents whole in one split."""
     d, path, tok, meta = corpus
-    want = {"train": [], "valid": []}
-    doc = 0
-    for line in data.read_documents([path]):
-        split = "valid" if int((doc + 1) * 0.05) > int(doc * 0.05) else "train"
+    want, chars, split = {"train": [], "valid": []}, {"train": 0, "valid": 0}, None
+    for line in data.read_documents([path]):  # a document is held out while valid has < 5% of the text
+        split = split or ("valid" if chars["valid"] < 0.05 * (chars["train"] + chars["valid"]) else "train")
         want[split] += (tok.encode(line) if line else []) + [tok.eos_id]
-        doc += line == ""
+        chars[split] += len(line) + 1
+        split = None if line == "" else split
     for split in ("train", "valid"):
         tokens, ends, _ = data.load_split(d / "data", split)
         assert tokens.dtype == np.uint16
         assert tokens.tolist() == want[split]
         assert ends[-1] == tokens.size and np.all(tokens[ends - 1] == tok.eos_id)
     assert meta["valid"]["documents"] >= 3 and meta["train"]["documents"] > 50
+    assert 0.04 < meta["valid"]["tokens"] / (meta["train"]["tokens"] + meta["valid"]["tokens"]) < 0.06
     assert sorted(os.listdir(d / "data")) == ["merges.txt", "meta.json", "train.bin", "train.idx",
                                               "valid.bin", "valid.idx", "vocab.json"]
 
@@ -106,11 +108,13 @@ def test_full_sentences_cover_the_stream_in_order(corpus):
     d, _, tok, _ = corpus
     tokens, ends, _ = data.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, "full-sentences", 64, tok.eos_id)
-    assert ex[0, 0] == 0 and np.all(ex[1:, 0] == ex[:-1, 1]) and ex[-1, 1] == tokens.size
-    assert np.all(ex[:, 1] - ex[:, 0] <= 63) and np.all(ex[:, 4] == -1)
+    a0, a1 = ex["a_start"], ex["a_end"]
+    assert a0[0] == 0 and np.all(a0[1:] == a1[:-1]) and a1[-1] == tokens.size
+    assert np.all(a1 - a0 <= 63) and np.all(ex["next"] == -1)
     ids, nsp = data.collate(tokens, ex[:8], 64, tok)
     assert nsp is None and ids.shape[1] <= 64 and torch.all(ids[:, 0] == tok.bos_id)
-    crossing = [r for r in ex if np.any((tokens[r[0]:r[1] - 1] == tok.eos_id) & (tokens[r[0] + 1:r[1]] == tok.eos_id))]
+    crossing = [r for r in ex if np.any((tokens[r["a_start"]:r["a_end"] - 1] == tok.eos_id)
+                                        & (tokens[r["a_start"] + 1:r["a_end"]] == tok.eos_id))]
     assert crossing, "FULL-SENTENCES should cross document ends (with the extra separator)"
 
 
@@ -118,13 +122,13 @@ def test_doc_sentences_never_cross_documents(corpus):
     d, _, tok, _ = corpus
     tokens, ends, _ = data.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, "doc-sentences", 64, tok.eos_id)
-    for a0, a1, *_ in ex:
+    for a0, a1 in zip(ex["a_start"], ex["a_end"]):
         seq = np.asarray(tokens[a0:a1])
         assert not np.any((seq[:-1] == tok.eos_id) & (seq[1:] == tok.eos_id)) and seq[0] != tok.eos_id
     n_sep = int(np.sum(np.diff(np.concatenate([[0], ends])) == 1))
-    assert np.sum(ex[:, 1] - ex[:, 0]) == tokens.size - n_sep  # every ordinary token once
-    lengths = data.example_lengths(ex)
-    full = data.example_lengths(data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
+    assert np.sum(ex["a_end"] - ex["a_start"]) == tokens.size - n_sep  # every ordinary token once
+    lengths = data.example_lengths(ex, "doc-sentences")
+    full = data.example_lengths(data.examples(tokens, ends, "full-sentences", 64, tok.eos_id), "full-sentences")
     assert lengths.mean() < full.mean()  # shorter blocks near document ends ...
     budget = 16 * 64
     sizes = [len(b) for b in data.epoch_batches(lengths, 16, 0, 0, token_budget=budget)]
@@ -136,19 +140,19 @@ def test_pair_formats(corpus, fmt):
     d, _, tok, _ = corpus
     tokens, ends, _ = data.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, fmt, 128, tok.eos_id, seed=0)
-    assert 0.4 < ex[:, 4].mean() < 0.6
+    assert 0.4 < ex["next"].mean() < 0.6
     starts = set(np.concatenate([[0], ends[:-1]]).tolist())
-    assert all(r[0] in starts and r[2] in starts for r in ex)  # segments begin at sentences
-    nxt = ex[ex[:, 4] == 1]
-    assert np.all(nxt[:, 2] == nxt[:, 1])  # B is the true continuation
-    ids, nsp = data.collate(tokens, ex[:16], 128, tok)
-    assert ids.shape[1] <= 128 and torch.equal(nsp, torch.from_numpy(ex[:16, 4]))
+    assert all(r["a_start"] in starts and r["b_start"] in starts for r in ex)  # segments begin at sentences
+    nxt = ex[ex["next"] == 1]
+    assert np.all(nxt["b_start"] == nxt["a_end"])  # B is the true continuation
+    ids, nsp = data.collate(tokens, ex[:16], 128, tok, fmt)
+    assert ids.shape[1] <= 128 and torch.equal(nsp, torch.from_numpy(ex["next"][:16]))
     row = ids[0][ids[0] != tok.pad_id].tolist()
     assert row[0] == tok.bos_id and row[-1] == tok.eos_id and row.count(tok.eos_id) == 3
     i = row.index(tok.eos_id)
     assert row[i + 1] == tok.eos_id  # <s> A </s></s> B </s>
     if fmt == "sentence-pair":
-        assert np.all(np.isin(ex[:, 1], ends))  # A is one whole sentence
+        assert np.all(np.isin(ex["a_end"], ends))  # A is one whole sentence
 
 
 def test_unknown_format(corpus):
@@ -199,8 +203,12 @@ def test_mask_tokens_rates_and_specials():
     assert not torch.isin(random_ids, torch.tensor([0, 1, 2, 3, 999])).any()
     assert random_ids.min() == 4 and random_ids.max() == 998  # the whole ordinary range is reachable
     assert torch.equal(inputs[~selected], tokens[~selected])
-    again = data.mask_tokens(tokens, Tok(), generator=torch.Generator().manual_seed(0).manual_seed(0))
-    assert not torch.equal(again[1], labels) or True
+    g2 = torch.Generator().manual_seed(0)
+    torch.randint(4, 999, (200, 500), generator=g2)  # the same generator state as the first call had
+    again = data.mask_tokens(tokens, Tok(), generator=g2)
+    assert torch.equal(again[1], labels) and torch.equal(again[0], inputs)  # reproducible
+    other = data.mask_tokens(tokens, Tok(), generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(other[1], labels)
 
 
 def test_mask_batch_depends_on_example_not_batch():
@@ -212,7 +220,8 @@ def test_mask_batch_depends_on_example_not_batch():
     assert torch.equal(solo_labels[0, :40], labels[2]) and torch.equal(solo_in[0, :40], inputs[2])
     dynamic = [data.mask_batch(tokens, range(6), Tok(), seed=3, epoch=e)[1] for e in (0, 1, 10)]
     assert not torch.equal(dynamic[0], dynamic[1]) and not torch.equal(dynamic[0], dynamic[2])
-    static = [data.mask_batch(tokens, range(6), Tok(), seed=3, epoch=e, static=True)[1] for e in (0, 1, 10)]
+    static = [data.mask_batch(tokens, range(6), Tok(), seed=3, epoch=e, masking=data.Masking(dynamic=False))[1]
+              for e in (0, 1, 10)]
     assert not torch.equal(static[0], static[1]) and torch.equal(static[0], static[2])  # 10 fixed masks
     assert abs((labels != -100).float().mean() - 0.15) < 0.1
 
@@ -252,3 +261,126 @@ def test_download_of_shared_copy_matches_pinned_hash(tmp_path):
     data.download("tinyshakespeare", tmp_path, {"tinyshakespeare": [(f"file://{os.path.abspath(local)}", name, sha)]},
                   verbose=False)
     assert (tmp_path / "tinyshakespeare" / name).stat().st_size == 1115394
+
+
+# ---------------------------------------------------------------- one place for each idea
+def test_truncate_pair_equals_trimming_one_token_at_a_time():
+    def loop(la, lb, room):  # BERT's truncate_seq_pair: the longer loses a token, the second on ties
+        while la + lb > room:
+            if la > lb:
+                la -= 1
+            else:
+                lb -= 1
+        return la, lb
+    rng = np.random.default_rng(0)
+    cases = rng.integers(0, 40, size=(500, 3))
+    for la, lb, room in cases:
+        assert data.truncate_pair(int(la), int(lb), int(room)) == loop(int(la), int(lb), int(room))
+    a, b = data.truncate_pair(cases[:, 0], cases[:, 1], 30)  # vectorised
+    assert [(x, y) for x, y in zip(a.tolist(), b.tolist())] == [loop(int(x), int(y), 30) for x, y, _ in cases]
+    assert data.truncate_pair(5, 5, 9) == (5, 4)  # a tie trims the second segment
+
+
+def test_pad():
+    ids = data.pad([[5, 6, 7], [8], []], pad_id=1)
+    assert ids.tolist() == [[5, 6, 7], [8, 1, 1], [1, 1, 1]] and ids.dtype == torch.long
+
+
+def test_masking_spec_reaches_the_rule():
+    tokens = torch.randint(4, 999, (100, 200), generator=torch.Generator().manual_seed(0))
+    for rate, split in ((0.3, (1.0, 0.0, 0.0)), (0.4, (0.0, 0.0, 1.0)), (0.15, (0.5, 0.5, 0.0))):
+        inputs, labels = data.mask_batch(tokens, range(100), Tok(), seed=0, epoch=0,
+                                         masking=data.Masking(rate=rate, split=split))
+        selected = labels != -100
+        assert abs(selected.float().mean() - rate) < 0.01
+        assert abs(((inputs == 999) & selected).sum() / selected.sum() - split[0]) < 0.02
+        assert abs(((inputs == tokens) & selected).sum() / selected.sum() - split[2]) < 0.02
+    for bad in (dict(rate=0.0), dict(rate=1.5), dict(split=(0.8, 0.1)), dict(split=(0.8, 0.3, 0.1))):
+        with pytest.raises(ValueError, match="masking rate|split"):
+            data.Masking(**bad)
+
+
+def test_mask_tokens_never_selects_any_special_token():
+    tokens = torch.tensor([[0, 3, 999, 5, 1, 2] * 500])  # <s> <unk> <mask> ordinary <pad> </s>
+    _, labels = data.mask_tokens(tokens, Tok(), mask_prob=0.9, generator=torch.Generator().manual_seed(0))
+    assert set(tokens[labels != -100].tolist()) == {5}
+
+
+def test_formats_table():
+    assert set(data.FORMATS) == {"full-sentences", "doc-sentences", "segment-pair", "sentence-pair"}
+    assert [f for f, row in data.FORMATS.items() if row.pairs] == ["segment-pair", "sentence-pair"]
+    assert [f for f, row in data.FORMATS.items() if row.by_tokens] == ["doc-sentences", "sentence-pair"]
+
+
+def test_unigram_baselines_on_known_counts():
+    train = np.array([5, 5, 5, 6, 2, 0], dtype=np.uint16)  # specials 0 and 2 are not counted
+    labels = torch.tensor([[5, -100, 6, 7]])
+    out = data.unigram_baselines(train, [(None, labels)], Tok())
+    counts = np.ones(1000)
+    counts[[0, 1, 2, 3, 999]] = 0
+    counts[5] += 3
+    counts[6] += 1
+    p = counts / counts.sum()
+    assert out["most_frequent"] == 5 and out["most_frequent_accuracy"] == pytest.approx(1 / 3)
+    assert out["unigram_loss"] == pytest.approx(-np.mean(np.log(p[[5, 6, 7]])))
+
+
+# ---------------------------------------------------------------- bad files name themselves
+def test_damaged_prepared_folders_name_the_file(corpus, tmp_path):
+    import shutil
+    d, _, _, _ = corpus
+    bad = tmp_path / "bad"
+    shutil.copytree(d / "data", bad)
+    with open(bad / "train.bin", "ab") as f:
+        f.write(b"\x00")  # an odd number of bytes
+    with pytest.raises(ValueError, match="train.bin: .* bytes"):
+        data.load_split(bad, "train")
+    (bad / "meta.json").write_text('{"tokenizer_sha256": 1, "\x01')
+    with pytest.raises(ValueError, match="meta.json: not valid JSON"):
+        data.load_split(bad, "train")
+    (bad / "meta.json").write_text('[1, 2]')
+    with pytest.raises(ValueError, match="meta.json: not data.py's meta.json"):
+        data.load_split(bad, "train")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        data.load_split(tmp_path / "nowhere", "train")
+
+
+def test_small_corpus_warns_of_an_empty_valid_split(corpus, tmp_path):
+    d, _, _, _ = corpus
+    (tmp_path / "small.txt").write_text("one line only\nand another\n")
+    r = run_cli("--input", str(tmp_path / "small.txt"), "--tokenizer", str(d / "tok"), "--out",
+                str(tmp_path / "out"), "--workers", "1")
+    assert r.returncode == 0 and "valid split is empty" in r.stderr
+    assert json.loads((tmp_path / "out" / "meta.json").read_text())["valid"]["tokens"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--valid-fraction", "1"], "--valid-fraction: must be in [0, 1)"),
+    (["--valid-fraction", "-0.1"], "--valid-fraction: must be in [0, 1)"),
+    (["--workers", "0"], "--workers: must be at least 1"),
+    (["--workers", "two"], "--workers: expected a whole number"),
+])
+def test_bad_options(corpus, tmp_path, args, message):
+    d, path, _, _ = corpus
+    r = run_cli("--input", path, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), *args)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_is_a_file_and_failures_leave_no_temporary_files(corpus, tmp_path):
+    d, path, _, _ = corpus
+    (tmp_path / "file").write_text("x")
+    r = run_cli("--input", path, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "file"), "--workers", "1")
+    assert r.returncode != 0 and "a file is in the way" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "bad.txt").write_bytes(b"fine\n\xff\n")
+    r = run_cli("--input", str(tmp_path / "bad.txt"), "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "o"),
+                "--workers", "1")
+    assert r.returncode != 0 and "not UTF-8" in r.stderr
+    assert not [f for f in os.listdir(tmp_path / "o") if f.endswith(".tmp")]
+
+
+def test_failed_download_leaves_nothing(tmp_path):
+    registry = {"gone": [(f"file://{tmp_path}/missing.zip", "missing.zip", None)]}
+    with pytest.raises(OSError, match="could not fetch"):
+        data.download("gone", tmp_path / "cache", registry, verbose=False)
+    assert not (tmp_path / "cache" / "gone").exists()
