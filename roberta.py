@@ -127,14 +127,30 @@ class RobertaModel(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
 
-    def forward(self, input_ids, attention_mask=None):
-        if attention_mask is None:  # as fairseq: padding is known from the pad id alone
-            attention_mask = input_ids.ne(self.cfg.pad_id)
-        mask = attention_mask.bool()[:, None, None, :]  # [B, 1, 1, T]: the keys each query may attend to
+    def forward(self, input_ids, attention_mask=None, padded=None):
+        """`padded`: False = the caller knows no position is padding, so attention gets no mask and
+        PyTorch may use its flash kernel; True = mask the padding; None = find out (see `key_mask`)."""
+        mask = key_mask(input_ids, attention_mask, padded, self.cfg.pad_id)
         x = self.embeddings(input_ids)
         for layer in self.layers:
             x = layer(x, mask)
         return x
+
+
+def key_mask(input_ids, attention_mask, padded, pad_id):
+    """The keys each query may attend to, [B, 1, 1, T] bool, or None when nothing is padding.
+
+    Without `attention_mask`, padding is known from the pad id alone, as in fairseq. With padded=None,
+    whether a batch is padded is checked only on the CPU, where reading a tensor is free; on an
+    accelerator the check would stall the host every forward, and under torch.compile it would break
+    the graph, so there the mask is built (it gives the same result, only without the flash kernel).
+    """
+    if padded is False:
+        return None
+    keep = input_ids.ne(pad_id) if attention_mask is None else attention_mask.bool()
+    if padded is None and keep.device.type == "cpu" and not torch.compiler.is_compiling() and bool(keep.all()):
+        return None
+    return keep[:, None, None, :]
 
 
 def init_weights(module, std):
@@ -190,15 +206,16 @@ class RobertaForMaskedLM(nn.Module):
         self.nsp = ClassificationHead(cfg, 2) if cfg.next_sentence_head else None
         init_weights(self, cfg.init_std)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None):
+    def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None, padded=None):
         """Logits [B, T, V]; or, with labels (-100 = not a target), the cross-entropy over the targets.
 
         The LM head runs on the target positions only, as fairseq's masked_tokens: with 15% masking,
         85% of the vocabulary projection is never computed. reduction="sum" returns the summed loss
         (train.py divides by the number of targets in the whole update); with `nsp_labels` (the pair
         formats) the next-sentence loss is added, or returned beside the MLM sum when summing.
+        `padded` as in RobertaModel.forward.
         """
-        x = self.roberta(input_ids, attention_mask)
+        x = self.roberta(input_ids, attention_mask, padded)
         weight = self.roberta.embeddings.tokens.weight
         if labels is None:
             return self.lm_head(x, weight)
@@ -223,8 +240,8 @@ class RobertaForSequenceClassification(nn.Module):
         self.classifier = ClassificationHead(cfg, num_labels)
         init_weights(self, cfg.init_std)
 
-    def forward(self, input_ids, attention_mask=None, labels=None):
-        logits = self.classifier(self.roberta(input_ids, attention_mask)[:, 0])
+    def forward(self, input_ids, attention_mask=None, labels=None, padded=None):
+        logits = self.classifier(self.roberta(input_ids, attention_mask, padded)[:, 0])
         if labels is None:
             return logits
         if self.num_labels == 1:
@@ -244,13 +261,14 @@ class RobertaForQuestionAnswering(nn.Module):
         self.answerable = ClassificationHead(cfg, 1)
         init_weights(self, cfg.init_std)
 
-    def forward(self, input_ids, attention_mask=None, start_positions=None, end_positions=None, answerable=None):
+    def forward(self, input_ids, attention_mask=None, start_positions=None, end_positions=None, answerable=None,
+                padded=None):
         """(start_logits [B, T], end_logits [B, T], answerable_logit [B]); or, with targets, the loss.
 
         Span targets of unanswerable examples are -100 (ignored); `answerable` (0/1, float) adds the
         binary answerability loss (SQuAD 2.0).
         """
-        x = self.roberta(input_ids, attention_mask)
+        x = self.roberta(input_ids, attention_mask, padded)
         start, end = self.qa(x).float().unbind(-1)
         score = self.answerable(x[:, 0]).squeeze(-1).float()
         if start_positions is None:
@@ -274,10 +292,10 @@ class RobertaForMultipleChoice(nn.Module):
         self.classifier = ClassificationHead(cfg, 1)
         init_weights(self, cfg.init_std)
 
-    def forward(self, input_ids, attention_mask=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, labels=None, padded=None):
         B, C, T = input_ids.shape
         flat_mask = None if attention_mask is None else attention_mask.reshape(B * C, T)
-        scores = self.classifier(self.roberta(input_ids.reshape(B * C, T), flat_mask)[:, 0]).view(B, C)
+        scores = self.classifier(self.roberta(input_ids.reshape(B * C, T), flat_mask, padded)[:, 0]).view(B, C)
         return scores if labels is None else F.cross_entropy(scores.float(), labels)
 
 

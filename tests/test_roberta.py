@@ -159,9 +159,56 @@ def test_no_graph_breaks_under_compile():
     import torch._dynamo
     model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
     ids = torch.randint(4, 100, (2, 16))
-    explanation = torch._dynamo.explain(model.roberta)(ids)
-    assert explanation.graph_break_count == 0
-    torch._dynamo.reset()
+    for padded in (None, False, True):
+        explanation = torch._dynamo.explain(model.roberta)(ids, padded=padded)
+        assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+        torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------- attention without a mask
+def record_masks(monkeypatch):
+    """Make roberta's attention record the attn_mask it hands PyTorch's fused kernel."""
+    seen, sdpa = [], F.scaled_dot_product_attention
+
+    def recording(*args, attn_mask=None, **kwargs):
+        seen.append(attn_mask)
+        return sdpa(*args, attn_mask=attn_mask, **kwargs)
+    monkeypatch.setattr(roberta.F, "scaled_dot_product_attention", recording)
+    return seen
+
+
+def test_no_padding_gives_attention_no_mask(monkeypatch):
+    model = load("mlm", RobertaForMaskedLM)
+    unpadded = IDS[:, :5]  # every row of the fixture is real tokens up to position 5
+    assert unpadded.ne(1).all()
+    seen = record_masks(monkeypatch)
+    with torch.no_grad():
+        masked, free = model(unpadded, padded=True), model(unpadded, padded=False)
+        assert seen[0] is not None and seen[0].shape == (3, 1, 1, 5) and all(m is None for m in seen[2:])
+        torch.testing.assert_close(free, masked, atol=1e-6, rtol=0)
+        seen.clear()
+        torch.testing.assert_close(model(unpadded), free, atol=0, rtol=0)  # CPU: padding checked, none found
+        torch.testing.assert_close(model(unpadded, labels=EXPECTED["mlm_labels"][:, :5], padded=False),
+                                   model(unpadded, labels=EXPECTED["mlm_labels"][:, :5]), atol=0, rtol=0)
+        assert all(m is None for m in seen)
+        seen.clear()
+        model(IDS)  # padded rows: the mask goes in
+        assert seen[0] is not None and seen[0].shape == (3, 1, 1, 12)
+        heads = load("cls", RobertaForSequenceClassification)
+        torch.testing.assert_close(heads(unpadded, padded=False), heads(unpadded, padded=True), atol=1e-6, rtol=0)
+
+
+def test_padding_check_never_reads_an_accelerator_tensor(monkeypatch):
+    """Off the CPU, padded=None builds the mask instead of reading the ids back to the host (a sync per
+    forward on a GPU). Meta tensors stand in for the accelerator: reading one raises."""
+    with torch.device("meta"):
+        model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
+    seen = record_masks(monkeypatch)
+    ids = torch.full((2, 8), 5, device="meta")
+    assert model(ids).shape == (2, 8, 100)
+    assert seen[0] is not None and seen[0].shape == (2, 1, 1, 8)
+    model(ids, padded=False)
+    assert seen[-1] is None
 
 
 # ---------------------------------------------------------------- bad input
