@@ -211,6 +211,42 @@ def test_padding_check_never_reads_an_accelerator_tensor(monkeypatch):
     assert seen[-1] is None
 
 
+# ---------------------------------------------------------------- training helpers
+@pytest.mark.parametrize("name, dtype, tflops, label", [
+    ("NVIDIA H100 80GB HBM3", torch.bfloat16, 989.5, "H100/H200 SXM dense bf16"),
+    ("NVIDIA H100 PCIe", torch.bfloat16, 756.5, "H100 PCIe dense bf16"),
+    ("NVIDIA H100 NVL", torch.float16, 835.5, "H100/H200 NVL dense fp16"),
+    ("NVIDIA H200", torch.bfloat16, 989.5, "H100/H200 SXM dense bf16"),
+    ("NVIDIA A100-SXM4-80GB", torch.bfloat16, 312, "A100 dense bf16"),
+    ("NVIDIA A100-PCIE-40GB", torch.float32, 19.5, "A100 dense fp32"),
+    ("NVIDIA L4", torch.bfloat16, 121, "L4 dense bf16"),
+    ("NVIDIA L40S", torch.bfloat16, 362, "L40S dense bf16"),
+    ("NVIDIA GeForce RTX 4090", torch.float16, 165.2, "GeForce RTX 4090 dense fp16"),
+    ("NVIDIA A10", torch.bfloat16, 125, "A10 dense bf16"),
+    ("Tesla V100-SXM2-16GB", torch.float16, 125, "V100 SXM2 dense fp16"),
+    ("Tesla T4", torch.float16, 65, "T4 dense fp16"),
+])
+def test_peak_flops_is_the_datasheets_dense_figure(monkeypatch, name, dtype, tflops, label):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    flops, got = roberta.peak_flops("cuda", dtype)
+    assert flops == pytest.approx(tflops * 1e12) and got.startswith(label)
+
+
+def test_peak_flops_tf32_and_fallback_to_measurement(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")  # float32 runs on tensor cores
+    assert roberta.peak_flops("cuda:0", torch.float32)[0] == pytest.approx(156e12)
+    assert roberta.spec_peak("Tesla T4", torch.float32)[0] == pytest.approx(8.1e12)  # no TF32 on Turing
+    # no datasheet figure: an unknown GPU, AWS's A10G, bf16 on a V100; and the CPU is always measured
+    for name, dtype in [("NVIDIA GeForce GTX 1080", torch.float16), ("NVIDIA A10G", torch.bfloat16),
+                        ("Tesla V100-PCIE-16GB", torch.bfloat16)]:
+        assert roberta.spec_peak(name, dtype) is None
+    monkeypatch.setattr(roberta, "matmul_peak", lambda device, dtype: 1.5e11)
+    assert roberta.peak_flops("cpu", torch.bfloat16) == (1.5e11, "measured peak")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
+    assert roberta.peak_flops("cuda", torch.bfloat16) == (1.5e11, "measured peak")
+
+
 # ---------------------------------------------------------------- bad input
 def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown config 'huge'"):
