@@ -555,6 +555,26 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# Section 3.1: "we found setting beta2 = 0.98 to improve stability when training with large batch sizes",
+# and training "very sensitive to the Adam epsilon term"; Table 9 (pretraining) and Table 10 (finetuning)
+# both use beta1 0.9, beta2 0.98, eps 1e-6.
+ADAM_BETAS = (0.9, 0.98)
+ADAM_EPS = 1e-6
+
+
+def adamw(model, lr, weight_decay, fused=None):
+    """AdamW with RoBERTa's betas and eps (Section 3.1; Tables 9 and 10) over `param_groups`, for both
+    pretraining and finetuning. fused=None: PyTorch's single-kernel update wherever the parameters'
+    device has one (CPU and CUDA do), else the default implementation."""
+    groups = param_groups(model, weight_decay)
+    if fused is None:
+        try:
+            return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+        except RuntimeError:  # "`fused=True` requires all the params to be ... of supported devices"
+            fused = False
+    return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=fused)
+
+
 def linear_lr(step, peak, warmup_steps, total_steps):
     """Linear warmup to `peak` over warmup_steps, then linear decay to zero at total_steps (Section 3.1)."""
     if step < warmup_steps:

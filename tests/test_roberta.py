@@ -247,6 +247,37 @@ def test_peak_flops_tf32_and_fallback_to_measurement(monkeypatch):
     assert roberta.peak_flops("cuda", torch.bfloat16) == (1.5e11, "measured peak")
 
 
+def test_adamw_has_the_papers_settings_and_trains_as_before(monkeypatch):
+    torch.manual_seed(0)
+    cfg = RobertaConfig.preset("tiny", vocab_size=100, dropout=0.0, attention_dropout=0.0)
+    ours, before = RobertaForMaskedLM(cfg), RobertaForMaskedLM(cfg)
+    before.load_state_dict(ours.state_dict())
+    opt = roberta.adamw(ours, 1e-3, 0.01)
+    assert (roberta.ADAM_BETAS, roberta.ADAM_EPS) == ((0.9, 0.98), 1e-6)  # Section 3.1, Tables 9 and 10
+    assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-6 and opt.defaults["fused"]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    # what train.py built by hand until now, on the CPU: the same numbers, bit for bit
+    ref = torch.optim.AdamW(roberta.param_groups(before, 0.01), lr=1e-3, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    ids = torch.randint(4, 100, (2, 12))
+    for model, o in [(ours, opt), (before, ref)]:
+        for _ in range(3):
+            o.zero_grad()
+            model(ids, labels=ids).backward()
+            o.step()
+    for a, b in zip(ours.parameters(), before.parameters()):
+        assert torch.equal(a, b)
+    # where PyTorch has no fused kernel for the parameters' device, the default implementation
+    adamw = torch.optim.AdamW
+
+    def no_fused(*args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        return adamw(*args, fused=fused, **kwargs)
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused)
+    assert not roberta.adamw(ours, 1e-3, 0.01).defaults["fused"]
+    assert roberta.adamw(ours, 1e-3, 0.01, fused=False).defaults["eps"] == 1e-6
+
+
 # ---------------------------------------------------------------- bad input
 def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown config 'huge'"):
