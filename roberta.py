@@ -475,56 +475,84 @@ def save_pretrained(model, directory):
     save_safetensors(to_hf_state(model), os.path.join(directory, "model.safetensors"))
 
 
-def read_checkpoint(path):
-    """Load this project's checkpoint file (weights only: no code runs from the file)."""
+def read_checkpoint(path, ours=True):
+    """Load this project's checkpoint file (weights only: no code runs from the file); ours=False: any
+    torch.save'd dict of tensors (Hugging Face's pytorch_model.bin)."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn or foreign file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") \
             from None
+    if not ours:
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{path}: not a state dict")
+        return ckpt
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
     return ckpt
 
 
-def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True):
+def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True, new_head_ok=True):
     """Load weights into `cls` from a train.py/finetune.py folder (checkpoint.pt) or a Hugging Face
     RoBERTa folder (config.json + model.safetensors or pytorch_model.bin).
 
     Encoder weights must all be present and of the right shapes. A head the checkpoint lacks (a
-    classifier on top of a pretrained MLM) is freshly initialised, and this says so.
+    classifier on top of a pretrained MLM) is freshly initialised, and this says so; with
+    new_head_ok=False it is refused instead: a finetuned classifier's folder has no trained LM head to
+    fill masks or measure perplexity with.
     """
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
-    ours = os.path.join(path, "checkpoint.pt")
-    if os.path.isfile(ours):
-        ckpt = read_checkpoint(ours)
-        cfg = RobertaConfig.from_dict(ckpt["config"])
-        num_labels = num_labels or ckpt.get("num_labels")
-        state = ckpt["model"]
-        model = make_model(cls, cfg, num_labels)
-    else:
-        config_path = os.path.join(path, "config.json")
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"{path}: neither checkpoint.pt nor config.json found")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                hf = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{config_path}: not valid JSON ({e})") from None
-        cfg = config_from_hf(hf, config_path)
-        if num_labels is None and "id2label" in hf and cls is RobertaForSequenceClassification:
-            num_labels = len(hf["id2label"])
-        model = make_model(cls, cfg, num_labels)
-        if os.path.isfile(os.path.join(path, "model.safetensors")):
-            state = load_safetensors(os.path.join(path, "model.safetensors"))
-        elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
-            state = torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
-        else:
-            raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
+    ours = os.path.isfile(os.path.join(path, "checkpoint.pt"))
+    cfg, state, holder, found_labels = read_ours(path) if ours else read_hf(path)
+    model = make_model(cls, cfg, num_labels or found_labels)
+    if not ours:
         state = from_hf_state(state, model)
+    if not new_head_ok:
+        check_heads(model, state, path, holder)
     load_state(model, state, path, verbose)
     return model
+
+
+def read_ours(path):
+    """(config, state, the class it holds, num_labels) of a train.py/finetune.py folder."""
+    ckpt = read_checkpoint(os.path.join(path, "checkpoint.pt"))
+    return (RobertaConfig.from_dict(ckpt["config"]), ckpt["model"], ckpt.get("class", "RobertaForMaskedLM"),
+            ckpt.get("num_labels"))
+
+
+def read_hf(path):
+    """The same for a Hugging Face folder, the state still in Hugging Face's names."""
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: neither checkpoint.pt nor config.json found")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            hf = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    cfg = config_from_hf(hf, config_path)
+    if os.path.isfile(os.path.join(path, "model.safetensors")):
+        state = load_safetensors(os.path.join(path, "model.safetensors"))
+    elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+        state = read_checkpoint(os.path.join(path, "pytorch_model.bin"), ours=False)
+    else:
+        raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
+    labels = hf.get("id2label")
+    return cfg, state, (hf.get("architectures") or ["RobertaModel"])[0], len(labels) if labels else None
+
+
+HEAD_NAMES = {"lm_head": "LM head", "classifier": "classification head", "qa": "span head",
+              "answerable": "answerability head", "nsp": "next-sentence head"}
+
+
+def check_heads(model, state, path, holder):
+    """Refuse to load a model whose task head the checkpoint does not hold (it would be random)."""
+    missing = sorted({k.split(".")[0] for k in model.state_dict() if k not in state and not k.startswith("roberta.")})
+    if missing:
+        heads = " and ".join(HEAD_NAMES.get(h, h) for h in missing)
+        raise ValueError(f"{path}: the checkpoint holds a {holder}; its {heads} {'is' if len(missing) == 1 else 'are'}"
+                         f" untrained (not in the checkpoint), so it cannot serve as a {type(model).__name__}")
 
 
 def load_state(model, state, source="checkpoint", verbose=True):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -300,6 +301,30 @@ def test_bad_inputs(tmp_path, capsys):
     (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         roberta.load_pretrained(tmp_path / "torn")
+
+
+def test_classifier_checkpoint_as_masked_lm_refused_when_asked(tmp_path):
+    """A finetuned classifier has no trained LM head: fill-mask and perplexity must not run a random one."""
+    with pytest.raises(ValueError) as err:
+        roberta.load_pretrained(os.path.join(HF, "cls"), RobertaForMaskedLM, verbose=False, new_head_ok=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(os.path.join(HF, "cls") + ": ")
+    assert "holds a RobertaForSequenceClassification" in msg and "LM head is untrained" in msg
+    # the same for finetune.py's own checkpoint.pt
+    cls = load("cls", RobertaForSequenceClassification)
+    (tmp_path / "rte").mkdir()
+    torch.save({"model": cls.state_dict(), "config": dataclasses.asdict(cls.cfg), "class": "RobertaForSequenceClassification",
+                "num_labels": 3}, tmp_path / "rte" / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"rte: the checkpoint holds a RobertaForSequenceClassification; its LM "
+                                         r"head is untrained"):
+        roberta.load_pretrained(tmp_path / "rte", RobertaForMaskedLM, new_head_ok=False)
+    with pytest.raises(ValueError, match="holds a RobertaForMaskedLM; its classification head is untrained"):
+        roberta.load_pretrained(os.path.join(HF, "mlm"), RobertaForSequenceClassification, new_head_ok=False)
+    # a checkpoint that has the head loads; by default a missing head is still initialised
+    again = roberta.load_pretrained(tmp_path / "rte", RobertaForSequenceClassification, verbose=False, new_head_ok=False)
+    assert again.num_labels == 3 and torch.equal(again.classifier.out_proj.weight, cls.classifier.out_proj.weight)
+    roberta.load_pretrained(os.path.join(HF, "mlm"), RobertaForMaskedLM, verbose=False, new_head_ok=False)
+    assert roberta.load_pretrained(tmp_path / "rte", RobertaForMaskedLM, verbose=False).lm_head.bias.abs().sum() == 0
 
 
 def test_mlm_checkpoint_into_classifier_says_new_head(capsys):
