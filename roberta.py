@@ -103,7 +103,8 @@ class SelfAttention(nn.Module):
 
 
 class Layer(nn.Module):
-    """A post-LN transformer layer, as BERT: x = LN(x + attention(x)); x = LN(x + FFN(x))."""
+    """A post-LN transformer layer, as BERT and the released RoBERTa: x = LN(x + attention(x));
+    x = LN(x + FFN(x)). Pre-LN (GPT-2's order) is an exercise: see `forward`."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -115,6 +116,15 @@ class Layer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x, mask):
+        """Post-LN: each sublayer's output is added to x, then the sum normalised. For pre-LN, normalise
+        each sublayer's input instead and leave the residual stream alone; these two lines become
+
+            x = x + self.dropout(self.attn(self.attn_norm(x), mask))
+            return x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x)))))
+
+        and the stack's output is then unnormalised, so RobertaModel needs a final LayerNorm (its two
+        lines marked "pre-LN"). Released checkpoints are post-LN: they do not load into a pre-LN model.
+        """
         x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))  # exact erf GELU
 
@@ -127,6 +137,7 @@ class RobertaModel(nn.Module):
         self.cfg = cfg
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        # pre-LN: self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, input_ids, attention_mask=None, padded=None):
         """`padded`: False = the caller knows no position is padding, so attention gets no mask and
@@ -135,7 +146,7 @@ class RobertaModel(nn.Module):
         x = self.embeddings(input_ids)
         for layer in self.layers:
             x = layer(x, mask)
-        return x
+        return x  # pre-LN: return self.final_norm(x)
 
 
 def key_mask(input_ids, attention_mask, padded, pad_id):
@@ -610,15 +621,25 @@ def linear_lr(step, peak, warmup_steps, total_steps):
     return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
+def mask_inputs(tok, text):
+    """The ids fill_mask feeds the model for a text with one <mask>: <s> text </s>, the space before
+    <mask> dropped (the predicted token carries its own), as fairseq's fill_mask and roberta-base's
+    tokenizer files (<mask> declared with lstrip) do."""
+    if text.count("<mask>") != 1:
+        raise ValueError(f"the text must hold exactly one <mask>: {text!r}")
+    before, after = text.split("<mask>")
+    return [tok.bos_id] + tok.encode(before.rstrip()) + [tok.mask_id] + tok.encode(after.rstrip()) + [tok.eos_id]
+
+
 @torch.no_grad()
 def fill_mask(model, tok, text, k=5):
     """The k most likely tokens for the <mask> in `text`: [(token text, probability)], as fairseq's
     fill_mask: the text around the mask is encoded as it stands, so "is <mask>." asks for a token
     that carries its own leading space (" Paris")."""
-    if text.count("<mask>") != 1:
-        raise ValueError(f"the text must hold exactly one <mask>: {text!r}")
-    before, after = text.split("<mask>")
-    ids = [tok.bos_id] + tok.encode(before.rstrip()) + [tok.mask_id] + tok.encode(after.rstrip()) + [tok.eos_id]
+    V = model.cfg.vocab_size
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= V:
+        raise ValueError(f"top-k must be an integer from 1 to the vocabulary size, {V}: got {k!r}")
+    ids = mask_inputs(tok, text)
     if len(ids) > model.cfg.max_positions:
         raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
     model.eval()

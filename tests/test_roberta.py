@@ -279,6 +279,54 @@ def test_adamw_has_the_papers_settings_and_trains_as_before(monkeypatch):
     assert roberta.adamw(ours, 1e-3, 0.01, fused=False).defaults["eps"] == 1e-6
 
 
+def test_pre_ln_exercise_lines_run():
+    """The two lines Layer.forward's docstring offers for pre-LN, and RobertaModel's final LayerNorm, make a
+    working pre-LN model: the exercise EXERCISES.md points at stays true to the code."""
+    doc = roberta.Layer.forward.__doc__
+    lines = [line.strip() for line in doc.splitlines() if line.strip().startswith(("x = x +", "return x +"))]
+    assert len(lines) == 2
+    namespace = {"F": F}
+    exec("def pre_ln(self, x, mask):\n" + "".join(f"    {line}\n" for line in lines), namespace)
+    torch.manual_seed(0)
+    cfg = RobertaConfig.preset("tiny", vocab_size=100, dropout=0.0, attention_dropout=0.0, init_std=0.2)
+    model = RobertaForMaskedLM(cfg)
+    ids = torch.randint(4, 100, (2, 10))
+    post = model(ids)
+    norm = torch.nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)  # the final LayerNorm
+    x = model.roberta.embeddings(ids)
+    for layer in model.roberta.layers:
+        x = namespace["pre_ln"](layer, x, None)
+    pre = model.lm_head(norm(x), model.roberta.embeddings.tokens.weight)
+    assert pre.shape == post.shape and not torch.allclose(pre, post, atol=1e-3)
+    pre.sum().backward()
+    assert model.roberta.layers[0].attn_norm.weight.grad.abs().sum() > 0
+    source = open(roberta.__file__).read()
+    assert "# pre-LN: self.final_norm = nn.LayerNorm(cfg.hidden_size" in source
+    assert "return x  # pre-LN: return self.final_norm(x)" in source
+
+
+class ToyTok:
+    """Enough of bpe.Tokenizer for fill_mask: one id per printable ASCII character."""
+    bos_id, pad_id, eos_id, unk_id, mask_id = 0, 1, 2, 3, 99
+
+    def encode(self, text):
+        return [ord(c) - 28 for c in text]
+
+    def decode(self, ids):
+        return "".join(chr(i + 28) for i in ids)
+
+
+def test_fill_mask_top_k_range():
+    model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
+    assert len(roberta.fill_mask(model, ToyTok(), "ab <mask>.", 100)) == 100
+    assert roberta.mask_inputs(ToyTok(), "ab <mask>.") == [0, 69, 70, 99, 18, 2]  # no space before <mask>
+    for k in (0, -3, 101, 2.5, True):
+        with pytest.raises(ValueError, match="top-k must be an integer from 1 to the vocabulary size, 100: got "):
+            roberta.fill_mask(model, ToyTok(), "ab <mask>.", k)
+    with pytest.raises(ValueError, match="exactly one <mask>"):
+        roberta.fill_mask(model, ToyTok(), "ab <mask> <mask>.", 5)
+
+
 # ---------------------------------------------------------------- bad input
 def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown config 'huge'"):
