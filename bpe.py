@@ -14,6 +14,10 @@ Inside this module everything is token *ids* and *bytes*. The printable strings 
 merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file boundary, through
 `bytes_to_unicode`, exactly as GPT-2's encoder.py defines them.
 
+The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
+the most frequent pair again and again, updating pair counts incrementally); the vocabulary files;
+the Tokenizer (encode, decode, and train/load/save on top of the functions above); the command line.
+
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
     tok.decode(ids)                           # "Hello world!"
@@ -21,6 +25,7 @@ merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file bo
     tok.save("out/")
 """
 import argparse
+import contextlib
 import gc
 import heapq
 import json
@@ -38,9 +43,11 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 PATTERN = r""" ?\p{L}+| ?\p{N}+|'s|'t|'re|'ve|'m|'ll|'d| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3, as fairseq's dictionary puts them
 MASK = "<mask>"                                # the last id, as RoBERTa appends it
+MIN_VOCAB = len(SPECIALS) + 256 + 1            # the specials, one token per byte, <mask>: 261
 INF = float("inf")
 
 
+# ---------------------------------------------------------------- bytes and their printable spelling
 def bytes_to_unicode():
     """GPT-2's reversible map from the 256 bytes to printable unicode characters.
 
@@ -74,6 +81,17 @@ def bytes_to_token(bs):
     return "".join(BYTE_TO_CHAR[b] for b in bs)
 
 
+# ---------------------------------------------------------------- training
+def count_pretokens(texts):
+    """Each distinct pre-token and how often it occurs. Training works on these (a few hundred thousand
+    distinct words), never on the running text."""
+    pattern = regex.compile(PATTERN)
+    counts = Counter()
+    for text in texts:
+        counts.update(pattern.findall(text))
+    return counts
+
+
 def merge_word(word, pair, new_id):
     """Merge every occurrence of `pair` in `word`, left to right. Returns the new word and the changes
     to the counts of adjacent pairs, as (pair, +1 or -1): only the neighbours of a merge change."""
@@ -93,6 +111,258 @@ def merge_word(word, pair, new_id):
     return out, changes
 
 
+class PairCounts:
+    """The trainer's bookkeeping, updated after each merge instead of recounted from scratch (minbpe's
+    recount is ~14,500x slower on 8 MB of text, see bench.py bpe):
+
+      counts  pair -> its occurrences, each word weighted by its frequency;
+      where   pair -> the words that hold it (may also name words that lost it since);
+      heap    (-count, pair) entries, to pop the most frequent pair, ties to the smallest ids. When a
+              count goes down its entry goes stale; a stale entry is refreshed when it is popped.
+    """
+
+    def __init__(self, words, freqs):
+        self.words, self.freqs = words, freqs  # words: lists of token ids, changed in place by merge()
+        self.counts, self.where = counts, where = Counter(), {}
+        for wi, (word, f) in enumerate(zip(words, freqs)):
+            for pair in zip(word, word[1:]):
+                counts[pair] += f
+                where.setdefault(pair, set()).add(wi)
+        self.heap = [(-c, pair) for pair, c in counts.items()]
+        heapq.heapify(self.heap)
+
+    def most_frequent(self):
+        """(pair, count) of the most frequent pair; (None, 0) when no pair is left."""
+        heap, counts = self.heap, self.counts
+        while heap:
+            neg, pair = heapq.heappop(heap)
+            count = counts.get(pair, 0)
+            if -neg == count:
+                return pair, count
+            if count > 0:  # stale entry: the count went down since it was pushed
+                heapq.heappush(heap, (-count, pair))
+        return None, 0
+
+    def merge(self, pair, new_id):
+        """Replace `pair` by `new_id` in the words that hold it, updating only the counts that change."""
+        words, freqs, counts, where = self.words, self.freqs, self.counts, self.where
+        changed = set()
+        for wi in where.pop(pair):  # the words that hold (or once held) the pair
+            words[wi], changes = merge_word(words[wi], pair, new_id)
+            for p, sign in changes:
+                counts[p] += sign * freqs[wi]
+                if sign > 0:
+                    where.setdefault(p, set()).add(wi)
+                    changed.add(p)
+        del counts[pair]
+        for p in changed:  # only pairs with the new token can have grown
+            heapq.heappush(self.heap, (-counts[p], p))
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Training makes millions of short-lived small lists and no reference cycles: ~30% faster without
+    the cyclic garbage collector."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@gc_paused()  # until the trainer's millions of small lists are freed
+def train_bpe(texts, vocab_size, min_frequency=2, verbose=False):
+    """Learn a vocabulary of `vocab_size` tokens: <s> <pad> </s> <unk>, 256 bytes, merges, <mask>.
+
+    Merge the most frequent adjacent pair (ties: the pair of smallest ids), again and again, until the
+    vocabulary is full or no pair occurs `min_frequency` times. Returns (vocab: id -> bytes,
+    merges: (id, id) -> id in rank order, note: None, or why the vocabulary is smaller than asked).
+    """
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab size {vocab_size} is too small: the 256 bytes and 5 special tokens need {MIN_VOCAB}")
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency must be at least 1, got {min_frequency}")
+    counts = count_pretokens(texts)
+    if not counts:
+        raise ValueError("no text to train on: the input is empty")
+    vocab = {i: s.encode() for i, s in enumerate(SPECIALS)}
+    first = len(vocab)
+    vocab.update({first + b: bytes([b]) for b in range(256)})
+    words = [[first + b for b in w.encode("utf-8", "surrogatepass")] for w in counts]
+    pairs = PairCounts(words, list(counts.values()))
+    merges, next_count = learn_merges(pairs, vocab, vocab_size - MIN_VOCAB, min_frequency, verbose)
+    vocab[len(vocab)] = MASK.encode()
+    return vocab, merges, shortfall(vocab_size, len(vocab), len(merges), min_frequency, next_count)
+
+
+def learn_merges(pairs, vocab, n_merges, min_frequency, verbose):
+    """Up to `n_merges` merges, each added to `vocab` as a new id. Returns the merges and the count of
+    the most frequent pair left unmerged (0 when none is left)."""
+    merges, count = {}, 0
+    progress = _progress(n_merges, "merges", verbose)
+    while len(merges) < n_merges:
+        pair, count = pairs.most_frequent()
+        if count < min_frequency:
+            break
+        new_id = len(vocab)
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
+        merges[pair] = new_id
+        pairs.merge(pair, new_id)
+        progress.update(1)
+    progress.close()
+    return merges, count
+
+
+def shortfall(asked, got, n_merges, min_frequency, next_count):
+    """None when the vocabulary has the size asked; else one line saying what was obtained, and why."""
+    if got >= asked:
+        return None
+    head = f"vocabulary {got:,} of the {asked:,} asked"
+    if next_count == 0:
+        return f"{head}: after {n_merges:,} merges every pre-token is a single token; add text"
+    return (f"{head}: after {n_merges:,} merges no pair occurs {min_frequency:,} times or more; "
+            f"lower --min-frequency or add text")
+
+
+def _progress(total, unit, enabled):
+    from tqdm import tqdm
+    return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------- files
+VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's names
+               ("encoder.json", "vocab.bpe"))  # GPT-2's names
+
+
+def write_atomic(path, data):
+    """Write `data` (str: UTF-8 text, or bytes) to `path` all at once: a reader, or a run killed midway,
+    sees the old file or the new one, never half of one. The data goes to a temporary file in the same
+    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`."""
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_lines(path, errors="strict"):
+    """Yield the lines of a UTF-8 text file, streaming. A decoding error names the file and byte offset."""
+    offset = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                yield raw.decode("utf-8", errors)
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: not UTF-8 text at byte {offset + e.start} "
+                                 f"(pass --errors replace to substitute U+FFFD)") from None
+            offset += len(raw)
+
+
+def read_text(path):
+    """A whole UTF-8 text file, newlines as Python's text mode reads them. Errors name the file and why."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: a folder, not a file")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text at byte {e.start}") from None
+    if not text.strip():
+        raise ValueError(f"{path}: empty file")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def find_vocab_files(directory):
+    """(vocab file, merges file) in `directory`, under RoBERTa's names or GPT-2's."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"{directory}: " + ("not a folder (a tokenizer is a folder with vocab.json + "
+                                                    "merges.txt)" if os.path.exists(directory) else "no such folder"))
+    for names in VOCAB_FILES:
+        paths = [os.path.join(directory, name) for name in names]
+        found = [os.path.exists(p) for p in paths]
+        if all(found):
+            return paths
+        if any(found):
+            raise FileNotFoundError(f"{directory}: has {names[found.index(True)]} but no {names[found.index(False)]}")
+    raise FileNotFoundError(f"{directory}: no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)")
+
+
+def read_vocab_json(path):
+    """vocab.json / encoder.json: a JSON object mapping each token's printable spelling to its id,
+    the ids 0..N-1 each once. Returns that object."""
+    try:
+        token_ids = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(token_ids, dict) or not token_ids:
+        raise ValueError(f"{path}: expected a JSON object mapping tokens to ids, got {json.dumps(token_ids)[:40]}")
+    bad = next((t for t, i in token_ids.items() if type(i) is not int or i < 0 or not t), None)
+    if bad is not None:
+        raise ValueError(f"{path}: entry {json.dumps({bad: token_ids[bad]})[1:-1]}: expected a non-empty token "
+                         f"and a whole-number id >= 0")
+    ids = set(token_ids.values())
+    if len(ids) < len(token_ids) or max(ids) != len(ids) - 1:
+        reason = "an id is used twice" if len(ids) < len(token_ids) else f"id {min(set(range(len(ids))) - ids)} is missing"
+        raise ValueError(f"{path}: the ids must be 0..{len(token_ids) - 1}, each once; {reason}")
+    return token_ids
+
+
+def read_merges(path, token_ids, vocab_name="vocab.json"):
+    """merges.txt / vocab.bpe: a '#version' line, then one merge per line in rank order ('Ġt he').
+    Returns {(id, id): id}. Errors name the file and line."""
+    merges = {}
+    for n, line in enumerate(read_text(path).split("\n"), 1):
+        if line.startswith("#version") or not line.strip():
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise ValueError(f"{path}:{n}: expected two symbols, got {line.strip()!r}")
+        a, b = parts
+        for t in (a, b, a + b):
+            if t not in token_ids:
+                raise ValueError(f"{path}:{n}: merge {a!r} {b!r} names {t!r}, which is not in {vocab_name}")
+        merges[token_ids[a], token_ids[b]] = token_ids[a + b]
+    return merges
+
+
+def save_vocab_files(directory, tokens, merges):
+    """Write vocab.json + merges.txt (GPT-2/RoBERTa format). tokens: id -> printable spelling."""
+    os.makedirs(directory, exist_ok=True)
+    vocab = {tokens[i]: i for i in sorted(tokens)}
+    lines = ["#version: 0.2"] + [f"{tokens[a]} {tokens[b]}" for a, b in merges]
+    write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+    write_atomic(os.path.join(directory, "merges.txt"), "\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- the tokenizer
+def byte_ids(vocab):
+    """The id of each of the 256 single-byte tokens (the first id where a special token spells one)."""
+    by_bytes = {}
+    for i, bs in vocab.items():
+        by_bytes.setdefault(bs, i)
+    missing = [b for b in range(256) if bytes([b]) not in by_bytes]
+    if missing:
+        raise ValueError(f"vocabulary lacks {len(missing)} of the 256 byte tokens (e.g. byte {missing[0]})")
+    return [by_bytes[bytes([b])] for b in range(256)]
+
+
+def check_merges(vocab, merges):
+    for (a, b), new in merges.items():
+        for i in (a, b, new):
+            if i not in vocab:
+                raise ValueError(f"merge ({a}, {b}) -> {new} names id {i}, which is not in the vocabulary")
+
+
 class Tokenizer:
     """A byte-level BPE vocabulary: `vocab` (id -> bytes) and `merges` (pair of ids -> new id, in rank order)."""
 
@@ -101,23 +371,15 @@ class Tokenizer:
         self.merges = dict(merges)  # (id, id) -> id, insertion order = rank
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         self.pattern = regex.compile(PATTERN)
-        by_bytes = {}
-        for i, bs in self.vocab.items():
-            by_bytes.setdefault(bs, i)  # first id wins if a special token spells ordinary bytes
-        missing = [b for b in range(256) if bytes([b]) not in by_bytes]
-        if missing:
-            raise ValueError(f"vocabulary lacks {len(missing)} of the 256 byte tokens (e.g. byte {missing[0]})")
-        self.byte_ids = [by_bytes[bytes([b])] for b in range(256)]
-        for (a, b), new in self.merges.items():
-            for i in (a, b, new):
-                if i not in self.vocab:
-                    raise ValueError(f"merge ({a}, {b}) -> {new} names id {i}, which is not in the vocabulary")
+        self.byte_ids = byte_ids(self.vocab)
+        check_merges(self.vocab, self.merges)
         names = {bs: i for i, bs in self.vocab.items()}
         self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id = (
             names.get(s.encode()) for s in SPECIALS + (MASK,))
         self.special_ids = {i for i in (self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id)
                             if i is not None}
         self.cache = {}  # pre-token -> ids; GPT-2's encoder.py caches the same way
+        self.training_note = None  # set by train(): why the vocabulary came out smaller than asked
 
     def __len__(self):
         return len(self.vocab)
@@ -188,194 +450,140 @@ class Tokenizer:
         bs = self.vocab[i]
         return bs.decode() if i in self.special_ids else bytes_to_token(bs)
 
-    # ---------------------------------------------------------------- training
+    # ---------------------------------------------------------------- training and files
     @classmethod
     def train(cls, texts, vocab_size, min_frequency=2, verbose=False):
-        """Learn a vocabulary of `vocab_size` tokens: <s> <pad> </s> <unk>, 256 bytes, merges, <mask>.
-
-        The fast algorithm: count each distinct pre-token once; keep the count of every adjacent pair
-        and, per pair, the words it occurs in; merge the most frequent pair (ties: the pair of smallest
-        ids) taken from a heap; then update only the words that contained it. Training stops early if
-        no pair occurs `min_frequency` times.
-        """
-        n_merges = vocab_size - len(SPECIALS) - 256 - 1
-        if n_merges < 0:
-            raise ValueError(f"vocab size {vocab_size} is too small: the 256 bytes and 5 special tokens need 261")
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # millions of short-lived small lists and no reference cycles: ~30% faster
-        try:
-            return cls._train(texts, n_merges, min_frequency, verbose)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-
-    @classmethod
-    def _train(cls, texts, n_merges, min_frequency, verbose):
-        pattern = regex.compile(PATTERN)
-        counts = Counter()
-        for text in texts:
-            counts.update(pattern.findall(text))
-        if not counts:
-            raise ValueError("no text to train on: the input is empty")
-
-        # vocabulary: specials, then one token per byte, then one per merge
-        vocab = {i: s.encode() for i, s in enumerate(SPECIALS)}
-        first = len(vocab)
-        vocab.update({first + b: bytes([b]) for b in range(256)})
-        words = [[first + b for b in w.encode("utf-8", "surrogatepass")] for w in counts]
-        freqs = list(counts.values())
-
-        pair_counts = Counter()
-        where = {}  # pair -> indices of the words that contain it (may hold stale entries)
-        for wi, (word, f) in enumerate(zip(words, freqs)):
-            for pair in zip(word, word[1:]):
-                pair_counts[pair] += f
-                where.setdefault(pair, set()).add(wi)
-        heap = [(-c, pair) for pair, c in pair_counts.items()]
-        heapq.heapify(heap)
-
-        merges = {}
-        progress = _progress(n_merges, "merges", verbose)
-        while len(merges) < n_merges and heap:
-            neg, pair = heapq.heappop(heap)
-            count = pair_counts.get(pair, 0)
-            if -neg != count:  # stale entry: the count went down since it was pushed
-                if count > 0:
-                    heapq.heappush(heap, (-count, pair))
-                continue
-            if count < min_frequency:
-                break
-            new_id = len(vocab)
-            vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
-            merges[pair] = new_id
-            progress.update(1)
-            changed = set()
-            for wi in where.pop(pair):  # the words that hold (or once held) the pair
-                words[wi], changes = merge_word(words[wi], pair, new_id)
-                for p, sign in changes:
-                    pair_counts[p] += sign * freqs[wi]
-                    if sign > 0:
-                        where.setdefault(p, set()).add(wi)
-                        changed.add(p)
-            del pair_counts[pair]
-            for p in changed:  # only pairs with the new token can have grown
-                heapq.heappush(heap, (-pair_counts[p], p))
-        progress.close()
-        vocab[len(vocab)] = MASK.encode()
-        return cls(vocab, merges)
-
-    # ---------------------------------------------------------------- files
-    def save(self, directory):
-        """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
-        os.makedirs(directory, exist_ok=True)
-        vocab = {self.id_to_token(i): i for i in sorted(self.vocab)}
-        merges = [f"{self.id_to_token(a)} {self.id_to_token(b)}" for a, b in self.merges]
-        write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
-        write_atomic(os.path.join(directory, "merges.txt"), "\n".join(["#version: 0.2"] + merges) + "\n")
+        """Learn a vocabulary from `texts` (see train_bpe). verbose: a progress bar, and one line on
+        stderr when the vocabulary comes out smaller than asked (also kept in `training_note`)."""
+        vocab, merges, note = train_bpe(texts, vocab_size, min_frequency, verbose)
+        tok = cls(vocab, merges)
+        tok.training_note = note
+        if note and verbose:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+        return tok
 
     @classmethod
     def load(cls, directory):
         """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2)."""
-        for vocab_name, merges_name in (("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")):
-            vocab_path = os.path.join(directory, vocab_name)
-            merges_path = os.path.join(directory, merges_name)
-            if os.path.isfile(vocab_path) and os.path.isfile(merges_path):
-                break
-        else:
-            raise FileNotFoundError(f"{directory}: no tokenizer files (vocab.json + merges.txt, "
-                                    f"or encoder.json + vocab.bpe)")
+        vocab_path, merges_path = find_vocab_files(os.fspath(directory))
+        token_ids = read_vocab_json(vocab_path)
+        merges = read_merges(merges_path, token_ids, os.path.basename(vocab_path))
         try:
-            with open(vocab_path, encoding="utf-8") as f:
-                token_ids = json.load(f)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{vocab_path}: not a JSON vocabulary ({e})") from None
-        if not isinstance(token_ids, dict):
-            raise ValueError(f"{vocab_path}: expected a JSON object mapping tokens to ids")
-        vocab = {i: token_to_bytes(t) for t, i in token_ids.items()}
-        merges = {}
-        with open(merges_path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.startswith("#version") or not line.strip():
-                    continue
-                parts = line.rstrip("\n").split(" ")
-                if len(parts) != 2:
-                    raise ValueError(f"{merges_path}:{n}: expected two symbols, got {line.strip()!r}")
-                a, b = parts
-                for t in (a, b, a + b):
-                    if t not in token_ids:
-                        raise ValueError(f"{merges_path}:{n}: merge {a!r} {b!r} names {t!r}, "
-                                         f"which is not in {vocab_name}")
-                merges[token_ids[a], token_ids[b]] = token_ids[a + b]
-        return cls(vocab, merges)
+            return cls({i: token_to_bytes(t) for t, i in token_ids.items()}, merges)
+        except ValueError as e:
+            raise ValueError(f"{vocab_path}: {e}") from None
 
-
-def write_atomic(path, data):
-    """Write `data` (str: UTF-8 text, or bytes) to `path` all at once: a reader, or a run killed midway,
-    sees the old file or the new one, never half of one. The data goes to a temporary file in the same
-    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _progress(total, unit, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
-
-
-def read_lines(path, errors="strict"):
-    """Yield the lines of a UTF-8 text file, streaming. A decoding error names the file and byte offset."""
-    offset = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                yield raw.decode("utf-8", errors)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: not UTF-8 text at byte {offset + e.start} "
-                                 f"(pass --errors replace to substitute U+FFFD)") from None
-            offset += len(raw)
+    def save(self, directory):
+        """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
+        save_vocab_files(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 
 # ---------------------------------------------------------------- command line
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Byte-level BPE (RoBERTa Section 4.4): train or encode.")
-    sub = parser.add_subparsers(dest="command", required=True)
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line ("bpe.py train: error: argument --vocab-size: ...")."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def number(kind, low=None, high=None, low_open=False, why=""):
+    """An argparse type: a number of `kind` (int or float) within [low, high] (or (low, high] with
+    low_open). `why` is added to the error: the reason for the range."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value != value or (low is not None and (value <= low if low_open else value < low)) \
+                or (high is not None and value > high):
+            where = f"{'>' if low_open else 'at least'} {low}" if high is None else \
+                f"in {'(' if low_open else '['}{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {where}{why}, got {text}")
+        return value
+    return parse
+
+
+def describe(err):
+    """One line for an error: an OSError names its file and reason, as 'path: No such file or directory'."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
+
+
+def check_out(folder, overwrite):
+    """Before any work: --out is a folder, or can be made in a writable one; a tokenizer already there is
+    replaced only with --overwrite."""
+    parent = os.path.abspath(folder)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise FileExistsError(f"--out {folder}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {folder}: {parent} is not writable")
+    held = [name for name in VOCAB_FILES[0] if os.path.exists(os.path.join(folder, name))]
+    if held and not overwrite:
+        raise FileExistsError(f"--out {folder} already holds a tokenizer ({held[0]}); pass --overwrite to replace it")
+
+
+def check_inputs(paths):
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"{path}: a folder, not a file")
+        if not os.access(path, os.R_OK):
+            raise PermissionError(f"{path}: not readable (permission denied)")
+    if all(os.path.isfile(p) and os.path.getsize(p) == 0 for p in paths):
+        raise ValueError(f"{', '.join(paths)}: no text to train on (empty)")
+
+
+def train_command(args):
+    check_out(args.out, args.overwrite)
+    check_inputs(args.input)
+    lines = (line for path in args.input for line in read_lines(path, args.errors))
+    tok = Tokenizer.train(lines, args.vocab_size, args.min_frequency, verbose=True)
+    tok.save(args.out)
+    print(f"wrote {args.out}/vocab.json and merges.txt: {len(tok)} tokens, {len(tok.merges)} merges")
+
+
+def encode_command(args):
+    tok = Tokenizer.load(args.tokenizer)
+    ids = tok.encode(args.text)
+    print(ids)
+    print(" ".join(tok.id_to_token(i) for i in ids))
+
+
+def parser():
+    p = ArgumentParser(description="Byte-level BPE (RoBERTa Section 4.4): train or encode.")
+    sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="learn a vocabulary from text files")
-    t.add_argument("--input", nargs="+", required=True, help="UTF-8 text files")
-    t.add_argument("--vocab-size", type=int, required=True)
-    t.add_argument("--min-frequency", type=int, default=2)
-    t.add_argument("--out", required=True, help="directory for vocab.json + merges.txt")
+    t.set_defaults(run=train_command)
+    t.add_argument("--input", nargs="+", required=True, help="UTF-8 text files (required)")
+    t.add_argument("--vocab-size", type=number(int, MIN_VOCAB, why=" (256 bytes + 5 special tokens)"), required=True,
+                   help=f"tokens in the vocabulary, the 5 specials included (required; at least {MIN_VOCAB})")
+    t.add_argument("--min-frequency", type=number(int, 1), default=2,
+                   help="merge only pairs that occur at least this often (default: %(default)s)")
+    t.add_argument("--out", required=True, help="folder for vocab.json + merges.txt (required)")
+    t.add_argument("--overwrite", action="store_true", help="replace a tokenizer already in --out (default: refuse)")
     t.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                   help="what to do with bytes that are not UTF-8")
+                   help="bytes that are not UTF-8: an error, or U+FFFD (default: %(default)s)")
     e = sub.add_parser("encode", help="print the token ids of a text")
-    e.add_argument("--tokenizer", required=True, help="directory with vocab.json + merges.txt")
-    e.add_argument("text")
-    args = parser.parse_args(argv)
+    e.set_defaults(run=encode_command)
+    e.add_argument("--tokenizer", required=True,
+                   help="folder with vocab.json + merges.txt, or encoder.json + vocab.bpe (required)")
+    e.add_argument("text", help="the text to encode (plain text: no special tokens are added)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     try:
-        if args.command == "train":
-            for path in args.input:
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"{path}: no such file")
-            lines = (line for path in args.input for line in read_lines(path, args.errors))
-            tok = Tokenizer.train(lines, args.vocab_size, args.min_frequency, verbose=True)
-            tok.save(args.out)
-            print(f"wrote {args.out}/vocab.json and merges.txt: {len(tok)} tokens, {len(tok.merges)} merges")
-        else:
-            tok = Tokenizer.load(args.tokenizer)
-            ids = tok.encode(args.text)
-            print(ids)
-            print(" ".join(tok.id_to_token(i) for i in ids))
+        args.run(args)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {describe(err)}")
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted")
 
 
 if __name__ == "__main__":

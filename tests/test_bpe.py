@@ -190,3 +190,139 @@ def test_cli_train_encode_and_errors(tmp_path):
                  ["encode", "--tokenizer", str(tmp_path / "nowhere"), "hi"]):
         r = run_cli(*args)
         assert r.returncode != 0 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- a vocabulary smaller than asked
+def test_training_says_why_the_vocabulary_is_smaller_than_asked(capsys):
+    # as in test_hand_checkable_training: 2 merges, then (" ab", c) is seen once < min_frequency=2
+    tok = bpe.Tokenizer.train(["ab ab ab abc"], vocab_size=300, verbose=True)
+    note = "vocabulary 263 of the 300 asked: after 2 merges no pair occurs 2 times or more"
+    assert tok.training_note.startswith(note) and "--min-frequency" in tok.training_note
+    assert [line for line in capsys.readouterr().err.splitlines() if "warning" in line] == [f"warning: {tok.training_note}"]
+    # with min_frequency=1 the third merge makes every pre-token one token: nothing is left to merge
+    tok = bpe.Tokenizer.train(["ab ab ab abc"], vocab_size=300, min_frequency=1)
+    assert tok.training_note == "vocabulary 264 of the 300 asked: after 3 merges every pre-token is a single token; add text"
+    assert capsys.readouterr().err == ""  # not verbose: the note is kept, not printed
+    assert bpe.Tokenizer.train(["ab ab ab abc"], vocab_size=263).training_note is None
+
+
+# ---------------------------------------------------------------- the atomic write
+def test_write_atomic(tmp_path):
+    path = tmp_path / "f.txt"
+    bpe.write_atomic(path, "héllo")
+    assert path.read_bytes() == "héllo".encode()
+    bpe.write_atomic(str(path), b"\x00\xff")
+    assert path.read_bytes() == b"\x00\xff"
+    with pytest.raises(TypeError):
+        bpe.write_atomic(path, 12)  # fails while writing: the old file stays whole, no temporary file is left
+    assert path.read_bytes() == b"\x00\xff" and os.listdir(tmp_path) == ["f.txt"]
+
+
+# ---------------------------------------------------------------- the command line: bad input
+def snapshot(folder):
+    """Every file and folder under `folder`, with its bytes: a bad command must change none of it."""
+    return {os.path.relpath(os.path.join(d, n), folder): open(os.path.join(d, n), "rb").read() if n in files else None
+            for d, dirs, files in os.walk(folder) for n in dirs + files}
+
+
+GOOD = {"vocab.json": None, "merges.txt": None}  # the trained tokenizer's own files (see workspace)
+TOKENIZER_CASES = [  # (name, files of the tokenizer folder `bad` changed from a good one, expected message)
+    ("vocab.json not JSON", {"vocab.json": b'{"a": '}, "bad/vocab.json: not valid JSON"),
+    ("vocab.json empty", {"vocab.json": b""}, "bad/vocab.json: empty file"),
+    ("vocab.json not UTF-8", {"vocab.json": b'{"\xff": 0}'}, "bad/vocab.json: not UTF-8 text at byte 2"),
+    ("vocab.json a list", {"vocab.json": b"[1, 2]"}, "bad/vocab.json: expected a JSON object mapping tokens to ids"),
+    ("vocab.json a string id", {"vocab.json": b'{"a": "x"}'}, 'bad/vocab.json: entry "a": "x": expected'),
+    ("vocab.json a gap in ids", {"vocab.json": b'{"a": 0, "b": 2}'}, "bad/vocab.json: the ids must be 0..1, each once; id 1"),
+    ("vocab.json an id twice", {"vocab.json": b'{"a": 0, "b": 0}'}, "bad/vocab.json: the ids must be 0..1, each once; an id"),
+    ("vocab.json without bytes", {"vocab.json": b'{"a": 0}', "merges.txt": b"#version: 0.2\n"},
+     "bad/vocab.json: vocabulary lacks 255 of the 256 byte tokens"),
+    ("merges.txt missing", {"merges.txt": None}, "bad: has vocab.json but no merges.txt"),
+    ("merges.txt a folder", {"merges.txt": "folder"}, "bad/merges.txt: a folder, not a file"),
+    ("merges.txt empty", {"merges.txt": b""}, "bad/merges.txt: empty file"),
+    ("merges.txt not UTF-8", {"merges.txt": b"#version: 0.2\n\xff\xfe\n"}, "bad/merges.txt: not UTF-8 text at byte 14"),
+    ("merges.txt three symbols", {"merges.txt": b"#version: 0.2\na b c\n"}, "bad/merges.txt:2: expected two symbols"),
+    ("merges.txt unknown token", {"merges.txt": "#version: 0.2\nĠzz q\n".encode()},
+     "bad/merges.txt:2: merge 'Ġzz' 'q' names 'Ġzz', which is not in vocab.json"),
+]
+TRAIN = ["train", "--input", "ok.txt", "--out", "new"]
+CLI_CASES = [  # (name, arguments, expected message)
+    ("no command", [], "required: command"),
+    ("vocab size 0", TRAIN + ["--vocab-size", "0"], "--vocab-size: must be at least 261 (256 bytes + 5 special tokens)"),
+    ("vocab size negative", TRAIN + ["--vocab-size", "-300"], "--vocab-size: must be at least 261"),
+    ("vocab size below the bytes", TRAIN + ["--vocab-size", "260"], "--vocab-size: must be at least 261"),
+    ("vocab size not whole", TRAIN + ["--vocab-size", "1e3"], "--vocab-size: expected a whole number, got '1e3'"),
+    ("min frequency 0", TRAIN + ["--vocab-size", "300", "--min-frequency", "0"], "--min-frequency: must be at least 1"),
+    ("min frequency negative", TRAIN + ["--vocab-size", "300", "--min-frequency", "-2"], "--min-frequency: must be at least 1"),
+    ("errors not a choice", TRAIN + ["--vocab-size", "300", "--errors", "ignore"], "--errors: invalid choice"),
+    ("input missing", ["train", "--input", "nothing.txt", "--vocab-size", "300", "--out", "new"], "nothing.txt: no such file"),
+    ("input a folder", ["train", "--input", "folder", "--vocab-size", "300", "--out", "new"], "folder: a folder, not a file"),
+    ("input empty", ["train", "--input", "empty.txt", "--vocab-size", "300", "--out", "new"], "empty.txt: no text to train on"),
+    ("input not UTF-8", ["train", "--input", "binary.txt", "--vocab-size", "300", "--out", "new"],
+     "binary.txt: not UTF-8 text at byte 14 (pass --errors replace"),
+    ("out a file", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", "ok.txt"], "--out ok.txt: "),
+    ("out inside a file", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", "ok.txt/sub"], "ok.txt is a file"),
+    ("out holds a tokenizer", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", "tok"],
+     "--out tok already holds a tokenizer (vocab.json); pass --overwrite"),
+    ("tokenizer missing", ["encode", "--tokenizer", "nowhere", "hi"], "nowhere: no such folder"),
+    ("tokenizer a file", ["encode", "--tokenizer", "ok.txt", "hi"], "ok.txt: not a folder"),
+    ("tokenizer folder empty", ["encode", "--tokenizer", "folder", "hi"], "folder: no tokenizer files"),
+    ("encode without text", ["encode", "--tokenizer", "tok"], "required: text"),
+] + [(name, ["encode", "--tokenizer", "bad", "hi"], message, files) for name, files, message in TOKENIZER_CASES]
+
+
+@pytest.fixture(scope="module")
+def trained_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tok")
+    bpe.Tokenizer.train(trained_corpus(), vocab_size=300).save(folder)
+    return {name: (folder / name).read_bytes() for name in GOOD}
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_bad_input(case, tmp_path, trained_files):
+    name, args, message, broken = (case + (None,))[:4]
+    (tmp_path / "ok.txt").write_text("\n".join(trained_corpus()[:50]), encoding="utf-8")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    (tmp_path / "binary.txt").write_bytes(b"fine line\nbad \xff byte\n")
+    (tmp_path / "folder").mkdir()
+    for folder, files in (("tok", {}), ("bad", broken or {})):
+        (tmp_path / folder).mkdir()
+        for file, content in {**trained_files, **files}.items():
+            if content == "folder":
+                (tmp_path / folder / file).mkdir()
+            elif content is not None:
+                (tmp_path / folder / file).write_bytes(content)
+    before = snapshot(tmp_path)
+    r = run_cli(*args, cwd=tmp_path)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert snapshot(tmp_path) == before  # nothing written, nothing overwritten
+
+
+def test_cli_overwrite_and_short_vocabulary(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ab ab ab abc\n", encoding="utf-8")
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "vocab.json").write_text("old", encoding="utf-8")
+    r = run_cli("train", "--input", str(corpus), "--vocab-size", "300", "--out", str(tmp_path / "tok"), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert bpe.Tokenizer.load(tmp_path / "tok").merges == {(4 + ord("a"), 4 + ord("b")): 260, (4 + ord(" "), 260): 261}
+    warnings = [line for line in r.stderr.replace("\r", "\n").splitlines() if line.startswith("warning")]
+    assert warnings == ["warning: vocabulary 263 of the 300 asked: after 2 merges no pair occurs 2 times or more; "
+                        "lower --min-frequency or add text"]
+
+
+def test_cli_help_names_every_default():
+    """Every option has a help text, and the help of every option with a default states it."""
+    commands = next(a for a in bpe.parser()._actions if isinstance(a, bpe.argparse._SubParsersAction)).choices
+    assert set(commands) == {"train", "encode"}
+    for command, p in commands.items():
+        for action in p._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, (command, action.dest)
+            if action.required and action.option_strings:
+                assert "required" in action.help, (command, action.dest)
+            elif action.default not in (None, False):
+                assert "%(default)s" in action.help, (command, action.dest)
