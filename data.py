@@ -225,7 +225,8 @@ def read_meta(data_dir):
     """meta.json of a prepared folder, checked for the keys this module reads."""
     meta_path = os.path.join(data_dir, "meta.json")
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"{data_dir}: no such folder (a folder written by data.py)")
+        raise FileNotFoundError(f"{data_dir}: no such folder, so no prepared data (meta.json missing; run data.py "
+                                f"first)")
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{data_dir}: no prepared data (meta.json missing; run data.py first)")
     try:

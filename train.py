@@ -5,11 +5,11 @@
     torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16
 
 What the paper changes from BERT, and where it is here:
-  - dynamic masking, a new mask each time a sequence is served (Section 4.1): data.mask_batch
-  - FULL-SENTENCES inputs without next-sentence prediction (Section 4.2): --format, data.examples
+  - dynamic masking, a new mask each time a sequence is served (Section 4.1): data.Masking, data.mask_tokens
+  - FULL-SENTENCES inputs without next-sentence prediction (Section 4.2): --format, data.FORMATS
   - large batches (Section 4.3): --batch-size sequences per update, reached by gradient accumulation
     over --micro-batch-size per process, with no gradient all-reduce on the non-final micro-batches
-  - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): lr_at
+  - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): roberta.adamw, lr_at
 
 The logged loss is the mean over every masked token of the whole update, on every process, so the same
 --batch-size gives the same losses for any number of processes (footnote 8, made checkable).
@@ -20,10 +20,15 @@ import contextlib
 import json
 import math
 import os
+import queue
+import shutil
 import sys
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -31,18 +36,10 @@ import bpe
 import data
 import roberta
 
-# Pretraining recipes. base and large are Table 9 (8K sequences of 512 tokens per update, 500K updates);
-# tiny and small are classroom runs that finish on a CPU.
-RECIPES = {
-    "tiny": dict(seq_len=128, batch_size=16, lr=1e-3, warmup_steps=100, max_steps=1000),
-    "small": dict(seq_len=128, batch_size=64, lr=5e-4, warmup_steps=500, max_steps=10_000),
-    "base": dict(seq_len=512, batch_size=8192, lr=6e-4, warmup_steps=24_000, max_steps=500_000),
-    "large": dict(seq_len=512, batch_size=8192, lr=4e-4, warmup_steps=30_000, max_steps=500_000),
-}
-
 
 @dataclass
 class TrainConfig:
+    """Every setting of a run. The defaults are the `tiny` recipe; RECIPES changes some per --config."""
     config: str = "tiny"
     data: str = ""
     out: str = "out"
@@ -53,21 +50,32 @@ class TrainConfig:
     warmup_steps: int = 100
     max_steps: int = 1000
     weight_decay: float = 0.01
-    adam_betas: tuple = (0.9, 0.98)
-    adam_eps: float = 1e-6
     clip_grad: float = 0.0         # the paper does not clip
     amp: str = "none"              # none | bf16 | fp16 (GPU only)
     format: str = "full-sentences"
-    masking: str = "dynamic"
+    masking: "data.Masking" = field(default_factory=lambda: data.Masking())  # rate, split, dynamic (Section 4.1)
     dropout: float = 0.1
+    max_positions: int = 512       # the model's position table (RoBERTa: 512)
     seed: int = 0
     log_interval: int = 10
     eval_interval: int = 200
     eval_sequences: int = 512      # held-out sequences per evaluation (the same set for any process count)
     save_interval: int = 200
     max_bad_steps: int = 5         # consecutive non-finite losses before the run stops
-    compile: bool = False
+    device: str = ""               # cpu, cuda, cuda:N; "" = cuda when available
+    compile: bool = None           # torch.compile; None = on for CUDA
     resume: bool = False
+    overwrite: bool = False
+
+
+# Pretraining recipes. base and large are Table 9 (8K sequences of 512 tokens per update, 500K updates);
+# tiny (the defaults above) and small are classroom runs that finish on a CPU.
+RECIPES = {
+    "tiny": dict(),
+    "small": dict(batch_size=64, lr=5e-4, warmup_steps=500, max_steps=10_000),
+    "base": dict(seq_len=512, batch_size=8192, lr=6e-4, warmup_steps=24_000, max_steps=500_000),
+    "large": dict(seq_len=512, batch_size=8192, lr=4e-4, warmup_steps=30_000, max_steps=500_000),
+}
 
 
 def lr_at(step, cfg):
@@ -79,51 +87,73 @@ class Stop(Exception):
 
 
 # ---------------------------------------------------------------------------------------- setup
-def setup_distributed():
-    """(rank, world, device). torchrun sets RANK/WORLD_SIZE; a plain `python train.py` is one process."""
+def setup_distributed(device_name):
+    """(rank, world, device, cpu_group). torchrun sets RANK/WORLD_SIZE; a plain `python train.py` is one
+    process. cpu_group: a gloo group for the small CPU-side all-reduces (no device sync on a GPU)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
+    name = device_name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise Stop(f"--device {name}: no CUDA device is available (use --device cpu)")
+    device = torch.device(name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local if device.index is None else device.index)
+        if device.index >= torch.cuda.device_count():
+            raise Stop(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
+    if world == 1:
+        return rank, world, device, None
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device, dist.new_group(backend="gloo") if device.type == "cuda" else None
 
 
-def all_sum(values, device, world):
+def all_sum(values, world, group=None, device="cpu"):
     """Sum a list of numbers over all processes (one all-reduce)."""
     t = torch.tensor(values, dtype=torch.float64, device=device)
     if world > 1:
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
     return t.tolist()
 
 
-def check_data(cfg):
-    if not cfg.data:
-        raise Stop("--data is required (a folder written by data.py), or run `python train.py` for the demo")
-    tokens, line_ends, meta = data.load_split(cfg.data, "train")
-    tok = bpe.Tokenizer.load(cfg.data)
-    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != data.tokenizer_hash(tok):
-        raise Stop(f"{cfg.data}: its tokenizer files do not match the data in it (meta.json)")
-    return tokens, line_ends, meta, tok
+def check_settings(cfg, world, device):
+    """Settings that depend on the process count or the device, before any heavy work."""
+    fmt = data.check_format(cfg.format)
+    micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
+    if not fmt.by_tokens and cfg.batch_size % (micro * world):
+        raise Stop(f"--batch-size {cfg.batch_size} is not divisible by --micro-batch-size {micro} "
+                   f"x {world} processes")
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise Stop("--amp fp16 needs a GPU (it loses range on CPU); use --amp bf16")
+    if cfg.seq_len > cfg.max_positions:
+        raise Stop(f"--seq-len {cfg.seq_len} is longer than the model's {cfg.max_positions} positions "
+                   f"(pass --max-positions to build a model with more)")
+    return micro
 
 
 def build_model(cfg, tok):
     model_cfg = roberta.RobertaConfig.preset(
         cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
-        max_positions=max(512, cfg.seq_len), next_sentence_head=cfg.format in ("segment-pair", "sentence-pair"))
+        max_positions=cfg.max_positions, next_sentence_head=data.FORMATS[cfg.format].pairs)
     torch.manual_seed(cfg.seed)
     return roberta.RobertaForMaskedLM(model_cfg)
+
+
+def maybe_compile(model, cfg, device, master):
+    """torch.compile (on by default on CUDA); where compiling fails, eager with a one-line warning."""
+    if not (cfg.compile if cfg.compile is not None else device.type == "cuda"):
+        return model
+    try:
+        return torch.compile(model)
+    except Exception as e:  # e.g. no compiler toolchain on this platform
+        if master:
+            print(f"warning: torch.compile failed ({type(e).__name__}); training eagerly", file=sys.stderr)
+        return model
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path, model, opt, scaler, cfg, state, rng_states, tok_hash):
     ckpt = {"model": model.state_dict(), "config": asdict(model.cfg), "class": "RobertaForMaskedLM",
-            "train": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-            "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "train": asdict(cfg), "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "state": state, "rng": rng_states, "tokenizer_sha256": tok_hash}
     tmp = f"{path}.tmp"
     torch.save(ckpt, tmp)
@@ -135,19 +165,33 @@ def rng_state(device):
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)}
 
 
-def load_for_resume(path, model, opt, scaler, cfg, tok_hash, rank, device):
+RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
+
+
+def read_resume(cfg, tok_hash):
+    """The checkpoint to resume, checked against this run's settings before any heavy work."""
+    path = os.path.join(cfg.out, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise Stop(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
+                   f"node shares)")
     ckpt = roberta.read_checkpoint(path)
     if ckpt.get("tokenizer_sha256") != tok_hash:
         raise Stop(f"{path}: trained with another tokenizer than {cfg.data}'s")
-    if ckpt["config"] != asdict(model.cfg):
-        diff = [k for k in ckpt["config"] if ckpt["config"][k] != asdict(model.cfg).get(k)]
-        raise Stop(f"{path}: its model differs from --config {cfg.config} ({', '.join(diff)})")
     if "optimizer" not in ckpt or "state" not in ckpt:
         raise Stop(f"{path}: a model without training state (not a train.py checkpoint)")
-    for key in ("batch_size", "seq_len", "format", "masking", "seed"):
-        if ckpt["train"][key] != getattr(cfg, key):
-            raise Stop(f"{path}: --{key.replace('_', '-')} was {ckpt['train'][key]}, now {getattr(cfg, key)}: "
-                       f"the run would not continue the same data")
+    for key in RESUME_KEYS:
+        was, now = ckpt["train"].get(key), getattr(cfg, key)
+        now = asdict(now) if key == "masking" else now
+        if was != now:
+            raise Stop(f"{path}: --{key.replace('_', '-')} was {was}, now {now}: the run would not continue "
+                       f"the same data")
+    return ckpt
+
+
+def restore(ckpt, model, opt, scaler, cfg, rank, device):
+    if ckpt["config"] != asdict(model.cfg):
+        diff = [k for k in ckpt["config"] if ckpt["config"][k] != asdict(model.cfg).get(k)]
+        raise Stop(f"{cfg.out}: its model differs from --config {cfg.config} ({', '.join(diff)})")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     if scaler and ckpt["scaler"]:
@@ -156,180 +200,33 @@ def load_for_resume(path, model, opt, scaler, cfg, tok_hash, rank, device):
     torch.set_rng_state(rng["cpu"])
     if device.type == "cuda" and rng["cuda"].numel():
         torch.cuda.set_rng_state(rng["cuda"], device)
-    return ckpt["state"]
+    return dict(ckpt["state"])
 
 
-# ---------------------------------------------------------------------------------------- training
-def train(cfg):
-    rank, world, device = setup_distributed()
-    master = rank == 0
-    try:
-        return _train(cfg, rank, world, device, master)
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
+def prepare_out(cfg, tok, model_cfg, world, start_step):
+    """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
+    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically)."""
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise Stop(f"--out {cfg.out}: a file is in the way (it must be a folder)")
+    os.makedirs(cfg.out, exist_ok=True)
+    tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
+    keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
+    settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world}
+    bpe.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
 
 
-def _train(cfg, rank, world, device, master):
-    from tqdm import tqdm
-    if cfg.amp == "fp16" and device.type != "cuda":
-        raise Stop("--amp fp16 needs a GPU (it loses range on CPU); use --amp bf16")
-    micro = cfg.micro_batch_size or cfg.batch_size // world
-    by_tokens = cfg.format in ("doc-sentences", "sentence-pair")  # variable sequences per batch
-    if not by_tokens and cfg.batch_size % (micro * world):
-        raise Stop(f"--batch-size {cfg.batch_size} is not divisible by --micro-batch-size {micro} "
-                   f"x {world} processes")
-    if cfg.format not in data.FORMATS:
-        raise Stop(f"unknown --format {cfg.format}")
-
-    tokens, line_ends, meta, tok = check_data(cfg)
-    valid_tokens, valid_ends, _ = data.load_split(cfg.data, "valid")
-    ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, seed=cfg.seed)
-    lengths = data.example_lengths(ex)
-    budget = cfg.batch_size * cfg.seq_len if by_tokens else None
-
-    model = build_model(cfg, tok).to(device)
-    opt = torch.optim.AdamW(roberta.param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                            eps=cfg.adam_eps, fused=True)
-    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
-    log_path = os.path.join(cfg.out, "log.jsonl")
-
-    state = {"step": 0, "epoch": 0, "position": 0, "skipped": 0, "bad_in_a_row": 0}
-    if cfg.resume:
-        if not os.path.isfile(ckpt_path):
-            raise Stop(f"--resume: no checkpoint.pt in {cfg.out}")
-        state = load_for_resume(ckpt_path, model, opt, scaler, cfg, meta["tokenizer_sha256"], rank, device)
-    elif os.path.isfile(ckpt_path):
-        raise Stop(f"{cfg.out} already holds a checkpoint: pass --resume to continue it, or choose another --out")
+def check_fresh_out(cfg, master):
+    """A new run: refuse an --out that holds a checkpoint, unless --overwrite (then start again there)."""
+    ckpt = os.path.join(cfg.out, "checkpoint.pt")
+    if not os.path.isfile(ckpt):
+        return
+    if not cfg.overwrite:
+        raise Stop(f"{cfg.out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
+                   f"start again, or choose another --out")
     if master:
-        os.makedirs(cfg.out, exist_ok=True)
-        tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
-        keep_log_until(log_path, state["step"])
-        with open(os.path.join(cfg.out, "train_config.json"), "w") as f:
-            json.dump({"train": asdict(cfg), "model": asdict(model.cfg), "processes": world}, f, indent=2)
-
-    body = model  # the plain module: checkpoints and evaluation use it
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    if cfg.compile:
-        model = torch.compile(model)
-    peak = roberta.matmul_peak(device, amp_dtype or torch.float32)
-    flops_per_token = 3 * roberta.flops_per_token(body.cfg, cfg.seq_len, lm_positions_fraction=0.15)
-
-    batches = data.epoch_batches(lengths, cfg.batch_size, cfg.seed, state["epoch"], budget)
-    if not batches:
-        raise Stop(f"{cfg.data}: too little data for one batch of {cfg.batch_size} sequences of {cfg.seq_len}")
-    bar = tqdm(total=cfg.max_steps, initial=state["step"], disable=not master, dynamic_ncols=True)
-    t0, tokens_seen = time.perf_counter(), 0
-    while state["step"] < cfg.max_steps:
-        if state["position"] >= len(batches):
-            state["epoch"], state["position"] = state["epoch"] + 1, 0
-            batches = data.epoch_batches(lengths, cfg.batch_size, cfg.seed, state["epoch"], budget)
-        global_batch = batches[state["position"]]
-        mine = data.shard(global_batch, rank, world)
-        step = state["step"]
-        lr = lr_at(step, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-        # mask every micro-batch first: the loss is normalised by the targets of the whole update
-        micro_batches, counts = [], [0, 0]  # counts: targets and real tokens of this process
-        for i in range(0, len(mine), micro):
-            idx = mine[i:i + micro]
-            ids, nsp = data.collate(tokens, ex[idx], cfg.seq_len, tok)
-            inputs, labels = data.mask_batch(ids, idx, tok, cfg.seed, state["epoch"], cfg.masking == "static")
-            counts[0] += int((labels != -100).sum())
-            counts[1] += int((ids != tok.pad_id).sum())
-            micro_batches.append((inputs.to(device), labels.to(device), None if nsp is None else nsp.to(device)))
-        n_targets, n_tokens = all_sum(counts, device, world)
-        n_sequences = len(global_batch)
-
-        sums = torch.zeros(2, dtype=torch.float64, device=device)  # MLM and NSP loss sums, no sync per micro-batch
-        for i, (inputs, labels, nsp) in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            sync = model.no_sync() if world > 1 and not last else contextlib.nullcontext()
-            with sync, torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = model(inputs, labels=labels, reduction="sum", nsp_labels=nsp)
-                mlm, nsp_loss = out if isinstance(out, tuple) else (out, None)
-                # DDP averages gradients over processes: scale by `world` to get the sum over all
-                loss = mlm / max(n_targets, 1) * world
-                if nsp_loss is not None:
-                    loss = loss + nsp_loss / n_sequences * world
-                (scaler.scale(loss) if scaler else loss).backward()
-            sums[0] += mlm.detach()
-            if nsp_loss is not None:
-                sums[1] += nsp_loss.detach()
-        if world > 1:
-            dist.all_reduce(sums)
-        loss_sum, nsp_sum = sums.tolist()
-        loss_value = loss_sum / max(n_targets, 1) + nsp_sum / n_sequences
-
-        if not math.isfinite(loss_value):  # skip the update; stop after too many in a row
-            opt.zero_grad(set_to_none=True)
-            state["skipped"] += 1
-            state["bad_in_a_row"] += 1
-            if master:
-                log(log_path, {"step": step + 1, "skipped": "non-finite loss", "loss": str(loss_value)})
-            if state["bad_in_a_row"] >= cfg.max_bad_steps:
-                raise Stop(f"{state['bad_in_a_row']} non-finite losses in a row at step {step + 1}: stopping; "
-                           f"the last good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
-            if scaler:
-                scaler.update(scaler.get_scale() / 2)
-            state["position"] += 1
-            continue
-        state["bad_in_a_row"] = 0
-        if scaler:
-            scaler.unscale_(opt)
-        if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        if scaler:
-            scale = scaler.get_scale()
-            scaler.step(opt)
-            scaler.update()
-            if scaler.get_scale() < scale:  # an overflow: GradScaler skipped this update
-                state["skipped"] += 1
-        else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        state["step"], state["position"] = step + 1, state["position"] + 1
-        tokens_seen += n_tokens
-
-        step = state["step"]
-        record = None
-        if step % cfg.log_interval == 0 or step == cfg.max_steps:
-            elapsed = time.perf_counter() - t0
-            tps = tokens_seen / elapsed
-            record = {"step": step, "loss": round(loss_value, 6), "lr": lr, "tokens_per_s": round(tps, 1),
-                      "mfu": round(tps * flops_per_token / (peak * world), 4), "epoch": state["epoch"],
-                      "skipped": state["skipped"]}
-            if nsp_sum:
-                record["nsp_loss"] = round(nsp_sum / n_sequences, 6)
-            t0, tokens_seen = time.perf_counter(), 0
-        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-            total, count = data.heldout_loss(body, valid_tokens, valid_ends, tok, cfg.seq_len, micro, rank=rank,
-                                             world=world, device=device, max_sequences=cfg.eval_sequences,
-                                             amp_dtype=amp_dtype)
-            total, count = all_sum([total, count], device, world)
-            if count:
-                record = record or {"step": step}
-                record["valid_loss"] = round(total / count, 6)
-                record["valid_ppl"] = round(math.exp(min(total / count, 50)), 4)
-        if record and master:
-            log(log_path, record)
-            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{record.get('tokens_per_s', 0):.0f}")
-        bar.update(1)
-        if step % cfg.save_interval == 0 or step == cfg.max_steps:
-            states = [None] * world
-            if world > 1:
-                dist.all_gather_object(states, rng_state(device))
-            else:
-                states = [rng_state(device)]
-            if master:
-                save_checkpoint(ckpt_path, body, opt, scaler, cfg, dict(state), states, meta["tokenizer_sha256"])
-    bar.close()
-    return body, tok
+        for name in ("checkpoint.pt", "log.jsonl"):
+            if os.path.exists(os.path.join(cfg.out, name)):
+                os.remove(os.path.join(cfg.out, name))
 
 
 def log(path, record):
@@ -338,87 +235,500 @@ def log(path, record):
 
 
 def keep_log_until(path, step):
-    """On resume, drop log lines past the checkpoint: the resumed run writes them again, identically."""
     if not os.path.isfile(path):
         return
     with open(path) as f:
-        lines = [line for line in f if json.loads(line).get("step", 0) <= step]
-    with open(path, "w") as f:
-        f.writelines(lines)
+        lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    bpe.write_atomic(path, "".join(lines))
+
+
+# ---------------------------------------------------------------------------------------- batches
+class Update(NamedTuple):
+    """This process's share of one optimizer update, prepared on the CPU."""
+    micro_batches: list   # (inputs, labels, next-sentence labels or None, padded, weight)
+    counts: list          # [masked targets, real tokens] of this process
+    n_sequences: int      # of the whole (global) update
+
+
+class Batches:
+    """The updates of the run in order, from (epoch, position) on: each global batch of data.epoch_batches,
+    this process's share cut into micro-batches, collated and masked (data.mask_batch). A background
+    thread prepares the next updates while the current one runs (pinned memory on CUDA), and the order
+    never depends on timing: resume and any process count see the same updates."""
+
+    def __init__(self, tokens, ex, lengths, tok, cfg, micro, rank, world, pin, epoch, position, ahead=2):
+        self.tokens, self.ex, self.lengths, self.tok, self.cfg = tokens, ex, lengths, tok, cfg
+        self.micro, self.rank, self.world, self.pin = micro, rank, world, pin
+        self.budget = cfg.batch_size * cfg.seq_len if data.FORMATS[cfg.format].by_tokens else None
+        if not data.epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, self.budget):
+            raise Stop(f"{cfg.data}: too little data for one batch of {cfg.batch_size} sequences of {cfg.seq_len}")
+        self.queue, self.stopping = queue.Queue(maxsize=ahead), threading.Event()
+        self.thread = threading.Thread(target=self._produce, args=(epoch, position), daemon=True)
+        self.thread.start()
+
+    def _produce(self, epoch, position):
+        try:
+            while not self.stopping.is_set():
+                batches = data.epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.budget)
+                for i in range(position, len(batches)):
+                    self._put((epoch, i + 1, self.prepare(batches[i], epoch)))
+                epoch, position = epoch + 1, 0
+        except BaseException as e:  # handed to the training loop, which raises it
+            self._put(e)
+
+    def _put(self, item):
+        while not self.stopping.is_set():
+            try:
+                return self.queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def prepare(self, global_batch, epoch):
+        mine, nsp_weight = data.shard(global_batch, self.rank, self.world), 1.0
+        if len(mine) == 0:  # fewer examples than processes: run one sequence with weight 0, so that this
+            mine, nsp_weight = global_batch[:1], 0.0  # process still joins the gradient all-reduce
+        micro_batches, counts = [], [0, 0]
+        for i in range(0, len(mine), self.micro):
+            idx = mine[i:i + self.micro]
+            ids, nsp = data.collate(self.tokens, self.ex[idx], self.cfg.seq_len, self.tok, self.cfg.format)
+            inputs, labels = data.mask_batch(ids, idx, self.tok, self.cfg.seed, epoch, self.cfg.masking)
+            if nsp_weight == 0:
+                labels = torch.full_like(labels, -100)
+            counts[0] += int((labels != -100).sum())
+            counts[1] += int((ids != self.tok.pad_id).sum()) if nsp_weight else 0
+            padded = bool((ids == self.tok.pad_id).any())
+            tensors = [t.pin_memory() if self.pin and t is not None else t for t in (inputs, labels, nsp)]
+            micro_batches.append((*tensors, padded, nsp_weight))
+        return Update(micro_batches, counts, len(global_batch))
+
+    def next(self):
+        """(epoch, position after this update, Update)."""
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------- one update
+class Run(NamedTuple):
+    """What the training steps share."""
+    cfg: TrainConfig
+    model: torch.nn.Module   # what forward/backward call (DDP- and compile-wrapped)
+    body: torch.nn.Module    # the plain RobertaForMaskedLM: checkpoints and evaluation use it
+    opt: torch.optim.Optimizer
+    scaler: object           # a GradScaler for fp16, else None
+    amp_dtype: object
+    device: torch.device
+    rank: int
+    world: int
+    cpu_group: object
+
+
+def forward_backward(run, update, n_targets):
+    """Backward of every micro-batch; returns the update's loss sums [MLM, NSP] on the device, summed over
+    processes (no host sync). The loss is the sum over every target of the update divided by the
+    number of targets of the whole update, so any split over processes and micro-batches gives the same."""
+    sums = torch.zeros(2, dtype=torch.float64, device=run.device)
+    for i, (inputs, labels, nsp, padded, weight) in enumerate(update.micro_batches):
+        inputs, labels = inputs.to(run.device, non_blocking=True), labels.to(run.device, non_blocking=True)
+        nsp = None if nsp is None else nsp.to(run.device, non_blocking=True)
+        last = i == len(update.micro_batches) - 1
+        sync = run.model.no_sync() if run.world > 1 and not last else contextlib.nullcontext()
+        with sync, torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32,
+                                  enabled=run.amp_dtype is not None):
+            out = run.model(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded)
+            mlm, nsp_loss = out if isinstance(out, tuple) else (out, None)
+            # DDP averages gradients over processes: scale by `world` to get the sum over all
+            loss = mlm / max(n_targets, 1) * run.world
+            if nsp_loss is not None:
+                loss = loss + nsp_loss * weight / update.n_sequences * run.world
+            (run.scaler.scale(loss) if run.scaler else loss).backward()
+        sums[0] += mlm.detach()
+        if nsp_loss is not None:
+            sums[1] += nsp_loss.detach() * weight
+    if run.world > 1:
+        dist.all_reduce(sums)
+    return sums
+
+
+def apply_update(run, finite):
+    """The optimizer step, skipped on the device when the loss was not finite: fused AdamW takes a
+    `found_inf` flag, the mechanism GradScaler uses for fp16, so no host sync is needed here."""
+    if run.scaler:
+        run.scaler.unscale_(run.opt)
+    if run.cfg.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(run.body.parameters(), run.cfg.clip_grad)
+    if run.scaler:
+        run.scaler.step(run.opt)  # skips on inf/NaN gradients, and adjusts the loss scale
+        run.scaler.update()
+    else:
+        run.opt.found_inf = (~finite).float()
+        run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+
+
+# ---------------------------------------------------------------------------------------- log, evaluate, save
+def log_record(run, step, sums, counts, meter, state):
+    """The logged step's numbers (the one host sync of a logged step)."""
+    (mlm_sum, nsp_sum), (n_targets, n_tokens, n_sequences) = sums.tolist(), counts
+    loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
+    elapsed, tokens = time.perf_counter() - meter["t0"], meter["tokens"]
+    meter.update(t0=time.perf_counter(), tokens=0)
+    tps = tokens / elapsed
+    mfu = tps * meter["flops_per_token"] / (meter["peak"] * run.world)
+    record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr_at(step - 1, run.cfg),
+              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"]}
+    if not math.isfinite(loss):
+        record["skipped"] = "non-finite loss"
+    if nsp_sum:
+        record["nsp_loss"] = round(nsp_sum / n_sequences, 6)
+    if run.scaler:
+        record["loss_scale"] = run.scaler.get_scale()
+    return record
+
+
+def evaluate(run, heldout):
+    """Held-out masked-LM loss on fixed masks, summed over processes: {valid_loss, valid_ppl} or {}."""
+    out = data.evaluate_mlm(run.body, heldout, run.device, run.amp_dtype)
+    total, count = all_sum([out["loss_sum"], out["targets"]], run.world, run.cpu_group)
+    if not count:
+        return {}
+    return {"valid_loss": round(total / count, 6), "valid_ppl": round(math.exp(min(total / count, 50)), 4)}
+
+
+def save(run, state, tok_hash):
+    states = [None] * run.world
+    if run.world > 1:
+        dist.all_gather_object(states, rng_state(run.device), group=run.cpu_group)
+    else:
+        states = [rng_state(run.device)]
+    if run.rank == 0:
+        save_checkpoint(os.path.join(run.cfg.out, "checkpoint.pt"), run.body, run.opt, run.scaler, run.cfg,
+                        dict(state), states, tok_hash)
+
+
+# ---------------------------------------------------------------------------------------- training
+def train(cfg):
+    rank, world, device, cpu_group = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, rank, world, device, cpu_group)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg, rank, world, device, cpu_group):
+    micro = check_settings(cfg, world, device)
+    tokens, line_ends, meta, tok = open_data(cfg)
+    ckpt = read_resume(cfg, meta["tokenizer_sha256"]) if cfg.resume else check_fresh_out(cfg, rank == 0)
+    run, state = make_run(cfg, tok, micro, rank, world, device, cpu_group, ckpt)
+    ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, seed=cfg.seed)
+    batches = Batches(tokens, ex, data.example_lengths(ex, cfg.format), tok, cfg, micro, rank, world,
+                      device.type == "cuda", state["epoch"], state["position"])
+    monitor = Monitor(run, state, heldout_set(cfg, tok, micro, rank, world), meta["tokenizer_sha256"])
+    try:
+        for step in range(state["step"] + 1, cfg.max_steps + 1):
+            # the next update: its batches were prepared in the background while the last one ran
+            epoch, position, update = batches.next()
+            for group in run.opt.param_groups:
+                group["lr"] = lr_at(step - 1, cfg)
+            # forward and backward of every micro-batch, the loss over the whole update's targets
+            n_targets, n_tokens = all_sum(update.counts, world, cpu_group)
+            sums = forward_backward(run, update, n_targets)
+            # the optimizer step, skipped on the device when the loss is not finite
+            finite = torch.isfinite(sums).all()
+            apply_update(run, finite)
+            state.update(step=step, epoch=epoch, position=position)
+            # log, evaluate on the fixed held-out set, stop after too many bad steps, save
+            monitor.after_update(step, finite, sums, (n_targets, n_tokens, update.n_sequences))
+    finally:
+        batches.close()
+        monitor.close()
+    if world > 1:  # leave together: a process that exits while another still saves can abort it
+        dist.barrier(group=cpu_group)
+    return run.body, tok
+
+
+class Monitor:
+    """What happens after an update: the counters of non-finite losses (kept on the device), the log (one
+    host sync per logged step), held-out evaluation, the progress bar, and checkpoints."""
+
+    def __init__(self, run, state, heldout, tok_hash):
+        self.run, self.state, self.heldout, self.tok_hash = run, state, heldout, tok_hash
+        self.bad = torch.zeros((), device=run.device)  # non-finite losses in a row
+        self.skipped = torch.full((), float(state["skipped"]), device=run.device)
+        self.meter = make_meter(run)
+        self.bar = progress(run.rank, state["step"], run.cfg.max_steps)
+
+    def after_update(self, step, finite, sums, counts):
+        cfg, run = self.run.cfg, self.run
+        self.bad, self.skipped = (self.bad + 1) * ~finite, self.skipped + ~finite
+        self.meter["tokens"] += counts[1]
+        last = step == cfg.max_steps
+        record = {}
+        if step % cfg.log_interval == 0 or last:
+            self.state["skipped"] = int(self.skipped.item())
+            record = log_record(run, step, sums, counts, self.meter, self.state)
+            self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
+        if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
+            record = {"step": step, **record, **evaluate(run, self.heldout)}
+        if record and run.rank == 0:
+            log(os.path.join(cfg.out, "log.jsonl"), record)
+        self.bar.update(1)
+        check_bad_steps(self.bad, cfg, step, record)
+        if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
+            self.state["skipped"] = int(self.skipped.item())
+            save(run, self.state, self.tok_hash)
+
+    def close(self):
+        self.bar.close()
+
+
+def make_meter(run):
+    """Tokens/s and MFU: model FLOPs per token (3x the forward, the LM head on the masked share) over the
+    device's peak for the dtype (roberta.peak_flops)."""
+    peak, _ = roberta.peak_flops(run.device, run.amp_dtype or torch.float32)
+    flops = 3 * roberta.flops_per_token(run.body.cfg, run.cfg.seq_len, run.cfg.masking.rate)
+    return {"t0": time.perf_counter(), "tokens": 0, "peak": peak, "flops_per_token": flops}
+
+
+def check_bad_steps(bad, cfg, step, record):
+    if record and int(bad.item()) >= cfg.max_bad_steps:
+        raise Stop(f"{int(bad.item())} non-finite losses in a row at step {step}: stopping; the last good "
+                   f"checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
+
+
+def open_data(cfg):
+    if not cfg.data:
+        raise Stop("--data is required (a folder written by data.py), or run `python train.py` for the demo")
+    tokens, line_ends, meta, tok = data.open_prepared(cfg.data)
+    if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
+        print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
+              file=sys.stderr)
+    return tokens, line_ends, meta, tok
+
+
+def make_run(cfg, tok, micro, rank, world, device, cpu_group, ckpt):
+    """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Run, training state)."""
+    body = build_model(cfg, tok).to(device)
+    opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
+    state = {"step": 0, "epoch": 0, "position": 0, "skipped": 0}
+    if ckpt:
+        state = {**state, **restore(ckpt, body, opt, scaler, cfg, rank, device)}
+    if rank == 0:
+        prepare_out(cfg, tok, body.cfg, world, state["step"])
+    model = body
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
+    model = maybe_compile(model, cfg, device, rank == 0)
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    return Run(cfg, model, body, opt, scaler, amp_dtype, device, rank, world, cpu_group), state
+
+
+def heldout_set(cfg, tok, micro, rank, world):
+    """The fixed held-out batches of this process, built once (None when the valid split is empty)."""
+    tokens, line_ends, _ = data.load_split(cfg.data, "valid")
+    if tokens.size == 0:
+        return None
+    return data.heldout_batches(tokens, line_ends, tok, cfg.seq_len, micro, cfg.masking, rank, world,
+                                cfg.eval_sequences)
+
+
+def progress(rank, done, total):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=done, disable=rank != 0, dynamic_ncols=True)
 
 
 # ---------------------------------------------------------------------------------------- the demo
-DEMO_PROMPTS = ['The "for" statement is used to iterate over the elements of a <mask>.',
-                "A function definition defines a user-defined function <mask>.",
-                "Strings are immutable sequences of Unicode code <mask>."]
+# `python train.py`: everything from text every Python install carries to a model that visibly learns.
+DEMO = dict(vocab_size=8192, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=16, lr=1e-3,
+            warmup_steps=100, max_steps=1000, eval_interval=250, save_interval=250)
 
 
 def demo(args):
-    """`python train.py`: the built-in corpus (Python's reference docs), a tokenizer, a tiny model."""
     cache = os.path.join("cache", "demo")
-    corpus = os.path.join(cache, "corpus.txt")
+    corpus, tok_dir, data_dir = (os.path.join(cache, name) for name in ("corpus.txt", "tokenizer", "data"))
     if not os.path.isfile(corpus):
+        print("writing the built-in corpus: Python's reference documentation and the standard library's docstrings")
         data.builtin_corpus(corpus)
-    if not os.path.isfile(os.path.join(cache, "tokenizer", "vocab.json")):
-        print("training a byte-level BPE tokenizer (vocabulary 8192) on the built-in corpus")
-        bpe.Tokenizer.train(bpe.read_lines(corpus), 8192, verbose=True).save(os.path.join(cache, "tokenizer"))
-    if not os.path.isfile(os.path.join(cache, "data", "meta.json")):
-        data.prepare([corpus], os.path.join(cache, "tokenizer"), os.path.join(cache, "data"), valid_fraction=0.1)
-    cfg = TrainConfig(config="tiny", data=os.path.join(cache, "data"), out=args.out or os.path.join("out", "demo"),
-                      eval_interval=250, save_interval=250, max_steps=args.max_steps or 1000)
+    if not os.path.isfile(os.path.join(tok_dir, "vocab.json")):
+        print(f"training a byte-level BPE tokenizer (vocabulary {DEMO['vocab_size']}) on the built-in corpus")
+        bpe.Tokenizer.train(bpe.read_lines(corpus), DEMO["vocab_size"], verbose=True).save(tok_dir)
+    if not os.path.isfile(os.path.join(data_dir, "meta.json")):
+        data.prepare([corpus], tok_dir, data_dir, valid_fraction=DEMO["valid_fraction"])
+    settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(TrainConfig)}}
+    cfg = TrainConfig(**{**settings, "max_steps": args.max_steps or DEMO["max_steps"]}, data=data_dir,
+                      out=args.out or os.path.join("out", "demo"), seed=args.seed or 0, device=args.device or "")
     cfg.resume = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
-    print(f"pretraining a tiny RoBERTa ({cfg.max_steps} steps of {cfg.batch_size}x{cfg.seq_len} tokens) into {cfg.out}")
+    print(f"pretraining a {cfg.config} RoBERTa ({cfg.max_steps} updates of {cfg.batch_size}x{cfg.seq_len} tokens) "
+          f"into {cfg.out}")
     model, tok = train(cfg)
-    valid_tokens, valid_ends, _ = data.load_split(cfg.data, "valid")
-    total, count = data.heldout_loss(model, valid_tokens, valid_ends, tok, cfg.seq_len)
-    print(f"\nheld-out perplexity: {math.exp(total / count):.2f} (loss {total / count:.3f} nats per masked token)")
-    for prompt in DEMO_PROMPTS:
-        guesses = ", ".join(f"{t.strip()!r} {p:.2f}" for t, p in roberta.fill_mask(model, tok, prompt, k=3))
-        print(f"{prompt}  ->  {guesses}")
+    report_demo(model, tok, cfg)
+
+
+def report_demo(model, tok, cfg):
+    """Held-out accuracy and perplexity beside two baselines on the same masks, and fill-mask examples."""
+    valid, valid_ends, _ = data.load_split(cfg.data, "valid")
+    train_tokens, _, _ = data.load_split(cfg.data, "train")
+    batches = data.heldout_batches(valid, valid_ends, tok, cfg.seq_len, masking=cfg.masking)
+    device = next(model.parameters()).device
+    out = data.evaluate_mlm(model, batches, device, detailed=True)
+    base = data.unigram_baselines(train_tokens, batches, tok)
+    n, loss = out["targets"], out["loss_sum"] / out["targets"]
+    se = math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0) / n)
+    acc = out["correct"] / n
+    print(f"\nheld-out masked tokens: {n:,} (standard errors in brackets)")
+    print(f"  this model:             accuracy {acc:6.1%} [{math.sqrt(acc * (1 - acc) / n):.1%}]   "
+          f"perplexity {math.exp(loss):8.1f} [{math.exp(loss) * se:.1f}]")
+    print(f"  unigram distribution:   {'':24}perplexity {math.exp(base['unigram_loss']):8.1f}")
+    print(f"  always {tok.decode([base['most_frequent']])!r:<16} accuracy {base['most_frequent_accuracy']:6.1%}")
+    print(f"  perplexity {math.exp(loss - base['unigram_loss']):.2f}x the unigram baseline's, "
+          f"accuracy {acc / max(base['most_frequent_accuracy'], 1e-9):.1f}x the most frequent token's\n")
+    for text, guess, truth in fill_mask_examples(model, tok, valid, valid_ends):
+        mark = "right" if guess == truth else "wrong"
+        print(f"  {mark}: {text}  ->  {guess!r} (true: {truth!r})")
+
+
+def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14):
+    """Held-out words hidden one at a time: the first `per_kind` the model gets right and wrong,
+    as (text with <mask>, the model's guess, the true word)."""
+    found, starts = {True: [], False: []}, np.concatenate([[0], line_ends[:-1]])
+    model.eval()
+    for s, e in zip(starts.tolist(), line_ends.tolist()):
+        ids = [int(t) for t in tokens[s:e - 1]]
+        words = [i for i, t in enumerate(ids) if i >= context // 2 and tok.decode([t]).startswith(" ")
+                 and tok.decode([t]).strip().isalpha() and len(tok.decode([t]).strip()) >= 4]
+        if not words:
+            continue
+        p = words[len(words) // 2]
+        window = ids[max(0, p - context):p] + [tok.mask_id] + ids[p + 1:p + 1 + context // 2]
+        with torch.no_grad():
+            logits = model(torch.tensor([[tok.bos_id] + window + [tok.eos_id]], device=next(model.parameters()).device))
+        guess = int(logits[0, window.index(tok.mask_id) + 1].argmax())
+        kind = guess == ids[p]
+        if len(found[kind]) < per_kind:
+            text = tok.decode(window[:window.index(tok.mask_id)]) + " <mask>" + tok.decode(window[window.index(tok.mask_id) + 1:])
+            found[kind].append(("..." + text.strip() + "...", tok.decode([guess]).strip(), tok.decode([ids[p]]).strip()))
+        if all(len(v) == per_kind for v in found.values()):
+            break
+    return found[True] + found[False]
 
 
 # ---------------------------------------------------------------------------------------- command line
+def number(kind, low=None, high=None, low_open=False):
+    """An argparse type: a number of `kind` within [low, high] (or (low, high] with low_open)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+            where = f"{'>' if low_open else 'at least'} {low}" if high is None else \
+                f"in {'(' if low_open else '['}{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {where}, got {value}")
+        return value
+    return parse
+
+
+def fail(message):
+    raise argparse.ArgumentTypeError(message)
+
+
+def mask_split(text):
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+        data.Masking(split=parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three shares (<mask>,random,unchanged) summing to 1, "
+                                         f"like 0.8,0.1,0.1; got {text!r}") from None
+    return parts
+
+
+# (option, argparse type or choices, help). Defaults come from TrainConfig and RECIPES, nowhere else.
+OPTIONS = [
+    ("config", lambda name: name if name in RECIPES else fail(f"unknown --config {name!r}: choose one of "
+                                                             f"{', '.join(RECIPES)}"),
+     "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
+    ("data", str, "a folder written by data.py (omit every option for the built-in demo)"),
+    ("out", str, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
+    ("seq_len", number(int, 8), "tokens per sequence (at most --max-positions)"),
+    ("batch_size", number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
+    ("micro_batch_size", number(int, 1), "sequences per forward/backward in each process (default: "
+                                         "batch-size / processes, no accumulation)"),
+    ("lr", number(float, 0, low_open=True), "peak learning rate (Table 9)"),
+    ("warmup_steps", number(int, 0), "updates of linear warmup"),
+    ("max_steps", number(int, 1), "optimizer updates in all"),
+    ("weight_decay", number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
+    ("clip_grad", number(float, 0), "max gradient norm (0: none, as the paper)"),
+    ("amp", ["none", "bf16", "fp16"], "mixed precision (fp16 needs a GPU and uses a loss scaler)"),
+    ("format", list(data.FORMATS), "input format of Section 4.2 (the pair formats add the NSP loss)"),
+    ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
+    ("mask_rate", number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
+    ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged"),
+    ("dropout", number(float, 0, 0.99), "dropout, also on attention weights"),
+    ("max_positions", number(int, 8), "the model's position table (RoBERTa: 512); for a new model only"),
+    ("seed", number(int, 0), "seed of the initialisation, data order, masks and dropout"),
+    ("log_interval", number(int, 1), "log every N updates"),
+    ("eval_interval", number(int, 1), "evaluate held-out loss every N updates"),
+    ("eval_sequences", number(int, 1), "held-out sequences per evaluation"),
+    ("save_interval", number(int, 1), "save checkpoint.pt every N updates"),
+    ("device", str, "cpu, cuda or cuda:N (default: cuda when available)"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the whole usage
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="tiny", help="model size and default recipe: " + ", ".join(RECIPES))
-    p.add_argument("--data", default="", help="a folder written by data.py (omit for the built-in demo)")
-    p.add_argument("--out", default="", help="checkpoint.pt, log.jsonl and tokenizer files go here")
-    p.add_argument("--seq-len", type=int)
-    p.add_argument("--batch-size", type=int, help="sequences per optimizer update, all processes together")
-    p.add_argument("--micro-batch-size", type=int, help="sequences per forward/backward in each process")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0: none, as the paper)")
-    p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
-    p.add_argument("--format", choices=data.FORMATS, default="full-sentences")
-    p.add_argument("--masking", choices=["dynamic", "static"], default="dynamic")
-    p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-interval", type=int, default=10)
-    p.add_argument("--eval-interval", type=int, default=200)
-    p.add_argument("--eval-sequences", type=int, default=512, help="held-out sequences per evaluation")
-    p.add_argument("--save-interval", type=int, default=200)
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder")
+    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = {**asdict(TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
+                "masking": "dynamic", "device": "cuda when available"}
+    for name, kind, help in OPTIONS:
+        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        recipe = " (tiny's; --config changes it)" if any(name in r for r in RECIPES.values()) else ""
+        p.add_argument("--" + name.replace("_", "-"), default=None, help=f"{help} (default: {defaults[name]}{recipe})",
+                       **typed)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on for CUDA, off on CPU)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a checkpoint")
     return p.parse_args(argv)
+
+
+def config_from_args(args):
+    """TrainConfig defaults, then the --config recipe, then the options given."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    masking = data.Masking(rate=given.pop("mask_rate", data.Masking.rate),
+                           split=given.pop("mask_split", data.Masking.split),
+                           dynamic=given.pop("masking", "dynamic") == "dynamic")
+    return TrainConfig(**{**RECIPES[args.config or "tiny"], **given, "masking": masking})
+
+
+DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
 
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         if not args.data:
+            extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
+            if extra:
+                raise Stop(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
+                           f"--out, --max-steps, --seed and --device")
             return demo(args)
-        if args.config not in RECIPES:
-            raise Stop(f"unknown --config {args.config!r}: choose one of {', '.join(RECIPES)}")
-        recipe = RECIPES[args.config]
-        overrides = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
-        cfg = TrainConfig(**{**recipe, **overrides, "micro_batch_size": args.micro_batch_size or 0,
-                             "out": args.out or "out"})
-        train(cfg)
+        train(config_from_args(args))
     except (Stop, OSError, ValueError) as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted")
 
 
 if __name__ == "__main__":

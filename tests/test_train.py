@@ -187,3 +187,87 @@ def test_demo(tmp_path):
     assert (tmp_path / "out" / "demo" / "checkpoint.pt").exists()
     again = run("--max-steps", 3, cwd=tmp_path)  # cached: a finished run is read back, not redone
     assert "held-out perplexity" in again.stdout and "training a byte-level BPE" not in again.stdout
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing written
+@pytest.fixture
+def damaged(prepared, tmp_path):
+    """Copies of the prepared folder with a torn train.bin and a meta.json of the wrong shape."""
+    import shutil
+    torn, shape = tmp_path / "torn", tmp_path / "shape"
+    shutil.copytree(prepared, torn)
+    shutil.copytree(prepared, shape)
+    with open(torn / "train.bin", "r+b") as f:
+        f.truncate(os.path.getsize(torn / "train.bin") - 1)
+    (shape / "meta.json").write_text('{"train": [1, 2]}')
+    return torn, shape
+
+
+BAD = [  # (options, what the one-line error must say)
+    (["--seq-len", "0"], "--seq-len: must be at least 8"),
+    (["--seq-len", "2"], "--seq-len: must be at least 8"),
+    (["--seq-len", "10000"], "longer than the model's 512 positions"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1"),
+    (["--micro-batch-size", "-2"], "--micro-batch-size: must be at least 1"),
+    (["--max-steps", "0"], "--max-steps: must be at least 1"),
+    (["--log-interval", "0"], "--log-interval: must be at least 1"),
+    (["--save-interval", "0"], "--save-interval: must be at least 1"),
+    (["--eval-interval", "0"], "--eval-interval: must be at least 1"),
+    (["--lr", "0"], "--lr: must be > 0"),
+    (["--lr", "fast"], "--lr: expected a number"),
+    (["--dropout", "1"], "--dropout: must be in [0, 0.99]"),
+    (["--mask-rate", "0"], "--mask-rate: must be in (0, 1]"),
+    (["--mask-split", "0.5,0.5"], "--mask-split: expected three shares"),
+    (["--mask-split", "0.8,0.1,0.2"], "--mask-split: expected three shares"),
+    (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
+    (["--format", "paragraphs"], "--format: invalid choice"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_options_one_line_and_nothing_written(prepared, tmp_path, options, message):
+    out = tmp_path / "run"
+    r = run("--data", prepared, "--out", out, *TINY, *options, check=False)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+    assert not out.exists()
+
+
+def test_bad_files_and_folders_are_named(prepared, damaged, tmp_path):
+    torn, shape = damaged
+    (tmp_path / "file").write_text("not a folder")
+    cases = [
+        (["--data", torn, "--out", tmp_path / "a"], "train.bin: "),
+        (["--data", shape, "--out", tmp_path / "b"], "meta.json: not data.py's meta.json"),
+        (["--data", tmp_path / "nowhere", "--out", tmp_path / "c"], "nowhere: no such folder"),
+        (["--data", prepared, "--out", tmp_path / "file"], "a file is in the way"),
+        (["--data", prepared, "--out", tmp_path / "d", "--resume"], "must be a folder every node shares"),
+    ]
+    for args, message in cases:
+        r = run(*args, *TINY, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_the_demo_refuses_options_it_would_ignore(tmp_path):
+    r = run("--config", "base", "--batch-size", "4", "--lr", "1e-5", "--seq-len", "64", "--out", tmp_path / "x",
+            cwd=tmp_path, check=False)
+    assert r.returncode != 0 and "needs --data" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()
+
+
+def test_overwrite_starts_again(prepared, tmp_path):
+    out = tmp_path / "run"
+    run("--data", prepared, "--out", out, "--max-steps", 2, *TINY)
+    run("--data", prepared, "--out", out, "--max-steps", 3, *TINY, "--overwrite")
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]
+
+
+def test_help_describes_every_option():
+    r = run("--help")
+    options = r.stdout[r.stdout.index("options:"):].split("\n  --")[1:]
+    assert len(options) >= 27
+    for text in options:  # each option: its meaning, and its default where it has one
+        assert len(text.split()) > 4, text
+        assert "default" in text or text.startswith(("help", "resume", "overwrite")), text
