@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import struct
 import sys
 from dataclasses import dataclass, fields
@@ -507,7 +506,8 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
     """Load weights into `cls` from a train.py/finetune.py folder (checkpoint.pt) or a Hugging Face
     RoBERTa folder (config.json + model.safetensors or pytorch_model.bin).
 
-    Encoder weights must all be present and of the right shapes. A head the checkpoint lacks (a
+    cls=None: the class the checkpoint holds (RobertaForMaskedLM for a bare encoder). Encoder weights
+    must all be present and of the right shapes. A head the checkpoint lacks (a
     classifier on top of a pretrained MLM) is freshly initialised, and this says so; with
     new_head_ok=False it is refused instead: a finetuned classifier's folder has no trained LM head to
     fill masks or measure perplexity with.
@@ -516,7 +516,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     ours = os.path.isfile(os.path.join(path, "checkpoint.pt"))
     cfg, state, holder, found_labels = read_ours(path) if ours else read_hf(path)
-    model = make_model(cls, cfg, num_labels or found_labels)
+    model = make_model(cls or MODEL_CLASSES.get(holder, RobertaForMaskedLM), cfg, num_labels or found_labels)
     if not ours:
         state = from_hf_state(state, model)
     if not new_head_ok:
@@ -632,6 +632,16 @@ def mask_inputs(tok, text):
 
 
 @torch.no_grad()
+def mask_probabilities(model, tok, text):
+    """The model's distribution over the vocabulary for the one <mask> in `text`: a [V] float tensor."""
+    ids = mask_inputs(tok, text)
+    if len(ids) > model.cfg.max_positions:
+        raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
+    model.eval()
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    return model(x)[0, ids.index(tok.mask_id)].float().softmax(-1)
+
+
 def fill_mask(model, tok, text, k=5):
     """The k most likely tokens for the <mask> in `text`: [(token text, probability)], as fairseq's
     fill_mask: the text around the mask is encoded as it stands, so "is <mask>." asks for a token
@@ -639,13 +649,7 @@ def fill_mask(model, tok, text, k=5):
     V = model.cfg.vocab_size
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= V:
         raise ValueError(f"top-k must be an integer from 1 to the vocabulary size, {V}: got {k!r}")
-    ids = mask_inputs(tok, text)
-    if len(ids) > model.cfg.max_positions:
-        raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
-    model.eval()
-    x = torch.tensor([ids], device=next(model.parameters()).device)
-    probs = model(x)[0, ids.index(tok.mask_id)].float().softmax(-1)
-    top = probs.topk(k)
+    top = mask_probabilities(model, tok, text).topk(k)
     return [(tok.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
 
@@ -726,27 +730,109 @@ def flops_per_token(cfg, seq_len, lm_positions_fraction=1.0):
     return L * per_layer + lm_head
 
 
+# ---------------------------------------------------------------------------------------- export
+# What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
+# the space on its left (lstrip), so "is <mask>." reads " is" <mask> "." as fill_mask feeds it (without
+# this, transformers keeps that space as a token of its own), and inputs are truncated at the model's
+# positions. tokenizer_config.json spells <mask> as transformers' own save of roberta-base does;
+# special_tokens_map.json as roberta-base's and distilroberta-base's files do.
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                  "pad_token": "<pad>", "cls_token": "<s>"}
+MASK_TOKEN = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": False}
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def tokenizer_configs(max_positions):
+    """{file name: content} of the tokenizer configuration written beside vocab.json and merges.txt."""
+    config = {"tokenizer_class": "RobertaTokenizer", "model_max_length": max_positions, "add_prefix_space": False,
+              "errors": "replace", **SPECIAL_TOKENS, "mask_token": {"__type": "AddedToken", **MASK_TOKEN}}
+    return {"tokenizer_config.json": config, "special_tokens_map.json": {**SPECIAL_TOKENS, "mask_token": MASK_TOKEN}}
+
+
+def check_export(checkpoint, out, overwrite):
+    """Before any work: the checkpoint folder exists; --out is, or can become, a folder of its own that
+    holds no exported model, unless --overwrite."""
+    if not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint folder")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    if os.path.isdir(out) and os.path.samefile(out, checkpoint):
+        raise ValueError(f"--out {out} is the checkpoint folder itself: export to another folder")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: {parent} is not a writable folder")
+    held = [f for f in ("config.json", "model.safetensors") if os.path.exists(os.path.join(out, f))]
+    if held and not overwrite:
+        raise FileExistsError(f"--out {out} already holds an exported model ({held[0]}); pass --overwrite to replace it")
+
+
+def read_vocab(checkpoint, vocab_size):
+    """The checkpoint's tokenizer files as bytes, checked against the model; None when it has none."""
+    paths = [os.path.join(checkpoint, f) for f in TOKENIZER_FILES]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+    blobs = []
+    for p in paths:
+        with open(p, "rb") as f:
+            blobs.append(f.read())
+    try:
+        vocab = json.loads(blobs[0])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{paths[0]}: not valid JSON ({e})") from None
+    missing = [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t not in vocab]
+    if len(vocab) != vocab_size or missing:
+        raise ValueError(f"{paths[0]}: " + (f"no {missing[0]} token" if missing else
+                                            f"{len(vocab)} tokens, but the model's vocabulary is {vocab_size}"))
+    return blobs
+
+
+def export(checkpoint, out, overwrite=False):
+    """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
+    config.json + model.safetensors, and the tokenizer with the configuration transformers needs."""
+    check_export(checkpoint, out, overwrite)
+    model = load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
+    blobs = read_vocab(checkpoint, model.cfg.vocab_size)
+    save_pretrained(model, out)
+    if blobs is None:
+        print(f"warning: {checkpoint} has no {' and '.join(TOKENIZER_FILES)}: {out} has no tokenizer", file=sys.stderr)
+        return model
+    for name, blob in zip(TOKENIZER_FILES, blobs):
+        _atomic_write(os.path.join(out, name), lambda f, blob=blob: f.write(blob))
+    for name, content in tokenizer_configs(model.cfg.max_positions).items():
+        _atomic_write(os.path.join(out, name), lambda f, c=content: f.write(json.dumps(c, indent=2).encode()))
+    return model
+
+
 # ---------------------------------------------------------------------------------------- command line
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line ("roberta.py export: error: the following arguments ...")."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Export a checkpoint (train.py / finetune.py output) to the Hugging "
-                                            "Face layout: config.json + model.safetensors + tokenizer files.")
+    p = ArgumentParser(description="Export a checkpoint (train.py / finetune.py output) to the Hugging Face "
+                                   "layout: config.json + model.safetensors + tokenizer files.")
     sub = p.add_subparsers(dest="command", required=True)
-    e = sub.add_parser("export", help="write a Hugging Face RoBERTa folder")
-    e.add_argument("--checkpoint", required=True, help="a folder with checkpoint.pt (or a Hugging Face folder)")
-    e.add_argument("--out", required=True)
+    e = sub.add_parser("export", help="write a Hugging Face RoBERTa folder",
+                       description="Write a checkpoint as a Hugging Face RoBERTa folder that transformers' "
+                                   "Auto* classes and pipeline('fill-mask') load as they load roberta-base.")
+    e.add_argument("--checkpoint", required=True,
+                   help="a folder with checkpoint.pt (train.py/finetune.py output) or a Hugging Face RoBERTa folder; "
+                        "its vocab.json and merges.txt are exported too")
+    e.add_argument("--out", required=True, help="the folder to write (created if needed)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an exported model already in --out (default: refuse)")
     args = p.parse_args(argv)
     try:
-        path = os.path.join(args.checkpoint, "checkpoint.pt")
-        name = read_checkpoint(path).get("class", "RobertaForMaskedLM") if os.path.isfile(path) else \
-            "RobertaForMaskedLM"
-        model = load_pretrained(args.checkpoint, cls=MODEL_CLASSES[name], verbose=False)
-        save_pretrained(model, args.out)
-        for f in ("vocab.json", "merges.txt"):  # the tokenizer travels with the weights
-            if os.path.isfile(os.path.join(args.checkpoint, f)):
-                shutil.copy(os.path.join(args.checkpoint, f), os.path.join(args.out, f))
-        print(f"{args.out}: {name}, {num_parameters(model):,} parameters")
+        model = export(args.checkpoint, args.out, args.overwrite)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {err.filename}: {err.strerror}" if isinstance(err, OSError) and err.strerror
+                 and err.filename else f"error: {err}")
+    print(f"{args.out}: {type(model).__name__}, {num_parameters(model):,} parameters")
 
 
 if __name__ == "__main__":

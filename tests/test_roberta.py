@@ -327,6 +327,94 @@ def test_fill_mask_top_k_range():
         roberta.fill_mask(model, ToyTok(), "ab <mask> <mask>.", 5)
 
 
+# ---------------------------------------------------------------- export to transformers
+EXPORT = os.path.join(ROOT, "tests", "fixtures", "export_tiny")  # made by tests/make_export_fixture.py
+
+
+def test_export_tokenizes_and_fills_masks_as_transformers_does(tmp_path):
+    """transformers' AutoTokenizer and pipeline("fill-mask") on our export (recorded in expected.json) read
+    the same ids as fill_mask and rank the same top-k: <mask> takes the space on its left, as roberta-base's."""
+    import bpe
+    roberta.main(["export", "--checkpoint", EXPORT, "--out", str(tmp_path / "hf")])
+    out = tmp_path / "hf"
+    with open(out / "tokenizer_config.json") as f:
+        config = json.load(f)
+    with open(out / "special_tokens_map.json") as f:
+        special = json.load(f)
+    mask = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": False}
+    tokens = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+              "pad_token": "<pad>", "cls_token": "<s>"}
+    assert config == {"tokenizer_class": "RobertaTokenizer", "model_max_length": 64, "add_prefix_space": False,
+                      "errors": "replace", **tokens, "mask_token": {"__type": "AddedToken", **mask}}
+    assert special == {**tokens, "mask_token": mask}
+    for name in ("vocab.json", "merges.txt"):
+        assert (out / name).read_bytes() == open(os.path.join(EXPORT, name), "rb").read()
+    with open(os.path.join(EXPORT, "expected.json")) as f:
+        expected = json.load(f)
+    assert expected["loaded_as"] == {"tokenizer_class": "RobertaTokenizer", "model_max_length": 64}
+    model, tok = roberta.load_pretrained(out, verbose=False), bpe.Tokenizer.load(out)
+    for case in expected["prompts"]:
+        assert " <mask>" in case["text"]
+        assert roberta.mask_inputs(tok, case["text"]) == case["input_ids"]
+        top = roberta.mask_probabilities(model, tok, case["text"]).topk(5)
+        assert top.indices.tolist() == case["top_ids"]
+        torch.testing.assert_close(top.values, torch.tensor(case["top_scores"]), atol=1e-6, rtol=0)
+        assert [t for t, _ in roberta.fill_mask(model, tok, case["text"], 5)] == [tok.decode([i]) for i in case["top_ids"]]
+
+
+def run_export(capsys, *args):
+    """roberta.py export's exit status and its output, one line expected."""
+    with pytest.raises(SystemExit) as exit_:
+        roberta.main(["export", *map(str, args)])
+    captured = capsys.readouterr()
+    message = str(exit_.value.code) if isinstance(exit_.value.code, str) else captured.err
+    assert exit_.value.code not in (0, None) and len(message.strip().splitlines()) == 1, message
+    return message
+
+
+def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert "no such checkpoint folder" in run_export(capsys, "--checkpoint", tmp_path / "nope", "--out", out)
+    assert not out.exists()
+    (tmp_path / "file").write_text("keep me")
+    assert "is a file, not a folder" in run_export(capsys, "--checkpoint", EXPORT, "--out", tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "keep me"
+    assert "is the checkpoint folder itself" in run_export(capsys, "--checkpoint", EXPORT, "--out", EXPORT)
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert "not a readable checkpoint" in run_export(capsys, "--checkpoint", tmp_path / "torn", "--out", out)
+    assert not out.exists()
+    (tmp_path / "other").mkdir()  # a tokenizer that does not fit the model: nothing is written
+    for name in ("checkpoint.pt", "merges.txt"):
+        (tmp_path / "other" / name).write_bytes(open(os.path.join(EXPORT, name), "rb").read())
+    (tmp_path / "other" / "vocab.json").write_text(json.dumps({"<s>": 0, "<pad>": 1}))
+    assert "vocab.json: no </s> token" in run_export(capsys, "--checkpoint", tmp_path / "other", "--out", out)
+    assert not out.exists()
+    # a finished export is kept unless --overwrite
+    roberta.main(["export", "--checkpoint", EXPORT, "--out", str(out)])
+    before = (out / "model.safetensors").read_bytes()
+    msg = run_export(capsys, "--checkpoint", EXPORT, "--out", out)
+    assert "already holds an exported model (config.json); pass --overwrite" in msg
+    roberta.main(["export", "--checkpoint", EXPORT, "--out", str(out), "--overwrite"])
+    assert (out / "model.safetensors").read_bytes() == before
+    assert "the following arguments are required: --checkpoint" in run_export(capsys, "--out", out)
+
+
+def test_export_command_line(tmp_path, capsys):
+    """As a user types it: one line on stderr, no traceback; --help explains every option."""
+    import subprocess
+    import sys
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "roberta.py"), "export", "--checkpoint",
+                          str(tmp_path / "nope"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such checkpoint folder"]
+    with pytest.raises(SystemExit) as exit_:
+        roberta.main(["export", "--help"])
+    helped = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for option, words in [("--checkpoint", "checkpoint.pt"), ("--out", "folder to write"), ("--overwrite", "replace")]:
+        assert option in helped and words in helped
+
+
 # ---------------------------------------------------------------- bad input
 def test_bad_inputs(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown config 'huge'"):
