@@ -13,8 +13,11 @@ import glob
 import json
 import multiprocessing
 import os
+import re
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -23,24 +26,11 @@ import bpe
 import data
 import roberta
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "data")
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
-def bench_lines(shared=SHARED):
-    """The ~8 MB English mix, as a list of lines (newlines kept)."""
-    files = ["corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt", "corpora/tinyshakespeare/input.txt"]
-    if not all(os.path.isfile(os.path.join(shared, f)) for f in files):
-        sys.exit(f"error: the benchmark text needs {shared} (the project's shared data)")
-    lines = []
-    for f in files:
-        with open(os.path.join(shared, f), encoding="utf-8") as fh:
-            lines += fh.read().splitlines(keepends=True)
-    for path in sorted(glob.glob(os.path.join(shared, "race", "*", "*", "*.txt"))):
-        with open(path, encoding="utf-8") as fh:
-            lines += json.load(fh)["article"].splitlines(keepends=True)
-    return lines
-
-
+# ------------------------------------------------------------------------------------------ measuring
 def timed(fn, *args, repeat=5):
     """(best seconds of `repeat` runs, result). The machine is shared and noisy: the minimum is the
     figure that reproduces."""
@@ -50,6 +40,15 @@ def timed(fn, *args, repeat=5):
         out = fn(*args)
         best = min(best, time.perf_counter() - t)
     return best, out
+
+
+def interleaved(steps, rounds):
+    """Best seconds of each step function, run in turns so that machine noise hits all of them alike."""
+    best = [float("inf")] * len(steps)
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            best[i] = min(best[i], timed(step, repeat=1)[0])
+    return best
 
 
 def peak_mb(status=None):
@@ -79,20 +78,45 @@ def in_fresh_process(fn, *args):
     return parent.recv()
 
 
+def run_command(args, what):
+    """Run a command of this project (a Python script and its options) and return its stdout; a failure
+    is one line naming the command and its last line of error."""
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"{what} failed (exit code {r.returncode}): {last}")
+    return r.stdout
+
+
+# ------------------------------------------------------------------------------------------ bpe
+def bench_lines(shared=SHARED):
+    """The ~8 MB English mix, as a list of lines (newlines kept)."""
+    files = ["corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt", "corpora/tinyshakespeare/input.txt"]
+    missing = [f for f in files + ["roberta", "gpt2"] if not os.path.exists(os.path.join(shared, f))]
+    if missing:
+        raise FileNotFoundError(f"{os.path.join(shared, missing[0])}: missing (the benchmarks need the project's "
+                                f"shared data)")
+    lines = []
+    for f in files:
+        lines += bpe.read_text(os.path.join(shared, f)).splitlines(keepends=True)
+    for path in sorted(glob.glob(os.path.join(shared, "race", "*", "*", "*.txt"))):
+        try:
+            lines += json.loads(bpe.read_text(path))["article"].splitlines(keepends=True)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{path}: not a RACE passage (a JSON object with an \"article\" text)") from None
+    return lines
+
+
 def training_peak_mb(lines, vocab_size):
     """Peak memory of a fresh process that imports bpe.py alone and trains from the text file, streaming it
     as `python bpe.py train` does."""
-    import subprocess
-    import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(lines)
         code = ("import sys, bpe; bpe.Tokenizer.train(bpe.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
-        out = subprocess.run([sys.executable, "-c", code, path, str(vocab_size)], capture_output=True, text=True,
-                             check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
-    return peak_mb(out.stdout)
+        return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
 
 
 def naive_merge_seconds(lines, n=3):
@@ -110,105 +134,126 @@ def naive_merge_seconds(lines, n=3):
     return (time.perf_counter() - t) / n
 
 
-def bench_bpe(args):
-    lines = bench_lines()
-    mb = sum(len(s.encode()) for s in lines) / 1e6
-    print(f"text: {mb:.1f} MB, {len(lines)} lines; vocabulary {args.vocab_size}")
-    rows = []
+# The rows of the tokenizer table: (task, implementation) -> seconds, or None when a peer is not installed.
+OURS, HF_TOKENIZERS, NAIVE = "bpe.py", "HF tokenizers (Rust)", "naive minbpe-style (extrapolated)"
+OURS_ROBERTA, OURS_GPT2 = "bpe.py (RoBERTa vocab)", "bpe.py (GPT-2 vocab)"
+TIKTOKEN, HF_PYTHON = "tiktoken (Rust, GPT-2 vocab)", "transformers RobertaTokenizer (Python)"
+BPE_RATIOS = [  # (what, numerator row, denominator row): each ratio divides two measurements of the table
+    ("training time, bpe.py / HF tokenizers", ("train", OURS), ("train", HF_TOKENIZERS)),
+    ("training speed-up over the naive trainer", ("train", NAIVE), ("train", OURS)),
+    ("encoding time, bpe.py / tiktoken (GPT-2 vocab)", ("encode", OURS_GPT2), ("encode", TIKTOKEN)),
+    ("encoding speed-up over RobertaTokenizer", ("encode", HF_PYTHON), ("encode", OURS_ROBERTA)),
+]
 
-    # ---- training
-    ours, tok = timed(bpe.Tokenizer.train, lines, args.vocab_size)
-    rows.append(("train", "bpe.py", ours))
-    n_merges = len(tok.merges)
+
+def bpe_ratios(rows):
+    """{what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None); a ratio is
+    None where either of its measurements is missing."""
+    seconds = {(task, name): t for task, name, t in rows}
+    return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None
+            for what, a, b in BPE_RATIOS}
+
+
+def bpe_training_rows(lines, vocab_size):
+    """Table rows for training: ours, HF tokenizers, and the naive trainer extrapolated to as many merges."""
+    ours, tok = timed(bpe.Tokenizer.train, lines, vocab_size)
+    rows = [("train", OURS, ours)]
     try:
         from tokenizers import ByteLevelBPETokenizer
-        t, _ = timed(lambda: ByteLevelBPETokenizer().train_from_iterator(lines, vocab_size=args.vocab_size, min_frequency=2,
-                                                    show_progress=False,
-                                                    special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]))
-        rows.append(("train", "HF tokenizers (Rust)", t))
+        rows.append(("train", HF_TOKENIZERS, timed(lambda: ByteLevelBPETokenizer().train_from_iterator(
+            lines, vocab_size=vocab_size, min_frequency=2, show_progress=False,
+            special_tokens=list(bpe.SPECIALS) + [bpe.MASK]))[0]))
     except ImportError:
-        rows.append(("train", "HF tokenizers: not installed", None))
-    naive = naive_merge_seconds(lines) * n_merges
-    rows.append(("train", f"naive minbpe-style (extrapolated from 3 of {n_merges} merges)", naive))
-    rss = training_peak_mb(lines, args.vocab_size)
+        rows.append(("train", HF_TOKENIZERS, None))
+    rows.append(("train", NAIVE, naive_merge_seconds(lines) * len(tok.merges)))
+    return rows, len(tok.merges)
 
-    # ---- encoding, line by line, on the released RoBERTa / GPT-2 vocabularies (cold caches)
-    roberta = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
-    gpt2 = bpe.Tokenizer.load(os.path.join(SHARED, "gpt2"))
+
+def bpe_encoding_rows(lines):
+    """Table rows for encoding line by line from an empty cache, on the released RoBERTa / GPT-2 files;
+    ours and tiktoken interleaved."""
+    roberta_tok = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
+    gpt2_tok = bpe.Tokenizer.load(os.path.join(SHARED, "gpt2"))
 
     def encode_cold(tok):
         tok.cache.clear()  # every run starts with an empty pre-token cache
         return [tok.encode(s) for s in lines]
-    t, ids = timed(encode_cold, roberta)
-    rows.append(("encode", "bpe.py (RoBERTa vocab)", t))
-    n_tokens = sum(map(len, ids))
+    t, ids = timed(encode_cold, roberta_tok)
+    rows = [("encode", OURS_ROBERTA, t)]
     try:
         import tiktoken
         from tiktoken.load import data_gym_to_mergeable_bpe_ranks
         ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
                                                 os.path.join(SHARED, "gpt2", "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        ours, theirs = interleaved([lambda: encode_cold(gpt2), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
-        rows += [("encode", "bpe.py (GPT-2 vocab)", ours), ("encode", "tiktoken (Rust, GPT-2 vocab)", theirs)]
+        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
+        rows += [("encode", OURS_GPT2, ours), ("encode", TIKTOKEN, theirs)]
     except ImportError:
-        rows += [("encode", "bpe.py (GPT-2 vocab)", timed(encode_cold, gpt2)[0]),
-                 ("encode", "tiktoken: not installed", None)]
+        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok)[0]), ("encode", TIKTOKEN, None)]
     try:
         from transformers import RobertaTokenizer
-        hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"),
-                              os.path.join(SHARED, "roberta", "merges.txt"))
-        t, _ = timed(lambda: [hf.encode(s, add_special_tokens=False) for s in lines], repeat=1)
-        rows.append(("encode", "transformers RobertaTokenizer (Python)", t))
+        hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"), os.path.join(SHARED, "roberta", "merges.txt"))
+        rows.append(("encode", HF_PYTHON, timed(lambda: [hf.encode(s, add_special_tokens=False) for s in lines],
+                                                repeat=1)[0]))
     except ImportError:
-        rows.append(("encode", "transformers: not installed", None))
+        rows.append(("encode", HF_PYTHON, None))
+    return rows, sum(map(len, ids))
 
+
+def bench_bpe(args):
+    lines = bench_lines()
+    mb = sum(len(s.encode()) for s in lines) / 1e6
+    print(f"text: {mb:.1f} MB, {len(lines)} lines; vocabulary {args.vocab_size}")
+    rows, n_merges = bpe_training_rows(lines, args.vocab_size)
+    rss = training_peak_mb(lines, args.vocab_size)
+    encoding, n_tokens = bpe_encoding_rows(lines)
+    rows += encoding
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
-        print(f"| {task} | {name} | {t:.2f} | {mb / t:.2f} |" if t else f"| {task} | {name} | - | - |")
-    print(f"\nbpe.py training peak memory: {rss:.0f} MB; {n_merges} merges; "
-          f"encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
-    ref = {name: t for task, name, t in rows if t}
-    print(f"ratios: train ours/HF = {ours / ref.get('HF tokenizers (Rust)', float('nan')):.2f}, "
-          f"naive/ours = {naive / ours:.0f}x, "
-          f"encode ours(GPT-2)/tiktoken = "
-          f"{ref['bpe.py (GPT-2 vocab)'] / ref.get('tiktoken (Rust, GPT-2 vocab)', float('nan')):.2f}, "
-          f"RobertaTokenizer/ours = "
-          f"{ref.get('transformers RobertaTokenizer (Python)', float('nan')) / ref['bpe.py (RoBERTa vocab)']:.2f}x")
+        print(f"| {task} | {name} | {t:.2f} | {mb / t:.2f} |" if t else f"| {task} | {name}: not installed | - | - |")
+    print(f"\nthe naive trainer: 3 merges timed, times the {n_merges} merges of bpe.py; bpe.py training peak memory: "
+          f"{rss:.0f} MB; encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
+    for what, ratio in bpe_ratios(rows).items():
+        print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
 
 
 # ------------------------------------------------------------------------------------------ model
-def mlm_batch(cfg, batch, seq_len, seed=0):
+AMP_DTYPES = {"none": torch.float32, "bf16": torch.bfloat16}
+
+
+def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):
+    """Random ordinary tokens (no padding), 15% of them targets, on `device`."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, cfg.vocab_size - 1, (batch, seq_len), generator=g)
     labels = torch.where(torch.rand(batch, seq_len, generator=g) < 0.15, ids, -100)
-    return ids, labels
+    return ids.to(device), labels.to(device)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train_step(model, loss_fn, ids, labels, amp):
-    """A closure running one training step: forward + backward + AdamW (fused, as train.py uses)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    """A closure running one training step: forward + backward + AdamW as train.py builds it (fused where
+    the device has it). On a GPU it waits for the device before and after, so a timer sees the whole step."""
+    device = ids.device
+    opt = roberta.adamw(model, lr=1e-4, weight_decay=0.01)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+        synchronize(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             loss = loss_fn(model, ids, labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    step()  # warm-up: allocations, optimizer state
+        synchronize(device)
+    step()  # warm-up: allocations, optimizer state, compilation
     return step
 
 
-def interleaved(steps, rounds):
-    """Best seconds of each step function, run in turns so that machine noise hits all of them alike."""
-    best = [float("inf")] * len(steps)
-    for _ in range(rounds):
-        for i, step in enumerate(steps):
-            best[i] = min(best[i], timed(step, repeat=1)[0])
-    return best
-
-
 def ours_loss(model, ids, labels):
-    return model(ids, labels=labels)
+    return model(ids, labels=labels, padded=False)  # the batch has no padding: attention without a mask
 
 
 def hf_loss(model, ids, labels):
@@ -216,49 +261,73 @@ def hf_loss(model, ids, labels):
 
 
 def hf_twin(model):
-    """transformers' RobertaForMaskedLM with our model's weights (None when transformers is missing)."""
-    try:
-        import transformers
-    except ImportError:
-        return None
+    """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
+    import transformers
     transformers.logging.set_verbosity_error()
     twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
         k: v for k, v in roberta.hf_config(model).items() if k != "architectures"}))
     missing, unexpected = twin.load_state_dict(roberta.to_hf_state(model), strict=False)
     assert not unexpected and all("decoder" in k for k in missing), (missing, unexpected)
-    return twin.train()
+    return twin.to(next(model.parameters()).device).train()
+
+
+def ours_step(model, ids, labels, amp, compile):
+    """train_step for our model, torch.compile'd if asked; where compiling fails (no C compiler, an
+    unsupported device), eager, with a one-line warning."""
+    if compile:
+        try:
+            return train_step(torch.compile(model), ours_loss, ids, labels, amp)  # its warm-up compiles
+        except Exception as e:  # noqa: BLE001 (inductor raises many kinds)
+            print(f"warning: torch.compile failed ({str(e).strip().splitlines()[0][:120]}); timing eager",
+                  file=sys.stderr)
+    return train_step(model, ours_loss, ids, labels, amp)
+
+
+def measured_peak(device, amp, first):
+    """MFU's denominator: roberta.peak_flops, the device's dense spec peak for the dtype or a measured one.
+    A measured peak is measured again for each row and the highest kept: noise only ever lowers it."""
+    peak, label = roberta.peak_flops(device, AMP_DTYPES[amp])
+    return (max(peak, first[0]), label) if label == "measured peak" else (peak, label)
+
+
+def model_row(args, device, peaks, name, batch, seq_len):
+    """Print one table row per --amp for a config, batch and sequence length."""
+    cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
+    model = roberta.RobertaForMaskedLM(cfg).to(device).train()
+    ids, labels = mlm_batch(cfg, batch, seq_len, device)
+    tokens = batch * seq_len
+    targets = (labels != -100).float().mean().item()  # the LM head runs on the targets only
+    flops = 3 * roberta.flops_per_token(cfg, seq_len, lm_positions_fraction=targets) * tokens
+    twin = hf_twin(model) if args.compare_hf else None
+    for amp in args.amp:
+        steps = [ours_step(model, ids, labels, amp, args.compile)]
+        if twin is not None:
+            steps.append(train_step(twin, hf_loss, ids, labels, amp))
+        seconds = interleaved(steps, args.steps)
+        peak, _ = measured_peak(device, amp, peaks[amp])
+        row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | {flops / seconds[0] / peak:.1%} |"
+        row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |" if twin is not None else " - | - |"
+        print(row, flush=True)
 
 
 def bench_model(args):
+    device = torch.device(args.device)
     torch.manual_seed(0)
-    peaks = {"none": roberta.matmul_peak("cpu", torch.float32), "bf16": roberta.matmul_peak("cpu", torch.bfloat16)}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul peak: "
-          f"fp32 {peaks['none'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
-    print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets).\n")
+    peaks = {amp: roberta.peak_flops(device, AMP_DTYPES[amp]) for amp in args.amp}
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    print(f"torch {torch.__version__}, {where}; MFU's denominator: " +
+          ", ".join(f"{amp}: {peak / 1e12:,.3g} TFLOP/s ({label})" for amp, (peak, label) in peaks.items()))
+    print(f"MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); "
+          f"ours {'compiled' if args.compile else 'eager'}, transformers eager.\n")
     print("| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |")
     print("|---|---|---|---|---|---|---|")
-    for spec in args.runs:
-        name, batch, seq_len = spec.split(":")
-        batch, seq_len = int(batch), int(seq_len)
-        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
-        model = roberta.RobertaForMaskedLM(cfg).train()
-        ids, labels = mlm_batch(cfg, batch, seq_len)
-        tokens = batch * seq_len
-        flops = 3 * roberta.flops_per_token(cfg, seq_len, lm_positions_fraction=0.15) * tokens
-        twin = hf_twin(model) if args.compare_hf else None
-        for amp in args.amp:
-            steps = [train_step(model, ours_loss, ids, labels, amp)]
-            if twin is not None:
-                steps.append(train_step(twin, hf_loss, ids, labels, amp))
-            peak = max(peaks[amp], roberta.matmul_peak("cpu", torch.float32 if amp == "none" else torch.bfloat16))
-            seconds = interleaved(steps, args.steps)
-            ours = seconds[0]
-            row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / ours:,.0f} | {flops / ours / peak:.1%} |"
-            if twin is not None:
-                row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / ours:.2f}x |"
-            else:
-                row += " - | - |"
-            print(row, flush=True)
+    for name, batch, seq_len in args.runs:
+        try:
+            model_row(args, device, peaks, name, batch, seq_len)
+        except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the allocator's RuntimeError on a CPU
+            if not isinstance(e, torch.OutOfMemoryError) and "allocate memory" not in str(e):
+                raise
+            raise RuntimeError(f"{name}:{batch}:{seq_len}: out of memory on {device}; try a smaller batch") from None
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -266,97 +335,175 @@ def _prepare(paths, tokenizer, out, workers):
     data.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
 
 
+def masking_tokens_per_s(data_dir, tokenizer):
+    """Masking and batching on one core: collate FULL-SENTENCES blocks of 512 in batches of 8, and mask them."""
+    torch.set_num_threads(1)
+    tokens, ends, _ = data.load_split(data_dir, "train")
+    tok = bpe.Tokenizer.load(tokenizer)
+    ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
+    batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
+
+    def serve():
+        n = 0
+        for idx in batches:
+            ids, _ = data.collate(tokens, ex[idx], 512, tok)
+            data.mask_batch(ids, idx, tok, seed=0, epoch=1)
+            n += ids.numel()
+        return n
+    seconds, n = timed(serve, repeat=3)
+    return n / seconds
+
+
 def bench_data(args):
-    import tempfile
     lines = bench_lines()
     tokenizer = os.path.join(SHARED, "roberta")
     with tempfile.TemporaryDirectory() as tmp:
-        small = os.path.join(tmp, "mix.txt")
+        small, out = os.path.join(tmp, "mix.txt"), os.path.join(tmp, "out")
         with open(small, "w", encoding="utf-8") as f:
             f.writelines(lines)
         mb = os.path.getsize(small) / 1e6
         print("| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
-        for paths, label in (([small], f"{mb:.1f} MB mix"), ([small] * args.copies, f"{mb * args.copies:.0f} MB "
-                                                                                    f"({args.copies} copies)")):
-            seconds, main_mb, worker_mb = in_fresh_process(_prepare, paths, tokenizer, os.path.join(tmp, "out"),
-                                                            args.workers)
-            size = sum(os.path.getsize(p) for p in paths) / 1e6
-            print(f"| {label} | {args.workers} | {seconds:.1f} | {size / seconds:.2f} | {main_mb:.0f} / {worker_mb:.0f} |",
-                  flush=True)
-        # masking and batching on one core: collate FULL-SENTENCES blocks and mask them
-        torch.set_num_threads(1)
-        _prepare([small], tokenizer, os.path.join(tmp, "out"), args.workers)
-        tokens, ends, _ = data.load_split(os.path.join(tmp, "out"), "train")
-        tok = bpe.Tokenizer.load(tokenizer)
-        ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
-        batches = data.epoch_batches(data.example_lengths(ex), 8, seed=0, epoch=0)[:200]
-
-        def serve():
-            n = 0
-            for idx in batches:
-                ids, _ = data.collate(tokens, ex[idx], 512, tok)
-                inputs, labels = data.mask_batch(ids, idx, tok, seed=0, epoch=1)
-                n += ids.numel()
-            return n
-        seconds, n = timed(serve, repeat=3)
-        print(f"\nmasking + batching (8 x 512, one core): {n / seconds / 1e6:.1f}M tokens/s")
+        for copies in (1, args.copies):
+            label = f"{mb:.1f} MB mix" if copies == 1 else f"{mb * copies:.0f} MB ({copies} copies)"
+            seconds, main_mb, worker_mb = in_fresh_process(_prepare, [small] * copies, tokenizer, out, args.workers)
+            print(f"| {label} | {args.workers} | {seconds:.1f} | {mb * copies / seconds:.2f} | "
+                  f"{main_mb:.0f} / {worker_mb:.0f} |", flush=True)
+        _prepare([small], tokenizer, out, args.workers)
+        print(f"\nmasking + batching (8 x 512, one core): {masking_tokens_per_s(out, tokenizer) / 1e6:.1f}M tokens/s")
 
 
 # ------------------------------------------------------------------------------------------ the training loop
+def train_py_seconds(data_dir, out, steps, args):
+    """Wall seconds of `python train.py` for `steps` updates, logging every step, evaluating only at the end;
+    eager and fp32, as the bare step."""
+    t = time.perf_counter()
+    run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len),
+                 "--batch-size", str(args.batch_size), "--max-steps", str(steps), "--log-interval", "1",
+                 "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9), "--eval-sequences", "8",
+                 "--device", args.device, "--amp", "none", "--no-compile"], "train.py")
+    return time.perf_counter() - t
+
+
 def bench_train(args):
-    """train.py's loop (data, masking, logging) against the bare training step of `bench.py model`."""
-    import tempfile
-    import train
-    torch.set_num_threads(torch.get_num_threads())
+    """train.py's loop (data, masking, logging), run as the command a user types, against the bare training
+    step of `bench.py model`. Runs of N and 3N updates: start-up and the final evaluation cancel out."""
     with tempfile.TemporaryDirectory() as tmp:
         corpus = data.builtin_corpus(os.path.join(tmp, "corpus.txt"))
         bpe.Tokenizer.train(bpe.read_lines(corpus), args.vocab_size).save(os.path.join(tmp, "tok"))
         data.prepare([corpus], os.path.join(tmp, "tok"), os.path.join(tmp, "data"), verbose=False)
-
-        runs = []
-
-        def run(steps):
-            runs.append(steps)
-            cfg = train.TrainConfig(config=args.config, data=os.path.join(tmp, "data"), seq_len=args.seq_len,
-                                    batch_size=args.batch_size, max_steps=steps, out=os.path.join(tmp, f"out{len(runs)}"),
-                                    log_interval=1, eval_interval=10 ** 9, save_interval=10 ** 9, eval_sequences=8)
-            t = time.perf_counter()
-            train.train(cfg)
-            return time.perf_counter() - t
-        run(args.steps)  # warm-up: the first run in a process pays one-time initialisation
-        short, long = run(args.steps), run(3 * args.steps)
-        loop = (long - short) / (2 * args.steps)  # start-up and the final evaluation cancel out
-        cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
-        model = roberta.RobertaForMaskedLM(cfg).train()
-        ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len)
-        bare = interleaved([train_step(model, ours_loss, ids, labels, "none")], 2 * args.steps)[0]
-    print(f"{args.config}, {args.batch_size}x{args.seq_len}: bare step {bare * 1000:.1f} ms, train.py loop "
+        runs = [train_py_seconds(os.path.join(tmp, "data"), os.path.join(tmp, f"out{i}"), steps, args)
+                for i, steps in enumerate((args.steps, args.steps, 3 * args.steps))]  # the first warms caches
+        loop = (runs[2] - runs[1]) / (2 * args.steps)
+    device = torch.device(args.device)
+    cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
+    model = roberta.RobertaForMaskedLM(cfg).to(device).train()
+    ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, device)
+    bare = interleaved([train_step(model, ours_loss, ids, labels, "none")], 2 * args.steps)[0]
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {device}: bare step {bare * 1000:.1f} ms, train.py loop "
           f"{loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="what", required=True)
-    p = sub.add_parser("bpe", help="tokenizer training and encoding")
-    p.add_argument("--vocab-size", type=int, default=8000)
-    p = sub.add_parser("model", help="training step speed and MFU")
-    p.add_argument("--runs", nargs="+", default=["tiny:8:128", "small:8:128", "base:4:128", "tiny:4:512",
-                                                 "small:4:512", "base:2:512"],
-                   help="CONFIG:BATCH:SEQ_LEN triples")
-    p.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=["none", "bf16"])
-    p.add_argument("--steps", type=int, default=5, help="timed steps of each model, interleaved (best is reported)")
-    p.add_argument("--compare-hf", action="store_true", help="also time transformers' RobertaForMaskedLM")
-    p = sub.add_parser("data", help="corpus preparation and masking speed, peak memory")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--copies", type=int, default=8, help="the large corpus: this many copies of the mix")
-    p = sub.add_parser("train", help="train.py's loop overhead over the bare step")
-    p.add_argument("--config", default="tiny")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--vocab-size", type=int, default=8192)
-    args = parser.parse_args()
-    {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train}[args.what](args)
+# ------------------------------------------------------------------------------------------ command line
+MAX_POSITIONS = roberta.RobertaConfig.max_positions
+DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+RUNS = ["tiny:8:128", "small:8:128", "base:4:128", "tiny:4:512", "small:4:512", "base:2:512"]
+VOCAB_SIZE = bpe.number(int, bpe.MIN_VOCAB, why=" (256 bytes + 5 special tokens)")
+SEQ_LEN = bpe.number(int, 1, MAX_POSITIONS, why=" (the model's positions)")
+
+
+def run_spec(text):
+    """--runs: CONFIG:BATCH:SEQ_LEN -> (config, batch, seq_len), each checked."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in roberta.PRESETS:
+        raise argparse.ArgumentTypeError(f"expected CONFIG:BATCH:SEQ_LEN with CONFIG one of "
+                                         f"{', '.join(roberta.PRESETS)}, like tiny:8:128; got {text!r}")
+    checked = [parts[0]]
+    for what, value, parse in (("BATCH", parts[1], bpe.number(int, 1)), ("SEQ_LEN", parts[2], SEQ_LEN)):
+        try:
+            checked.append(parse(value))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"{text}: {what} {e}") from None
+    return tuple(checked)
+
+
+def device_spec(text):
+    """--device: cpu, cuda or cuda:N, and only a device this machine has."""
+    m = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
+    if text != "cpu" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices "
+                                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    return text
+
+
+# (command, help, [(option, argparse keywords)]): each option's help states its default
+COMMANDS = [
+    ("bpe", "tokenizer training and encoding", [
+        ("--vocab-size", dict(type=VOCAB_SIZE, default=8000, help="vocabulary to train (default: %(default)s)"))]),
+    ("model", "training step speed and MFU", [
+        ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
+                        help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
+                             f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
+        ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
+                       help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
+        ("--steps", dict(type=bpe.number(int, 1), default=5,
+                         help="timed steps of each model, interleaved; the best is reported (default: %(default)s)")),
+        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
+                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)")),
+        ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
+        ("--compare-hf", dict(action="store_true",
+                              help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
+    ("data", "corpus preparation and masking speed, peak memory", [
+        ("--workers", dict(type=bpe.number(int, 1, 1024), default=2, help="encoding processes (default: %(default)s)")),
+        ("--copies", dict(type=bpe.number(int, 1, 1000), default=8,
+                          help="the large corpus: this many copies of the ~8 MB mix (default: %(default)s)"))]),
+    ("train", "train.py's loop overhead over the bare step", [
+        ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
+        ("--batch-size", dict(type=bpe.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
+        ("--seq-len", dict(type=bpe.number(int, 8, MAX_POSITIONS), default=128,
+                           help="tokens per sequence (default: %(default)s)")),
+        ("--steps", dict(type=bpe.number(int, 1), default=20,
+                         help="N: train.py runs N and 3N updates (default: %(default)s)")),
+        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
+                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
+        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
+                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+]
+
+
+def parser():
+    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    for command, help, options in COMMANDS:
+        c = sub.add_parser(command, help=help, description=help)
+        for option, keywords in options:
+            c.add_argument(option, **keywords)
+    return p
+
+
+def check(args):
+    """What argparse cannot see alone: the peers and precisions a run asks for."""
+    if getattr(args, "compare_hf", False):
+        try:
+            import transformers  # noqa: F401
+        except ImportError:
+            raise ValueError("--compare-hf needs transformers, which is not installed") from None
+    if "bf16" in getattr(args, "amp", []) and args.device != "cpu" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(args.device)} has no bfloat16; use --amp none")
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        check(args)
+        {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train}[args.what](args)
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
+        sys.exit(f"error: {bpe.describe(err).strip().splitlines()[0]}")
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted")
 
 
 if __name__ == "__main__":
