@@ -9,8 +9,11 @@ LayerNorm eps 1e-5, exact (erf) GELU, LM head tied to the token embeddings with 
     cfg = RobertaConfig.preset("base")                  # Table 9: 12 layers, 768 hidden, 12 heads
     model = RobertaForMaskedLM(cfg)
     loss = model(input_ids, labels=labels)              # labels: -100 where not a target
+    logits = model(input_ids, padded=False)             # no padding: attention without a mask (flash kernel)
+    opt = adamw(model, lr=6e-4, weight_decay=0.01)      # Section 3.1: betas (0.9, 0.98), eps 1e-6
     model = load_pretrained("roberta-base/")            # a Hugging Face folder or a train.py output
     save_pretrained(model, "out/")                      # config.json + model.safetensors (HF layout)
+    python roberta.py export --checkpoint out/ --out hf/  # + tokenizer files: transformers loads it as roberta-base
 """
 import argparse
 import json
@@ -491,8 +494,8 @@ def read_checkpoint(path, ours=True):
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn or foreign file
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") \
-            from None
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
     if not ours:
         if not isinstance(ckpt, dict):
             raise ValueError(f"{path}: not a state dict")
@@ -621,6 +624,7 @@ def linear_lr(step, peak, warmup_steps, total_steps):
     return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
+# ---------------------------------------------------------------------------------------- fill-mask
 def mask_inputs(tok, text):
     """The ids fill_mask feeds the model for a text with one <mask>: <s> text </s>, the space before
     <mask> dropped (the predicted token carries its own), as fairseq's fill_mask and roberta-base's
@@ -653,6 +657,7 @@ def fill_mask(model, tok, text, k=5):
     return [(tok.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
 
+# ---------------------------------------------------------------------------------------- MFU
 def matmul_peak(device="cpu", dtype=torch.float32, n=2048, repeat=5):
     """The measured matmul throughput of a device in FLOP/s: MFU's denominator where no spec is known."""
     import time
@@ -765,7 +770,8 @@ def check_export(checkpoint, out, overwrite):
         raise PermissionError(f"--out {out}: {parent} is not a writable folder")
     held = [f for f in ("config.json", "model.safetensors") if os.path.exists(os.path.join(out, f))]
     if held and not overwrite:
-        raise FileExistsError(f"--out {out} already holds an exported model ({held[0]}); pass --overwrite to replace it")
+        raise FileExistsError(f"--out {out} already holds an exported model ({held[0]}); "
+                              "pass --overwrite to replace it")
 
 
 def read_vocab(checkpoint, vocab_size):

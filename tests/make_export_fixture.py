@@ -81,7 +81,7 @@ def main():
         prompts, loaded = ask_transformers(exported)
     for p in prompts:  # ours must agree before the fixture is written; near-ties would make the test flaky
         print(p["text"], [(tok.decode([i]), round(s, 4)) for i, s in zip(p["top_ids"], p["top_scores"])])
-        assert roberta.mask_inputs(tok, p["text"]) == p["input_ids"], (p["input_ids"], roberta.mask_inputs(tok, p["text"]))
+        assert roberta.mask_inputs(tok, p["text"]) == p["input_ids"], p
         assert roberta.mask_probabilities(model, tok, p["text"]).topk(TOP_K).indices.tolist() == p["top_ids"]
         assert min(a - b for a, b in zip(p["top_scores"], p["top_scores"][1:])) > 1e-5
     with open(os.path.join(OUT, "expected.json"), "w", encoding="utf-8") as f:

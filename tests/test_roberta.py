@@ -359,7 +359,8 @@ def test_export_tokenizes_and_fills_masks_as_transformers_does(tmp_path):
         top = roberta.mask_probabilities(model, tok, case["text"]).topk(5)
         assert top.indices.tolist() == case["top_ids"]
         torch.testing.assert_close(top.values, torch.tensor(case["top_scores"]), atol=1e-6, rtol=0)
-        assert [t for t, _ in roberta.fill_mask(model, tok, case["text"], 5)] == [tok.decode([i]) for i in case["top_ids"]]
+        texts = [t for t, _ in roberta.fill_mask(model, tok, case["text"], 5)]
+        assert texts == [tok.decode([i]) for i in case["top_ids"]]
 
 
 def run_export(capsys, *args):
@@ -406,7 +407,8 @@ def test_export_command_line(tmp_path, capsys):
     import sys
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "roberta.py"), "export", "--checkpoint",
                           str(tmp_path / "nope"), "--out", str(tmp_path / "out")], capture_output=True, text=True)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such checkpoint folder"]
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such checkpoint folder"]
     with pytest.raises(SystemExit) as exit_:
         roberta.main(["export", "--help"])
     helped = capsys.readouterr().out
@@ -449,15 +451,16 @@ def test_classifier_checkpoint_as_masked_lm_refused_when_asked(tmp_path):
     # the same for finetune.py's own checkpoint.pt
     cls = load("cls", RobertaForSequenceClassification)
     (tmp_path / "rte").mkdir()
-    torch.save({"model": cls.state_dict(), "config": dataclasses.asdict(cls.cfg), "class": "RobertaForSequenceClassification",
-                "num_labels": 3}, tmp_path / "rte" / "checkpoint.pt")
+    torch.save({"model": cls.state_dict(), "config": dataclasses.asdict(cls.cfg),
+                "class": "RobertaForSequenceClassification", "num_labels": 3}, tmp_path / "rte" / "checkpoint.pt")
     with pytest.raises(ValueError, match=r"rte: the checkpoint holds a RobertaForSequenceClassification; its LM "
                                          r"head is untrained"):
         roberta.load_pretrained(tmp_path / "rte", RobertaForMaskedLM, new_head_ok=False)
     with pytest.raises(ValueError, match="holds a RobertaForMaskedLM; its classification head is untrained"):
         roberta.load_pretrained(os.path.join(HF, "mlm"), RobertaForSequenceClassification, new_head_ok=False)
     # a checkpoint that has the head loads; by default a missing head is still initialised
-    again = roberta.load_pretrained(tmp_path / "rte", RobertaForSequenceClassification, verbose=False, new_head_ok=False)
+    again = roberta.load_pretrained(tmp_path / "rte", RobertaForSequenceClassification, verbose=False,
+                                    new_head_ok=False)
     assert again.num_labels == 3 and torch.equal(again.classifier.out_proj.weight, cls.classifier.out_proj.weight)
     roberta.load_pretrained(os.path.join(HF, "mlm"), RobertaForMaskedLM, verbose=False, new_head_ok=False)
     assert roberta.load_pretrained(tmp_path / "rte", RobertaForMaskedLM, verbose=False).lm_head.bias.abs().sum() == 0
