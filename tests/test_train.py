@@ -271,3 +271,37 @@ def test_help_describes_every_option():
     for text in options:  # each option: its meaning, and its default where it has one
         assert len(text.split()) > 4, text
         assert "default" in text or text.startswith(("help", "resume", "overwrite")), text
+
+
+# ---------------------------------------------------------------- several nodes (issue: multi-node)
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(args, out):
+    """Two torchrun "nodes" on this machine (c10d rendezvous on localhost), one process each, sharing --out."""
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--rdzv-backend", "c10d", "--rdzv-id", "test",
+                               "--rdzv-endpoint", f"127.0.0.1:{port}", os.path.join(ROOT, "train.py"), "--out", str(out),
+                               *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for rank in (0, 1)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors[0][-2000:] + errors[1][-2000:]
+
+
+@pytest.mark.parametrize("fmt", ["full-sentences", "doc-sentences", "segment-pair", "sentence-pair"])
+def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
+    """Every format on two "nodes" logs the losses of one process (sentence-pair: token-budget batches that can
+    hold a single example, so one node's share is empty and it still joins every collective)."""
+    micro = 3 if data.FORMATS[fmt].by_tokens else 2  # fixed-size batches: a divisor of the batch of 8
+    args = ["--data", prepared, "--max-steps", 3, "--micro-batch-size", micro, "--format", fmt, *TINY]
+    run("--out", tmp_path / "one", *args)
+    two_nodes(args, tmp_path / "two")
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert a.keys() == b.keys() == {1, 2, 3}
+    assert all(abs(a[s] - b[s]) < 1e-5 for s in a), (a, b)
