@@ -260,19 +260,23 @@ class Batches:
         self.tokens, self.ex, self.lengths, self.tok, self.cfg = tokens, ex, lengths, tok, cfg
         self.micro, self.rank, self.world, self.pin = micro, rank, world, pin
         self.budget = cfg.batch_size * cfg.seq_len if data.FORMATS[cfg.format].by_tokens else None
-        if not data.epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, self.budget):
+        batches = self.epoch(epoch)
+        if len(batches) == 0:
             raise Stop(f"{cfg.data}: too little data for one batch of {cfg.batch_size} sequences of {cfg.seq_len}")
         self.queue, self.stopping = queue.Queue(maxsize=ahead), threading.Event()
-        self.thread = threading.Thread(target=self._produce, args=(epoch, position), daemon=True)
+        self.thread = threading.Thread(target=self._produce, args=(epoch, position, batches), daemon=True)
         self.thread.start()
 
-    def _produce(self, epoch, position):
+    def epoch(self, epoch):
+        return data.epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.budget)
+
+    def _produce(self, epoch, position, batches):
         try:
             while not self.stopping.is_set():
-                batches = data.epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.budget)
                 for i in range(position, len(batches)):
                     self._put((epoch, i + 1, self.prepare(batches[i], epoch)))
                 epoch, position = epoch + 1, 0
+                batches = self.epoch(epoch)
         except BaseException as e:  # handed to the training loop, which raises it
             self._put(e)
 
@@ -284,26 +288,32 @@ class Batches:
                 continue
 
     def prepare(self, global_batch, epoch):
-        mine, nsp_weight = data.shard(global_batch, self.rank, self.world), 1.0
+        mine, weight = data.shard(global_batch, self.rank, self.world), 1.0
         if len(mine) == 0:  # fewer examples than processes: run one sequence with weight 0, so that this
-            mine, nsp_weight = global_batch[:1], 0.0  # process still joins the gradient all-reduce
+            mine, weight = global_batch[:1], 0.0  # process still joins the gradient all-reduce
         micro_batches, counts = [], [0, 0]
         for i in range(0, len(mine), self.micro):
             idx = mine[i:i + self.micro]
             ids, nsp = data.collate(self.tokens, self.ex[idx], self.cfg.seq_len, self.tok, self.cfg.format)
             inputs, labels = data.mask_batch(ids, idx, self.tok, self.cfg.seed, epoch, self.cfg.masking)
-            if nsp_weight == 0:
+            if weight == 0:
                 labels = torch.full_like(labels, -100)
             counts[0] += int((labels != -100).sum())
-            counts[1] += int((ids != self.tok.pad_id).sum()) if nsp_weight else 0
+            counts[1] += int((ids != self.tok.pad_id).sum()) if weight else 0
             padded = bool((ids == self.tok.pad_id).any())
             tensors = [t.pin_memory() if self.pin and t is not None else t for t in (inputs, labels, nsp)]
-            micro_batches.append((*tensors, padded, nsp_weight))
+            micro_batches.append((*tensors, padded, weight))
         return Update(micro_batches, counts, len(global_batch))
 
     def next(self):
         """(epoch, position after this update, Update)."""
-        item = self.queue.get()
+        while True:
+            try:
+                item = self.queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise RuntimeError("the batch-preparing thread ended without a batch") from None
         if isinstance(item, BaseException):
             raise item
         return item

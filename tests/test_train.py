@@ -15,7 +15,7 @@ import train
 from conftest import ROOT
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
-        "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--dropout", "0"]
+        "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
 
 
 @pytest.fixture(scope="module")
