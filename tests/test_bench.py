@@ -78,8 +78,9 @@ CASES = [  # (name, arguments, expected message)
     ("model amp fp16", ["model", "--amp", "fp16"], "--amp: invalid choice: 'fp16'"),
     ("model device unknown", ["model", "--device", "gpu"], "--device: expected cpu, cuda or cuda:N; got 'gpu'"),
     ("model device index", ["model", "--device", "cuda:99"], "--device: cuda:99: "),
-    ("model batch out of memory", ["model", "--runs", "tiny:100000000:512", "--steps", "1", "--amp", "none",
-                                   "--device", "cpu"], "tiny:100000000:512: out of memory on cpu; try a smaller batch"),
+    ("model batch out of memory", ["model", "--runs", "tiny:1000000000000:512", "--steps", "1", "--amp", "none",
+                                   "--device", "cpu"], "tiny:1000000000000:512: out of memory on cpu; try a smaller batch"),
+    # (4 PB: more than a process can address, so refused even where the kernel overcommits memory)
     ("data workers 0", ["data", "--workers", "0"], "--workers: must be in [1, 1024], got 0"),
     ("data workers huge", ["data", "--workers", "100000"], "--workers: must be in [1, 1024], got 100000"),
     ("data copies 0", ["data", "--copies", "0"], "--copies: must be in [1, 1000], got 0"),
@@ -114,7 +115,7 @@ def test_cli_bad_input(case, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args, message", [(["model", "--steps", "0"], "--steps: must be at least 1"),
-                                           (["model", "--runs", "tiny:100000000:512", "--steps", "1", "--amp", "none",
+                                           (["model", "--runs", "tiny:1000000000000:512", "--steps", "1", "--amp", "none",
                                              "--device", "cpu"], "out of memory")])
 def test_cli_bad_input_as_a_command(args, message):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *args], capture_output=True, text=True)
