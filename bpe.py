@@ -504,6 +504,13 @@ def number(kind, low=None, high=None, low_open=False, why=""):
     return parse
 
 
+def path_arg(text):
+    """An argparse type: a non-empty path."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
+
+
 def describe(err):
     """One line for an error: an OSError names its file and reason, as 'path: No such file or directory'."""
     if isinstance(err, OSError) and err.filename and err.strerror:
@@ -559,18 +566,18 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="learn a vocabulary from text files")
     t.set_defaults(run=train_command)
-    t.add_argument("--input", nargs="+", required=True, help="UTF-8 text files (required)")
+    t.add_argument("--input", nargs="+", type=path_arg, required=True, help="UTF-8 text files (required)")
     t.add_argument("--vocab-size", type=number(int, MIN_VOCAB, why=" (256 bytes + 5 special tokens)"), required=True,
                    help=f"tokens in the vocabulary, the 5 specials included (required; at least {MIN_VOCAB})")
     t.add_argument("--min-frequency", type=number(int, 1), default=2,
                    help="merge only pairs that occur at least this often (default: %(default)s)")
-    t.add_argument("--out", required=True, help="folder for vocab.json + merges.txt (required)")
+    t.add_argument("--out", type=path_arg, required=True, help="folder for vocab.json + merges.txt (required)")
     t.add_argument("--overwrite", action="store_true", help="replace a tokenizer already in --out (default: refuse)")
     t.add_argument("--errors", choices=["strict", "replace"], default="strict",
                    help="bytes that are not UTF-8: an error, or U+FFFD (default: %(default)s)")
     e = sub.add_parser("encode", help="print the token ids of a text")
     e.set_defaults(run=encode_command)
-    e.add_argument("--tokenizer", required=True,
+    e.add_argument("--tokenizer", type=path_arg, required=True,
                    help="folder with vocab.json + merges.txt, or encoder.json + vocab.bpe (required)")
     e.add_argument("text", help="the text to encode (plain text: no special tokens are added)")
     return p

@@ -261,10 +261,12 @@ CLI_CASES = [  # (name, arguments, expected message)
      "binary.txt: not UTF-8 text at byte 14 (pass --errors replace"),
     ("out a file", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", "ok.txt"], "--out ok.txt: "),
     ("out inside a file", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", "ok.txt/sub"], "ok.txt is a file"),
+    ("out empty", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", ""], "--out: expected a path"),
     ("out holds a tokenizer", ["train", "--input", "ok.txt", "--vocab-size", "300", "--out", "tok"],
      "--out tok already holds a tokenizer (vocab.json); pass --overwrite"),
     ("tokenizer missing", ["encode", "--tokenizer", "nowhere", "hi"], "nowhere: no such folder"),
     ("tokenizer a file", ["encode", "--tokenizer", "ok.txt", "hi"], "ok.txt: not a folder"),
+    ("tokenizer empty", ["encode", "--tokenizer", "", "hi"], "--tokenizer: expected a path"),
     ("tokenizer folder empty", ["encode", "--tokenizer", "folder", "hi"], "folder: no tokenizer files"),
     ("encode without text", ["encode", "--tokenizer", "tok"], "required: text"),
 ] + [(name, ["encode", "--tokenizer", "bad", "hi"], message, files) for name, files, message in TOKENIZER_CASES]
