@@ -287,13 +287,13 @@ def find_vocab_files(directory):
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"{directory}: " + ("not a folder (a tokenizer is a folder with vocab.json + "
                                                     "merges.txt)" if os.path.exists(directory) else "no such folder"))
+    found = {name: os.path.exists(os.path.join(directory, name)) for names in VOCAB_FILES for name in names}
     for names in VOCAB_FILES:
-        paths = [os.path.join(directory, name) for name in names]
-        found = [os.path.exists(p) for p in paths]
-        if all(found):
-            return paths
-        if any(found):
-            raise FileNotFoundError(f"{directory}: has {names[found.index(True)]} but no {names[found.index(False)]}")
+        if all(found[name] for name in names):
+            return [os.path.join(directory, name) for name in names]
+    for a, b in VOCAB_FILES:
+        if found[a] != found[b]:
+            raise FileNotFoundError(f"{directory}: has {a if found[a] else b} but no {b if found[a] else a}")
     raise FileNotFoundError(f"{directory}: no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)")
 
 
