@@ -64,6 +64,8 @@ class TrainConfig:
     max_bad_steps: int = 5         # consecutive non-finite losses before the run stops
     device: str = ""               # cpu, cuda, cuda:N; "" = cuda when available
     compile: bool = None           # torch.compile; None = on for CUDA
+    prefetch: int = 2              # updates prepared ahead by a background thread (0: in the loop)
+    prepare_delay: float = 0.0     # seconds added to each update's preparation (to benchmark the overlap)
     resume: bool = False
     overwrite: bool = False
 
@@ -256,27 +258,35 @@ class Batches:
     thread prepares the next updates while the current one runs (pinned memory on CUDA), and the order
     never depends on timing: resume and any process count see the same updates."""
 
-    def __init__(self, tokens, ex, lengths, tok, cfg, micro, rank, world, pin, epoch, position, ahead=2):
+    def __init__(self, tokens, ex, lengths, tok, cfg, micro, rank, world, pin, epoch, position):
         self.tokens, self.ex, self.lengths, self.tok, self.cfg = tokens, ex, lengths, tok, cfg
         self.micro, self.rank, self.world, self.pin = micro, rank, world, pin
         self.budget = cfg.batch_size * cfg.seq_len if data.FORMATS[cfg.format].by_tokens else None
         batches = self.epoch(epoch)
         if len(batches) == 0:
             raise Stop(f"{cfg.data}: too little data for one batch of {cfg.batch_size} sequences of {cfg.seq_len}")
-        self.queue, self.stopping = queue.Queue(maxsize=ahead), threading.Event()
-        self.thread = threading.Thread(target=self._produce, args=(epoch, position, batches), daemon=True)
-        self.thread.start()
+        self.updates = self._updates(epoch, position, batches)
+        self.queue, self.stopping, self.thread = queue.Queue(maxsize=max(cfg.prefetch, 1)), threading.Event(), None
+        if cfg.prefetch:  # prepare in the background; with --prefetch 0, in the loop when asked
+            self.thread = threading.Thread(target=self._produce, daemon=True)
+            self.thread.start()
 
     def epoch(self, epoch):
         return data.epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.budget)
 
-    def _produce(self, epoch, position, batches):
+    def _updates(self, epoch, position, batches):
+        while True:
+            for i in range(position, len(batches)):
+                yield epoch, i + 1, self.prepare(batches[i], epoch)
+            epoch, position = epoch + 1, 0
+            batches = self.epoch(epoch)
+
+    def _produce(self):
         try:
-            while not self.stopping.is_set():
-                for i in range(position, len(batches)):
-                    self._put((epoch, i + 1, self.prepare(batches[i], epoch)))
-                epoch, position = epoch + 1, 0
-                batches = self.epoch(epoch)
+            for item in self.updates:
+                if self.stopping.is_set():
+                    return
+                self._put(item)
         except BaseException as e:  # handed to the training loop, which raises it
             self._put(e)
 
@@ -303,10 +313,13 @@ class Batches:
             padded = bool((ids == self.tok.pad_id).any())
             tensors = [t.pin_memory() if self.pin and t is not None else t for t in (inputs, labels, nsp)]
             micro_batches.append((*tensors, padded, weight))
+        time.sleep(self.cfg.prepare_delay)  # 0 unless benchmarking the overlap (bench.py overlap)
         return Update(micro_batches, counts, len(global_batch))
 
     def next(self):
         """(epoch, position after this update, Update)."""
+        if self.thread is None:
+            return next(self.updates)
         while True:
             try:
                 item = self.queue.get(timeout=1.0)
@@ -320,7 +333,8 @@ class Batches:
 
     def close(self):
         self.stopping.set()
-        self.thread.join(timeout=5)
+        if self.thread is not None:
+            self.thread.join(timeout=5)
 
 
 # ---------------------------------------------------------------------------------------- one update
@@ -689,6 +703,9 @@ OPTIONS = [
     ("eval_sequences", number(int, 1), "held-out sequences per evaluation"),
     ("save_interval", number(int, 1), "save checkpoint.pt every N updates"),
     ("device", str, "cpu, cuda or cuda:N (default: cuda when available)"),
+    ("prefetch", number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
+    ("prepare_delay", number(float, 0), "seconds added to each update's preparation, to measure how much of "
+                                        "it the background thread hides (bench.py overlap)"),
 ]
 
 

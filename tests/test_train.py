@@ -305,3 +305,10 @@ def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert a.keys() == b.keys() == {1, 2, 3}
     assert all(abs(a[s] - b[s]) < 1e-5 for s in a), (a, b)
+
+
+def test_background_preparation_changes_no_number(prepared, tmp_path):
+    """The batch thread only moves work in time: with --prefetch 0 (prepared in the loop) the same losses."""
+    run("--data", prepared, "--out", tmp_path / "thread", "--max-steps", 4, *TINY)
+    run("--data", prepared, "--out", tmp_path / "inline", "--max-steps", 4, "--prefetch", 0, *TINY)
+    assert losses(tmp_path / "thread") == losses(tmp_path / "inline")
