@@ -215,7 +215,7 @@ def bench_bpe(args):
     rows += encoding
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
-        print(f"| {task} | {name} | {t:.2f} | {mb / t:.2f} |" if t else f"| {task} | {name}: not installed | - | - |")
+        print(f"| {task} | {name} | {t:,.2f} | {mb / t:.3g} |" if t else f"| {task} | {name}: not installed | - | - |")
     print(f"\nthe naive trainer: 3 merges timed, times the {n_merges} merges of bpe.py; bpe.py training peak memory: "
           f"{rss:.0f} MB; encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
@@ -288,7 +288,7 @@ def ours_step(model, ids, labels, amp, compile):
     return train_step(model, ours_loss, ids, labels, amp)
 
 
-def measured_peak(device, amp, first):
+def mfu_peak(device, amp, first):
     """MFU's denominator: roberta.peak_flops, the device's dense spec peak for the dtype or a measured one.
     A measured peak is measured again for each row and the highest kept: noise only ever lowers it."""
     peak, label = roberta.peak_flops(device, AMP_DTYPES[amp])
@@ -309,7 +309,7 @@ def model_row(args, device, peaks, name, batch, seq_len):
         if twin is not None:
             steps.append(train_step(twin, hf_loss, ids, labels, amp))
         seconds = interleaved(steps, args.steps)
-        peak, _ = measured_peak(device, amp, peaks[amp])
+        peak, _ = mfu_peak(device, amp, peaks[amp])
         row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | {flops / seconds[0] / peak:.1%} |"
         row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |" if twin is not None else " - | - |"
         print(row, flush=True)
