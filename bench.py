@@ -4,6 +4,7 @@
     python bench.py model    # training-step tokens/s and MFU, optionally vs transformers (--compare-hf)
     python bench.py data     # corpus preparation MB/s, peak memory, masking + batching tokens/s
     python bench.py train    # what train.py's loop adds to the bare training step
+    python bench.py overlap  # how much of a slow batch preparation train.py's background thread hides
 
 Peers are optional: a peer that is not installed is reported as such. The text is ~8 MB of English
 from ../shared/data (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles).
@@ -15,6 +16,7 @@ import multiprocessing
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -378,30 +380,41 @@ def bench_data(args):
 
 
 # ------------------------------------------------------------------------------------------ the training loop
-def train_py_seconds(data_dir, out, steps, args):
+def train_py_seconds(data_dir, out, steps, args, extra=()):
     """Wall seconds of `python train.py` for `steps` updates, logging every step, evaluating only at the end;
     eager and fp32, as the bare step."""
     t = time.perf_counter()
     run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len),
                  "--batch-size", str(args.batch_size), "--max-steps", str(steps), "--log-interval", "1",
                  "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9), "--eval-sequences", "8",
-                 "--device", args.device, "--amp", "none", "--no-compile"], "train.py")
+                 "--device", args.device, "--amp", "none", "--no-compile", *extra], "train.py")
     return time.perf_counter() - t
+
+
+def builtin_data(folder, vocab_size):
+    """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
+    corpus = data.builtin_corpus(os.path.join(folder, "corpus.txt"))
+    bpe.Tokenizer.train(bpe.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
+    data.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
+    return os.path.join(folder, "data")
+
+
+def loop_seconds(data_dir, folder, args, extra=()):
+    """Seconds per update of train.py's loop: runs of N and 3N updates, twice each; the difference of the
+    fastest runs is 2N updates, with start-up and the final evaluation cancelled out."""
+    best = {}
+    for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
+        seconds = train_py_seconds(data_dir, os.path.join(folder, f"out{i}"), steps, args, extra)
+        best[steps] = min(best.get(steps, float("inf")), seconds)
+        shutil.rmtree(os.path.join(folder, f"out{i}"))
+    return (best[3 * args.steps] - best[args.steps]) / (2 * args.steps)
 
 
 def bench_train(args):
     """train.py's loop (data, masking, logging), run as the command a user types, against the bare training
-    step of `bench.py model`. train.py runs N and 3N updates, twice each: the difference of the fastest
-    runs is 2N updates of the loop, with start-up and the final evaluation cancelled out."""
+    step of `bench.py model`."""
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = data.builtin_corpus(os.path.join(tmp, "corpus.txt"))
-        bpe.Tokenizer.train(bpe.read_lines(corpus), args.vocab_size).save(os.path.join(tmp, "tok"))
-        data.prepare([corpus], os.path.join(tmp, "tok"), os.path.join(tmp, "data"), verbose=False)
-        best = {}
-        for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
-            seconds = train_py_seconds(os.path.join(tmp, "data"), os.path.join(tmp, f"out{i}"), steps, args)
-            best[steps] = min(best.get(steps, float("inf")), seconds)
-        loop = (best[3 * args.steps] - best[args.steps]) / (2 * args.steps)
+        loop = loop_seconds(builtin_data(tmp, args.vocab_size), tmp, args)
     device = torch.device(args.device)
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
     model = roberta.RobertaForMaskedLM(cfg).to(device).train()
@@ -409,6 +422,24 @@ def bench_train(args):
     bare = interleaved([train_step(model, ours_loss, ids, labels, "none")], 2 * args.steps)[0]
     print(f"{args.config}, {args.batch_size}x{args.seq_len} on {device}: bare step {bare * 1000:.1f} ms, train.py loop "
           f"{loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
+
+
+def bench_overlap(args):
+    """How much of the batch preparation train.py's background thread hides: each update's preparation is
+    made slower by --delay seconds (a sleep, so it takes no core from the step), then train.py runs with
+    the preparation in the loop (--prefetch 0) and in the thread (--prefetch 2, the default)."""
+    rows = [("no delay, thread", ()), (f"+{args.delay * 1000:.0f} ms, in the loop", ("--prefetch", "0")),
+            (f"+{args.delay * 1000:.0f} ms, thread", ())]
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = builtin_data(tmp, args.vocab_size)
+        seconds = [loop_seconds(data_dir, tmp, args, (*extra, "--prepare-delay", str(args.delay if i else 0)))
+                   for i, (_, extra) in enumerate(rows)]
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update")
+    print("| preparation | ms per update | hidden |")
+    print("|---|---|---|")
+    for i, ((name, _), s) in enumerate(zip(rows, seconds)):
+        hidden = f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay" if i else ""
+        print(f"| {name} | {s * 1000:.1f} | {hidden} |")
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -479,6 +510,19 @@ COMMANDS = [
                               help="vocabulary trained on the built-in corpus (default: %(default)s)")),
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+    ("overlap", "how much of a slow batch preparation train.py's background thread hides", [
+        ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
+        ("--batch-size", dict(type=bpe.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
+        ("--seq-len", dict(type=bpe.number(int, 8, MAX_POSITIONS), default=128,
+                           help="tokens per sequence (default: %(default)s)")),
+        ("--steps", dict(type=bpe.number(int, 1), default=30,
+                         help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
+        ("--delay", dict(type=bpe.number(float, 0, 10, low_open=True), default=0.03,
+                         help="seconds added to each update's preparation (default: %(default)s)")),
+        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
+                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
+        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
+                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
 ]
 
 
@@ -507,7 +551,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         check(args)
-        {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train}[args.what](args)
+        {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
+         "overlap": bench_overlap}[args.what](args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
         sys.exit(f"error: {bpe.describe(err).strip().splitlines()[0]}")
     except KeyboardInterrupt:
