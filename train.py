@@ -644,22 +644,6 @@ def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14):
 
 
 # ---------------------------------------------------------------------------------------- command line
-def number(kind, low=None, high=None, low_open=False):
-    """An argparse type: a number of `kind` within [low, high] (or (low, high] with low_open)."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
-            where = f"{'>' if low_open else 'at least'} {low}" if high is None else \
-                f"in {'(' if low_open else '['}{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"must be {where}, got {value}")
-        return value
-    return parse
-
-
 def fail(message):
     raise argparse.ArgumentTypeError(message)
 
@@ -681,41 +665,36 @@ OPTIONS = [
      "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
     ("data", str, "a folder written by data.py (omit every option for the built-in demo)"),
     ("out", str, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
-    ("seq_len", number(int, 8), "tokens per sequence (at most --max-positions)"),
-    ("batch_size", number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
-    ("micro_batch_size", number(int, 1), "sequences per forward/backward in each process (default: "
+    ("seq_len", bpe.number(int, 8), "tokens per sequence (at most --max-positions)"),
+    ("batch_size", bpe.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
+    ("micro_batch_size", bpe.number(int, 1), "sequences per forward/backward in each process (default: "
                                          "batch-size / processes, no accumulation)"),
-    ("lr", number(float, 0, low_open=True), "peak learning rate (Table 9)"),
-    ("warmup_steps", number(int, 0), "updates of linear warmup"),
-    ("max_steps", number(int, 1), "optimizer updates in all"),
-    ("weight_decay", number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
-    ("clip_grad", number(float, 0), "max gradient norm (0: none, as the paper)"),
+    ("lr", bpe.number(float, 0, low_open=True), "peak learning rate (Table 9)"),
+    ("warmup_steps", bpe.number(int, 0), "updates of linear warmup"),
+    ("max_steps", bpe.number(int, 1), "optimizer updates in all"),
+    ("weight_decay", bpe.number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
+    ("clip_grad", bpe.number(float, 0), "max gradient norm (0: none, as the paper)"),
     ("amp", ["none", "bf16", "fp16"], "mixed precision (fp16 needs a GPU and uses a loss scaler)"),
     ("format", list(data.FORMATS), "input format of Section 4.2 (the pair formats add the NSP loss)"),
     ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
-    ("mask_rate", number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
+    ("mask_rate", bpe.number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
     ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged"),
-    ("dropout", number(float, 0, 0.99), "dropout, also on attention weights"),
-    ("max_positions", number(int, 8), "the model's position table (RoBERTa: 512); for a new model only"),
-    ("seed", number(int, 0), "seed of the initialisation, data order, masks and dropout"),
-    ("log_interval", number(int, 1), "log every N updates"),
-    ("eval_interval", number(int, 1), "evaluate held-out loss every N updates"),
-    ("eval_sequences", number(int, 1), "held-out sequences per evaluation"),
-    ("save_interval", number(int, 1), "save checkpoint.pt every N updates"),
+    ("dropout", bpe.number(float, 0, 0.99), "dropout, also on attention weights"),
+    ("max_positions", bpe.number(int, 8), "the model's position table (RoBERTa: 512); for a new model only"),
+    ("seed", bpe.number(int, 0), "seed of the initialisation, data order, masks and dropout"),
+    ("log_interval", bpe.number(int, 1), "log every N updates"),
+    ("eval_interval", bpe.number(int, 1), "evaluate held-out loss every N updates"),
+    ("eval_sequences", bpe.number(int, 1), "held-out sequences per evaluation"),
+    ("save_interval", bpe.number(int, 1), "save checkpoint.pt every N updates"),
     ("device", str, "cpu, cuda or cuda:N (default: cuda when available)"),
-    ("prefetch", number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
-    ("prepare_delay", number(float, 0), "seconds added to each update's preparation, to measure how much of "
+    ("prefetch", bpe.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
+    ("prepare_delay", bpe.number(float, 0), "seconds added to each update's preparation, to measure how much of "
                                         "it the background thread hides (bench.py overlap)"),
 ]
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not the whole usage
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def parse(argv):
-    p = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = {**asdict(TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available"}
     for name, kind, help in OPTIONS:
