@@ -21,6 +21,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -141,15 +142,26 @@ def build_model(cfg, tok):
 
 
 def maybe_compile(model, cfg, device, master):
-    """torch.compile (on by default on CUDA); where compiling fails, eager with a one-line warning."""
+    """torch.compile (on by default on CUDA). Compiling happens at the first call, so one forward and
+    backward on a short sequence try it here, with the random state put back and the gradients dropped;
+    where it fails (no compiler toolchain, an unsupported platform) the run goes on eagerly, with a warning."""
     if not (cfg.compile if cfg.compile is not None else device.type == "cuda"):
         return model
     try:
-        return torch.compile(model)
-    except Exception as e:  # e.g. no compiler toolchain on this platform
+        compiled, body_cfg = torch.compile(model), getattr(model, "module", model).cfg
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            ids = torch.full((1, 16), body_cfg.pad_id + 1, device=device)
+            nsp = torch.zeros(1, dtype=torch.long, device=device) if body_cfg.next_sentence_head else None
+            out = compiled(ids, labels=ids, reduction="sum", nsp_labels=nsp, padded=False)
+            sum(out if isinstance(out, tuple) else [out]).backward()
+        return compiled
+    except Exception as e:
         if master:
-            print(f"warning: torch.compile failed ({type(e).__name__}); training eagerly", file=sys.stderr)
+            print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                  f"training eagerly", file=sys.stderr)
         return model
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -680,13 +692,14 @@ OPTIONS = [
     ("mask_rate", bpe.number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
     ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged"),
     ("dropout", bpe.number(float, 0, 0.99), "dropout, also on attention weights"),
-    ("max_positions", bpe.number(int, 8), "the model's position table (RoBERTa: 512); for a new model only"),
-    ("seed", bpe.number(int, 0), "seed of the initialisation, data order, masks and dropout"),
+    ("max_positions", bpe.number(int, 8, 65536), "the model's position table (RoBERTa: 512); for a new model only"),
+    ("seed", bpe.number(int, 0, 2 ** 31 - 1), "seed of the initialisation, data order, masks and dropout"),
     ("log_interval", bpe.number(int, 1), "log every N updates"),
     ("eval_interval", bpe.number(int, 1), "evaluate held-out loss every N updates"),
     ("eval_sequences", bpe.number(int, 1), "held-out sequences per evaluation"),
     ("save_interval", bpe.number(int, 1), "save checkpoint.pt every N updates"),
-    ("device", str, "cpu, cuda or cuda:N (default: cuda when available)"),
+    ("device", lambda name: name if re.fullmatch(r"cpu|cuda(:\d+)?", name) else fail(
+        f"expected cpu, cuda or cuda:N, got {name!r}"), "cpu, cuda or cuda:N (default: cuda when available)"),
     ("prefetch", bpe.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
     ("prepare_delay", bpe.number(float, 0), "seconds added to each update's preparation, to measure how much of "
                                         "it the background thread hides (bench.py overlap)"),

@@ -221,6 +221,9 @@ BAD = [  # (options, what the one-line error must say)
     (["--mask-split", "0.8,0.1,0.2"], "--mask-split: expected three shares"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
     (["--format", "paragraphs"], "--format: invalid choice"),
+    (["--device", "tpu"], "--device: expected cpu, cuda or cuda:N"),
+    (["--seed", "99999999999999999999"], "--seed: must be in [0, 2147483647]"),
+    (["--max-positions", "1000000000"], "--max-positions: must be in [8, 65536]"),
 ]
 
 
@@ -312,3 +315,17 @@ def test_background_preparation_changes_no_number(prepared, tmp_path):
     run("--data", prepared, "--out", tmp_path / "thread", "--max-steps", 4, *TINY)
     run("--data", prepared, "--out", tmp_path / "inline", "--max-steps", 4, "--prefetch", 0, *TINY)
     assert losses(tmp_path / "thread") == losses(tmp_path / "inline")
+
+
+def test_a_compiler_that_fails_falls_back_to_eager(monkeypatch, capsys):
+    def broken(model):
+        def call(*args, **kwargs):
+            raise RuntimeError("no C++ compiler here")
+        return call
+    monkeypatch.setattr(torch, "compile", broken)
+    model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=100))
+    before = torch.get_rng_state()
+    got = train.maybe_compile(model, train.TrainConfig(compile=True), torch.device("cpu"), master=True)
+    assert got is model and "torch.compile failed (RuntimeError: no C++ compiler here); training eagerly" in \
+        capsys.readouterr().err
+    assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
