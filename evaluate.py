@@ -9,85 +9,154 @@
 Every metric is a percentage, as in the paper's tables. The SQuAD numbers follow the official v2.0
 evaluation script (which also scores v1.1 files); MCC, F1, Pearson and Spearman are their textbook
 definitions. This module also reads the datasets (GLUE TSVs, SQuAD JSON, RACE folders); finetune.py
-uses it for that.
+uses it for that. Models and tokenizers are loaded by checkpoint.py.
 """
 import argparse
 import collections
 import csv
 import glob
+import io
 import json
 import math
 import os
 import re
 import string
 import sys
+from typing import NamedTuple
 
 import numpy as np
+
+import bpe
 
 
 class DataError(ValueError):
     """Bad input data: the message names the file (and line) and what is wrong."""
 
 
+def check_file(path):
+    """A file to read: there, and not a folder (the error names it)."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: a folder, not a file")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+
+
+def read_text(path):
+    """A UTF-8 file's text (a leading byte-order mark dropped); a file that is not UTF-8 is named."""
+    check_file(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_json(path, what):
+    """A JSON object from `path` (`what` it holds names it in errors)."""
+    try:
+        out = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not JSON ({e})") from None
+    if not isinstance(out, dict):
+        raise DataError(f"{path}: expected a JSON object of {what}, got a {type(out).__name__}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------- GLUE
-# task -> (folder name, dev file names, text columns, label column, labels; None = regression)
-# Columns are header names; CoLA's files have no header, so its columns are numbers.
+class GlueTask(NamedTuple):
+    """A GLUE task as GLUE distributes it. Columns are header names; CoLA's files have no header, so its
+    columns are numbers."""
+    folder: str           # the task's folder in GLUE's download
+    dev_files: tuple      # the dev sets (MNLI: matched and mismatched)
+    text_columns: tuple   # one sentence, or a pair
+    label_column: object
+    labels: tuple         # as the files write them; None: a score to regress (STS-B)
+    metrics: tuple        # the official metrics; the first selects the best epoch when finetuning
+
+
+NLI = ("contradiction", "entailment", "neutral")
 GLUE = {
-    "cola": ("CoLA", ["dev.tsv"], [3], 1, ["0", "1"]),
-    "sst2": ("SST-2", ["dev.tsv"], ["sentence"], "label", ["0", "1"]),
-    "mrpc": ("MRPC", ["dev.tsv"], ["#1 String", "#2 String"], "Quality", ["0", "1"]),
-    "stsb": ("STS-B", ["dev.tsv"], ["sentence1", "sentence2"], "score", None),
-    "qqp": ("QQP", ["dev.tsv"], ["question1", "question2"], "is_duplicate", ["0", "1"]),
-    "mnli": ("MNLI", ["dev_matched.tsv", "dev_mismatched.tsv"], ["sentence1", "sentence2"], "gold_label",
-             ["contradiction", "entailment", "neutral"]),
-    "qnli": ("QNLI", ["dev.tsv"], ["question", "sentence"], "label", ["entailment", "not_entailment"]),
-    "rte": ("RTE", ["dev.tsv"], ["sentence1", "sentence2"], "label", ["entailment", "not_entailment"]),
-    "wnli": ("WNLI", ["dev.tsv"], ["sentence1", "sentence2"], "label", ["0", "1"]),
+    "cola": GlueTask("CoLA", ("dev.tsv",), (3,), 1, ("0", "1"), ("mcc",)),
+    "sst2": GlueTask("SST-2", ("dev.tsv",), ("sentence",), "label", ("0", "1"), ("accuracy",)),
+    "mrpc": GlueTask("MRPC", ("dev.tsv",), ("#1 String", "#2 String"), "Quality", ("0", "1"), ("accuracy", "f1")),
+    "stsb": GlueTask("STS-B", ("dev.tsv",), ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
+    "qqp": GlueTask("QQP", ("dev.tsv",), ("question1", "question2"), "is_duplicate", ("0", "1"), ("accuracy", "f1")),
+    "mnli": GlueTask("MNLI", ("dev_matched.tsv", "dev_mismatched.tsv"), ("sentence1", "sentence2"), "gold_label",
+                     NLI, ("accuracy",)),
+    "qnli": GlueTask("QNLI", ("dev.tsv",), ("question", "sentence"), "label", ("entailment", "not_entailment"),
+                     ("accuracy",)),
+    "rte": GlueTask("RTE", ("dev.tsv",), ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"),
+                    ("accuracy",)),
+    "wnli": GlueTask("WNLI", ("dev.tsv",), ("sentence1", "sentence2"), "label", ("0", "1"), ("accuracy",)),
 }
-GLUE_METRICS = {"cola": ["mcc"], "stsb": ["pearson", "spearman"], "mrpc": ["accuracy", "f1"],
-                "qqp": ["accuracy", "f1"]}
-TASKS = list(GLUE) + ["squad1", "squad2", "race"]
+class SquadTask(NamedTuple):
+    version: str          # in the file names: train-v1.1.json, dev-v1.1.json
+    no_answer: bool       # questions without an answer in the context (SQuAD 2.0)
 
 
-def check_task(task):
-    if task not in TASKS:
-        raise DataError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+SQUAD = {"squad1": SquadTask("v1.1", False), "squad2": SquadTask("v2.0", True)}
+TASKS = list(GLUE) + list(SQUAD) + ["race"]
+
+
+def check_task(task, among=TASKS, kind="task"):
+    """`task` if it is one of `among` (which are `kind` tasks), else a DataError that lists them."""
+    if task not in among:
+        what = f"{task!r} is not a {kind}" if task in TASKS else f"unknown task {task!r}"
+        raise DataError(f"{what}: choose one of {', '.join(among)}")
+    return task
+
+
+def parse_label(task, text, where):
+    """A label as the task's files write it: one of its labels, or a finite number (STS-B)."""
+    labels = GLUE[task].labels
+    if labels is None:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise DataError(f"{where}: score {text!r} is not a number")
+        return value
+    if text not in labels:
+        raise DataError(f"{where}: label {text!r} is not one of {', '.join(labels)}")
+    return text
+
+
+def tsv_rows(path):
+    """The rows of a TSV file, as GLUE writes them (no quoting)."""
+    try:
+        return list(csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    except csv.Error as e:
+        raise DataError(f"{path}: not a TSV file ({e})") from None
+
+
+def glue_columns(task, path, header, labelled):
+    """(text column indices, label column index or None) of a GLUE file, found by header names."""
+    t = GLUE[task]
+    if not isinstance(t.label_column, str):  # no header (CoLA)
+        return list(t.text_columns), t.label_column if labelled else None
+    try:
+        return [header.index(c) for c in t.text_columns], header.index(t.label_column) if labelled else None
+    except ValueError:
+        raise DataError(f"{path}: header {header[:6]} lacks the {task} columns "
+                        f"{list(t.text_columns) + [t.label_column]}") from None
 
 
 def read_glue(task, path, labelled=True):
     """A GLUE TSV as a list of (texts, label) with label None when the file has no labels (test sets)."""
-    _, _, text_cols, label_col, labels = GLUE[task]
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if task != "cola":
-        header, rows, first_line = rows[0], rows[1:], 2
-        try:
-            text_idx = [header.index(c) for c in text_cols]
-            label_idx = header.index(label_col) if labelled else None
-        except ValueError:
-            raise DataError(f"{path}: header {header[:6]} lacks the {task} columns {text_cols + [label_col]}") \
-                from None
-    else:
-        text_idx, label_idx, first_line = text_cols, label_col if labelled else None, 1
+    rows = tsv_rows(path)
+    has_header = isinstance(GLUE[task].label_column, str)
+    if has_header and not rows:
+        raise DataError(f"{path}: empty (no header)")
+    text_idx, label_idx = glue_columns(task, path, rows[0] if has_header else None, labelled)
+    need = max(text_idx + ([label_idx] if label_idx is not None else []))
     out = []
-    for n, row in enumerate(rows, first_line):
+    for n, row in enumerate(rows[1:] if has_header else rows, 2 if has_header else 1):
         if not row:
             continue
-        need = max(text_idx + ([label_idx] if label_idx is not None else []))
         if len(row) <= need:
             raise DataError(f"{path}:{n}: expected at least {need + 1} tab-separated columns, got {len(row)}")
-        label = None
-        if label_idx is not None:
-            label = row[label_idx].strip()
-            if labels is None:
-                try:
-                    label = float(label)
-                except ValueError:
-                    raise DataError(f"{path}:{n}: score {label!r} is not a number") from None
-            elif label not in labels:
-                raise DataError(f"{path}:{n}: label {label!r} is not one of {labels}")
+        label = None if label_idx is None else parse_label(task, row[label_idx].strip(), f"{path}:{n}")
         out.append(([row[i] for i in text_idx], label))
     if not out:
         raise DataError(f"{path}: no examples")
@@ -137,64 +206,96 @@ def spearman(x, y):
     return pearson(ranks(x), ranks(y))
 
 
+METRICS = {"accuracy": accuracy, "f1": f1_binary, "mcc": mcc, "pearson": pearson, "spearman": spearman}
+
+
 def glue_metrics(task, pred, gold):
-    if task == "stsb":
+    """The task's official metrics (GlueTask.metrics) of predicted against gold labels."""
+    if GLUE[task].labels is None:
         pred, gold = [float(p) for p in pred], [float(g) for g in gold]
-        return {"pearson": pearson(pred, gold), "spearman": spearman(pred, gold)}
-    out = {} if task == "cola" else {"accuracy": accuracy(pred, gold)}
-    if task == "cola":
-        out["mcc"] = mcc(pred, gold)
-    if task in ("mrpc", "qqp"):
-        out["f1"] = f1_binary(pred, gold)
-    return out
+    return {name: METRICS[name](pred, gold) for name in GLUE[task].metrics}
 
 
-def read_glue_predictions(path, n):
-    """GLUE submission TSV: header index<TAB>prediction, one row per example in file order."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+def read_glue_predictions(path, task, n):
+    """GLUE submission TSV: header index<TAB>prediction, one row per example in file order; every
+    prediction one of the task's labels (STS-B: a number)."""
+    rows = [line.rstrip("\n").split("\t") for line in io.StringIO(read_text(path), newline=None)]
     if not rows or rows[0] != ["index", "prediction"]:
         raise DataError(f"{path}: expected the header 'index<TAB>prediction'")
     pred = {}
     for n_line, row in enumerate(rows[1:], 2):
+        if not "".join(row).strip():
+            continue
         if len(row) != 2 or not row[0].isdigit():
             raise DataError(f"{path}:{n_line}: expected 'index<TAB>prediction', got {row}")
-        pred[int(row[0])] = row[1]
+        if int(row[0]) in pred:
+            raise DataError(f"{path}:{n_line}: index {row[0]} a second time")
+        parse_label(task, row[1].strip(), f"{path}:{n_line}")
+        pred[int(row[0])] = row[1].strip()
     if sorted(pred) != list(range(n)):
-        raise DataError(f"{path}: predictions for indices 0..{n - 1} expected, got {len(pred)} rows")
+        raise DataError(f"{path}: predictions for indices 0..{n - 1} (the {n} dev examples) expected, got "
+                        f"{len(pred)} rows" + (f" up to index {max(pred)}" if pred else ""))
     return [pred[i] for i in range(n)]
 
 
 def write_glue_predictions(path, predictions):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("index\tprediction\n")
-        for i, p in enumerate(predictions):
-            f.write(f"{i}\t{p}\n")
+    bpe.write_atomic(path, "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in enumerate(predictions)))
 
 
 # ---------------------------------------------------------------------------------------- SQuAD
+def squad_questions(path, article):
+    """The questions of one SQuAD article, each with its paragraph's context."""
+    out = []
+    for para in article["paragraphs"]:
+        for qa in para["qas"]:
+            answers = [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"]]
+            if not all(isinstance(x, str) for x in [qa["id"], para["context"], qa["question"]] +
+                       [a["text"] for a in answers]):
+                raise DataError(f"{path}: question {qa['id']!r}: its id, context, question and answers must be "
+                                f"strings")
+            out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
+                        "answers": answers, "is_impossible": bool(qa.get("is_impossible", False))})
+    return out
+
+
 def read_squad(path):
     """SQuAD JSON -> list of dicts: id, question, context, answers [{text, answer_start}], is_impossible."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
+    articles = read_json(path, "SQuAD articles").get("data")
     try:
-        with open(path, encoding="utf-8") as f:
-            articles = json.load(f)["data"]
-        out = []
-        for article in articles:
-            for para in article["paragraphs"]:
-                for qa in para["qas"]:
-                    out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
-                                "answers": [{"text": a["text"], "answer_start": a["answer_start"]}
-                                            for a in qa["answers"]],
-                                "is_impossible": bool(qa.get("is_impossible", False))})
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not JSON ({e})") from None
-    except (KeyError, TypeError) as e:
+        out = [q for article in articles for q in squad_questions(path, article)]
+    except KeyError as e:
         raise DataError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; missing {e})") from None
+    except TypeError as e:
+        raise DataError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; {e})") from None
+    if not out:
+        raise DataError(f"{path}: no questions")
     return out
+
+
+def check_squad_predictions(examples, predictions, path):
+    """Predictions the official script can score: answers are strings, and some are for these questions.
+    Missing questions are not scored (the official script's numbers), with a warning that counts them."""
+    bad = next((q for q, a in predictions.items() if not isinstance(a, str)), None)
+    if bad is not None:
+        raise DataError(f"{path}: the answer for {bad!r} is {json.dumps(predictions[bad])}, not a string "
+                        f"(\"\" for no answer)")
+    missing = [e["id"] for e in examples if e["id"] not in predictions]
+    if len(missing) == len(examples):
+        raise DataError(f"{path}: none of its {len(predictions)} question ids is in the data "
+                        f"(e.g. {next(iter(predictions), 'none')!r} vs {examples[0]['id']!r})")
+    if missing:
+        print(f"warning: {path}: no prediction for {len(missing)} of the {len(examples)} questions (e.g. "
+              f"{missing[0]!r}); as the official script, the scores are over the {len(examples) - len(missing)} "
+              f"predicted", file=sys.stderr)
+
+
+def check_na_probs(na_probs, path):
+    bad = next((q for q, p in na_probs.items() if isinstance(p, bool) or not isinstance(p, (int, float))
+                or not 0 <= p <= 1), None)
+    if bad is not None:
+        raise DataError(f"{path}: the no-answer probability of {bad!r} is {json.dumps(na_probs[bad])}, "
+                        f"not a number in [0, 1]")
+    return na_probs
 
 
 def normalize_answer(s):
@@ -269,7 +370,26 @@ def best_threshold(predictions, scores, na_probs, has_ans):
 
 
 # ---------------------------------------------------------------------------------------- RACE
-RACE_KEYS = ("article", "questions", "options", "answers", "id")
+def race_passage(path, level):
+    """One RACE passage file -> its questions (see read_race)."""
+    doc = read_json(path, "a RACE passage")
+    missing = [k for k in ("article", "questions", "options", "answers", "id") if k not in doc]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
+    qs, opts, answers = doc["questions"], doc["options"], doc["answers"]
+    if not isinstance(doc["article"], str):
+        raise DataError(f"{path}: the article is not a text")
+    if not (isinstance(qs, list) and isinstance(opts, list) and isinstance(answers, list)) \
+            or not len(qs) == len(opts) == len(answers):
+        raise DataError(f"{path}: questions, options and answers must be lists of the same length")
+    out = []
+    for i, (q, o, ans) in enumerate(zip(qs, opts, answers)):
+        if not isinstance(q, str) or not isinstance(o, list) or len(o) != 4 or \
+                not all(isinstance(x, str) for x in o) or ans not in ("A", "B", "C", "D"):
+            raise DataError(f"{path}: question {i} needs a text, 4 options and an answer in A-D")
+        out.append({"qid": f"{doc['id']}-{i}", "level": level, "article": doc["article"], "question": q,
+                    "options": o, "label": "ABCD".index(ans)})
+    return out
 
 
 def read_race(folder):
@@ -278,23 +398,21 @@ def read_race(folder):
     paths = sorted(glob.glob(os.path.join(folder, "middle", "*")) + glob.glob(os.path.join(folder, "high", "*")))
     if not paths:
         raise DataError(f"{folder}: no RACE files (expected middle/ and high/ with one JSON file per passage)")
-    out = []
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: not JSON ({e})") from None
-        missing = [k for k in RACE_KEYS if k not in doc]
-        if missing:
-            raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
-        level = os.path.basename(os.path.dirname(path))
-        for i, (q, opts, ans) in enumerate(zip(doc["questions"], doc["options"], doc["answers"])):
-            if len(opts) != 4 or ans not in "ABCD" or len(ans) != 1:
-                raise DataError(f"{path}: question {i} needs 4 options and an answer in A-D")
-            out.append({"qid": f"{doc['id']}-{i}", "level": level, "article": doc["article"], "question": q,
-                        "options": opts, "label": "ABCD".index(ans)})
-    return out
+    return [q for path in paths for q in race_passage(path, os.path.basename(os.path.dirname(path)))]
+
+
+def check_race_predictions(questions, predictions, path):
+    """Answers are letters A-D and some are for these questions; a missing one counts as wrong (warned)."""
+    bad = next((q for q, a in predictions.items() if a not in ("A", "B", "C", "D")), None)
+    if bad is not None:
+        raise DataError(f"{path}: the answer for {bad!r} is {json.dumps(predictions[bad])}, not one of A, B, C, D")
+    missing = [q["qid"] for q in questions if q["qid"] not in predictions]
+    if len(missing) == len(questions):
+        raise DataError(f"{path}: none of its {len(predictions)} question ids is in the data "
+                        f"(e.g. {next(iter(predictions), 'none')!r} vs {questions[0]['qid']!r})")
+    if missing:
+        print(f"warning: {path}: no prediction for {len(missing)} of the {len(questions)} questions (e.g. "
+              f"{missing[0]!r}); they count as wrong", file=sys.stderr)
 
 
 def race_metrics(questions, predictions):
@@ -304,94 +422,127 @@ def race_metrics(questions, predictions):
             "high": acc([q for q in questions if q["level"] == "high"])}
 
 
-def read_json(path, what):
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file")
-    try:
-        with open(path, encoding="utf-8") as f:
-            out = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not JSON ({e})") from None
-    if not isinstance(out, dict):
-        raise DataError(f"{path}: expected a JSON object of {what}")
-    return out
-
-
 # ---------------------------------------------------------------------------------------- pretraining checks
-def load_checkpoint_and_tokenizer(path, cls=None, **kwargs):
-    """A checkpoint folder's model and tokenizer (both must be there; their vocabularies must agree)."""
-    import bpe
-    import roberta
-    tok = bpe.Tokenizer.load(path)
-    model = roberta.load_pretrained(path, cls=cls or roberta.RobertaForMaskedLM, **kwargs)
-    if model.cfg.vocab_size != len(tok):
-        raise DataError(f"{path}: the tokenizer has {len(tok)} tokens but the model's vocabulary is "
-                        f"{model.cfg.vocab_size}")
-    return model, tok
-
-
-def perplexity(checkpoint, data_dir, split="valid", seq_len=512, batch_size=8):
+def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
+    """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
+    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
+    import checkpoint
     import data
-    model, tok = load_checkpoint_and_tokenizer(checkpoint)
+    model, tok = checkpoint.load(path, need_trained_head=True, verbose=False)
+    trained = checkpoint.train_settings(path)
+    positions = model.cfg.max_positions
+    seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
+    if not 3 <= seq_len <= positions:
+        raise DataError(f"--seq-len {seq_len}: must be in [3, {positions}] (the model's positions)")
+    masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
     tokens, ends, meta = data.load_split(data_dir, split)
-    if meta["vocab_size"] != len(tok) or meta["tokenizer_sha256"] != data.tokenizer_hash(tok):
-        raise DataError(f"{data_dir} was prepared with another tokenizer than {checkpoint}'s")
+    data.check_tokenizer(meta, tok, data_dir, path)
     if tokens.size == 0:
         raise DataError(f"{data_dir}: the {split} split is empty")
-    total, count = data.heldout_loss(model, tokens, ends, tok, min(seq_len, model.cfg.max_positions), batch_size)
-    return {"loss": total / count, "ppl": math.exp(total / count), "targets": count, "split": split}
+    total, count = data.heldout_loss(model, tokens, ends, tok, seq_len, batch_size, masking=masking)
+    if count == 0:
+        raise DataError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
+    return {"loss": total / count, "ppl": math.exp(total / count), "targets": count, "split": split,
+            "seq_len": seq_len}
 
 
 # ---------------------------------------------------------------------------------------- command line
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def perplexity_command(args):
+    print(json.dumps(perplexity(args.checkpoint, args.data, args.split, args.seq_len, args.batch_size), indent=2))
+
+
+def fill_mask_command(args):
+    import checkpoint
+    import roberta
+    model, tok = checkpoint.load(args.checkpoint, need_trained_head=True, verbose=False)
+    if args.top_k > model.cfg.vocab_size:
+        raise DataError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
+    for token, prob in roberta.fill_mask(model, tok, args.text, args.top_k):
+        print(f"{prob:.4f}\t{token!r}")
+
+
+def squad_command(args):
+    examples = read_squad(args.data)
+    predictions = read_json(args.predictions, "answers")
+    check_squad_predictions(examples, predictions, args.predictions)
+    na = check_na_probs(read_json(args.na_prob_file, "no-answer probabilities"), args.na_prob_file) \
+        if args.na_prob_file else None
+    print(json.dumps(squad_metrics(examples, predictions, na, args.na_prob_thresh), indent=2))
+
+
+def glue_command(args):
+    gold = [label for _, label in read_glue(args.task, args.data)]
+    pred = read_glue_predictions(args.predictions, args.task, len(gold))
+    print(json.dumps(glue_metrics(args.task, pred, gold), indent=2))
+
+
+def race_command(args):
+    questions = read_race(args.data)
+    predictions = read_json(args.predictions, "answers")
+    check_race_predictions(questions, predictions, args.predictions)
+    print(json.dumps(race_metrics(questions, predictions), indent=2))
+
+
+def task_arg(among=TASKS, kind="task"):
+    """An argparse type: a task name among `among`."""
+    def parse(text):
+        try:
+            return check_task(text, among, kind)
+        except DataError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def parser():
+    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("perplexity", help="masked-LM perplexity of a checkpoint on prepared data")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--split", default="valid", choices=["train", "valid"])
-    s.add_argument("--seq-len", type=int, default=512)
+    s.set_defaults(run=perplexity_command)
+    s.add_argument("--checkpoint", type=bpe.path_arg, required=True, help="a train.py output folder (required)")
+    s.add_argument("--data", type=bpe.path_arg, required=True, help="a folder written by data.py (required)")
+    s.add_argument("--split", default="valid", choices=["train", "valid"],
+                   help="the split of --data to evaluate (default: %(default)s)")
+    s.add_argument("--seq-len", type=bpe.number(int, 3), help="tokens per sequence, at least 3 and at most the "
+                   "model's positions (default: the length the checkpoint trained at; a Hugging Face model's positions)")
+    s.add_argument("--batch-size", type=bpe.number(int, 1), default=8, help="sequences per forward (default: %(default)s)")
     s = sub.add_parser("fill-mask", help="the most likely tokens for <mask>")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--top-k", type=int, default=5)
-    s.add_argument("text")
+    s.set_defaults(run=fill_mask_command)
+    s.add_argument("--checkpoint", type=bpe.path_arg, required=True,
+                   help="a train.py output or a Hugging Face RoBERTa folder with its LM head (required)")
+    s.add_argument("--top-k", type=bpe.number(int, 1), default=5,
+                   help="how many tokens to list, at most the vocabulary (default: %(default)s)")
+    s.add_argument("text", help="a text with exactly one <mask>")
     s = sub.add_parser("squad", help="official SQuAD v2.0 metrics (v1.1 files too)")
-    s.add_argument("--data", required=True)
-    s.add_argument("--predictions", required=True)
-    s.add_argument("--na-prob-file")
-    s.add_argument("--na-prob-thresh", type=float, default=1.0)
+    s.set_defaults(run=squad_command)
+    s.add_argument("--data", type=bpe.path_arg, required=True, help="dev-v1.1.json or dev-v2.0.json (required)")
+    s.add_argument("--predictions", type=bpe.path_arg, required=True,
+                   help="JSON {question id: answer text}, \"\" for no answer (required)")
+    s.add_argument("--na-prob-file", type=bpe.path_arg,
+                   help="JSON {question id: no-answer probability}: adds the best thresholds (default: none)")
+    s.add_argument("--na-prob-thresh", type=bpe.number(float, 0, 1), default=1.0,
+                   help="answer \"\" where the no-answer probability is above this, in [0, 1] (default: %(default)s)")
     s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV")
-    s.add_argument("--task", required=True)
-    s.add_argument("--data", required=True, help="the task's dev.tsv")
-    s.add_argument("--predictions", required=True)
+    s.set_defaults(run=glue_command)
+    s.add_argument("--task", type=task_arg(list(GLUE), "GLUE task"), required=True, help=f"{', '.join(GLUE)} (required)")
+    s.add_argument("--data", type=bpe.path_arg, required=True, help="the task's dev.tsv (required)")
+    s.add_argument("--predictions", type=bpe.path_arg, required=True,
+                   help="the GLUE submission TSV: index<TAB>prediction, one row per dev example (required)")
     s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
-    s.add_argument("--data", required=True, help="a RACE split folder (dev/ or test/)")
-    s.add_argument("--predictions", required=True)
-    args = p.parse_args(argv)
+    s.set_defaults(run=race_command)
+    s.add_argument("--data", type=bpe.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")
+    s.add_argument("--predictions", type=bpe.path_arg, required=True,
+                   help="JSON {\"<passage id>-<question index>\": \"A\"-\"D\"} (required)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     try:
-        if args.command == "perplexity":
-            out = perplexity(args.checkpoint, args.data, args.split, args.seq_len)
-        elif args.command == "fill-mask":
-            import roberta
-            model, tok = load_checkpoint_and_tokenizer(args.checkpoint)
-            for token, prob in roberta.fill_mask(model, tok, args.text, args.top_k):
-                print(f"{prob:.4f}\t{token!r}")
-            return
-        elif args.command == "squad":
-            na = read_json(args.na_prob_file, "no-answer probabilities") if args.na_prob_file else None
-            out = squad_metrics(read_squad(args.data), read_json(args.predictions, "answers"), na, args.na_prob_thresh)
-        elif args.command == "glue":
-            check_task(args.task)
-            if args.task not in GLUE:
-                raise DataError(f"{args.task} is not a GLUE task")
-            gold = [label for _, label in read_glue(args.task, args.data)]
-            pred = read_glue_predictions(args.predictions, len(gold))
-            out = glue_metrics(args.task, pred, gold)
-        else:
-            out = race_metrics(read_race(args.data), read_json(args.predictions, "answers"))
-        print(json.dumps(out, indent=2))
+        args.run(args)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {err}")
+        sys.exit(f"error: {bpe.describe(err)}")
+    except KeyboardInterrupt:
+        sys.exit("error: interrupted")
 
 
 if __name__ == "__main__":
