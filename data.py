@@ -20,6 +20,7 @@ one masking rule `mask_tokens` under the one specification `Masking`.
 import argparse
 import hashlib
 import json
+import mmap
 import os
 import sys
 import tarfile
@@ -281,37 +282,201 @@ def check_tokenizer(meta, tok, data_dir, source=None):
 EXAMPLE = np.dtype([("a_start", np.int64), ("a_end", np.int64), ("b_start", np.int64), ("b_end", np.int64),
                     ("next", np.int64)])
 
+# Examples are built a window of lines at a time, so that memory stays bounded at any corpus size (the
+# paper's 160 GB is ~1.2B lines), with numpy over each window: no Python loop over lines or examples.
+WINDOW = 1 << 18
+NOWHERE = np.iinfo(np.int64).max // 4  # beyond any token position or line number
+
 
 class Lines(NamedTuple):
-    """The line structure of a token stream: where each line starts and ends, and which lines are
-    document ends (a lone </s>)."""
+    """A window of a token stream's lines: lines first .. first + own - 1, then a look-ahead of a few
+    hundred more. Where each line starts and ends, and which lines are document separators: a line of one
+    token, the lone </s> that data.py writes at a document end (every text line has tokens before its </s>)."""
+    first: int
+    own: int
     starts: np.ndarray
     ends: np.ndarray
-    doc_end: np.ndarray
+    sep: np.ndarray
+    at_end: bool  # the look-ahead reaches the end of the stream
 
 
-def full_sentences(lines, seq_len, rng):
+class Documents(NamedTuple):
+    """The first and last line of every document (a run of text lines), and all line ends: the pair
+    formats draw their random B from any document of the corpus."""
+    first: np.ndarray
+    last: np.ndarray
+    line_ends: np.ndarray
+
+
+def _read(array, a, b):
+    """array[a:b] as an array of its own. A file mapped whole (load_split's memmaps) is read with file I/O,
+    so that a build that goes through all of a 10 GB .idx never holds it in this process's memory."""
+    if isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and b > a:
+        return np.fromfile(array.filename, array.dtype, b - a, offset=array.offset + a * array.itemsize)
+    return np.array(array[a:b])
+
+
+def _window(line_ends, first, own, margin):
+    stop = min(first + own + margin, len(line_ends))
+    ends = _read(line_ends, max(first - 1, 0), stop).astype(np.int64)
+    if first == 0:
+        ends = np.concatenate([[0], ends])
+    return Lines(first, own, ends[:-1], ends[1:], ends[1:] - ends[:-1] == 1, stop == len(line_ends))
+
+
+def _documents(line_ends):
+    """Every document's first and last line, read a window at a time."""
+    firsts, lasts, after_sep = [], [], True
+    for a in range(0, len(line_ends), WINDOW):
+        w = _window(line_ends, a, min(WINDOW, len(line_ends) - a), 1)
+        sep = np.append(w.sep, True)[:w.own + 1]  # the stream's end closes its last document
+        text = ~sep[:-1]
+        firsts.append(a + np.flatnonzero(text & np.append(after_sep, sep[:-2])))
+        lasts.append(a + np.flatnonzero(text & sep[1:]))
+        after_sep = bool(sep[-2])
+    docs = Documents(np.concatenate(firsts), np.concatenate(lasts), line_ends)
+    if len(docs.first) < 2:
+        raise ValueError("the pair formats need at least two documents (blank-line separated)")
+    return docs
+
+
+def _next_text(lines):
+    """For each line of the window, and one past its end: the first line at or after it that is not a
+    separator (the window's length when it sees none)."""
+    n = len(lines.sep)
+    index = np.where(lines.sep, n, np.arange(n))
+    return np.append(np.minimum.accumulate(index[::-1])[::-1], n)
+
+
+def _separator_after(lines):
+    """For each own line: the first separator at or after it (the stream's end counts as one; NOWHERE when
+    the window sees none)."""
+    seps = np.flatnonzero(lines.sep)
+    if lines.at_end:
+        seps = np.append(seps, len(lines.sep))
+    return np.append(seps, NOWHERE)[np.searchsorted(seps, np.arange(lines.own))]
+
+
+def _walk(step, entry, own):
+    """The lines where examples start, in window order: entry, step[entry], step[step[entry]], ... while
+    below `own`. Without a loop over examples, by pointer doubling: after k rounds `jump` leads 2**k steps
+    ahead, and the walk's first 2**k lines bring in the next 2**k."""
+    jump = np.append(np.minimum(step, own), own)  # past the window's own lines: the walk ends
+    nodes = np.array([min(entry, own)])
+    while (ahead := jump[nodes]).min() < own:
+        nodes = np.concatenate([nodes, ahead])
+        jump = jump[jump]
+    return np.unique(nodes[nodes < own])
+
+
+def _rows(a_start, a_end, b_start=0, b_end=0, nxt=-1):
+    ex = np.zeros(len(a_start), dtype=EXAMPLE)
+    ex["a_start"], ex["a_end"], ex["b_start"], ex["b_end"], ex["next"] = a_start, a_end, b_start, b_end, nxt
+    return ex
+
+
+def _blocks(lines, seq_len, entry, within_documents):
+    """Greedy packing of whole lines into blocks of at most seq_len - 1 tokens (<s> comes first), each
+    block as full as the next line allows; a line longer than a block is cut into pieces of that size,
+    never leaving its </s> alone for the next piece. Returns the window's blocks and where the walk goes
+    on in the next window."""
+    block, own, first, text = seq_len - 1, lines.own, lines.first, _next_text(lines)
+    start, end = lines.starts[:own], lines.ends[:own]
+    cuts = -(-(end - start) // block) - 1  # > 0: a long line, cut before its last piece
+    last = start + cuts * block - ((cuts > 0) & (end - start == cuts * block + 1))  # where that piece starts
+    limit = last + block
+    if within_documents:  # up to the document's separator, which no block includes
+        bound = np.append(lines.starts, [lines.ends[-1], NOWHERE])
+        limit = np.minimum(limit, bound[np.minimum(_separator_after(lines), len(bound) - 1)])
+    to = np.searchsorted(lines.ends, limit, side="right") - 1  # the block's last line
+    step = text[to + 1] if within_documents else to + 1  # (the next block starts after a separator)
+    if within_documents:
+        entry = first + text[min(entry - first, len(text) - 1)]
+    nodes = _walk(step, entry - first, own)
+    count = cuts[nodes] + 1  # blocks that start in each line
+    line = np.repeat(nodes, count)
+    piece = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count)
+    cut = piece < cuts[line]
+    a_start = np.where(cut, start[line] + piece * block, last[line])
+    a_end = np.where(cut, np.minimum(a_start + block, last[line]), lines.ends[to[line]])
+    return _rows(a_start, a_end), (first + step[nodes[-1]] if nodes.size else entry)
+
+
+def _draws(lines, seed, stream):
+    """Uniform draws in [0, 1) for the pair formats' random choices, one per line number: the counter-based
+    hash of masking's `uniforms` (below), so that a choice depends on (seed, line, stream) alone, never on
+    how the build is cut into windows."""
+    return uniforms(np.asarray(lines, dtype=np.int64) * 1_000_003 + seed, 1, 100 + stream)[:, 0].numpy()
+
+
+def _chunks(lines, seq_len, seed, single_sentences):
+    """BERT's choices for a chunk starting at each own line: its number of sentences (up to seq_len - 4
+    tokens, </s> not counted, within the document; or one sentence and the next), how many of them form A
+    (a random cut), and whether B is the rest (with probability 1/2, when there is a rest)."""
+    i = np.arange(lines.own)
+    room = _separator_after(lines) - i  # sentences left in the document
+    if single_sentences:
+        chunk, n_a = np.minimum(2, room), np.ones_like(i)
+    else:
+        size = lines.ends - lines.starts - 1
+        total = np.cumsum(size)
+        reach = np.searchsorted(total, total[i] - size[i] + seq_len - 4)  # the sentence that fills the budget
+        chunk = np.minimum(reach - i + 1, room)
+        n_a = 1 + (_draws(lines.first + i, seed, 0) * (chunk - 1)).astype(np.int64)
+    return chunk, n_a, (chunk > n_a) & (_draws(lines.first + i, seed, 1) < 0.5)
+
+
+def _random_segment(at, n_lines, docs, seed):
+    """B of label 0 for the chunk starting at line `at`: max(1, n_lines) sentences of a random other
+    document, from a random sentence on (fewer at its end). Returns their token range."""
+    d = np.searchsorted(docs.first, at, side="right") - 1
+    other = (d + 1 + (_draws(at, seed, 2) * (len(docs.first) - 1)).astype(np.int64)) % len(docs.first)
+    first = docs.first[other] + (_draws(at, seed, 3) * (docs.last[other] - docs.first[other] + 1)).astype(np.int64)
+    last = np.minimum(first + np.maximum(n_lines, 1) - 1, docs.last[other])
+    ends = docs.line_ends
+    return np.where(first > 0, np.asarray(ends[np.maximum(first - 1, 0)]), 0), np.asarray(ends[last])
+
+
+def _pairs(lines, seq_len, seed, entry, docs, single_sentences):
+    """Sentence-pair formats with next-sentence prediction, as the original BERT builds them: from each
+    document's first sentence on, a chunk (see _chunks) splits into A and the rest; B is the rest (label
+    1), or else as many sentences of another document (label 0), and then the rest is read again as the
+    start of the next chunk. Random choices are `_draws` of the chunk's first line."""
+    own, first, text = lines.own, lines.first, _next_text(lines)
+    chunk, n_a, follows = _chunks(lines, seq_len, seed, single_sentences)
+    step = text[np.arange(own) + np.where(follows, chunk, n_a)]
+    nodes = _walk(step, text[min(entry - first, len(text) - 1)], own)
+    chunk, n_a, follows = chunk[nodes], n_a[nodes], follows[nodes]
+    rows = _rows(lines.starts[nodes], lines.ends[nodes + n_a - 1], lines.starts[np.minimum(nodes + n_a,
+                 len(lines.sep) - 1)], lines.ends[nodes + chunk - 1], follows.astype(np.int64))
+    other = ~follows
+    rows["b_start"][other], rows["b_end"][other] = _random_segment(first + nodes[other], (chunk - n_a)[other],
+                                                                   docs, seed)
+    return rows, (first + step[nodes[-1]] if nodes.size else first + text[min(entry - first, len(text) - 1)])
+
+
+def full_sentences(lines, seq_len, seed, entry, docs):
     """FULL-SENTENCES: whole lines packed into blocks of up to seq_len - 1 tokens (+ <s>), across documents."""
-    return _blocks(lines.ends, None, seq_len - 1)
+    return _blocks(lines, seq_len, entry, within_documents=False)
 
 
-def doc_sentences(lines, seq_len, rng):
+def doc_sentences(lines, seq_len, seed, entry, docs):
     """DOC-SENTENCES: the same, but a block never crosses a document end."""
-    return _blocks(lines.ends, lines.doc_end, seq_len - 1)
+    return _blocks(lines, seq_len, entry, within_documents=True)
 
 
-def segment_pairs(lines, seq_len, rng):
+def segment_pairs(lines, seq_len, seed, entry, docs):
     """SEGMENT-PAIR+NSP (BERT): <s> A </s></s> B </s>, A and B runs of whole sentences, B the continuation or not."""
-    return _pairs(lines, seq_len, rng, single_sentences=False)
+    return _pairs(lines, seq_len, seed, entry, docs, single_sentences=False)
 
 
-def sentence_pairs(lines, seq_len, rng):
+def sentence_pairs(lines, seq_len, seed, entry, docs):
     """SENTENCE-PAIR+NSP: the same with single sentences."""
-    return _pairs(lines, seq_len, rng, single_sentences=True)
+    return _pairs(lines, seq_len, seed, entry, docs, single_sentences=True)
 
 
 class Format(NamedTuple):
-    build: Callable      # (Lines, seq_len, numpy Generator) -> examples (EXAMPLE rows)
+    build: Callable      # (Lines, seq_len, seed, entry line, Documents) -> (EXAMPLE rows, the next entry line)
     pairs: bool          # <s> A </s></s> B </s> with a next-sentence label (the NSP loss)
     by_tokens: bool      # batches of a token budget (more sequences when they are short), not a fixed count
 
@@ -331,102 +496,38 @@ def check_format(fmt):
     return FORMATS[fmt]
 
 
-def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0):
-    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows."""
-    build = check_format(fmt).build
+def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
+    """The arguments of `examples`, checked before any work: a known format, a sequence length of at least
+    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
+    check_format(fmt)
     if seq_len < 8:
         raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
-    if line_ends.size == 0:
-        return np.zeros(0, dtype=EXAMPLE)
-    starts = np.concatenate([[0], line_ends[:-1]])
-    doc_end = (line_ends - starts == 1) & (np.asarray(tokens[line_ends - 1]) == eos_id)
-    return build(Lines(starts, np.asarray(line_ends), doc_end), seq_len, np.random.default_rng(seed))
+    if len(line_ends) and (int(line_ends[-1]) != len(tokens) or int(tokens[-1]) != eos_id):
+        raise ValueError(f"the line ends ({int(line_ends[-1]):,}) do not fit the token stream ({len(tokens):,} "
+                         f"tokens, ending with </s>): not a split written by data.py")
 
 
-def _rows(a_start, a_end, b_start=0, b_end=0, nxt=-1):
-    ex = np.zeros(len(a_start), dtype=EXAMPLE)
-    ex["a_start"], ex["a_end"], ex["b_start"], ex["b_end"], ex["next"] = a_start, a_end, b_start, b_end, nxt
-    return ex
+def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0):
+    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows."""
+    check_examples(tokens, line_ends, fmt, seq_len, eos_id)
+    return np.concatenate([np.zeros(0, EXAMPLE), *build_examples(line_ends, fmt, seq_len, seed)])
 
 
-def _blocks(line_ends, doc_end, block):
-    """Greedy packing of whole lines into blocks of at most `block` tokens; a longer line is cut."""
-    rows, p, n_tokens = [], 0, int(line_ends[-1])
-    limits = line_ends[doc_end] if doc_end is not None else np.zeros(0, dtype=np.int64)  # separator ends
-    while p < n_tokens:
-        limit = p + block
-        if doc_end is not None:
-            k = np.searchsorted(limits, p, side="right")
-            if k < limits.size:
-                if limits[k] - 1 == p:  # the block would start at a separator: skip it
-                    p += 1
-                    continue
-                limit = min(limit, int(limits[k]) - 1)
-        j = np.searchsorted(line_ends, limit, side="right") - 1  # the last line that ends within limit
-        if j >= 0 and line_ends[j] > p:
-            end = int(line_ends[j])
-        else:  # a line longer than a block: cut it, never leaving its </s> alone for the next block
-            line_end = int(line_ends[np.searchsorted(line_ends, p, side="right")])
-            end = limit - 1 if line_end - limit == 1 else min(limit, line_end)
-        rows.append((p, end))
-        p = end
-    rows = np.array(rows, dtype=np.int64).reshape(-1, 2)
-    return _rows(rows[:, 0], rows[:, 1])
-
-
-def _documents(doc_end):
-    """Lists of the line numbers of each document (its separator excluded)."""
-    docs, current = [], []
-    for i, is_end in enumerate(doc_end.tolist()):
-        if is_end:
-            if current:
-                docs.append(current)
-            current = []
-        else:
-            current.append(i)
-    if current:
-        docs.append(current)
-    if len(docs) < 2:
-        raise ValueError("the pair formats need at least two documents (blank-line separated)")
-    return docs
-
-
-def _pairs(lines, seq_len, rng, single_sentences):
-    """Sentence-pair formats with next-sentence prediction, as the original BERT builds them."""
-    starts, ends = lines.starts, lines.ends
-    budget = seq_len - 4  # <s> A </s> </s> B </s>
-    docs, rows = _documents(lines.doc_end), []
-    for d, doc in enumerate(docs):
-        i = 0
-        while i < len(doc):
-            if single_sentences:  # one sentence, and the next one if there is one
-                chunk = doc[i:i + 2]
-                i += len(chunk)
-                a, rest = chunk[:1], chunk[1:]
-            else:  # sentences up to the budget, split at a random sentence
-                chunk, size = [], 0
-                while i < len(doc) and (size < budget or not chunk):
-                    chunk.append(doc[i])
-                    size += ends[doc[i]] - starts[doc[i]] - 1
-                    i += 1
-                cut = int(rng.integers(1, len(chunk))) if len(chunk) > 1 else 1
-                a, rest = chunk[:cut], chunk[cut:]
-            if rest and rng.random() < 0.5:
-                b, label = rest, 1
-            else:  # B from another document; unused sentences of this one are read again
-                other = docs[(d + int(rng.integers(1, len(docs)))) % len(docs)]
-                first = int(rng.integers(0, len(other)))
-                b, label = other[first:first + max(1, len(rest))], 0
-                i -= len(rest)
-            rows.append((starts[a[0]], ends[a[-1]], starts[b[0]], ends[b[-1]], label))
-    rows = np.array(rows, dtype=np.int64).reshape(-1, 5)
-    return _rows(*rows.T)
+def build_examples(line_ends, fmt, seq_len, seed=0):
+    """The examples a window of lines at a time (memory: a window, whatever the corpus size)."""
+    build, n, entry = FORMATS[fmt].build, len(line_ends), 0
+    docs = _documents(line_ends) if FORMATS[fmt].pairs and n else None
+    for first in range(0, n, WINDOW):
+        lines = _window(line_ends, first, min(WINDOW, n - first), seq_len + 2)
+        rows, entry = build(lines, seq_len, seed, entry, docs)
+        yield rows
 
 
 def example_lengths(ex, fmt):
     """Tokens per example (for token-budget batching): the ranges plus the special tokens."""
-    specials = 4 if FORMATS[fmt].pairs else 1  # <s> A </s></s> B </s>, or <s> A
-    return (ex["a_end"] - ex["a_start"]) + (ex["b_end"] - ex["b_start"]) + specials
+    if not FORMATS[fmt].pairs:  # <s> A
+        return ex["a_end"] - ex["a_start"] + 1
+    return (ex["a_end"] - ex["a_start"]) + (ex["b_end"] - ex["b_start"]) + 4  # <s> A </s></s> B </s>
 
 
 def truncate_pair(len_a, len_b, room):
@@ -462,7 +563,7 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
         a, b = a[a != tok.eos_id], b[b != tok.eos_id]  # sentence ends inside a segment are dropped
         la, lb = truncate_pair(len(a), len(b), seq_len - 4)
         seqs.append(np.concatenate([[tok.bos_id], a[:la], [tok.eos_id, tok.eos_id], b[:lb], [tok.eos_id]]))
-    return pad(seqs, tok.pad_id), torch.from_numpy(ex["next"].copy())
+    return pad(seqs, tok.pad_id), torch.from_numpy(ex["next"].astype(np.int64))
 
 
 # ---------------------------------------------------------------------------------------- batches

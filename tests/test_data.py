@@ -81,7 +81,7 @@ def test_bad_inputs(tmp_path, corpus):
         r = run_cli(*args, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), "--workers", "1")
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = run_cli("--input", path, "--tokenizer", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
-    assert r.returncode != 0 and "no tokenizer files" in r.stderr
+    assert r.returncode != 0 and "nowhere: no such folder" in r.stderr
     # a folder of data from another tokenizer is refused, and left as it was
     other = tmp_path / "other"
     bpe.Tokenizer.train(["something else entirely"] * 3, 300, min_frequency=1).save(other)
@@ -384,3 +384,106 @@ def test_failed_download_leaves_nothing(tmp_path):
     with pytest.raises(OSError, match="could not fetch"):
         data.download("gone", tmp_path / "cache", registry, verbose=False)
     assert not (tmp_path / "cache" / "gone").exists()
+
+
+# ---------------------------------------------------------------- the vectorised builders equal the loops
+def reference_blocks(tokens, line_ends, eos_id, seq_len, within_documents):
+    """data.py's loop of 3563ce3, one block at a time: the specification of FULL- and DOC-SENTENCES."""
+    starts = np.concatenate([[0], line_ends[:-1]])
+    doc_end = (line_ends - starts == 1) & (tokens[line_ends - 1] == eos_id)
+    rows, p, n_tokens, block = [], 0, int(line_ends[-1]), seq_len - 1
+    limits = line_ends[doc_end] if within_documents else np.zeros(0, dtype=np.int64)
+    while p < n_tokens:
+        limit = p + block
+        if within_documents:
+            k = np.searchsorted(limits, p, side="right")
+            if k < limits.size:
+                if limits[k] - 1 == p:
+                    p += 1
+                    continue
+                limit = min(limit, int(limits[k]) - 1)
+        j = np.searchsorted(line_ends, limit, side="right") - 1
+        if j >= 0 and line_ends[j] > p:
+            end = int(line_ends[j])
+        else:
+            line_end = int(line_ends[np.searchsorted(line_ends, p, side="right")])
+            end = limit - 1 if line_end - limit == 1 else min(limit, line_end)
+        rows.append((p, end))
+        p = end
+    return rows
+
+
+def reference_pairs(line_ends, seq_len, seed, single_sentences):
+    """The loop of 3563ce3 (BERT's) with its random choices from data._draws of the chunk's first line."""
+    starts = np.concatenate([[0], line_ends[:-1]])
+    docs, current = [], []
+    for i, is_end in enumerate((line_ends - starts == 1).tolist()):
+        if is_end:
+            docs, current = docs + [current] if current else docs, []
+        else:
+            current.append(i)
+    docs += [current] if current else []
+    draw = lambda line, stream: float(data._draws([line], seed, stream)[0])  # noqa: E731
+    rows, budget = [], seq_len - 4
+    for d, doc in enumerate(docs):
+        i = 0
+        while i < len(doc):
+            key = doc[i]
+            if single_sentences:
+                chunk = doc[i:i + 2]
+                i += len(chunk)
+                a, rest = chunk[:1], chunk[1:]
+            else:
+                chunk, size = [], 0
+                while i < len(doc) and (size < budget or not chunk):
+                    chunk.append(doc[i])
+                    size += line_ends[doc[i]] - starts[doc[i]] - 1
+                    i += 1
+                cut = 1 + int(draw(key, 0) * (len(chunk) - 1))
+                a, rest = chunk[:cut], chunk[cut:]
+            if rest and draw(key, 1) < 0.5:
+                b, label = rest, 1
+            else:
+                other = docs[(d + 1 + int(draw(key, 2) * (len(docs) - 1))) % len(docs)]
+                first = int(draw(key, 3) * len(other))
+                b, label = other[first:first + max(1, len(rest))], 0
+                i -= len(rest)
+            rows.append((starts[a[0]], line_ends[a[-1]], starts[b[0]], line_ends[b[-1]], label))
+    return rows
+
+
+def random_stream(seed, n_docs, eos_id=2, long_lines=True):
+    """A token stream in data.py's layout: documents of 1-12 lines of 1-40 tokens + </s> (some 60-300, longer
+    than a block), each document followed by a lone </s>; a document of lines of exactly 1, 2 and 3 blocks
+    of 15 tokens and one token more or less (the cuts of seq_len 16)."""
+    rng = np.random.default_rng(seed)
+    lengths = []
+    for d in range(n_docs):
+        n = rng.integers(1, 13)
+        short, long = rng.integers(1, 41, n), rng.integers(60, 300, n)
+        lengths += list(np.where(long_lines & (rng.random(n) < 0.1), long, short) + 1) + [1]
+        if d == 1:
+            lengths += [14, 15, 16, 29, 30, 31, 45, 46, 47, 1]
+    ends = np.cumsum(lengths).astype(np.int64)
+    tokens = rng.integers(4, 1000, int(ends[-1])).astype(np.uint16)
+    tokens[ends - 1] = eos_id
+    return tokens, ends
+
+
+@pytest.mark.parametrize("window", [1 << 18, 37, 300])
+@pytest.mark.parametrize("seq_len", [8, 16, 64, 512])
+def test_builders_equal_the_loops(monkeypatch, window, seq_len):
+    """Vectorised (in windows of lines, small ones crossing long lines and documents) = the loops."""
+    monkeypatch.setattr(data, "WINDOW", window)
+    for seed, n_docs, long_lines in ((0, 300, True), (1, 2, True), (2, 150, False)):
+        tokens, ends = random_stream(seed, n_docs, long_lines=long_lines)
+        for fmt in data.FORMATS:
+            ex = data.examples(tokens, ends, fmt, seq_len, 2, seed=seed)
+            if data.FORMATS[fmt].pairs:
+                want = reference_pairs(ends, seq_len, seed, fmt == "sentence-pair")
+                got = list(zip(*(ex[k].tolist() for k in ("a_start", "a_end", "b_start", "b_end", "next"))))
+            else:
+                want = reference_blocks(tokens, ends, 2, seq_len, fmt == "doc-sentences")
+                got = list(zip(ex["a_start"].tolist(), ex["a_end"].tolist()))
+                assert np.all(ex["next"] == -1) and np.all(ex["b_start"] == 0)
+            assert got == [tuple(int(x) for x in row) for row in want], (fmt, seed)
