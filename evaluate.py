@@ -272,12 +272,18 @@ def read_squad(path):
     return out
 
 
+def shown(value, width=40):
+    """A JSON value as an error shows it: cut to `width` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def check_squad_predictions(examples, predictions, path):
     """Predictions the official script can score: answers are strings, and some are for these questions.
     Missing questions are not scored (the official script's numbers), with a warning that counts them."""
     bad = next((q for q, a in predictions.items() if not isinstance(a, str)), None)
     if bad is not None:
-        raise DataError(f"{path}: the answer for {bad!r} is {json.dumps(predictions[bad])}, not a string "
+        raise DataError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not a string "
                         f"(\"\" for no answer)")
     missing = [e["id"] for e in examples if e["id"] not in predictions]
     if len(missing) == len(examples):
@@ -285,15 +291,15 @@ def check_squad_predictions(examples, predictions, path):
                         f"(e.g. {next(iter(predictions), 'none')!r} vs {examples[0]['id']!r})")
     if missing:
         print(f"warning: {path}: no prediction for {len(missing)} of the {len(examples)} questions (e.g. "
-              f"{missing[0]!r}); as the official script, the scores are over the {len(examples) - len(missing)} "
-              f"predicted", file=sys.stderr)
+              f"{missing[0]!r}): the official v2.0 script's scores, over the {len(examples) - len(missing)} "
+              f"predicted only", file=sys.stderr)
 
 
 def check_na_probs(na_probs, path):
     bad = next((q for q, p in na_probs.items() if isinstance(p, bool) or not isinstance(p, (int, float))
                 or not 0 <= p <= 1), None)
     if bad is not None:
-        raise DataError(f"{path}: the no-answer probability of {bad!r} is {json.dumps(na_probs[bad])}, "
+        raise DataError(f"{path}: the no-answer probability of {bad!r} is {shown(na_probs[bad])}, "
                         f"not a number in [0, 1]")
     return na_probs
 
@@ -405,7 +411,7 @@ def check_race_predictions(questions, predictions, path):
     """Answers are letters A-D and some are for these questions; a missing one counts as wrong (warned)."""
     bad = next((q for q, a in predictions.items() if a not in ("A", "B", "C", "D")), None)
     if bad is not None:
-        raise DataError(f"{path}: the answer for {bad!r} is {json.dumps(predictions[bad])}, not one of A, B, C, D")
+        raise DataError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not one of A, B, C, D")
     missing = [q["qid"] for q in questions if q["qid"] not in predictions]
     if len(missing) == len(questions):
         raise DataError(f"{path}: none of its {len(predictions)} question ids is in the data "
@@ -464,9 +470,9 @@ def fill_mask_command(args):
 def squad_command(args):
     examples = read_squad(args.data)
     predictions = read_json(args.predictions, "answers")
-    check_squad_predictions(examples, predictions, args.predictions)
     na = check_na_probs(read_json(args.na_prob_file, "no-answer probabilities"), args.na_prob_file) \
         if args.na_prob_file else None
+    check_squad_predictions(examples, predictions, args.predictions)
     print(json.dumps(squad_metrics(examples, predictions, na, args.na_prob_thresh), indent=2))
 
 

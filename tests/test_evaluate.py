@@ -1,12 +1,19 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
+import torch
 
+import bpe
+import checkpoint
+import data
 import evaluate
+import roberta
 from conftest import ROOT, shared_path
 from make_metric_fixture import glue_predictions, squad_predictions
 
@@ -101,21 +108,184 @@ def test_cli_metrics(tmp_path):
     assert json.loads(r.stdout) == {"accuracy": 100.0, "middle": 100.0, "high": 100.0}
 
 
-def test_cli_bad_inputs(tmp_path):
-    (tmp_path / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly two\n")
-    (tmp_path / "p.tsv").write_text("index\tprediction\n0\tentailment\n")
-    (tmp_path / "bad.json").write_text('{"data": [{"title": "x"}]}')
-    (tmp_path / "race" / "high").mkdir(parents=True)
-    (tmp_path / "race" / "high" / "1.txt").write_text('{"article": "a", "questions": []}')
-    cases = [
-        (["glue", "--task", "rte", "--data", tmp_path / "dev.tsv", "--predictions", tmp_path / "p.tsv"],
-         "dev.tsv:3: expected at least 4 tab-separated columns"),
-        (["glue", "--task", "imdb", "--data", tmp_path / "dev.tsv", "--predictions", tmp_path / "p.tsv"],
-         "unknown task 'imdb'"),
-        (["squad", "--data", tmp_path / "bad.json", "--predictions", tmp_path / "p.tsv"], "not SQuAD's shape"),
-        (["race", "--data", tmp_path / "race", "--predictions", tmp_path / "bad.json"], "missing key(s) options"),
-        (["fill-mask", "--checkpoint", tmp_path, "hello <mask>"], "no tokenizer files"),
-    ]
-    for args, message in cases:
-        r = run_cli(*args)
-        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+def test_squad_missing_questions_warned_with_the_official_numbers(reference, tmp_path):
+    """Answers for the answerable questions only: the official v2.0 script scores what is predicted, so
+    its exact/f1/total are the full run's HasAns_* (the fixture); a warning counts the missing ones."""
+    case = next(c for c in reference["squad"] if "HasAns_exact" in c["official"] and "NoAns_total" in c["official"]
+                and c["thresh"] == 1.0)
+    examples = evaluate.read_squad(shared_path(case["file"]))
+    preds, _ = squad_predictions(examples, case["seed"])
+    (tmp_path / "p.json").write_text(json.dumps({e["id"]: preds[e["id"]] for e in examples if e["answers"]}))
+    r = run_cli("squad", "--data", shared_path(case["file"]), "--predictions", tmp_path / "p.json")
+    official = case["official"]
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["total"] == official["HasAns_total"]
+    assert abs(out["exact"] - official["HasAns_exact"]) < 1e-6 and abs(out["f1"] - official["HasAns_f1"]) < 1e-6
+    assert r.stderr.count("\n") == 1 and f"no prediction for {official['NoAns_total']} of the {len(examples)} " \
+                                          f"questions" in r.stderr
+
+
+# ---------------------------------------------------------------- bad inputs: one line, non-zero exit, nothing written
+def cli(main, args, capsys):
+    """Run a command's main() in this process (as `python evaluate.py ...` would): (exit status, stderr
+    with the exit message, stdout). Any exception other than SystemExit is a traceback: it fails the test."""
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    code = e.value.code
+    err = out.err + (f"{code}\n" if isinstance(code, str) else "")
+    return (1 if isinstance(code, str) else code), err, out.out
+
+
+def tree(folder):
+    """Every file under `folder` with its size and modification time (to see that nothing changed)."""
+    return {os.path.join(d, f): (os.path.getsize(os.path.join(d, f)), os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, files in os.walk(folder) for f in files}
+
+
+TEXT = ["The quick brown fox jumps over the lazy dog.", "A tiny corpus for a tiny model, with a few words.",
+        "Every line is a sentence; a blank line ends a document.", ""] * 40
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """A small pretrained checkpoint (train.py's checkpoint.pt, trained 'at 16 tokens'), a finetuned
+    classifier's folder, prepared data, and files that are wrong in one way each."""
+    d = tmp_path_factory.mktemp("bad")
+    tok = bpe.Tokenizer.train([t for t in TEXT if t], 300, min_frequency=1)
+    torch.manual_seed(0)
+    cfg = roberta.RobertaConfig.preset("tiny", vocab_size=len(tok), max_positions=64)
+    for name, model, extra in (("mlm", roberta.RobertaForMaskedLM(cfg), {"train": {"seq_len": 16}}),
+                               ("cls", roberta.RobertaForSequenceClassification(cfg, 2), {"num_labels": 2})):
+        (d / name).mkdir()
+        checkpoint.save(d / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
+                                                     "class": type(model).__name__, **extra})
+        tok.save(d / name)
+    (d / "weights").mkdir()
+    shutil.copy(d / "mlm" / "checkpoint.pt", d / "weights")
+    shutil.copytree(d / "mlm", d / "othertok")
+    bpe.Tokenizer.train(["other words entirely"] * 5, 290, min_frequency=1).save(d / "othertok")
+    (d / "corpus.txt").write_text("\n".join(TEXT))
+    data.prepare([str(d / "corpus.txt")], str(d / "mlm"), str(d / "data"), valid_fraction=0.3, workers=1, verbose=False)
+    data.prepare([str(d / "corpus.txt")], str(d / "othertok"), str(d / "data2"), valid_fraction=0.3, workers=1,
+                 verbose=False)
+    rte = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tnot_entailment\n"
+    files = {"dev.tsv": rte, "short.tsv": rte + "2\tonly two\n", "sts.tsv": rte.replace("label", "score")
+             .replace("not_entailment", "2.5").replace("entailment", "1"),
+             "p.tsv": "index\tprediction\n0\tentailment\n1\tentailment\n",
+             "p_label.tsv": "index\tprediction\n0\tentailment\n1\tmaybe\n",
+             "p_sts.tsv": "index\tprediction\n0\t1.5\n1\thigh\n", "p_one.tsv": "index\tprediction\n0\tentailment\n",
+             "p_dup.tsv": "index\tprediction\n0\tentailment\n0\tentailment\n", "bad.json": '{"data": [{"title": "x"}]}',
+             "squad.json": json.dumps({"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
+                 {"id": "q1", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}]},
+                 {"id": "q2", "question": "What?", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}),
+             "s_none.json": '{"x1": "Paris"}', "s_ok.json": '{"q1": "France"}', "s_num.json": '{"q1": 1}', "s_list.json": '["q1"]',
+             "na_bad.json": '{"q1": "high"}', "notjson.json": "{'q1': 'Paris'}", "r_e.json": '{"1-0": "E"}',
+             "r_none.json": '{"x-0": "A"}'}
+    for name, text in files.items():
+        (d / name).write_text(text)
+    (d / "latin1.tsv").write_bytes("index\tsentence1\tsentence2\tlabel\n0\tcaf\xe9\tb\tentailment\n".encode("latin-1"))
+    for folder, doc in (("race", {"article": "a", "questions": []}),
+                        ("race_ok", {"id": "1", "article": "a", "questions": ["q"], "options": [["w", "x", "y", "z"]],
+                                     "answers": ["B"]})):
+        (d / folder / "high").mkdir(parents=True)
+        (d / folder / "high" / "1.txt").write_text(json.dumps(doc))
+    return d
+
+
+EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the one line must say)
+    (["glue", "--task", "imdb", "--data", "{d}/dev.tsv", "--predictions", "{d}/p.tsv"], "unknown task 'imdb'"),
+    (["glue", "--task", "squad1", "--data", "{d}/dev.tsv", "--predictions", "{d}/p.tsv"], "'squad1' is not a GLUE task"),
+    (["glue", "--task", "rte", "--data", "{d}/short.tsv", "--predictions", "{d}/p.tsv"],
+     "short.tsv:4: expected at least 4 tab-separated columns"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--predictions", "{d}/p_label.tsv"],
+     "p_label.tsv:3: label 'maybe' is not one of entailment, not_entailment"),
+    (["glue", "--task", "stsb", "--data", "{d}/sts.tsv", "--predictions", "{d}/p_sts.tsv"],
+     "p_sts.tsv:3: score 'high' is not a number"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--predictions", "{d}/p_one.tsv"],
+     "predictions for indices 0..1 (the 2 dev examples) expected, got 1 rows"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--predictions", "{d}/p_dup.tsv"], "p_dup.tsv:3: index 0 a second"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--predictions", "{d}/nope.tsv"], "nope.tsv: no such file"),
+    (["glue", "--task", "rte", "--data", "{d}", "--predictions", "{d}/p.tsv"], ": a folder, not a file"),
+    (["glue", "--task", "rte", "--data", "{d}/latin1.tsv", "--predictions", "{d}/p.tsv"], "latin1.tsv: not UTF-8 text"),
+    (["glue", "--task", "rte", "--data", "", "--predictions", "{d}/p.tsv"], "argument --data: expected a path"),
+    (["squad", "--data", "{d}/bad.json", "--predictions", "{d}/s_none.json"], "bad.json: not SQuAD's shape"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_none.json"],
+     "s_none.json: none of its 1 question ids is in the data"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_num.json"], "the answer for 'q1' is 1, not a string"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_list.json"], "expected a JSON object of answers"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/notjson.json"], "notjson.json: not JSON"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_none.json", "--na-prob-thresh", "2"],
+     "argument --na-prob-thresh: must be in [0, 1], got 2"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_ok.json", "--na-prob-file", "{d}/na_bad.json"],
+     "na_bad.json: the no-answer probability of 'q1' is \"high\", not a number in [0, 1]"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/squad.json"], "the answer for 'data' is [{\"paragra"),
+    (["race", "--data", "{d}/race", "--predictions", "{d}/bad.json"], "missing key(s) options"),
+    (["race", "--data", "{d}/race_ok", "--predictions", "{d}/r_e.json"], "the answer for '1-0' is \"E\", not one of A"),
+    (["race", "--data", "{d}/race_ok", "--predictions", "{d}/r_none.json"], "none of its 1 question ids"),
+    (["race", "--data", "{d}/mlm", "--predictions", "{d}/r_none.json"], "no RACE files"),
+    (["fill-mask", "--checkpoint", "{d}/nowhere", "a <mask>"], "nowhere: no such checkpoint folder"),
+    (["fill-mask", "--checkpoint", "{d}/dev.tsv", "a <mask>"], "dev.tsv: a file, not a checkpoint folder"),
+    (["fill-mask", "--checkpoint", "{d}/race", "a <mask>"], "no tokenizer files"),
+    (["fill-mask", "--checkpoint", "{d}/weights", "a <mask>"], "weights: no tokenizer files"),
+    (["fill-mask", "--checkpoint", "{d}/othertok", "a <mask>"], "tokens but the model's vocabulary is 300"),
+    (["fill-mask", "--checkpoint", "{d}/cls", "a <mask>"], "its LM head is untrained"),
+    (["fill-mask", "--checkpoint", "{d}/mlm", "--top-k", "0", "a <mask>"], "argument --top-k: must be at least 1, got 0"),
+    (["fill-mask", "--checkpoint", "{d}/mlm", "--top-k", "-3", "a <mask>"], "argument --top-k: must be at least 1"),
+    (["fill-mask", "--checkpoint", "{d}/mlm", "--top-k", "x", "a <mask>"], "argument --top-k: expected a whole number"),
+    (["fill-mask", "--checkpoint", "{d}/mlm", "--top-k", "301", "a <mask>"], "--top-k 301: larger than the vocabulary"),
+    (["fill-mask", "--checkpoint", "{d}/mlm", "no mask"], "exactly one <mask>"),
+    (["fill-mask", "--checkpoint", "{d}/mlm", "a <mask> " + "word " * 80], "the model takes 64"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data", "--seq-len", "0"], "--seq-len: must be at least 3"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data", "--seq-len", "2"], "--seq-len: must be at least 3"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data", "--seq-len", "65"],
+     "--seq-len 65: must be in [3, 64] (the model's positions)"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data", "--batch-size", "0"], "--batch-size: must be at"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data", "--split", "test"], "argument --split: invalid"),
+    (["perplexity", "--checkpoint", "{d}/cls", "--data", "{d}/data"], "its LM head is untrained"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/race"], "meta.json missing"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/nowhere"], "nowhere: no such folder"),
+    (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data2"], "prepared with another tokenizer"),
+]
+
+
+@pytest.mark.parametrize("args,message", EVALUATE_CASES, ids=[" ".join(a[:1] + a[-2:])[:60] for a, _ in EVALUATE_CASES])
+def test_evaluate_refuses_bad_input(bad, capsys, args, message):
+    before = tree(bad)
+    code, err, out = cli(evaluate.main, [a.replace("{d}", str(bad)) for a in args], capsys)
+    assert code != 0 and message in err and err.count("\n") == 1 and out == "", err
+    assert tree(bad) == before
+
+
+def test_cli_processes_fail_in_one_line(bad):
+    """The same as a user sees it: a process, its exit status and one line on stderr, no traceback."""
+    for args, message in (EVALUATE_CASES[3], EVALUATE_CASES[-1]):
+        r = run_cli(*[a.replace("{d}", str(bad)) for a in args])
+        assert r.returncode != 0 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
+    """perplexity defaults to the length the checkpoint trained at (train.py's settings in checkpoint.pt);
+    --seq-len overrides it. A RACE prediction missing counts as wrong, with a warning."""
+    for extra, seq_len in (([], 16), (["--seq-len", "64"], 64)):
+        evaluate.main(["perplexity", "--checkpoint", str(bad / "mlm"), "--data", str(bad / "data"), *extra])
+        out = json.loads(capsys.readouterr().out)
+        assert out["seq_len"] == seq_len and out["ppl"] == pytest.approx(np.exp(out["loss"])) and out["targets"] > 0
+    (bad / "r_empty.json").write_text('{"2-0": "A"}')
+    (bad / "race_ok" / "middle").mkdir()
+    (bad / "race_ok" / "middle" / "2.txt").write_text(json.dumps(
+        {"id": "2", "article": "b", "questions": ["q", "r"], "options": [["a", "b", "c", "d"]] * 2, "answers": "AB"}))
+    try:
+        code, err, _ = cli(evaluate.main, ["race", "--data", bad / "race_ok", "--predictions", bad / "r_empty.json"],
+                           capsys)
+        assert code != 0 and "questions, options and answers must be lists" in err  # "AB" is not a list
+        (bad / "race_ok" / "middle" / "2.txt").write_text(json.dumps(
+            {"id": "2", "article": "b", "questions": ["q", "r"], "options": [["a", "b", "c", "d"]] * 2,
+             "answers": ["A", "C"]}))
+        evaluate.main(["race", "--data", str(bad / "race_ok"), "--predictions", str(bad / "r_empty.json")])
+        out = capsys.readouterr()
+        assert json.loads(out.out) == {"accuracy": 100 / 3, "middle": 50.0, "high": 0.0}
+        assert "no prediction for 2 of the 3 questions" in out.err and "count as wrong" in out.err
+    finally:
+        shutil.rmtree(bad / "race_ok" / "middle")
+        os.remove(bad / "r_empty.json")
