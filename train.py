@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 
 import bpe
+import checkpoint
 import data
 import roberta
 
@@ -169,9 +170,7 @@ def save_checkpoint(path, model, opt, scaler, cfg, state, rng_states, tok_hash):
     ckpt = {"model": model.state_dict(), "config": asdict(model.cfg), "class": "RobertaForMaskedLM",
             "train": asdict(cfg), "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "state": state, "rng": rng_states, "tokenizer_sha256": tok_hash}
-    tmp = f"{path}.tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint whole
+    checkpoint.save(path, ckpt)  # atomic: a kill leaves the previous checkpoint whole
 
 
 def rng_state(device):
