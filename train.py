@@ -22,7 +22,6 @@ import math
 import os
 import queue
 import re
-import shutil
 import sys
 import threading
 import time
@@ -409,7 +408,7 @@ def apply_update(run, finite):
 # ---------------------------------------------------------------------------------------- log, evaluate, save
 def log_record(run, step, sums, counts, meter, state):
     """The logged step's numbers (the one host sync of a logged step)."""
-    (mlm_sum, nsp_sum), (n_targets, n_tokens, n_sequences) = sums.tolist(), counts
+    (mlm_sum, nsp_sum), (n_targets, _, n_sequences) = sums.tolist(), counts
     loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
     elapsed, tokens = time.perf_counter() - meter["t0"], meter["tokens"]
     meter.update(t0=time.perf_counter(), tokens=0)
