@@ -21,8 +21,9 @@ WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hug
 
 
 def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
-    """(model, tokenizer) of a run folder, checked in the order a reader would: the folder, its weights,
-    its tokenizer, and that the tokenizer's vocabulary is the model's.
+    """(model, tokenizer) of a run folder, checked in this order: the folder; that it holds weights and
+    tokenizer files (before the weights load, which takes a while); the weights; the tokenizer; and
+    that the tokenizer's vocabulary is the model's.
 
     cls: the model class (None: the class the checkpoint holds). num_labels: a classifier's outputs.
     need_trained_head: refuse a checkpoint without a trained head of `cls` (a finetuned classifier's
@@ -36,6 +37,7 @@ def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_hea
     if not has_weights and not has_tokenizer:
         raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
+    bpe.find_vocab_files(path)  # which tokenizer file is missing, if one is
     model = roberta.load_pretrained(path, cls=cls, num_labels=num_labels, verbose=verbose,
                                     new_head_ok=not need_trained_head)
     tok = bpe.Tokenizer.load(path)

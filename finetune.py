@@ -12,6 +12,8 @@ roberta.load_pretrained) with its dev predictions and metrics.json. A GLUE task 
 evaluate.GLUE; a family is one row of FAMILIES and its five functions.
 """
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
@@ -443,7 +445,9 @@ def finetune(args):
     """One finetuning run: train, evaluate on dev after every epoch, keep the best; returns the summary
     written to metrics.json."""
     check_out(args.out, args.overwrite)
-    run, dev_sets, dev_inputs, tok = prepare(args)
+    with contextlib.redirect_stderr(io.StringIO()) as notes:  # the loader's notes (a new head) are shown
+        run, dev_sets, dev_inputs, tok = prepare(args)       # once the run starts: a refusal is one line
+    print(notes.getvalue(), end="", file=sys.stderr)
     task = TASKS[args.task]
     clear_out(args.out)
     best, history, step = None, [], 0

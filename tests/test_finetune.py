@@ -18,8 +18,22 @@ import train
 from conftest import ROOT, shared_path
 
 
+# One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
+# and on a loaded machine two threads that wait for each other made a one-minute run take ten.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run(script, *args, check=True):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], capture_output=True, text=True,
+                       env=ONE_THREAD)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -32,6 +46,22 @@ def tiny_roberta(tmp_path_factory):
     torch.manual_seed(0)
     roberta.save_pretrained(roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny")), d)
     bpe.Tokenizer.load(shared_path("roberta")).save(d)
+    return d
+
+
+TEXT = ["A man plays the guitar.", "Someone plays music.", "The quick brown fox jumps over the lazy dog.",
+        "Is it raining in Paris today?", "What is the capital of France?"] * 20
+
+
+@pytest.fixture(scope="module")
+def micro_roberta(tmp_path_factory):
+    """A tiny model with a 300-token vocabulary and 64 positions (small checkpoints, quick runs)."""
+    d = tmp_path_factory.mktemp("micro")
+    tok = bpe.Tokenizer.train(TEXT, 300, min_frequency=1)
+    torch.manual_seed(0)
+    cfg = roberta.RobertaConfig.preset("tiny", vocab_size=len(tok), max_positions=64)
+    roberta.save_pretrained(roberta.RobertaForMaskedLM(cfg), d)
+    tok.save(d)
     return d
 
 
@@ -71,8 +101,8 @@ def test_gold_spans_give_back_the_gold_text(roberta_tok):
 def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
     out = tmp_path / "sst2"
     run("finetune.py", "--task", "sst2", "--data", shared_path("glue", "SST-2"), "--checkpoint", tiny_roberta,
-        "--out", out, "--epochs", 1, "--max-train-examples", 8000, "--lr", "1e-3", "--batch-size", 32,
-        "--max-seq-len", 64, "--no-progress")
+        "--out", out, "--epochs", 1, "--max-train-examples", 4000, "--lr", "1e-3", "--batch-size", 32,
+        "--max-seq-len", 32, "--no-progress")
     metrics = json.loads((out / "metrics.json").read_text())
     gold = [lab for _, lab in evaluate.read_glue("sst2", shared_path("glue", "SST-2", "dev.tsv"))]
     majority = 100 * max(gold.count("0"), gold.count("1")) / len(gold)
@@ -89,9 +119,9 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
     torch.testing.assert_close(rte.roberta.embeddings.tokens.weight, model.roberta.embeddings.tokens.weight)
 
 
-def test_sweep_reports_the_median_per_setting(tiny_roberta, tmp_path):
+def test_sweep_reports_the_median_per_setting(micro_roberta, tmp_path):
     out = tmp_path / "sweep"
-    run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", tiny_roberta,
+    run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", micro_roberta,
             "--out", out, "--epochs", 1, "--max-train-examples", 16, "--max-eval-examples", 16, "--max-seq-len", 48,
             "--sweep", "--sweep-seeds", 3, "--no-progress")
     sweep = json.loads((out / "sweep.json").read_text())
@@ -106,7 +136,7 @@ MNLI_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence
                "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n")
 
 
-def test_mnli_matched_and_mismatched_and_qqp(tiny_roberta, tmp_path):
+def test_mnli_matched_and_mismatched_and_qqp(micro_roberta, tmp_path):
     """GLUE's MNLI and QQP layouts (the shared data has neither): columns found by their header names."""
     mnli = tmp_path / "MNLI"
     mnli.mkdir()
@@ -116,7 +146,7 @@ def test_mnli_matched_and_mismatched_and_qqp(tiny_roberta, tmp_path):
                 for i in range(n)]
         (mnli / name).write_text(MNLI_HEADER + "".join(rows))
     out = tmp_path / "mnli_out"
-    run("finetune.py", "--task", "mnli", "--data", mnli, "--checkpoint", tiny_roberta, "--out", out, "--epochs", 1,
+    run("finetune.py", "--task", "mnli", "--data", mnli, "--checkpoint", micro_roberta, "--out", out, "--epochs", 1,
         "--max-seq-len", 32, "--batch-size", 8, "--no-progress")
     dev = json.loads((out / "metrics.json").read_text())["dev"]
     assert set(dev) == {"dev_matched", "dev_mismatched"} and "accuracy" in dev["dev_mismatched"]
@@ -156,29 +186,126 @@ def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     assert "middle" in json.loads((out / "metrics.json").read_text())["dev"]["dev"]
 
 
-def test_bad_inputs(tiny_roberta, tmp_path):
-    (tmp_path / "weights").mkdir()
-    shutil.copy(tiny_roberta / "config.json", tmp_path / "weights")
-    shutil.copy(tiny_roberta / "model.safetensors", tmp_path / "weights")
-    (tmp_path / "rte").mkdir()
-    (tmp_path / "rte" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
-    (tmp_path / "rte" / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
-    (tmp_path / "good").mkdir()
+def cli(args, capsys):
+    """finetune.main in this process, as `python finetune.py ...` runs it: (exit status, stderr with the
+    exit message). Any exception other than SystemExit would be a traceback: it fails the test."""
+    with pytest.raises(SystemExit) as e:
+        finetune.main([str(a) for a in args])
+    err = capsys.readouterr().err
+    code = e.value.code
+    return (1 if isinstance(code, str) else code), err + (f"{code}\n" if isinstance(code, str) else "")
+
+
+def tree(folder):
+    """Every file under `folder` with its size and modification time (to see that nothing changed)."""
+    return {os.path.join(d, f): (os.path.getsize(os.path.join(d, f)), os.stat(os.path.join(d, f)).st_mtime_ns)
+            for d, _, files in os.walk(folder) for f in files}
+
+
+RTE = "index\tsentence1\tsentence2\tlabel\n" + "".join(f"{i}\t{TEXT[i]}\t{TEXT[i + 1]}\t{lab}\n" for i, lab in
+                                                      enumerate(["entailment", "not_entailment"] * 4))
+
+
+@pytest.fixture(scope="module")
+def bad(micro_roberta, tmp_path_factory):
+    """Folders that are wrong in one way each, beside good ones, and a finished run."""
+    d = tmp_path_factory.mktemp("bad")
+    (d / "weights").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(micro_roberta / name, d / "weights")
+    (d / "good").mkdir()
     for name in ("train.tsv", "dev.tsv"):
-        shutil.copy(tmp_path / "rte" / "dev.tsv", tmp_path / "good" / name)
-    cases = [
-        (["--task", "imdb", "--data", tmp_path, "--checkpoint", tiny_roberta], "unknown task 'imdb'"),
-        (["--task", "rte", "--data", tmp_path / "good", "--checkpoint", tmp_path / "weights"], "no tokenizer files"),
-        (["--task", "rte", "--data", tmp_path / "rte", "--checkpoint", tiny_roberta],
-         "train.tsv:2: label 'maybe' is not one of"),
-        (["--task", "cola", "--data", tmp_path / "rte", "--checkpoint", tiny_roberta],
-         "train.tsv:1: label 'sentence1' is not one of"),  # an RTE file read as CoLA (no header)
-        (["--task", "squad1", "--data", tmp_path / "rte", "--checkpoint", tiny_roberta], "train-v1.1.json: no such file"),
-        (["--task", "race", "--data", tmp_path / "nowhere", "--checkpoint", tiny_roberta], "no such data folder"),
-    ]
-    for args, message in cases:
-        r = run("finetune.py", *args, "--out", tmp_path / "out", check=False)
-        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        (d / "good" / name).write_text(RTE)
+    shutil.copytree(d / "good", d / "rte")
+    shutil.copytree(d / "good", d / "sts")
+    for name in ("train.tsv", "dev.tsv"):
+        (d / "sts" / name).write_text(RTE.replace("label", "score").replace("not_entailment", "1.5")
+                                      .replace("entailment", "4"))
+    (d / "rte" / "train.tsv").write_text(RTE + "9\ta\tb\tmaybe\n")
+    (d / "squad").mkdir()
+    squad = {"data": [{"paragraphs": [{"context": " ".join(TEXT[:8]), "qas": [
+        {"id": "q1", "question": "Who plays? " * 12, "answers": [{"text": "A man", "answer_start": 0}]}]}]}]}
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        (d / "squad" / name).write_text(json.dumps(squad))
+    (d / "a_file").write_text("not a folder")
+    finetune.main(["--task", "rte", "--data", str(d / "good"), "--checkpoint", str(micro_roberta), "--out",
+                   str(d / "done"), "--epochs", "1", "--max-seq-len", "32", "--no-progress"])
+    torch.manual_seed(0)
+    other = bpe.Tokenizer.train(["other words entirely"] * 5, 290, min_frequency=1)
+    roberta.save_pretrained(roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=len(other))),
+                            d / "other")
+    other.save(d / "other")
+    return d
+
+
+RTE_RUN = ["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/out"]
+FINETUNE_CASES = [  # (arguments, with {d} the fixture's folder and {m} the micro model; what the one line must say)
+    (["--task", "imdb", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/out"], "unknown task 'imdb'"),
+    (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{d}/weights", "--out", "{d}/out"], "no tokenizer files"),
+    (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{d}/nowhere", "--out", "{d}/out"],
+     "nowhere: no such checkpoint folder"),
+    (["--task", "rte", "--data", "{d}/rte", "--checkpoint", "{m}", "--out", "{d}/out"],
+     "train.tsv:10: label 'maybe' is not one of"),
+    (["--task", "cola", "--data", "{d}/rte", "--checkpoint", "{m}", "--out", "{d}/out"],
+     "train.tsv:1: label 'sentence1' is not one of"),  # an RTE file read as CoLA (no header)
+    (["--task", "squad1", "--data", "{d}/rte", "--checkpoint", "{m}", "--out", "{d}/out"], "train-v1.1.json: no such file"),
+    (["--task", "race", "--data", "{d}/nowhere", "--checkpoint", "{m}", "--out", "{d}/out"], "no such data folder"),
+    (["--task", "squad1", "--data", "{d}/squad", "--checkpoint", "{m}", "--out", "{d}/out", "--max-seq-len", "40"],
+     "--max-seq-len 40 leaves no room for the context beside a question"),
+    (RTE_RUN + ["--lr", "0"], "argument --lr: must be in (0, 1], got 0"),
+    (RTE_RUN + ["--lr", "nan"], "argument --lr: must be in (0, 1]"),
+    (RTE_RUN + ["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+    (RTE_RUN + ["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+    (RTE_RUN + ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (RTE_RUN + ["--epochs", "1.5"], "argument --epochs: expected a whole number"),
+    (RTE_RUN + ["--warmup-ratio", "1"], "argument --warmup-ratio: must be in [0, 1), got 1"),
+    (RTE_RUN + ["--warmup-ratio", "-0.1"], "argument --warmup-ratio: must be in [0, 1]"),
+    (RTE_RUN + ["--weight-decay", "-1"], "argument --weight-decay: must be in [0, 1]"),
+    (RTE_RUN + ["--seed", "-1"], "argument --seed: must be in [0, 4294967295], got -1"),
+    (RTE_RUN + ["--max-seq-len", "4"], "argument --max-seq-len: must be at least 8, got 4"),
+    (RTE_RUN + ["--max-seq-len", "65"], "--max-seq-len 65: must be in [8, 64] (the model's positions)"),
+    (RTE_RUN + ["--doc-stride", "0"], "argument --doc-stride: must be at least 1, got 0"),
+    (RTE_RUN + ["--eval-batch-size", "0"], "argument --eval-batch-size: must be at least 1, got 0"),
+    (RTE_RUN + ["--sweep", "--sweep-seeds", "0"], "argument --sweep-seeds: must be at least 1, got 0"),
+    (RTE_RUN + ["--max-train-examples", "0"], "argument --max-train-examples: must be at least 1, got 0"),
+    (RTE_RUN + ["--max-eval-examples", "-1"], "argument --max-eval-examples: must be at least 1, got -1"),
+    (RTE_RUN + ["--init-from", "{d}/nowhere"], "nowhere: no such checkpoint folder"),
+    (RTE_RUN + ["--init-from", "{d}/other"], "--init-from {d}/other: not the same model size and tokenizer"),
+    (["--task", "rte", "--data", "", "--checkpoint", "{m}", "--out", "{d}/out"], "argument --data: expected a path"),
+    (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/a_file/x"], "a_file is a file"),
+    (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{m}"], "is the --checkpoint folder"),
+    (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/done"],
+     "done already holds a finetuning run's results (metrics.json); pass --overwrite to replace them"),
+    (["--task", "stsb", "--data", "{d}/sts", "--checkpoint", "{d}/done", "--out", "{d}/out"],
+     "has shape [2, 128] in the checkpoint but [1, 128] in the model"),  # RTE's 2-way classifier as STS-B's regression head
+]
+
+
+@pytest.mark.parametrize("args,message", FINETUNE_CASES, ids=[" ".join(a[-2:])[-40:] for a, _ in FINETUNE_CASES])
+def test_finetune_refuses_bad_input(bad, micro_roberta, capsys, args, message):
+    before = tree(bad), tree(micro_roberta)
+    code, err = cli([a.replace("{d}", str(bad)).replace("{m}", str(micro_roberta)) for a in args], capsys)
+    assert code != 0 and message.replace("{d}", str(bad)) in err and err.count("\n") == 1, err
+    assert not os.path.exists(bad / "out") and (tree(bad), tree(micro_roberta)) == before
+
+
+def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_roberta, capsys, tmp_path):
+    """A second run into the same --out replaces the first only with --overwrite, and then its log and
+    predictions are the new run's alone. A sweep refuses, before any run, when one of its run folders
+    holds results; nothing of it is written."""
+    shutil.copytree(bad / "done", tmp_path / "run")
+    base = ["--task", "rte", "--data", bad / "good", "--checkpoint", micro_roberta, "--max-seq-len", 32, "--no-progress"]
+    finetune.main([str(a) for a in base + ["--out", tmp_path / "run", "--epochs", 2, "--overwrite"]])
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["hyperparameters"]["epochs"] == 2
+    first = sorted(finetune.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2)))[0][-1]
+    shutil.copytree(bad / "done", first)
+    before = tree(tmp_path / "sweep")
+    capsys.readouterr()
+    code, err = cli(base + ["--out", tmp_path / "sweep", "--sweep", "--sweep-seeds", 2], capsys)
+    assert code != 0 and f"{first} already holds a finished run of the sweep (metrics.json)" in err
+    assert err.count("\n") == 1 and tree(tmp_path / "sweep") == before and len(os.listdir(tmp_path / "sweep")) == 1
 
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
@@ -192,6 +319,7 @@ def test_perplexity_and_fill_mask(tmp_path):
     r = run("evaluate.py", "perplexity", "--checkpoint", tmp_path / "run", "--data", tmp_path / "data", "--seq-len", 32)
     out = json.loads(r.stdout)
     assert out["ppl"] == pytest.approx(np.exp(out["loss"])) and 1 < out["ppl"] < 1000 and out["targets"] > 0
+    assert evaluate.perplexity(str(tmp_path / "run"), str(tmp_path / "data")) == out  # by default: trained at 32
     r = run("evaluate.py", "fill-mask", "--checkpoint", tmp_path / "run", "--top-k", 3, "A <mask> statement.")
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 3 and all(0 < float(line.split("\t")[0]) < 1 for line in lines)
