@@ -284,7 +284,7 @@ EXAMPLE = np.dtype([("a_start", np.int64), ("a_end", np.int64), ("b_start", np.i
 
 # Examples are built a window of lines at a time, so that memory stays bounded at any corpus size (the
 # paper's 160 GB is ~1.2B lines), with numpy over each window: no Python loop over lines or examples.
-WINDOW = 1 << 18
+WINDOW = 1 << 16
 NOWHERE = np.iinfo(np.int64).max // 4  # beyond any token position or line number
 
 
@@ -351,10 +351,10 @@ def _next_text(lines):
 def _separator_after(lines):
     """For each own line: the first separator at or after it (the stream's end counts as one; NOWHERE when
     the window sees none)."""
-    seps = np.flatnonzero(lines.sep)
+    index = np.where(lines.sep, np.arange(len(lines.sep)), NOWHERE)
     if lines.at_end:
-        seps = np.append(seps, len(lines.sep))
-    return np.append(seps, NOWHERE)[np.searchsorted(seps, np.arange(lines.own))]
+        index = np.append(index, len(lines.sep))
+    return np.minimum.accumulate(index[::-1])[::-1][:lines.own]
 
 
 def _walk(step, entry, own):
@@ -366,7 +366,9 @@ def _walk(step, entry, own):
     while (ahead := jump[nodes]).min() < own:
         nodes = np.concatenate([nodes, ahead])
         jump = jump[jump]
-    return np.unique(nodes[nodes < own])
+    on = np.zeros(own + 1, dtype=bool)
+    on[nodes] = True
+    return np.flatnonzero(on[:own])
 
 
 def _rows(a_start, a_end, b_start=0, b_end=0, nxt=-1):
@@ -566,29 +568,214 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
     return pad(seqs, tok.pad_id), torch.from_numpy(ex["next"].astype(np.int64))
 
 
+# ---------------------------------------------------------------------------------------- the examples index, kept
+# At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
+# and kept beside the data in data_dir/index/; every start then maps them into memory in milliseconds.
+INDEX_VERSION = 1  # raise it when a builder's rule changes: every kept index is then rebuilt
+
+
+class ExampleIndex(NamedTuple):
+    examples: np.ndarray  # one row per example, the fields of `stored_dtype`
+    lengths: np.ndarray   # np.int32 tokens per example (example_lengths)
+
+
+def stored_dtype(fmt):
+    """The fields a kept index stores for a format: 16 bytes a block, 33 a pair (collate reads no others)."""
+    fields = [("a_start", np.int64), ("a_end", np.int64)]
+    if FORMATS[fmt].pairs:
+        fields += [("b_start", np.int64), ("b_end", np.int64), ("next", np.int8)]
+    return np.dtype(fields)
+
+
+def _ends_digest(path, span=1 << 20):
+    """A hash of a file's first and last MiB: cheap at any size."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(span))
+        f.seek(max(os.path.getsize(path) - span, 0))
+        h.update(f.read(span))
+    return h.hexdigest()[:16]
+
+
+def source_fingerprint(data_dir, split):
+    """What a kept index was built from: meta.json's tokenizer and counts, and the .bin's and .idx's size,
+    modification time and hash of their ends. Data changed in any of these makes the index stale."""
+    meta = read_meta(data_dir)
+    out = {"tokenizer_sha256": meta["tokenizer_sha256"], "counts": meta[split]}
+    for kind in ("bin", "idx"):
+        path = os.path.join(data_dir, f"{split}.{kind}")
+        out[kind] = [os.path.getsize(path), os.stat(path).st_mtime_ns, _ends_digest(path)]
+    return out
+
+
+def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
+    """`examples` of a prepared folder's split, built once and kept in data_dir/index/, memory-mapped when
+    read: an ExampleIndex (examples, lengths) whose rows have the fields of `stored_dtype(fmt)`.
+
+    A kept index is used only when it was built from this very data (`source_fingerprint`) by these rules
+    (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt,
+    or, with build=False, refused with a ValueError. In a job of many processes only one builds it:
+
+        if rank == 0:
+            data.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed)  # builds if needed
+        torch.distributed.barrier()
+        ex, lengths = data.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, build=False)
+
+    A folder that cannot be written to gets no index: every process builds the examples in memory."""
+    check_examples(tokens, line_ends, fmt, seq_len, eos_id)
+    if len(line_ends) == 0:
+        return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))
+    pairs = FORMATS[fmt].pairs
+    path = os.path.join(data_dir, "index", f"{split}-{fmt}-{seq_len}" + (f"-{seed}" if pairs else ""))
+    want = {"version": INDEX_VERSION, "format": fmt, "seq_len": seq_len, "seed": seed if pairs else None,
+            "source": source_fingerprint(data_dir, split)}
+    index, why = _open_index(path, want, fmt)
+    if index is not None:
+        return index
+    if not _writable(os.path.dirname(path)):
+        print(f"warning: {data_dir} cannot be written to: the examples are built in memory at every start",
+              file=sys.stderr)
+        ex = examples(tokens, line_ends, fmt, seq_len, eos_id, seed)
+        return ExampleIndex(ex, example_lengths(ex, fmt).astype(np.int32))
+    if not build:
+        raise ValueError(f"{path}.json: the examples index is {why}: one process builds it (build=True) before "
+                         f"the others read it")
+    if why != "missing":
+        print(f"{path}: the examples index is {why}: rebuilding it", file=sys.stderr)
+    _write_index(path, want, build_examples(line_ends, fmt, seq_len, seed), fmt)
+    index, why = _open_index(path, want, fmt)
+    if index is None:
+        raise ValueError(f"{path}: the examples index is {why} just after it was built (another process?)")
+    return index
+
+
+def _writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _open_index(path, want, fmt):
+    """(ExampleIndex memory-mapped, None) when the index at `path` is the one wanted and whole, else (None, why)."""
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, "unreadable (its .json is damaged)"
+    if not isinstance(info, dict) or {k: info.get(k) for k in want} != want:
+        return None, "stale (built from other data, or by another version of data.py)"
+    dtype, n = stored_dtype(fmt), info.get("count")
+    for ext, size in ((".rows", dtype.itemsize), (".len", 4)):
+        if not isinstance(n, int) or not os.path.isfile(path + ext) or os.path.getsize(path + ext) != n * size:
+            return None, f"torn (its {ext} file is missing or of the wrong size)"
+    if info.get("digest") != [_ends_digest(path + ".rows"), _ends_digest(path + ".len")]:
+        return None, "corrupt (its files changed after it was built)"
+    ex, lengths = np.memmap(path + ".rows", dtype, mode="r"), np.memmap(path + ".len", np.int32, mode="r")
+    sample = ex[::max(1, n // 1024)]  # a cheap look at 1,024 rows spread over the file
+    if np.any(sample["a_start"] >= sample["a_end"]) or np.any(sample["a_end"] > want["source"]["counts"]["tokens"]):
+        return None, "corrupt (rows outside the token stream)"
+    return ExampleIndex(ex, lengths), None
+
+
+def _write_index(path, info, parts, fmt):
+    """Write the examples and their lengths a window at a time under temporary names, then rename them; the
+    .json comes last (and goes first), so that its presence means a whole index."""
+    if os.path.exists(path + ".json"):
+        os.remove(path + ".json")
+    tmp, dtype, n = f".{os.getpid()}.tmp", stored_dtype(fmt), 0
+    try:
+        with open(path + ".rows" + tmp, "wb") as rows, open(path + ".len" + tmp, "wb") as lengths:
+            for ex in parts:
+                kept = np.empty(len(ex), dtype)
+                for field in dtype.names:
+                    kept[field] = ex[field]
+                rows.write(kept.tobytes())
+                lengths.write(np.minimum(example_lengths(ex, fmt), 2 ** 31 - 1).astype(np.int32).tobytes())
+                n += len(ex)
+            for f in (rows, lengths):
+                f.flush()
+                os.fsync(f.fileno())
+        for ext in (".rows", ".len"):
+            os.replace(path + ext + tmp, path + ext)
+    finally:
+        for ext in (".rows", ".len"):
+            if os.path.exists(path + ext + tmp):
+                os.remove(path + ext + tmp)
+    info = {**info, "count": n, "digest": [_ends_digest(path + ".rows"), _ends_digest(path + ".len")]}
+    bpe.write_atomic(path + ".json", json.dumps(info, indent=1))
+
+
 # ---------------------------------------------------------------------------------------- batches
+def epoch_order(n, seed, epoch):
+    """The random order of n examples in one epoch, fixed by (seed, epoch): torch.randperm, as np.int32 below
+    2**31 examples (the same permutation as int64, in half the memory: 320 MB at 80M blocks)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g, dtype=torch.int32 if n < 2 ** 31 else torch.int64).numpy()
+
+
+class Ragged:
+    """Batches of different sizes: batch i is order[bounds[i]:bounds[i + 1]] (len, [i], slices, iteration)."""
+
+    def __init__(self, order, bounds):
+        self.order, self.bounds = order, bounds
+
+    def __len__(self):
+        return len(self.bounds) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
+        i %= len(self)
+        return self.order[self.bounds[i]:self.bounds[i + 1]]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None):
-    """The global batches of one epoch: lists of example indices in a random order fixed by (seed, epoch).
+    """The global batches of one epoch: arrays of example indices in a random order fixed by (seed, epoch).
 
     With `token_budget` (doc-sentences, sentence-pair) a batch takes examples until it would exceed
     the budget, so shorter examples mean more of them per batch (Section 4.2); otherwise each batch has
-    `batch_size` examples. An incomplete last batch is dropped.
+    `batch_size` examples. An incomplete last batch is dropped. Returned as a [batches, batch_size] view of
+    the order, or Ragged batches with a budget: either way `len(batches)` and `batches[i]`.
     """
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(lengths), generator=g).numpy()
+    if batch_size < 1 or (token_budget is not None and token_budget < 1):
+        raise ValueError(f"a batch needs at least one example and one token, got {batch_size} and {token_budget}")
+    order = epoch_order(len(lengths), seed, epoch)
     if token_budget is None:
         n = len(order) // batch_size
-        return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
-    batches, cum = [], np.cumsum(lengths[order])
-    start, used = 0, 0
-    while start < len(order):
-        end = int(np.searchsorted(cum, used + token_budget, side="right"))
-        end = max(end, start + 1)
-        if end >= len(order) and cum[-1] - used < token_budget:
-            break  # the incomplete tail
-        batches.append(order[start:end])
-        used, start = int(cum[end - 1]), end
-    return batches
+        return order[:n * batch_size].reshape(n, batch_size)
+    return Ragged(order, _budget_bounds(lengths, order, token_budget))
+
+
+def _budget_bounds(lengths, order, budget, chunk=1 << 22):
+    """Where each batch of a token budget ends in `order`: one search per batch (not per example) in the
+    running sums of a chunk of the order at a time, so that memory is a chunk's, not the epoch's."""
+    bounds, start, n = [0], 0, len(order)
+    while start < n:
+        total = np.cumsum(lengths[order[start:start + chunk]], dtype=np.int64)
+        whole = start + len(total) == n  # the chunk reaches the end of the epoch
+        at, used = 0, 0
+        while at < len(total):
+            end = max(int(np.searchsorted(total, used + budget, side="right")), at + 1)
+            if end >= len(total) and not whole:
+                break  # this batch may go on in the next chunk
+            if end >= len(total) and total[-1] - used < budget:
+                return np.array(bounds)  # the incomplete tail
+            bounds.append(start + end)
+            at, used = end, int(total[end - 1])
+        if whole:
+            break
+        chunk = chunk if at else 2 * chunk  # a batch longer than a chunk: a longer chunk
+        start += at
+    return np.array(bounds)
 
 
 def shard(batch, rank, world):
