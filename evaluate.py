@@ -250,9 +250,10 @@ def squad_questions(path, article):
         for qa in para["qas"]:
             answers = [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"]]
             if not all(isinstance(x, str) for x in [qa["id"], para["context"], qa["question"]] +
-                       [a["text"] for a in answers]):
+                       [a["text"] for a in answers]) or \
+                    not all(type(a["answer_start"]) is int and a["answer_start"] >= 0 for a in answers):
                 raise DataError(f"{path}: question {qa['id']!r}: its id, context, question and answers must be "
-                                f"strings")
+                                f"strings, each answer_start a character offset")
             out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
                         "answers": answers, "is_impossible": bool(qa.get("is_impossible", False))})
     return out
@@ -509,8 +510,10 @@ def parser():
     s.add_argument("--split", default="valid", choices=["train", "valid"],
                    help="the split of --data to evaluate (default: %(default)s)")
     s.add_argument("--seq-len", type=bpe.number(int, 3), help="tokens per sequence, at least 3 and at most the "
-                   "model's positions (default: the length the checkpoint trained at; a Hugging Face model's positions)")
-    s.add_argument("--batch-size", type=bpe.number(int, 1), default=8, help="sequences per forward (default: %(default)s)")
+                   "model's positions (default: the length the checkpoint trained at; a Hugging Face model's "
+                   "positions)")
+    s.add_argument("--batch-size", type=bpe.number(int, 1), default=8,
+                   help="sequences per forward (default: %(default)s)")
     s = sub.add_parser("fill-mask", help="the most likely tokens for <mask>")
     s.set_defaults(run=fill_mask_command)
     s.add_argument("--checkpoint", type=bpe.path_arg, required=True,
@@ -529,7 +532,8 @@ def parser():
                    help="answer \"\" where the no-answer probability is above this, in [0, 1] (default: %(default)s)")
     s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV")
     s.set_defaults(run=glue_command)
-    s.add_argument("--task", type=task_arg(list(GLUE), "GLUE task"), required=True, help=f"{', '.join(GLUE)} (required)")
+    s.add_argument("--task", type=task_arg(list(GLUE), "GLUE task"), required=True,
+                   help=f"{', '.join(GLUE)} (required)")
     s.add_argument("--data", type=bpe.path_arg, required=True, help="the task's dev.tsv (required)")
     s.add_argument("--predictions", type=bpe.path_arg, required=True,
                    help="the GLUE submission TSV: index<TAB>prediction, one row per dev example (required)")

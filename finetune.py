@@ -254,7 +254,8 @@ def race_inputs(task, tok, questions, max_len, doc_stride, train):
 
 
 def race_collate(task, tok, inputs):
-    return {"input_ids": pad_choices([g for g, _ in inputs], tok.pad_id), "labels": torch.tensor([y for _, y in inputs])}
+    return {"input_ids": pad_choices([g for g, _ in inputs], tok.pad_id),
+            "labels": torch.tensor([y for _, y in inputs])}
 
 
 def race_predict(task, model, tok, questions, inputs, batch_size, device):
@@ -292,7 +293,7 @@ FAMILIES = {
 class Task(NamedTuple):
     family: Family
     primary: str          # the dev metric that picks the best epoch
-    num_labels: int       # a classifier's outputs (1: a regression); None for the other heads
+    num_labels: int | None  # a classifier's outputs (1: a regression); None for the other heads
 
 
 TASKS = {**{name: Task(FAMILIES["glue"], t.metrics[0], len(t.labels) if t.labels else 1) for name, t in GLUE.items()},
@@ -344,7 +345,7 @@ def save_best(args, model, tok, results):
 def load_task(args):
     """(train items, dev sets {name: items}) for the task; items are whatever the task's features use."""
     if not os.path.isdir(args.data):
-        raise DataError(f"{args.data}: no such data folder")
+        raise DataError(f"{args.data}: {'a file, not a' if os.path.exists(args.data) else 'no such'} data folder")
     train, dev = TASKS[args.task].family.read(args.task, args.data)
     if args.max_train_examples:
         train = train[:args.max_train_examples]
@@ -490,7 +491,8 @@ def sweep(args):
         scores.setdefault((lr, bs), []).append(summary["dev"][next(iter(summary["dev"]))][summary["primary_metric"]])
         if len(scores[(lr, bs)]) == args.sweep_seeds:
             print(f"lr {lr} batch {bs}: median {statistics.median(scores[(lr, bs)]):.2f} over seeds {scores[(lr, bs)]}")
-    results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)} for (lr, bs), s in scores.items()]
+    results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)}
+               for (lr, bs), s in scores.items()]
     best = max(results, key=lambda r: r["median"])
     bpe.write_atomic(os.path.join(args.out, "sweep.json"), json.dumps({"settings": results, "best": best}, indent=2))
     return best
@@ -541,11 +543,13 @@ def parser():
     p.add_argument("--init-from", type=bpe.path_arg,
                    help="start the encoder from this finetuned (MNLI) model's folder (default: --checkpoint's)")
     p.add_argument("--sweep", action="store_true",
-                   help="Table 10's grid of lr x batch size, median over seeds; a run folder per point in --out")
+                   help="Table 10's grid of lr x batch size, median over seeds; a run folder per point in --out "
+                        "(refused before any run where one holds results, unless --overwrite)")
     p.add_argument("--sweep-seeds", type=bpe.number(int, 1), default=5, help="seeds per point (default: %(default)s)")
     p.add_argument("--max-train-examples", type=bpe.number(int, 1),
                    help="use only the first N training examples (default: all)")
-    p.add_argument("--max-eval-examples", type=bpe.number(int, 1), help="evaluate on the first N dev examples (default: all)")
+    p.add_argument("--max-eval-examples", type=bpe.number(int, 1),
+                   help="evaluate on the first N dev examples (default: all)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
 

@@ -248,7 +248,8 @@ FINETUNE_CASES = [  # (arguments, with {d} the fixture's folder and {m} the micr
      "train.tsv:10: label 'maybe' is not one of"),
     (["--task", "cola", "--data", "{d}/rte", "--checkpoint", "{m}", "--out", "{d}/out"],
      "train.tsv:1: label 'sentence1' is not one of"),  # an RTE file read as CoLA (no header)
-    (["--task", "squad1", "--data", "{d}/rte", "--checkpoint", "{m}", "--out", "{d}/out"], "train-v1.1.json: no such file"),
+    (["--task", "squad1", "--data", "{d}/rte", "--checkpoint", "{m}", "--out", "{d}/out"],
+     "train-v1.1.json: no such file"),
     (["--task", "race", "--data", "{d}/nowhere", "--checkpoint", "{m}", "--out", "{d}/out"], "no such data folder"),
     (["--task", "squad1", "--data", "{d}/squad", "--checkpoint", "{m}", "--out", "{d}/out", "--max-seq-len", "40"],
      "--max-seq-len 40 leaves no room for the context beside a question"),
@@ -277,7 +278,7 @@ FINETUNE_CASES = [  # (arguments, with {d} the fixture's folder and {m} the micr
     (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/done"],
      "done already holds a finetuning run's results (metrics.json); pass --overwrite to replace them"),
     (["--task", "stsb", "--data", "{d}/sts", "--checkpoint", "{d}/done", "--out", "{d}/out"],
-     "has shape [2, 128] in the checkpoint but [1, 128] in the model"),  # RTE's 2-way classifier as STS-B's regression head
+     "has shape [2, 128] in the checkpoint but [1, 128] in the model"),  # RTE's classifier as STS-B's regressor
 ]
 
 
@@ -294,7 +295,8 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     predictions are the new run's alone. A sweep refuses, before any run, when one of its run folders
     holds results; nothing of it is written."""
     shutil.copytree(bad / "done", tmp_path / "run")
-    base = ["--task", "rte", "--data", bad / "good", "--checkpoint", micro_roberta, "--max-seq-len", 32, "--no-progress"]
+    base = ["--task", "rte", "--data", bad / "good", "--checkpoint", micro_roberta, "--max-seq-len", 32,
+            "--no-progress"]
     finetune.main([str(a) for a in base + ["--out", tmp_path / "run", "--epochs", 2, "--overwrite"]])
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2]
