@@ -430,6 +430,9 @@ def race_metrics(questions, predictions):
 
 
 # ---------------------------------------------------------------------------------------- pretraining checks
+MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few tokens besides <s> and </s>
+
+
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
@@ -439,8 +442,8 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     trained = checkpoint.train_settings(path)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
-    if not 3 <= seq_len <= positions:
-        raise DataError(f"--seq-len {seq_len}: must be in [3, {positions}] (the model's positions)")
+    if not MIN_SEQ_LEN <= seq_len <= positions:
+        raise DataError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
     masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
     tokens, ends, meta = data.load_split(data_dir, split)
     data.check_tokenizer(meta, tok, data_dir, path)
@@ -509,9 +512,9 @@ def parser():
     s.add_argument("--data", type=bpe.path_arg, required=True, help="a folder written by data.py (required)")
     s.add_argument("--split", default="valid", choices=["train", "valid"],
                    help="the split of --data to evaluate (default: %(default)s)")
-    s.add_argument("--seq-len", type=bpe.number(int, 3), help="tokens per sequence, at least 3 and at most the "
-                   "model's positions (default: the length the checkpoint trained at; a Hugging Face model's "
-                   "positions)")
+    s.add_argument("--seq-len", type=bpe.number(int, MIN_SEQ_LEN),
+                   help=f"tokens per sequence, at least {MIN_SEQ_LEN} and at most the model's positions (default: the "
+                        f"length the checkpoint trained at; a Hugging Face model's positions)")
     s.add_argument("--batch-size", type=bpe.number(int, 1), default=8,
                    help="sequences per forward (default: %(default)s)")
     s = sub.add_parser("fill-mask", help="the most likely tokens for <mask>")
