@@ -12,8 +12,10 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     train.idx, valid.idx   np.int64: where each line ends in the stream (a lone </s> = document end)
     meta.json              tokenizer hash, counts, dtype (written last: its presence means complete)
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
+    index/                 the examples of each format, built once by training (cached_examples)
 
-From these files each format of Section 4.2 is one short builder in the table FORMATS, and each batch is
+From these files each format of Section 4.2 is one short builder in the table FORMATS (numpy over windows
+of lines, so that the paper's 160 GB builds in minutes and starts in seconds), and each batch is
 masked afresh when served (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by the
 one masking rule `mask_tokens` under the one specification `Masking`.
 """
@@ -509,10 +511,17 @@ def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
                          f"tokens, ending with </s>): not a split written by data.py")
 
 
-def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0):
-    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows."""
+def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0, limit=None):
+    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows (the first `limit`
+    of them: only the windows of lines that they need are read)."""
     check_examples(tokens, line_ends, fmt, seq_len, eos_id)
-    return np.concatenate([np.zeros(0, EXAMPLE), *build_examples(line_ends, fmt, seq_len, seed)])
+    parts, n = [np.zeros(0, EXAMPLE)], 0
+    for rows in build_examples(line_ends, fmt, seq_len, seed):
+        parts.append(rows)
+        n += len(rows)
+        if limit is not None and n >= limit:
+            break
+    return np.concatenate(parts)[:limit]
 
 
 def build_examples(line_ends, fmt, seq_len, seed=0):
@@ -871,8 +880,8 @@ def heldout_batches(tokens, line_ends, tok, seq_len, batch_size=16, masking=Mask
                     max_sequences=None, seed=1234):
     """The held-out set as fixed (inputs, labels) batches: FULL-SENTENCES blocks, each masked by a fixed
     seed, so that every evaluation sees the same masks. This process's share of the first `max_sequences`."""
-    ex = examples(tokens, line_ends, "full-sentences", seq_len, tok.eos_id)
-    order = np.arange(len(ex) if max_sequences is None else min(len(ex), max_sequences))[rank::world]
+    ex = examples(tokens, line_ends, "full-sentences", seq_len, tok.eos_id, limit=max_sequences)
+    order = np.arange(len(ex))[rank::world]
     batches = []
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]

@@ -601,3 +601,18 @@ def test_epoch_batches_equal_the_old_ones():
                     assert same_batches([order[a:b] for a, b in zip(bounds[:-1], bounds[1:])], want)
     with pytest.raises(ValueError, match="at least one example"):
         data.epoch_batches(np.ones(5), 0, 0, 0)
+
+
+def test_first_examples_read_only_the_windows_they_need(monkeypatch):
+    tokens, ends = random_stream(0, 300)
+    monkeypatch.setattr(data, "WINDOW", 64)
+    full = data.examples(tokens, ends, "full-sentences", 16, 2)
+    read = []
+    monkeypatch.setattr(data, "_window", lambda *a, window=data._window: read.append(a[1]) or window(*a))
+    for limit in (0, 1, 100, len(full), len(full) + 5):
+        read.clear()
+        assert np.array_equal(data.examples(tokens, ends, "full-sentences", 16, 2, limit=limit), full[:limit])
+    assert read == list(range(0, len(ends), 64))  # the whole stream for more than it has
+    read.clear()
+    data.examples(tokens, ends, "full-sentences", 16, 2, limit=100)
+    assert read == [0]  # 100 blocks of 15 tokens: one window of 64 lines has them
