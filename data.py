@@ -683,11 +683,20 @@ def _open_index(path, want, fmt):
             return None, f"torn (its {ext} file is missing or of the wrong size)"
     if info.get("digest") != [_ends_digest(path + ".rows"), _ends_digest(path + ".len")]:
         return None, "corrupt (its files changed after it was built)"
-    ex, lengths = np.memmap(path + ".rows", dtype, mode="r"), np.memmap(path + ".len", np.int32, mode="r")
-    sample = ex[::max(1, n // 1024)]  # a cheap look at 1,024 rows spread over the file
+    sample = _sample_rows(path + ".rows", dtype, n)
     if np.any(sample["a_start"] >= sample["a_end"]) or np.any(sample["a_end"] > want["source"]["counts"]["tokens"]):
         return None, "corrupt (rows outside the token stream)"
-    return ExampleIndex(ex, lengths), None
+    return ExampleIndex(np.memmap(path + ".rows", dtype, mode="r"), np.memmap(path + ".len", np.int32, mode="r")), None
+
+
+def _sample_rows(path, dtype, n, count=1024):
+    """`count` rows spread over a file of n rows, read with file I/O: a cheap look, nothing kept mapped."""
+    rows = []
+    with open(path, "rb") as f:
+        for i in range(0, n, max(1, n // count)):
+            f.seek(i * dtype.itemsize)
+            rows.append(f.read(dtype.itemsize))
+    return np.frombuffer(b"".join(rows), dtype)
 
 
 def _write_index(path, info, parts, fmt):

@@ -507,6 +507,9 @@ def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monke
         assert isinstance(index.examples, np.memmap) and index.examples.dtype == data.stored_dtype(fmt)
         assert all(np.array_equal(index.examples[f], ex[f]) for f in index.examples.dtype.names)
         assert np.array_equal(index.lengths, data.example_lengths(ex, fmt)) and index.lengths.dtype == np.int32
+        step = max(1, len(ex) // 10)
+        assert np.array_equal(data._sample_rows(index.examples.filename, index.examples.dtype, len(ex), 10),
+                              index.examples[::step])
         ids, nsp = data.collate(tokens, index.examples[[5, 0, 9]], 64, tok, fmt)
         want_ids, want_nsp = data.collate(tokens, ex[[5, 0, 9]], 64, tok, fmt)
         assert torch.equal(ids, want_ids) and (nsp is None or torch.equal(nsp, want_nsp) and nsp.dtype == torch.long)
