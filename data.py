@@ -15,7 +15,7 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     index/                 the examples of each format, built once by training (cached_examples)
 
 From these files each format of Section 4.2 is one short builder in the table FORMATS (numpy over windows
-of lines, so that the paper's 160 GB builds in minutes and starts in seconds), and each batch is
+of lines: the paper's 160 GB is built once, in minutes, then only mapped into memory), and each batch is
 masked afresh when served (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by the
 one masking rule `mask_tokens` under the one specification `Masking`.
 """
@@ -363,7 +363,7 @@ def _walk(step, entry, own):
     """The lines where examples start, in window order: entry, step[entry], step[step[entry]], ... while
     below `own`. Without a loop over examples, by pointer doubling: after k rounds `jump` leads 2**k steps
     ahead, and the walk's first 2**k lines bring in the next 2**k."""
-    jump = np.append(np.minimum(step, own), own)  # past the window's own lines: the walk ends
+    jump = np.append(np.minimum(step, own), own).astype(np.int32)  # past the window's own lines: the walk ends
     nodes = np.array([min(entry, own)])
     while (ahead := jump[nodes]).min() < own:
         nodes = np.concatenate([nodes, ahead])
@@ -384,7 +384,7 @@ def _blocks(lines, seq_len, entry, within_documents):
     block as full as the next line allows; a line longer than a block is cut into pieces of that size,
     never leaving its </s> alone for the next piece. Returns the window's blocks and where the walk goes
     on in the next window."""
-    block, own, first, text = seq_len - 1, lines.own, lines.first, _next_text(lines)
+    block, own, first = seq_len - 1, lines.own, lines.first
     start, end = lines.starts[:own], lines.ends[:own]
     cuts = -(-(end - start) // block) - 1  # > 0: a long line, cut before its last piece
     last = start + cuts * block - ((cuts > 0) & (end - start == cuts * block + 1))  # where that piece starts
@@ -393,9 +393,10 @@ def _blocks(lines, seq_len, entry, within_documents):
         bound = np.append(lines.starts, [lines.ends[-1], NOWHERE])
         limit = np.minimum(limit, bound[np.minimum(_separator_after(lines), len(bound) - 1)])
     to = np.searchsorted(lines.ends, limit, side="right") - 1  # the block's last line
-    step = text[to + 1] if within_documents else to + 1  # (the next block starts after a separator)
-    if within_documents:
-        entry = first + text[min(entry - first, len(text) - 1)]
+    step = to + 1
+    if within_documents:  # the next block starts after a separator
+        text = _next_text(lines)
+        step, entry = text[step], first + text[min(entry - first, len(text) - 1)]
     nodes = _walk(step, entry - first, own)
     count = cuts[nodes] + 1  # blocks that start in each line
     line = np.repeat(nodes, count)
