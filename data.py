@@ -24,6 +24,7 @@ import hashlib
 import json
 import mmap
 import os
+import socket
 import sys
 import tarfile
 import urllib.request
@@ -624,7 +625,8 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
 
     A kept index is used only when it was built from this very data (`source_fingerprint`) by these rules
     (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt,
-    or, with build=False, refused with a ValueError. In a job of many processes only one builds it:
+    or, with build=False, refused with a ValueError. In a job of many processes only one builds it (rank 0;
+    on each node its local rank 0 when the nodes have copies of the data, not one shared folder):
 
         if rank == 0:
             data.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed)  # builds if needed
@@ -705,7 +707,7 @@ def _write_index(path, info, parts, fmt):
     .json comes last (and goes first), so that its presence means a whole index."""
     if os.path.exists(path + ".json"):
         os.remove(path + ".json")
-    tmp, dtype, n = f".{os.getpid()}.tmp", stored_dtype(fmt), 0
+    tmp, dtype, n = f".{socket.gethostname()}.{os.getpid()}.tmp", stored_dtype(fmt), 0  # one per builder
     try:
         with open(path + ".rows" + tmp, "wb") as rows, open(path + ".len" + tmp, "wb") as lengths:
             for ex in parts:
