@@ -460,9 +460,9 @@ def _train(cfg, rank, world, device, cpu_group):
     tokens, line_ends, meta, tok = open_data(cfg)
     ckpt = read_resume(cfg, meta["tokenizer_sha256"]) if cfg.resume else check_fresh_out(cfg, rank == 0)
     run, state = make_run(cfg, tok, micro, rank, world, device, cpu_group, ckpt)
-    ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, seed=cfg.seed)
-    batches = Batches(tokens, ex, data.example_lengths(ex, cfg.format), tok, cfg, micro, rank, world,
-                      device.type == "cuda", state["epoch"], state["position"])
+    ex, lengths = examples_index(cfg, tokens, line_ends, tok, world, cpu_group)
+    batches = Batches(tokens, ex, lengths, tok, cfg, micro, rank, world, device.type == "cuda", state["epoch"],
+                      state["position"])
     monitor = Monitor(run, state, heldout_set(cfg, tok, micro, rank, world), meta["tokenizer_sha256"])
     try:
         for step in range(state["step"] + 1, cfg.max_steps + 1):
@@ -544,6 +544,18 @@ def open_data(cfg):
         print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
               file=sys.stderr)
     return tokens, line_ends, meta, tok
+
+
+def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
+    """The training examples and their lengths, built once and kept beside the data (data.cached_examples):
+    the first process of each node builds it if needed, the others wait, then map it."""
+    args = (cfg.data, tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
+    if world == 1:
+        return data.cached_examples(*args)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        data.cached_examples(*args)
+    dist.barrier(group=cpu_group)
+    return data.cached_examples(*args, build=False)
 
 
 def make_run(cfg, tok, micro, rank, world, device, cpu_group, ckpt):
