@@ -536,11 +536,14 @@ def build_examples(line_ends, fmt, seq_len, seed=0):
         yield rows
 
 
-def example_lengths(ex, fmt):
-    """Tokens per example (for token-budget batching): the ranges plus the special tokens."""
+def example_lengths(ex, fmt, seq_len=None):
+    """Tokens per example (for token-budget batching): the ranges plus the special tokens, at most
+    `seq_len` (a pair longer than a sequence is cut to one by `collate`, and counts as what it becomes)."""
     if not FORMATS[fmt].pairs:  # <s> A
-        return ex["a_end"] - ex["a_start"] + 1
-    return (ex["a_end"] - ex["a_start"]) + (ex["b_end"] - ex["b_start"]) + 4  # <s> A </s></s> B </s>
+        lengths = ex["a_end"] - ex["a_start"] + 1
+    else:  # <s> A </s></s> B </s>
+        lengths = (ex["a_end"] - ex["a_start"]) + (ex["b_end"] - ex["b_start"]) + 4
+    return lengths if seq_len is None else np.minimum(lengths, seq_len)
 
 
 def truncate_pair(len_a, len_b, room):
@@ -582,7 +585,7 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
 # ---------------------------------------------------------------------------------------- the examples index, kept
 # At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
 # and kept beside the data in data_dir/index/; every start then maps them into memory in milliseconds.
-INDEX_VERSION = 1  # raise it when a builder's rule changes: every kept index is then rebuilt
+INDEX_VERSION = 2  # raise it when a builder's rule changes: every kept index is then rebuilt
 
 
 class ExampleIndex(NamedTuple):
@@ -648,7 +651,7 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
         print(f"warning: {data_dir} cannot be written to: the examples are built in memory at every start",
               file=sys.stderr)
         ex = examples(tokens, line_ends, fmt, seq_len, eos_id, seed)
-        return ExampleIndex(ex, example_lengths(ex, fmt).astype(np.int32))
+        return ExampleIndex(ex, example_lengths(ex, fmt, seq_len).astype(np.int32))
     if not build:
         raise ValueError(f"{path}.json: the examples index is {why}: one process builds it (build=True) before "
                          f"the others read it")
@@ -715,7 +718,7 @@ def _write_index(path, info, parts, fmt):
                 for field in dtype.names:
                     kept[field] = ex[field]
                 rows.write(kept.tobytes())
-                lengths.write(np.minimum(example_lengths(ex, fmt), 2 ** 31 - 1).astype(np.int32).tobytes())
+                lengths.write(example_lengths(ex, fmt, info["seq_len"]).astype(np.int32).tobytes())
                 n += len(ex)
             for f in (rows, lengths):
                 f.flush()

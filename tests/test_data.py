@@ -506,7 +506,7 @@ def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monke
         index = data.cached_examples(folder, tokens, ends, fmt, 64, tok.eos_id, seed=3)
         assert isinstance(index.examples, np.memmap) and index.examples.dtype == data.stored_dtype(fmt)
         assert all(np.array_equal(index.examples[f], ex[f]) for f in index.examples.dtype.names)
-        assert np.array_equal(index.lengths, data.example_lengths(ex, fmt)) and index.lengths.dtype == np.int32
+        assert np.array_equal(index.lengths, data.example_lengths(ex, fmt, 64)) and index.lengths.dtype == np.int32
         step = max(1, len(ex) // 10)
         assert np.array_equal(data._sample_rows(index.examples.filename, index.examples.dtype, len(ex), 10),
                               index.examples[::step])
@@ -619,3 +619,17 @@ def test_first_examples_read_only_the_windows_they_need(monkeypatch):
     read.clear()
     data.examples(tokens, ends, "full-sentences", 16, 2, limit=100)
     assert read == [0]  # 100 blocks of 15 tokens: one window of 64 lines has them
+
+
+def test_a_pair_longer_than_a_sequence_counts_as_what_it_becomes(corpus):
+    """Token budgets count real tokens: a sentence pair longer than seq_len is cut to seq_len by collate,
+    so SENTENCE-PAIR batches hold about budget / seq_len examples or more, never a lone long pair."""
+    d, _, tok, _ = corpus
+    tokens, ends, _ = data.load_split(d / "data", "train")
+    ex = data.examples(tokens, ends, "sentence-pair", 32, tok.eos_id)
+    lengths = data.example_lengths(ex, "sentence-pair", 32)
+    ids, _ = data.collate(tokens, ex[:200], 32, tok, "sentence-pair")
+    assert np.all(lengths[:200] >= (ids != tok.pad_id).sum(1).numpy())  # never less than the real tokens
+    assert lengths.max() <= 32 and data.example_lengths(ex, "sentence-pair").max() > 32
+    sizes = [len(b) for b in data.epoch_batches(lengths, 8, 0, 0, token_budget=8 * 32)]
+    assert min(sizes) >= 8
