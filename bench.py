@@ -5,6 +5,7 @@
     python bench.py data     # corpus preparation MB/s, peak memory, masking + batching tokens/s
     python bench.py train    # what train.py's loop adds to the bare training step
     python bench.py overlap  # how much of a slow batch preparation train.py's background thread hides
+    python bench.py startup  # start-up of the examples index per format at 10M-1B tokens (the paper's scale)
 
 Peers are optional: a peer that is not installed is reported as such. The text is ~8 MB of English
 from ../shared/data (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles).
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 import bpe
@@ -72,11 +74,19 @@ def _measured(fn, args, conn):
     conn.send((time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
 
 
-def in_fresh_process(fn, *args):
-    """Run fn(*args) in a fresh process: (seconds, its peak memory in MB, its largest child's peak in MB)."""
+def _returned(fn, args, conn):
+    try:
+        conn.send(fn(*args))
+    except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
+        conn.send(f"{type(e).__name__}: {bpe.describe(e)}".splitlines()[0])
+
+
+def in_fresh_process(fn, *args, measured=_measured):
+    """Run fn(*args) in a fresh process: (seconds, its peak memory in MB, its largest child's peak in MB);
+    with measured=_returned, what fn returns."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=_measured, args=(fn, args, child))
+    p = ctx.Process(target=measured, args=(fn, args, child))
     p.start()
     p.join()  # the result is a few numbers: the child has sent them before it exits
     result = parent.recv() if parent.poll() else f"exit code {p.exitcode}"
@@ -442,6 +452,64 @@ def bench_overlap(args):
         print(f"| {name} | {s * 1000:.1f} | {hidden} |")
 
 
+# ------------------------------------------------------------------------------------------ start-up at scale
+def synthetic_corpus(folder, n_tokens, seed=0):
+    """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50
+    lines, each ended by a lone </s> (the paper's 160 GB is ~40B tokens: its start-up extrapolates from these)."""
+    os.makedirs(folder, exist_ok=True)
+    rng, done, lines, docs = np.random.default_rng(seed), 0, 0, 0
+    with open(os.path.join(folder, "train.bin"), "wb") as fb, open(os.path.join(folder, "train.idx"), "wb") as fi:
+        while done < n_tokens:
+            per_doc = rng.integers(5, 51, min(20_000, (n_tokens - done) // 900 + 1))  # ~900 tokens a document
+            lengths = np.insert(rng.integers(6, 62, int(per_doc.sum())), np.cumsum(per_doc), 1)  # 1: a separator
+            ends = np.cumsum(lengths) + done
+            tokens = rng.integers(4, 50_000, int(lengths.sum()), dtype=np.uint16)
+            tokens[ends - done - 1] = 2  # every line ends with </s>
+            fb.write(tokens.tobytes())
+            fi.write(ends.tobytes())
+            done, lines, docs = int(ends[-1]), lines + len(ends), docs + int(np.sum(lengths == 1))
+    meta = {"tokenizer_sha256": "synthetic", "vocab_size": 50265, "dtype": "uint16", "bos_id": 0, "pad_id": 1,
+            "eos_id": 2, "mask_id": 50264, "train": {"tokens": done, "lines": lines, "documents": docs},
+            "valid": {"tokens": 0, "lines": 0, "documents": 0}}
+    bpe.write_atomic(os.path.join(folder, "meta.json"), json.dumps(meta))
+    return done
+
+
+def private_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+
+
+def _start(folder, fmt, build, batch_size):
+    """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches.
+    (seconds of each, private memory in MB above the imports; mapped files are shared page cache)."""
+    base = private_mb()
+    tokens, ends, _ = data.load_split(folder, "train")
+    t = time.perf_counter()
+    index = data.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
+    t_index = time.perf_counter() - t
+    data.epoch_batches(index.lengths, batch_size, 0, 0, batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
+    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(index.lengths)
+
+
+def bench_startup(args):
+    """Start-up of the examples index at the paper's scale, per format, in fresh processes: its first build
+    (once, by one process) and every later start (map the kept index, then order an epoch)."""
+    print("| tokens | format | examples | build (once) s | start: map index s | start: epoch order s | "
+          f"start: private MB |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.tokens:
+            folder = os.path.join(tmp, f"c{n}")
+            n = synthetic_corpus(folder, n)
+            for fmt in args.formats:
+                built = in_fresh_process(_start, folder, fmt, True, args.batch_size, measured=_returned)
+                index_s, epoch_s, mb, count = in_fresh_process(_start, folder, fmt, False, args.batch_size,
+                                                                measured=_returned)
+                print(f"| {n:,} | {fmt} | {count:,} | {built[0]:.2f} | {index_s:.3f} | {epoch_s:.2f} | {mb:.0f} |")
+            shutil.rmtree(folder)
+
+
 # ------------------------------------------------------------------------------------------ command line
 MAX_POSITIONS = roberta.RobertaConfig.max_positions
 DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -510,6 +578,13 @@ COMMANDS = [
                               help="vocabulary trained on the built-in corpus (default: %(default)s)")),
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+    ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
+        ("--tokens", dict(type=bpe.number(int, 1000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
+                          help="corpus sizes in tokens (default: 10M and 100M; the issue's table adds 1e9)")),
+        ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
+                           help="input formats (default: all four)")),
+        ("--batch-size", dict(type=bpe.number(int, 1), default=8192,
+                              help="sequences per update, for the epoch's order (default: %(default)s, Table 9)"))]),
     ("overlap", "how much of a slow batch preparation train.py's background thread hides", [
         ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
         ("--batch-size", dict(type=bpe.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
@@ -552,7 +627,7 @@ def main(argv=None):
     try:
         check(args)
         {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
-         "overlap": bench_overlap}[args.what](args)
+         "overlap": bench_overlap, "startup": bench_startup}[args.what](args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
         sys.exit(f"error: {bpe.describe(err).strip().splitlines()[0]}")
     except KeyboardInterrupt:
