@@ -496,7 +496,7 @@ def bench_startup(args):
     """Start-up of the examples index at the paper's scale, per format, in fresh processes: its first build
     (once, by one process) and every later start (map the kept index, then order an epoch)."""
     print("| tokens | format | examples | build (once) s | start: map index s | start: epoch order s | "
-          f"start: private MB |")
+          "start: private MB |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.tokens:
