@@ -7,6 +7,10 @@
     python experiments.py data-and-steps        # Table 4 / Section 5: more data, more steps
     python experiments.py mask-rate             # beyond the paper: 15% vs 30% vs 40% of tokens masked
       [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--out experiments/] [--overwrite]
+      [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
+
+On a 2-core machine, `OMP_NUM_THREADS=1 python experiments.py NAME --jobs 2` (two runs side by side, one
+thread each) is the fastest way through; on a busy machine much faster than one run on two threads.
 
 Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the
 paper's table, and the paper's claims to check. The runner types the commands a user would type
@@ -206,16 +210,16 @@ class Scale:
     finetune: dict               # finetune.py options with --glue
     measured: bool               # tokens_per_s measured (True) or assumed (False)
     workers: int = 2
-    threads: int = 0             # OMP_NUM_THREADS for the runs (0: torch's choice)
+    threads: int = 0             # OMP_NUM_THREADS for the runs (0: torch's choice; with --jobs, cores / jobs)
 
 
 SCALES = {
     "classroom": Scale("classroom", dict(config="tiny", seq_len=128, batch_size=16, lr=1e-3, max_steps=800),
                        vocab_size=4096, valid_fraction=0.05, slice_every=10, corpus="builtin", seeds=3,
                        eval_sequences=100_000, tokens_per_s=25_000, overhead_s=6, measured=True,
-                       finetune=dict(epochs=1, max_train_examples=4000, batch_size=32, lr=3e-4, max_seq_len=128)),
-    "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, lr=5e-4, max_steps=2000, amp="bf16",
-                             device="cuda"),
+                       finetune=dict(epochs=1, max_train_examples=8000, batch_size=32, lr=1e-3, max_seq_len=64)),
+    "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4,
+                             max_steps=2000, amp="bf16", device="cuda"),
                  vocab_size=32768, valid_fraction=0.005, slice_every=10, corpus="wikitext-103", seeds=3,
                  eval_sequences=2000, tokens_per_s=300_000, overhead_s=60, measured=False, workers=8,
                  finetune=dict(epochs=2, max_train_examples=20000, batch_size=32, lr=3e-5, max_seq_len=128)),
@@ -393,13 +397,20 @@ class Run:
     options: dict                # train.py options of this run
     data: str                    # the data.py folder it trains on
     heldout: str                 # the data.py folder whose held-out split evaluates it (the same for all)
+    flags: tuple = ()            # train.py options without a value, from --train-args
 
     @property
     def argv(self):
+        """The train.py command of this run."""
         argv = ["python", script("train.py"), "--data", self.data, "--out", self.folder]
         for key, value in self.options.items():
-            argv += ["--" + key.replace("_", "-"), f"{value:.6g}" if isinstance(value, float) else str(value)]
-        return argv
+            argv += flag(key, value).split(" ", 1)
+        return argv + list(self.flags)
+
+
+def flag(key, value):
+    """An option as typed: ("max_steps", 800) -> "--max-steps 800"; floats to 6 significant digits."""
+    return f"--{key.replace('_', '-')} " + (f"{value:.6g}" if isinstance(value, float) else str(value))
 
 
 def apply(options, changes):
@@ -418,12 +429,33 @@ def base_options(exp, scale, steps_factor=1.0):
     return apply(apply(scale.train, exp.base), {"max_steps": Times(steps_factor)})
 
 
+def parse_train_args(text):
+    """--train-args "--dropout 0 --no-compile" -> ({"dropout": 0}, ["--no-compile"])."""
+    words, options, flags = shlex.split(text or ""), {}, []
+    for i, word in enumerate(words):
+        if not word.startswith("--"):
+            continue
+        if i + 1 < len(words) and not words[i + 1].startswith("--"):
+            value = words[i + 1]
+            for kind in (int, float):
+                try:
+                    value = kind(value)
+                    break
+                except ValueError:
+                    pass
+            options[word[2:].replace("-", "_")] = value
+        else:
+            flags.append(word)
+    return options, flags
+
+
 def plan(exp, scale, args, prepared):
     """Every run of the experiment: arm x seed, with its folder and train.py options."""
     base = base_options(exp, scale, args.steps_factor)
+    extra, flags = parse_train_args(args.train_args)
     runs = []
     for arm in exp.arms:
-        options = apply(base, arm.options)
+        options = {**apply(base, arm.options), **extra}
         steps = options["max_steps"]
         options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
         options.update(log_interval=max(1, steps // 40), eval_interval=max(1, steps // 8),
@@ -433,7 +465,7 @@ def plan(exp, scale, args, prepared):
         for seed in range(args.seeds or scale.seeds):
             runs.append(Run(arm, seed, os.path.join(args.out, exp.name, arm.name, f"seed{seed}"),
                             {**options, "seed": seed}, prepared.folders[arm.data or exp.data],
-                            prepared.folders["full"]))
+                            prepared.folders["full"], tuple(flags)))
     return runs
 
 
@@ -446,10 +478,6 @@ def chosen_arms(exp, names):
         if name not in known:
             raise Refused(f"--arms: {name!r} is not an arm of {exp.name} ({', '.join(known)})")
     return [a for a in exp.arms if a.name in names.split(",")]
-
-
-def command_of(run, extra):
-    return run.argv + list(extra)
 
 
 def read_json(path):
@@ -478,31 +506,31 @@ def run_status(run, command, overwrite):
     return "evaluate" if step >= run.options["max_steps"] else "resume"
 
 
-def earlier_record(run, extra):
+def earlier_record(run):
     """The record of a run of these settings that finished or failed before, or None."""
     record = read_json(os.path.join(run.folder, "run.json"))
-    if record and record.get("command") == shown(command_of(run, extra)) and record.get("status") in ("finished",
+    if record and record.get("command") == shown(run.argv) and record.get("status") in ("finished",
                                                                                                      "failed"):
         return record
     return None
 
 
-def check_conflicts(runs, extra, overwrite):
+def check_conflicts(runs, overwrite):
     """Before any work: refuse to touch a folder that holds another run (unless --overwrite)."""
     for run in runs:
-        if run_status(run, command_of(run, extra), overwrite) == "conflict":
-            raise Refused(f"{run.folder} holds a run with other settings than `{shown(command_of(run, extra))}`; "
+        if run_status(run, run.argv, overwrite) == "conflict":
+            raise Refused(f"{run.folder} holds a run with other settings than `{shown(run.argv)}`; "
                           f"pass --overwrite to replace it, or choose another --out")
 
 
-def train_run(run, status, extra, scale, overwrite):
+def train_run(run, status, threads, overwrite):
     """Train (or resume) one run with train.py; returns (ok, the last error line)."""
-    command = command_of(run, extra)
+    command = run.argv
     os.makedirs(run.folder, exist_ok=True)
     flags = ["--resume"] if status == "resume" else (["--overwrite"] if overwrite else [])
     write_run(run, {"command": shown(command), "status": "running"})
     print(f"    {shown(command + flags)}", flush=True)
-    code, last = execute(command + flags, os.path.join(run.folder, "train.out"), scale.threads)
+    code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads)
     return code == 0, last
 
 
@@ -565,7 +593,7 @@ def finetune_run(run, glue, scale, log_path, fresh):
         argv = ["python", script("finetune.py"), "--task", task, "--data", task_dir, "--checkpoint", run.folder,
                 "--out", out, "--seed", str(run.seed), "--no-progress"]
         for key, value in scale.finetune.items():
-            argv += ["--" + key.replace("_", "-"), f"{value:g}" if isinstance(value, float) else str(value)]
+            argv += flag(key, value).split(" ", 1)
         metrics = None if fresh else read_json(os.path.join(out, "metrics.json"))
         if metrics is None:
             if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
@@ -581,9 +609,9 @@ def finetune_run(run, glue, scale, log_path, fresh):
     return scores
 
 
-def do_run(run, i, total, exp, scale, args, extra):
+def do_run(run, i, total, exp, scale, args):
     """One run from wherever it stands to its record: trained, evaluated, finetuned; or failed."""
-    command = command_of(run, extra)
+    command = run.argv
     status = run_status(run, command, args.overwrite)
     label = f"[{exp.name}] {i}/{total} {run.arm.name} seed {run.seed}"
     if status == "finished":
@@ -598,7 +626,8 @@ def do_run(run, i, total, exp, scale, args, extra):
     record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder}
     t0 = time.time()
     if status != "evaluate":
-        ok, last = train_run(run, status, extra, scale, args.overwrite)
+        threads = scale.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
+        ok, last = train_run(run, status, threads, args.overwrite)
         if not ok:
             rerun = shown(command + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt"))
                                      else []))
@@ -732,10 +761,11 @@ def arm_cells(summary, glue):
     if summary["loss"]["n"] == 0:
         cells = ["-"] * 4
     else:
-        cells = [f"{fmt(summary['loss'], 3)} [{summary['loss_se']['mean']:.3f}]",
-                 f"{math.exp(summary['loss']['mean']):.1f}",
+        loss, se = summary["loss"]["mean"], summary["loss_se"]["mean"]
+        bpb = summary["bits_per_byte"]["mean"]
+        cells = [f"{fmt(summary['loss'], 3)} [{se:.3f}]", f"{math.exp(loss):.1f} [{math.exp(loss) * se:.1f}]",
                  f"{fmt(summary['accuracy'], 1)} [{summary['accuracy_se']['mean']:.1f}]",
-                 fmt(summary["bits_per_byte"], 3)]
+                 f"{fmt(summary['bits_per_byte'], 3)} [{bpb * se / loss:.3f}]"]
     if glue:
         cells += [fmt(summary.get(task), 1) for task, _, _ in GLUE_TASKS]
     status = f"{summary['finished']}" + (f" (+{summary['failed']} failed)" if summary["failed"] else "")
@@ -745,11 +775,7 @@ def arm_cells(summary, glue):
 def settings_cell(run):
     """What sets this arm apart, as train.py flags: its own options (after Times) and its data."""
     parts = [f"--data {run.data}"] if run.arm.data else []
-    for key in run.arm.options:
-        value = run.options[key]
-        parts.append(f"--{key.replace('_', '-')} {value:.6g}" if isinstance(value, float)
-                     else f"--{key.replace('_', '-')} {value}")
-    return " ".join(parts)
+    return " ".join(parts + [flag(key, run.options[key]) for key in run.arm.options])
 
 
 def table(exp, results, runs):
@@ -773,45 +799,55 @@ def table(exp, results, runs):
 
 
 def report(exp, results, runs, base):
+    """report.md: the question, the paper's table beside ours, the verdicts, every run and command."""
+    return "\n".join(header(exp, results, runs, base) + table(exp, results, runs) + [""]
+                     + ([f"*{exp.note}*", ""] if exp.note else []) + verdict_lines(results)
+                     + runs_section(results))
+
+
+def header(exp, results, runs, base):
     paper = exp.paper
     lines = [f"# {exp.name}: {paper.source if paper else 'beyond the paper'}", "", f"**Question.** {exp.question}", ""]
     if paper:
         lines += [f"**The paper** ({paper.source}): {paper.caption}", ""]
-    first = runs[0]
-    shared = " ".join(f"--{k.replace('_', '-')} {v:.6g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
-                      for k, v in base.items())
     sizes = "; ".join(f"{name}: {d['tokens']:,} tokens in {d['documents']:,} documents"
                       for name, d in results["data"].items())
-    lines += [f"**Ours** ({results['scale']} scale, {results['seeds']} seeds per arm): `train.py {shared}` "
-              f"(warmup 10% of the steps) and each arm's options below, on the {exp.data} data unless an arm says "
-              f"otherwise (training data, {sizes}). Every run is evaluated on the same "
-              f"{results['heldout_targets']:,} masked held-out tokens (15%, fixed masks, "
-              f"`{first.heldout}`). Cells: mean ± standard deviation over seeds [the held-out standard error of "
-              f"one run's figure, mean over seeds]; ppl = exp(mean loss).", ""]
-    lines += table(exp, results, runs) + [""]
-    if exp.note:
-        lines += [f"*{exp.note}*", ""]
-    lines += [f"**Verdict: {results['verdict']}.**", ""]
+    seeds = f"{results['seeds']} seed{'s' if results['seeds'] != 1 else ''} per arm"
+    return lines + [
+        f"**Ours** ({results['scale']} scale, {seeds}): `train.py {' '.join(flag(k, v) for k, v in base.items())}` "
+        f"(warmup 10% of the steps) and each arm's options below, on the {exp.data} data unless an arm says "
+        f"otherwise (training data, {sizes}). Every run is evaluated on the same {results['heldout_targets']:,} "
+        f"masked held-out tokens (15%, fixed masks, `{runs[0].heldout}`). Cells: mean ± standard deviation over "
+        f"seeds [the held-out standard error of one run's figure, mean over seeds]; ppl = exp(mean loss). The "
+        f"standard error says how well this sample of masked tokens pins down one model's loss; every arm is "
+        f"scored on the same tokens, so the verdicts compare arms by the spread over seeds.", ""]
+
+
+def verdict_lines(results):
+    lines = [f"**Verdict: {results['verdict']}.**", "",
+             f"Time: {results['run_seconds'] / 60:.1f} min of runs in all (each run's training and evaluation, "
+             f"added up); this invocation took {results['wall_seconds'] / 60:.1f} min.", ""]
     for v in results["verdicts"]:
         text = f"- *{v['better']} beats {v['worse']}* ({v['says']}): **{v['verdict']}**"
         if "difference" in v:
             text += f"; held-out loss lower by {v['difference']:+.4f} (2 se = {2 * v['se']:.4f})"
         if "sst2" in v and "difference" in v["sst2"]:
-            text += f"; SST-2: {v['sst2']['verdict']} ({v['sst2']['difference']:+.1f} points, 2 se = " \
-                    f"{2 * v['sst2']['se']:.1f})"
+            text += f"; SST-2: {v['sst2']['verdict']} ({v['sst2']['difference']:+.1f} points, " \
+                    f"2 se = {2 * v['sst2']['se']:.1f})"
         if v["paper_note"]:
             text += f". {v['paper_note'][0].upper()}{v['paper_note'][1:]}"
         lines.append(text + ".")
-    lines += ["", "Verdicts: d = mean loss of the worse arm - mean loss of the better arm (the paper's order); "
-              "se = sqrt(sd1²/n1 + sd2²/n2) over seeds. reproduced: d > 2 se; not reproduced at this scale: "
-              "d < -2 se; within noise: otherwise.", ""]
+    return lines + ["", "Verdicts: d = mean loss of the worse arm - mean loss of the better arm (the paper's order); "
+                    "se = sqrt(sd1²/n1 + sd2²/n2) over seeds. reproduced: d > 2 se; not reproduced at this scale: "
+                    "d < -2 se; within noise: otherwise.", ""]
+
+
+def runs_section(results):
+    lines = []
     failed = [r for r in results["runs"] if r.get("status") == "failed"]
     if failed:
-        lines += ["## Failed runs", ""]
-        for r in failed:
-            lines += [f"- **FAILED** {r['arm']} seed {r['seed']}: {r['error']} (log kept in `{r['folder']}`). "
-                      f"Rerun: `{r['rerun']}`"]
-        lines.append("")
+        lines += ["## Failed runs", ""] + [f"- **FAILED** {r['arm']} seed {r['seed']}: {r['error']} (log kept in "
+                                           f"`{r['folder']}`). Rerun: `{r['rerun']}`" for r in failed] + [""]
     lines += ["## Runs", "", "| arm | seed | status | held-out loss [se] | masked acc. % | epochs | seconds |",
               "|---|---|---|---|---|---|---|"]
     for r in results["runs"]:
@@ -819,10 +855,9 @@ def report(exp, results, runs, base):
         lines.append(f"| {r['arm']} | {r['seed']} | {r.get('status')} | "
                      + (f"{h['loss']:.4f} [{h['loss_se']:.4f}] | {h['accuracy']:.1f} | " if h else "- | - | ")
                      + f"{r.get('epochs', '-')} | {r.get('seconds', '-')} |")
-    lines += ["", "## Commands", "", "Preparation:", "", "```"] + results["preparation"] + ["```", "",
-              "Each run (rerun any one by hand; add --resume to continue one that was interrupted):", "", "```"]
-    lines += [r["command"] for r in results["runs"]] + ["```", ""]
-    return "\n".join(lines)
+    return lines + ["", "## Commands", "", "Preparation:", "", "```"] + results["preparation"] + [
+        "```", "", "Each run (rerun any one by hand; add --resume to continue one that was interrupted):", "", "```"
+    ] + [r["command"] for r in results["runs"]] + ["```", ""]
 
 
 def plot(exp, results, path):
@@ -862,19 +897,18 @@ def run_experiment(exp, args):
         if not torch.cuda.is_available():
             raise Refused("--scale gpu needs a CUDA GPU (none is available here); use --scale classroom, or "
                           "--device cpu to run the gpu scale's settings slowly")
-    extra = shlex.split(args.train_args or "")
     t0 = time.time()
     chosen = chosen_arms(exp, args.arms)
     print(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)", flush=True)
     prepared = prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen))
     planned = plan(exp, scale, args, prepared)
     runs = [r for r in planned if r.arm in chosen]
-    check_conflicts(runs, extra, args.overwrite)
+    check_conflicts(runs, args.overwrite)
     with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
-        records = list(pool.map(lambda i: do_run(runs[i], i + 1, len(runs), exp, scale, args, extra),
+        records = list(pool.map(lambda i: do_run(runs[i], i + 1, len(runs), exp, scale, args),
                                  range(len(runs))))
     failed_now = sum(r.get("status") == "failed" for r in records)
-    others = [(r, earlier_record(r, extra)) for r in planned if r.arm not in chosen]  # arms not run now
+    others = [(r, earlier_record(r)) for r in planned if r.arm not in chosen]  # arms not run now
     records += [record for _, record in others if record]
     runs += [r for r, record in others if record]
     order = {a.name: i for i, a in enumerate(exp.arms)}
@@ -884,7 +918,7 @@ def run_experiment(exp, args):
     verdicts = judge(exp, arms)
     finished = [r for r in records if r.get("status") == "finished"]
     results = {"experiment": exp.name, "question": exp.question, "scale": scale.name,
-               "seeds": args.seeds or scale.seeds, "train_args": extra,
+               "seeds": args.seeds or scale.seeds, "train_args": args.train_args,
                "paper": None if exp.paper is None else {"source": exp.paper.source, "caption": exp.paper.caption,
                                                         "columns": exp.paper.columns, "rows": exp.paper.rows},
                "preparation": prepared.commands,
@@ -892,7 +926,8 @@ def run_experiment(exp, args):
                         if os.path.isfile(os.path.join(v, "meta.json"))},
                "heldout_targets": finished[0]["heldout"]["targets"] if finished else 0,
                "glue": args.glue, "runs": records, "arms": arms, "verdicts": verdicts,
-               "verdict": overall(verdicts), "failed_now": failed_now, "wall_seconds": round(time.time() - t0, 1)}
+               "verdict": overall(verdicts), "failed_now": failed_now, "wall_seconds": round(time.time() - t0, 1),
+               "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
     folder = os.path.join(args.out, exp.name)
     os.makedirs(folder, exist_ok=True)
     bpe.write_atomic(os.path.join(folder, "results.json"), json.dumps(results, indent=2))
