@@ -488,8 +488,9 @@ def _start(folder, fmt, build, batch_size):
     t = time.perf_counter()
     index = data.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
     t_index = time.perf_counter() - t
-    data.epoch_batches(index.lengths, batch_size, 0, 0, batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
-    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(index.lengths)
+    batches = data.epoch_batches(index.lengths, batch_size, 0, 0,
+                                 batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
+    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(batches) and len(index.lengths)
 
 
 def bench_startup(args):
