@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 
 import bench
@@ -125,8 +126,19 @@ def test_cli_bad_input_as_a_command(args, message):
 
 def test_cli_help_names_every_default():
     commands = next(a for a in bench.parser()._actions if isinstance(a, bench.argparse._SubParsersAction)).choices
-    assert set(commands) == {"bpe", "model", "data", "train"}
+    assert set(commands) == {"bpe", "model", "data", "train", "overlap", "startup"}
     for command, p in commands.items():
         for action in p._actions:
             if action.dest != "help":
                 assert action.help and "default" in action.help, (command, action.dest)
+
+
+def test_synthetic_corpus_is_in_data_py_layout(tmp_path):
+    n = bench.synthetic_corpus(str(tmp_path), 50_000)
+    tokens, ends, meta = bench.data.load_split(str(tmp_path), "train")
+    assert n == meta["train"]["tokens"] == tokens.size == ends[-1] and n >= 50_000
+    assert np.all(tokens[ends - 1] == 2)  # every line ends with </s>
+    lengths = np.diff(np.concatenate([[0], ends]))
+    assert meta["train"]["documents"] == np.sum(lengths == 1) > 0 and lengths.max() <= 62
+    ex = bench.data.examples(tokens, ends, "doc-sentences", 512, 2)
+    assert len(ex) > 0
