@@ -237,14 +237,18 @@ VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's na
 
 
 def write_atomic(path, data):
-    """Write `data` (str: UTF-8 text, or bytes) to `path` all at once: a reader, or a run killed midway,
+    """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file, as
+    `lambda f: torch.save(ckpt, f)`) to `path` all at once: a reader, or a run killed midway,
     sees the old file or the new one, never half of one. The data goes to a temporary file in the same
     folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`."""
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            if callable(data):  # a function that writes to the open file (torch.save of a checkpoint)
+                data(f)
+            else:
+                f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -518,9 +522,9 @@ def describe(err):
     return str(err)
 
 
-def check_out(folder, overwrite):
-    """Before any work: --out is a folder, or can be made in a writable one; a tokenizer already there is
-    replaced only with --overwrite."""
+def check_out(folder, overwrite, finished=VOCAB_FILES[0], what="a tokenizer"):
+    """Before any work: --out is a folder, or can be made in a writable one; `what` is already there (one of
+    the `finished` files) is replaced only with --overwrite. (finetune.py checks its --out with it too.)"""
     parent = os.path.abspath(folder)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
@@ -528,9 +532,9 @@ def check_out(folder, overwrite):
         raise FileExistsError(f"--out {folder}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"--out {folder}: {parent} is not writable")
-    held = [name for name in VOCAB_FILES[0] if os.path.exists(os.path.join(folder, name))]
+    held = [name for name in finished if os.path.exists(os.path.join(folder, name))]
     if held and not overwrite:
-        raise FileExistsError(f"--out {folder} already holds a tokenizer ({held[0]}); pass --overwrite to replace it")
+        raise FileExistsError(f"--out {folder} already holds {what} ({held[0]}); pass --overwrite to replace it")
 
 
 def check_inputs(paths):

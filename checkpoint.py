@@ -66,15 +66,4 @@ def save(path, ckpt):
     """torch.save `ckpt` to `path` atomically: into a temporary file in the same folder (one filesystem),
     flushed to the disk, then renamed over `path`. A reader, or a run killed midway, finds the previous
     file or the new one, never half of one."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    bpe.write_atomic(path, lambda f: torch.save(ckpt, f))

@@ -309,16 +309,7 @@ OUTPUTS = FINISHED + ("log.jsonl", "predictions.json", "na_prob.json")  # and th
 def check_out(folder, overwrite, finished=FINISHED, why="a finetuning run's results"):
     """Before any work: --out is a folder or can be made in a writable one, and holds no results unless
     --overwrite."""
-    parent = os.path.abspath(folder)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise FileExistsError(f"--out {folder}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {folder}: {parent} is not writable")
-    held = [name for name in finished if os.path.exists(os.path.join(folder, name))]
-    if held and not overwrite:
-        raise FileExistsError(f"--out {folder} already holds {why} ({held[0]}); pass --overwrite to replace them")
+    bpe.check_out(folder, overwrite, finished, why)
 
 
 def clear_out(folder):
