@@ -276,7 +276,7 @@ FINETUNE_CASES = [  # (arguments, with {d} the fixture's folder and {m} the micr
     (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/a_file/x"], "a_file is a file"),
     (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{m}"], "is the --checkpoint folder"),
     (["--task", "rte", "--data", "{d}/good", "--checkpoint", "{m}", "--out", "{d}/done"],
-     "done already holds a finetuning run's results (metrics.json); pass --overwrite to replace them"),
+     "done already holds a finetuning run's results (metrics.json); pass --overwrite to replace it"),
     (["--task", "stsb", "--data", "{d}/sts", "--checkpoint", "{d}/done", "--out", "{d}/out"],
      "has shape [2, 128] in the checkpoint but [1, 128] in the model"),  # RTE's classifier as STS-B's regressor
 ]
