@@ -638,8 +638,9 @@ def report_demo(model, tok, cfg):
           f"perplexity {math.exp(loss):8.1f} [{math.exp(loss) * se:.1f}]")
     print(f"  unigram distribution:   {'':24}perplexity {math.exp(base['unigram_loss']):8.1f}")
     print(f"  always {tok.decode([base['most_frequent']])!r:<16} accuracy {base['most_frequent_accuracy']:6.1%}")
-    print(f"  perplexity {math.exp(loss - base['unigram_loss']):.2f}x the unigram baseline's, "
-          f"accuracy {acc / max(base['most_frequent_accuracy'], 1e-9):.1f}x the most frequent token's\n")
+    print(f"  held-out perplexity {math.exp(loss):.1f} is {math.exp(loss - base['unigram_loss']):.2f}x the unigram "
+          f"baseline's; accuracy {acc:.1%} is {acc / max(base['most_frequent_accuracy'], 1e-9):.1f}x the most "
+          f"frequent token's\n")
     for text, guess, truth in fill_mask_examples(model, tok, valid, valid_ends):
         mark = "right" if guess == truth else "wrong"
         print(f"  {mark}: {text}  ->  {guess!r} (true: {truth!r})")
