@@ -22,6 +22,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import sys
 import threading
 import time
@@ -602,14 +603,18 @@ DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, ba
 
 def demo(args):
     cache, vocab = os.path.join("cache", "demo"), DEMO["vocab_size"]
-    corpus, tok_dir, data_dir = (os.path.join(cache, name) for name in ("corpus.txt", f"tokenizer-{vocab}",
-                                                                       f"data-{vocab}"))
+    corpus, tok_dir, data_dir = (os.path.join(cache, name) for name in ("corpus.txt", "tokenizer", "data"))
+    stamp = os.path.join(cache, "vocab_size.txt")  # a cache made with another vocabulary is made again
+    if os.path.isdir(tok_dir) and (not os.path.isfile(stamp) or open(stamp).read().strip() != str(vocab)):
+        for folder in (tok_dir, data_dir):
+            shutil.rmtree(folder, ignore_errors=True)
     if not os.path.isfile(corpus):
         print("writing the built-in corpus: Python's reference documentation and the standard library's docstrings")
         data.builtin_corpus(corpus)
     if not os.path.isfile(os.path.join(tok_dir, "vocab.json")):
         print(f"training a byte-level BPE tokenizer (vocabulary {DEMO['vocab_size']}) on the built-in corpus")
-        bpe.Tokenizer.train(bpe.read_lines(corpus), DEMO["vocab_size"], verbose=True).save(tok_dir)
+        bpe.Tokenizer.train(bpe.read_lines(corpus), vocab, verbose=True).save(tok_dir)
+        bpe.write_atomic(stamp, str(vocab))
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
         data.prepare([corpus], tok_dir, data_dir, valid_fraction=DEMO["valid_fraction"])
     settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(TrainConfig)}}
