@@ -161,7 +161,9 @@ EXPERIMENTS = [
              ("8K", "bsz-8k", ["31K", "1e-3", "3.77", "84.6", "92.8"])]),
         base={"batch_size": Times(0.5), "max_steps": Times(2), "lr": Times(0.5)},
         note="The paper's ratios: batch x8 and x32 with steps /8 and /32 and lr x7 and x10. Our base batch is "
-             "half the scale's, so that the largest arm still makes a few dozen updates."),
+             "half the scale's, so that the largest arm still makes a few dozen updates. The paper's largest "
+             "batches still make 125K and 31K updates; at the classroom scale they make 200 and 50, and the "
+             "number of updates may be what limits them (does --steps-factor 4 close the gap?)."),
     Experiment(
         "data-and-steps", "Does more data help at the same number of steps, and more steps on the same data?",
         arms=[Arm("less-data", {}, data="slice"), Arm("more-data", {}),
@@ -709,11 +711,11 @@ def paper_gap_note(gaps, glue_sd=None):
     if not gaps:
         return ""
     values = [g for _, g in gaps]
-    listed = ", ".join(f"{name} {g:+g}" for name, g in gaps)
+    listed = ", ".join(f"{name} {g:+g}" if g else f"{name} 0" for name, g in gaps)
     notes = []
     if max(values) <= 0:
         notes.append("the paper's own numbers do not show this order")
-    elif min(values) <= 0:
+    elif min(values) < 0:
         notes.append("its sign changes between columns: the paper itself does not order these arms consistently")
     elif max(values) < 0.5:
         notes.append("under half a point on every column, from medians of 5 seeds reported without a spread")
