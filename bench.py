@@ -490,7 +490,38 @@ def _start(folder, fmt, build, batch_size):
     t_index = time.perf_counter() - t
     batches = data.epoch_batches(index.lengths, batch_size, 0, 0,
                                  batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
-    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(batches) and len(index.lengths)
+    assert batches.get(0) is not None  # what train.py asks for first
+    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(index.lengths)
+
+
+def _first_batch(path, n, batch_size, offset):
+    """What a rank does to order an epoch of n examples of a token budget (seq 512) and find its first batch,
+    at the epoch's start (offset 0) or resumed `offset` examples in: (seconds, private MB, examples in it)."""
+    base = private_mb()
+    lengths = np.memmap(path, np.uint16, "r", shape=(n,))
+    t = time.perf_counter()
+    batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0,
+                                 offset=offset)
+    batch = batches.get(batches.first)
+    return time.perf_counter() - t, private_mb() - base, len(batch)
+
+
+def bench_epoch_order(n, batch_size, seed=0):
+    """An epoch of n examples at the paper's scale without building a corpus: lengths 10-100 tokens (a
+    sentence pair's, ~55 on average; 0.8B of them are ~44B tokens) in a memory-mapped file."""
+    print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {batch_size:,} x 512 tokens:\n")
+    print("| start | order | seconds | private MB | examples in the first batch |\n|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(seed)
+        lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
+        for at in range(0, n, 1 << 24):
+            lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
+        lengths.flush()
+        del lengths
+        kind = "computed (data.Shuffle)" if n > data.SHUFFLE_ABOVE else "torch.randperm"
+        for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
+            seconds, mb, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=_returned)
+            print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {size:,} |")
 
 
 def bench_startup(args):
@@ -509,6 +540,8 @@ def bench_startup(args):
                                                                 measured=_returned)
                 print(f"| {n:,} | {fmt} | {count:,} | {built[0]:.2f} | {index_s:.3f} | {epoch_s:.2f} | {mb:.0f} |")
             shutil.rmtree(folder)
+    if args.epoch_examples:
+        bench_epoch_order(args.epoch_examples, args.batch_size)
 
 
 # ------------------------------------------------------------------------------------------ command line
@@ -585,7 +618,10 @@ COMMANDS = [
         ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
                            help="input formats (default: all four)")),
         ("--batch-size", dict(type=bpe.number(int, 1), default=8192,
-                              help="sequences per update, for the epoch's order (default: %(default)s, Table 9)"))]),
+                              help="sequences per update, for the epoch's order (default: %(default)s, Table 9)")),
+        ("--epoch-examples", dict(type=bpe.number(int, 0, 4 * 10 ** 9), default=0,
+                                  help="also order an epoch of this many examples, as 40B tokens of sentence "
+                                       "pairs give (800000000), from a synthetic file (default: skipped)"))]),
     ("overlap", "how much of a slow batch preparation train.py's background thread hides", [
         ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
         ("--batch-size", dict(type=bpe.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),

@@ -264,17 +264,17 @@ class Update(NamedTuple):
 
 
 class Batches:
-    """The updates of the run in order, from (epoch, position) on: each global batch of data.epoch_batches,
+    """The updates of the run in order, from (epoch, position, offset) on: each global batch of data.epoch_batches,
     this process's share cut into micro-batches, collated and masked (data.mask_batch). A background
     thread prepares the next updates while the current one runs (pinned memory on CUDA), and the order
     never depends on timing: resume and any process count see the same updates."""
 
-    def __init__(self, tokens, ex, lengths, tok, cfg, micro, rank, world, pin, epoch, position):
+    def __init__(self, tokens, ex, lengths, tok, cfg, micro, rank, world, pin, epoch, position, offset):
         self.tokens, self.ex, self.lengths, self.tok, self.cfg = tokens, ex, lengths, tok, cfg
         self.micro, self.rank, self.world, self.pin = micro, rank, world, pin
         self.budget = cfg.batch_size * cfg.seq_len if data.FORMATS[cfg.format].by_tokens else None
-        batches = self.epoch(epoch)
-        if len(batches) == 0:
+        batches = self.epoch(epoch, position, offset)
+        if position == 0 and batches.get(0) is None:
             raise Stop(f"{cfg.data}: too little data for one batch of {cfg.batch_size} sequences of {cfg.seq_len}")
         self.updates = self._updates(epoch, position, batches)
         self.queue, self.stopping, self.thread = queue.Queue(maxsize=max(cfg.prefetch, 1)), threading.Event(), None
@@ -282,13 +282,17 @@ class Batches:
             self.thread = threading.Thread(target=self._produce, daemon=True)
             self.thread.start()
 
-    def epoch(self, epoch):
-        return data.epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.budget)
+    def epoch(self, epoch, position=0, offset=0):
+        return data.epoch_batches(self.lengths, self.cfg.batch_size, self.cfg.seed, epoch, self.budget,
+                                  position, offset)
 
     def _updates(self, epoch, position, batches):
+        """(epoch, position and offset after this update, Update), epoch after epoch; batches are found as
+        they are needed, so that no process orders a whole epoch at once."""
         while True:
-            for i in range(position, len(batches)):
-                yield epoch, i + 1, self.prepare(batches[i], epoch)
+            while (batch := batches.get(position)) is not None:
+                position += 1
+                yield epoch, position, batches.start(position), self.prepare(batch, epoch)
             epoch, position = epoch + 1, 0
             batches = self.epoch(epoch)
 
@@ -328,7 +332,7 @@ class Batches:
         return Update(micro_batches, counts, len(global_batch))
 
     def next(self):
-        """(epoch, position after this update, Update)."""
+        """(epoch, position and offset after this update, Update)."""
         if self.thread is None:
             return next(self.updates)
         while True:
@@ -463,12 +467,12 @@ def _train(cfg, rank, world, device, cpu_group):
     run, state = make_run(cfg, tok, micro, rank, world, device, cpu_group, ckpt)
     ex, lengths = examples_index(cfg, tokens, line_ends, tok, world, cpu_group)
     batches = Batches(tokens, ex, lengths, tok, cfg, micro, rank, world, device.type == "cuda", state["epoch"],
-                      state["position"])
+                      state["position"], state["offset"])
     monitor = Monitor(run, state, heldout_set(cfg, tok, micro, rank, world), meta["tokenizer_sha256"])
     try:
         for step in range(state["step"] + 1, cfg.max_steps + 1):
             # the next update: its batches were prepared in the background while the last one ran
-            epoch, position, update = batches.next()
+            epoch, position, offset, update = batches.next()
             for group in run.opt.param_groups:
                 group["lr"] = lr_at(step - 1, cfg)
             # forward and backward of every micro-batch, the loss over the whole update's targets
@@ -477,7 +481,7 @@ def _train(cfg, rank, world, device, cpu_group):
             # the optimizer step, skipped on the device when the loss is not finite
             finite = torch.isfinite(sums).all()
             apply_update(run, finite)
-            state.update(step=step, epoch=epoch, position=position)
+            state.update(step=step, epoch=epoch, position=position, offset=offset)
             # log, evaluate on the fixed held-out set, stop after too many bad steps, save
             monitor.after_update(step, finite, sums, (n_targets, n_tokens, update.n_sequences))
     finally:
@@ -564,9 +568,9 @@ def make_run(cfg, tok, micro, rank, world, device, cpu_group, ckpt):
     body = build_model(cfg, tok).to(device)
     opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    state = {"step": 0, "epoch": 0, "position": 0, "skipped": 0}
-    if ckpt:
-        state = {**state, **restore(ckpt, body, opt, scaler, cfg, rank, device)}
+    state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
+    if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
+        state = {**state, "offset": None, **restore(ckpt, body, opt, scaler, cfg, rank, device)}
     if rank == 0:
         prepare_out(cfg, tok, body.cfg, world, state["step"])
     model = body

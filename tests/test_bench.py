@@ -142,3 +142,13 @@ def test_synthetic_corpus_is_in_data_py_layout(tmp_path):
     assert meta["train"]["documents"] == np.sum(lengths == 1) > 0 and lengths.max() <= 62
     ex = bench.data.examples(tokens, ends, "doc-sentences", 512, 2)
     assert len(ex) > 0
+
+
+def test_startup_measures_each_format_and_an_epochs_first_batch(capsys):
+    bench.main(["startup", "--tokens", "20000", "--formats", "sentence-pair", "--batch-size", "4",
+                "--epoch-examples", "5000"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    corpus = next(r for r in rows if "sentence-pair" in r)
+    assert int(corpus[2].replace(",", "")) > 0  # examples
+    starts = [r for r in rows if r[0] in ("| epoch start", "| resume half way")]
+    assert len(starts) == 2 and all(0 < int(r[4].strip(" |").replace(",", "")) <= 5000 for r in starts)

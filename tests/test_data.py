@@ -562,10 +562,10 @@ def test_unwritable_folder_builds_in_memory(corpus, tmp_path, monkeypatch, capsy
 
 
 # ---------------------------------------------------------------- epoch batches equal the old lists
-def reference_epoch_batches(lengths, batch_size, seed, epoch, token_budget=None):
+def reference_epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, order=None):
     """data.py's epoch_batches of 3563ce3: an int64 permutation, a Python list, a cumsum of the epoch."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(lengths), generator=g).numpy()
+    if order is None:
+        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).numpy()
     if token_budget is None:
         n = len(order) // batch_size
         return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
@@ -591,7 +591,7 @@ def test_epoch_batches_equal_the_old_ones():
         lengths = rng.integers(1, top, n).astype(np.int32)
         for seed, epoch in ((0, 0), (1, 3)):
             fixed = data.epoch_batches(lengths, 16, seed, epoch)
-            assert fixed.shape == (n // 16, 16)
+            assert len(fixed) == n // 16 and all(len(b) == 16 for b in fixed)
             assert same_batches(fixed, reference_epoch_batches(lengths, 16, seed, epoch))
             for budget in (1, 100, 512, 10 ** 6):
                 want = reference_epoch_batches(lengths, 16, seed, epoch, budget)
@@ -600,10 +600,39 @@ def test_epoch_batches_equal_the_old_ones():
                 assert same_batches(got[1:3], want[1:3]) and (not want or np.array_equal(got[-1], want[-1]))
                 order = data.epoch_order(n, seed, epoch)
                 for chunk in (1, 3, 50):  # batches across chunks of the running sums, and longer than a chunk
-                    bounds = data._budget_bounds(lengths, order, budget, chunk=chunk)
-                    assert same_batches([order[a:b] for a, b in zip(bounds[:-1], bounds[1:])], want)
+                    assert same_batches(data.Ragged(order, lengths, budget, chunk=chunk), want)
     with pytest.raises(ValueError, match="at least one example"):
         data.epoch_batches(np.ones(5), 0, 0, 0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 1000, 4097])
+def test_a_computed_shuffle_is_a_permutation_of_its_epoch(n):
+    order = data.Shuffle(n, key=7)
+    full = order[0:n]
+    assert np.array_equal(np.sort(full), np.arange(n))
+    assert all(np.array_equal(order[a:b], full[a:b]) for a, b in ((0, 0), (1, n), (n // 3, n // 2), (n - 1, n)))
+    assert np.array_equal(data.Shuffle(n, key=7)[0:n], full)  # fixed by the key
+    if n >= 64:
+        assert not np.array_equal(data.Shuffle(n, key=8)[0:n], full)
+        assert abs(np.corrcoef(np.arange(n), full)[0, 1]) < 0.35  # no trace of the original order
+
+
+def test_large_epochs_are_ordered_slice_by_slice(monkeypatch):
+    """Above SHUFFLE_ABOVE examples the order is a Shuffle; the batches are the same rule on it, found as they
+    are asked for, and a run resumed at (batch, offset) sees the batches of the uninterrupted epoch."""
+    lengths = np.random.default_rng(0).integers(1, 60, 3000).astype(np.int32)
+    assert isinstance(data.epoch_order(3000, 0, 0), np.ndarray)
+    monkeypatch.setattr(data, "SHUFFLE_ABOVE", 1000)
+    order = data.epoch_order(3000, 0, 1)
+    assert isinstance(order, data.Shuffle) and not np.array_equal(order[0:3000], data.epoch_order(3000, 0, 2)[0:3000])
+    for budget in (None, 512):
+        whole = data.epoch_batches(lengths, 16, 0, 1, token_budget=budget)
+        assert same_batches(whole, reference_epoch_batches(lengths, 16, 0, 1, budget, order=order[0:3000]))
+        later = data.epoch_batches(lengths, 16, 0, 1, budget, first=5, offset=whole.start(5))
+        assert later.first == 5 and later.bounds[0] == whole.start(5) > 0  # nothing before batch 5 is found
+        assert same_batches(later[5:], whole[5:]) and len(later) == len(whole)
+        again = data.epoch_batches(lengths, 16, 0, 1, budget, first=5)  # a checkpoint without an offset
+        assert np.array_equal(again.get(5), whole[5]) and again.get(len(whole)) is None
 
 
 def test_first_examples_read_only_the_windows_they_need(monkeypatch):

@@ -329,3 +329,29 @@ def test_a_compiler_that_fails_falls_back_to_eager(monkeypatch, capsys):
     assert got is model and "torch.compile failed (RuntimeError: no C++ compiler here); training eagerly" in \
         capsys.readouterr().err
     assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
+
+
+def test_batches_resume_at_a_saved_offset_in_a_computed_order(prepared, monkeypatch):
+    """At the paper's scale an epoch's order is computed (data.Shuffle) and its token-budget batches are found
+    as they are needed: the (epoch, position, offset) saved after an update restarts the same updates, across
+    the end of an epoch, without finding the batches before it."""
+    monkeypatch.setattr(data, "SHUFFLE_ABOVE", 0)
+    tokens, ends, meta = data.load_split(str(prepared), "train")
+    tok = bpe.Tokenizer.load(os.path.join(os.path.dirname(prepared), "tok"))
+    cfg = train.TrainConfig(data=str(prepared), format="sentence-pair", seq_len=32, batch_size=64, prefetch=0)
+    ex = data.examples(tokens, ends, cfg.format, cfg.seq_len, tok.eos_id)
+    lengths = data.example_lengths(ex, cfg.format, cfg.seq_len)
+    per_epoch = len(data.epoch_batches(lengths, 64, 0, 0, token_budget=64 * 32))
+
+    def updates(epoch, position, offset, n):
+        b = train.Batches(tokens, ex, lengths, tok, cfg, 64, 0, 1, False, epoch, position, offset)
+        return [b.next() for _ in range(n)]
+
+    straight = updates(0, 0, 0, per_epoch + 3)
+    epoch, position, offset, _ = straight[per_epoch - 3]
+    assert (epoch, position) == (0, per_epoch - 2) and offset > 0
+    resumed = updates(epoch, position, offset, 5)
+    assert [u[:3] for u in resumed] == [u[:3] for u in straight[per_epoch - 2:]]
+    assert resumed[-1][0] == 1  # the next epoch
+    for (*_, a), (*_, b) in zip(resumed, straight[per_epoch - 2:]):
+        assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a.micro_batches, b.micro_batches))
