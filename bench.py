@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 
 import numpy as np
 import torch
@@ -496,21 +497,25 @@ def _start(folder, fmt, build, batch_size):
 
 def _first_batch(path, n, batch_size, offset):
     """What a rank does to order an epoch of n examples of a token budget (seq 512) and find its first batch,
-    at the epoch's start (offset 0) or resumed `offset` examples in: (seconds, private MB, examples in it)."""
+    at the epoch's start (offset 0) or resumed `offset` examples in: (seconds, private MB after it, peak MB of
+    the arrays made on the way (tracemalloc sees numpy's), examples in it)."""
     base = private_mb()
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
+    tracemalloc.start()
     t = time.perf_counter()
     batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0,
                                  offset=offset)
     batch = batches.get(batches.first)
-    return time.perf_counter() - t, private_mb() - base, len(batch)
+    seconds, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1] / 2 ** 20
+    return seconds, private_mb() - base, peak, len(batch)
 
 
 def bench_epoch_order(n, batch_size, seed=0):
     """An epoch of n examples at the paper's scale without building a corpus: lengths 10-100 tokens (a
     sentence pair's, ~55 on average; 0.8B of them are ~44B tokens) in a memory-mapped file."""
     print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {batch_size:,} x 512 tokens:\n")
-    print("| start | order | seconds | private MB | examples in the first batch |\n|---|---|---|---|---|")
+    print("| start | order | seconds | private MB after | peak MB on the way | examples in the first batch |\n"
+          "|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(seed)
         lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
@@ -520,8 +525,8 @@ def bench_epoch_order(n, batch_size, seed=0):
         del lengths
         kind = "computed (data.Shuffle)" if n > data.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
-            seconds, mb, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=_returned)
-            print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {size:,} |")
+            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=_returned)
+            print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")
 
 
 def bench_startup(args):

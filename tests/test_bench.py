@@ -151,4 +151,4 @@ def test_startup_measures_each_format_and_an_epochs_first_batch(capsys):
     corpus = next(r for r in rows if "sentence-pair" in r)
     assert int(corpus[2].replace(",", "")) > 0  # examples
     starts = [r for r in rows if r[0] in ("| epoch start", "| resume half way")]
-    assert len(starts) == 2 and all(0 < int(r[4].strip(" |").replace(",", "")) <= 5000 for r in starts)
+    assert len(starts) == 2 and all(0 < int(r[5].strip(" |").replace(",", "")) <= 5000 for r in starts)
