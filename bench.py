@@ -30,6 +30,7 @@ import torch
 import bpe
 import data
 import roberta
+from machinery import cli, files
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -70,7 +71,7 @@ def _measured(fn, args, conn):
     try:
         fn(*args)
     except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
-        conn.send(f"{type(e).__name__}: {bpe.describe(e)}".splitlines()[0])
+        conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
         return
     conn.send((time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
 
@@ -79,7 +80,7 @@ def _returned(fn, args, conn):
     try:
         conn.send(fn(*args))
     except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
-        conn.send(f"{type(e).__name__}: {bpe.describe(e)}".splitlines()[0])
+        conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
 
 
 def in_fresh_process(fn, *args, measured=_measured):
@@ -116,10 +117,10 @@ def bench_lines(shared=SHARED):
                                 f"shared data)")
     lines = []
     for f in files:
-        lines += bpe.read_text(os.path.join(shared, f)).splitlines(keepends=True)
+        lines += files.read_text(os.path.join(shared, f)).splitlines(keepends=True)
     for path in sorted(glob.glob(os.path.join(shared, "race", "*", "*", "*.txt"))):
         try:
-            lines += json.loads(bpe.read_text(path))["article"].splitlines(keepends=True)
+            lines += json.loads(files.read_text(path))["article"].splitlines(keepends=True)
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise ValueError(f"{path}: not a RACE passage (a JSON object with an \"article\" text)") from None
     return lines
@@ -132,7 +133,7 @@ def training_peak_mb(lines, vocab_size):
         path = os.path.join(tmp, "text.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(lines)
-        code = ("import sys, bpe; bpe.Tokenizer.train(bpe.read_lines(sys.argv[1]), int(sys.argv[2])); "
+        code = ("import sys, bpe; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
         return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
 
@@ -405,7 +406,7 @@ def train_py_seconds(data_dir, out, steps, args, extra=()):
 def builtin_data(folder, vocab_size):
     """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
     corpus = data.builtin_corpus(os.path.join(folder, "corpus.txt"))
-    bpe.Tokenizer.train(bpe.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
+    bpe.Tokenizer.train(files.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
     data.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
     return os.path.join(folder, "data")
 
@@ -474,7 +475,7 @@ def synthetic_corpus(folder, n_tokens, seed=0):
     meta = {"tokenizer_sha256": "synthetic", "vocab_size": 50265, "dtype": "uint16", "bos_id": 0, "pad_id": 1,
             "eos_id": 2, "mask_id": 50264, "train": {"tokens": done, "lines": lines, "documents": docs},
             "valid": {"tokens": 0, "lines": 0, "documents": 0}}
-    bpe.write_atomic(os.path.join(folder, "meta.json"), json.dumps(meta))
+    files.write_atomic(os.path.join(folder, "meta.json"), json.dumps(meta))
     return done
 
 
@@ -555,8 +556,8 @@ def bench_startup(args):
 MAX_POSITIONS = roberta.RobertaConfig.max_positions
 DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RUNS = ["tiny:8:128", "small:8:128", "base:4:128", "tiny:4:512", "small:4:512", "base:2:512"]
-VOCAB_SIZE = bpe.number(int, bpe.MIN_VOCAB, why=" (256 bytes + 5 special tokens)")
-SEQ_LEN = bpe.number(int, 1, MAX_POSITIONS, why=" (the model's positions)")
+VOCAB_SIZE = cli.number(int, bpe.MIN_VOCAB, why=" (256 bytes + 5 special tokens)")
+SEQ_LEN = cli.number(int, 1, MAX_POSITIONS, why=" (the model's positions)")
 
 
 def run_spec(text):
@@ -566,7 +567,7 @@ def run_spec(text):
         raise argparse.ArgumentTypeError(f"expected CONFIG:BATCH:SEQ_LEN with CONFIG one of "
                                          f"{', '.join(roberta.PRESETS)}, like tiny:8:128; got {text!r}")
     checked = [parts[0]]
-    for what, value, parse in (("BATCH", parts[1], bpe.number(int, 1)), ("SEQ_LEN", parts[2], SEQ_LEN)):
+    for what, value, parse in (("BATCH", parts[1], cli.number(int, 1)), ("SEQ_LEN", parts[2], SEQ_LEN)):
         try:
             checked.append(parse(value))
         except argparse.ArgumentTypeError as e:
@@ -597,7 +598,7 @@ COMMANDS = [
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
         ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
                        help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
-        ("--steps", dict(type=bpe.number(int, 1), default=5,
+        ("--steps", dict(type=cli.number(int, 1), default=5,
                          help="timed steps of each model, interleaved; the best is reported (default: %(default)s)")),
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)")),
@@ -605,38 +606,38 @@ COMMANDS = [
         ("--compare-hf", dict(action="store_true",
                               help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
     ("data", "corpus preparation and masking speed, peak memory", [
-        ("--workers", dict(type=bpe.number(int, 1, 1024), default=2, help="encoding processes (default: %(default)s)")),
-        ("--copies", dict(type=bpe.number(int, 1, 1000), default=8,
+        ("--workers", dict(type=cli.number(int, 1, 1024), default=2, help="encoding processes (default: %(default)s)")),
+        ("--copies", dict(type=cli.number(int, 1, 1000), default=8,
                           help="the large corpus: this many copies of the ~8 MB mix (default: %(default)s)"))]),
     ("train", "train.py's loop overhead over the bare step", [
         ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=bpe.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
-        ("--seq-len", dict(type=bpe.number(int, 8, MAX_POSITIONS), default=128,
+        ("--batch-size", dict(type=cli.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
+        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=128,
                            help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=bpe.number(int, 1), default=150,
+        ("--steps", dict(type=cli.number(int, 1), default=150,
                          help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
         ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
                               help="vocabulary trained on the built-in corpus (default: %(default)s)")),
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
     ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
-        ("--tokens", dict(type=bpe.number(int, 1000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
+        ("--tokens", dict(type=cli.number(int, 1000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens (default: 10M and 100M; the issue's table adds 1e9)")),
         ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
                            help="input formats (default: all four)")),
-        ("--batch-size", dict(type=bpe.number(int, 1), default=8192,
+        ("--batch-size", dict(type=cli.number(int, 1), default=8192,
                               help="sequences per update, for the epoch's order (default: %(default)s, Table 9)")),
-        ("--epoch-examples", dict(type=bpe.number(int, 0, 4 * 10 ** 9), default=0,
+        ("--epoch-examples", dict(type=cli.number(int, 0, 4 * 10 ** 9), default=0,
                                   help="also order an epoch of this many examples, as 40B tokens of sentence "
                                        "pairs give (800000000), from a synthetic file (default: skipped)"))]),
     ("overlap", "how much of a slow batch preparation train.py's background thread hides", [
         ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=bpe.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
-        ("--seq-len", dict(type=bpe.number(int, 8, MAX_POSITIONS), default=128,
+        ("--batch-size", dict(type=cli.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
+        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=128,
                            help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=bpe.number(int, 1), default=100,
+        ("--steps", dict(type=cli.number(int, 1), default=100,
                          help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
-        ("--delay", dict(type=bpe.number(float, 0, 10, low_open=True), default=0.03,
+        ("--delay", dict(type=cli.number(float, 0, 10, low_open=True), default=0.03,
                          help="seconds added to each update's preparation (default: %(default)s)")),
         ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
                               help="vocabulary trained on the built-in corpus (default: %(default)s)")),
@@ -646,7 +647,7 @@ COMMANDS = [
 
 
 def parser():
-    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     for command, help, options in COMMANDS:
         c = sub.add_parser(command, help=help, description=help)
@@ -673,7 +674,7 @@ def main(argv=None):
         {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
          "overlap": bench_overlap, "startup": bench_startup}[args.what](args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
-        sys.exit(f"error: {bpe.describe(err).strip().splitlines()[0]}")
+        sys.exit(f"error: {cli.describe(err).strip().splitlines()[0]}")
     except KeyboardInterrupt:
         sys.exit("error: interrupted")
 

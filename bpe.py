@@ -24,7 +24,6 @@ the Tokenizer (encode, decode, and train/load/save on top of the functions above
     tok = Tokenizer.train(lines, vocab_size=8000)
     tok.save("out/")
 """
-import argparse
 import contextlib
 import gc
 import heapq
@@ -236,56 +235,6 @@ VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's na
                ("encoder.json", "vocab.bpe"))  # GPT-2's names
 
 
-def write_atomic(path, data):
-    """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file, as
-    `lambda f: torch.save(ckpt, f)`) to `path` all at once: a reader, or a run killed midway,
-    sees the old file or the new one, never half of one. The data goes to a temporary file in the same
-    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`."""
-    path = os.fspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            if callable(data):  # a function that writes to the open file (torch.save of a checkpoint)
-                data(f)
-            else:
-                f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def read_lines(path, errors="strict"):
-    """Yield the lines of a UTF-8 text file, streaming. A decoding error names the file and byte offset."""
-    offset = 0
-    with open(path, "rb") as f:
-        for raw in f:
-            try:
-                yield raw.decode("utf-8", errors)
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}: not UTF-8 text at byte {offset + e.start} "
-                                 f"(pass --errors replace to substitute U+FFFD)") from None
-            offset += len(raw)
-
-
-def read_text(path):
-    """A whole UTF-8 text file, newlines as Python's text mode reads them. Errors name the file and why."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"{path}: a folder, not a file")
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text at byte {e.start}") from None
-    if not text.strip():
-        raise ValueError(f"{path}: empty file")
-    return text.replace("\r\n", "\n").replace("\r", "\n")
-
-
 def find_vocab_files(directory):
     """(vocab file, merges file) in `directory`, under RoBERTa's names or GPT-2's."""
     if not os.path.isdir(directory):
@@ -304,6 +253,7 @@ def find_vocab_files(directory):
 def read_vocab_json(path):
     """vocab.json / encoder.json: a JSON object mapping each token's printable spelling to its id,
     the ids 0..N-1 each once. Returns that object."""
+    from machinery.files import read_text  # machinery: UTF-8 checked, errors name the file
     try:
         token_ids = json.loads(read_text(path))
     except json.JSONDecodeError as e:
@@ -324,6 +274,7 @@ def read_vocab_json(path):
 def read_merges(path, token_ids, vocab_name="vocab.json"):
     """merges.txt / vocab.bpe: a '#version' line, then one merge per line in rank order ('Ġt he').
     Returns {(id, id): id}. Errors name the file and line."""
+    from machinery.files import read_text  # machinery: UTF-8 checked, errors name the file
     merges = {}
     for n, line in enumerate(read_text(path).split("\n"), 1):
         if line.startswith("#version") or not line.strip():
@@ -341,6 +292,7 @@ def read_merges(path, token_ids, vocab_name="vocab.json"):
 
 def save_vocab_files(directory, tokens, merges):
     """Write vocab.json + merges.txt (GPT-2/RoBERTa format). tokens: id -> printable spelling."""
+    from machinery.files import write_atomic  # machinery: a reader never sees half a file
     os.makedirs(directory, exist_ok=True)
     vocab = {tokens[i]: i for i in sorted(tokens)}
     lines = ["#version: 0.2"] + [f"{tokens[a]} {tokens[b]}" for a, b in merges]
@@ -482,120 +434,6 @@ class Tokenizer:
         save_vocab_files(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 
-# ---------------------------------------------------------------- command line
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with its errors on one line ("bpe.py train: error: argument --vocab-size: ...")."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def number(kind, low=None, high=None, low_open=False, why=""):
-    """An argparse type: a number of `kind` (int or float) within [low, high] (or (low, high] with
-    low_open). `why` is added to the error: the reason for the range."""
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if value != value or (low is not None and (value <= low if low_open else value < low)) \
-                or (high is not None and value > high):
-            where = f"{'>' if low_open else 'at least'} {low}" if high is None else \
-                f"in {'(' if low_open else '['}{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"must be {where}{why}, got {text}")
-        return value
-    return parse
-
-
-def path_arg(text):
-    """An argparse type: a non-empty path."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    return text
-
-
-def describe(err):
-    """One line for an error: an OSError names its file and reason, as 'path: No such file or directory'."""
-    if isinstance(err, OSError) and err.filename and err.strerror:
-        return f"{err.filename}: {err.strerror}"
-    return str(err)
-
-
-def check_out(folder, overwrite, finished=VOCAB_FILES[0], what="a tokenizer"):
-    """Before any work: --out is a folder, or can be made in a writable one; `what` is already there (one of
-    the `finished` files) is replaced only with --overwrite. (finetune.py checks its --out with it too.)"""
-    parent = os.path.abspath(folder)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise FileExistsError(f"--out {folder}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {folder}: {parent} is not writable")
-    held = [name for name in finished if os.path.exists(os.path.join(folder, name))]
-    if held and not overwrite:
-        raise FileExistsError(f"--out {folder} already holds {what} ({held[0]}); pass --overwrite to replace it")
-
-
-def check_inputs(paths):
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file")
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"{path}: a folder, not a file")
-        if not os.access(path, os.R_OK):
-            raise PermissionError(f"{path}: not readable (permission denied)")
-    if all(os.path.isfile(p) and os.path.getsize(p) == 0 for p in paths):
-        raise ValueError(f"{', '.join(paths)}: no text to train on (empty)")
-
-
-def train_command(args):
-    check_out(args.out, args.overwrite)
-    check_inputs(args.input)
-    lines = (line for path in args.input for line in read_lines(path, args.errors))
-    tok = Tokenizer.train(lines, args.vocab_size, args.min_frequency, verbose=True)
-    tok.save(args.out)
-    print(f"wrote {args.out}/vocab.json and merges.txt: {len(tok)} tokens, {len(tok.merges)} merges")
-
-
-def encode_command(args):
-    tok = Tokenizer.load(args.tokenizer)
-    ids = tok.encode(args.text)
-    print(ids)
-    print(" ".join(tok.id_to_token(i) for i in ids))
-
-
-def parser():
-    p = ArgumentParser(description="Byte-level BPE (RoBERTa Section 4.4): train or encode.")
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="learn a vocabulary from text files")
-    t.set_defaults(run=train_command)
-    t.add_argument("--input", nargs="+", type=path_arg, required=True, help="UTF-8 text files (required)")
-    t.add_argument("--vocab-size", type=number(int, MIN_VOCAB, why=" (256 bytes + 5 special tokens)"), required=True,
-                   help=f"tokens in the vocabulary, the 5 specials included (required; at least {MIN_VOCAB})")
-    t.add_argument("--min-frequency", type=number(int, 1), default=2,
-                   help="merge only pairs that occur at least this often (default: %(default)s)")
-    t.add_argument("--out", type=path_arg, required=True, help="folder for vocab.json + merges.txt (required)")
-    t.add_argument("--overwrite", action="store_true", help="replace a tokenizer already in --out (default: refuse)")
-    t.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                   help="bytes that are not UTF-8: an error, or U+FFFD (default: %(default)s)")
-    e = sub.add_parser("encode", help="print the token ids of a text")
-    e.set_defaults(run=encode_command)
-    e.add_argument("--tokenizer", type=path_arg, required=True,
-                   help="folder with vocab.json + merges.txt, or encoder.json + vocab.bpe (required)")
-    e.add_argument("text", help="the text to encode (plain text: no special tokens are added)")
-    return p
-
-
-def main(argv=None):
-    args = parser().parse_args(argv)
-    try:
-        args.run(args)
-    except (OSError, ValueError) as err:
-        sys.exit(f"error: {describe(err)}")
-    except KeyboardInterrupt:
-        sys.exit("error: interrupted")
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # machinery: the command line (bpe.py train / encode), its checks, one-line errors
+    from machinery import bpe_cli
+    bpe_cli.main()

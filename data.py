@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 import bpe
-from corpus import DATASETS, builtin_corpus, download, reference_topics, stdlib_docstrings  # noqa: F401 (data.*)
+from machinery import files
+from machinery.corpus import DATASETS, builtin_corpus, download, reference_topics, stdlib_docstrings  # noqa: F401 (data.*)
 
 SPLITS = ("train", "valid")
 
@@ -50,7 +51,7 @@ def read_documents(paths, errors="strict"):
             if b"\x00" in f.read(1 << 16):
                 raise ValueError(f"{path}: looks binary (NUL bytes), not a text corpus")
         in_document = False
-        for line in bpe.read_lines(path, errors):
+        for line in files.read_lines(path, errors):
             line = line.strip()
             if line:
                 in_document = True
@@ -212,7 +213,7 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
     meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(writer.dtype).name,
             "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **writer.counts}
-    bpe.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
+    files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
     if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
         print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
               f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "
@@ -728,7 +729,7 @@ def _write_index(path, info, parts, fmt):
             if os.path.exists(path + ext + tmp):
                 os.remove(path + ext + tmp)
     info = {**info, "count": n, "digest": [_ends_digest(path + ".rows"), _ends_digest(path + ".len")]}
-    bpe.write_atomic(path + ".json", json.dumps(info, indent=1))
+    files.write_atomic(path + ".json", json.dumps(info, indent=1))
 
 
 # ---------------------------------------------------------------------------------------- batches

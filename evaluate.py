@@ -9,7 +9,7 @@
 Every metric is a percentage, as in the paper's tables. The SQuAD numbers follow the official v2.0
 evaluation script (which also scores v1.1 files); MCC, F1, Pearson and Spearman are their textbook
 definitions. This module also reads the datasets (GLUE TSVs, SQuAD JSON, RACE folders); finetune.py
-uses it for that. Models and tokenizers are loaded by checkpoint.py.
+uses it for that. Models and tokenizers are loaded by machinery/checkpoints.py.
 """
 import argparse
 import collections
@@ -27,6 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 import bpe
+from machinery import cli, files
 
 
 class DataError(ValueError):
@@ -239,7 +240,7 @@ def read_glue_predictions(path, task, n):
 
 
 def write_glue_predictions(path, predictions):
-    bpe.write_atomic(path, "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in enumerate(predictions)))
+    files.write_atomic(path, "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in enumerate(predictions)))
 
 
 # ---------------------------------------------------------------------------------------- SQuAD
@@ -436,10 +437,10 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
-    import checkpoint
+    from machinery import checkpoints
     import data
-    model, tok = checkpoint.load(path, need_trained_head=True, verbose=False)
-    trained = checkpoint.train_settings(path)
+    model, tok = checkpoints.load(path, need_trained_head=True, verbose=False)
+    trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
     if not MIN_SEQ_LEN <= seq_len <= positions:
@@ -462,9 +463,9 @@ def perplexity_command(args):
 
 
 def fill_mask_command(args):
-    import checkpoint
+    from machinery import checkpoints
     import roberta
-    model, tok = checkpoint.load(args.checkpoint, need_trained_head=True, verbose=False)
+    model, tok = checkpoints.load(args.checkpoint, need_trained_head=True, verbose=False)
     if args.top_k > model.cfg.vocab_size:
         raise DataError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
     for token, prob in roberta.fill_mask(model, tok, args.text, args.top_k):
@@ -504,46 +505,46 @@ def task_arg(among=TASKS, kind="task"):
 
 
 def parser():
-    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("perplexity", help="masked-LM perplexity of a checkpoint on prepared data")
     s.set_defaults(run=perplexity_command)
-    s.add_argument("--checkpoint", type=bpe.path_arg, required=True, help="a train.py output folder (required)")
-    s.add_argument("--data", type=bpe.path_arg, required=True, help="a folder written by data.py (required)")
+    s.add_argument("--checkpoint", type=cli.path_arg, required=True, help="a train.py output folder (required)")
+    s.add_argument("--data", type=cli.path_arg, required=True, help="a folder written by data.py (required)")
     s.add_argument("--split", default="valid", choices=["train", "valid"],
                    help="the split of --data to evaluate (default: %(default)s)")
-    s.add_argument("--seq-len", type=bpe.number(int, MIN_SEQ_LEN),
+    s.add_argument("--seq-len", type=cli.number(int, MIN_SEQ_LEN),
                    help=f"tokens per sequence, at least {MIN_SEQ_LEN} and at most the model's positions (default: the "
                         f"length the checkpoint trained at; a Hugging Face model's positions)")
-    s.add_argument("--batch-size", type=bpe.number(int, 1), default=8,
+    s.add_argument("--batch-size", type=cli.number(int, 1), default=8,
                    help="sequences per forward (default: %(default)s)")
     s = sub.add_parser("fill-mask", help="the most likely tokens for <mask>")
     s.set_defaults(run=fill_mask_command)
-    s.add_argument("--checkpoint", type=bpe.path_arg, required=True,
+    s.add_argument("--checkpoint", type=cli.path_arg, required=True,
                    help="a train.py output or a Hugging Face RoBERTa folder with its LM head (required)")
-    s.add_argument("--top-k", type=bpe.number(int, 1), default=5,
+    s.add_argument("--top-k", type=cli.number(int, 1), default=5,
                    help="how many tokens to list, at most the vocabulary (default: %(default)s)")
     s.add_argument("text", help="a text with exactly one <mask>")
     s = sub.add_parser("squad", help="official SQuAD v2.0 metrics (v1.1 files too)")
     s.set_defaults(run=squad_command)
-    s.add_argument("--data", type=bpe.path_arg, required=True, help="dev-v1.1.json or dev-v2.0.json (required)")
-    s.add_argument("--predictions", type=bpe.path_arg, required=True,
+    s.add_argument("--data", type=cli.path_arg, required=True, help="dev-v1.1.json or dev-v2.0.json (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
                    help="JSON {question id: answer text}, \"\" for no answer (required)")
-    s.add_argument("--na-prob-file", type=bpe.path_arg,
+    s.add_argument("--na-prob-file", type=cli.path_arg,
                    help="JSON {question id: no-answer probability}: adds the best thresholds (default: none)")
-    s.add_argument("--na-prob-thresh", type=bpe.number(float, 0, 1), default=1.0,
+    s.add_argument("--na-prob-thresh", type=cli.number(float, 0, 1), default=1.0,
                    help="answer \"\" where the no-answer probability is above this, in [0, 1] (default: %(default)s)")
     s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV")
     s.set_defaults(run=glue_command)
     s.add_argument("--task", type=task_arg(list(GLUE), "GLUE task"), required=True,
                    help=f"{', '.join(GLUE)} (required)")
-    s.add_argument("--data", type=bpe.path_arg, required=True, help="the task's dev.tsv (required)")
-    s.add_argument("--predictions", type=bpe.path_arg, required=True,
+    s.add_argument("--data", type=cli.path_arg, required=True, help="the task's dev.tsv (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
                    help="the GLUE submission TSV: index<TAB>prediction, one row per dev example (required)")
     s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
     s.set_defaults(run=race_command)
-    s.add_argument("--data", type=bpe.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")
-    s.add_argument("--predictions", type=bpe.path_arg, required=True,
+    s.add_argument("--data", type=cli.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
                    help="JSON {\"<passage id>-<question index>\": \"A\"-\"D\"} (required)")
     return p
 
@@ -553,7 +554,7 @@ def main(argv=None):
     try:
         args.run(args)
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {bpe.describe(err)}")
+        sys.exit(f"error: {cli.describe(err)}")
     except KeyboardInterrupt:
         sys.exit("error: interrupted")
 

@@ -52,6 +52,7 @@ import torch
 import bpe
 import data
 import roberta
+from machinery import cli, files
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -310,7 +311,7 @@ def corpus_file(scale, args, folder, commands):
                     break
                 lines += doc + [""]
                 size += sum(len(line) + 1 for line in doc)
-            bpe.write_atomic(path, "\n".join(lines))
+            files.write_atomic(path, "\n".join(lines))
         return path
     commands.append(f"python -c \"import data; data.builtin_corpus('{path}')\"")
     if not os.path.isfile(path):
@@ -367,7 +368,7 @@ def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
                         docs.append(current)
                         current = []
         kept = [line for doc in docs[::scale.slice_every] for line in doc]
-        bpe.write_atomic(text, "\n".join(kept))
+        files.write_atomic(text, "\n".join(kept))
     prepare_step("less data", ["python", script("data.py"), "--input", text, "--tokenizer", tok, "--out", out,
                                "--valid-fraction", "0", "--workers", str(scale.workers)],
                  lambda: os.path.isfile(os.path.join(out, "meta.json")), log_path, commands)
@@ -387,7 +388,7 @@ def graft_heldout(source, target):
         os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))
     meta_t["valid"] = meta_s["valid"]
     meta_t["heldout_from"] = os.path.abspath(source)
-    bpe.write_atomic(os.path.join(target, "meta.json"), json.dumps(meta_t, indent=2))
+    files.write_atomic(os.path.join(target, "meta.json"), json.dumps(meta_t, indent=2))
 
 
 # ---------------------------------------------------------------------------------------- runs
@@ -537,7 +538,7 @@ def train_run(run, status, threads, overwrite):
 
 
 def write_run(run, record):
-    bpe.write_atomic(os.path.join(run.folder, "run.json"), json.dumps(record, indent=2))
+    files.write_atomic(os.path.join(run.folder, "run.json"), json.dumps(record, indent=2))
 
 
 def curve(run):
@@ -932,9 +933,9 @@ def run_experiment(exp, args):
                "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
     folder = os.path.join(args.out, exp.name)
     os.makedirs(folder, exist_ok=True)
-    bpe.write_atomic(os.path.join(folder, "results.json"), json.dumps(results, indent=2))
+    files.write_atomic(os.path.join(folder, "results.json"), json.dumps(results, indent=2))
     base = base_options(exp, scale, args.steps_factor)
-    bpe.write_atomic(os.path.join(folder, "report.md"), report(exp, results, runs, base))
+    files.write_atomic(os.path.join(folder, "report.md"), report(exp, results, runs, base))
     png = plot(exp, results, os.path.join(folder, "loss.png"))
     print(f"[{exp.name}] verdict: {results['verdict']}; report: {os.path.join(folder, 'report.md')}"
           + (f", {png}" if png else "") + f" ({results['wall_seconds']:.0f} s)", flush=True)
@@ -984,24 +985,24 @@ def glue_folder(text):
 
 
 def parser():
-    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("experiment", type=experiment_name, help="list, all, or one of: " +
                    ", ".join(e.name for e in EXPERIMENTS))
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 20 min per experiment on a 2-core CPU; gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=bpe.number(int, 1), help="seeds per arm (default: 3; --quick: 2)")
+    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: 3; --quick: 2)")
     p.add_argument("--glue", type=glue_folder, help="a GLUE folder: adds SST-2 (and RTE) dev accuracy per run")
-    p.add_argument("--out", type=bpe.path_arg, default="experiments", help="where results go (default: %(default)s)")
+    p.add_argument("--out", type=cli.path_arg, default="experiments", help="where results go (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="run again, replacing finished runs")
     p.add_argument("--corpus", type=text_file, help="a text file to pretrain on instead of the scale's corpus")
-    p.add_argument("--vocab-size", type=bpe.number(int, 260), help="BPE vocabulary (default: the scale's)")
+    p.add_argument("--vocab-size", type=cli.number(int, 260), help="BPE vocabulary (default: the scale's)")
     p.add_argument("--train-args", help="more train.py options for every run, e.g. \"--dropout 0\"")
     p.add_argument("--device", help="train.py's --device for every run (and the evaluation's)")
     p.add_argument("--arms", help="run only these arms, comma-separated (default: all)")
-    p.add_argument("--steps-factor", type=bpe.number(float, 0, low_open=True), default=1.0,
+    p.add_argument("--steps-factor", type=cli.number(float, 0, low_open=True), default=1.0,
                    help="multiply every run's steps: 3 trains three times longer (default: %(default)s)")
-    p.add_argument("--jobs", type=bpe.number(int, 1), default=1,
+    p.add_argument("--jobs", type=cli.number(int, 1), default=1,
                    help="runs side by side (default: %(default)s; each is a train.py process)")
     return p
 
@@ -1017,7 +1018,7 @@ def main(argv=None):
             results = run_experiment(exp, args)
             failed += results["failed_now"]
     except (Refused, OSError, ValueError) as err:
-        sys.exit(f"error: {bpe.describe(err)}")
+        sys.exit(f"error: {cli.describe(err)}")
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
     if failed:

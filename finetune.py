@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 import bpe
-import checkpoint
 import data
 import evaluate
 import roberta
 from evaluate import GLUE, SQUAD, DataError
+from machinery import checkpoints, cli, files
 
 # Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
 # (roberta.adamw).
@@ -240,9 +240,9 @@ def squad_predict(task, model, tok, examples, features, batch_size, device):
 
 def squad_write(task, out, name, pred):
     answers, na = pred
-    bpe.write_atomic(os.path.join(out, "predictions.json"), json.dumps(answers))
+    files.write_atomic(os.path.join(out, "predictions.json"), json.dumps(answers))
     if na is not None:
-        bpe.write_atomic(os.path.join(out, "na_prob.json"), json.dumps(na))
+        files.write_atomic(os.path.join(out, "na_prob.json"), json.dumps(na))
 
 
 def race_read(task, folder):
@@ -266,7 +266,7 @@ def race_predict(task, model, tok, questions, inputs, batch_size, device):
 
 
 def race_write(task, out, name, pred):
-    bpe.write_atomic(os.path.join(out, "predictions.json"), json.dumps(pred))
+    files.write_atomic(os.path.join(out, "predictions.json"), json.dumps(pred))
 
 
 class Family(NamedTuple):
@@ -309,7 +309,7 @@ OUTPUTS = FINISHED + ("log.jsonl", "predictions.json", "na_prob.json")  # and th
 def check_out(folder, overwrite, finished=FINISHED, why="a finetuning run's results"):
     """Before any work: --out is a folder or can be made in a writable one, and holds no results unless
     --overwrite."""
-    bpe.check_out(folder, overwrite, finished, why)
+    cli.check_out(folder, overwrite, finished, why)
 
 
 def clear_out(folder):
@@ -324,7 +324,7 @@ def clear_out(folder):
 def save_best(args, model, tok, results):
     """checkpoint.pt (loadable by roberta.load_pretrained), tokenizer files and dev predictions."""
     task = TASKS[args.task]
-    checkpoint.save(os.path.join(args.out, "checkpoint.pt"),
+    checkpoints.save(os.path.join(args.out, "checkpoint.pt"),
                     {"model": model.state_dict(), "config": asdict(model.cfg), "class": type(model).__name__,
                      "num_labels": task.num_labels, "task": args.task})
     tok.save(args.out)
@@ -352,9 +352,9 @@ def make_model(args):
     """(model, tokenizer, model class, num_labels): the task's head on --checkpoint's encoder, or on
     --init-from's (Section 5.1: RTE, STS-B and MRPC start from the MNLI model)."""
     task = TASKS[args.task]
-    model, tok = checkpoint.load(args.checkpoint, task.family.model, num_labels=task.num_labels)
+    model, tok = checkpoints.load(args.checkpoint, task.family.model, num_labels=task.num_labels)
     if args.init_from:
-        source, source_tok = checkpoint.load(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
+        source, source_tok = checkpoints.load(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
         if [getattr(source.cfg, k) for k in SHAPE] != [getattr(model.cfg, k) for k in SHAPE] or \
                 data.tokenizer_hash(source_tok) != data.tokenizer_hash(tok):
             raise DataError(f"--init-from {args.init_from}: not the same model size and tokenizer as --checkpoint "
@@ -459,7 +459,7 @@ def finetune(args):
                "hyperparameters": {k: getattr(args, k) for k in ("lr", "batch_size", "weight_decay", "epochs",
                                                                   "warmup_ratio", "seed", "max_seq_len")},
                "history": history}
-    bpe.write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(summary, indent=2))
+    files.write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(summary, indent=2))
     return summary
 
 
@@ -485,7 +485,7 @@ def sweep(args):
     results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)}
                for (lr, bs), s in scores.items()]
     best = max(results, key=lambda r: r["median"])
-    bpe.write_atomic(os.path.join(args.out, "sweep.json"), json.dumps({"settings": results, "best": best}, indent=2))
+    files.write_atomic(os.path.join(args.out, "sweep.json"), json.dumps({"settings": results, "best": best}, indent=2))
     return best
 
 
@@ -501,45 +501,45 @@ def below_one(parse):
 
 
 HYPERPARAMETERS = [  # Table 10's, whose defaults depend on the task's family
-    ("--lr", bpe.number(float, 0, 1, low_open=True), "peak learning rate, in (0, 1]"),
-    ("--batch-size", bpe.number(int, 1), "examples per update, at least 1"),
-    ("--epochs", bpe.number(int, 1), "passes over the training set, at least 1"),
-    ("--warmup-ratio", below_one(bpe.number(float, 0, 1)), "share of the updates with a linear warmup, in [0, 1)"),
-    ("--weight-decay", bpe.number(float, 0, 1), "AdamW weight decay (not on biases and LayerNorms), in [0, 1]"),
+    ("--lr", cli.number(float, 0, 1, low_open=True), "peak learning rate, in (0, 1]"),
+    ("--batch-size", cli.number(int, 1), "examples per update, at least 1"),
+    ("--epochs", cli.number(int, 1), "passes over the training set, at least 1"),
+    ("--warmup-ratio", below_one(cli.number(float, 0, 1)), "share of the updates with a linear warmup, in [0, 1)"),
+    ("--weight-decay", cli.number(float, 0, 1), "AdamW weight decay (not on biases and LayerNorms), in [0, 1]"),
 ]
 
 
 def parser():
-    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", type=evaluate.task_arg(), required=True, help=f"{', '.join(evaluate.TASKS)} (required)")
-    p.add_argument("--data", type=bpe.path_arg, required=True,
+    p.add_argument("--data", type=cli.path_arg, required=True,
                    help="the task's folder: GLUE's train.tsv + dev.tsv, SQuAD's train/dev JSONs, RACE's train/ + dev/ "
                         "(required)")
-    p.add_argument("--checkpoint", type=bpe.path_arg, required=True,
+    p.add_argument("--checkpoint", type=cli.path_arg, required=True,
                    help="a train.py output or a Hugging Face RoBERTa folder, with its tokenizer files (required)")
-    p.add_argument("--out", type=bpe.path_arg, required=True,
+    p.add_argument("--out", type=cli.path_arg, required=True,
                    help="folder for checkpoint.pt, metrics.json, log.jsonl and the dev predictions (required)")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in --out (default: refuse)")
     for name, kind, what in HYPERPARAMETERS:
         p.add_argument(name, type=kind, help=f"{what} (default: Table 10's, " + ", ".join(
             f"{family} {TABLE_10[family][name[2:].replace('-', '_')]}" for family in TABLE_10) + ")")
-    p.add_argument("--seed", type=bpe.number(int, 0, 2 ** 32 - 1), default=0,
+    p.add_argument("--seed", type=cli.number(int, 0, 2 ** 32 - 1), default=0,
                    help="seed of the head's initialisation and the data order (default: %(default)s)")
-    p.add_argument("--max-seq-len", type=bpe.number(int, 8),
+    p.add_argument("--max-seq-len", type=cli.number(int, 8),
                    help="tokens per input, at most the model's positions (default: min(512, positions))")
-    p.add_argument("--doc-stride", type=bpe.number(int, 1), default=128,
+    p.add_argument("--doc-stride", type=cli.number(int, 1), default=128,
                    help="SQuAD: tokens between window starts, at most a window's context (default: %(default)s)")
-    p.add_argument("--eval-batch-size", type=bpe.number(int, 1), default=32,
+    p.add_argument("--eval-batch-size", type=cli.number(int, 1), default=32,
                    help="inputs per forward on dev (default: %(default)s)")
-    p.add_argument("--init-from", type=bpe.path_arg,
+    p.add_argument("--init-from", type=cli.path_arg,
                    help="start the encoder from this finetuned (MNLI) model's folder (default: --checkpoint's)")
     p.add_argument("--sweep", action="store_true",
                    help="Table 10's grid of lr x batch size, median over seeds; a run folder per point in --out "
                         "(refused before any run where one holds results, unless --overwrite)")
-    p.add_argument("--sweep-seeds", type=bpe.number(int, 1), default=5, help="seeds per point (default: %(default)s)")
-    p.add_argument("--max-train-examples", type=bpe.number(int, 1),
+    p.add_argument("--sweep-seeds", type=cli.number(int, 1), default=5, help="seeds per point (default: %(default)s)")
+    p.add_argument("--max-train-examples", type=cli.number(int, 1),
                    help="use only the first N training examples (default: all)")
-    p.add_argument("--max-eval-examples", type=bpe.number(int, 1),
+    p.add_argument("--max-eval-examples", type=cli.number(int, 1),
                    help="evaluate on the first N dev examples (default: all)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return p
@@ -557,7 +557,7 @@ def main(argv=None):
             summary = finetune(args)
             print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"]}, indent=2))
     except (OSError, ValueError) as err:
-        sys.exit(f"error: {bpe.describe(err)}")
+        sys.exit(f"error: {cli.describe(err)}")
     except KeyboardInterrupt:
         sys.exit("error: interrupted")
 

@@ -34,9 +34,9 @@ import torch
 import torch.distributed as dist
 
 import bpe
-import checkpoint
 import data
 import roberta
+from machinery import checkpoints, cli, files
 
 
 @dataclass
@@ -170,7 +170,7 @@ def save_checkpoint(path, model, opt, scaler, cfg, state, rng_states, tok_hash):
     ckpt = {"model": model.state_dict(), "config": asdict(model.cfg), "class": "RobertaForMaskedLM",
             "train": asdict(cfg), "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "state": state, "rng": rng_states, "tokenizer_sha256": tok_hash}
-    checkpoint.save(path, ckpt)  # atomic: a kill leaves the previous checkpoint whole
+    checkpoints.save(path, ckpt)  # atomic: a kill leaves the previous checkpoint whole
 
 
 def rng_state(device):
@@ -225,7 +225,7 @@ def prepare_out(cfg, tok, model_cfg, world, start_step):
     tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
     keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
     settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world}
-    bpe.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
+    files.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
 
 
 def check_fresh_out(cfg, master):
@@ -252,7 +252,7 @@ def keep_log_until(path, step):
         return
     with open(path) as f:
         lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    bpe.write_atomic(path, "".join(lines))
+    files.write_atomic(path, "".join(lines))
 
 
 # ---------------------------------------------------------------------------------------- batches
@@ -617,8 +617,8 @@ def demo(args):
         data.builtin_corpus(corpus)
     if not os.path.isfile(os.path.join(tok_dir, "vocab.json")):
         print(f"training a byte-level BPE tokenizer (vocabulary {DEMO['vocab_size']}) on the built-in corpus")
-        bpe.Tokenizer.train(bpe.read_lines(corpus), vocab, verbose=True).save(tok_dir)
-        bpe.write_atomic(stamp, str(vocab))
+        bpe.Tokenizer.train(files.read_lines(corpus), vocab, verbose=True).save(tok_dir)
+        files.write_atomic(stamp, str(vocab))
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
         data.prepare([corpus], tok_dir, data_dir, valid_fraction=DEMO["valid_fraction"])
     settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(TrainConfig)}}
@@ -711,37 +711,37 @@ OPTIONS = [
      "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
     ("data", str, "a folder written by data.py (omit every option for the built-in demo)"),
     ("out", str, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
-    ("seq_len", bpe.number(int, 8), "tokens per sequence (at most --max-positions)"),
-    ("batch_size", bpe.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
-    ("micro_batch_size", bpe.number(int, 1), "sequences per forward/backward in each process (default: "
+    ("seq_len", cli.number(int, 8), "tokens per sequence (at most --max-positions)"),
+    ("batch_size", cli.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
+    ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process (default: "
                                          "batch-size / processes, no accumulation)"),
-    ("lr", bpe.number(float, 0, low_open=True), "peak learning rate (Table 9)"),
-    ("warmup_steps", bpe.number(int, 0), "updates of linear warmup"),
-    ("max_steps", bpe.number(int, 1), "optimizer updates in all"),
-    ("weight_decay", bpe.number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
-    ("clip_grad", bpe.number(float, 0), "max gradient norm (0: none, as the paper)"),
+    ("lr", cli.number(float, 0, low_open=True), "peak learning rate (Table 9)"),
+    ("warmup_steps", cli.number(int, 0), "updates of linear warmup"),
+    ("max_steps", cli.number(int, 1), "optimizer updates in all"),
+    ("weight_decay", cli.number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
+    ("clip_grad", cli.number(float, 0), "max gradient norm (0: none, as the paper)"),
     ("amp", ["none", "bf16", "fp16"], "mixed precision (fp16 needs a GPU and uses a loss scaler)"),
     ("format", list(data.FORMATS), "input format of Section 4.2 (the pair formats add the NSP loss)"),
     ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
-    ("mask_rate", bpe.number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
+    ("mask_rate", cli.number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
     ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged"),
-    ("dropout", bpe.number(float, 0, 0.99), "dropout, also on attention weights"),
-    ("max_positions", bpe.number(int, 8, 65536), "the model's position table (RoBERTa: 512); for a new model only"),
-    ("seed", bpe.number(int, 0, 2 ** 31 - 1), "seed of the initialisation, data order, masks and dropout"),
-    ("log_interval", bpe.number(int, 1), "log every N updates"),
-    ("eval_interval", bpe.number(int, 1), "evaluate held-out loss every N updates"),
-    ("eval_sequences", bpe.number(int, 1), "held-out sequences per evaluation"),
-    ("save_interval", bpe.number(int, 1), "save checkpoint.pt every N updates"),
+    ("dropout", cli.number(float, 0, 0.99), "dropout, also on attention weights"),
+    ("max_positions", cli.number(int, 8, 65536), "the model's position table (RoBERTa: 512); for a new model only"),
+    ("seed", cli.number(int, 0, 2 ** 31 - 1), "seed of the initialisation, data order, masks and dropout"),
+    ("log_interval", cli.number(int, 1), "log every N updates"),
+    ("eval_interval", cli.number(int, 1), "evaluate held-out loss every N updates"),
+    ("eval_sequences", cli.number(int, 1), "held-out sequences per evaluation"),
+    ("save_interval", cli.number(int, 1), "save checkpoint.pt every N updates"),
     ("device", lambda name: name if re.fullmatch(r"cpu|cuda(:\d+)?", name) else fail(
         f"expected cpu, cuda or cuda:N, got {name!r}"), "cpu, cuda or cuda:N (default: cuda when available)"),
-    ("prefetch", bpe.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
-    ("prepare_delay", bpe.number(float, 0), "seconds added to each update's preparation, to measure how much of "
+    ("prefetch", cli.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
+    ("prepare_delay", cli.number(float, 0), "seconds added to each update's preparation, to measure how much of "
                                         "it the background thread hides (bench.py overlap)"),
 ]
 
 
 def parse(argv):
-    p = bpe.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = {**asdict(TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available"}
     for name, kind, help in OPTIONS:

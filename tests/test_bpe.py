@@ -1,5 +1,6 @@
 import json
 import os
+import argparse
 import random
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import bpe
 from conftest import ROOT
 from make_bpe_fixture import trained_corpus
+from machinery import bpe_cli, files
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "bpe_reference.json")
 
@@ -209,12 +211,12 @@ def test_training_says_why_the_vocabulary_is_smaller_than_asked(capsys):
 # ---------------------------------------------------------------- the atomic write
 def test_write_atomic(tmp_path):
     path = tmp_path / "f.txt"
-    bpe.write_atomic(path, "héllo")
+    files.write_atomic(path, "héllo")
     assert path.read_bytes() == "héllo".encode()
-    bpe.write_atomic(str(path), b"\x00\xff")
+    files.write_atomic(str(path), b"\x00\xff")
     assert path.read_bytes() == b"\x00\xff"
     with pytest.raises(TypeError):
-        bpe.write_atomic(path, 12)  # fails while writing: the old file stays whole, no temporary file is left
+        files.write_atomic(path, 12)  # fails while writing: the old file stays whole, no temporary file is left
     assert path.read_bytes() == b"\x00\xff" and os.listdir(tmp_path) == ["f.txt"]
 
 
@@ -317,7 +319,7 @@ def test_cli_overwrite_and_short_vocabulary(tmp_path):
 
 def test_cli_help_names_every_default():
     """Every option has a help text, and the help of every option with a default states it."""
-    commands = next(a for a in bpe.parser()._actions if isinstance(a, bpe.argparse._SubParsersAction)).choices
+    commands = next(a for a in bpe_cli.parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     assert set(commands) == {"train", "encode"}
     for command, p in commands.items():
         for action in p._actions:

@@ -12,6 +12,7 @@ import torch
 import bpe
 import data
 from conftest import ROOT, shared_path
+from machinery import files
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def corpus(tmp_path_factory):
     """The built-in corpus, a tokenizer trained on it, and the corpus prepared (2 workers, tiny chunks)."""
     d = tmp_path_factory.mktemp("corpus")
     path = data.builtin_corpus(str(d / "corpus.txt"))
-    tok = bpe.Tokenizer.train(bpe.read_lines(path), 1000)
+    tok = bpe.Tokenizer.train(files.read_lines(path), 1000)
     tok.save(d / "tok")
     meta = data.prepare([path], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=2,
                         chunk_lines=7, verbose=False)

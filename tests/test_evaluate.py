@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bpe
-import checkpoint
+from machinery import checkpoints
 import data
 import evaluate
 import roberta
@@ -158,7 +158,7 @@ def bad(tmp_path_factory):
     for name, model, extra in (("mlm", roberta.RobertaForMaskedLM(cfg), {"train": {"seq_len": 16}}),
                                ("cls", roberta.RobertaForSequenceClassification(cfg, 2), {"num_labels": 2})):
         (d / name).mkdir()
-        checkpoint.save(d / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
+        checkpoints.save(d / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
                                                      "class": type(model).__name__, **extra})
         tok.save(d / name)
     (d / "weights").mkdir()

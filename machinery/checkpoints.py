@@ -5,10 +5,10 @@ a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.
 tokenizer files). A model is only as good as the tokenizer that feeds it, so the two are loaded
 together and their vocabularies must agree.
 
-    model, tok = checkpoint.load("out/demo")                                # the masked LM
-    model, tok = checkpoint.load("runs/rte", roberta.RobertaForSequenceClassification)
-    checkpoint.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic
-    checkpoint.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
+    model, tok = checkpoints.load("out/demo")                                # the masked LM
+    model, tok = checkpoints.load("runs/rte", roberta.RobertaForSequenceClassification)
+    checkpoints.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic
+    checkpoints.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
 """
 import os
 
@@ -16,6 +16,7 @@ import torch
 
 import bpe
 import roberta
+from machinery import files
 
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
@@ -66,4 +67,4 @@ def save(path, ckpt):
     """torch.save `ckpt` to `path` atomically: into a temporary file in the same folder (one filesystem),
     flushed to the disk, then renamed over `path`. A reader, or a run killed midway, finds the previous
     file or the new one, never half of one."""
-    bpe.write_atomic(path, lambda f: torch.save(ckpt, f))
+    files.write_atomic(path, lambda f: torch.save(ckpt, f))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import bpe
-import checkpoint
 import roberta
+from machinery import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def folder(tmp_path_factory):
     tok = bpe.Tokenizer.train(["a small text for a small tokenizer"] * 5, 280, min_frequency=1)
     torch.manual_seed(0)
     model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=len(tok), max_positions=32))
-    checkpoint.save(d / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(model.cfg),
+    checkpoints.save(d / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(model.cfg),
                                           "class": "RobertaForMaskedLM", "train": {"seq_len": 16}})
     tok.save(d)
     return d, model
@@ -25,16 +25,16 @@ def folder(tmp_path_factory):
 
 def test_save_is_atomic_and_load_gives_model_and_tokenizer(folder, tmp_path):
     d, model = folder
-    loaded, tok = checkpoint.load(d)
+    loaded, tok = checkpoints.load(d)
     assert len(tok) == loaded.cfg.vocab_size and loaded.cfg == model.cfg
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    assert checkpoint.train_settings(d) == {"seq_len": 16}
+    assert checkpoints.train_settings(d) == {"seq_len": 16}
     # a save that fails midway leaves the previous file whole, and no temporary file beside it
     shutil.copy(d / "checkpoint.pt", tmp_path / "checkpoint.pt")
     before = (tmp_path / "checkpoint.pt").read_bytes()
     with pytest.raises(Exception):
-        checkpoint.save(tmp_path / "checkpoint.pt", {"model": model.state_dict(), "bad": lambda: None})
+        checkpoints.save(tmp_path / "checkpoint.pt", {"model": model.state_dict(), "bad": lambda: None})
     assert (tmp_path / "checkpoint.pt").read_bytes() == before and os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
@@ -58,12 +58,12 @@ def test_load_names_what_is_missing_in_order(folder, tmp_path):
              ("other", ValueError, f"tokens but the model's vocabulary is {model.cfg.vocab_size}")]
     for name, kind, message in cases:
         with pytest.raises(kind, match=message):
-            checkpoint.load(tmp_path / name)
+            checkpoints.load(tmp_path / name)
     # a Hugging Face folder holds no training settings; a classifier has no LM head to fill masks with
-    assert checkpoint.train_settings(tmp_path / "hf") == {}
-    assert isinstance(checkpoint.load(tmp_path / "hf", verbose=False)[0], roberta.RobertaForMaskedLM)
+    assert checkpoints.train_settings(tmp_path / "hf") == {}
+    assert isinstance(checkpoints.load(tmp_path / "hf", verbose=False)[0], roberta.RobertaForMaskedLM)
     with pytest.raises(ValueError, match="LM head is untrained"):
         classifier = roberta.RobertaForSequenceClassification(model.cfg, 2)
-        checkpoint.save(tmp_path / "tokenizer" / "checkpoint.pt", {"model": classifier.state_dict(), "config":
+        checkpoints.save(tmp_path / "tokenizer" / "checkpoint.pt", {"model": classifier.state_dict(), "config":
                         asdict(model.cfg), "class": "RobertaForSequenceClassification", "num_labels": 2})
-        checkpoint.load(tmp_path / "tokenizer", need_trained_head=True)
+        checkpoints.load(tmp_path / "tokenizer", need_trained_head=True)

@@ -13,7 +13,7 @@ import tarfile
 import urllib.request
 import zipfile
 
-import bpe
+from machinery import files
 
 
 # ---------------------------------------------------------------------------------------- built-in corpus
@@ -59,7 +59,7 @@ def builtin_corpus(path):
     for doc in list(reference_topics()) + list(stdlib_docstrings()):
         lines += doc + [""]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    bpe.write_atomic(path, "\n".join(lines))
+    files.write_atomic(path, "\n".join(lines))
     return path
 
 
