@@ -110,13 +110,13 @@ def run_command(args, what):
 # ------------------------------------------------------------------------------------------ bpe
 def bench_lines(shared=SHARED):
     """The ~8 MB English mix, as a list of lines (newlines kept)."""
-    files = ["corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt", "corpora/tinyshakespeare/input.txt"]
-    missing = [f for f in files + ["roberta", "gpt2"] if not os.path.exists(os.path.join(shared, f))]
+    texts = ["corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt", "corpora/tinyshakespeare/input.txt"]
+    missing = [f for f in texts + ["roberta", "gpt2"] if not os.path.exists(os.path.join(shared, f))]
     if missing:
         raise FileNotFoundError(f"{os.path.join(shared, missing[0])}: missing (the benchmarks need the project's "
                                 f"shared data)")
     lines = []
-    for f in files:
+    for f in texts:
         lines += files.read_text(os.path.join(shared, f)).splitlines(keepends=True)
     for path in sorted(glob.glob(os.path.join(shared, "race", "*", "*", "*.txt"))):
         try:
@@ -133,7 +133,7 @@ def training_peak_mb(lines, vocab_size):
         path = os.path.join(tmp, "text.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(lines)
-        code = ("import sys, bpe; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
+        code = ("import sys, bpe; from machinery import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
         return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
 
