@@ -1,4 +1,4 @@
-"""Benchmarks: speed figures for the README, measured against peer implementations in the same run.
+"""Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run.
 
     python bench.py bpe      # tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer
     python bench.py model    # training-step tokens/s and MFU, optionally vs transformers (--compare-hf)
@@ -7,8 +7,11 @@
     python bench.py overlap  # how much of a slow batch preparation train.py's background thread hides
     python bench.py startup  # start-up of the examples index per format at 10M-1B tokens (the paper's scale)
 
-Peers are optional: a peer that is not installed is reported as such. The text is ~8 MB of English
-from ../shared/data (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles).
+Peers are optional: a peer that is not installed is reported as such. `bpe` and `data` read ~8 MB of
+English from public datasets (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and
+RoBERTa's and GPT-2's tokenizer files, found in the shared data folder beside the repository; where it is
+absent, the tests that need it skip and these two benchmarks stop with a one-line error naming what is
+missing.
 """
 import argparse
 import glob
