@@ -147,13 +147,10 @@ class RobertaModel(nn.Module):
 
 
 def key_mask(input_ids, attention_mask, padded, pad_id):
-    """The keys each query may attend to, [B, 1, 1, T] bool, or None when nothing is padding.
-
-    Without `attention_mask`, padding is known from the pad id alone, as in fairseq. With padded=None,
-    whether a batch is padded is checked only on the CPU, where reading a tensor is free; on an
-    accelerator the check would stall the host every forward, and under torch.compile it would break
-    the graph, so there the mask is built (it gives the same result, only without the flash kernel).
-    """
+    """The keys each query may attend to, [B, 1, 1, T] bool, or None when nothing is padding. Without
+    `attention_mask`, padding is the pad id, as in fairseq. padded=None checks for padding only on the
+    CPU, where reading a tensor is free: on an accelerator it would stall the host every forward (and
+    break a torch.compile graph), so there the mask is built: the same result, without the flash kernel."""
     if padded is False:
         return None
     keep = input_ids.ne(pad_id) if attention_mask is None else attention_mask.bool()
@@ -217,13 +214,9 @@ class RobertaForMaskedLM(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None, padded=None):
         """Logits [B, T, V]; or, with labels (-100 = not a target), the cross-entropy over the targets.
-
-        The LM head runs on the target positions only, as fairseq's masked_tokens: with 15% masking,
-        85% of the vocabulary projection is never computed. reduction="sum" returns the summed loss
-        (train.py divides by the number of targets in the whole update); with `nsp_labels` (the pair
-        formats) the next-sentence loss is added, or returned beside the MLM sum when summing.
-        `padded` as in RobertaModel.forward.
-        """
+        The LM head runs on the targets only, as fairseq's masked_tokens: with 15% masking, 85% of the
+        vocabulary projection is never computed. reduction="sum": the summed loss (train.py divides by the
+        update's targets). `nsp_labels` (pair formats) add the next-sentence loss, or return it beside the sum."""
         x = self.roberta(input_ids, attention_mask, padded)
         weight = self.roberta.embeddings.tokens.weight
         if labels is None:
@@ -272,11 +265,8 @@ class RobertaForQuestionAnswering(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, start_positions=None, end_positions=None, answerable=None,
                 padded=None):
-        """(start_logits [B, T], end_logits [B, T], answerable_logit [B]); or, with targets, the loss.
-
-        Span targets of unanswerable examples are -100 (ignored); `answerable` (0/1, float) adds the
-        binary answerability loss (SQuAD 2.0).
-        """
+        """(start_logits [B, T], end_logits [B, T], answerable_logit [B]); or, with targets, the loss. Span
+        targets of unanswerable examples are -100 (ignored); `answerable` (0/1) adds SQuAD 2.0's loss."""
         x = self.roberta(input_ids, attention_mask, padded)
         start, end = self.qa(x).float().unbind(-1)
         score = self.answerable(x[:, 0]).squeeze(-1).float()
@@ -314,10 +304,6 @@ MODEL_CLASSES = {c.__name__: c for c in (RobertaForMaskedLM, RobertaForSequenceC
 
 def num_parameters(model):
     return sum(p.numel() for p in model.parameters())
-
-
-def make_model(cls, cfg, num_labels=None):
-    return cls(cfg, num_labels or 2) if cls is RobertaForSequenceClassification else cls(cfg)
 
 
 # ---------------------------------------------------------------------------------------- checkpoints
@@ -394,9 +380,8 @@ def mask_probabilities(model, tok, text):
 
 
 def fill_mask(model, tok, text, k=5):
-    """The k most likely tokens for the <mask> in `text`: [(token text, probability)], as fairseq's
-    fill_mask: the text around the mask is encoded as it stands, so "is <mask>." asks for a token
-    that carries its own leading space (" Paris")."""
+    """The k most likely tokens for the <mask> in `text`, [(token text, probability)], as fairseq's
+    fill_mask: "is <mask>." asks for a token that carries its own leading space (" Paris")."""
     V = model.cfg.vocab_size
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= V:
         raise ValueError(f"top-k must be an integer from 1 to the vocabulary size, {V}: got {k!r}")

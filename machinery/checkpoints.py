@@ -103,7 +103,8 @@ def load_weights(path, cls=roberta.RobertaForMaskedLM, num_labels=None, verbose=
     ours = os.path.isfile(os.path.join(path, "checkpoint.pt"))
     cfg, state, holder, found_labels = read_ours(path) if ours else hf.read_hf(path)
     cls = cls or roberta.MODEL_CLASSES.get(holder, roberta.RobertaForMaskedLM)
-    model = roberta.make_model(cls, cfg, num_labels or found_labels)
+    classifier = cls is roberta.RobertaForSequenceClassification
+    model = cls(cfg, num_labels or found_labels or 2) if classifier else cls(cfg)
     if not ours:
         state = hf.from_hf_state(state, model)
     if not new_head_ok:

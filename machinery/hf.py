@@ -65,7 +65,8 @@ def to_hf_state(model):
                 out[key.replace(".qkv.", f".{part}.")] = chunk
         else:
             out[key] = t
-    out[TOKEN_TYPES] = torch.zeros(1, model.cfg.hidden_size, dtype=out["roberta.embeddings.word_embeddings.weight"].dtype)
+    dtype = out["roberta.embeddings.word_embeddings.weight"].dtype
+    out[TOKEN_TYPES] = torch.zeros(1, model.cfg.hidden_size, dtype=dtype)
     return out
 
 
