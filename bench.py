@@ -285,10 +285,11 @@ def hf_loss(model, ids, labels):
 def hf_twin(model):
     """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
     import transformers
+    from machinery import hf
     transformers.logging.set_verbosity_error()
     twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
-        k: v for k, v in roberta.hf_config(model).items() if k != "architectures"}))
-    missing, unexpected = twin.load_state_dict(roberta.to_hf_state(model), strict=False)
+        k: v for k, v in hf.hf_config(model).items() if k != "architectures"}))
+    missing, unexpected = twin.load_state_dict(hf.to_hf_state(model), strict=False)
     assert not unexpected and all("decoder" in k for k in missing), (missing, unexpected)
     return twin.to(next(model.parameters()).device).train()
 

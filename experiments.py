@@ -52,7 +52,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import cli, files
+from machinery import checkpoints, cli, files
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -505,7 +505,7 @@ def run_status(run, command, overwrite):
         return "finished"
     if not os.path.isfile(checkpoint):
         return "new"
-    step = roberta.read_checkpoint(checkpoint).get("state", {}).get("step", 0)
+    step = checkpoints.read_checkpoint(checkpoint).get("state", {}).get("step", 0)
     return "evaluate" if step >= run.options["max_steps"] else "resume"
 
 

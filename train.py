@@ -187,7 +187,7 @@ def read_resume(cfg, tok_hash):
     if not os.path.isfile(path):
         raise Stop(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
                    f"node shares)")
-    ckpt = roberta.read_checkpoint(path)
+    ckpt = checkpoints.read_checkpoint(path)
     if ckpt.get("tokenizer_sha256") != tok_hash:
         raise Stop(f"{path}: trained with another tokenizer than {cfg.data}'s")
     if "optimizer" not in ckpt or "state" not in ckpt:

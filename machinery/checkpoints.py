@@ -9,14 +9,16 @@ together and their vocabularies must agree.
     model, tok = checkpoints.load("runs/rte", roberta.RobertaForSequenceClassification)
     checkpoints.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic
     checkpoints.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
+    model = checkpoints.load_weights("out/demo")     # the model alone: what roberta.load_pretrained does
 """
 import os
+import sys
 
 import torch
 
 import bpe
 import roberta
-from machinery import files
+from machinery import files, hf
 
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
@@ -39,8 +41,7 @@ def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_hea
         raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
     bpe.find_vocab_files(path)  # which tokenizer file is missing, if one is
-    model = roberta.load_pretrained(path, cls=cls, num_labels=num_labels, verbose=verbose,
-                                    new_head_ok=not need_trained_head)
+    model = load_weights(path, cls=cls, num_labels=num_labels, verbose=verbose, new_head_ok=not need_trained_head)
     tok = bpe.Tokenizer.load(path)
     if model.cfg.vocab_size != len(tok):
         raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
@@ -58,7 +59,7 @@ def train_settings(path):
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # an old-format file cannot be memory-mapped: read it whole
-        ckpt = roberta.read_checkpoint(ckpt_path)
+        ckpt = read_checkpoint(ckpt_path)
     settings = ckpt.get("train") if isinstance(ckpt, dict) else None
     return settings if isinstance(settings, dict) else {}
 
@@ -68,3 +69,84 @@ def save(path, ckpt):
     flushed to the disk, then renamed over `path`. A reader, or a run killed midway, finds the previous
     file or the new one, never half of one."""
     files.write_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def read_checkpoint(path, ours=True):
+    """Load this project's checkpoint file (weights only: no code runs from the file); ours=False: any
+    torch.save'd dict of tensors (Hugging Face's pytorch_model.bin)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+    if not ours:
+        if not isinstance(ckpt, dict):
+            raise ValueError(f"{path}: not a state dict")
+        return ckpt
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
+    return ckpt
+
+
+def load_weights(path, cls=roberta.RobertaForMaskedLM, num_labels=None, verbose=True, new_head_ok=True):
+    """roberta.load_pretrained's work: weights into `cls` from a train.py/finetune.py folder (checkpoint.pt)
+    or a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin).
+
+    cls=None: the class the checkpoint holds (RobertaForMaskedLM for a bare encoder). Encoder weights
+    must all be present and of the right shapes. A head the checkpoint lacks (a classifier on top of a
+    pretrained MLM) is freshly initialised, and this says so; with
+    new_head_ok=False it is refused instead: a finetuned classifier's folder has no trained LM head to
+    fill masks or measure perplexity with.
+    """
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint folder")
+    ours = os.path.isfile(os.path.join(path, "checkpoint.pt"))
+    cfg, state, holder, found_labels = read_ours(path) if ours else hf.read_hf(path)
+    cls = cls or roberta.MODEL_CLASSES.get(holder, roberta.RobertaForMaskedLM)
+    classifier = cls is roberta.RobertaForSequenceClassification
+    model = cls(cfg, num_labels or found_labels or 2) if classifier else cls(cfg)
+    if not ours:
+        state = hf.from_hf_state(state, model)
+    if not new_head_ok:
+        check_heads(model, state, path, holder)
+    load_state(model, state, path, verbose)
+    return model
+
+
+def read_ours(path):
+    """(config, state, the class it holds, num_labels) of a train.py/finetune.py folder."""
+    ckpt = read_checkpoint(os.path.join(path, "checkpoint.pt"))
+    return (roberta.RobertaConfig.from_dict(ckpt["config"]), ckpt["model"], ckpt.get("class", "RobertaForMaskedLM"),
+            ckpt.get("num_labels"))
+
+
+HEAD_NAMES = {"lm_head": "LM head", "classifier": "classification head", "qa": "span head",
+              "answerable": "answerability head", "nsp": "next-sentence head"}
+
+
+def check_heads(model, state, path, holder):
+    """Refuse to load a model whose task head the checkpoint does not hold (it would be random)."""
+    missing = sorted({k.split(".")[0] for k in model.state_dict() if k not in state and not k.startswith("roberta.")})
+    if missing:
+        heads = " and ".join(HEAD_NAMES.get(h, h) for h in missing)
+        raise ValueError(f"{path}: the checkpoint holds a {holder}; its {heads} {'is' if len(missing) == 1 else 'are'}"
+                         f" untrained (not in the checkpoint), so it cannot serve as a {type(model).__name__}")
+
+
+def load_state(model, state, source="checkpoint", verbose=True):
+    """Copy `state` into `model`: shapes must match; a missing head is left at its initialisation."""
+    own = model.state_dict()
+    for key, t in state.items():
+        if key in own and own[key].shape != t.shape:
+            raise ValueError(f"{source}: {key} has shape {list(t.shape)} in the checkpoint but "
+                             f"{list(own[key].shape)} in the model")
+    missing = [k for k in own if k not in state]
+    if any(k.startswith("roberta.") for k in missing):
+        raise ValueError(f"{source}: encoder weights missing from the checkpoint, e.g. "
+                         f"{next(k for k in missing if k.startswith('roberta.'))}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    unused = sorted({k.split(".")[0] for k in state if k not in own})
+    if verbose and missing:
+        heads = sorted({k.split(".")[0] for k in missing})
+        print(f"{source}: newly initialised {', '.join(heads)} ({len(missing)} tensors not in the checkpoint)"
+              + (f"; unused from the checkpoint: {', '.join(unused)}" if unused else ""), file=sys.stderr)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import roberta
 from conftest import ROOT
+from machinery import checkpoints, hf, roberta_cli
 from roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForMultipleChoice, RobertaForQuestionAnswering,
                      RobertaForSequenceClassification)
 
@@ -58,8 +59,8 @@ def test_save_pretrained_writes_transformers_layout(tmp_path):
         model = load(name, cls)
         out = tmp_path / name
         roberta.save_pretrained(model, out)
-        ours = roberta.load_safetensors(out / "model.safetensors")
-        theirs = roberta.load_safetensors(os.path.join(HF, name, "model.safetensors"))
+        ours = hf.load_safetensors(out / "model.safetensors")
+        theirs = hf.load_safetensors(os.path.join(HF, name, "model.safetensors"))
         extra = {k for k in ours if k.startswith("answerable.")}  # SQuAD 2.0's answerability head
         assert set(ours) - extra == set(theirs)
         assert all(ours[k].shape == theirs[k].shape for k in theirs)
@@ -335,7 +336,7 @@ def test_export_tokenizes_and_fills_masks_as_transformers_does(tmp_path):
     """transformers' AutoTokenizer and pipeline("fill-mask") on our export (recorded in expected.json) read
     the same ids as fill_mask and rank the same top-k: <mask> takes the space on its left, as roberta-base's."""
     import bpe
-    roberta.main(["export", "--checkpoint", EXPORT, "--out", str(tmp_path / "hf")])
+    roberta_cli.main(["export", "--checkpoint", EXPORT, "--out", str(tmp_path / "hf")])
     out = tmp_path / "hf"
     with open(out / "tokenizer_config.json") as f:
         config = json.load(f)
@@ -366,7 +367,7 @@ def test_export_tokenizes_and_fills_masks_as_transformers_does(tmp_path):
 def run_export(capsys, *args):
     """roberta.py export's exit status and its output, one line expected."""
     with pytest.raises(SystemExit) as exit_:
-        roberta.main(["export", *map(str, args)])
+        roberta_cli.main(["export", *map(str, args)])
     captured = capsys.readouterr()
     message = str(exit_.value.code) if isinstance(exit_.value.code, str) else captured.err
     assert exit_.value.code not in (0, None) and len(message.strip().splitlines()) == 1, message
@@ -392,11 +393,11 @@ def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert "vocab.json: no </s> token" in run_export(capsys, "--checkpoint", tmp_path / "other", "--out", out)
     assert not out.exists()
     # a finished export is kept unless --overwrite
-    roberta.main(["export", "--checkpoint", EXPORT, "--out", str(out)])
+    roberta_cli.main(["export", "--checkpoint", EXPORT, "--out", str(out)])
     before = (out / "model.safetensors").read_bytes()
     msg = run_export(capsys, "--checkpoint", EXPORT, "--out", out)
     assert "already holds an exported model (config.json); pass --overwrite" in msg
-    roberta.main(["export", "--checkpoint", EXPORT, "--out", str(out), "--overwrite"])
+    roberta_cli.main(["export", "--checkpoint", EXPORT, "--out", str(out), "--overwrite"])
     assert (out / "model.safetensors").read_bytes() == before
     assert "the following arguments are required: --checkpoint" in run_export(capsys, "--out", out)
 
@@ -410,7 +411,7 @@ def test_export_command_line(tmp_path, capsys):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope'}: no such checkpoint folder"]
     with pytest.raises(SystemExit) as exit_:
-        roberta.main(["export", "--help"])
+        roberta_cli.main(["export", "--help"])
     helped = capsys.readouterr().out
     assert exit_.value.code == 0
     for option, words in [("--checkpoint", "checkpoint.pt"), ("--out", "folder to write"), ("--overwrite", "replace")]:
@@ -434,7 +435,7 @@ def test_bad_inputs(tmp_path, capsys):
     state = {k: v for k, v in load("mlm", RobertaForMaskedLM).state_dict().items()}
     with pytest.raises(ValueError, match=r"roberta.embeddings.tokens.weight has shape \[100, 32\] in the "
                                          r"checkpoint but \[100, 128\] in the model"):
-        roberta.load_state(small, state)
+        checkpoints.load_state(small, state)
     (tmp_path / "torn").mkdir()
     (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
