@@ -67,7 +67,7 @@ def primary_metric(task):
     return GLUE[task].metrics[0] if task in GLUE else "f1" if task in SQUAD else "accuracy"
 
 
-# ---------------------------------------------------------------------------------------- inputs
+# ---------------------------------------------------------------------------------------- inputs and outputs
 def encode_pair(tok, a, b, max_len):
     """<s> a </s></s> b </s> (or <s> a </s>) in at most max_len tokens: data.truncate_pair's rule (the
     longer segment loses a token at a time, the second one on ties), as in pretraining."""

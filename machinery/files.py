@@ -52,9 +52,11 @@ def read_text(path, dataset=False):
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        text = raw.decode("utf-8-sig" if dataset else "utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text at byte {e.start}") from None
+    if dataset:
+        text = text.removeprefix("\ufeff")
     if not text.strip() and not dataset:
         raise ValueError(f"{path}: empty file")
     return text.replace("\r\n", "\n").replace("\r", "\n")
