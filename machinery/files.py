@@ -43,8 +43,10 @@ def read_lines(path, errors="strict"):
             offset += len(raw)
 
 
-def read_text(path):
-    """A whole UTF-8 text file, newlines as Python's text mode reads them. Errors name the file and why."""
+def read_text(path, dataset=False):
+    """A whole UTF-8 text file, newlines as Python's text mode reads them. Errors name the file and why.
+    dataset: a downloaded dataset's file (GLUE, SQuAD, RACE): a leading byte-order mark is dropped (GLUE's
+    MRPC has one), and an empty file is left to its reader to refuse (it knows what was expected)."""
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: a folder, not a file")
     with open(path, "rb") as f:
@@ -53,6 +55,8 @@ def read_text(path):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text at byte {e.start}") from None
-    if not text.strip():
+    if dataset:
+        text = text.removeprefix("\ufeff")
+    if not text.strip() and not dataset:
         raise ValueError(f"{path}: empty file")
     return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -20,6 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import evaluate  # noqa: E402
+from machinery import task_files  # noqa: E402
 
 SQUAD_CASES = [  # (file under shared/data, with no-answer probabilities, threshold)
     ("squad/dev-v1.1.json", False, 1.0),
@@ -69,7 +70,7 @@ def main(shared, official):
     out = {"squad": [], "glue": {}}
     for i, (name, with_na, thresh) in enumerate(SQUAD_CASES):
         path = os.path.join(shared, name)
-        preds, na = squad_predictions(evaluate.read_squad(path), seed=i)
+        preds, na = squad_predictions(task_files.read_squad(path), seed=i)
         with tempfile.TemporaryDirectory() as d:
             with open(f"{d}/p.json", "w") as f:
                 json.dump(preds, f)
@@ -82,7 +83,7 @@ def main(shared, official):
                                      "official": json.load(f)})
     for i, task in enumerate(GLUE_TASKS):
         folder = evaluate.GLUE[task][0]
-        gold = [label for _, label in evaluate.read_glue(task, os.path.join(shared, "glue", folder, "dev.tsv"))]
+        gold = [label for _, label in task_files.read_glue(task, os.path.join(shared, "glue", folder, "dev.tsv"))]
         pred = glue_predictions(task, gold, seed=100 + i)
         if task == "stsb":
             p, g = [float(x) for x in pred], [float(x) for x in gold]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import bpe
-from machinery import checkpoints
+from machinery import checkpoints, evaluate_cli, task_files
 import data
 import evaluate
 import roberta
@@ -63,7 +63,7 @@ def test_glue_hand_cases():
 # ---------------------------------------------------------------- against the official script and scikit-learn/scipy
 def test_squad_metrics_equal_official_script(reference):
     for case in reference["squad"]:
-        examples = evaluate.read_squad(shared_path(case["file"]))
+        examples = task_files.read_squad(shared_path(case["file"]))
         preds, na = squad_predictions(examples, case["seed"])
         ours = evaluate.squad_metrics(examples, preds, na if case["with_na"] else None, case["thresh"])
         assert set(ours) == set(case["official"])
@@ -73,7 +73,7 @@ def test_squad_metrics_equal_official_script(reference):
 
 def test_glue_metrics_equal_reference_implementations(reference):
     for task, case in reference["glue"].items():
-        gold = [lab for _, lab in evaluate.read_glue(task, shared_path("glue", evaluate.GLUE[task][0], "dev.tsv"))]
+        gold = [lab for _, lab in task_files.read_glue(task, shared_path("glue", evaluate.GLUE[task][0], "dev.tsv"))]
         ours = evaluate.glue_metrics(task, glue_predictions(task, gold, case["seed"]), gold)
         for key, value in case["reference"].items():
             assert abs(ours[key] - value) < 1e-6, (task, key, ours[key], value)
@@ -81,29 +81,29 @@ def test_glue_metrics_equal_reference_implementations(reference):
 
 # ---------------------------------------------------------------- readers and the command line
 def test_readers_on_shared_data():
-    assert len(evaluate.read_glue("cola", shared_path("glue", "CoLA", "dev.tsv"))) == 1043
-    assert len(evaluate.read_glue("mrpc", shared_path("glue", "MRPC", "dev.tsv"))) == 408  # header has a BOM
-    sts = evaluate.read_glue("stsb", shared_path("glue", "STS-B", "dev.tsv"))
+    assert len(task_files.read_glue("cola", shared_path("glue", "CoLA", "dev.tsv"))) == 1043
+    assert len(task_files.read_glue("mrpc", shared_path("glue", "MRPC", "dev.tsv"))) == 408  # header has a BOM
+    sts = task_files.read_glue("stsb", shared_path("glue", "STS-B", "dev.tsv"))
     assert len(sts) == 1500 and isinstance(sts[0][1], float) and len(sts[0][0]) == 2
-    race = evaluate.read_race(shared_path("race", "dev"))
+    race = task_files.read_race(shared_path("race", "dev"))
     assert len(race) == 4887 and sum(q["level"] == "middle" for q in race) == 1436
-    assert len(evaluate.read_squad(shared_path("squad", "dev-v1.1.json"))) == 10570
+    assert len(task_files.read_squad(shared_path("squad", "dev-v1.1.json"))) == 10570
 
 
 def test_cli_metrics(tmp_path):
     dev = shared_path("glue", "RTE", "dev.tsv")
-    gold = [lab for _, lab in evaluate.read_glue("rte", dev)]
-    evaluate.write_glue_predictions(tmp_path / "p.tsv", gold)
+    gold = [lab for _, lab in task_files.read_glue("rte", dev)]
+    task_files.write_glue_predictions(tmp_path / "p.tsv", gold)
     r = run_cli("glue", "--task", "rte", "--data", dev, "--predictions", tmp_path / "p.tsv")
     assert r.returncode == 0 and json.loads(r.stdout) == {"accuracy": 100.0}
     squad = shared_path("squad", "dev-v2.0.first5articles.json")
-    preds = {e["id"]: (e["answers"][0]["text"] if e["answers"] else "") for e in evaluate.read_squad(squad)}
+    preds = {e["id"]: (e["answers"][0]["text"] if e["answers"] else "") for e in task_files.read_squad(squad)}
     (tmp_path / "s.json").write_text(json.dumps(preds))
     r = run_cli("squad", "--data", squad, "--predictions", tmp_path / "s.json")
     out = json.loads(r.stdout)
     assert out["exact"] == 100.0 and out["NoAns_total"] == 702 and out["HasAns_total"] == 705
     race = shared_path("race", "dev")
-    (tmp_path / "r.json").write_text(json.dumps({q["qid"]: "ABCD"[q["label"]] for q in evaluate.read_race(race)}))
+    (tmp_path / "r.json").write_text(json.dumps({q["qid"]: "ABCD"[q["label"]] for q in task_files.read_race(race)}))
     r = run_cli("race", "--data", race, "--predictions", tmp_path / "r.json")
     assert json.loads(r.stdout) == {"accuracy": 100.0, "middle": 100.0, "high": 100.0}
 
@@ -113,7 +113,7 @@ def test_squad_missing_questions_warned_with_the_official_numbers(reference, tmp
     its exact/f1/total are the full run's HasAns_* (the fixture); a warning counts the missing ones."""
     case = next(c for c in reference["squad"] if "HasAns_exact" in c["official"] and "NoAns_total" in c["official"]
                 and c["thresh"] == 1.0)
-    examples = evaluate.read_squad(shared_path(case["file"]))
+    examples = task_files.read_squad(shared_path(case["file"]))
     preds, _ = squad_predictions(examples, case["seed"])
     (tmp_path / "p.json").write_text(json.dumps({e["id"]: preds[e["id"]] for e in examples if e["answers"]}))
     r = run_cli("squad", "--data", shared_path(case["file"]), "--predictions", tmp_path / "p.json")
@@ -259,7 +259,7 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
 @pytest.mark.parametrize("args,message", EVALUATE_CASES, ids=[" ".join(a[:1] + a[-2:])[:60] for a, _ in EVALUATE_CASES])
 def test_evaluate_refuses_bad_input(bad, capsys, args, message):
     before = tree(bad)
-    code, err, out = cli(evaluate.main, [a.replace("{d}", str(bad)) for a in args], capsys)
+    code, err, out = cli(evaluate_cli.main, [a.replace("{d}", str(bad)) for a in args], capsys)
     assert code != 0 and message in err and err.count("\n") == 1 and out == "", err
     assert tree(bad) == before
 
@@ -275,7 +275,7 @@ def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
     """perplexity defaults to the length the checkpoint trained at (train.py's settings in checkpoint.pt);
     --seq-len overrides it. A RACE prediction missing counts as wrong, with a warning."""
     for extra, seq_len in (([], 16), (["--seq-len", "64"], 64)):
-        evaluate.main(["perplexity", "--checkpoint", str(bad / "mlm"), "--data", str(bad / "data"), *extra])
+        evaluate_cli.main(["perplexity", "--checkpoint", str(bad / "mlm"), "--data", str(bad / "data"), *extra])
         out = json.loads(capsys.readouterr().out)
         assert out["seq_len"] == seq_len and out["ppl"] == pytest.approx(np.exp(out["loss"])) and out["targets"] > 0
     (bad / "r_empty.json").write_text('{"2-0": "A"}')
@@ -283,13 +283,13 @@ def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
     (bad / "race_ok" / "middle" / "2.txt").write_text(json.dumps(
         {"id": "2", "article": "b", "questions": ["q", "r"], "options": [["a", "b", "c", "d"]] * 2, "answers": "AB"}))
     try:
-        code, err, _ = cli(evaluate.main, ["race", "--data", bad / "race_ok", "--predictions", bad / "r_empty.json"],
-                           capsys)
+        code, err, _ = cli(evaluate_cli.main,
+                           ["race", "--data", bad / "race_ok", "--predictions", bad / "r_empty.json"], capsys)
         assert code != 0 and "questions, options and answers must be lists" in err  # "AB" is not a list
         (bad / "race_ok" / "middle" / "2.txt").write_text(json.dumps(
             {"id": "2", "article": "b", "questions": ["q", "r"], "options": [["a", "b", "c", "d"]] * 2,
              "answers": ["A", "C"]}))
-        evaluate.main(["race", "--data", str(bad / "race_ok"), "--predictions", str(bad / "r_empty.json")])
+        evaluate_cli.main(["race", "--data", str(bad / "race_ok"), "--predictions", str(bad / "r_empty.json")])
         out = capsys.readouterr()
         assert json.loads(out.out) == {"accuracy": 100 / 3, "middle": 50.0, "high": 0.0}
         assert "no prediction for 2 of the 3 questions" in out.err and "count as wrong" in out.err

@@ -16,7 +16,7 @@ import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery import files
+from machinery import files, finetune_cli, task_files
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -72,7 +72,7 @@ def test_gold_spans_give_back_the_gold_text(roberta_tok):
     original context by character offsets, for every SQuAD 1.1 dev question. Exactly, except where the
     annotated answer starts or ends inside a BPE token ("(99.3 FM)" of "(99.3 FM),"; "8" of "18"): then the
     prediction is the whole token and contains the gold text."""
-    examples = evaluate.read_squad(shared_path("squad", "dev-v1.1.json"))
+    examples = task_files.read_squad(shared_path("squad", "dev-v1.1.json"))
     features = finetune.squad_features(roberta_tok, examples, 384, 128)
     starts, ends = [], []
     for f in features:
@@ -105,7 +105,7 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
         "--out", out, "--epochs", 1, "--max-train-examples", 4000, "--lr", "1e-3", "--batch-size", 32,
         "--max-seq-len", 32, "--no-progress")
     metrics = json.loads((out / "metrics.json").read_text())
-    gold = [lab for _, lab in evaluate.read_glue("sst2", shared_path("glue", "SST-2", "dev.tsv"))]
+    gold = [lab for _, lab in task_files.read_glue("sst2", shared_path("glue", "SST-2", "dev.tsv"))]
     majority = 100 * max(gold.count("0"), gold.count("1")) / len(gold)
     assert metrics["dev"]["dev"]["accuracy"] > majority + 5
     # the predictions file is the GLUE submission format, and evaluate.py scores it the same
@@ -156,7 +156,7 @@ def test_mnli_matched_and_mismatched_and_qqp(micro_roberta, tmp_path):
         assert lines[0] == "index\tprediction" and len(lines) == n + 1 and lines[1].split("\t")[1] in labels
     qqp = tmp_path / "qqp.tsv"
     qqp.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tHow?\tWhy?\t0\n8\t3\t4\tA?\tA?\t1\n")
-    assert evaluate.read_glue("qqp", qqp) == [(["How?", "Why?"], "0"), (["A?", "A?"], "1")]
+    assert task_files.read_glue("qqp", qqp) == [(["How?", "Why?"], "0"), (["A?", "A?"], "1")]
     assert set(evaluate.glue_metrics("qqp", ["0", "1"], ["0", "1"])) == {"accuracy", "f1"}
 
 
@@ -302,7 +302,8 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["hyperparameters"]["epochs"] == 2
-    first = sorted(finetune.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2)))[0][-1]
+    first = sorted(finetune_cli.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2),
+                                           finetune.SWEEP))[0][-1]
     shutil.copytree(bad / "done", first)
     before = tree(tmp_path / "sweep")
     capsys.readouterr()

@@ -1,0 +1,125 @@
+"""The command line of evaluate.py: perplexity, fill-mask, and the official metrics of prediction files.
+
+    python evaluate.py perplexity --checkpoint DIR --data DIR
+    python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
+"""
+import argparse
+import json
+
+import evaluate
+from machinery import cli, task_files
+
+
+def check_task(task, among=evaluate.TASKS, kind="task"):
+    """`task` if it is one of `among` (which are `kind` tasks), else a ValueError that lists them."""
+    if task not in among:
+        what = f"{task!r} is not a {kind}" if task in evaluate.TASKS else f"unknown task {task!r}"
+        raise ValueError(f"{what}: choose one of {', '.join(among)}")
+    return task
+
+
+def task_arg(among=evaluate.TASKS, kind="task"):
+    """An argparse type: a task name among `among`."""
+    def parse(text):
+        try:
+            return check_task(text, among, kind)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def perplexity_command(args):
+    print(json.dumps(evaluate.perplexity(args.checkpoint, args.data, args.split, args.seq_len, args.batch_size),
+                     indent=2))
+
+
+def fill_mask_command(args):
+    from machinery import checkpoints
+    import roberta
+    model, tok = checkpoints.load(args.checkpoint, need_trained_head=True, verbose=False)
+    if args.top_k > model.cfg.vocab_size:
+        raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
+    for token, prob in roberta.fill_mask(model, tok, args.text, args.top_k):
+        print(f"{prob:.4f}\t{token!r}")
+
+
+def squad_command(args):
+    examples = task_files.read_squad(args.data)
+    predictions = task_files.read_json(args.predictions, "answers")
+    na = task_files.check_na_probs(task_files.read_json(args.na_prob_file, "no-answer probabilities"),
+                                   args.na_prob_file) if args.na_prob_file else None
+    task_files.check_squad_predictions(examples, predictions, args.predictions)
+    print(json.dumps(evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh), indent=2))
+
+
+def glue_command(args):
+    gold = [label for _, label in task_files.read_glue(args.task, args.data)]
+    pred = task_files.read_glue_predictions(args.predictions, args.task, len(gold))
+    print(json.dumps(evaluate.glue_metrics(args.task, pred, gold), indent=2))
+
+
+def race_command(args):
+    questions = task_files.read_race(args.data)
+    predictions = task_files.read_json(args.predictions, "answers")
+    task_files.check_race_predictions(questions, predictions, args.predictions)
+    print(json.dumps(evaluate.race_metrics(questions, predictions), indent=2))
+
+
+def add_pretraining_commands(sub):
+    s = sub.add_parser("perplexity", help="masked-LM perplexity of a checkpoint on prepared data")
+    s.set_defaults(run=perplexity_command)
+    s.add_argument("--checkpoint", type=cli.path_arg, required=True, help="a train.py output folder (required)")
+    s.add_argument("--data", type=cli.path_arg, required=True, help="a folder written by data.py (required)")
+    s.add_argument("--split", default="valid", choices=["train", "valid"],
+                   help="the split of --data to evaluate (default: %(default)s)")
+    low = evaluate.MIN_SEQ_LEN
+    s.add_argument("--seq-len", type=cli.number(int, low),
+                   help=f"tokens per sequence, at least {low} and at most the model's positions (default: the "
+                        f"length the checkpoint trained at; a Hugging Face model's positions)")
+    s.add_argument("--batch-size", type=cli.number(int, 1), default=8,
+                   help="sequences per forward (default: %(default)s)")
+    s = sub.add_parser("fill-mask", help="the most likely tokens for <mask>")
+    s.set_defaults(run=fill_mask_command)
+    s.add_argument("--checkpoint", type=cli.path_arg, required=True,
+                   help="a train.py output or a Hugging Face RoBERTa folder with its LM head (required)")
+    s.add_argument("--top-k", type=cli.number(int, 1), default=5,
+                   help="how many tokens to list, at most the vocabulary (default: %(default)s)")
+    s.add_argument("text", help="a text with exactly one <mask>")
+
+
+def add_task_commands(sub):
+    s = sub.add_parser("squad", help="official SQuAD v2.0 metrics (v1.1 files too)")
+    s.set_defaults(run=squad_command)
+    s.add_argument("--data", type=cli.path_arg, required=True, help="dev-v1.1.json or dev-v2.0.json (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
+                   help="JSON {question id: answer text}, \"\" for no answer (required)")
+    s.add_argument("--na-prob-file", type=cli.path_arg,
+                   help="JSON {question id: no-answer probability}: adds the best thresholds (default: none)")
+    s.add_argument("--na-prob-thresh", type=cli.number(float, 0, 1), default=1.0,
+                   help="answer \"\" where the no-answer probability is above this, in [0, 1] (default: %(default)s)")
+    s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV")
+    s.set_defaults(run=glue_command)
+    s.add_argument("--task", type=task_arg(list(evaluate.GLUE), "GLUE task"), required=True,
+                   help=f"{', '.join(evaluate.GLUE)} (required)")
+    s.add_argument("--data", type=cli.path_arg, required=True, help="the task's dev.tsv (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
+                   help="the GLUE submission TSV: index<TAB>prediction, one row per dev example (required)")
+    s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
+    s.set_defaults(run=race_command)
+    s.add_argument("--data", type=cli.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
+                   help="JSON {\"<passage id>-<question index>\": \"A\"-\"D\"} (required)")
+
+
+def parser():
+    p = cli.ArgumentParser(prog="evaluate.py", description=evaluate.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    add_pretraining_commands(sub)
+    add_task_commands(sub)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    cli.run(lambda: args.run(args))
