@@ -357,38 +357,6 @@ def linear_lr(step, peak, warmup_steps, total_steps):
     return peak * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
 
-# ---------------------------------------------------------------------------------------- fill-mask
-def mask_inputs(tok, text):
-    """The ids fill_mask feeds the model for a text with one <mask>: <s> text </s>, the space before
-    <mask> dropped (the predicted token carries its own), as fairseq's fill_mask and roberta-base's
-    tokenizer files (<mask> declared with lstrip) do."""
-    if text.count("<mask>") != 1:
-        raise ValueError(f"the text must hold exactly one <mask>: {text!r}")
-    before, after = text.split("<mask>")
-    return [tok.bos_id] + tok.encode(before.rstrip()) + [tok.mask_id] + tok.encode(after.rstrip()) + [tok.eos_id]
-
-
-@torch.no_grad()
-def mask_probabilities(model, tok, text):
-    """The model's distribution over the vocabulary for the one <mask> in `text`: a [V] float tensor."""
-    ids = mask_inputs(tok, text)
-    if len(ids) > model.cfg.max_positions:
-        raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
-    model.eval()
-    x = torch.tensor([ids], device=next(model.parameters()).device)
-    return model(x)[0, ids.index(tok.mask_id)].float().softmax(-1)
-
-
-def fill_mask(model, tok, text, k=5):
-    """The k most likely tokens for the <mask> in `text`, [(token text, probability)], as fairseq's
-    fill_mask: "is <mask>." asks for a token that carries its own leading space (" Paris")."""
-    V = model.cfg.vocab_size
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= V:
-        raise ValueError(f"top-k must be an integer from 1 to the vocabulary size, {V}: got {k!r}")
-    top = mask_probabilities(model, tok, text).topk(k)
-    return [(tok.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
-
-
 # ---------------------------------------------------------------------------------------- MFU
 def matmul_peak(device="cpu", dtype=torch.float32, n=2048, repeat=5):
     """The measured matmul throughput of a device in FLOP/s: MFU's denominator where no spec is known."""

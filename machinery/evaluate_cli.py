@@ -39,7 +39,7 @@ def fill_mask_command(args):
     model, tok = checkpoints.load(args.checkpoint, need_trained_head=True, verbose=False)
     if args.top_k > model.cfg.vocab_size:
         raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
-    for token, prob in roberta.fill_mask(model, tok, args.text, args.top_k):
+    for token, prob in evaluate.fill_mask(model, tok, args.text, args.top_k):
         print(f"{prob:.4f}\t{token!r}")
 
 

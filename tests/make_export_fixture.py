@@ -14,7 +14,7 @@ would hide a wrong position or a dropped token). The folder keeps what `train.py
 checkpoint.pt (weights only), vocab.json and merges.txt. The script then runs `python roberta.py export`
 on it and asks transformers, as a user of the exported folder would: AutoTokenizer's input ids and
 pipeline("fill-mask", top_k=5)'s token ids and scores for a few prompts with " <mask>" after a space.
-Those are written to expected.json, once checked here against our own roberta.fill_mask, so that
+Those are written to expected.json, once checked here against our own evaluate.fill_mask, so that
 tests/test_roberta.py can compare without transformers.
 """
 import json
@@ -81,8 +81,8 @@ def main():
         prompts, loaded = ask_transformers(exported)
     for p in prompts:  # ours must agree before the fixture is written; near-ties would make the test flaky
         print(p["text"], [(tok.decode([i]), round(s, 4)) for i, s in zip(p["top_ids"], p["top_scores"])])
-        assert roberta.mask_inputs(tok, p["text"]) == p["input_ids"], p
-        assert roberta.mask_probabilities(model, tok, p["text"]).topk(TOP_K).indices.tolist() == p["top_ids"]
+        assert evaluate.mask_inputs(tok, p["text"]) == p["input_ids"], p
+        assert evaluate.mask_probabilities(model, tok, p["text"]).topk(TOP_K).indices.tolist() == p["top_ids"]
         assert min(a - b for a, b in zip(p["top_scores"], p["top_scores"][1:])) > 1e-5
     with open(os.path.join(OUT, "expected.json"), "w", encoding="utf-8") as f:
         json.dump({"transformers": transformers.__version__, "loaded_as": loaded, "prompts": prompts}, f, indent=1)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import evaluate
 import roberta
 from conftest import ROOT
 from machinery import checkpoints, hf, roberta_cli
@@ -319,13 +320,13 @@ class ToyTok:
 
 def test_fill_mask_top_k_range():
     model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
-    assert len(roberta.fill_mask(model, ToyTok(), "ab <mask>.", 100)) == 100
-    assert roberta.mask_inputs(ToyTok(), "ab <mask>.") == [0, 69, 70, 99, 18, 2]  # no space before <mask>
+    assert len(evaluate.fill_mask(model, ToyTok(), "ab <mask>.", 100)) == 100
+    assert evaluate.mask_inputs(ToyTok(), "ab <mask>.") == [0, 69, 70, 99, 18, 2]  # no space before <mask>
     for k in (0, -3, 101, 2.5, True):
         with pytest.raises(ValueError, match="top-k must be an integer from 1 to the vocabulary size, 100: got "):
-            roberta.fill_mask(model, ToyTok(), "ab <mask>.", k)
+            evaluate.fill_mask(model, ToyTok(), "ab <mask>.", k)
     with pytest.raises(ValueError, match="exactly one <mask>"):
-        roberta.fill_mask(model, ToyTok(), "ab <mask> <mask>.", 5)
+        evaluate.fill_mask(model, ToyTok(), "ab <mask> <mask>.", 5)
 
 
 # ---------------------------------------------------------------- export to transformers
@@ -356,11 +357,11 @@ def test_export_tokenizes_and_fills_masks_as_transformers_does(tmp_path):
     model, tok = roberta.load_pretrained(out, verbose=False), bpe.Tokenizer.load(out)
     for case in expected["prompts"]:
         assert " <mask>" in case["text"]
-        assert roberta.mask_inputs(tok, case["text"]) == case["input_ids"]
-        top = roberta.mask_probabilities(model, tok, case["text"]).topk(5)
+        assert evaluate.mask_inputs(tok, case["text"]) == case["input_ids"]
+        top = evaluate.mask_probabilities(model, tok, case["text"]).topk(5)
         assert top.indices.tolist() == case["top_ids"]
         torch.testing.assert_close(top.values, torch.tensor(case["top_scores"]), atol=1e-6, rtol=0)
-        texts = [t for t, _ in roberta.fill_mask(model, tok, case["text"], 5)]
+        texts = [t for t, _ in evaluate.fill_mask(model, tok, case["text"], 5)]
         assert texts == [tok.decode([i]) for i in case["top_ids"]]
 
 
