@@ -13,14 +13,11 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     meta.json              tokenizer hash, counts, dtype (written last: its presence means complete)
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
 
-From these files each format of Section 4.2 is one short loop over lines and documents in the table FORMATS
-(the specification; at the paper's scale the same rows come from numpy, machinery/fast_formats.py), and each
-batch is masked afresh when served (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by
-the one masking rule `mask_tokens` under the one specification `Masking`.
+Each format of Section 4.2 is a short loop over lines and documents in the table FORMATS (at the paper's
+scale, the same rows come from numpy: machinery/fast_formats.py). Each batch is masked afresh when served
+(dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by `mask_tokens` under `Masking`.
 """
-import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -29,8 +26,9 @@ import torch
 
 import bpe
 from machinery import fast_formats, files, index, preparation  # machinery: the paper's scale, files, processes
-from machinery.prepared import check_tokenizer, load_split, open_prepared, read_meta, tokenizer_hash  # noqa: F401 (data.*) machinery: checked readers
-from machinery.corpus import DATASETS, builtin_corpus, download, reference_topics, stdlib_docstrings  # noqa: F401 (data.*)
+from machinery.baselines import unigram_baselines  # noqa: F401 machinery: the demo report's baselines
+from machinery.corpus import DATASETS, builtin_corpus, download, reference_topics, stdlib_docstrings  # noqa: F401 machinery: corpora
+from machinery.prepared import check_tokenizer, load_split, open_prepared, read_meta, tokenizer_hash  # noqa: F401 machinery: checks
 
 SPLITS = ("train", "valid")
 
@@ -98,47 +96,36 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
     """Encode `inputs` into out_dir's train/valid files: read as documents, whole ones held out
     (split_documents), every line encoded (encode_lines), then the tokenizer and meta.json beside them."""
     tok = bpe.Tokenizer.load(tokenizer_dir)
-    digest = preparation.check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors)  # machinery: checks first
+    # machinery: the checks before anything is written, the worker processes, files written whole or not at all
+    digest = preparation.check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors)
     chunks = split_documents(read_documents(inputs, errors), valid_fraction, chunk_lines)
-    encoded = preparation.encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)  # machinery: processes
-    counts = preparation.write_splits(out_dir, token_dtype(len(tok)), encoded, inputs, verbose)  # machinery: whole or nothing
-    tok.save(out_dir)
-    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(token_dtype(len(tok))).name,
-            "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
-            "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
-    files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
-    if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
-        print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
-              f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "
-              f"separated) or raise --valid-fraction", file=sys.stderr)
-    return meta
+    encoded = preparation.encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)
+    counts = preparation.write_splits(out_dir, token_dtype(len(tok)), encoded, inputs, verbose)
+    return preparation.finish(out_dir, tok, digest, inputs, valid_fraction, counts)  # machinery: meta.json last
 
 
 # ---------------------------------------------------------------------------------------- formats (Section 4.2)
 # An example is token ranges of the stream: segment A, segment B (pair formats only) and the
 # next-sentence label (1: B is A's true continuation, 0: B comes from another document, -1: no B).
-EXAMPLE = np.dtype([("a_start", np.int64), ("a_end", np.int64), ("b_start", np.int64), ("b_end", np.int64),
-                    ("next", np.int64)])
+EXAMPLE = np.dtype([(field, np.int64) for field in ("a_start", "a_end", "b_start", "b_end", "next")])
 
 
 def lines_and_documents(line_ends):
     """The stream's lines as (start, end) token ranges, and its documents as lists of line numbers: the runs
     of text lines between separators (a separator is a line of one token, the lone </s> of a document end)."""
     lines = list(zip([0] + line_ends[:-1], line_ends))
-    documents, current = [], []
+    documents = [[]]
     for i, (start, end) in enumerate(lines):
         if end - start > 1:
-            current.append(i)
-        elif current:
-            documents.append(current)
-            current = []
-    return lines, documents + ([current] if current else [])
+            documents[-1].append(i)
+        elif documents[-1]:
+            documents.append([])
+    return lines, [doc for doc in documents if doc]
 
 
 def pack(lines, block):
-    """Whole lines, greedily, into blocks of at most `block` tokens, each as full as the next line allows. A
-    line longer than a block is cut into pieces of that size, never leaving its </s> alone in the last piece,
-    and that last piece then takes the next lines like a line of its own."""
+    """Whole lines, greedily, into blocks of at most `block` tokens, each as full as the next line allows; a
+    longer line is cut into pieces of that size (never its </s> alone), the last piece then packed as a line."""
     blocks, i = [], 0
     while i < len(lines):
         start, end = lines[i]
@@ -190,8 +177,7 @@ def bert_pairs(lines, documents, seq_len, seed, single_sentences):
     choices are the `line_draws` of the chunk's first line."""
     if len(documents) < 2:
         raise ValueError("the pair formats need at least two documents (blank-line separated)")
-    draw = [line_draws(np.arange(len(lines)), seed, stream).tolist() for stream in range(4)]
-    rows = []
+    draw, rows = [line_draws(np.arange(len(lines)), seed, stream).tolist() for stream in range(4)], []
     for d, doc in enumerate(documents):
         i = 0
         while i < len(doc):
@@ -244,20 +230,9 @@ def check_format(fmt):
     return FORMATS[fmt]
 
 
-def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
-    """The arguments of `examples`, checked before any work: a known format, a sequence length of at least
-    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
-    check_format(fmt)
-    if seq_len < 8:
-        raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
-    if len(line_ends) and (int(line_ends[-1]) != len(tokens) or int(tokens[-1]) != eos_id):
-        raise ValueError(f"the line ends ({int(line_ends[-1]):,}) do not fit the token stream ({len(tokens):,} "
-                         f"tokens, ending with </s>): not a split written by data.py")
-
-
 def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0, limit=None):
     """The training examples of one input format (Section 4.2), an array of EXAMPLE rows (the first `limit`)."""
-    check_examples(tokens, line_ends, fmt, seq_len, eos_id)
+    fast_formats.check_examples(tokens, line_ends, fmt, seq_len, eos_id)  # machinery: the arguments, checked
     if len(line_ends) >= SPEC_BELOW:  # machinery: the same rows, in numpy, a window of lines at a time
         return fast_formats.examples(line_ends, fmt, seq_len, seed, limit)
     lines, documents = lines_and_documents(np.asarray(line_ends).tolist())
@@ -313,21 +288,11 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
 
 # ---------------------------------------------------------------------------------------- batches
 def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
-    """`examples` of a prepared folder's split as an ExampleIndex (examples, lengths); at the paper's scale built
-    once by one process and kept in data_dir/index/ (build=False: only read; see machinery/index.py)."""
+    """`examples` as an ExampleIndex (examples, lengths), kept in data_dir/index/ at the paper's scale."""
     return index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, split, build)  # machinery
 
 
-SHUFFLE_ABOVE = 1 << 27  # examples: an epoch's order above this many is computed slice by slice (Shuffle)
-
-
-def epoch_order(n, seed, epoch):
-    """The random order of n examples in one epoch, fixed by (seed, epoch): torch.randperm, held as np.int32,
-    up to 2**27 examples; beyond, one computed a slice at a time (no process holds a 40B-token epoch's)."""
-    key = seed * 1_000_003 + epoch
-    if n > SHUFFLE_ABOVE:
-        return index.Shuffle(n, key)  # machinery: a permutation computed, not stored
-    return torch.randperm(n, generator=torch.Generator().manual_seed(key), dtype=torch.int32).numpy()
+SHUFFLE_ABOVE = 1 << 27  # examples: an epoch's order above this many is computed slice by slice (index.Shuffle)
 
 
 def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, offset=None):
@@ -339,10 +304,8 @@ def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, 
     """
     if batch_size < 1 or (token_budget is not None and token_budget < 1):
         raise ValueError(f"a batch needs at least one example and one token, got {batch_size} and {token_budget}")
-    order = epoch_order(len(lengths), seed, epoch)
-    if token_budget is None:  # machinery: Ragged finds the batches as they are asked for
-        return index.Ragged(order, None, batch_size, first, offset)
-    return index.Ragged(order, lengths, token_budget, first, offset)
+    order = index.epoch_order(len(lengths), seed, epoch)  # machinery: the order; Ragged finds the batches as asked
+    return index.Ragged(order, None if token_budget is None else lengths, token_budget or batch_size, first, offset)
 
 
 def shard(batch, rank, world):
@@ -479,26 +442,6 @@ def heldout_loss(model, tokens, line_ends, tok, seq_len, batch_size=16, seed=123
     batches = heldout_batches(tokens, line_ends, tok, seq_len, batch_size, masking, rank, world, max_sequences, seed)
     out = evaluate_mlm(model, batches, device, amp_dtype)
     return out["loss_sum"], out["targets"]
-
-
-def unigram_baselines(train_tokens, batches, tok):
-    """Two baselines on the same held-out masks (what a model learns first): the unigram distribution of
-    the training tokens (add-one smoothed), and always guessing the most frequent ordinary token.
-    Returns {"unigram_loss", "most_frequent_accuracy", "most_frequent"}."""
-    counts = np.bincount(np.asarray(train_tokens), minlength=len(tok)).astype(np.float64) + 1.0
-    counts[sorted(tok.special_ids)] = 0.0  # a target is never a special token
-    with np.errstate(divide="ignore"):  # log 0 = -inf for the specials, never looked up
-        log_p = torch.from_numpy(np.log(counts / counts.sum()))
-    best = int(counts.argmax())
-    loss, correct, n = 0.0, 0, 0
-    for _, labels in batches:
-        targets = labels[labels != -100]
-        loss -= float(log_p[targets].sum())
-        correct += int((targets == best).sum())
-        n += targets.numel()
-    return {"unigram_loss": loss / max(n, 1), "most_frequent_accuracy": correct / max(n, 1), "most_frequent": best}
-
-
 
 
 if __name__ == "__main__":  # machinery: the command line (prepare, download), its checks, one-line errors

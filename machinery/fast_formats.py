@@ -184,6 +184,17 @@ def _pairs(lines, seq_len, seed, entry, docs, single_sentences):
 
 
 
+def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
+    """The arguments of data.examples, checked before any work: a known format, a sequence length of at least
+    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
+    data.check_format(fmt)
+    if seq_len < 8:
+        raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
+    if len(line_ends) and (int(line_ends[-1]) != len(tokens) or int(tokens[-1]) != eos_id):
+        raise ValueError(f"the line ends ({int(line_ends[-1]):,}) do not fit the token stream ({len(tokens):,} "
+                         f"tokens, ending with </s>): not a split written by data.py")
+
+
 # The fast builder of each format: (Lines, seq_len, seed, entry line, Documents) -> (EXAMPLE rows, next entry).
 BUILDERS = {
     "full-sentences": lambda lines, seq_len, seed, entry, docs: _blocks(lines, seq_len, entry, within_documents=False),

@@ -1,6 +1,8 @@
 """The machinery of data.prepare: the checks before anything is written, the worker processes that encode
 the lines, and the .bin/.idx files of both splits, written whole or not at all."""
+import json
 import os
+import sys
 from collections import deque
 from multiprocessing import get_all_start_methods, get_context
 
@@ -8,6 +10,7 @@ import numpy as np
 
 import bpe
 import data
+from machinery import files
 
 _worker_tok = None
 
@@ -109,3 +112,18 @@ def write_splits(out_dir, dtype, encoded, inputs, verbose=True):
             os.remove(os.path.join(out_dir, "meta.json"))
         writer.close(keep=done)
     return writer.counts
+
+
+def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
+    """The tokenizer and meta.json (last: its presence means a complete folder) beside the data; a warning
+    when the valid split is empty. Returns the meta."""
+    tok.save(out_dir)
+    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(data.token_dtype(len(tok))).name,
+            "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
+            "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
+    files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
+    if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
+        print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
+              f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "
+              f"separated) or raise --valid-fraction", file=sys.stderr)
+    return meta

@@ -123,7 +123,7 @@ def test_epoch_batches_equal_the_old_ones():
                 got = data.epoch_batches(lengths, 16, seed, epoch, token_budget=budget)
                 assert same_batches(got, want) and same_batches(list(got), want)
                 assert same_batches(got[1:3], want[1:3]) and (not want or np.array_equal(got[-1], want[-1]))
-                order = data.epoch_order(n, seed, epoch)
+                order = kept.epoch_order(n, seed, epoch)
                 for chunk in (1, 3, 50):  # batches across chunks of the running sums, and longer than a chunk
                     assert same_batches(kept.Ragged(order, lengths, budget, chunk=chunk), want)
     with pytest.raises(ValueError, match="at least one example"):
@@ -146,10 +146,10 @@ def test_large_epochs_are_ordered_slice_by_slice(monkeypatch):
     """Above SHUFFLE_ABOVE examples the order is a Shuffle; the batches are the same rule on it, found as they
     are asked for, and a run resumed at (batch, offset) sees the batches of the uninterrupted epoch."""
     lengths = np.random.default_rng(0).integers(1, 60, 3000).astype(np.int32)
-    assert isinstance(data.epoch_order(3000, 0, 0), np.ndarray)
+    assert isinstance(kept.epoch_order(3000, 0, 0), np.ndarray)
     monkeypatch.setattr(data, "SHUFFLE_ABOVE", 1000)
-    order = data.epoch_order(3000, 0, 1)
-    assert isinstance(order, kept.Shuffle) and not np.array_equal(order[0:3000], data.epoch_order(3000, 0, 2)[0:3000])
+    order = kept.epoch_order(3000, 0, 1)
+    assert isinstance(order, kept.Shuffle) and not np.array_equal(order[0:3000], kept.epoch_order(3000, 0, 2)[0:3000])
     for budget in (None, 512):
         whole = data.epoch_batches(lengths, 16, 0, 1, token_budget=budget)
         assert same_batches(whole, reference_epoch_batches(lengths, 16, 0, 1, budget, order=order[0:3000]))
