@@ -12,7 +12,7 @@ import torch
 import bpe
 import data
 from conftest import ROOT, shared_path
-from machinery import files
+from machinery import fast_formats, files
 
 
 @pytest.fixture(scope="module")
@@ -415,7 +415,7 @@ def reference_blocks(tokens, line_ends, eos_id, seq_len, within_documents):
 
 
 def reference_pairs(line_ends, seq_len, seed, single_sentences):
-    """The loop of 3563ce3 (BERT's) with its random choices from data._draws of the chunk's first line."""
+    """The loop of 3563ce3 (BERT's) with its random choices from data.line_draws of the chunk's first line."""
     starts = np.concatenate([[0], line_ends[:-1]])
     docs, current = [], []
     for i, is_end in enumerate((line_ends - starts == 1).tolist()):
@@ -424,7 +424,7 @@ def reference_pairs(line_ends, seq_len, seed, single_sentences):
         else:
             current.append(i)
     docs += [current] if current else []
-    draw = lambda line, stream: float(data._draws([line], seed, stream)[0])  # noqa: E731
+    draw = lambda line, stream: float(data.line_draws([line], seed, stream)[0])  # noqa: E731
     rows, budget = [], seq_len - 4
     for d, doc in enumerate(docs):
         i = 0
@@ -473,9 +473,12 @@ def random_stream(seed, n_docs, eos_id=2, long_lines=True):
 
 @pytest.mark.parametrize("window", [1 << 18, 37, 300])
 @pytest.mark.parametrize("seq_len", [8, 16, 64, 512])
-def test_builders_equal_the_loops(monkeypatch, window, seq_len):
-    """Vectorised (in windows of lines, small ones crossing long lines and documents) = the loops."""
-    monkeypatch.setattr(data, "WINDOW", window)
+@pytest.mark.parametrize("fast", [False, True])
+def test_builders_equal_the_loops(monkeypatch, window, seq_len, fast):
+    """The formats of data.py, and the vectorised builders (in windows of lines, small ones crossing long lines
+    and documents) = the loops."""
+    monkeypatch.setattr(fast_formats, "WINDOW", window)
+    monkeypatch.setattr(data, "SPEC_BELOW", 0 if fast else data.SPEC_BELOW)
     for seed, n_docs, long_lines in ((0, 300, True), (1, 2, True), (2, 150, False)):
         tokens, ends = random_stream(seed, n_docs, long_lines=long_lines)
         for fmt in data.FORMATS:
@@ -488,167 +491,6 @@ def test_builders_equal_the_loops(monkeypatch, window, seq_len):
                 got = list(zip(ex["a_start"].tolist(), ex["a_end"].tolist()))
                 assert np.all(ex["next"] == -1) and np.all(ex["b_start"] == 0)
             assert got == [tuple(int(x) for x in row) for row in want], (fmt, seed)
-
-
-# ---------------------------------------------------------------- the examples index, kept beside the data
-def kept_copy(corpus, tmp_path):
-    import shutil
-    d, _, tok, _ = corpus
-    shutil.copytree(d / "data", tmp_path / "data")
-    tokens, ends, _ = data.load_split(tmp_path / "data", "train")
-    return tmp_path / "data", tokens, ends, tok
-
-
-def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monkeypatch):
-    folder, tokens, ends, tok = kept_copy(corpus, tmp_path)
-    built = {}
-    for fmt in data.FORMATS:
-        ex = built[fmt] = data.examples(tokens, ends, fmt, 64, tok.eos_id, seed=3)
-        index = data.cached_examples(folder, tokens, ends, fmt, 64, tok.eos_id, seed=3)
-        assert isinstance(index.examples, np.memmap) and index.examples.dtype == data.stored_dtype(fmt)
-        assert all(np.array_equal(index.examples[f], ex[f]) for f in index.examples.dtype.names)
-        assert np.array_equal(index.lengths, data.example_lengths(ex, fmt, 64)) and index.lengths.dtype == np.int32
-        step = max(1, len(ex) // 10)
-        assert np.array_equal(data._sample_rows(index.examples.filename, index.examples.dtype, len(ex), 10),
-                              index.examples[::step])
-        ids, nsp = data.collate(tokens, index.examples[[5, 0, 9]], 64, tok, fmt)
-        want_ids, want_nsp = data.collate(tokens, ex[[5, 0, 9]], 64, tok, fmt)
-        assert torch.equal(ids, want_ids) and (nsp is None or torch.equal(nsp, want_nsp) and nsp.dtype == torch.long)
-    monkeypatch.setattr(data, "build_examples", None)  # a second start builds nothing: it maps the files
-    again = data.cached_examples(folder, tokens, ends, "segment-pair", 64, tok.eos_id, seed=3, build=False)
-    assert np.array_equal(again.examples["b_start"], built["segment-pair"]["b_start"])
-    names = sorted(os.listdir(folder / "index"))
-    assert "train-full-sentences-64.rows" in names and "train-sentence-pair-64-3.json" in names
-    assert not [n for n in names if n.endswith(".tmp")]
-
-
-def test_stale_or_damaged_index_is_rebuilt_or_refused(corpus, tmp_path, monkeypatch, capsys):
-    """Never silently used: other data, another version, a damaged description, torn or changed files."""
-    folder, tokens, ends, tok = kept_copy(corpus, tmp_path)
-    args = (folder, tokens, ends, "doc-sentences", 32, tok.eos_id)
-    want = data.examples(*args[1:])
-    data.cached_examples(*args)
-    path = folder / "index" / "train-doc-sentences-32"
-    stat = os.stat(folder / "train.idx")
-
-    def damage_rows():
-        with open(f"{path}.rows", "r+b") as f:
-            f.write(np.array([7, 3], np.int64).tobytes())
-    damages = {
-        "stale": lambda: os.utime(folder / "train.idx", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9)),
-        "unreadable": lambda: open(f"{path}.json", "w").write("{not json"),
-        "torn": lambda: open(f"{path}.len", "ab").write(b"\0\0"),
-        "corrupt": damage_rows,
-    }
-    for why, damage in damages.items():
-        damage()
-        with pytest.raises(ValueError, match=f"index is {why}.*one process builds it"):
-            data.cached_examples(*args, build=False)
-        index = data.cached_examples(*args)
-        assert f"index is {why}" in capsys.readouterr().err
-        assert np.array_equal(index.examples["a_start"], want["a_start"])
-        assert np.array_equal(index.examples["a_end"], want["a_end"])
-    monkeypatch.setattr(data, "INDEX_VERSION", data.INDEX_VERSION + 1)
-    with pytest.raises(ValueError, match="index is stale"):
-        data.cached_examples(*args, build=False)
-
-
-def test_unwritable_folder_builds_in_memory(corpus, tmp_path, monkeypatch, capsys):
-    folder, tokens, ends, tok = kept_copy(corpus, tmp_path)
-    monkeypatch.setattr(data, "_writable", lambda folder: False)
-    index = data.cached_examples(folder, tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
-    assert "cannot be written to" in capsys.readouterr().err
-    assert np.array_equal(index.examples, data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
-    assert not (folder / "index").exists() or not os.listdir(folder / "index")
-
-
-# ---------------------------------------------------------------- epoch batches equal the old lists
-def reference_epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, order=None):
-    """data.py's epoch_batches of 3563ce3: an int64 permutation, a Python list, a cumsum of the epoch."""
-    if order is None:
-        order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).numpy()
-    if token_budget is None:
-        n = len(order) // batch_size
-        return [order[i * batch_size:(i + 1) * batch_size] for i in range(n)]
-    batches, cum = [], np.cumsum(lengths[order])
-    start, used = 0, 0
-    while start < len(order):
-        end = int(np.searchsorted(cum, used + token_budget, side="right"))
-        end = max(end, start + 1)
-        if end >= len(order) and cum[-1] - used < token_budget:
-            break
-        batches.append(order[start:end])
-        used, start = int(cum[end - 1]), end
-    return batches
-
-
-def same_batches(got, want):
-    return len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
-
-
-def test_epoch_batches_equal_the_old_ones():
-    rng = np.random.default_rng(0)
-    for n, top in ((1000, 60), (5000, 600), (7, 10), (0, 5)):
-        lengths = rng.integers(1, top, n).astype(np.int32)
-        for seed, epoch in ((0, 0), (1, 3)):
-            fixed = data.epoch_batches(lengths, 16, seed, epoch)
-            assert len(fixed) == n // 16 and all(len(b) == 16 for b in fixed)
-            assert same_batches(fixed, reference_epoch_batches(lengths, 16, seed, epoch))
-            for budget in (1, 100, 512, 10 ** 6):
-                want = reference_epoch_batches(lengths, 16, seed, epoch, budget)
-                got = data.epoch_batches(lengths, 16, seed, epoch, token_budget=budget)
-                assert same_batches(got, want) and same_batches(list(got), want)
-                assert same_batches(got[1:3], want[1:3]) and (not want or np.array_equal(got[-1], want[-1]))
-                order = data.epoch_order(n, seed, epoch)
-                for chunk in (1, 3, 50):  # batches across chunks of the running sums, and longer than a chunk
-                    assert same_batches(data.Ragged(order, lengths, budget, chunk=chunk), want)
-    with pytest.raises(ValueError, match="at least one example"):
-        data.epoch_batches(np.ones(5), 0, 0, 0)
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 1000, 4097])
-def test_a_computed_shuffle_is_a_permutation_of_its_epoch(n):
-    order = data.Shuffle(n, key=7)
-    full = order[0:n]
-    assert np.array_equal(np.sort(full), np.arange(n))
-    assert all(np.array_equal(order[a:b], full[a:b]) for a, b in ((0, 0), (1, n), (n // 3, n // 2), (n - 1, n)))
-    assert np.array_equal(data.Shuffle(n, key=7)[0:n], full)  # fixed by the key
-    if n >= 64:
-        assert not np.array_equal(data.Shuffle(n, key=8)[0:n], full)
-        assert abs(np.corrcoef(np.arange(n), full)[0, 1]) < 0.35  # no trace of the original order
-
-
-def test_large_epochs_are_ordered_slice_by_slice(monkeypatch):
-    """Above SHUFFLE_ABOVE examples the order is a Shuffle; the batches are the same rule on it, found as they
-    are asked for, and a run resumed at (batch, offset) sees the batches of the uninterrupted epoch."""
-    lengths = np.random.default_rng(0).integers(1, 60, 3000).astype(np.int32)
-    assert isinstance(data.epoch_order(3000, 0, 0), np.ndarray)
-    monkeypatch.setattr(data, "SHUFFLE_ABOVE", 1000)
-    order = data.epoch_order(3000, 0, 1)
-    assert isinstance(order, data.Shuffle) and not np.array_equal(order[0:3000], data.epoch_order(3000, 0, 2)[0:3000])
-    for budget in (None, 512):
-        whole = data.epoch_batches(lengths, 16, 0, 1, token_budget=budget)
-        assert same_batches(whole, reference_epoch_batches(lengths, 16, 0, 1, budget, order=order[0:3000]))
-        later = data.epoch_batches(lengths, 16, 0, 1, budget, first=5, offset=whole.start(5))
-        assert later.first == 5 and later.bounds[0] == whole.start(5) > 0  # nothing before batch 5 is found
-        assert same_batches(later[5:], whole[5:]) and len(later) == len(whole)
-        again = data.epoch_batches(lengths, 16, 0, 1, budget, first=5)  # a checkpoint without an offset
-        assert np.array_equal(again.get(5), whole[5]) and again.get(len(whole)) is None
-
-
-def test_first_examples_read_only_the_windows_they_need(monkeypatch):
-    tokens, ends = random_stream(0, 300)
-    monkeypatch.setattr(data, "WINDOW", 64)
-    full = data.examples(tokens, ends, "full-sentences", 16, 2)
-    read = []
-    monkeypatch.setattr(data, "_window", lambda *a, window=data._window: read.append(a[1]) or window(*a))
-    for limit in (0, 1, 100, len(full), len(full) + 5):
-        read.clear()
-        assert np.array_equal(data.examples(tokens, ends, "full-sentences", 16, 2, limit=limit), full[:limit])
-    assert read == list(range(0, len(ends), 64))  # the whole stream for more than it has
-    read.clear()
-    data.examples(tokens, ends, "full-sentences", 16, 2, limit=100)
-    assert read == [0]  # 100 blocks of 15 tokens: one window of 64 lines has them
 
 
 def test_a_pair_longer_than_a_sequence_counts_as_what_it_becomes(corpus):
