@@ -19,7 +19,6 @@ import contextlib
 import math
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -30,11 +29,8 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
-from machinery import cli, train_cli  # machinery: one-line errors; the option table and its checks
-from machinery import batches  # machinery: the background thread that prepares updates ahead
-from machinery import runs  # machinery: the output folder, checkpoint files, resume checks
-from machinery import speed  # machinery: tokens/s and MFU, the torch.compile probe
-from machinery import demo  # machinery: the built-in demo's corpus, tokenizer, data and report
+from machinery import batches, demo, runs  # machinery: the batch thread; the demo; checkpoint.pt, resume checks
+from machinery import cli, speed, train_cli  # machinery: one-line errors; MFU, the compile probe; the options
 
 
 @dataclass
@@ -242,7 +238,7 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt):
     if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
         state = {**state, "offset": None, **runs.restore(ckpt, body, opt, scaler, cfg, rank, device)}
     if rank == 0:
-        runs.prepare_out(cfg, tok, body.cfg, world, state["step"])
+        runs.init_out(cfg, tok, body.cfg, world, state["step"])
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
@@ -252,13 +248,11 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt):
 
 
 def train_step(tr, batch, n_targets):
-    """One optimizer update over the micro-batches of `batch` (Section 4.3: a large batch by gradient
-    accumulation). Returns the update's loss sums [MLM, NSP] over every process, on the device, and whether
-    they are finite (a device tensor: no host sync)."""
+    """One optimizer update by gradient accumulation over `batch` (Section 4.3). Returns the loss sums [MLM, NSP]
+    over every process and whether they are finite, both on the device (no host sync)."""
     sums = torch.zeros(2, dtype=torch.float64, device=tr.device)
     for i, (inputs, labels, nsp, padded, weight) in enumerate(batch.micro_batches):
-        inputs, labels = inputs.to(tr.device, non_blocking=True), labels.to(tr.device, non_blocking=True)
-        nsp = None if nsp is None else nsp.to(tr.device, non_blocking=True)
+        inputs, labels, nsp = (t if t is None else t.to(tr.device, non_blocking=True) for t in (inputs, labels, nsp))
         # DDP all-reduces the gradients in backward: only in the last micro-batch's (no_sync on the others)
         last = i == len(batch.micro_batches) - 1
         sync = tr.model.no_sync() if tr.world > 1 and not last else contextlib.nullcontext()
@@ -331,7 +325,7 @@ class Monitor:
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
             self.state["skipped"] = int(self.skipped.item())
-            save(tr, self.state, self.tok_hash)
+            runs.save(tr, self.state, self.tok_hash)  # with every process's random states
 
     def close(self):
         self.bar.close()
@@ -362,18 +356,6 @@ def evaluate(tr, heldout):
     return {"valid_loss": round(total / count, 6), "valid_ppl": round(math.exp(min(total / count, 50)), 4)}
 
 
-def save(tr, state, tok_hash):
-    """checkpoint.pt, with every process's random states (gathered to the first process, which writes)."""
-    states = [None] * tr.world
-    if tr.world > 1:
-        dist.all_gather_object(states, runs.rng_state(tr.device), group=tr.cpu_group)
-    else:
-        states = [runs.rng_state(tr.device)]
-    if tr.rank == 0:
-        runs.save_checkpoint(os.path.join(tr.cfg.out, "checkpoint.pt"), tr.body, tr.opt, tr.scaler, tr.cfg,
-                             dict(state), states, tok_hash)
-
-
 # ---------------------------------------------------------------------------------------- training
 def train(cfg):
     """Pretrain as `cfg` says (resuming from cfg.out with cfg.resume); returns (model, tokenizer)."""
@@ -400,10 +382,10 @@ def _train(cfg, rank, world, device, cpu_group):
     monitor = Monitor(tr, state, heldout_set(cfg, tok, micro, rank, world), tok_hash)
     try:
         for step in range(state["step"] + 1, cfg.max_steps + 1):
-            # the next update's data: prepared in the background while the last update ran
+            # the next update's data, made in the background while the last update ran
             epoch, position, offset, batch = ahead.next()
             for group in tr.opt.param_groups:
-                group["lr"] = lr_at(step - 1, cfg)
+                group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
             # the targets of the whole update, every process: the loss is normalised by them
             n_targets, n_tokens = all_sum(batch.counts, world, cpu_group)
             sums, finite = train_step(tr, batch, n_targets)

@@ -10,6 +10,7 @@ import os
 from dataclasses import asdict
 
 import torch
+import torch.distributed as dist
 
 import roberta
 from machinery import checkpoints, files
@@ -17,11 +18,21 @@ from machinery import checkpoints, files
 RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
 
 
-def save_checkpoint(path, model, opt, scaler, cfg, state, rng_states, tok_hash):
-    ckpt = {"model": model.state_dict(), "config": asdict(model.cfg), "class": "RobertaForMaskedLM",
-            "train": asdict(cfg), "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "state": state, "rng": rng_states, "tokenizer_sha256": tok_hash}
-    checkpoints.save(path, ckpt)  # atomic: a kill leaves the previous checkpoint whole
+def save(trainer, state, tok_hash):
+    """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
+    states (gathered to the first process, which writes). `trainer`: train.py's Trainer."""
+    t = trainer
+    states = [None] * t.world
+    if t.world > 1:
+        dist.all_gather_object(states, rng_state(t.device), group=t.cpu_group)
+    else:
+        states = [rng_state(t.device)]
+    if t.rank == 0:
+        ckpt = {"model": t.body.state_dict(), "config": asdict(t.body.cfg), "class": "RobertaForMaskedLM",
+                "train": asdict(t.cfg), "optimizer": t.opt.state_dict(),
+                "scaler": t.scaler.state_dict() if t.scaler else None, "state": dict(state), "rng": states,
+                "tokenizer_sha256": tok_hash}
+        checkpoints.save(os.path.join(t.cfg.out, "checkpoint.pt"), ckpt)  # atomic: a kill leaves the last one whole
 
 
 def rng_state(device):
@@ -65,7 +76,7 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device):
     return dict(ckpt["state"])
 
 
-def prepare_out(cfg, tok, model_cfg, world, start_step):
+def init_out(cfg, tok, model_cfg, world, start_step):
     """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
     on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically)."""
     if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
