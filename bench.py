@@ -33,7 +33,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import cli, files
+from machinery import cli, files, speed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -307,9 +307,9 @@ def ours_step(model, ids, labels, amp, compile):
 
 
 def mfu_peak(device, amp, first):
-    """MFU's denominator: roberta.peak_flops, the device's dense spec peak for the dtype or a measured one.
+    """MFU's denominator: speed.peak_flops, the device's dense spec peak for the dtype or a measured one.
     A measured peak is measured again for each row and the highest kept: noise only ever lowers it."""
-    peak, label = roberta.peak_flops(device, AMP_DTYPES[amp])
+    peak, label = speed.peak_flops(device, AMP_DTYPES[amp])
     return (max(peak, first[0]), label) if label == "measured peak" else (peak, label)
 
 
@@ -320,7 +320,7 @@ def model_row(args, device, peaks, name, batch, seq_len):
     ids, labels = mlm_batch(cfg, batch, seq_len, device)
     tokens = batch * seq_len
     targets = (labels != -100).float().mean().item()  # the LM head runs on the targets only
-    flops = 3 * roberta.flops_per_token(cfg, seq_len, lm_positions_fraction=targets) * tokens
+    flops = 3 * speed.flops_per_token(cfg, seq_len, lm_positions_fraction=targets) * tokens
     twin = hf_twin(model) if args.compare_hf else None
     for amp in args.amp:
         steps = [ours_step(model, ids, labels, amp, args.compile)]
@@ -336,7 +336,7 @@ def model_row(args, device, peaks, name, batch, seq_len):
 def bench_model(args):
     device = torch.device(args.device)
     torch.manual_seed(0)
-    peaks = {amp: roberta.peak_flops(device, AMP_DTYPES[amp]) for amp in args.amp}
+    peaks = {amp: speed.peak_flops(device, AMP_DTYPES[amp]) for amp in args.amp}
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
     print(f"torch {torch.__version__}, {where}; MFU's denominator: " +
           ", ".join(f"{amp}: {peak / 1e12:,.3g} TFLOP/s ({label})" for amp, (peak, label) in peaks.items()))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import evaluate
 import roberta
 from conftest import ROOT
-from machinery import checkpoints, hf, roberta_cli
+from machinery import checkpoints, hf, roberta_cli, speed
 from roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForMultipleChoice, RobertaForQuestionAnswering,
                      RobertaForSequenceClassification)
 
@@ -231,23 +231,23 @@ def test_padding_check_never_reads_an_accelerator_tensor(monkeypatch):
 ])
 def test_peak_flops_is_the_datasheets_dense_figure(monkeypatch, name, dtype, tflops, label):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
-    flops, got = roberta.peak_flops("cuda", dtype)
+    flops, got = speed.peak_flops("cuda", dtype)
     assert flops == pytest.approx(tflops * 1e12) and got.startswith(label)
 
 
 def test_peak_flops_tf32_and_fallback_to_measurement(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100-SXM4-40GB")
     monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")  # float32 runs on tensor cores
-    assert roberta.peak_flops("cuda:0", torch.float32)[0] == pytest.approx(156e12)
-    assert roberta.spec_peak("Tesla T4", torch.float32)[0] == pytest.approx(8.1e12)  # no TF32 on Turing
+    assert speed.peak_flops("cuda:0", torch.float32)[0] == pytest.approx(156e12)
+    assert speed.spec_peak("Tesla T4", torch.float32)[0] == pytest.approx(8.1e12)  # no TF32 on Turing
     # no datasheet figure: an unknown GPU, AWS's A10G, bf16 on a V100; and the CPU is always measured
     for name, dtype in [("NVIDIA GeForce GTX 1080", torch.float16), ("NVIDIA A10G", torch.bfloat16),
                         ("Tesla V100-PCIE-16GB", torch.bfloat16)]:
-        assert roberta.spec_peak(name, dtype) is None
-    monkeypatch.setattr(roberta, "matmul_peak", lambda device, dtype: 1.5e11)
-    assert roberta.peak_flops("cpu", torch.bfloat16) == (1.5e11, "measured peak")
+        assert speed.spec_peak(name, dtype) is None
+    monkeypatch.setattr(speed, "matmul_peak", lambda device, dtype: 1.5e11)
+    assert speed.peak_flops("cpu", torch.bfloat16) == (1.5e11, "measured peak")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
-    assert roberta.peak_flops("cuda", torch.bfloat16) == (1.5e11, "measured peak")
+    assert speed.peak_flops("cuda", torch.bfloat16) == (1.5e11, "measured peak")
 
 
 def test_adamw_has_the_papers_settings_and_trains_as_before(monkeypatch):

@@ -13,7 +13,7 @@ import data
 import roberta
 import train
 from conftest import ROOT
-from machinery import files
+from machinery import files, speed
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -326,7 +326,7 @@ def test_a_compiler_that_fails_falls_back_to_eager(monkeypatch, capsys):
     monkeypatch.setattr(torch, "compile", broken)
     model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=100))
     before = torch.get_rng_state()
-    got = train.maybe_compile(model, train.TrainConfig(compile=True), torch.device("cpu"), master=True)
+    got = speed.maybe_compile(model, train.TrainConfig(compile=True), torch.device("cpu"), master=True)
     assert got is model and "torch.compile failed (RuntimeError: no C++ compiler here); training eagerly" in \
         capsys.readouterr().err
     assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
@@ -345,8 +345,9 @@ def test_batches_resume_at_a_saved_offset_in_a_computed_order(prepared, monkeypa
     per_epoch = len(data.epoch_batches(lengths, 64, 0, 0, token_budget=64 * 32))
 
     def updates(epoch, position, offset, n):
-        b = train.Batches(tokens, ex, lengths, tok, cfg, 64, 0, 1, False, epoch, position, offset)
-        return [b.next() for _ in range(n)]
+        found = train.global_batches(cfg, lengths, epoch, position, offset)
+        b = train.updates(train.TrainSet(tokens, ex, lengths, tok), cfg, 64, 0, 1, epoch, position, found)
+        return [next(b) for _ in range(n)]
 
     straight = updates(0, 0, 0, per_epoch + 3)
     epoch, position, offset, _ = straight[per_epoch - 3]

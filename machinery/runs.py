@@ -1,0 +1,114 @@
+"""A pretraining run's output folder and its resumption: the checks before any heavy work, checkpoint.pt
+with the training state, log.jsonl cut back on resume, the random states saved per process.
+
+train.py calls these; `--resume` continues to the losses an uninterrupted run would have logged because
+everything that decides the next update (model, optimizer, loss scale, data position, random states) is
+saved, and the settings that decide the data are checked to be unchanged (RESUME_KEYS).
+"""
+import json
+import os
+from dataclasses import asdict
+
+import torch
+import torch.distributed as dist
+
+from machinery import checkpoints, files
+
+RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
+
+
+def save(trainer, state, tok_hash):
+    """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
+    states (gathered to the first process, which writes). `trainer`: train.py's Trainer."""
+    t = trainer
+    states = [None] * t.world
+    if t.world > 1:
+        dist.all_gather_object(states, rng_state(t.device), group=t.cpu_group)
+    else:
+        states = [rng_state(t.device)]
+    if t.rank == 0:
+        ckpt = {"model": t.body.state_dict(), "config": asdict(t.body.cfg), "class": "RobertaForMaskedLM",
+                "train": asdict(t.cfg), "optimizer": t.opt.state_dict(),
+                "scaler": t.scaler.state_dict() if t.scaler else None, "state": dict(state), "rng": states,
+                "tokenizer_sha256": tok_hash}
+        checkpoints.save(os.path.join(t.cfg.out, "checkpoint.pt"), ckpt)  # atomic: a kill leaves the last one whole
+
+
+def rng_state(device):
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)}
+
+
+def read_resume(cfg, tok_hash):
+    """The checkpoint to resume, checked against this run's settings before any heavy work."""
+    path = os.path.join(cfg.out, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
+                         f"node shares)")
+    ckpt = checkpoints.read_checkpoint(path)
+    if ckpt.get("tokenizer_sha256") != tok_hash:
+        raise ValueError(f"{path}: trained with another tokenizer than {cfg.data}'s")
+    if "optimizer" not in ckpt or "state" not in ckpt:
+        raise ValueError(f"{path}: a model without training state (not a train.py checkpoint)")
+    for key in RESUME_KEYS:
+        was, now = ckpt["train"].get(key), getattr(cfg, key)
+        now = asdict(now) if key == "masking" else now
+        if was != now:
+            raise ValueError(f"{path}: --{key.replace('_', '-')} was {was}, now {now}: the run would not continue "
+                             f"the same data")
+    return ckpt
+
+
+def restore(ckpt, model, opt, scaler, cfg, rank, device):
+    """Load the model, optimizer, loss scaler and this process's random states; returns the training state."""
+    if ckpt["config"] != asdict(model.cfg):
+        diff = [k for k in ckpt["config"] if ckpt["config"][k] != asdict(model.cfg).get(k)]
+        raise ValueError(f"{cfg.out}: its model differs from --config {cfg.config} ({', '.join(diff)})")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if scaler and ckpt["scaler"]:
+        scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0]
+    torch.set_rng_state(rng["cpu"])
+    if device.type == "cuda" and rng["cuda"].numel():
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    return dict(ckpt["state"])
+
+
+def init_out(cfg, tok, model_cfg, world, start_step):
+    """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
+    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically)."""
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out}: a file is in the way (it must be a folder)")
+    os.makedirs(cfg.out, exist_ok=True)
+    tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
+    keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
+    settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world}
+    files.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
+
+
+def check_fresh_out(cfg, master):
+    """A new run: refuse an --out that holds a checkpoint, unless --overwrite (then start again there)."""
+    ckpt = os.path.join(cfg.out, "checkpoint.pt")
+    if not os.path.isfile(ckpt):
+        return
+    if not cfg.overwrite:
+        raise ValueError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
+                         f"start again, or choose another --out")
+    if master:
+        for name in ("checkpoint.pt", "log.jsonl"):
+            if os.path.exists(os.path.join(cfg.out, name)):
+                os.remove(os.path.join(cfg.out, name))
+
+
+def log(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def keep_log_until(path, step):
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    files.write_atomic(path, "".join(lines))

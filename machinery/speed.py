@@ -1,0 +1,130 @@
+"""Speed: MFU (model FLOPs utilisation, as PaLM and nanoGPT define it) and the torch.compile probe.
+
+MFU = model FLOPs per second / the device's peak FLOP/s for the dtype. The model FLOPs come from the
+shapes (flops_per_token); the peak from NVIDIA's datasheets for known GPUs, else a measured matmul.
+train.py logs tokens/s and MFU through a Meter; bench.py prints them for the bare step.
+"""
+import re
+import sys
+import time
+
+import torch
+
+
+def matmul_peak(device="cpu", dtype=torch.float32, n=2048, repeat=5):
+    """The measured matmul throughput of a device in FLOP/s: MFU's denominator where no spec is known."""
+    a = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: training's RNG stays put
+    b = torch.full((n, n), 0.25, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeat + 1):
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+# Dense peak TFLOP/s of known GPUs, from NVIDIA's datasheets: the figures WITHOUT 2:4 structured sparsity
+# (the datasheets' starred ones are twice these), which is what dense training can reach. Sources: the
+# H100 and H200 Tensor Core GPU datasheets (SXM, PCIe, NVL), the A100 datasheet (SXM and PCIe, 40 and
+# 80 GB: the same compute), the L4, L40S, L40, A10, T4 and V100 datasheets, and for the RTX 4090 the Ada
+# Lovelace architecture whitepaper's appendix (bf16/fp16 with fp32 accumulation, as PyTorch's matmuls
+# accumulate). "tf32": float32 matmuls on the tensor cores, which PyTorch does when
+# torch.get_float32_matmul_precision() is "high" or "medium"; "fp32": plain float32. A dtype a GPU lacks
+# (bf16 on V100 and T4), an unlisted GPU, or AWS's A10G (NVIDIA publishes no datasheet for it, and its
+# tensor throughput differs from the A10's) fall back to the measured matmul peak.
+GPU_PEAKS = [  # (regular expression on torch.cuda.get_device_name(), name, dense TFLOP/s); first match wins
+    (r"H100.*PCIe", "H100 PCIe", dict(bf16=756.5, fp16=756.5, tf32=378, fp32=51)),
+    (r"H[12]00.*NVL", "H100/H200 NVL", dict(bf16=835.5, fp16=835.5, tf32=417.5, fp32=60)),
+    (r"H100|H200", "H100/H200 SXM", dict(bf16=989.5, fp16=989.5, tf32=494.5, fp32=67)),
+    (r"A100", "A100", dict(bf16=312, fp16=312, tf32=156, fp32=19.5)),
+    (r"L40S", "L40S", dict(bf16=362, fp16=362, tf32=183, fp32=91.6)),
+    (r"\bL40\b", "L40", dict(bf16=181, fp16=181, tf32=90.5, fp32=90.5)),
+    (r"\bL4\b", "L4", dict(bf16=121, fp16=121, tf32=60, fp32=30.3)),
+    (r"RTX 4090", "GeForce RTX 4090", dict(bf16=165.2, fp16=165.2, tf32=82.6, fp32=82.6)),
+    (r"\bA10\b", "A10", dict(bf16=125, fp16=125, tf32=62.5, fp32=31.2)),
+    (r"V100S", "V100S PCIe", dict(fp16=130, fp32=16.4)),
+    (r"V100.*PCIe", "V100 PCIe", dict(fp16=112, fp32=14)),
+    (r"V100", "V100 SXM2", dict(fp16=125, fp32=15.7)),
+    (r"\bT4\b", "T4", dict(fp16=65, fp32=8.1)),
+]
+
+
+def spec_peak(device_name, dtype):
+    """(FLOP/s, label) of a known GPU's dense datasheet peak for `dtype`, or None when not in GPU_PEAKS."""
+    if dtype == torch.float32:
+        kinds = ["fp32"] if torch.get_float32_matmul_precision() == "highest" else ["tf32", "fp32"]
+    else:
+        kinds = {torch.bfloat16: ["bf16"], torch.float16: ["fp16"]}.get(dtype, [])
+    for pattern, name, peaks in GPU_PEAKS:
+        if re.search(pattern, device_name, re.IGNORECASE):
+            kind = next((k for k in kinds if k in peaks), None)
+            return None if kind is None else (peaks[kind] * 1e12, f"{name} dense {kind} spec peak")
+    return None
+
+
+def peak_flops(device, dtype=torch.float32):
+    """The denominator of MFU, model FLOPs utilisation as PaLM and nanoGPT define it: the hardware's peak
+    FLOP/s for `dtype` matmuls. Returns (flop/s, label): a known GPU's dense datasheet figure, else (CPU,
+    unlisted GPUs) the measured matmul throughput, labelled "measured peak"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        spec = spec_peak(torch.cuda.get_device_name(device), dtype)
+        if spec is not None:
+            return spec
+    return matmul_peak(device, dtype), "measured peak"
+
+
+def flops_per_token(cfg, seq_len, lm_positions_fraction=1.0):
+    """Model FLOPs of one forward pass per token (multiply-add = 2 FLOPs), attention scores included.
+    Training (forward + backward) is 3x this. `lm_positions_fraction`: share of tokens the LM head sees."""
+    H, L = cfg.hidden_size, cfg.num_layers
+    per_layer = 2 * (4 * H * H + 2 * H * cfg.ffn_size) + 2 * 2 * seq_len * H
+    lm_head = 2 * (H * H + H * cfg.vocab_size) * lm_positions_fraction
+    return L * per_layer + lm_head
+
+
+class Meter:
+    """Tokens/s and MFU between two logged steps: model FLOPs per token (3x the forward, the LM head on the
+    masked share) over the device's peak for the dtype (peak_flops), for every process together."""
+
+    def __init__(self, model_cfg, seq_len, mask_rate, device, dtype, world):
+        self.peak, _ = peak_flops(device, dtype)
+        self.flops_per_token = 3 * flops_per_token(model_cfg, seq_len, mask_rate)
+        self.world, self.t0, self.tokens = world, time.perf_counter(), 0
+
+    def count(self, tokens):
+        self.tokens += tokens
+
+    def read(self):
+        """(tokens/s, MFU) since the last read."""
+        elapsed, tokens = time.perf_counter() - self.t0, self.tokens
+        self.t0, self.tokens = time.perf_counter(), 0
+        tps = tokens / elapsed
+        return tps, tps * self.flops_per_token / (self.peak * self.world)
+
+
+def maybe_compile(model, cfg, device, master):
+    """torch.compile (on by default on CUDA). Compiling happens at the first call, so one forward and
+    backward on a short sequence try it here, with the random state put back and the gradients dropped;
+    where it fails (no compiler toolchain, an unsupported platform) the run goes on eagerly, with a warning."""
+    if not (cfg.compile if cfg.compile is not None else device.type == "cuda"):
+        return model
+    try:
+        compiled, body_cfg = torch.compile(model), getattr(model, "module", model).cfg
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            ids = torch.full((1, 16), body_cfg.pad_id + 1, device=device)
+            nsp = torch.zeros(1, dtype=torch.long, device=device) if body_cfg.next_sentence_head else None
+            out = compiled(ids, labels=ids, reduction="sum", nsp_labels=nsp, padded=False)
+            sum(out if isinstance(out, tuple) else [out]).backward()
+        return compiled
+    except Exception as e:
+        if master:
+            print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                  f"training eagerly", file=sys.stderr)
+        return model
+    finally:
+        model.zero_grad(set_to_none=True)

@@ -1,0 +1,97 @@
+"""train.py's command line: the option table (one line per option, its check and its help), parsing, and
+the TrainConfig it makes. Defaults come from TrainConfig and RECIPES, nowhere else: train.py passes both in
+(nothing imports train.py).
+"""
+import argparse
+import re
+from dataclasses import asdict
+
+import data
+from machinery import cli
+
+
+def fail(message):
+    raise argparse.ArgumentTypeError(message)
+
+
+def mask_split(text):
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+        data.Masking(split=parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three shares (<mask>,random,unchanged) summing to 1, "
+                                         f"like 0.8,0.1,0.1; got {text!r}") from None
+    return parts
+
+
+def options(recipes):
+    """(option, argparse type or choices, help)."""
+    return [
+        ("config", lambda name: name if name in recipes else fail(f"unknown --config {name!r}: choose one of "
+                                                                 f"{', '.join(recipes)}"),
+         "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
+        ("data", str, "a folder written by data.py (omit every option for the built-in demo)"),
+        ("out", str, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
+        ("seq_len", cli.number(int, 8), "tokens per sequence (at most --max-positions)"),
+        ("batch_size", cli.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
+        ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process (default: "
+                                             "batch-size / processes, no accumulation)"),
+        ("lr", cli.number(float, 0, low_open=True), "peak learning rate (Table 9)"),
+        ("warmup_steps", cli.number(int, 0), "updates of linear warmup"),
+        ("max_steps", cli.number(int, 1), "optimizer updates in all"),
+        ("weight_decay", cli.number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
+        ("clip_grad", cli.number(float, 0), "max gradient norm (0: none, as the paper)"),
+        ("amp", ["none", "bf16", "fp16"], "mixed precision (fp16 needs a GPU and uses a loss scaler)"),
+        ("format", list(data.FORMATS), "input format of Section 4.2 (the pair formats add the NSP loss)"),
+        ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
+        ("mask_rate", cli.number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
+        ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged"),
+        ("dropout", cli.number(float, 0, 0.99), "dropout, also on attention weights"),
+        ("max_positions", cli.number(int, 8, 65536), "the model's position table (RoBERTa: 512); for a new model only"),
+        ("seed", cli.number(int, 0, 2 ** 31 - 1), "seed of the initialisation, data order, masks and dropout"),
+        ("log_interval", cli.number(int, 1), "log every N updates"),
+        ("eval_interval", cli.number(int, 1), "evaluate held-out loss every N updates"),
+        ("eval_sequences", cli.number(int, 1), "held-out sequences per evaluation"),
+        ("save_interval", cli.number(int, 1), "save checkpoint.pt every N updates"),
+        ("device", lambda name: name if re.fullmatch(r"cpu|cuda(:\d+)?", name) else fail(
+            f"expected cpu, cuda or cuda:N, got {name!r}"), "cpu, cuda or cuda:N"),
+        ("prefetch", cli.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
+        ("prepare_delay", cli.number(float, 0), "seconds added to each update's preparation, to measure how much "
+                                            "of it the background thread hides (bench.py overlap)"),
+    ]
+
+
+def parse(argv, config_class, recipes, description):
+    p = cli.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = {**asdict(config_class()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
+                "masking": "dynamic", "device": "cuda when available"}
+    for name, kind, help in options(recipes):
+        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        recipe = " (tiny's; --config changes it)" if any(name in r for r in recipes.values()) else ""
+        p.add_argument("--" + name.replace("_", "-"), default=None, help=f"{help} (default: {defaults[name]}{recipe})",
+                       **typed)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: on for CUDA, off on CPU)")
+    p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a checkpoint")
+    return p.parse_args(argv)
+
+
+def config_from_args(args, config_class, recipes):
+    """TrainConfig defaults, then the --config recipe, then the options given."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    masking = data.Masking(rate=given.pop("mask_rate", data.Masking.rate),
+                           split=given.pop("mask_split", data.Masking.split),
+                           dynamic=given.pop("masking", "dynamic") == "dynamic")
+    return config_class(**{**recipes[args.config or "tiny"], **given, "masking": masking})
+
+
+DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
+
+
+def check_demo_options(args):
+    """The demo (no --data) has its own settings: refuse an option it would ignore."""
+    extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
+    if extra:
+        raise ValueError(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
+                         f"--out, --max-steps, --seed and --device")
