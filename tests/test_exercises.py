@@ -10,9 +10,11 @@ not only that something does.
 The references below are written separately from the core, as plainly as possible, so that a check never
 compares your code with itself.
 """
+import importlib
 import math
 import os
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -167,3 +169,21 @@ def test_exercise_linear_lr():
             f"linear_lr(step={step}, peak={peak}, warmup_steps={warmup}, total_steps={total}) = {got}; expected "
             f"{max(w, 0.0)} ({'warmup: peak * (step + 1) / warmup_steps' if step < warmup else 'decay: linear to 0 at total_steps, never below'})")
     assert roberta.linear_lr(0, peak, 0, total) == peak, "with no warmup the first step takes the peak rate"
+
+
+# ---------------------------------------------------------------------------------------- EXERCISES.md, part B
+def test_every_write_it_yourself_exercise_has_its_parts_and_a_check_here():
+    with open(os.path.join(ROOT, "EXERCISES.md")) as f:
+        part_b = f.read().split("# Part B")[1]
+    found = re.split(r"^## ", part_b, flags=re.M)[1:]
+    assert len(found) >= 4
+    tests = {name for name in globals() if name.startswith("test_exercise_")}
+    for ex in found:
+        for part in ("**Write.**", "**Check.**", "**Train with it.**"):
+            assert part in ex, (ex[:40], part)
+        module, name = re.search(r"`(bpe|data|roberta)\.([\w.]+)`", ex.splitlines()[0]).groups()
+        obj = importlib.import_module(module)
+        for attr in name.split("."):
+            obj = getattr(obj, attr)  # the function the exercise names exists
+        key = re.search(r"tests/test_exercises.py -k (\w+)", ex).group(1)
+        assert f"test_exercise_{key}" in tests, key
