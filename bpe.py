@@ -15,8 +15,9 @@ merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file bo
 `bytes_to_unicode`, exactly as GPT-2's encoder.py defines them.
 
 The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
-the most frequent pair again and again, updating pair counts incrementally); the vocabulary files;
-the Tokenizer (encode, decode, and train/load/save on top of the functions above); the command line.
+the most frequent pair again and again, updating pair counts incrementally); the Tokenizer (encode,
+decode, and train/load/save on top of the functions above; the files are read and checked in
+machinery/vocab_files.py). The command line is machinery/bpe_cli.py.
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -27,7 +28,6 @@ the Tokenizer (encode, decode, and train/load/save on top of the functions above
 import contextlib
 import gc
 import heapq
-import json
 import os
 import sys
 from collections import Counter
@@ -230,76 +230,6 @@ def _progress(total, unit, enabled):
     return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
-# ---------------------------------------------------------------- files
-VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's names
-               ("encoder.json", "vocab.bpe"))  # GPT-2's names
-
-
-def find_vocab_files(directory):
-    """(vocab file, merges file) in `directory`, under RoBERTa's names or GPT-2's."""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"{directory}: " + ("not a folder (a tokenizer is a folder with vocab.json + "
-                                                    "merges.txt)" if os.path.exists(directory) else "no such folder"))
-    found = {name: os.path.exists(os.path.join(directory, name)) for names in VOCAB_FILES for name in names}
-    for names in VOCAB_FILES:
-        if all(found[name] for name in names):
-            return [os.path.join(directory, name) for name in names]
-    for a, b in VOCAB_FILES:
-        if found[a] != found[b]:
-            raise FileNotFoundError(f"{directory}: has {a if found[a] else b} but no {b if found[a] else a}")
-    raise FileNotFoundError(f"{directory}: no tokenizer files (vocab.json + merges.txt, or encoder.json + vocab.bpe)")
-
-
-def read_vocab_json(path):
-    """vocab.json / encoder.json: a JSON object mapping each token's printable spelling to its id,
-    the ids 0..N-1 each once. Returns that object."""
-    from machinery.files import read_text  # machinery: UTF-8 checked, errors name the file
-    try:
-        token_ids = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(token_ids, dict) or not token_ids:
-        raise ValueError(f"{path}: expected a JSON object mapping tokens to ids, got {json.dumps(token_ids)[:40]}")
-    bad = next((t for t, i in token_ids.items() if type(i) is not int or i < 0 or not t), None)
-    if bad is not None:
-        raise ValueError(f"{path}: entry {json.dumps({bad: token_ids[bad]})[1:-1]}: expected a non-empty token "
-                         f"and a whole-number id >= 0")
-    ids = set(token_ids.values())
-    if len(ids) < len(token_ids) or max(ids) != len(ids) - 1:
-        reason = "an id is used twice" if len(ids) < len(token_ids) else f"id {min(set(range(len(ids))) - ids)} is missing"
-        raise ValueError(f"{path}: the ids must be 0..{len(token_ids) - 1}, each once; {reason}")
-    return token_ids
-
-
-def read_merges(path, token_ids, vocab_name="vocab.json"):
-    """merges.txt / vocab.bpe: a '#version' line, then one merge per line in rank order ('Ġt he').
-    Returns {(id, id): id}. Errors name the file and line."""
-    from machinery.files import read_text  # machinery: UTF-8 checked, errors name the file
-    merges = {}
-    for n, line in enumerate(read_text(path).split("\n"), 1):
-        if line.startswith("#version") or not line.strip():
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2:
-            raise ValueError(f"{path}:{n}: expected two symbols, got {line.strip()!r}")
-        a, b = parts
-        for t in (a, b, a + b):
-            if t not in token_ids:
-                raise ValueError(f"{path}:{n}: merge {a!r} {b!r} names {t!r}, which is not in {vocab_name}")
-        merges[token_ids[a], token_ids[b]] = token_ids[a + b]
-    return merges
-
-
-def save_vocab_files(directory, tokens, merges):
-    """Write vocab.json + merges.txt (GPT-2/RoBERTa format). tokens: id -> printable spelling."""
-    from machinery.files import write_atomic  # machinery: a reader never sees half a file
-    os.makedirs(directory, exist_ok=True)
-    vocab = {tokens[i]: i for i in sorted(tokens)}
-    lines = ["#version: 0.2"] + [f"{tokens[a]} {tokens[b]}" for a, b in merges]
-    write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
-    write_atomic(os.path.join(directory, "merges.txt"), "\n".join(lines) + "\n")
-
-
 # ---------------------------------------------------------------- the tokenizer
 def byte_ids(vocab):
     """The id of each of the 256 single-byte tokens (the first id where a special token spells one)."""
@@ -420,10 +350,10 @@ class Tokenizer:
 
     @classmethod
     def load(cls, directory):
-        """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2)."""
-        vocab_path, merges_path = find_vocab_files(os.fspath(directory))
-        token_ids = read_vocab_json(vocab_path)
-        merges = read_merges(merges_path, token_ids, os.path.basename(vocab_path))
+        """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2):
+        each token's printable spelling (bytes_to_unicode) with its id, and the merges in rank order."""
+        from machinery import vocab_files  # machinery: finding the two files, every entry checked
+        vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))
         try:
             return cls({i: token_to_bytes(t) for t, i in token_ids.items()}, merges)
         except ValueError as e:
@@ -431,7 +361,8 @@ class Tokenizer:
 
     def save(self, directory):
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
-        save_vocab_files(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
+        from machinery import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 
 if __name__ == "__main__":  # machinery: the command line (bpe.py train / encode), its checks, one-line errors

@@ -18,7 +18,7 @@ import torch
 
 import bpe
 import roberta
-from machinery import files, hf
+from machinery import files, hf, vocab_files
 
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
@@ -36,11 +36,11 @@ def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_hea
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: {'a file, not a' if os.path.exists(path) else 'no such'} checkpoint folder")
     has_weights = any(os.path.isfile(os.path.join(path, name)) for name in WEIGHTS)
-    has_tokenizer = any(os.path.isfile(os.path.join(path, name)) for names in bpe.VOCAB_FILES for name in names)
+    has_tokenizer = any(os.path.isfile(os.path.join(path, name)) for names in vocab_files.VOCAB_FILES for name in names)
     if not has_weights and not has_tokenizer:
         raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
-    bpe.find_vocab_files(path)  # which tokenizer file is missing, if one is
+    vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
     model = load_weights(path, cls=cls, num_labels=num_labels, verbose=verbose, new_head_ok=not need_trained_head)
     tok = bpe.Tokenizer.load(path)
     if model.cfg.vocab_size != len(tok):
