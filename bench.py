@@ -33,7 +33,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import cli, files, speed
+from machinery import cli, corpora, files, speed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -409,7 +409,7 @@ def train_py_seconds(data_dir, out, steps, args, extra=()):
 
 def builtin_data(folder, vocab_size):
     """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
-    corpus = data.builtin_corpus(os.path.join(folder, "corpus.txt"))
+    corpus = corpora.builtin_corpus(os.path.join(folder, "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
     data.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
     return os.path.join(folder, "data")

@@ -26,8 +26,6 @@ import torch
 
 import bpe
 from machinery import fast_formats, files, index, preparation  # machinery: the paper's scale, files, processes
-from machinery.baselines import unigram_baselines  # noqa: F401 machinery: the demo report's baselines
-from machinery.corpus import DATASETS, builtin_corpus, download, reference_topics, stdlib_docstrings  # noqa: F401 machinery: corpora
 from machinery.prepared import check_tokenizer, load_split, open_prepared, read_meta, tokenizer_hash  # noqa: F401 machinery: checks
 
 SPLITS = ("train", "valid")

@@ -52,7 +52,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import checkpoints, cli, files
+from machinery import checkpoints, cli, corpora, files
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -303,20 +303,20 @@ def corpus_file(scale, args, folder, commands):
         return os.path.join(out.stdout.strip().splitlines()[-1], "wikitext-103-raw", "wiki.train.raw")
     path = os.path.join(folder, "corpus.txt")
     if scale.corpus == "builtin-quick":
-        commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of data.reference_topics(), whole documents)")
+        commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)")
         if not os.path.isfile(path):
             lines, size = [], 0
-            for doc in data.reference_topics():
+            for doc in corpora.reference_topics():
                 if size > QUICK_CORPUS_CHARS:
                     break
                 lines += doc + [""]
                 size += sum(len(line) + 1 for line in doc)
             files.write_atomic(path, "\n".join(lines))
         return path
-    commands.append(f"python -c \"import data; data.builtin_corpus('{path}')\"")
+    commands.append(f"python -c \"from machinery import corpora; corpora.builtin_corpus('{path}')\"")
     if not os.path.isfile(path):
         print(f"  corpus: {commands[-1]}", flush=True)
-        data.builtin_corpus(path)
+        corpora.builtin_corpus(path)
     return path
 
 

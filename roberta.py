@@ -297,10 +297,6 @@ class RobertaForMultipleChoice(nn.Module):
         return scores if labels is None else F.cross_entropy(scores.float(), labels)
 
 
-MODEL_CLASSES = {c.__name__: c for c in (RobertaForMaskedLM, RobertaForSequenceClassification,
-                                         RobertaForQuestionAnswering, RobertaForMultipleChoice)}
-
-
 def num_parameters(model):
     return sum(p.numel() for p in model.parameters())
 

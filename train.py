@@ -109,28 +109,6 @@ def all_sum(values, world, group=None, device="cpu"):
     return t.tolist()
 
 
-def check_settings(cfg, world, device, micro):
-    """Settings that depend on the process count or the device, before any heavy work."""
-    if not data.check_format(cfg.format).by_tokens and cfg.batch_size % (micro * world):
-        raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by --micro-batch-size {micro} "
-                         f"x {world} processes")
-    if cfg.amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a GPU (it loses range on CPU); use --amp bf16")
-    if cfg.seq_len > cfg.max_positions:
-        raise ValueError(f"--seq-len {cfg.seq_len} is longer than the model's {cfg.max_positions} positions "
-                         f"(pass --max-positions to build a model with more)")
-
-
-def open_data(cfg):
-    if not cfg.data:
-        raise ValueError("--data is required (a folder written by data.py), or run `python train.py` for the demo")
-    tokens, line_ends, meta, tok = data.open_prepared(cfg.data)
-    if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
-        print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
-              file=sys.stderr)
-    return tokens, line_ends, meta, tok
-
-
 # ---------------------------------------------------------------------------------------- the data of an update
 class TrainSet(NamedTuple):
     """The training split: the token stream, its examples (data.examples) with their lengths, the tokenizer."""
@@ -145,18 +123,6 @@ class Batch(NamedTuple):
     micro_batches: list   # (inputs, labels, next-sentence labels or None, padded, weight)
     counts: list          # [masked targets, real tokens] of this process
     n_sequences: int      # of the whole global batch
-
-
-def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
-    """The training examples and their lengths, built once and kept beside the data (data.cached_examples):
-    the first process of each node builds it if needed, the others wait, then map it."""
-    args = (cfg.data, tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
-    if world == 1:
-        return data.cached_examples(*args)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        data.cached_examples(*args)
-    dist.barrier(group=cpu_group)
-    return data.cached_examples(*args, build=False)
 
 
 def global_batches(cfg, lengths, epoch, position=0, offset=0):
@@ -313,7 +279,7 @@ class Monitor:
         record = {}
         if step % cfg.log_interval == 0 or last:
             self.state["skipped"] = int(self.skipped.item())
-            record = log_record(tr, step, sums, counts, self.meter, self.state)
+            record = runs.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
             record = {"step": step, **record, **evaluate(tr, self.heldout)}
@@ -329,22 +295,6 @@ class Monitor:
 
     def close(self):
         self.bar.close()
-
-
-def log_record(tr, step, sums, counts, meter, state):
-    """The logged step's numbers (the one host sync of a logged step)."""
-    (mlm_sum, nsp_sum), (n_targets, _, n_sequences) = sums.tolist(), counts
-    loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
-    tps, mfu = meter.read()
-    record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr_at(step - 1, tr.cfg),
-              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"]}
-    if not math.isfinite(loss):
-        record["skipped"] = "non-finite loss"
-    if nsp_sum:
-        record["nsp_loss"] = round(nsp_sum / n_sequences, 6)
-    if tr.scaler:
-        record["loss_scale"] = tr.scaler.get_scale()
-    return record
 
 
 def evaluate(tr, heldout):
@@ -370,12 +320,12 @@ def train(cfg):
 def _train(cfg, rank, world, device, cpu_group):
     # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
     micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
-    check_settings(cfg, world, device, micro)
-    tokens, line_ends, meta, tok = open_data(cfg)
+    runs.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
+    tokens, line_ends, meta, tok = runs.open_data(cfg)
     tok_hash = meta["tokenizer_sha256"]
     ckpt = runs.read_resume(cfg, tok_hash) if cfg.resume else runs.check_fresh_out(cfg, rank == 0)
     tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt)
-    ts = TrainSet(tokens, *examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
+    ts = TrainSet(tokens, *runs.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)

@@ -20,6 +20,10 @@ import bpe
 import roberta
 from machinery import files, hf, vocab_files
 
+# the task models of roberta.py by the class name a checkpoint records (ours: "class"; HF: "architectures")
+MODEL_CLASSES = {c.__name__: c for c in (roberta.RobertaForMaskedLM, roberta.RobertaForSequenceClassification,
+                                         roberta.RobertaForQuestionAnswering, roberta.RobertaForMultipleChoice)}
+
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
 
@@ -102,7 +106,7 @@ def load_weights(path, cls=roberta.RobertaForMaskedLM, num_labels=None, verbose=
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     ours = os.path.isfile(os.path.join(path, "checkpoint.pt"))
     cfg, state, holder, found_labels = read_ours(path) if ours else hf.read_hf(path)
-    cls = cls or roberta.MODEL_CLASSES.get(holder, roberta.RobertaForMaskedLM)
+    cls = cls or MODEL_CLASSES.get(holder, roberta.RobertaForMaskedLM)
     classifier = cls is roberta.RobertaForSequenceClassification
     model = cls(cfg, num_labels or found_labels or 2) if classifier else cls(cfg)
     if not ours:

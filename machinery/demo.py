@@ -17,7 +17,7 @@ import torch
 
 import bpe
 import data
-from machinery import files, train_cli
+from machinery import baselines, corpora, files, train_cli
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
@@ -34,7 +34,7 @@ def make_data(cache=os.path.join("cache", "demo")):
             shutil.rmtree(folder, ignore_errors=True)
     if not os.path.isfile(corpus):
         print("writing the built-in corpus: Python's reference documentation and the standard library's docstrings")
-        data.builtin_corpus(corpus)
+        corpora.builtin_corpus(corpus)
     if not os.path.isfile(os.path.join(tok_dir, "vocab.json")):
         print(f"training a byte-level BPE tokenizer (vocabulary {DEMO['vocab_size']}) on the built-in corpus")
         bpe.Tokenizer.train(files.read_lines(corpus), vocab, verbose=True).save(tok_dir)
@@ -64,7 +64,7 @@ def report(model, tok, cfg):
     batches = data.heldout_batches(valid, valid_ends, tok, cfg.seq_len)  # BERT's 15% masks, whatever the training
     device = next(model.parameters()).device
     out = data.evaluate_mlm(model, batches, device, detailed=True)
-    base = data.unigram_baselines(train_tokens, batches, tok)
+    base = baselines.unigram_baselines(train_tokens, batches, tok)
     n, loss = out["targets"], out["loss_sum"] / out["targets"]
     se = math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0) / n)
     acc = out["correct"] / n

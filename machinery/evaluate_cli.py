@@ -35,7 +35,6 @@ def perplexity_command(args):
 
 def fill_mask_command(args):
     from machinery import checkpoints
-    import roberta
     model, tok = checkpoints.load(args.checkpoint, need_trained_head=True, verbose=False)
     if args.top_k > model.cfg.vocab_size:
         raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")

@@ -1,18 +1,58 @@
-"""A pretraining run's output folder and its resumption: the checks before any heavy work, checkpoint.pt
-with the training state, log.jsonl cut back on resume, the random states saved per process.
+"""A pretraining run's plumbing: the checks before any heavy work (settings, the data folder, the examples
+index built once per node), checkpoint.pt with the training state, the logged record (tokens/s, MFU),
+log.jsonl cut back on resume, the random states saved per process.
 
 train.py calls these; `--resume` continues to the losses an uninterrupted run would have logged because
 everything that decides the next update (model, optimizer, loss scale, data position, random states) is
 saved, and the settings that decide the data are checked to be unchanged (RESUME_KEYS).
 """
 import json
+import math
 import os
+import sys
 from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 
+import data
 from machinery import checkpoints, files
+
+# ---------------------------------------------------------------------------------------- before any heavy work
+def check_settings(cfg, world, device, micro):
+    """Settings that depend on the process count or the device, before any heavy work."""
+    if not data.check_format(cfg.format).by_tokens and cfg.batch_size % (micro * world):
+        raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by --micro-batch-size {micro} "
+                         f"x {world} processes")
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a GPU (it loses range on CPU); use --amp bf16")
+    if cfg.seq_len > cfg.max_positions:
+        raise ValueError(f"--seq-len {cfg.seq_len} is longer than the model's {cfg.max_positions} positions "
+                         f"(pass --max-positions to build a model with more)")
+
+
+def open_data(cfg):
+    if not cfg.data:
+        raise ValueError("--data is required (a folder written by data.py), or run `python train.py` for the demo")
+    tokens, line_ends, meta, tok = data.open_prepared(cfg.data)
+    if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
+        print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
+              file=sys.stderr)
+    return tokens, line_ends, meta, tok
+
+
+def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
+    """The training examples and their lengths, built once and kept beside the data (data.cached_examples):
+    the first process of each node builds it if needed, the others wait, then map it."""
+    args = (cfg.data, tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
+    if world == 1:
+        return data.cached_examples(*args)
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        data.cached_examples(*args)
+    dist.barrier(group=cpu_group)
+    return data.cached_examples(*args, build=False)
+
+
 
 RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
 
@@ -112,3 +152,19 @@ def keep_log_until(path, step):
     with open(path) as f:
         lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
     files.write_atomic(path, "".join(lines))
+
+
+def log_record(tr, step, sums, counts, meter, state, lr):
+    """The logged step's numbers (the one host sync of a logged step)."""
+    (mlm_sum, nsp_sum), (n_targets, _, n_sequences) = sums.tolist(), counts
+    loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
+    tps, mfu = meter.read()
+    record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr,
+              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"]}
+    if not math.isfinite(loss):
+        record["skipped"] = "non-finite loss"
+    if nsp_sum:
+        record["nsp_loss"] = round(nsp_sum / n_sequences, 6)
+    if tr.scaler:
+        record["loss_scale"] = tr.scaler.get_scale()
+    return record

@@ -29,6 +29,7 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 import bpe  # noqa: E402
+import evaluate  # noqa: E402
 import roberta  # noqa: E402
 
 OUT = os.path.join(ROOT, "tests", "fixtures", "export_tiny")

@@ -288,9 +288,9 @@ def test_cli_bad_input(case, tmp_path, trained_files):
     (tmp_path / "empty.txt").write_bytes(b"")
     (tmp_path / "binary.txt").write_bytes(b"fine line\nbad \xff byte\n")
     (tmp_path / "folder").mkdir()
-    for folder, files in (("tok", {}), ("bad", broken or {})):
+    for folder, extra in (("tok", {}), ("bad", broken or {})):
         (tmp_path / folder).mkdir()
-        for file, content in {**trained_files, **files}.items():
+        for file, content in {**trained_files, **extra}.items():
             if content == "folder":
                 (tmp_path / folder / file).mkdir()
             elif content is not None:

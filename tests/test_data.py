@@ -12,14 +12,14 @@ import torch
 import bpe
 import data
 from conftest import ROOT, shared_path
-from machinery import fast_formats, files
+from machinery import baselines, corpora, fast_formats, files
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """The built-in corpus, a tokenizer trained on it, and the corpus prepared (2 workers, tiny chunks)."""
     d = tmp_path_factory.mktemp("corpus")
-    path = data.builtin_corpus(str(d / "corpus.txt"))
+    path = corpora.builtin_corpus(str(d / "corpus.txt"))
     tok = bpe.Tokenizer.train(files.read_lines(path), 1000)
     tok.save(d / "tok")
     meta = data.prepare([path], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=2,
@@ -244,22 +244,22 @@ def test_download_checks_sha256_and_unpacks(tmp_path):
     registry = {"tiny": [((src / "input.txt").as_uri(), "input.txt", good)],
                 "glue": [((src / "glue.zip").as_uri(), "glue.zip", None)],
                 "bad": [((src / "input.txt").as_uri(), "input.txt", "0" * 64)]}
-    folder = data.download("tiny", tmp_path / "cache", registry, verbose=False)
+    folder = corpora.download("tiny", tmp_path / "cache", registry, verbose=False)
     assert (tmp_path / "cache" / "tiny" / "input.txt").read_text() == "hello\n" and folder.endswith("tiny")
-    data.download("glue", tmp_path / "cache", registry, verbose=False)
+    corpora.download("glue", tmp_path / "cache", registry, verbose=False)
     assert (tmp_path / "cache" / "glue" / "SST-2" / "dev.tsv").exists()
     with pytest.raises(ValueError, match="expected 0000"):
-        data.download("bad", tmp_path / "cache", registry, verbose=False)
+        corpora.download("bad", tmp_path / "cache", registry, verbose=False)
     assert not (tmp_path / "cache" / "bad" / "input.txt").exists()
     with pytest.raises(ValueError, match="unknown dataset"):
-        data.download("imagenet", tmp_path / "cache", registry)
-    assert "tinyshakespeare" in data.DATASETS and "glue-sst-2" in data.DATASETS
+        corpora.download("imagenet", tmp_path / "cache", registry)
+    assert "tinyshakespeare" in corpora.DATASETS and "glue-sst-2" in corpora.DATASETS
 
 
 def test_download_of_shared_copy_matches_pinned_hash(tmp_path):
     local = shared_path("corpora", "tinyshakespeare", "input.txt")
-    url, name, sha = data.DATASETS["tinyshakespeare"][0]
-    data.download("tinyshakespeare", tmp_path, {"tinyshakespeare": [(f"file://{os.path.abspath(local)}", name, sha)]},
+    url, name, sha = corpora.DATASETS["tinyshakespeare"][0]
+    corpora.download("tinyshakespeare", tmp_path, {"tinyshakespeare": [(f"file://{os.path.abspath(local)}", name, sha)]},
                   verbose=False)
     assert (tmp_path / "tinyshakespeare" / name).stat().st_size == 1115394
 
@@ -316,7 +316,7 @@ def test_formats_table():
 def test_unigram_baselines_on_known_counts():
     train = np.array([5, 5, 5, 6, 2, 0], dtype=np.uint16)  # specials 0 and 2 are not counted
     labels = torch.tensor([[5, -100, 6, 7]])
-    out = data.unigram_baselines(train, [(None, labels)], Tok())
+    out = baselines.unigram_baselines(train, [(None, labels)], Tok())
     counts = np.ones(1000)
     counts[[0, 1, 2, 3, 999]] = 0
     counts[5] += 3
@@ -383,7 +383,7 @@ def test_out_is_a_file_and_failures_leave_no_temporary_files(corpus, tmp_path):
 def test_failed_download_leaves_nothing(tmp_path):
     registry = {"gone": [(f"file://{tmp_path}/missing.zip", "missing.zip", None)]}
     with pytest.raises(OSError, match="could not fetch"):
-        data.download("gone", tmp_path / "cache", registry, verbose=False)
+        corpora.download("gone", tmp_path / "cache", registry, verbose=False)
     assert not (tmp_path / "cache" / "gone").exists()
 
 

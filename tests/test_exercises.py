@@ -17,7 +17,6 @@ import random
 import re
 from collections import Counter
 
-import pytest
 import torch
 
 import bpe

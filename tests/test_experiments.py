@@ -233,7 +233,7 @@ def test_list_names_every_experiment_with_its_time(capsys):
 # ---------------------------------------------------------------- the exercises
 def exercises():
     with open(os.path.join(ROOT, "EXERCISES.md")) as f:
-        text = f.read().split("# Part B")[0]  # part A: the experiments (part B: tests/test_exercises.py)
+        text = f.read().split("# Part A")[1].split("# Part B")[0]  # part B: tests/test_exercises.py
     return re.split(r"^## ", text, flags=re.M)[1:]
 
 

@@ -16,7 +16,7 @@ import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery import files, finetune_cli, task_files
+from machinery import corpora, files, finetune_cli, task_files
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -314,7 +314,7 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
 def test_perplexity_and_fill_mask(tmp_path):
-    corpus = data.builtin_corpus(str(tmp_path / "corpus.txt"))
+    corpus = corpora.builtin_corpus(str(tmp_path / "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), 400).save(tmp_path / "tok")
     data.prepare([corpus], str(tmp_path / "tok"), str(tmp_path / "data"), valid_fraction=0.05, workers=1, verbose=False)
     cfg = train.TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), seq_len=32, batch_size=8,

@@ -13,7 +13,7 @@ import data
 import roberta
 import train
 from conftest import ROOT
-from machinery import files, speed
+from machinery import corpora, files, speed
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -22,7 +22,7 @@ TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
-    corpus = data.builtin_corpus(str(d / "corpus.txt"))
+    corpus = corpora.builtin_corpus(str(d / "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), 500).save(d / "tok")
     data.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
     return d / "data"

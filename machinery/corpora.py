@@ -35,9 +35,9 @@ def stdlib_docstrings(root=None):
     import ast
     import sysconfig
     root = root or sysconfig.get_paths()["stdlib"]
-    for folder, subfolders, files in os.walk(root):
+    for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if d not in SKIPPED_FOLDERS)
-        for name in sorted(f for f in files if f.endswith(".py")):
+        for name in sorted(f for f in names if f.endswith(".py")):
             try:
                 with open(os.path.join(folder, name), encoding="utf-8") as f:
                     tree = ast.parse(f.read())
