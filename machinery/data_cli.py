@@ -9,7 +9,7 @@ import sys
 
 import data
 from machinery import cli
-from machinery.corpus import DATASETS, download
+from machinery.corpora import DATASETS, download
 
 
 def fraction(text):

@@ -144,6 +144,7 @@ def test_synthetic_corpus_is_in_data_py_layout(tmp_path):
     assert len(ex) > 0
 
 
+@pytest.mark.slow
 def test_startup_measures_each_format_and_an_epochs_first_batch(capsys):
     bench.main(["startup", "--tokens", "20000", "--formats", "sentence-pair", "--batch-size", "4",
                 "--epoch-examples", "5000"])

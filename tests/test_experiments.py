@@ -49,6 +49,7 @@ def sharing_data(out, folder):
 
 
 # ---------------------------------------------------------------- every experiment, end to end
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_quick_mode_runs_every_experiment_end_to_end(out, name):
     r = results(out, name)
@@ -69,11 +70,13 @@ def test_quick_mode_runs_every_experiment_end_to_end(out, name):
     assert len(r["verdicts"]) == len(exp.claims)
 
 
+@pytest.mark.slow
 def test_every_experiment_is_evaluated_on_the_same_heldout_masks(out):
     """Same sequence length, same held-out documents, same 15% masks: one target count for all."""
     assert len({results(out, name)["heldout_targets"] for name in NAMES}) == 1
 
 
+@pytest.mark.slow
 def test_verdicts_come_from_the_seeds_spread(out):
     """Two arms of three seeds each: the verdict is the gap of the means against 2 se of their difference."""
     exp = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
@@ -103,6 +106,7 @@ def test_verdict_rule(better, worse, expected):
     assert experiments.verdict(arm(*better), arm(*worse))["verdict"] == expected
 
 
+@pytest.mark.slow
 def test_data_slice_and_equal_sequences(out):
     """Less data is a slice of the training documents with the full data's held-out split; the batch
     sizes of Table 3 see the same number of sequences."""
@@ -116,6 +120,7 @@ def test_data_slice_and_equal_sequences(out):
     assert steps["more-data-5x-steps"] == 5 * steps["more-data"] == 5 * steps["less-data"]
 
 
+@pytest.mark.slow
 def test_finished_runs_are_skipped(out, capsys):
     stamp = {run["folder"]: os.path.getmtime(os.path.join(run["folder"], "checkpoint.pt"))
              for run in results(out, "masking")["runs"]}
@@ -137,6 +142,7 @@ def probe(monkeypatch):
     monkeypatch.setattr(experiments, "EXPERIMENTS", experiments.EXPERIMENTS + [PROBE])
 
 
+@pytest.mark.slow
 def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     o = sharing_data(out, tmp_path / "o")
     # a run that fails part-way: marked failed with its command, its log kept, the other run goes on
@@ -179,6 +185,7 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     assert os.path.getmtime(os.path.join(folder, "checkpoint.pt")) != stamp
 
 
+@pytest.mark.slow
 def test_glue_finetunes_finished_runs(out, tmp_path):
     """--glue given after the runs finished: their checkpoints are finetuned, not retrained."""
     glue = tmp_path / "glue"  # SST-2 only (RTE is used where present)
@@ -206,6 +213,7 @@ def test_bad_arguments_one_line(argv, message, capsys):
     assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_bad_choices_stop_before_any_work(out, tmp_path):
     with pytest.raises(SystemExit) as e:
         experiments.main(["masking", *QUICK, "--out", str(tmp_path), "--arms", "stati"])
@@ -249,6 +257,7 @@ def test_every_exercise_has_its_parts_and_names_real_code():
                 obj = getattr(obj, attr)  # the code an exercise points at exists
 
 
+@pytest.mark.slow
 def test_every_exercise_command_runs_in_quick_mode(out, tmp_path):
     commands = [line for ex in exercises() for line in re.findall(r"```bash\n(.*?)```", ex, re.S)[0].splitlines()]
     assert len(commands) == len(exercises())

@@ -67,6 +67,7 @@ def micro_roberta(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- SQuAD offsets
+@pytest.mark.slow
 def test_gold_spans_give_back_the_gold_text(roberta_tok):
     """Hand the span search the gold answers' tokens: the predicted text is the gold text, taken from the
     original context by character offsets, for every SQuAD 1.1 dev question. Exactly, except where the
@@ -99,6 +100,7 @@ def test_gold_spans_give_back_the_gold_text(roberta_tok):
 
 
 # ---------------------------------------------------------------- runs
+@pytest.mark.slow
 def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
     out = tmp_path / "sst2"
     run("finetune.py", "--task", "sst2", "--data", shared_path("glue", "SST-2"), "--checkpoint", tiny_roberta,
@@ -120,6 +122,7 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
     torch.testing.assert_close(rte.roberta.embeddings.tokens.weight, model.roberta.embeddings.tokens.weight)
 
 
+@pytest.mark.slow
 def test_sweep_reports_the_median_per_setting(micro_roberta, tmp_path):
     out = tmp_path / "sweep"
     run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", micro_roberta,
@@ -137,6 +140,7 @@ MNLI_HEADER = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence
                "sentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n")
 
 
+@pytest.mark.slow
 def test_mnli_matched_and_mismatched_and_qqp(micro_roberta, tmp_path):
     """GLUE's MNLI and QQP layouts (the shared data has neither): columns found by their header names."""
     mnli = tmp_path / "MNLI"
@@ -160,6 +164,7 @@ def test_mnli_matched_and_mismatched_and_qqp(micro_roberta, tmp_path):
     assert set(evaluate.glue_metrics("qqp", ["0", "1"], ["0", "1"])) == {"accuracy", "f1"}
 
 
+@pytest.mark.slow
 def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     squad = tmp_path / "squad"
     squad.mkdir()
@@ -313,6 +318,7 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
 
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
+@pytest.mark.slow
 def test_perplexity_and_fill_mask(tmp_path):
     corpus = corpora.builtin_corpus(str(tmp_path / "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), 400).save(tmp_path / "tok")

@@ -38,6 +38,16 @@ def run(*args, cwd=ROOT, torchrun=0, check=True):
     return r
 
 
+def run_here(capsys, *args):
+    """train.main in this process, for runs refused before any training (a fresh process each costs a second
+    of imports; test_the_demo_refuses_options_it_would_ignore checks a real one): (exit code, its stderr,
+    with the message of a sys.exit)."""
+    with pytest.raises(SystemExit) as e:
+        train.main([str(a) for a in args])
+    code, err = e.value.code, capsys.readouterr().err
+    return code, err + (f"{code}\n" if isinstance(code, str) else "")
+
+
 def read_log(out):
     with open(os.path.join(out, "log.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -70,6 +80,7 @@ def test_no_weight_decay_on_biases_and_layer_norms():
 
 
 # ---------------------------------------------------------------- runs
+@pytest.mark.slow
 def test_single_process_run_logs_and_saves(prepared, tmp_path):
     out = tmp_path / "one"
     run("--data", prepared, "--out", out, "--max-steps", 8, *TINY)
@@ -85,6 +96,7 @@ def test_single_process_run_logs_and_saves(prepared, tmp_path):
     assert model.cfg.vocab_size == 500
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(prepared, tmp_path):
     """Footnote 8: the same --batch-size gives the same losses whatever the number of processes
     (here 2 gloo processes x 2 micro-batches of 2 against 1 process x 1 micro-batch of 8)."""
@@ -99,6 +111,7 @@ def test_two_processes_equal_one(prepared, tmp_path):
     assert va and abs(va[0] - vb[0]) < 1e-4
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     args = ["--data", prepared, "--max-steps", 24, "--save-interval", 4, *TINY[:-2], "--dropout", "0.1"]
     run("--out", tmp_path / "straight", *args)
@@ -119,6 +132,7 @@ def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     assert all(abs(a[s] - b[s]) <= 1e-6 for s in a), [(s, a[s], b[s]) for s in a if a[s] != b[s]]
 
 
+@pytest.mark.slow
 def test_bf16_static_masking_and_nsp_formats(prepared, tmp_path):
     run("--data", prepared, "--out", tmp_path / "bf16", "--max-steps", 3, "--amp", "bf16", "--masking", "static",
         *TINY)
@@ -129,7 +143,8 @@ def test_bf16_static_masking_and_nsp_formats(prepared, tmp_path):
     assert len(read_log(tmp_path / "doc")) == 2
 
 
-def test_bad_inputs(prepared, tmp_path):
+@pytest.mark.slow
+def test_bad_inputs(prepared, tmp_path, capsys):
     out = tmp_path / "run"
     cases = [
         (["--data", tmp_path / "nowhere", "--out", out, *TINY], "meta.json missing"),
@@ -139,8 +154,8 @@ def test_bad_inputs(prepared, tmp_path):
         (["--data", prepared, "--out", out, *TINY, "--resume"], "no checkpoint.pt"),
     ]
     for args, message in cases:
-        r = run(*args, check=False)
-        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+        code, err = run_here(capsys, *args)
+        assert code not in (0, None) and message in err and "Traceback" not in err, err[-2000:]
     run("--data", prepared, "--out", out, "--max-steps", 2, *TINY)
     r = run("--data", prepared, "--out", out, "--max-steps", 2, *TINY, check=False)
     assert r.returncode != 0 and "already holds a checkpoint" in r.stderr
@@ -154,6 +169,7 @@ def test_bad_inputs(prepared, tmp_path):
     assert r.returncode != 0 and "not a readable checkpoint" in r.stderr and ckpt.read_bytes() == torn
 
 
+@pytest.mark.slow
 def test_non_finite_losses_skip_then_stop_keeping_the_last_checkpoint(prepared, tmp_path):
     out = tmp_path / "nan"
     r = run("--data", prepared, "--out", out, "--max-steps", 30, "--save-interval", 1, *TINY[:6], "--lr", "1e6",
@@ -168,6 +184,7 @@ def test_non_finite_losses_skip_then_stop_keeping_the_last_checkpoint(prepared, 
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
+@pytest.mark.slow
 def test_export_to_hugging_face_layout(prepared, tmp_path):
     run("--data", prepared, "--out", tmp_path / "run", "--max-steps", 1, *TINY)
     r = subprocess.run([sys.executable, os.path.join(ROOT, "roberta.py"), "export", "--checkpoint",
@@ -181,6 +198,7 @@ def test_export_to_hugging_face_layout(prepared, tmp_path):
         torch.testing.assert_close(a(ids), b(ids))
 
 
+@pytest.mark.slow
 def test_demo(tmp_path):
     r = run("--max-steps", 3, cwd=tmp_path)
     assert "held-out perplexity" in r.stdout and "->" in r.stdout
@@ -229,15 +247,15 @@ BAD = [  # (options, what the one-line error must say)
 
 
 @pytest.mark.parametrize("options, message", BAD, ids=[" ".join(o) for o, _ in BAD])
-def test_bad_options_one_line_and_nothing_written(prepared, tmp_path, options, message):
+def test_bad_options_one_line_and_nothing_written(prepared, tmp_path, capsys, options, message):
     out = tmp_path / "run"
-    r = run("--data", prepared, "--out", out, *TINY, *options, check=False)
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode != 0 and len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+    code, err = run_here(capsys, "--data", prepared, "--out", out, *TINY, *options)
+    lines = err.strip().splitlines()
+    assert code not in (0, None) and len(lines) == 1 and message in lines[0], err[-2000:]
     assert not out.exists()
 
 
-def test_bad_files_and_folders_are_named(prepared, damaged, tmp_path):
+def test_bad_files_and_folders_are_named(prepared, damaged, tmp_path, capsys):
     torn, shape = damaged
     (tmp_path / "file").write_text("not a folder")
     cases = [
@@ -248,9 +266,9 @@ def test_bad_files_and_folders_are_named(prepared, damaged, tmp_path):
         (["--data", prepared, "--out", tmp_path / "d", "--resume"], "must be a folder every node shares"),
     ]
     for args, message in cases:
-        r = run(*args, *TINY, check=False)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode != 0 and len(lines) == 1 and message in lines[0], r.stderr[-2000:]
+        code, err = run_here(capsys, *args, *TINY)
+        lines = err.strip().splitlines()
+        assert code not in (0, None) and len(lines) == 1 and message in lines[0], err[-2000:]
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
@@ -261,6 +279,7 @@ def test_the_demo_refuses_options_it_would_ignore(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_overwrite_starts_again(prepared, tmp_path):
     out = tmp_path / "run"
     run("--data", prepared, "--out", out, "--max-steps", 2, *TINY)
@@ -298,6 +317,7 @@ def two_nodes(args, out):
     assert all(p.returncode == 0 for p in procs), errors[0][-2000:] + errors[1][-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["full-sentences", "doc-sentences", "segment-pair", "sentence-pair"])
 def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
     """Every format on two "nodes" logs the losses of one process (sentence-pair: token-budget batches that can
@@ -311,6 +331,7 @@ def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
     assert all(abs(a[s] - b[s]) < 1e-5 for s in a), (a, b)
 
 
+@pytest.mark.slow
 def test_background_preparation_changes_no_number(prepared, tmp_path):
     """The batch thread only moves work in time: with --prefetch 0 (prepared in the loop) the same losses."""
     run("--data", prepared, "--out", tmp_path / "thread", "--max-steps", 4, *TINY)
