@@ -1,8 +1,8 @@
 """Text to pretrain on, from anywhere: a built-in English corpus that every Python install carries (no
 network), and the public datasets of the paper's experiments, fetched once with their checksums.
 
-    python data.py download NAME --out DIR      # the command line lives in data.py
-    import data; data.builtin_corpus("corpus.txt")   # data.py re-exports these names
+    python data.py download NAME [--cache DIR]            # the command line: machinery/data_cli.py
+    from machinery import corpora; corpora.builtin_corpus("corpus.txt")
 
 It writes text (one paragraph per line, a blank line between documents) and archives; data.py turns text
 into token ids.
@@ -66,7 +66,7 @@ def builtin_corpus(path):
 # ---------------------------------------------------------------------------------------- downloads
 # name -> [(url, file name, sha256 or None)]. None: no checksum is pinned (the address's content is
 # printed with its sha256 so that it can be pinned); the SQuAD and tiny shakespeare hashes are the
-# official files' (see ../shared/data/SOURCES.md).
+# official files' (as their publishers list them).
 DATASETS = {
     "tinyshakespeare": [("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
                          "input.txt", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")],
