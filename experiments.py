@@ -42,6 +42,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import checkpoints, cli, corpora, files
+from machinery import checkpoints, cli, corpora, files, speed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -241,6 +242,17 @@ class Refused(Exception):
 
 
 # ---------------------------------------------------------------------------------------- commands
+PRINT_LOCK = threading.Lock()
+PROGRESS_SECONDS = 30            # a running run's progress line, this often
+
+
+def say(text):
+    """Print whole lines, one writer at a time: runs side by side (--jobs) never share a line."""
+    with PRINT_LOCK:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
 def script(name):
     """A project script as a user types it: `train.py` from the repository, its path from elsewhere."""
     return os.path.relpath(os.path.join(ROOT, name))
@@ -251,20 +263,62 @@ def shown(argv):
     return shlex.join(["python", *argv[1:]])
 
 
-def execute(argv, log_path, env_threads=0):
-    """Run a command (argv[0] is python), its output into log_path; (exit code, last line of its errors)."""
+def execute(argv, log_path, env_threads=0, progress=None):
+    """Run a command (argv[0] is python), its output into log_path; (exit code, last line of its errors).
+    `progress`, when given, is called every PROGRESS_SECONDS while the command runs (the runner's
+    progress lines)."""
     env = dict(os.environ)
     if env_threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(env_threads)
     with open(log_path, "a") as log:
         log.write(f"$ {shown(argv)}\n")
         log.flush()
-        proc = subprocess.run([sys.executable, *argv[1:]], stdout=log, stderr=subprocess.PIPE, text=True,
-                              env=env, cwd=os.getcwd())
-        log.write(proc.stderr)
-    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()]
+        start = log.tell()
+        proc = subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=log, text=True, env=env,
+                                cwd=os.getcwd())
+        while True:
+            try:
+                proc.wait(timeout=PROGRESS_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                if progress:
+                    progress()
+            except BaseException:  # Ctrl-C: stop the child too, then go
+                proc.kill()
+                proc.wait()
+                raise
+    with open(log_path, errors="replace") as f:
+        f.seek(start)
+        text = f.read()
+    lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error") or "Error" in line]
     return proc.returncode, (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
+
+
+def duration(seconds):
+    """A duration as a student reads it: 45 s, 3 min 20 s, 1 h 05 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_line(label, run, elapsed):
+    """One run's progress from its log.jsonl: step, loss, speed and the time left; None before its first log."""
+    last = last_record(run)
+    if "step" not in last:
+        return f"{label}: starting ({duration(elapsed)})"
+    steps = run.options["max_steps"]
+    text = f"{label}: step {last['step']:,}/{steps:,} ({last['step'] / steps:.0%})"
+    if isinstance(last.get("loss"), (int, float)):
+        text += f", loss {last['loss']:.3f}"
+    tps = last.get("tokens_per_s")
+    if isinstance(tps, (int, float)) and tps > 0:
+        left = (steps - last["step"]) * run.options["batch_size"] * run.options["seq_len"] / tps
+        text += f", {tps:,.0f} tokens/s, ETA {duration(left)}"
+    return text + f" ({duration(elapsed)} so far)"
 
 
 def prepare_step(what, argv, done, log_path, record):
@@ -272,7 +326,7 @@ def prepare_step(what, argv, done, log_path, record):
     record.append(shown(argv))
     if done():
         return
-    print(f"  {what}: {shown(argv)}", flush=True)
+    say(f"  {what}: {shown(argv)}")
     code, last = execute(argv, log_path)
     if code != 0 or not done():
         raise Refused(f"{what} failed ({last}); its output is in {log_path}")
@@ -295,7 +349,7 @@ def corpus_file(scale, args, folder, commands):
     if scale.corpus == "wikitext-103":
         argv = ["python", script("data.py"), "download", "wikitext-103"]
         commands.append(shown(argv))
-        print(f"  corpus: {shown(argv)}", flush=True)
+        say(f"  corpus: {shown(argv)}")
         out = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
         if out.returncode != 0:
             raise Refused(f"could not fetch WikiText-103 ({(out.stderr.strip().splitlines() or ['?'])[-1]}); "
@@ -315,7 +369,7 @@ def corpus_file(scale, args, folder, commands):
         return path
     commands.append(f"python -c \"from machinery import corpora; corpora.builtin_corpus('{path}')\"")
     if not os.path.isfile(path):
-        print(f"  corpus: {commands[-1]}", flush=True)
+        say(f"  corpus: {commands[-1]}")
         corpora.builtin_corpus(path)
     return path
 
@@ -491,8 +545,29 @@ def read_json(path):
         return None
 
 
-def run_status(run, command, overwrite):
-    """"finished", "evaluate" (trained, not evaluated), "resume", "new", or "conflict" (another run's folder)."""
+CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
+
+
+def code_hash(root=ROOT):
+    """The version of the code a run ran with: a hash of the six core modules, machinery/*.py and
+    experiments.py. Not of experiments.py's declarations (from "the experiments" to "scales" below): a run's
+    settings are its command, compared on their own, so adding an arm or an experiment reruns nothing."""
+    import glob
+    paths = [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
+        sorted(glob.glob(os.path.join(root, "machinery", "*.py")))
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            text = f.read()
+        if os.path.basename(path) == "experiments.py":
+            text = re.sub(rb"\n# -+ the experiments\n.*?\n# -+ scales\n", b"", text, flags=re.S)
+        h.update(os.path.relpath(path, root).encode() + b"\0" + text + b"\0")
+    return h.hexdigest()[:12]
+
+
+def run_status(run, command, overwrite, code=None):
+    """"finished", "evaluate" (trained, not evaluated), "resume", "new", "stale" (its folder holds this run
+    made with other code: trained again) or "conflict" (another run's folder)."""
     record = read_json(os.path.join(run.folder, "run.json"))
     checkpoint = os.path.join(run.folder, "checkpoint.pt")
     if overwrite:
@@ -501,6 +576,8 @@ def run_status(run, command, overwrite):
         return "conflict" if os.path.isfile(checkpoint) else "new"
     if record.get("command") != shown(command):
         return "conflict"
+    if code and record.get("code") != code and (os.path.isfile(checkpoint) or record.get("status") == "finished"):
+        return "stale"
     if record.get("status") == "finished":
         return "finished"
     if not os.path.isfile(checkpoint):
@@ -526,15 +603,16 @@ def check_conflicts(runs, overwrite):
                           f"pass --overwrite to replace it, or choose another --out")
 
 
-def train_run(run, status, threads, overwrite):
-    """Train (or resume) one run with train.py; returns (ok, the last error line)."""
+def train_run(run, status, threads, overwrite, label, code):
+    """Train (or resume) one run with train.py, a progress line every PROGRESS_SECONDS; (ok, the last error)."""
     command = run.argv
     os.makedirs(run.folder, exist_ok=True)
-    flags = ["--resume"] if status == "resume" else (["--overwrite"] if overwrite else [])
-    write_run(run, {"command": shown(command), "status": "running"})
-    print(f"    {shown(command + flags)}", flush=True)
-    code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads)
-    return code == 0, last
+    flags = ["--resume"] if status == "resume" else (["--overwrite"] if overwrite or status == "stale" else [])
+    write_run(run, {"command": shown(command), "status": "running", "code": code})
+    t0 = time.time()
+    exit_code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads,
+                              progress=lambda: say(progress_line(label, run, time.time() - t0)))
+    return exit_code == 0, last
 
 
 def write_run(run, record):
@@ -584,7 +662,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device):
             "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n}
 
 
-def finetune_run(run, glue, scale, log_path, fresh):
+def finetune_run(run, glue, scale, log_path, fresh, threads):
     """Downstream scores of a finished run (finetune.py); {task: accuracy or an error line}. `fresh`: the
     run was (re)trained now, so earlier finetuning results in its folder are stale."""
     scores = {}
@@ -601,8 +679,8 @@ def finetune_run(run, glue, scale, log_path, fresh):
         if metrics is None:
             if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
                 shutil.rmtree(out)
-            print(f"    {shown(argv)}", flush=True)
-            code, last = execute(argv, log_path, scale.threads)
+            say(f"    {shown(argv)}")
+            code, last = execute(argv, log_path, threads)
             metrics = read_json(os.path.join(out, "metrics.json"))
             if code != 0 or metrics is None:
                 scores[task] = {"error": last, "command": shown(argv)}
@@ -615,29 +693,40 @@ def finetune_run(run, glue, scale, log_path, fresh):
 def do_run(run, i, total, exp, scale, args):
     """One run from wherever it stands to its record: trained, evaluated, finetuned; or failed."""
     command = run.argv
-    status = run_status(run, command, args.overwrite)
     label = f"[{exp.name}] {i}/{total} {run.arm.name} seed {run.seed}"
+    code = code_hash()
+    if code != args.code:
+        say(f"{label}: warning: the code changed since this experiment started ({args.code} -> {code}); this "
+            f"run uses the new code, and the report will say that its runs mix code versions")
+    status = run_status(run, command, args.overwrite, code)
     if status == "finished":
-        print(f"{label}: finished before, skipped ({shown(command)})", flush=True)
+        say(f"{label}: finished before, skipped ({shown(command)})")
         record = read_json(os.path.join(run.folder, "run.json"))
         if args.glue and not record.get("glue"):  # --glue given now: finetune the finished checkpoint
-            record["glue"] = finetune_run(run, args.glue, scale, os.path.join(run.folder, "finetune.out"), False)
+            record["glue"] = finetune_run(run, args.glue, scale, os.path.join(run.folder, "finetune.out"), False,
+                                          speed.threads_for(args.jobs))
             write_run(run, record)
-        return record
-    print(f"{label}: {'resuming' if status == 'resume' else 'evaluating' if status == 'evaluate' else 'training'}",
-          flush=True)
-    record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder}
+        return {**record, "skipped": True}
+    threads = scale.threads or speed.threads_for(args.jobs)
+    if status == "stale":
+        was = read_json(os.path.join(run.folder, "run.json")).get("code") or "not recorded"
+        doing = f"training again: it ran with other code (code {was}, now {code})"
+    else:
+        doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
+    flags = ["--resume"] if status == "resume" else ["--overwrite"] if args.overwrite or status == "stale" else []
+    say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
+        + (f"\n    {shown(command + flags)}" if status != "evaluate" else ""))
+    record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder, "code": code}
     t0 = time.time()
     if status != "evaluate":
-        threads = scale.threads or (max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0)
-        ok, last = train_run(run, status, threads, args.overwrite)
+        ok, last = train_run(run, status, threads, args.overwrite, label, code)
         if not ok:
             rerun = shown(command + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt"))
                                      else []))
             record.update(status="failed", error=last, rerun=rerun, curve=curve(run),
                           log=os.path.join(run.folder, "train.out"))
             write_run(run, record)
-            print(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}", flush=True)
+            say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
             return record
     heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device)
     last = last_record(run)
@@ -646,10 +735,10 @@ def do_run(run, i, total, exp, scale, args):
                   sequences_seen=run.options["max_steps"] * run.options["batch_size"])
     if args.glue:
         record["glue"] = finetune_run(run, args.glue, scale, os.path.join(run.folder, "finetune.out"),
-                                      fresh=status != "evaluate")
+                                      status != "evaluate", threads)
     write_run(run, record)
-    print(f"{label}: held-out loss {heldout['loss']:.4f} [se {heldout['loss_se']:.4f}], accuracy "
-          f"{heldout['accuracy']:.1f}% ({heldout['targets']:,} masked tokens), {record['seconds']:.0f} s", flush=True)
+    say(f"{label}: done: held-out loss {heldout['loss']:.4f} [se {heldout['loss_se']:.4f}], accuracy "
+        f"{heldout['accuracy']:.1f}% ({heldout['targets']:,} masked tokens), {record['seconds']:.0f} s")
     return record
 
 
@@ -902,7 +991,8 @@ def run_experiment(exp, args):
                           "--device cpu to run the gpu scale's settings slowly")
     t0 = time.time()
     chosen = chosen_arms(exp, args.arms)
-    print(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)", flush=True)
+    args.code = code_hash()
+    say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
     prepared = prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen))
     planned = plan(exp, scale, args, prepared)
     runs = [r for r in planned if r.arm in chosen]
@@ -910,6 +1000,8 @@ def run_experiment(exp, args):
     with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
         records = list(pool.map(lambda i: do_run(runs[i], i + 1, len(runs), exp, scale, args),
                                  range(len(runs))))
+    skipped_now = sum(bool(r.pop("skipped", False)) for r in records)
+    trained_now = sum(r.get("status") == "finished" for r in records) - skipped_now
     failed_now = sum(r.get("status") == "failed" for r in records)
     others = [(r, earlier_record(r)) for r in planned if r.arm not in chosen]  # arms not run now
     records += [record for _, record in others if record]
@@ -937,8 +1029,9 @@ def run_experiment(exp, args):
     base = base_options(exp, scale, args.steps_factor)
     files.write_atomic(os.path.join(folder, "report.md"), report(exp, results, runs, base))
     png = plot(exp, results, os.path.join(folder, "loss.png"))
-    print(f"[{exp.name}] verdict: {results['verdict']}; report: {os.path.join(folder, 'report.md')}"
-          + (f", {png}" if png else "") + f" ({results['wall_seconds']:.0f} s)", flush=True)
+    say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), {failed_now} failed "
+        f"in {duration(results['wall_seconds'])}; verdict: {results['verdict']}; report: "
+        f"{os.path.join(folder, 'report.md')}" + (f", {png}" if png else ""))
     return results
 
 

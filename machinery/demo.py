@@ -17,7 +17,7 @@ import torch
 
 import bpe
 import data
-from machinery import baselines, corpora, files, train_cli
+from machinery import baselines, corpora, files, speed, train_cli
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
@@ -52,9 +52,20 @@ def setup(args, config_class):
     cfg = config_class(**{**settings, "max_steps": args.max_steps or DEMO["max_steps"]}, data=data_dir,
                        out=args.out or os.path.join("out", "demo"), seed=args.seed or 0, device=args.device or "")
     cfg.resume = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
+    threads = set_threads()
     print(f"pretraining a {cfg.config} RoBERTa ({cfg.max_steps} updates of {cfg.batch_size}x{cfg.seq_len} tokens, "
-          f"{cfg.masking.rate:.0%} of them masked) into {cfg.out}")
+          f"{cfg.masking.rate:.0%} of them masked) into {cfg.out}, on {threads} CPU thread{'s' * (threads > 1)} "
+          f"(a shared machine: OMP_NUM_THREADS=1)")
     return cfg
+
+
+def set_threads():
+    """The demo's CPU threads: the CPUs this process may use (its affinity, not the machine's count), no more
+    than torch's own choice (its physical cores); OMP_NUM_THREADS, when set, wins. Returns the count."""
+    threads = speed.threads_for(1) if "OMP_NUM_THREADS" in os.environ else \
+        min(torch.get_num_threads(), speed.cpus_allowed())
+    torch.set_num_threads(threads)
+    return threads
 
 
 def report(model, tok, cfg):

@@ -4,11 +4,28 @@ MFU = model FLOPs per second / the device's peak FLOP/s for the dtype. The model
 shapes (flops_per_token); the peak from NVIDIA's datasheets for known GPUs, else a measured matmul.
 train.py logs tokens/s and MFU through a Meter; bench.py prints them for the bare step.
 """
+import os
 import re
 import sys
 import time
 
 import torch
+
+
+def cpus_allowed():
+    """The CPUs this process may run on (its affinity mask: a container's or taskset's share), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows: no affinity mask
+        return os.cpu_count() or 1
+
+
+def threads_for(jobs=1):
+    """OpenMP threads for one of `jobs` processes side by side: the allowed CPUs shared out, at least one.
+    OMP_NUM_THREADS, when set, wins (on a shared machine: OMP_NUM_THREADS=1)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    return max(1, cpus_allowed() // max(1, jobs))
 
 
 def matmul_peak(device="cpu", dtype=torch.float32, n=2048, repeat=5):
