@@ -53,7 +53,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import checkpoints, cli, corpora, files, speed
+from machinery import baselines, checkpoints, cli, corpora, files, speed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -71,6 +71,8 @@ class Arm:
     name: str                         # folder name, and the key of the paper's row
     options: dict = field(default_factory=dict)
     data: str = ""                    # "" = the experiment's data; "slice": a share of the training documents
+    beats: str = ""                   # its claim in one line: this arm reaches a lower held-out loss than `beats`
+    says: str = ""                    # ... and why you expect it (shown beside the verdict)
 
 
 @dataclass
@@ -186,7 +188,7 @@ EXPERIMENTS = [
         note="Less data is every tenth training document (the paper: 16GB of 160GB); all arms are evaluated "
              "on the same held-out documents."),
     Experiment(
-        "mask-rate", "Beyond the paper: is 15% the right share of tokens to mask, or do 30% and 40% train better?",
+        "mask-rate", "Is 15% the right share of tokens to mask, or do 30% and 40% train better?",
         arms=[Arm("rate-15", {"mask_rate": 0.15}), Arm("rate-30", {"mask_rate": 0.30}),
               Arm("rate-40", {"mask_rate": 0.40})],
         claims=[Claim("rate-40", "rate-15", "Wettig et al. 2023 (arXiv:2202.08005): masking 40% outperforms "
@@ -386,7 +388,12 @@ def corpus_key(scale, args):
 
 def prepare(scale, args, needs_slice):
     """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/."""
-    folder = os.path.join(args.out, "_data", corpus_key(scale, args))
+    key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
+    folder = os.path.join(args.out, "_data", key)
+    parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
+    if not os.path.isfile(os.path.join(folder, f"bpe{vocab}", "full", "meta.json")) and \
+            os.path.isfile(os.path.join(parent, f"bpe{vocab}", "full", "meta.json")):
+        folder = parent  # --out experiments/variant: the baseline's data (experiments/_data), prepared once
     os.makedirs(folder, exist_ok=True)
     commands, log_path = [], os.path.join(folder, "prepare.log")
     corpus = corpus_file(scale, args, folder, commands)
@@ -632,6 +639,13 @@ def curve(run):
     return points
 
 
+def logged_nsp(run):
+    """Whether the run's log.jsonl shows an NSP loss (a pair format with its NSP loss on)."""
+    path = os.path.join(run.folder, "log.jsonl")
+    with open(path) if os.path.isfile(path) else open(os.devnull) as f:
+        return any("nsp_loss" in line for line in f)
+
+
 def last_record(run):
     path = os.path.join(run.folder, "log.jsonl")
     if not os.path.isfile(path):
@@ -731,7 +745,7 @@ def do_run(run, i, total, exp, scale, args):
     heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device)
     last = last_record(run)
     record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(run),
-                  epochs=last.get("epoch"), train_loss=last.get("loss"),
+                  epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=logged_nsp(run),
                   sequences_seen=run.options["max_steps"] * run.options["batch_size"])
     if args.glue:
         record["glue"] = finetune_run(run, args.glue, scale, os.path.join(run.folder, "finetune.out"),
@@ -814,11 +828,18 @@ def paper_gap_note(gaps, glue_sd=None):
     return f"the paper's gap: {listed}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def claims_of(exp):
+    """The experiment's claims, and those its arms carry in one line (Arm(..., beats="rate-15", says="..."))."""
+    return exp.claims + [Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}") for a in exp.arms if a.beats]
+
+
 def judge(exp, arms):
     """Every claim's verdict on held-out loss (and on SST-2 accuracy when finetuned)."""
     by_name = {a["arm"]: a for a in arms}
     out = []
-    for claim in exp.claims:
+    for claim in claims_of(exp):
+        if claim.better not in by_name or claim.worse not in by_name:
+            continue  # an arm not run here: the claim is the baseline report's
         v = verdict(by_name[claim.better], by_name[claim.worse])
         entry = {"better": claim.better, "worse": claim.worse, "says": claim.says, **v,
                  "paper_gap": paper_gap(exp, claim)}
@@ -835,7 +856,7 @@ def overall(verdicts):
     words = [v["verdict"] for v in verdicts]
     counts = {w: words.count(w) for w in ("reproduced", "within noise", "not reproduced at this scale")}
     if sum(counts.values()) == 0:
-        return words[0] if words else "no claims"
+        return words[0] if words else "none: no claim has both its arms here (compare with the baseline report)"
     return ", ".join(f"{n} {w}" for w, n in counts.items() if n) + f" (of {len(words)} findings)"
 
 
@@ -864,10 +885,12 @@ def arm_cells(summary, glue):
     return cells + [status]
 
 
-def settings_cell(run):
-    """What sets this arm apart, as train.py flags: its own options (after Times) and its data."""
+def settings_cell(run, train_args=""):
+    """What sets this arm apart, as train.py flags: its own options (after Times), its data, and --train-args
+    (every run's)."""
     parts = [f"--data {run.data}"] if run.arm.data else []
-    return " ".join(parts + [flag(key, run.options[key]) for key in run.arm.options])
+    return " ".join(parts + [flag(key, run.options[key]) for key in run.arm.options] + ([train_args] if train_args
+                                                                                          else []))
 
 
 def table(exp, results, runs):
@@ -877,16 +900,28 @@ def table(exp, results, runs):
            ([f"{t.upper()} acc. % (ours)" for t, _, _ in GLUE_TASKS] if glue else []) + ["seeds"]
     arms = {a["arm"]: a for a in results["arms"]}
     first_run = {r.arm.name: r for r in reversed(runs)}
-    paper = exp.paper or PaperTable("", "", "Arm", [], [(a.name, a.name, []) for a in exp.arms])
+    paper = exp.paper or PaperTable("", "", "Arm", [], [])
+    rows = [row for row in paper.rows if row[1] is None or row[1] in arms]  # only the arms that ran
+    rows += [(a.name, a.name, [""] * len(paper.columns)) for a in exp.arms
+             if a.name in arms and a.name not in {row[1] for row in paper.rows}]  # arms added to the paper's
     head = [paper.header] + [title for title, _ in paper.columns] + ["ours: options"] + ours
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, arm, values in paper.rows:
+    for label, arm, values in rows:
         if arm is None:
             cells = [label, *values, "(the paper's reference)"] + [""] * len(ours)
         else:
-            settings = (settings_cell(first_run[arm]) or "(the base)") if arm in first_run else "(not run)"
+            if "+NSP" in label and first_run[arm].options.get("format") in ("segment-pair", "sentence-pair") and \
+                    not any(r.get("nsp") for r in results["runs"] if r["arm"] == arm and r.get("status") == "finished"):
+                label += " — ours: no NSP loss logged"  # exercise 4: the NSP loss switched off in the code
+            settings = settings_cell(first_run[arm], results.get("train_args") or "") or "(the base)"
             cells = [label, *values, settings] + arm_cells(arms[arm], glue)
         lines.append("| " + " | ".join(cells) + " |")
+    b = results.get("baselines")
+    if b:
+        lines += ["", f"**Baselines on the same masks** (what a model learns first): the unigram distribution of "
+                      f"the training tokens, held-out loss {b['unigram_loss']:.3f} (ppl {math.exp(b['unigram_loss']):.1f}); "
+                      f"always guessing {b['most_frequent']!r}, accuracy {b['most_frequent_accuracy']:.1f}%. A model near "
+                      f"these has learned little beyond how often each token occurs."]
     return lines
 
 
@@ -899,7 +934,28 @@ def report(exp, results, runs, base):
 
 def header(exp, results, runs, base):
     paper = exp.paper
-    lines = [f"# {exp.name}: {paper.source if paper else 'beyond the paper'}", "", f"**Question.** {exp.question}", ""]
+    lines = [f"# {exp.name}: {paper.source if paper else 'beyond the paper'}", ""]
+    if results.get("variant"):
+        words = shlex.split(results["invocation"])[3:]
+        kept = [w for i, w in enumerate(words) if not (w in PLUMBING or i and words[i - 1] in PLUMBING
+                                                       or w in ("--quick", "--overwrite", "--scale"))]
+        changed = f"what does `{shlex.join(kept)}`, and any edit to the code made for it, change?" if kept else \
+            "what does the edit to the code made for it change?"
+        baseline = f"python experiments.py {exp.name}" + (" --quick" if results["scale"] == "quick" else "")
+        lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`. Its question: {changed} "
+                  f"Compare each row with the same row of the baseline report, "
+                  f"`{os.path.join(DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`). The experiment's "
+                  f"own question:", ""]
+    lines += [f"**Question.** {exp.question}", ""]
+    if results.get("not_run"):
+        lines += [f"Arms not run here: {', '.join(results['not_run'])} (see the baseline report).", ""]
+    if len(results.get("codes", [])) > 1:
+        by_code = {c: sorted({f"{r['arm']} seed {r['seed']}" for r in results["runs"]
+                              if (r.get("code") or "not recorded") == c}) for c in results["codes"]}
+        lines += ["**Mixed code.** These runs ran with different versions of the code (a hash of the project's "
+                  "source files): " + "; ".join(f"{c}: {', '.join(runs)}" for c, runs in by_code.items())
+                  + f". The code now is {results['code']}: rerun the command (`{results['invocation']}`, without "
+                    f"--arms) and runs of other code are trained again.", ""]
     if paper:
         lines += [f"**The paper** ({paper.source}): {paper.caption}", ""]
     sizes = "; ".join(f"{name}: {d['tokens']:,} tokens in {d['documents']:,} documents"
@@ -983,6 +1039,38 @@ def plot(exp, results, path):
 
 
 # ---------------------------------------------------------------------------------------- one experiment
+DEFAULT_OUT = "experiments"
+PLUMBING = ("--seeds", "--jobs", "--out", "--glue", "--device", "--arms")  # options that do not change a run's result
+
+
+def is_variant(args):
+    """A run that is not the experiment as declared: some arms, more options, or its own --out."""
+    return bool(args.arms or args.train_args or os.path.normpath(args.out) != DEFAULT_OUT)
+
+
+def invocation(exp, args):
+    """This experiment's command as typed: its name and every option that differs from the default."""
+    argv = ["python", "experiments.py", exp.name]
+    for name, default in (("scale", "classroom"), ("seeds", None), ("glue", None), ("out", DEFAULT_OUT),
+                          ("corpus", None), ("vocab_size", None), ("train_args", None), ("device", None),
+                          ("arms", None), ("steps_factor", 1.0), ("jobs", 1)):
+        value = getattr(args, name)
+        if value != default and not (name == "scale" and args.quick):
+            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+    return shlex.join(argv + (["--quick"] if args.quick else []) + (["--overwrite"] if args.overwrite else []))
+
+
+def heldout_baselines(prepared, seq_len):
+    """The unigram distribution's loss and the most frequent token's accuracy on the runs' held-out masks."""
+    tok = bpe.Tokenizer.load(prepared.tokenizer)
+    valid, ends, _ = data.load_split(prepared.folders["full"], "valid")
+    train_tokens, _, _ = data.load_split(prepared.folders["full"], "train")
+    batches = data.heldout_batches(valid, ends, tok, seq_len, batch_size=32, masking=data.Masking())
+    out = baselines.unigram_baselines(train_tokens, batches, tok)
+    return {**out, "most_frequent_accuracy": 100 * out["most_frequent_accuracy"],
+            "most_frequent": tok.decode([out["most_frequent"]])}
+
+
 def run_experiment(exp, args):
     scale = SCALES["quick" if args.quick else args.scale]
     if scale.train.get("device") == "cuda" and not args.device:
@@ -1009,7 +1097,8 @@ def run_experiment(exp, args):
     order = {a.name: i for i, a in enumerate(exp.arms)}
     records.sort(key=lambda r: (order[r["arm"]], r["seed"]))
     runs.sort(key=lambda r: (order[r.arm.name], r.seed))
-    arms = [arm_summary(records, arm) for arm in exp.arms]
+    ran = {r["arm"] for r in records}  # arms with a run (now or before): the report shows only these
+    arms = [arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
     verdicts = judge(exp, arms)
     finished = [r for r in records if r.get("status") == "finished"]
     results = {"experiment": exp.name, "question": exp.question, "scale": scale.name,
@@ -1020,6 +1109,9 @@ def run_experiment(exp, args):
                "data": {k: data.read_meta(v)["train"] for k, v in prepared.folders.items()
                         if os.path.isfile(os.path.join(v, "meta.json"))},
                "heldout_targets": finished[0]["heldout"]["targets"] if finished else 0,
+               "invocation": invocation(exp, args), "variant": is_variant(args), "codes": sorted(
+                   {r.get("code") or "not recorded" for r in records}), "code": args.code,
+               "baselines": heldout_baselines(prepared, planned[0].options["seq_len"]), "not_run": [a.name for a in exp.arms if a.name not in ran],
                "glue": args.glue, "runs": records, "arms": arms, "verdicts": verdicts,
                "verdict": overall(verdicts), "failed_now": failed_now, "wall_seconds": round(time.time() - t0, 1),
                "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
