@@ -391,9 +391,11 @@ def prepare(scale, args, needs_slice):
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
     folder = os.path.join(args.out, "_data", key)
     parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
+    stamp = os.path.join(parent, f"bpe{vocab}", "code.txt")  # the code that prepared it (bpe.py, data.py, ...)
     if not os.path.isfile(os.path.join(folder, f"bpe{vocab}", "full", "meta.json")) and \
-            os.path.isfile(os.path.join(parent, f"bpe{vocab}", "full", "meta.json")):
-        folder = parent  # --out experiments/variant: the baseline's data (experiments/_data), prepared once
+            os.path.isfile(os.path.join(parent, f"bpe{vocab}", "full", "meta.json")) and \
+            os.path.isfile(stamp) and open(stamp).read().strip() == args.code:
+        folder = parent  # --out experiments/variant, the same code: the baseline's data (experiments/_data)
     os.makedirs(folder, exist_ok=True)
     commands, log_path = [], os.path.join(folder, "prepare.log")
     corpus = corpus_file(scale, args, folder, commands)
@@ -409,6 +411,8 @@ def prepare(scale, args, needs_slice):
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
     if needs_slice:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
+    if not os.path.isfile(os.path.join(tok, "code.txt")):
+        files.write_atomic(os.path.join(tok, "code.txt"), args.code)
     return Prepared(tok, folders, commands, corpus)
 
 

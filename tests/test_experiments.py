@@ -164,7 +164,7 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     ckpt = torch.load(path, weights_only=True)
     ckpt["state"]["step"] = 8
     torch.save(ckpt, path)
-    interrupted = {"command": command, "status": "running"}
+    interrupted = {"command": command, "status": "running", "code": experiments.code_hash()}
     experiments.write_run(experiments.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
     capsys.readouterr()
     experiments.main(["probe", "--arms", "ok", *QUICK, "--out", o])
@@ -277,3 +277,126 @@ def test_every_exercise_command_runs_in_quick_mode(out, tmp_path):
     with ThreadPoolExecutor(2) as pool:  # two at a time: most are one run each
         for command, r in zip(commands, pool.map(run, commands)):
             assert r["runs"] and all(run["status"] == "finished" for run in r["runs"]), command
+    # a variant's report: its command and question, only its arm, --train-args in the row, the baseline to
+    # compare with, the baselines on the same masks
+    text = report(str(tmp_path / "experiments" / "split-100-0-0"), "mask-rate")
+    assert "**A variant of the `mask-rate` experiment**" in text and "`experiments/mask-rate/report.md`" in text
+    assert "| rate-15 | --mask-rate 0.15 --mask-split 1,0,0 |" in text and "| rate-30 |" not in text
+    assert "Arms not run here: rate-30, rate-40" in text and "no verdict: an arm has no finished run" not in text
+    assert re.search(r"\*\*Baselines on the same masks\*\*.*held-out loss \d\.\d{3} .*accuracy \d+\.\d%", text)
+    # exercise 8's encode command, quick mode: the folder it names holds the tokenizer
+    assert os.path.isfile(tmp_path / "experiments" / "char-bpe" / "_data" / "builtin-quick" / "bpe512" / "merges.txt")
+
+
+def test_exercise_snippets_paste_as_written():
+    """Every Python snippet of part A parses once dedented (a row of a dict inside braces); exercise 4's line,
+    pasted where it says, compiles."""
+    import ast
+    import textwrap
+    for ex in exercises():
+        for block in re.findall(r"```python\n(.*?)```", ex, re.S):
+            try:
+                ast.parse(textwrap.dedent(block))
+            except SyntaxError:
+                ast.parse("{" + textwrap.dedent(block) + "}")
+    four = next(ex for ex in exercises() if ex.startswith("4."))
+    line = re.findall(r"```python\n(.*?)```", four, re.S)[0]
+    with open(os.path.join(ROOT, "roberta.py")) as f:
+        src = f.read().splitlines(True)
+    i = next(k for k, text in enumerate(src) if text.strip().startswith("nsp = None if nsp_labels is None else \\"))
+    compile("".join(src[:i + 2] + [line] + src[i + 2:]), "roberta.py", "exec")
+
+
+# ---------------------------------------------------------------- progress, threads, code versions
+class SlowStream:
+    """stdout that yields between writes, so that unlocked prints from threads would interleave."""
+    def __init__(self):
+        self.parts = []
+
+    def write(self, text):
+        import time
+        for half in (text[:len(text) // 2], text[len(text) // 2:]):
+            self.parts.append(half)
+            time.sleep(0.001)
+
+    def flush(self):
+        pass
+
+
+def test_progress_lines_are_whole_lines_side_by_side(tmp_path, monkeypatch):
+    run = experiments.Run(Arm("rate-15"), 0, str(tmp_path), {"max_steps": 800, "batch_size": 16, "seq_len": 128}, "", "")
+    assert experiments.progress_line("[x] 1/2 rate-15 seed 0", run, 5) == "[x] 1/2 rate-15 seed 0: starting (5 s)"
+    (tmp_path / "log.jsonl").write_text(json.dumps({"step": 100, "loss": 7.5}) + "\n" +
+                                        json.dumps({"step": 200, "loss": 6.91234, "tokens_per_s": 2048.0}) + "\n")
+    line = experiments.progress_line("[x] 1/2 rate-15 seed 0", run, 95)
+    # 600 steps x 16 x 128 tokens at 2,048 tokens/s: 600 s left
+    assert line == "[x] 1/2 rate-15 seed 0: step 200/800 (25%), loss 6.912, 2,048 tokens/s, ETA 10 min 00 s (1 min 35 s so far)"
+    stream = SlowStream()
+    monkeypatch.setattr(sys, "stdout", stream)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda k: experiments.say(f"[x] {k % 4}/4 arm seed 0: step {k}"), range(40)))
+    lines = "".join(stream.parts).splitlines()
+    assert len(lines) == 40 and all(re.fullmatch(r"\[x\] \d/4 arm seed 0: step \d+", x) for x in lines), lines
+
+
+def test_execute_reports_progress_while_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "PROGRESS_SECONDS", 0.2)
+    calls = []
+    code, last = experiments.execute(["python", "-c", "import time, sys; time.sleep(1); sys.exit('error: boom')"],
+                                     str(tmp_path / "out.log"), progress=lambda: calls.append(1))
+    assert code == 1 and last == "error: boom" and len(calls) >= 2
+
+
+def test_threads_share_the_allowed_cpus(monkeypatch):
+    from machinery import speed
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(speed, "cpus_allowed", lambda: 8)
+    assert [speed.threads_for(j) for j in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert speed.threads_for(2) == 1
+
+
+def test_code_hash_covers_the_code_not_the_declarations(tmp_path):
+    import shutil
+    for name in experiments.CORE + ["experiments.py"]:
+        shutil.copy(os.path.join(ROOT, name), tmp_path / name)
+    shutil.copytree(os.path.join(ROOT, "machinery"), tmp_path / "machinery",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = experiments.code_hash(str(tmp_path))
+    assert before == experiments.code_hash()
+    text = (tmp_path / "experiments.py").read_text()
+    (tmp_path / "experiments.py").write_text(text.replace('Arm("rate-40", {"mask_rate": 0.40})',
+                                                          'Arm("rate-40", {"mask_rate": 0.40}), Arm("rate-60", {})'))
+    assert experiments.code_hash(str(tmp_path)) == before  # an added arm reruns nothing
+    with open(tmp_path / "machinery" / "lock.py", "a") as f:
+        f.write("# an edit\n")
+    assert experiments.code_hash(str(tmp_path)) != before
+
+
+def test_a_finished_run_of_other_code_is_stale(tmp_path):
+    run = experiments.Run(Arm("a"), 0, str(tmp_path), {"max_steps": 4}, "d", "d")
+    experiments.write_run(run, {"command": experiments.shown(run.argv), "status": "finished", "code": "abc"})
+    assert experiments.run_status(run, run.argv, False, "abc") == "finished"
+    assert experiments.run_status(run, run.argv, False, "def") == "stale"
+    experiments.write_run(run, {"command": experiments.shown(run.argv), "status": "finished"})  # no code recorded
+    assert experiments.run_status(run, run.argv, False, "abc") == "stale"
+
+
+@pytest.mark.slow
+def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
+    o = sharing_data(out, tmp_path / "o")
+    experiments.main(["masking", *QUICK, "--out", o])
+    first = results(o, "masking")
+    assert first["codes"] == [experiments.code_hash()] and "Mixed code" not in report(o, "masking")
+    assert f"--out {o}" in first["invocation"] and first["variant"]
+    for arm in ("static", "dynamic"):  # as if both ran with older code
+        path = os.path.join(o, "masking", arm, "seed0", "run.json")
+        record = json.load(open(path))
+        experiments.write_run(experiments.Run(Arm(arm), 0, os.path.dirname(path), {}, "", ""),
+                              {**record, "code": "0123456789ab"})
+    capsys.readouterr()
+    experiments.main(["masking", "--arms", "static", *QUICK, "--out", o])
+    printed = capsys.readouterr().out
+    assert "static seed 0: training again: it ran with other code (code 0123456789ab" in printed
+    text = report(o, "masking")
+    assert "**Mixed code.**" in text and "0123456789ab: dynamic seed 0" in text
