@@ -400,3 +400,19 @@ def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
     assert "static seed 0: training again: it ran with other code (code 0123456789ab" in printed
     text = report(o, "masking")
     assert "**Mixed code.**" in text and "0123456789ab: dynamic seed 0" in text
+
+
+def test_mfu_never_above_one(monkeypatch):
+    """A peak measured under load (too low): measured again once, the larger kept, and MFU capped at 1."""
+    import roberta as model_module
+    from machinery import speed
+    peaks = iter([1e6, 5e6])  # the first measurement under load, then a better one
+    monkeypatch.setattr(speed, "matmul_peak", lambda *a, **k: next(peaks))
+    cfg = model_module.RobertaConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, ffn_size=128)
+    meter = speed.Meter(cfg, 32, 0.15, "cpu", torch.float32, 1)
+    assert meter.label == "measured peak"
+    meter.count(10 ** 6)
+    tps, mfu = meter.read()
+    assert mfu == 1.0 and meter.peak == 5e6 and meter.remeasured
+    meter.count(1)
+    assert meter.read()[1] <= 1
