@@ -9,15 +9,17 @@
       [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--out experiments/] [--overwrite]
       [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
 
-On a 2-core machine, `OMP_NUM_THREADS=1 python experiments.py NAME --jobs 2` (two runs side by side, one
-thread each) is the fastest way through; on a busy machine much faster than one run on two threads.
+Each run gets max(1, the CPUs this process may use // --jobs) threads, and prints its step, loss and time
+left every 30 s. On a 2-core machine `--jobs 2` (two runs side by side, one thread each) is the fastest way
+through; on a shared machine, `OMP_NUM_THREADS=1 python experiments.py NAME --jobs 1`.
 
 Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the
 paper's table, and the paper's claims to check. The runner types the commands a user would type
 (bpe.py, data.py, train.py, finetune.py), prints each one so any run can be repeated by hand, runs every
 arm with several seeds, and evaluates every checkpoint on the SAME held-out masks: 15% of the held-out
 tokens, masked once with a fixed seed (data.heldout_batches), whatever the run trained on. Finished runs
-are skipped, interrupted ones resumed (train.py --resume); nothing finished is replaced without --overwrite.
+are skipped when their settings and code match (each records a hash of the source files; a run of other
+code is trained again), interrupted ones resumed (train.py --resume); --overwrite trains finished ones again.
 
 Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table
 beside ours, the verdicts), loss.png when matplotlib is installed, and one folder per run
