@@ -52,7 +52,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import checkpoints, cli, corpora, files
+from machinery import checkpoints, cli, corpora, files, lock
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -434,7 +434,10 @@ def base_options(exp, scale, steps_factor=1.0):
 
 def parse_train_args(text):
     """--train-args "--dropout 0 --no-compile" -> ({"dropout": 0}, ["--no-compile"])."""
-    words, options, flags = shlex.split(text or ""), {}, []
+    try:
+        words, options, flags = shlex.split(text or ""), {}, []
+    except ValueError as err:  # "No closing quotation": say which option, and what it read
+        raise ValueError(f"--train-args: {err} in {text!r}") from None
     for i, word in enumerate(words):
         if not word.startswith("--"):
             continue
@@ -1014,6 +1017,8 @@ def main(argv=None):
     chosen = EXPERIMENTS if args.experiment == "all" else [e for e in EXPERIMENTS if e.name == args.experiment]
     try:
         failed = 0
+        parse_train_args(args.train_args)  # its quoting, checked before any work
+        lock.hold(args.out, "experiments.py")  # one writer: a second experiments.py into --out is refused
         for exp in chosen:
             results = run_experiment(exp, args)
             failed += results["failed_now"]
@@ -1021,6 +1026,8 @@ def main(argv=None):
         sys.exit(f"error: {cli.describe(err)}")
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
+    finally:
+        lock.release(args.out)
     if failed:
         sys.exit(f"error: {failed} run(s) failed; the report marks them and names the command to rerun")
 

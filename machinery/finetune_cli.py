@@ -12,7 +12,7 @@ import os
 import statistics
 
 import evaluate
-from machinery import cli, evaluate_cli, files
+from machinery import cli, evaluate_cli, files, lock
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -109,10 +109,23 @@ def work(args, fine):
         if path and os.path.realpath(path) == os.path.realpath(args.out):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
     if args.sweep:
-        print(json.dumps(sweep(args, fine), indent=2))
+        cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
     else:
-        summary = fine.finetune(args)
-        print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"]}, indent=2))
+        cli.check_out(args.out, args.overwrite, fine.FINISHED, "a finetuning run's results")
+    made = not os.path.exists(args.out)
+    lock.hold(args.out, "finetune.py")  # one writer: a second finetune.py into --out is refused
+    try:
+        if args.sweep:
+            print(json.dumps(sweep(args, fine), indent=2))
+        else:
+            summary = fine.finetune(args)
+            print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"]}, indent=2))
+    except BaseException:
+        if made:  # refused before writing (a bad dataset, model...): the folder made for the lock goes
+            lock.abandon(args.out)
+        raise
+    finally:
+        lock.release(args.out)
 
 
 def main(argv, fine):
