@@ -8,7 +8,9 @@ temporary files, files.sweep): it knows that no one else writes there.
     lock.hold("data/", "train.py", shared=True)       # a reader; ValueError while a writer holds it
     lock.release("out/run")                           # or let the process end
     lock.abandon("out/run")                           # refused before writing: a folder made for it goes
+    with lock.writing("tok/", "bpe.py train"): ...    # hold, release; a failure before writing leaves no folder
 """
+import contextlib
 import fcntl
 import os
 
@@ -42,6 +44,22 @@ def hold(folder, what, shared=False):
         files.sweep(folder)
     _held[key] = f
     return f
+
+
+@contextlib.contextmanager
+def writing(folder, what):
+    """`with lock.writing(out, "bpe.py train"): ...`: hold the folder's lock while the block writes it, and give
+    it back after; a block that fails in a folder made for it, before writing anything, leaves no folder."""
+    made = not os.path.exists(folder)
+    hold(folder, what)
+    try:
+        yield
+    except BaseException:
+        if made:
+            abandon(folder)
+        raise
+    finally:
+        release(folder)
 
 
 def _forget():
