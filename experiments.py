@@ -1018,16 +1018,14 @@ def main(argv=None):
     try:
         failed = 0
         parse_train_args(args.train_args)  # its quoting, checked before any work
-        lock.hold(args.out, "experiments.py")  # one writer: a second experiments.py into --out is refused
-        for exp in chosen:
-            results = run_experiment(exp, args)
-            failed += results["failed_now"]
+        with lock.writing(args.out, "experiments.py"):  # one writer: a second experiments.py is refused
+            for exp in chosen:
+                results = run_experiment(exp, args)
+                failed += results["failed_now"]
     except (Refused, OSError, ValueError) as err:
         sys.exit(f"error: {cli.describe(err)}")
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
-    finally:
-        lock.release(args.out)
     if failed:
         sys.exit(f"error: {failed} run(s) failed; the report marks them and names the command to rerun")
 

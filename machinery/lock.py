@@ -28,14 +28,19 @@ def hold(folder, what, shared=False):
     key = os.path.realpath(folder)
     if key in _held:  # this process holds it already
         return _held[key]
-    f = open(os.path.join(folder, NAME), "a+")
-    try:
-        fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise ValueError(f"{folder} is in use by {holder}: wait for it to finish, or choose another folder") from None
+    while True:
+        f = open(os.path.join(folder, NAME), "a+")
+        try:
+            fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ValueError(f"{folder} is in use by {holder}: wait for it to finish, or choose another "
+                             f"folder") from None
+        if _still_there(f, folder):
+            break
+        f.close()  # its holder removed the file (abandon, writing) between our open and our lock: again
     if not shared:  # a reader leaves the writer's name alone: it would be stale once the reader is gone
         f.seek(0)
         f.truncate()
@@ -49,17 +54,32 @@ def hold(folder, what, shared=False):
 @contextlib.contextmanager
 def writing(folder, what):
     """`with lock.writing(out, "bpe.py train"): ...`: hold the folder's lock while the block writes it, and give
-    it back after; a block that fails in a folder made for it, before writing anything, leaves no folder."""
+    it back after. A block that fails (a refusal, before it writes) leaves what it found: a folder made for the
+    lock goes when nothing but the lock file is in it, and a lock file made for it goes."""
     made = not os.path.exists(folder)
+    lock_made = made or not os.path.exists(os.path.join(folder, NAME))
     hold(folder, what)
     try:
         yield
     except BaseException:
         if made:
             abandon(folder)
+        elif lock_made and held(folder):
+            try:
+                os.remove(os.path.join(folder, NAME))  # while still held: a waiter sees it gone (_still_there)
+            except OSError:
+                pass
         raise
     finally:
         release(folder)
+
+
+def _still_there(f, folder):
+    """Whether the locked file is still FOLDER/.lock (not one removed while we waited for it)."""
+    try:
+        return os.stat(os.path.join(folder, NAME)).st_ino == os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _forget():

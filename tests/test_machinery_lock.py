@@ -153,6 +153,19 @@ def test_lock_in_process():
         assert open(os.path.join(folder, ".lock")).read() == f"test (pid {os.getpid()})"
         lock.abandon(folder)
         assert not os.path.exists(folder) and not lock.held(folder)
+        for made in (True, False):  # a refusal inside lock.writing leaves what it found
+            if not made:
+                os.makedirs(folder)
+            with pytest.raises(ValueError, match="refused"):
+                with lock.writing(folder, "test"):
+                    raise ValueError("refused")
+            assert os.path.exists(folder) is not made and not lock.held(folder)
+            assert not os.path.exists(os.path.join(folder, ".lock"))
+        f = lock.hold(folder, "test")
+        os.remove(os.path.join(folder, ".lock"))  # as abandon does: a process that waited on it takes it again
+        assert not lock._still_there(f, folder)
+        lock.release(folder)
+        os.rmdir(folder)
         open(folder, "w").close()
         with pytest.raises(ValueError, match="run: a file is in the way"):
             lock.hold(folder, "test")
