@@ -16,8 +16,8 @@ import data
 from conftest import ROOT
 from machinery import corpora, files, lock
 
-HOLDER = "import sys, time; from machinery import lock; lock.hold(sys.argv[1], 'the holder'); print('held', flush=True); " \
-         "time.sleep(60)"
+HOLDER = ("import sys, time; from machinery import lock; lock.hold(sys.argv[1], 'the holder'); "
+          "print('held', flush=True); time.sleep(60)")
 
 
 def command(script, *args):
