@@ -55,7 +55,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import baselines, checkpoints, cli, corpora, files, speed
+from machinery import baselines, checkpoints, cli, corpora, files, lock, speed
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -501,7 +501,10 @@ def base_options(exp, scale, steps_factor=1.0):
 
 def parse_train_args(text):
     """--train-args "--dropout 0 --no-compile" -> ({"dropout": 0}, ["--no-compile"])."""
-    words, options, flags = shlex.split(text or ""), {}, []
+    try:
+        words, options, flags = shlex.split(text or ""), {}, []
+    except ValueError as err:  # "No closing quotation": say which option, and what it read
+        raise ValueError(f"--train-args: {err} in {text!r}") from None
     for i, word in enumerate(words):
         if not word.startswith("--"):
             continue
@@ -1205,9 +1208,11 @@ def main(argv=None):
     chosen = EXPERIMENTS if args.experiment == "all" else [e for e in EXPERIMENTS if e.name == args.experiment]
     try:
         failed = 0
-        for exp in chosen:
-            results = run_experiment(exp, args)
-            failed += results["failed_now"]
+        parse_train_args(args.train_args)  # its quoting, checked before any work
+        with lock.writing(args.out, "experiments.py"):  # one writer: a second experiments.py is refused
+            for exp in chosen:
+                results = run_experiment(exp, args)
+                failed += results["failed_now"]
     except (Refused, OSError, ValueError) as err:
         sys.exit(f"error: {cli.describe(err)}")
     except KeyboardInterrupt:

@@ -6,7 +6,7 @@
 import os
 
 import bpe
-from machinery import cli
+from machinery import cli, lock
 from machinery.files import read_lines
 
 
@@ -25,9 +25,10 @@ def check_inputs(paths):
 def train_command(args):
     cli.check_out(args.out, args.overwrite)
     check_inputs(args.input)
-    lines = (line for path in args.input for line in read_lines(path, args.errors))
-    tok = bpe.Tokenizer.train(lines, args.vocab_size, args.min_frequency, verbose=True)
-    tok.save(args.out)
+    with lock.writing(args.out, "bpe.py train"):  # one writer: a second bpe.py train into --out is refused
+        lines = (line for path in args.input for line in read_lines(path, args.errors))
+        tok = bpe.Tokenizer.train(lines, args.vocab_size, args.min_frequency, verbose=True)
+        tok.save(args.out)
     print(f"wrote {args.out}/vocab.json and merges.txt: {len(tok)} tokens, {len(tok.merges)} merges")
 
 

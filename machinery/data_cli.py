@@ -12,6 +12,9 @@ from machinery import cli
 from machinery.corpora import DATASETS, download
 
 
+MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that only wait for the cores
+
+
 def fraction(text):
     """An argparse type: a share in [0, 1) (cli.number's ranges are closed: 1 itself is refused here)."""
     try:
@@ -47,12 +50,14 @@ def main(argv=None):
                            description="Prepare a text corpus for pretraining (or: data.py download NAME).")
     p.add_argument("--input", nargs="+", type=cli.path_arg, required=True,
                    help="UTF-8 text files; a blank line ends a document")
-    p.add_argument("--tokenizer", required=True, help="folder with vocab.json + merges.txt")
-    p.add_argument("--out", required=True, help="folder for train/valid .bin/.idx, meta.json and the tokenizer")
+    p.add_argument("--tokenizer", type=cli.path_arg, required=True, help="folder with vocab.json + merges.txt")
+    p.add_argument("--out", type=cli.path_arg, required=True,
+                   help="folder for train/valid .bin/.idx, meta.json and the tokenizer")
     p.add_argument("--valid-fraction", type=fraction, default=0.01,
                    help="share of the text held out, in whole documents (default: %(default)s)")
-    p.add_argument("--workers", type=cli.number(int, 1), default=os.cpu_count() or 1,
-                   help="encoding processes (default: the number of cores, %(default)s)")
+    p.add_argument("--workers", type=cli.number(int, 1, MAX_WORKERS, why=" (encoding processes)"),
+                   default=os.cpu_count() or 1,
+                   help=f"encoding processes, at most {MAX_WORKERS} (default: the number of cores, %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace data made with another tokenizer")
     p.add_argument("--errors", choices=["strict", "replace"], default="strict",
                    help="bytes that are not UTF-8: an error, or U+FFFD (default: %(default)s)")

@@ -12,7 +12,7 @@ import os
 import statistics
 
 import evaluate
-from machinery import cli, evaluate_cli, files
+from machinery import cli, evaluate_cli, files, lock
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -22,12 +22,18 @@ def sweep_runs(args, grid):
             for lr in grid["lr"] for bs in grid["batch_size"] for seed in range(args.sweep_seeds)]
 
 
-def sweep(args, fine):
-    """Section 5.1: the grid of Table 10 (fine.SWEEP), each setting run with several seeds; the median per
-    setting. Refuses, before any run, an --out that holds a finished sweep or run (unless --overwrite)."""
+def check_sweep(args, fine):
+    """Before any run: no finished sweep in --out, nor a finished run in one of its run folders (unless
+    --overwrite)."""
     cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
     for *_, out in sweep_runs(args, fine.SWEEP):
         cli.check_out(out, args.overwrite, fine.FINISHED, "a finished run of the sweep")
+
+
+def sweep(args, fine):
+    """Section 5.1: the grid of Table 10 (fine.SWEEP), each setting run with several seeds; the median per
+    setting. Refuses, before any run, an --out that holds a finished sweep or run (unless --overwrite)."""
+    check_sweep(args, fine)
     scores = {}
     for lr, bs, seed, out in sweep_runs(args, fine.SWEEP):
         summary = fine.finetune(argparse.Namespace(**{**vars(args), "lr": lr, "batch_size": bs, "seed": seed,
@@ -109,10 +115,15 @@ def work(args, fine):
         if path and os.path.realpath(path) == os.path.realpath(args.out):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
     if args.sweep:
-        print(json.dumps(sweep(args, fine), indent=2))
+        check_sweep(args, fine)
     else:
-        summary = fine.finetune(args)
-        print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"]}, indent=2))
+        cli.check_out(args.out, args.overwrite, fine.FINISHED, "a finetuning run's results")
+    with lock.writing(args.out, "finetune.py"):  # one writer: a second finetune.py into --out is refused
+        if args.sweep:
+            print(json.dumps(sweep(args, fine), indent=2))
+        else:
+            summary = fine.finetune(args)
+            print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"]}, indent=2))
 
 
 def main(argv, fine):

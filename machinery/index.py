@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +20,8 @@ import torch
 import data
 from machinery import fast_formats, files
 
-INDEX_VERSION = 2  # raise it when a builder's rule changes: every kept index is then rebuilt
+INDEX_VERSION = 3  # raise it when a builder's rule changes: every kept index is then rebuilt (3: checksums)
+CHECK_CHUNK = 1 << 26  # a kept file's checksum is a CRC-32 per 64 MiB: checked in parallel, a damage located
 
 
 class ExampleIndex(NamedTuple):
@@ -78,6 +81,7 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
     if len(line_ends) == 0:
         return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))
     if len(line_ends) < data.SPEC_BELOW:
+        check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
         return in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed)
     pairs = data.FORMATS[fmt].pairs
     path = os.path.join(data_dir, "index", f"{split}-{fmt}-{seq_len}" + (f"-{seed}" if pairs else ""))
@@ -95,11 +99,28 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
                          f"the others read it")
     if why != "missing":
         print(f"{path}: the examples index is {why}: rebuilding it", file=sys.stderr)
+    check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
     _write_index(path, want, fast_formats.build_examples(line_ends, fmt, seq_len, seed), fmt)
     index, why = _open_index(path, want, fmt)
     if index is None:
         raise ValueError(f"{path}: the examples index is {why} just after it was built (another process?)")
     return index
+
+
+def check_line_ends(line_ends, path, chunk=1 << 24):
+    """The line ends of a split (its .idx file, `path`) rise at every line (each line holds its </s> at least),
+    checked a chunk at a time before any example is built from them; else a ValueError names the file and the
+    first line where they do not."""
+    previous = 0
+    for first in range(0, len(line_ends), chunk):
+        part = np.asarray(line_ends[first:first + chunk], dtype=np.int64)
+        bad = np.flatnonzero(np.diff(part, prepend=previous) <= 0)
+        if bad.size:
+            i = int(bad[0])
+            before = previous if i == 0 else int(part[i - 1])
+            raise ValueError(f"{path}: the line ends are not increasing at line {first + i:,} ({before:,} then "
+                             f"{int(part[i]):,}): not a split written by data.py (prepare the data again)")
+        previous = int(part[-1])
 
 
 def in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed):
@@ -130,12 +151,71 @@ def _open_index(path, want, fmt):
     for ext, size in ((".rows", dtype.itemsize), (".len", 4)):
         if not isinstance(n, int) or not os.path.isfile(path + ext) or os.path.getsize(path + ext) != n * size:
             return None, f"torn (its {ext} file is missing or of the wrong size)"
-    if info.get("digest") != [_ends_digest(path + ".rows"), _ends_digest(path + ".len")]:
-        return None, "corrupt (its files changed after it was built)"
+    for ext in (".rows", ".len"):
+        damaged = _verify(path + ext, (info.get("crc32") or {}).get(ext))
+        if damaged:
+            return None, f"corrupt ({path}{ext} {damaged})"
     sample = _sample_rows(path + ".rows", dtype, n)
     if np.any(sample["a_start"] >= sample["a_end"]) or np.any(sample["a_end"] > want["source"]["counts"]["tokens"]):
         return None, "corrupt (rows outside the token stream)"
     return ExampleIndex(np.memmap(path + ".rows", dtype, mode="r"), np.memmap(path + ".len", np.int32, mode="r")), None
+
+
+class Checksum:
+    """CRC-32s of a file's bytes, one per CHECK_CHUNK, fed as the file is written (update) or read (of_file)."""
+
+    def __init__(self):
+        self.crcs, self.crc, self.filled = [], 0, 0
+
+    def update(self, buf):
+        buf = memoryview(buf).cast("B")
+        while len(buf):
+            take = min(len(buf), CHECK_CHUNK - self.filled)
+            self.crc, self.filled = zlib.crc32(buf[:take], self.crc), self.filled + take
+            buf = buf[take:]
+            if self.filled == CHECK_CHUNK:
+                self.crcs.append(self.crc)
+                self.crc, self.filled = 0, 0
+
+    def value(self):
+        return self.crcs + ([self.crc] if self.filled else [])
+
+
+def _chunk_crc(fd, start, size):
+    """The CRC-32 of `size` bytes of an open file from `start` (os.pread and zlib let other threads run)."""
+    crc, done = 0, 0
+    while done < size:
+        buf = os.pread(fd, min(size - done, 1 << 24), start + done)
+        if not buf:
+            break
+        crc, done = zlib.crc32(buf, crc), done + len(buf)
+    return crc
+
+
+_verified = {}  # path -> (inode, size, mtime) of the kept files this process has checked whole: checked once a process
+
+
+def _verify(path, want):
+    """None when the file's bytes match the CRC-32s `want` written when it was built (checked whole, the chunks
+    in parallel, once a process); else what is wrong, as "does not match its checksum at bytes a-b"."""
+    stat = os.stat(path)
+    if _verified.get(path) == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+        return None
+    chunks = range(0, stat.st_size, CHECK_CHUNK)
+    if not isinstance(want, list) or len(want) != len(chunks):
+        return "has no checksum of the right length"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1, max(1, len(chunks)))) as pool:
+            got = list(pool.map(lambda start: _chunk_crc(fd, start, CHECK_CHUNK), chunks))
+    finally:
+        os.close(fd)
+    for start, a, b in zip(chunks, got, want):
+        if a != b:
+            return (f"does not match the checksum written when it was built (bytes {start:,} to "
+                    f"{min(start + CHECK_CHUNK, stat.st_size):,})")
+    _verified[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return None
 
 
 def _sample_rows(path, dtype, n, count=1024):
@@ -153,15 +233,19 @@ def _write_index(path, info, parts, fmt):
     .json comes last (and goes first), so that its presence means a whole index."""
     if os.path.exists(path + ".json"):
         os.remove(path + ".json")
+    files.sweep(os.path.dirname(path), socket.gethostname())  # what builders killed on this machine left
     tmp, dtype, n = f".{socket.gethostname()}.{os.getpid()}.tmp", stored_dtype(fmt), 0  # one per builder
+    sums = {".rows": Checksum(), ".len": Checksum()}
     try:
         with open(path + ".rows" + tmp, "wb") as rows, open(path + ".len" + tmp, "wb") as lengths:
             for ex in parts:
                 kept = np.empty(len(ex), dtype)
                 for field in dtype.names:
                     kept[field] = ex[field]
-                rows.write(kept.tobytes())
-                lengths.write(data.example_lengths(ex, fmt, info["seq_len"]).astype(np.int32).tobytes())
+                for f, ext, part in ((rows, ".rows", kept.tobytes()), (lengths, ".len", data.example_lengths(
+                        ex, fmt, info["seq_len"]).astype(np.int32).tobytes())):
+                    f.write(part)
+                    sums[ext].update(part)
                 n += len(ex)
             for f in (rows, lengths):
                 f.flush()
@@ -172,8 +256,11 @@ def _write_index(path, info, parts, fmt):
         for ext in (".rows", ".len"):
             if os.path.exists(path + ext + tmp):
                 os.remove(path + ext + tmp)
-    info = {**info, "count": n, "digest": [_ends_digest(path + ".rows"), _ends_digest(path + ".len")]}
+    info = {**info, "count": n, "crc32": {ext: c.value() for ext, c in sums.items()}}
     files.write_atomic(path + ".json", json.dumps(info, indent=1))
+    for ext in (".rows", ".len"):  # written by this process: no need to read them back to check them
+        stat = os.stat(path + ext)
+        _verified[path + ext] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 # ---------------------------------------------------------------------------------------- batches

@@ -1,7 +1,13 @@
 """The machinery of data.prepare: the checks before anything is written, the worker processes that encode
-the lines, and the .bin/.idx files of both splits, written whole or not at all."""
+the lines, and the .bin/.idx files of both splits, written whole or not at all.
+
+One writer at a time: data.prepare holds --out's lock (machinery/lock.py) from its checks to its end, so a
+second data.py, or a train.py reading the folder, is refused. The files are written into a temporary folder
+of --out's own (prepare.<pid>.tmp) and moved into place only when complete: meta.json goes first and comes
+back last, so a folder without it reads as incomplete, and the kept examples index of the old data goes too."""
 import json
 import os
+import shutil
 import sys
 from collections import deque
 from multiprocessing import get_all_start_methods, get_context
@@ -10,7 +16,7 @@ import numpy as np
 
 import bpe
 import data
-from machinery import files
+from machinery import files, lock
 
 _worker_tok = None
 
@@ -47,7 +53,8 @@ def encoded_chunks(chunks, tok, tokenizer_dir, workers):
 def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors):
     """Before anything is written: a tokenizer with <s>, </s> and <mask>, a valid fraction in [0, 1), an
     --out folder that holds no data of another tokenizer (unless overwrite), inputs that are text files.
-    Returns the tokenizer's fingerprint (data.tokenizer_hash)."""
+    Takes --out's lock (held until `finish`, or a failure). Returns the tokenizer's fingerprint
+    (data.tokenizer_hash)."""
     if tok.eos_id is None or tok.bos_id is None or tok.mask_id is None:
         raise ValueError(f"{tokenizer_dir}: the tokenizer has no <s>, </s> or <mask> token")
     if not 0 <= valid_fraction < 1:
@@ -55,20 +62,48 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     digest = data.tokenizer_hash(tok)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
-    if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
-        if data.read_meta(out_dir).get("tokenizer_sha256") != digest:
-            raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
     for path in inputs:
         next(data.read_documents([path], errors), None)  # a missing or binary file fails before anything is written
+    hold(out_dir)
+    try:
+        if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
+            if data.read_meta(out_dir).get("tokenizer_sha256") != digest:
+                raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
+    except BaseException:
+        let_go(out_dir)
+        raise
     return digest
 
 
+_taken = set()  # the folders whose lock data.prepare took (and so gives back): not one its caller already held
+
+
+def hold(out_dir):
+    """Take --out's lock for data.prepare (a ValueError naming the holder if another process has it)."""
+    if not lock.held(out_dir):
+        lock.hold(out_dir, "data.py")
+        _taken.add(os.path.realpath(out_dir))
+
+
+def let_go(out_dir):
+    """Give back the lock `hold` took (one the caller held before stays held)."""
+    if os.path.realpath(out_dir) in _taken:
+        _taken.discard(os.path.realpath(out_dir))
+        lock.release(out_dir)
+
+
+def temp_folder(out_dir):
+    """This process's folder of unfinished files inside --out (files.sweep removes it once the process is gone)."""
+    return files.temp_name(os.path.join(out_dir, "prepare"))
+
+
 class SplitWriter:
-    """The .bin/.idx files of both splits, written under temporary names and renamed only when complete."""
+    """The .bin/.idx files of both splits, written in a folder of their own (the temporary folder)."""
 
     def __init__(self, out_dir, dtype):
         self.out_dir, self.dtype = out_dir, dtype
-        self.files = {(s, k): open(self.path(s, k) + ".tmp", "wb") for s in data.SPLITS for k in ("bin", "idx")}
+        os.makedirs(out_dir, exist_ok=True)
+        self.files = {(s, k): open(self.path(s, k), "wb") for s in data.SPLITS for k in ("bin", "idx")}
         self.counts = {s: {"tokens": 0, "lines": 0, "documents": 0} for s in data.SPLITS}
 
     def path(self, split, kind):
@@ -82,46 +117,66 @@ class SplitWriter:
         c["lines"] += int(lengths.size)
         c["documents"] += int(np.sum(lengths == 1) if lengths.size else 0)  # a lone </s> ends a document
 
-    def close(self, keep):
+    def close(self):
         for f in self.files.values():
+            f.flush()
+            os.fsync(f.fileno())
             f.close()
-        for s, k in self.files:
-            if keep:
-                os.replace(self.path(s, k) + ".tmp", self.path(s, k))
-            elif os.path.exists(self.path(s, k) + ".tmp"):
-                os.remove(self.path(s, k) + ".tmp")
+
+
+def give_up(out_dir):
+    """After a failure: the temporary folder removed, the lock given back; --out as it was."""
+    shutil.rmtree(temp_folder(out_dir), ignore_errors=True)
+    let_go(out_dir)
 
 
 def write_splits(out_dir, dtype, encoded, inputs, verbose=True):
-    """Write (split, (tokens, lengths)) parts into out_dir's .bin/.idx files, kept only when all went well
-    and the train split is not empty; a meta.json already there is removed first (until data.prepare writes
-    the new one, the folder reads as incomplete). Returns the counts of each split."""
+    """Write (split, (tokens, lengths)) parts into the .bin/.idx files of out_dir's temporary folder, kept only
+    when all went well and the train split is not empty. Returns the counts of each split."""
     from tqdm import tqdm
-    os.makedirs(out_dir, exist_ok=True)
-    writer, done = SplitWriter(out_dir, dtype), False
+    writer = None
     try:
+        writer = SplitWriter(temp_folder(out_dir), dtype)
         with tqdm(unit="tok", unit_scale=True, desc="encoding", disable=not verbose) as bar:
             for split, (tokens, lengths) in encoded:
                 writer.write(split, tokens, lengths)
                 bar.update(tokens.size)
+        writer.close()
         if writer.counts["train"]["tokens"] == 0:
             raise ValueError(f"no text in {', '.join(inputs)}: the input is empty")
-        done = True
-    finally:
-        if os.path.isfile(os.path.join(out_dir, "meta.json")) and done:
-            os.remove(os.path.join(out_dir, "meta.json"))
-        writer.close(keep=done)
+    except BaseException:
+        if writer is not None:
+            for f in writer.files.values():
+                f.close()
+        give_up(out_dir)
+        raise
     return writer.counts
 
 
+def install(out_dir, meta):
+    """Move the finished files of the temporary folder into out_dir: meta.json removed first and written last
+    (a folder without it reads as incomplete), and the kept examples index of the old data removed."""
+    tmp = temp_folder(out_dir)
+    if os.path.isfile(os.path.join(out_dir, "meta.json")):
+        os.remove(os.path.join(out_dir, "meta.json"))
+    shutil.rmtree(os.path.join(out_dir, "index"), ignore_errors=True)  # built from the old data: it no longer fits
+    for name in [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")] + ["vocab.json", "merges.txt"]:
+        os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
+    shutil.rmtree(tmp)
+
+
 def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
-    """The tokenizer and meta.json (last: its presence means a complete folder) beside the data; a warning
-    when the valid split is empty. Returns the meta."""
-    tok.save(out_dir)
+    """The tokenizer and meta.json (last: its presence means a complete folder) beside the data, moved into
+    out_dir; --out's lock given back; a warning when the valid split is empty. Returns the meta."""
     meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(data.token_dtype(len(tok))).name,
             "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
-    files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
+    try:
+        tok.save(temp_folder(out_dir))
+        install(out_dir, meta)
+    finally:
+        give_up(out_dir)
     if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
         print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
               f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "

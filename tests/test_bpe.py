@@ -194,6 +194,24 @@ def test_cli_train_encode_and_errors(tmp_path):
         assert r.returncode != 0 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
+def test_cli_train_reads_cr_crlf_and_bom_as_plain_text(tmp_path, capsys):
+    """Text as people write it: CR (old Mac) and CRLF (Windows) line ends are line ends, and a UTF-8 byte-order
+    mark is not text: the vocabulary and merges equal those of the plain LF file."""
+    lines = [line + "\n" for line in trained_corpus() if "\r" not in line and "\n" not in line][:200]
+    text = "".join(lines)
+    variants = {"lf": text.encode(), "cr": text.replace("\n", "\r").encode(),
+                "bom-crlf": b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode()}
+    for name, raw in variants.items():
+        (tmp_path / f"{name}.txt").write_bytes(raw)
+        bpe_cli.main(["train", "--input", str(tmp_path / f"{name}.txt"), "--vocab-size", "300", "--out",
+                      str(tmp_path / name)])
+        assert list(files.read_lines(tmp_path / f"{name}.txt")) == lines
+    for name in ("cr", "bom-crlf"):
+        for file in ("vocab.json", "merges.txt"):
+            assert (tmp_path / name / file).read_bytes() == (tmp_path / "lf" / file).read_bytes(), (name, file)
+    assert "\ufeff" not in (tmp_path / "bom-crlf" / "vocab.json").read_text(encoding="utf-8")
+
+
 # ---------------------------------------------------------------- a vocabulary smaller than asked
 def test_training_says_why_the_vocabulary_is_smaller_than_asked(capsys):
     # as in test_hand_checkable_training: 2 merges, then (" ab", c) is seen once < min_frequency=2

@@ -48,7 +48,7 @@ def test_prepared_tokens_equal_per_line_encoding(corpus):
         assert ends[-1] == tokens.size and np.all(tokens[ends - 1] == tok.eos_id)
     assert meta["valid"]["documents"] >= 3 and meta["train"]["documents"] > 50
     assert 0.04 < meta["valid"]["tokens"] / (meta["train"]["tokens"] + meta["valid"]["tokens"]) < 0.06
-    assert sorted(os.listdir(d / "data")) == ["merges.txt", "meta.json", "train.bin", "train.idx",
+    assert sorted(os.listdir(d / "data")) == [".lock", "merges.txt", "meta.json", "train.bin", "train.idx",
                                               "valid.bin", "valid.idx", "vocab.json"]
 
 
@@ -65,6 +65,40 @@ def test_blank_lines_and_files_end_documents(tmp_path, corpus):
     (tmp_path / "b.txt").write_text("\nfour\n")
     assert list(data.read_documents([tmp_path / "a.txt", tmp_path / "b.txt"])) == \
         ["one", "", "two", "three", "", "four", ""]
+
+
+def test_cr_and_crlf_end_lines_and_a_bom_is_not_text(tmp_path, corpus):
+    """Text as people write it: a CR-only file (old Mac) or CRLF (Windows) gives the lines and documents of its
+    LF twin, and a UTF-8 byte-order mark at the start is no token (the prepared data equal the plain file's)."""
+    d, _, tok, _ = corpus
+    text = "one two\nthree\n\nfour five six\n\n\nseven\n"
+    for name, raw in (("lf", text.encode()), ("cr", text.replace("\n", "\r").encode()),
+                      ("crlf", text.replace("\n", "\r\n").encode()), ("bom", b"\xef\xbb\xbf" + text.encode()),
+                      ("bom-cr", b"\xef\xbb\xbf" + text.replace("\n", "\r").encode())):
+        (tmp_path / f"{name}.txt").write_bytes(raw)
+    want = list(data.read_documents([tmp_path / "lf.txt"]))
+    assert want == ["one two", "three", "", "four five six", "", "seven", ""]
+    for name in ("cr", "crlf", "bom", "bom-cr"):
+        assert list(data.read_documents([tmp_path / f"{name}.txt"])) == want, name
+    for name in ("lf", "bom-cr"):
+        data.prepare([str(tmp_path / f"{name}.txt")], str(d / "tok"), str(tmp_path / name), valid_fraction=0,
+                     workers=1, verbose=False)
+    assert (tmp_path / "lf" / "train.bin").read_bytes() == (tmp_path / "bom-cr" / "train.bin").read_bytes()
+    assert (tmp_path / "lf" / "train.idx").read_bytes() == (tmp_path / "bom-cr" / "train.idx").read_bytes()
+    (tmp_path / "bad.txt").write_bytes(b"\xef\xbb\xbfok\r\r\xff")  # offsets still count the file's bytes
+    with pytest.raises(ValueError, match="bad.txt: not UTF-8 text at byte 7"):
+        list(data.read_documents([tmp_path / "bad.txt"]))
+
+
+def test_read_lines_across_blocks():
+    """files.read_lines' blocks split nothing: a \\r\\n cut between two blocks is one line end."""
+    import io
+    import random
+    rng = random.Random(0)
+    for _ in range(2000):
+        raw = bytes(rng.choice(b"ab\r\n") for _ in range(rng.randint(0, 24)))
+        for size in (1, 2, 3, 5, 64):
+            assert list(files._raw_lines(io.BytesIO(raw), size)) == raw.splitlines(keepends=True), (raw, size)
 
 
 def test_bad_inputs(tmp_path, corpus):
@@ -358,7 +392,7 @@ def test_small_corpus_warns_of_an_empty_valid_split(corpus, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--valid-fraction", "1"], "--valid-fraction: must be in [0, 1)"),
     (["--valid-fraction", "-0.1"], "--valid-fraction: must be in [0, 1)"),
-    (["--workers", "0"], "--workers: must be at least 1"),
+    (["--workers", "0"], "--workers: must be in [1, "),
     (["--workers", "two"], "--workers: expected a whole number"),
 ])
 def test_bad_options(corpus, tmp_path, args, message):

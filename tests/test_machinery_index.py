@@ -76,6 +76,86 @@ def test_stale_or_damaged_index_is_rebuilt_or_refused(corpus, tmp_path, monkeypa
         data.cached_examples(*args, build=False)
 
 
+def synthetic_folder(folder, n_tokens, seed=0):
+    """A data.py folder of random lines (3 to 20 tokens, each ending with </s> = 2; a lone </s> ends a document),
+    written directly: a corpus of millions of tokens in a fraction of a second."""
+    import json
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 21, n_tokens // 5)
+    lengths[rng.random(len(lengths)) < 0.02] = 1  # document ends
+    ends = np.cumsum(lengths)
+    ends = ends[ends <= n_tokens]
+    tokens = rng.integers(5, 1000, int(ends[-1])).astype(np.uint16)
+    tokens[ends - 1] = 2
+    os.makedirs(folder, exist_ok=True)
+    tokens.tofile(os.path.join(folder, "train.bin"))
+    ends.astype(np.int64).tofile(os.path.join(folder, "train.idx"))
+    meta = {"tokenizer_sha256": "0" * 16, "vocab_size": 1000, "dtype": "uint16", "eos_id": 2,
+            "train": {"tokens": int(ends[-1]), "lines": len(ends), "documents": int(np.sum(lengths == 1))},
+            "valid": {"tokens": 0, "lines": 0, "documents": 0}}
+    with open(os.path.join(folder, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return data.load_split(folder, "train")[:2]
+
+
+def test_a_row_damaged_in_the_middle_of_a_large_kept_index_is_caught(tmp_path, monkeypatch, capsys):
+    """The kept index carries CRC-32s (one per CHECK_CHUNK, here 1 MiB) written as it was built, and a process
+    checks the files whole when it first maps them: a row changed in the middle of a 5 MiB index, to values
+    that look right (another row's), is refused naming the file (build=False) or rebuilt."""
+    import time
+    monkeypatch.setattr(data, "SPEC_BELOW", 0)
+    monkeypatch.setattr(kept, "CHECK_CHUNK", 1 << 20)
+    tokens, ends = synthetic_folder(tmp_path / "data", 2_500_000)
+    args = (tmp_path / "data", tokens, ends, "full-sentences", 8, 2)
+    built = data.cached_examples(*args)
+    rows = tmp_path / "data" / "index" / "train-full-sentences-8.rows"
+    n = len(built.examples)
+    assert os.path.getsize(rows) > 5 << 20 and n > 300_000
+    want = np.array(built.examples)
+    middle = n // 2 + 7
+    assert middle % max(1, n // 1024)  # not one of the rows that _sample_rows looks at
+    with open(rows, "r+b") as f:
+        f.seek(middle * 16)
+        f.write(want[middle + 1:middle + 2].tobytes())  # the next row's values: in range, increasing
+    kept._verified.clear()  # a new process: it checks the files whole when it first maps them
+    start = middle * 16 // (1 << 20) * (1 << 20)
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"train-full-sentences-8.rows does not match the checksum written when it "
+                                         rf"was built \(bytes {start:,} to {start + (1 << 20):,}\)"):
+        data.cached_examples(*args, build=False)
+    elapsed = time.perf_counter() - t
+    again = data.cached_examples(*args)
+    assert "rebuilding it" in capsys.readouterr().err
+    assert np.array_equal(np.array(again.examples), want)
+    kept._verified.clear()
+    t = time.perf_counter()
+    assert np.array_equal(data.cached_examples(*args, build=False).examples, want)  # the rebuilt one passes
+    print(f"\nthe kept index's check: {os.path.getsize(rows) / 2 ** 20:.1f} MiB in {time.perf_counter() - t:.3f} s "
+          f"(refusal: {elapsed:.3f} s)")
+    assert time.perf_counter() - t < 5
+
+
+def test_line_ends_that_do_not_rise_are_named(corpus, tmp_path, monkeypatch):
+    """A train.idx whose ends do not rise is refused naming the file and the first bad line, before any
+    example is built from it: kept above data.SPEC_BELOW or built in memory below."""
+    import shutil
+    d, _, tok, _ = corpus
+    shutil.copytree(d / "data", tmp_path / "data")
+    ends = np.fromfile(tmp_path / "data" / "train.idx", np.int64)
+    ends[40], ends[41] = ends[41], ends[40]
+    ends.tofile(tmp_path / "data" / "train.idx")
+    tokens, ends, _ = data.load_split(tmp_path / "data", "train")
+    message = rf"data/train.idx: the line ends are not increasing at line 41 \({ends[40]:,} then {ends[41]:,}\)"
+    with pytest.raises(ValueError, match=message):
+        data.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id)
+    monkeypatch.setattr(data, "SPEC_BELOW", 0)
+    with pytest.raises(ValueError, match=message):
+        data.cached_examples(tmp_path / "data", tokens, ends, "doc-sentences", 64, tok.eos_id)
+    assert not os.path.exists(tmp_path / "data" / "index") or not os.listdir(tmp_path / "data" / "index")
+    with pytest.raises(ValueError, match="not increasing at line 0"):
+        kept.check_line_ends(np.array([0, 3]), "x.idx")
+
+
 def test_unwritable_folder_builds_in_memory(corpus, tmp_path, monkeypatch, capsys):
     folder, tokens, ends, tok = kept_copy(corpus, tmp_path, monkeypatch)
     monkeypatch.setattr(kept, "_writable", lambda folder: False)

@@ -1,0 +1,216 @@
+"""One writer per folder (machinery/lock.py), with real processes: two data.py into one --out, a second
+bpe.py train, finetune.py or experiments.py refused while the folder is held, a killed writer that blocks
+no one, and what dead processes left removed at the next start. Also the one-line errors of issue 18 that
+live in the command lines: empty paths, --workers' bound, --train-args' quoting."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import bpe
+import data
+from conftest import ROOT
+from machinery import corpora, files, lock
+
+HOLDER = ("import sys, time; from machinery import lock; lock.hold(sys.argv[1], 'the holder'); "
+          "print('held', flush=True); time.sleep(60)")
+
+
+def command(script, *args):
+    return [sys.executable, os.path.join(ROOT, script), *map(str, args)]
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    """A tokenizer trained on the built-in corpus, and the corpus three times over (a data.py of ~2 s)."""
+    d = tmp_path_factory.mktemp("lock")
+    path = corpora.builtin_corpus(str(d / "corpus.txt"))
+    bpe.Tokenizer.train(files.read_lines(path), 1000).save(d / "tok")
+    with open(d / "big.txt", "w") as f:
+        for i in range(3):
+            f.write(open(path).read().replace("\n\n", f" {i}\n\n"))
+    (d / "small.txt").write_text("a small corpus\nof two lines\n")
+    return d
+
+
+def hold_in_another_process(folder):
+    """A process that holds `folder`'s lock (until killed)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def wait_for(condition, proc, seconds=30):
+    deadline = time.time() + seconds
+    while not condition():
+        assert proc.poll() is None, "the writer ended before it was caught writing"
+        assert time.time() < deadline
+        time.sleep(0.002)
+
+
+def refused_by(result, folder, pid):
+    """One line naming the folder and the holder's pid, exit status 1, no traceback."""
+    err = result.stderr
+    assert result.returncode == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {folder} is in use by ") and f"(pid {pid})" in err, err
+    return err
+
+
+def test_two_data_py_into_one_folder(tok_dir, tmp_path):
+    """The second is refused in one line naming the folder and the first's pid; the folder is the first's,
+    complete, with no temporary files."""
+    out = tmp_path / "data"
+    first = subprocess.Popen(command("data.py", "--input", tok_dir / "big.txt", "--tokenizer", tok_dir / "tok",
+                                     "--out", out, "--workers", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    wait_for(lambda: (out / f"prepare.{first.pid}.tmp").exists(), first)  # holds the lock, and writes
+    os.kill(first.pid, signal.SIGSTOP)  # held still while the second tries
+    try:
+        second = subprocess.run(command("data.py", "--input", tok_dir / "small.txt", "--tokenizer", tok_dir / "tok",
+                                        "--out", out, "--workers", "1"), capture_output=True, text=True)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert "data.py (pid" in refused_by(second, out, first.pid)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["inputs"] == [str(tok_dir / "big.txt")]
+    tokens, ends, _ = data.load_split(out, "train")  # complete: the sizes meta.json says
+    tok = bpe.Tokenizer.load(out)
+    first_line = next(data.read_documents([tok_dir / "big.txt"]))
+    assert tokens[:ends[0]].tolist() == tok.encode(first_line) + [tok.eos_id]
+    assert sorted(os.listdir(out)) == [".lock", "merges.txt", "meta.json", "train.bin", "train.idx", "valid.bin",
+                                       "valid.idx", "vocab.json"]
+
+
+def test_a_killed_writer_blocks_no_one_and_its_leftovers_go(tok_dir, tmp_path):
+    """kill -9 of data.py midway: the next data.py takes the folder, and removes the dead one's temporary
+    folder and files (NAME.<pid>.tmp), not a live process's nor other files."""
+    out = tmp_path / "data"
+    first = subprocess.Popen(command("data.py", "--input", tok_dir / "big.txt", "--tokenizer", tok_dir / "tok",
+                                     "--out", out, "--workers", "2"), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    wait_for(lambda: (out / f"prepare.{first.pid}.tmp" / "train.bin").exists(), first)
+    first.kill()
+    first.wait()
+    (out / f"checkpoint.pt.{first.pid}.tmp").write_text("left by a killed run")
+    (out / f"meta.json.{os.getpid()}.tmp").write_text("a live process's")
+    (out / "notes.tmp").write_text("not a temporary file of ours")
+    r = subprocess.run(command("data.py", "--input", tok_dir / "small.txt", "--tokenizer", tok_dir / "tok",
+                               "--out", out, "--workers", "1"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    names = os.listdir(out)
+    assert f"prepare.{first.pid}.tmp" not in names and f"checkpoint.pt.{first.pid}.tmp" not in names
+    assert f"meta.json.{os.getpid()}.tmp" in names and "notes.tmp" in names
+    assert json.loads((out / "meta.json").read_text())["inputs"] == [str(tok_dir / "small.txt")]
+
+
+def test_a_rewrite_removes_the_kept_index_and_leaves_meta_last(tok_dir, tmp_path, monkeypatch):
+    """data.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
+    last file to arrive (its modification time is the newest)."""
+    out = tmp_path / "data"
+    data.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
+    (out / "index").mkdir()
+    (out / "index" / "train-full-sentences-64.json").write_text("{}")
+    data.prepare([str(tok_dir / "corpus.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
+    assert not (out / "index").exists() and not lock.held(out)  # the lock is given back at the end
+    times = {name: os.stat(out / name).st_mtime_ns for name in os.listdir(out) if name != ".lock"}
+    assert max(times, key=times.get) == "meta.json"
+    assert json.loads((out / "meta.json").read_text())["inputs"] == [str(tok_dir / "corpus.txt")]
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bpe.py", ["train", "--input", "{d}/small.txt", "--vocab-size", "300", "--out", "{out}"]),
+    ("data.py", ["--input", "{d}/small.txt", "--tokenizer", "{d}/tok", "--out", "{out}", "--workers", "1"]),
+    ("finetune.py", ["--task", "rte", "--data", "{d}", "--checkpoint", "{d}/tok", "--out", "{out}"]),
+    ("experiments.py", ["masking", "--quick", "--out", "{out}"]),
+], ids=["bpe", "data", "finetune", "experiments"])
+def test_a_held_folder_refuses_a_second_writer_until_its_holder_is_killed(tok_dir, tmp_path, script, args):
+    out = tmp_path / "out"
+    holder = hold_in_another_process(out)
+    argv = command(script, *[a.format(d=tok_dir, out=out) for a in args])
+    try:
+        refused_by(subprocess.run(argv, capture_output=True, text=True, timeout=60), out, holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.listdir(out) == [".lock"]  # nothing written
+    if script == "bpe.py":  # the holder killed (-9): the next writer takes the folder
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and (out / "merges.txt").exists(), r.stderr
+
+
+def test_lock_in_process():
+    """Taken again by its holder (a no-op); a file in the way is one line; abandon removes a folder made for it."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        folder = os.path.join(d, "run")
+        assert lock.hold(folder, "test") is lock.hold(folder, "test") and lock.held(folder)
+        assert open(os.path.join(folder, ".lock")).read() == f"test (pid {os.getpid()})"
+        lock.abandon(folder)
+        assert not os.path.exists(folder) and not lock.held(folder)
+        for made in (True, False):  # a refusal inside lock.writing leaves what it found
+            if not made:
+                os.makedirs(folder)
+            with pytest.raises(ValueError, match="refused"):
+                with lock.writing(folder, "test"):
+                    raise ValueError("refused")
+            assert os.path.exists(folder) is not made and not lock.held(folder)
+            assert not os.path.exists(os.path.join(folder, ".lock"))
+        f = lock.hold(folder, "test")
+        os.remove(os.path.join(folder, ".lock"))  # as abandon does: a process that waited on it takes it again
+        assert not lock._still_there(f, folder)
+        lock.release(folder)
+        os.rmdir(folder)
+        open(folder, "w").close()
+        with pytest.raises(ValueError, match="run: a file is in the way"):
+            lock.hold(folder, "test")
+
+
+def test_sweep_removes_only_dead_processes_files(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    for name in (f"a.{dead.pid}.tmp", f"b.{os.getpid()}.tmp", "c.tmp", f"d.{dead.pid}.tmp.keep",
+                 f"e.otherhost.{dead.pid}.tmp"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / f"prepare.{dead.pid}.tmp").mkdir()
+    (tmp_path / f"prepare.{dead.pid}.tmp" / "train.bin").write_text("x")
+    assert sorted(files.sweep(tmp_path, "thishost")) == []  # only NAME.thishost.<pid>.tmp
+    assert sorted(files.sweep(tmp_path)) == [f"a.{dead.pid}.tmp", f"e.otherhost.{dead.pid}.tmp",
+                                            f"prepare.{dead.pid}.tmp"]
+    assert sorted(os.listdir(tmp_path)) == [f"b.{os.getpid()}.tmp", "c.tmp", f"d.{dead.pid}.tmp.keep"]
+
+
+# ---------------------------------------------------------------- one clear line
+@pytest.mark.parametrize("script, args, message", [
+    ("data.py", ["--input", "", "--tokenizer", "t", "--out", "o"], "argument --input: expected a path, got an empty"),
+    ("data.py", ["--input", "x", "--tokenizer", "", "--out", "o"], "argument --tokenizer: expected a path"),
+    ("data.py", ["--input", "x", "--tokenizer", "t", "--out", ""], "argument --out: expected a path"),
+    ("data.py", ["--input", "x", "--tokenizer", "t", "--out", "o", "--workers", "99999999999999999999"],
+     "argument --workers: must be in [1, "),
+    ("bpe.py", ["train", "--input", "", "--vocab-size", "300", "--out", "o"], "argument --input: expected a path"),
+    ("bpe.py", ["train", "--input", "x", "--vocab-size", "300", "--out", ""], "argument --out: expected a path"),
+    ("bpe.py", ["encode", "--tokenizer", "", "hi"], "argument --tokenizer: expected a path"),
+    ("finetune.py", ["--task", "rte", "--data", "", "--checkpoint", "c", "--out", "o"], "argument --data: expected"),
+    ("finetune.py", ["--task", "rte", "--data", "d", "--checkpoint", "", "--out", "o"], "argument --checkpoint: exp"),
+    ("finetune.py", ["--task", "rte", "--data", "d", "--checkpoint", "c", "--out", ""], "argument --out: expected"),
+    ("experiments.py", ["masking", "--quick", "--out", "{out}", "--train-args", "--dropout '0"],
+     "error: --train-args: No closing quotation in \"--dropout '0\""),
+])
+def test_one_clear_line(tmp_path, monkeypatch, capsys, script, args, message):
+    """In this process, as the command runs it: the exit message is the one line (argparse's, or cli.run's)."""
+    import importlib
+    monkeypatch.chdir(tmp_path)
+    main = {"data.py": lambda argv: importlib.import_module("machinery.data_cli").main(argv),
+            "bpe.py": lambda argv: importlib.import_module("machinery.bpe_cli").main(argv),
+            "finetune.py": lambda argv: importlib.import_module("finetune").main(argv),
+            "experiments.py": lambda argv: importlib.import_module("experiments").main(argv)}[script]
+    with pytest.raises(SystemExit) as e:
+        main([a.format(out=tmp_path / "out") for a in args])
+    err = capsys.readouterr().err + (e.value.code + "\n" if isinstance(e.value.code, str) else "")
+    assert e.value.code not in (0, None) and message in err and err.count("\n") == 1, err
+    assert not os.listdir(tmp_path)  # nothing made
