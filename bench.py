@@ -625,12 +625,14 @@ COMMANDS = [
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
     ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
-        ("--tokens", dict(type=cli.number(int, 1000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
-                          help="corpus sizes in tokens (default: 10M and 100M; the issue's table adds 1e9)")),
+        ("--tokens", dict(type=cli.number(int, 10 ** 7, 10 ** 10, why=" (an epoch's first batch takes up to 8.4M)"),
+                          nargs="+", default=[10 ** 7, 10 ** 8],
+                          help="corpus sizes in tokens, 10M to 10B (default: 10M and 100M; the issue's table: 1e9)")),
         ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
                            help="input formats (default: all four)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8192,
-                              help="sequences per update, for the epoch's order (default: %(default)s, Table 9)")),
+        ("--batch-size", dict(type=cli.number(int, 1, 16384), default=8192,
+                              help="sequences per update, for the epoch's order, at most 16384 (default: "
+                                   "%(default)s, Table 9)")),
         ("--epoch-examples", dict(type=cli.number(int, 0, 4 * 10 ** 9), default=0,
                                   help="also order an epoch of this many examples, as 40B tokens of sentence "
                                        "pairs give (800000000), from a synthetic file (default: skipped)"))]),
