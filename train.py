@@ -12,7 +12,7 @@ What the paper changes from BERT, and where it is here:
   - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): roberta.adamw, lr_at
 
 The logged loss is the mean over every masked token of the whole update, on every process, so the same
---batch-size gives the same losses for any number of processes (footnote 8, made checkable).
+--batch-size gives the same losses for any number of processes (footnote 8; exactly so with --dropout 0).
 Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); valid_ppl = exp(valid_loss).
 """
 import contextlib
