@@ -625,8 +625,9 @@ COMMANDS = [
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
     ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
-        ("--tokens", dict(type=cli.number(int, 1000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
-                          help="corpus sizes in tokens (default: 10M and 100M; the issue's table adds 1e9)")),
+        ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
+                          help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
+                               "100M; the issue's table adds 1e9)")),
         ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
                            help="input formats (default: all four)")),
         ("--batch-size", dict(type=cli.number(int, 1), default=8192,
@@ -661,7 +662,7 @@ def parser():
 
 
 def check(args):
-    """What argparse cannot see alone: the peers and precisions a run asks for."""
+    """What argparse cannot see alone: the peers and precisions a run asks for, start-up's sizes."""
     if getattr(args, "compare_hf", False):
         try:
             import transformers  # noqa: F401
@@ -669,6 +670,9 @@ def check(args):
             raise ValueError("--compare-hf needs transformers, which is not installed") from None
     if "bf16" in getattr(args, "amp", []) and args.device != "cpu" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(args.device)} has no bfloat16; use --amp none")
+    if args.what == "startup" and min(args.tokens) < args.batch_size * 600:  # one update: batch-size x 512 tokens
+        raise ValueError(f"--tokens {min(args.tokens):,}: too few for one update of --batch-size {args.batch_size} "
+                         f"sequences of 512 tokens (at least {args.batch_size * 600:,})")
 
 
 def main(argv=None):

@@ -331,7 +331,7 @@ class Masking:
         object.__setattr__(self, "split", tuple(float(x) for x in self.split))
         if not 0 < self.rate < 1:
             raise ValueError(f"the masking rate must be in (0, 1), got {self.rate}")
-        if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6:
+        if len(self.split) != 3 or min(self.split) < 0 or not abs(sum(self.split) - 1) <= 1e-6:  # NaN: refused
             raise ValueError(f"the mask/random/keep split must be 3 shares summing to 1, got {self.split}")
 
 
@@ -355,9 +355,9 @@ def mask_tokens(tokens, tok, mask_prob=0.15, generator=None, split=(0.8, 0.1, 0.
     of the selected, split[0] become <mask>, split[1] a random ordinary token, split[2] stay unchanged.
     Returns (inputs, labels) with labels = -100 where not selected. Special tokens are never selected.
 
-    `draws`: three uniform [0, 1) tensors shaped like `tokens` (select, action, random id); training passes
-    counter-based ones (mask_batch), otherwise they come from torch.rand(generator=generator).
+    `draws`: three uniform [0, 1) tensors (select, action, random id) shaped like `tokens`, else torch.rand's.
     """
+    split = Masking(split=split).split  # the shares checked: three, non-negative, summing to 1
     u_select, u_action, u_token = torch.rand((3,) + tuple(tokens.shape), generator=generator) \
         if draws is None else draws
     selected = (u_select < mask_prob) & ~special_token_mask(tokens, tok)

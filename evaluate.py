@@ -250,8 +250,8 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     total, count = data.heldout_loss(model, tokens, ends, tok, seq_len, batch_size, masking=masking)
     if count == 0:
         raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
-    return {"loss": total / count, "ppl": math.exp(total / count), "targets": count, "split": split,
-            "seq_len": seq_len}
+    return {"loss": total / count, "ppl": math.exp(total / count) if total < 709 * count else "inf",  # no overflow
+            "targets": count, "split": split, "seq_len": seq_len}
 
 
 if __name__ == "__main__":  # machinery: the command line, the files' checks, one-line errors

@@ -1194,8 +1194,8 @@ def parser():
     p.add_argument("--train-args", help="more train.py options for every run, e.g. \"--dropout 0\"")
     p.add_argument("--device", help="train.py's --device for every run (and the evaluation's)")
     p.add_argument("--arms", help="run only these arms, comma-separated (default: all)")
-    p.add_argument("--steps-factor", type=cli.number(float, 0, low_open=True), default=1.0,
-                   help="multiply every run's steps: 3 trains three times longer (default: %(default)s)")
+    p.add_argument("--steps-factor", type=cli.number(float, 0, 1000, low_open=True), default=1.0,
+                   help="multiply every run's steps, in (0, 1000]: 3 trains three times longer (default: %(default)s)")
     p.add_argument("--jobs", type=cli.number(int, 1), default=1,
                    help="runs side by side (default: %(default)s; each is a train.py process)")
     return p

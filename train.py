@@ -12,7 +12,7 @@ What the paper changes from BERT, and where it is here:
   - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): roberta.adamw, lr_at
 
 The logged loss is the mean over every masked token of the whole update, on every process, so the same
---batch-size gives the same losses for any number of processes (footnote 8, made checkable).
+--batch-size gives the same losses for any number of processes (footnote 8; exactly so with --dropout 0).
 Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); valid_ppl = exp(valid_loss).
 """
 import contextlib
@@ -286,7 +286,7 @@ class Monitor:
         if record and tr.rank == 0:
             runs.log(os.path.join(cfg.out, "log.jsonl"), record)
         self.bar.update(1)
-        if record and int(self.bad.item()) >= cfg.max_bad_steps:
+        if record and (int(self.bad.item()) >= cfg.max_bad_steps or last and self.bad.item()):  # or ends on a skip
             raise ValueError(f"{int(self.bad.item())} non-finite losses in a row at step {step}: stopping; the last "
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
@@ -336,8 +336,8 @@ def _train(cfg, rank, world, device, cpu_group):
             epoch, position, offset, batch = ahead.next()
             for group in tr.opt.param_groups:
                 group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
-            # the targets of the whole update, every process: the loss is normalised by them
-            n_targets, n_tokens = all_sum(batch.counts, world, cpu_group)
+            # the targets of the whole update, every process: the loss is normalised by them (machinery: refuses none)
+            n_targets, n_tokens = runs.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
             sums, finite = train_step(tr, batch, n_targets)
             state.update(step=step, epoch=epoch, position=position, offset=offset)
             # log, evaluate on the fixed held-out set, stop after too many bad steps, save

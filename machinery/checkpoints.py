@@ -11,6 +11,7 @@ together and their vocabularies must agree.
     checkpoints.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
     model = checkpoints.load_weights("out/demo")     # the model alone: what roberta.load_pretrained does
 """
+import hashlib
 import os
 import sys
 
@@ -71,8 +72,42 @@ def train_settings(path):
 def save(path, ckpt):
     """torch.save `ckpt` to `path` atomically: into a temporary file in the same folder (one filesystem),
     flushed to the disk, then renamed over `path`. A reader, or a run killed midway, finds the previous
-    file or the new one, never half of one."""
-    files.write_atomic(path, lambda f: torch.save(ckpt, f))
+    file or the new one, never half of one. The file carries a checksum of its contents (`checksum`),
+    verified by read_checkpoint. A failed write (a full disk) is one line naming the folder."""
+    ckpt = {**ckpt, "checksum": checksum(ckpt)}
+    before = os.path.isfile(path)
+    try:
+        files.write_atomic(path, lambda f: torch.save(ckpt, f))
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        if isinstance(e, RuntimeError) and "writ" not in str(e).lower():
+            raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[-1].strip()[:200]
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(path)
+        raise OSError(f"{folder}: could not write {name} ({why}); "
+                      + (f"the previous {name} is intact" if before else "nothing was written")) from None
+
+
+def checksum(ckpt):
+    """A sha256 over a checkpoint's contents: every tensor's bytes (with its name, dtype and shape) and every
+    plain value, in a fixed order. Computed at save, stored in the file, recomputed on every load: a
+    flipped byte inside a weight tensor (which torch.load would read without complaint) is caught."""
+    h = hashlib.sha256()
+
+    def add(name, value):
+        if torch.is_tensor(value):
+            h.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(value, dict):
+            for key in sorted(value, key=repr):
+                add(f"{name}/{key!r}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        else:
+            h.update(f"{name}={value!r};".encode())
+    add("", {k: v for k, v in ckpt.items() if k != "checksum"})
+    return h.hexdigest()
 
 
 def read_checkpoint(path, ours=True):
@@ -89,6 +124,9 @@ def read_checkpoint(path, ours=True):
         return ckpt
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
+    if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # older checkpoints have none
+        raise ValueError(f"{path}: damaged: its contents do not match the checksum saved with them (use another "
+                         f"copy, or an earlier checkpoint)")
     return ckpt
 
 

@@ -65,11 +65,72 @@ def load_split(data_dir, split):
 
 
 def open_prepared(data_dir):
-    """The train split, its meta and the folder's tokenizer, checked to be the one the data was made with."""
+    """The train split, its meta and the folder's tokenizer, checked to be the one the data was made with, and
+    every token id of both splits to be in its vocabulary (check_ids)."""
     tokens, line_ends, meta = load_split(data_dir, "train")
     tok = bpe.Tokenizer.load(data_dir)
     check_tokenizer(meta, tok, data_dir)
+    check_ids(tokens, len(tok), os.path.join(data_dir, "train.bin"))
+    check_ids(load_split(data_dir, "valid")[0], len(tok), os.path.join(data_dir, "valid.bin"))
     return tokens, line_ends, meta, tok
+
+
+CHUNK = 1 << 26  # tokens per vectorised pass (128 MiB of uint16)
+
+
+def check_ids(tokens, vocab_size, path):
+    """Every id in `tokens` (a mapped .bin) is in [0, vocab_size): one vectorised pass, a chunk at a time
+    (~2 s per GB read from memory; at 40B tokens of uint16, 80 GB: seconds to a minute, as the disk reads).
+    uint16 data needs no pass when the vocabulary holds every uint16 value."""
+    if tokens.size == 0 or (tokens.dtype == np.uint16 and vocab_size >= 1 << 16):
+        return
+    low, high = 0, -1
+    for i in range(0, tokens.size, CHUNK):
+        part = tokens[i:i + CHUNK]
+        low, high = min(low, int(part.min())), max(high, int(part.max()))
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"{path}: holds token id {high if high >= vocab_size else low:,}, outside the vocabulary of "
+                         f"{vocab_size:,} tokens (a damaged or mixed folder; rerun data.py)")
+
+
+def _ends_digest(path, span=1 << 20):
+    """A hash of a file's first and last MiB: cheap at any size (index.py's source fingerprint uses the same)."""
+    if not os.path.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(span))
+        f.seek(max(os.path.getsize(path) - span, 0))
+        h.update(f.read(span))
+    return h.hexdigest()[:16]
+
+
+def data_fingerprint(data_dir):
+    """What a checkpoint records of its training data, so that --resume refuses other data: meta.json's
+    tokenizer and counts, and a hash of the ends of each .bin and .idx (cheap at any size; no path or time,
+    so a copy of the same folder resumes)."""
+    meta = read_meta(data_dir)
+    out = {"tokenizer": meta["tokenizer_sha256"]}
+    for split in ("train", "valid"):
+        out[f"{split} counts"] = {k: meta[split][k] for k in sorted(meta[split])}
+        for kind in ("bin", "idx"):
+            out[f"{split}.{kind}"] = _ends_digest(os.path.join(data_dir, f"{split}.{kind}"))
+    return out
+
+
+def fingerprint_differences(then, now):
+    """What differs between two data_fingerprint()s, in words ([] when nothing)."""
+    differ = []
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) == now.get(key):
+            continue
+        if key.endswith("counts") and isinstance(then.get(key), dict) and isinstance(now.get(key), dict):
+            differ += [f"{key.split()[0]} {k}: {then[key].get(k)} then, {now[key].get(k)} now"
+                       for k in sorted(set(then[key]) | set(now[key])) if then[key].get(k) != now[key].get(k)]
+        else:
+            differ.append(f"{key}: other contents" if "." in key else
+                          f"{key}: {then.get(key)} then, {now.get(key)} now")
+    return differ
 
 
 def check_tokenizer(meta, tok, data_dir, source=None):

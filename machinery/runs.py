@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 import data
-from machinery import checkpoints, files
+from machinery import checkpoints, files, lock, prepared
 
 # ---------------------------------------------------------------------------------------- before any heavy work
 def check_settings(cfg, world, device, micro):
@@ -34,6 +34,11 @@ def check_settings(cfg, world, device, micro):
 def open_data(cfg):
     if not cfg.data:
         raise ValueError("--data is required (a folder written by data.py), or run `python train.py` for the demo")
+    if os.path.isdir(cfg.data):  # a reader: refused while data.py rewrites the folder (lock.py)
+        try:
+            lock.hold(cfg.data, "train.py", shared=True)
+        except OSError:  # a read-only folder: no lock file can be made there, and no data.py can rewrite it
+            pass
     tokens, line_ends, meta, tok = data.open_prepared(cfg.data)
     if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
         print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
@@ -57,10 +62,40 @@ def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
 RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
 
 
+def hold_out(cfg):
+    """--out's lock, taken by the first process before anything is written there: one run per folder."""
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out}: a file is in the way (it must be a folder)")
+    lock.hold(cfg.out, "train.py")
+
+
+def targets(counts, step, cfg):
+    """The update's [masked targets, real tokens] over every process, refused when no token was masked."""
+    if not counts[0]:
+        raise ValueError(f"step {step}: the masking selected no targets in the whole update ({int(counts[1]):,} "
+                         f"tokens at --mask-rate {cfg.masking.rate:g}): raise --mask-rate or --batch-size")
+    return counts
+
+
+def check_finite(trainer, step):
+    """Refuse to save non-finite weights or optimizer state (an update that diverged with a finite loss).
+    One host sync; every process finds the same (the weights are the same everywhere)."""
+    t = trainer
+    named = [(k, v) for k, v in t.body.state_dict().items() if v.is_floating_point()]
+    named += [("the optimizer state", v) for s in t.opt.state.values() for v in s.values()
+              if torch.is_tensor(v) and v.is_floating_point()]
+    finite = torch.stack([torch.isfinite(v).all() for _, v in named])
+    if not finite.all():
+        bad = named[int((~finite).nonzero()[0])][0]
+        raise ValueError(f"step {step}: non-finite weights ({bad}; the updates diverged): not saved; the last good "
+                         f"checkpoint in {t.cfg.out} is intact (try a lower --lr, or --amp bf16)")
+
+
 def save(trainer, state, tok_hash):
     """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
     states (gathered to the first process, which writes). `trainer`: train.py's Trainer."""
     t = trainer
+    check_finite(t, state["step"])
     states = [None] * t.world
     if t.world > 1:
         dist.all_gather_object(states, rng_state(t.device), group=t.cpu_group)
@@ -70,7 +105,7 @@ def save(trainer, state, tok_hash):
         ckpt = {"model": t.body.state_dict(), "config": asdict(t.body.cfg), "class": "RobertaForMaskedLM",
                 "train": asdict(t.cfg), "optimizer": t.opt.state_dict(),
                 "scaler": t.scaler.state_dict() if t.scaler else None, "state": dict(state), "rng": states,
-                "tokenizer_sha256": tok_hash}
+                "tokenizer_sha256": tok_hash, "data_fingerprint": prepared.data_fingerprint(t.cfg.data)}
         checkpoints.save(os.path.join(t.cfg.out, "checkpoint.pt"), ckpt)  # atomic: a kill leaves the last one whole
 
 
@@ -85,9 +120,12 @@ def read_resume(cfg, tok_hash):
     if not os.path.isfile(path):
         raise ValueError(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
                          f"node shares)")
+    if int(os.environ.get("RANK", 0)) == 0:
+        hold_out(cfg)  # one run per folder
     ckpt = checkpoints.read_checkpoint(path)
     if ckpt.get("tokenizer_sha256") != tok_hash:
         raise ValueError(f"{path}: trained with another tokenizer than {cfg.data}'s")
+    check_same_data(ckpt, path, cfg.data)
     if "optimizer" not in ckpt or "state" not in ckpt:
         raise ValueError(f"{path}: a model without training state (not a train.py checkpoint)")
     for key in RESUME_KEYS:
@@ -97,6 +135,17 @@ def read_resume(cfg, tok_hash):
             raise ValueError(f"{path}: --{key.replace('_', '-')} was {was}, now {now}: the run would not continue "
                              f"the same data")
     return ckpt
+
+
+def check_same_data(ckpt, path, data_dir):
+    """The checkpoint's data (its fingerprint; older checkpoints have none, and are not checked) is --data's."""
+    then = ckpt.get("data_fingerprint")
+    if not isinstance(then, dict):
+        return
+    differ = prepared.fingerprint_differences(then, prepared.data_fingerprint(data_dir))
+    if differ:
+        raise ValueError(f"{path}: trained on other data than --data {data_dir} ({'; '.join(differ)}): the run would "
+                         f"not continue the same data")
 
 
 def restore(ckpt, model, opt, scaler, cfg, rank, device):
@@ -129,6 +178,8 @@ def init_out(cfg, tok, model_cfg, world, start_step):
 
 def check_fresh_out(cfg, master):
     """A new run: refuse an --out that holds a checkpoint, unless --overwrite (then start again there)."""
+    if master:
+        hold_out(cfg)  # one run per folder
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
     if not os.path.isfile(ckpt):
         return
@@ -142,16 +193,32 @@ def check_fresh_out(cfg, master):
 
 
 def log(path, record):
+    """Append a record to log.jsonl: strict JSON, a non-finite number written as a string ("nan", "inf")."""
+    record = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def keep_log_until(path, step):
+    """Cut log.jsonl back to the checkpoint's step. A torn last line (a crash or a full disk mid-append) is
+    dropped with a warning: the checkpoint is the authority."""
     if not os.path.isfile(path):
         return
-    with open(path) as f:
-        lines = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    files.write_atomic(path, "".join(lines))
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not JSON (a damaged log; remove that line)") from None
+            print(f"warning: {path}: dropped its torn last line (the checkpoint, at step {step}, is the authority)",
+                  file=sys.stderr)
+            continue
+        if not isinstance(record, dict) or record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    files.write_atomic(path, "".join(kept))
 
 
 def log_record(tr, step, sums, counts, meter, state, lr):

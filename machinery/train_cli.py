@@ -24,29 +24,41 @@ def mask_split(text):
     return parts
 
 
+def mask_rate(text):
+    """The masking rate: in (0, 1), as data.Masking accepts it (NaN fails the comparison too)."""
+    try:
+        value = float(text)
+    except ValueError:
+        fail(f"expected a number, got {text!r}")
+    if not 0 < value < 1:
+        fail(f"must be in (0, 1), got {text}")
+    return value
+
+
 def options(recipes):
     """(option, argparse type or choices, help)."""
     return [
         ("config", lambda name: name if name in recipes else fail(f"unknown --config {name!r}: choose one of "
                                                                  f"{', '.join(recipes)}"),
          "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
-        ("data", str, "a folder written by data.py (omit every option for the built-in demo)"),
-        ("out", str, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
+        ("data", cli.path_arg, "a folder written by data.py (omit every option for the built-in demo)"),
+        ("out", cli.path_arg, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
         ("seq_len", cli.number(int, 8), "tokens per sequence (at most --max-positions)"),
         ("batch_size", cli.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
         ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process (default: "
                                              "batch-size / processes, no accumulation)"),
-        ("lr", cli.number(float, 0, low_open=True), "peak learning rate (Table 9)"),
+        ("lr", cli.number(float, 0, 10 ** 6, low_open=True), "peak learning rate (Table 9), in (0, 1e6]"),
         ("warmup_steps", cli.number(int, 0), "updates of linear warmup"),
         ("max_steps", cli.number(int, 1), "optimizer updates in all"),
-        ("weight_decay", cli.number(float, 0), "AdamW weight decay (not on biases and LayerNorms)"),
-        ("clip_grad", cli.number(float, 0), "max gradient norm (0: none, as the paper)"),
+        ("weight_decay", cli.number(float, 0, 10), "AdamW weight decay (not on biases and LayerNorms), in [0, 10]"),
+        ("clip_grad", cli.number(float, 0, 10 ** 6), "max gradient norm (0: none, as the paper), in [0, 1e6]"),
         ("amp", ["none", "bf16", "fp16"], "mixed precision (fp16 needs a GPU and uses a loss scaler)"),
         ("format", list(data.FORMATS), "input format of Section 4.2 (the pair formats add the NSP loss)"),
         ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
-        ("mask_rate", cli.number(float, 0, 1, low_open=True), "share of tokens that become targets (Section 4.1)"),
-        ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged"),
-        ("dropout", cli.number(float, 0, 0.99), "dropout, also on attention weights"),
+        ("mask_rate", mask_rate, "share of tokens that become targets, in (0, 1) (Section 4.1)"),
+        ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged (three shares >= 0, summing "
+                                      "to 1)"),
+        ("dropout", cli.number(float, 0, 0.99), "dropout, also on attention weights, in [0, 0.99]"),
         ("max_positions", cli.number(int, 8, 65536), "the model's position table (RoBERTa: 512); for a new model only"),
         ("seed", cli.number(int, 0, 2 ** 31 - 1), "seed of the initialisation, data order, masks and dropout"),
         ("log_interval", cli.number(int, 1), "log every N updates"),
@@ -56,8 +68,8 @@ def options(recipes):
         ("device", lambda name: name if re.fullmatch(r"cpu|cuda(:\d+)?", name) else fail(
             f"expected cpu, cuda or cuda:N, got {name!r}"), "cpu, cuda or cuda:N"),
         ("prefetch", cli.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
-        ("prepare_delay", cli.number(float, 0), "seconds added to each update's preparation, to measure how much "
-                                            "of it the background thread hides (bench.py overlap)"),
+        ("prepare_delay", cli.number(float, 0, 60), "seconds added to each update's preparation, in [0, 60], "
+                                                "to measure how much of it the background thread hides (bench.py)"),
     ]
 
 

@@ -93,6 +93,10 @@ CASES = [  # (name, arguments, expected message)
     ("train steps 0", ["train", "--steps", "0"], "--steps: must be at least 1, got 0"),
     ("train vocab size 100", ["train", "--vocab-size", "100"], "--vocab-size: must be at least 261"),
     ("train device unknown", ["train", "--device", "tpu"], "--device: expected cpu, cuda or cuda:N; got 'tpu'"),
+    ("startup too few tokens", ["startup", "--tokens", "1000"], "--tokens: must be in [10000, 10000000000], got 1000"),
+    ("startup too few for the batch", ["startup", "--tokens", "20000", "--batch-size", "64"],
+     "--tokens 20,000: too few for one update of --batch-size 64 sequences of 512 tokens (at least 38,400)"),
+    ("startup tokens inf", ["startup", "--tokens", "inf"], "--tokens: expected a whole number"),
 ]
 try:
     import transformers  # noqa: F401

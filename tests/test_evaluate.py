@@ -296,3 +296,14 @@ def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
     finally:
         shutil.rmtree(bad / "race_ok" / "middle")
         os.remove(bad / "r_empty.json")
+
+
+def test_perplexity_of_a_loss_past_709_is_inf_not_an_overflow(bad, capsys, monkeypatch):
+    """exp(710) overflows a float: a diverged model's perplexity is reported as "inf" (valid JSON), not an
+    OverflowError."""
+    monkeypatch.setattr(data, "heldout_loss", lambda *a, **k: (800.0 * 50, 50))
+    evaluate_cli.main(["perplexity", "--checkpoint", str(bad / "mlm"), "--data", str(bad / "data")])
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
+    assert out["loss"] == 800.0 and out["ppl"] == "inf"
+    monkeypatch.setattr(data, "heldout_loss", lambda *a, **k: (708.0 * 50, 50))
+    assert evaluate.perplexity(str(bad / "mlm"), str(bad / "data"))["ppl"] == pytest.approx(np.exp(708.0))

@@ -13,7 +13,7 @@ import data
 import roberta
 import train
 from conftest import ROOT
-from machinery import corpora, files, speed
+from machinery import checkpoints, corpora, files, lock, runs, speed
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -42,15 +42,38 @@ def run_here(capsys, *args):
     """train.main in this process, for runs refused before any training (a fresh process each costs a second
     of imports; test_the_demo_refuses_options_it_would_ignore checks a real one): (exit code, its stderr,
     with the message of a sys.exit)."""
-    with pytest.raises(SystemExit) as e:
-        train.main([str(a) for a in args])
-    code, err = e.value.code, capsys.readouterr().err
+    code, err = train_here(capsys, *args)
+    assert code is not None, "expected a refusal"
+    return code, err
+
+
+def train_here(capsys, *args):
+    """train.main in this process, for a short run that may finish (exit code 0) or fail: (exit code, stderr with
+    the message of a sys.exit). The locks a process holds until it ends (--out's, --data's) are given back."""
+    args = [str(a) for a in args]
+    try:
+        train.main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        for option in ("--out", "--data"):
+            if option in args:
+                lock.release(args[max(i for i, a in enumerate(args) if a == option) + 1])
+    err = capsys.readouterr().err
     return code, err + (f"{code}\n" if isinstance(code, str) else "")
+
+
+def strict(text):
+    """json.loads that refuses NaN and Infinity (Python's accepts them; JSON does not)."""
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
 
 
 def read_log(out):
     with open(os.path.join(out, "log.jsonl")) as f:
-        return [json.loads(line) for line in f]
+        return [strict(line) for line in f]
 
 
 def losses(out):
@@ -232,12 +255,29 @@ BAD = [  # (options, what the one-line error must say)
     (["--log-interval", "0"], "--log-interval: must be at least 1"),
     (["--save-interval", "0"], "--save-interval: must be at least 1"),
     (["--eval-interval", "0"], "--eval-interval: must be at least 1"),
-    (["--lr", "0"], "--lr: must be > 0"),
+    (["--lr", "0"], "--lr: must be in (0, 1000000], got 0"),
     (["--lr", "fast"], "--lr: expected a number"),
+    (["--lr", "inf"], "--lr: must be in (0, 1000000], got inf"),
+    (["--lr", "1e30"], "--lr: must be in (0, 1000000]"),
+    (["--lr", "nan"], "--lr: must be in (0, 1000000]"),
+    (["--weight-decay", "inf"], "--weight-decay: must be in [0, 10]"),
+    (["--weight-decay", "-0.1"], "--weight-decay: must be in [0, 10]"),
+    (["--clip-grad", "nan"], "--clip-grad: must be in [0, 1000000]"),
     (["--dropout", "1"], "--dropout: must be in [0, 0.99]"),
-    (["--mask-rate", "0"], "--mask-rate: must be in (0, 1]"),
+    (["--dropout", "nan"], "--dropout: must be in [0, 0.99]"),
+    (["--mask-rate", "0"], "--mask-rate: must be in (0, 1)"),
+    (["--mask-rate", "1"], "--mask-rate: must be in (0, 1), got 1"),
+    (["--mask-rate", "nan"], "--mask-rate: must be in (0, 1)"),
+    (["--mask-rate=-inf"], "--mask-rate: must be in (0, 1)"),
     (["--mask-split", "0.5,0.5"], "--mask-split: expected three shares"),
     (["--mask-split", "0.8,0.1,0.2"], "--mask-split: expected three shares"),
+    (["--mask-split", "nan,0.5,0.5"], "--mask-split: expected three shares"),
+    (["--mask-split", "1.5,-0.5,0"], "--mask-split: expected three shares"),
+    (["--mask-split", "inf,0,0"], "--mask-split: expected three shares"),
+    (["--prepare-delay", "inf"], "--prepare-delay: must be in [0, 60]"),
+    (["--prepare-delay", "61"], "--prepare-delay: must be in [0, 60]"),
+    (["--out", ""], "--out: expected a path"),
+    (["--data", ""], "--data: expected a path"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "--device cuda"),
     (["--format", "paragraphs"], "--format: invalid choice"),
     (["--device", "tpu"], "--device: expected cpu, cuda or cuda:N"),
@@ -378,3 +418,200 @@ def test_batches_resume_at_a_saved_offset_in_a_computed_order(prepared, monkeypa
     assert resumed[-1][0] == 1  # the next epoch
     for (*_, a), (*_, b) in zip(resumed, straight[per_epoch - 2:]):
         assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a.micro_batches, b.micro_batches))
+
+
+# ---------------------------------------------------------------- issue 18: one run per folder, no NaN called good
+def copy_of(prepared, tmp_path, name="data"):
+    import shutil
+    return shutil.copytree(prepared, tmp_path / name, ignore=shutil.ignore_patterns(".lock", "index"))
+
+
+def test_the_help_states_the_ranges_it_accepts():
+    """--mask-rate: the help, the option's check and data.Masking agree on (0, 1) (1 was refused under a help
+    saying (0, 1])."""
+    from machinery import train_cli
+    helps = {name: text for name, _, text in train_cli.options(train.RECIPES)}
+    assert "in (0, 1)" in helps["mask_rate"]
+    args = train_cli.parse(["--data", "d", "--mask-rate", "0.999"], train.TrainConfig, train.RECIPES, "")
+    assert train_cli.config_from_args(args, train.TrainConfig, train.RECIPES).masking.rate == 0.999
+    assert "in [0, 60]" in helps["prepare_delay"] and "in (0, 1e6]" in helps["lr"]
+
+
+def test_mask_tokens_refuses_a_split_that_is_not_three_shares_summing_to_1():
+    tok = bpe.Tokenizer.train(["a small text for a small tokenizer"] * 5, 270, min_frequency=1)
+    tokens = torch.randint(5, 270, (2, 16))
+    for split in [(float("nan"), 0.5, 0.5), (0.5, 0.5), (1.5, -0.5, 0.0), (float("inf"), 0, 0), (0.8, 0.1, 0.2)]:
+        with pytest.raises(ValueError, match="3 shares summing to 1"):
+            data.mask_tokens(tokens, tok, split=split, generator=torch.Generator().manual_seed(0))
+    inputs, labels = data.mask_tokens(tokens, tok, split=(1, 0, 0), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(inputs[labels != -100], torch.full_like(inputs[labels != -100], tok.mask_id))
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_out_one_refuses(prepared, tmp_path):
+    """The audit's case: two train.py on one --out. The second (here with --overwrite, which would delete the first's
+    files) refuses in one line naming the folder and the first's pid; the log holds each step once."""
+    out = tmp_path / "run"
+    args = ["--data", prepared, "--out", out, "--max-steps", 12, "--prepare-delay", "0.5", *TINY]
+    first = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, args)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 60  # the first holds the lock (and runs 12 x 0.5 s more) when the second starts
+    while first.poll() is None and time.time() < deadline and \
+            not ((out / ".lock").exists() and f"pid {first.pid}" in (out / ".lock").read_text()):
+        time.sleep(0.05)
+    second = run(*args, "--overwrite", "--seed", 2, check=False)
+    err = first.communicate(timeout=120)[1]
+    assert first.returncode == 0, err[-2000:]
+    lines = second.stderr.strip().splitlines()
+    assert second.returncode != 0 and len(lines) == 1, second.stderr
+    assert str(out) in lines[0] and f"train.py (pid {first.pid})" in lines[0], lines[0]
+    assert [r["step"] for r in read_log(out)] == list(range(1, 13))
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["train"]["seed"] == 0
+
+
+def test_training_refuses_data_that_data_py_is_rewriting(prepared, tmp_path, capsys):
+    d = copy_of(prepared, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from machinery import lock; "
+                               "lock.hold(sys.argv[1], 'data.py'); print('held', flush=True); time.sleep(60)", str(d)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, err = run_here(capsys, "--data", d, "--out", tmp_path / "run", *TINY)
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = err.strip().splitlines()
+    assert code not in (0, None) and len(lines) == 1 and f"data.py (pid {holder.pid})" in lines[0], err
+    assert str(d) in lines[0] and not (tmp_path / "run").exists()
+
+
+def test_ids_outside_the_vocabulary_are_refused_when_training_opens_the_data(prepared, tmp_path, capsys):
+    import numpy as np
+    d = copy_of(prepared, tmp_path)
+    tokens = np.memmap(d / "train.bin", dtype=np.uint16, mode="r+")
+    tokens[len(tokens) // 2] = 600  # the vocabulary has 500
+    tokens.flush()
+    del tokens
+    code, err = run_here(capsys, "--data", d, "--out", tmp_path / "run", *TINY)
+    lines = err.strip().splitlines()
+    assert code not in (0, None) and len(lines) == 1, err
+    assert "train.bin: holds token id 600, outside the vocabulary of 500 tokens" in lines[0]
+
+
+def test_a_run_whose_masking_selects_no_targets_stops(prepared, tmp_path, capsys):
+    code, err = run_here(capsys, "--data", prepared, "--out", tmp_path / "run", "--max-steps", 3, *TINY,
+                         "--mask-rate", "1e-300")
+    assert code not in (0, None) and "step 1: the masking selected no targets" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_non_finite_weights_are_never_saved(prepared, tmp_path, capsys, monkeypatch):
+    """An update that makes the weights non-finite with a finite loss (--lr 1e30 did): the save refuses, the
+    run stops in one line, the previous checkpoint stays as it was."""
+    real, calls = train.train_step, []
+
+    def diverging(tr, batch, n_targets):
+        out = real(tr, batch, n_targets)
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                tr.body.lm_head.bias.fill_(float("inf"))
+        return out
+    monkeypatch.setattr(train, "train_step", diverging)
+    out = tmp_path / "run"
+    code, err = train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 4, "--save-interval", 1, *TINY)
+    assert code not in (0, None) and "step 2: non-finite weights (lm_head.bias" in err and "not saved" in err, err
+    ckpt = checkpoints.read_checkpoint(out / "checkpoint.pt")
+    assert ckpt["state"]["step"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_a_run_that_ends_on_a_skipped_update_says_so(prepared, tmp_path, capsys, monkeypatch):
+    real, calls = train.train_step, []
+
+    def last_one_bad(tr, batch, n_targets):
+        sums, finite = real(tr, batch, n_targets)
+        calls.append(1)
+        return (sums * float("nan"), torch.tensor(False)) if len(calls) == 3 else (sums, finite)
+    monkeypatch.setattr(train, "train_step", last_one_bad)
+    out = tmp_path / "run"
+    code, err = train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 3, "--save-interval", 1, *TINY)
+    assert code not in (0, None) and "1 non-finite losses in a row at step 3" in err, err
+    log = read_log(out)  # strict JSON: the non-finite loss is a string
+    assert log[-1]["step"] == 3 and log[-1]["loss"] == "nan" and log[-1]["skipped"] == "non-finite loss"
+    assert checkpoints.read_checkpoint(out / "checkpoint.pt")["state"]["step"] == 2
+
+
+def test_the_log_is_strict_json_and_a_torn_last_line_is_dropped_on_resume(tmp_path, capsys):
+    path = tmp_path / "log.jsonl"
+    runs.log(path, {"step": 1, "loss": 2.5, "valid_loss": float("nan"), "valid_ppl": float("inf")})
+    runs.log(path, {"step": 2, "loss": 2.4})
+    assert strict(path.read_text().splitlines()[0]) == {"step": 1, "loss": 2.5, "valid_loss": "nan",
+                                                        "valid_ppl": "inf"}
+    with open(path, "a") as f:
+        f.write('{"step": 3, "loss": 2.3, "lr": 0.0')  # a crash (or a full disk) mid-append
+    runs.keep_log_until(str(path), 2)
+    assert f"warning: {path}: dropped its torn last line" in capsys.readouterr().err
+    assert [strict(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=f"{path}: line 2 is not JSON"):
+        runs.keep_log_until(str(path), 3)
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_data_and_keeps_going_on_the_same(prepared, tmp_path, capsys):
+    """The checkpoint records its data's fingerprint: --resume with other data (same tokenizer) refuses in one
+    line saying what differs; a copy of the same data resumes; a checkpoint from before the fingerprint too."""
+    import numpy as np
+    out, same, other = tmp_path / "run", copy_of(prepared, tmp_path, "same"), copy_of(prepared, tmp_path, "other")
+    tokens = np.memmap(other / "train.bin", dtype=np.uint16, mode="r+")
+    tokens[10] = 100 if tokens[10] != 100 else 101
+    tokens.flush()
+    del tokens
+    code, err = train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 2, *TINY)
+    assert code == 0, err
+    code, err = run_here(capsys, "--data", other, "--out", out, "--max-steps", 3, *TINY, "--resume")
+    lines = err.strip().splitlines()
+    assert code not in (0, None) and len(lines) == 1, err
+    assert "trained on other data than --data" in lines[0] and "train.bin: other contents" in lines[0]
+    with open(out / "log.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # torn: the resume drops it with a warning
+    code, err = train_here(capsys, "--data", same, "--out", out, "--max-steps", 3, *TINY, "--resume")
+    assert code == 0 and "dropped its torn last line" in err, err
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]
+    ckpt = checkpoints.read_checkpoint(out / "checkpoint.pt")  # a checkpoint from before issue 18
+    del ckpt["data_fingerprint"], ckpt["checksum"]
+    torch.save(ckpt, out / "checkpoint.pt")
+    code, err = train_here(capsys, "--data", other, "--out", out, "--max-steps", 4, *TINY, "--resume")
+    assert code == 0 and [r["step"] for r in read_log(out)] == [1, 2, 3, 4], err
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_save_is_one_line(prepared, tmp_path, capsys, monkeypatch):
+    import errno
+    real, saves = torch.save, []
+
+    def full_disk(obj, f, *a, **k):
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    code, err = train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 3, "--save-interval", 1, *TINY)
+    lines = err.strip().splitlines()
+    assert code not in (0, None) and "Traceback" not in err, err
+    assert lines[-1] == (f"error: {out}: could not write checkpoint.pt (No space left on device); the previous "
+                         f"checkpoint.pt is intact")
+    assert checkpoints.read_checkpoint(out / "checkpoint.pt")["state"]["step"] == 1
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("factor", ["inf", "nan", "0", "1e9"])
+def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_path):
+    import experiments  # a command that runs train.py: its --steps-factor multiplies --max-steps
+    with pytest.raises(SystemExit) as e:
+        experiments.main(["masking", "--steps-factor", factor, "--out", str(tmp_path / "x")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and "--steps-factor: must be in (0, 1000]" in lines[0], lines
+    assert not (tmp_path / "x").exists()
