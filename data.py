@@ -434,14 +434,6 @@ def evaluate_mlm(model, batches, device="cpu", amp_dtype=None, detailed=False):
     return out
 
 
-def heldout_loss(model, tokens, line_ends, tok, seq_len, batch_size=16, seed=1234, rank=0, world=1,
-                 device="cpu", max_sequences=None, amp_dtype=None, masking=Masking()):
-    """(loss sum, target count) of the masked LM on held-out data (heldout_batches, evaluate_mlm)."""
-    batches = heldout_batches(tokens, line_ends, tok, seq_len, batch_size, masking, rank, world, max_sequences, seed)
-    out = evaluate_mlm(model, batches, device, amp_dtype)
-    return out["loss_sum"], out["targets"]
-
-
 if __name__ == "__main__":  # machinery: the command line (prepare, download), its checks, one-line errors
     from machinery import data_cli
     data_cli.main()

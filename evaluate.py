@@ -247,11 +247,13 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     data.check_tokenizer(meta, tok, data_dir, path)
     if tokens.size == 0:
         raise ValueError(f"{data_dir}: the {split} split is empty")
-    total, count = data.heldout_loss(model, tokens, ends, tok, seq_len, batch_size, masking=masking)
+    out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)
+    total, count = out["loss_sum"], out["targets"]
     if count == 0:
         raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
-    return {"loss": total / count, "ppl": math.exp(total / count) if total < 709 * count else "inf",  # no overflow
-            "targets": count, "split": split, "seq_len": seq_len}
+    se = math.sqrt(max(out["loss_sq_sum"] / count - (total / count) ** 2, 0) / count)  # of the mean, over targets
+    return {"loss": total / count, "loss_se": se, "ppl": math.exp(total / count) if total < 709 * count else "inf",
+            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len}
 
 
 if __name__ == "__main__":  # machinery: the command line, the files' checks, one-line errors

@@ -5,7 +5,10 @@
 """
 import argparse
 import json
+import math
 
+import bpe
+import data
 import evaluate
 from machinery import cli, task_files
 
@@ -29,8 +32,24 @@ def task_arg(among=evaluate.TASKS, kind="task"):
 
 
 def perplexity_command(args):
-    print(json.dumps(evaluate.perplexity(args.checkpoint, args.data, args.split, args.seq_len, args.batch_size),
+    result = evaluate.perplexity(args.checkpoint, args.data, args.split, args.seq_len, args.batch_size)
+    print(json.dumps({**result, **heldout_baselines(args.checkpoint, args.data, args.split, result["seq_len"])},
                      indent=2))
+
+
+def heldout_baselines(checkpoint, data_dir, split, seq_len):
+    """What a model learns first, on the same held-out masks: the unigram distribution of the training tokens
+    (its loss and perplexity) and always guessing the most frequent token (its accuracy)."""
+    from machinery import baselines, checkpoints
+    tok = bpe.Tokenizer.load(data_dir)
+    trained = checkpoints.train_settings(checkpoint)
+    masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
+    tokens, ends, _ = data.load_split(data_dir, split)
+    out = baselines.unigram_baselines(data.load_split(data_dir, "train")[0],
+                                      data.heldout_batches(tokens, ends, tok, seq_len, masking=masking), tok)
+    return {"unigram_loss": out["unigram_loss"], "unigram_ppl": math.exp(min(out["unigram_loss"], 709)),
+            "most_frequent_token": tok.decode([out["most_frequent"]]),
+            "most_frequent_accuracy": out["most_frequent_accuracy"]}
 
 
 def fill_mask_command(args):

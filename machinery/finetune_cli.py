@@ -7,12 +7,13 @@ Table 10's grid, and one-line errors.
 Nothing imports finetune.py: finetune.main passes itself in (`fine`: its finetune, TABLE_10, SWEEP).
 """
 import argparse
+import collections
 import json
 import os
 import statistics
 
 import evaluate
-from machinery import cli, evaluate_cli, files, lock
+from machinery import cli, evaluate_cli, files, lock, task_files
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -123,7 +124,20 @@ def work(args, fine):
             print(json.dumps(sweep(args, fine), indent=2))
         else:
             summary = fine.finetune(args)
-            print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"]}, indent=2))
+            print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"],
+                              **majority_baseline(args.task, args.data, args.max_eval_examples)}, indent=2))
+
+
+def majority_baseline(task, folder, max_eval=None):
+    """A classification task's floor on the same dev sets: always predicting the training set's most frequent
+    label, scored by the official metrics ({} for regression, SQuAD and RACE)."""
+    if task not in evaluate.GLUE or evaluate.GLUE[task].labels is None:
+        return {}
+    train, devs = task_files.read_task(task, folder)
+    label = collections.Counter(lab for _, lab in train).most_common(1)[0][0]
+    scores = {name: evaluate.glue_metrics(task, [label] * len(ex[:max_eval]), [lab for _, lab in ex[:max_eval]])
+              for name, ex in devs.items()}
+    return {"majority_class": {"label": label, **(scores["dev"] if list(scores) == ["dev"] else scores)}}
 
 
 def main(argv, fine):

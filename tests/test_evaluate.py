@@ -301,9 +301,11 @@ def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
 def test_perplexity_of_a_loss_past_709_is_inf_not_an_overflow(bad, capsys, monkeypatch):
     """exp(710) overflows a float: a diverged model's perplexity is reported as "inf" (valid JSON), not an
     OverflowError."""
-    monkeypatch.setattr(data, "heldout_loss", lambda *a, **k: (800.0 * 50, 50))
+    def diverged(loss):
+        return lambda *a, **k: {"loss_sum": loss * 50, "targets": 50, "loss_sq_sum": loss ** 2 * 50, "correct": 0}
+    monkeypatch.setattr(data, "evaluate_mlm", diverged(800.0))
     evaluate_cli.main(["perplexity", "--checkpoint", str(bad / "mlm"), "--data", str(bad / "data")])
     out = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
     assert out["loss"] == 800.0 and out["ppl"] == "inf"
-    monkeypatch.setattr(data, "heldout_loss", lambda *a, **k: (708.0 * 50, 50))
+    monkeypatch.setattr(data, "evaluate_mlm", diverged(708.0))
     assert evaluate.perplexity(str(bad / "mlm"), str(bad / "data"))["ppl"] == pytest.approx(np.exp(708.0))
