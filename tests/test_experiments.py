@@ -17,7 +17,7 @@ import torch
 import experiments
 from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
-from machinery import experiment_report, experiment_runs
+from machinery import checkpoints, experiment_report, experiment_runs
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "2"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
@@ -164,6 +164,7 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     path = os.path.join(folder, "checkpoint.pt")
     ckpt = torch.load(path, weights_only=True)
     ckpt["state"]["step"] = 8
+    ckpt["checksum"] = checkpoints.checksum(ckpt)  # as train.py saves one
     torch.save(ckpt, path)
     interrupted = {"command": command, "status": "running", "code": experiment_runs.code_hash()}
     experiment_runs.write_run(experiment_runs.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
