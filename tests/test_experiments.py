@@ -17,6 +17,7 @@ import torch
 import experiments
 from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
+from machinery import checkpoints, experiment_report, experiment_runs
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "2"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
@@ -84,8 +85,8 @@ def test_verdicts_come_from_the_seeds_spread(out):
     heldout = {"loss_se": 0.04, "ppl": 0, "accuracy": 9, "accuracy_se": 0.5, "bits_per_byte": 2}
     records = [{"arm": arm, "seed": i, "status": "finished", "heldout": {**heldout, "loss": x}}
                for arm, xs in losses.items() for i, x in enumerate(xs)]
-    arms = [experiments.arm_summary(records, arm) for arm in exp.arms]
-    (v,) = experiments.judge(exp, arms)
+    arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms]
+    (v,) = experiment_report.judge(exp, arms)
     static, dynamic = (statistics.fmean(losses[a]) for a in ("static", "dynamic"))
     assert v["difference"] == pytest.approx(static - dynamic)
     assert v["se"] == pytest.approx(((statistics.variance(losses["static"]) + statistics.variance(losses["dynamic"]))
@@ -103,7 +104,7 @@ def test_verdicts_come_from_the_seeds_spread(out):
 ])
 def test_verdict_rule(better, worse, expected):
     arm = lambda mean, sd, n: {"loss": {"mean": mean, "sd": sd, "n": n}}
-    assert experiments.verdict(arm(*better), arm(*worse))["verdict"] == expected
+    assert experiment_report.verdict(arm(*better), arm(*worse))["verdict"] == expected
 
 
 @pytest.mark.slow
@@ -163,9 +164,10 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     path = os.path.join(folder, "checkpoint.pt")
     ckpt = torch.load(path, weights_only=True)
     ckpt["state"]["step"] = 8
+    ckpt["checksum"] = checkpoints.checksum(ckpt)  # as train.py saves one
     torch.save(ckpt, path)
-    interrupted = {"command": command, "status": "running", "code": experiments.code_hash()}
-    experiments.write_run(experiments.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
+    interrupted = {"command": command, "status": "running", "code": experiment_runs.code_hash()}
+    experiment_runs.write_run(experiment_runs.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
     capsys.readouterr()
     experiments.main(["probe", "--arms", "ok", *QUICK, "--out", o])
     printed = capsys.readouterr().out
@@ -229,6 +231,26 @@ def test_command_line_errors_have_no_traceback(tmp_path):
                         str(tmp_path / "glue")], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "SST-2/dev.tsv" in r.stderr
+
+
+def test_bad_input_is_a_value_error():
+    """The one exception type for bad input: commands print a ValueError (or OSError) as one line."""
+    exp = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
+    with pytest.raises(ValueError, match="'stati' is not an arm of masking"):
+        experiment_runs.chosen_arms(exp, "static,stati")
+    assert not hasattr(experiments, "Refused")
+
+
+def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
+    """experiments.py and its machinery import each other module style: any of them can be imported first; run
+    as a script, the machinery sees the script's own declarations (each arm's Times applied: list's times)."""
+    for first in ("experiments", "machinery.experiment_runs", "machinery.experiment_data",
+                  "machinery.experiment_report"):
+        r = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0 and not r.stderr, (first, r.stderr)
+    script = subprocess.run([sys.executable, "experiments.py", "list"], capture_output=True, text=True, cwd=ROOT)
+    experiments.main(["list"])
+    assert script.returncode == 0 and script.stdout == capsys.readouterr().out
 
 
 def test_list_names_every_experiment_with_its_time(capsys):
@@ -324,26 +346,26 @@ class SlowStream:
 
 
 def test_progress_lines_are_whole_lines_side_by_side(tmp_path, monkeypatch):
-    run = experiments.Run(Arm("rate-15"), 0, str(tmp_path), {"max_steps": 800, "batch_size": 16, "seq_len": 128}, "", "")
-    assert experiments.progress_line("[x] 1/2 rate-15 seed 0", run, 5) == "[x] 1/2 rate-15 seed 0: starting (5 s)"
+    run = experiment_runs.Run(Arm("rate-15"), 0, str(tmp_path), {"max_steps": 800, "batch_size": 16, "seq_len": 128}, "", "")
+    assert experiment_runs.progress_line("[x] 1/2 rate-15 seed 0", run, 5) == "[x] 1/2 rate-15 seed 0: starting (5 s)"
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 100, "loss": 7.5}) + "\n" +
                                         json.dumps({"step": 200, "loss": 6.91234, "tokens_per_s": 2048.0}) + "\n")
-    line = experiments.progress_line("[x] 1/2 rate-15 seed 0", run, 95)
+    line = experiment_runs.progress_line("[x] 1/2 rate-15 seed 0", run, 95)
     # 600 steps x 16 x 128 tokens at 2,048 tokens/s: 600 s left
     assert line == "[x] 1/2 rate-15 seed 0: step 200/800 (25%), loss 6.912, 2,048 tokens/s, ETA 10 min 00 s (1 min 35 s so far)"
     stream = SlowStream()
     monkeypatch.setattr(sys, "stdout", stream)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda k: experiments.say(f"[x] {k % 4}/4 arm seed 0: step {k}"), range(40)))
+        list(pool.map(lambda k: experiment_runs.say(f"[x] {k % 4}/4 arm seed 0: step {k}"), range(40)))
     lines = "".join(stream.parts).splitlines()
     assert len(lines) == 40 and all(re.fullmatch(r"\[x\] \d/4 arm seed 0: step \d+", x) for x in lines), lines
 
 
 def test_execute_reports_progress_while_the_command_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "PROGRESS_SECONDS", 0.2)
+    monkeypatch.setattr(experiment_runs, "PROGRESS_SECONDS", 0.2)
     calls = []
-    code, last = experiments.execute(["python", "-c", "import time, sys; time.sleep(1); sys.exit('error: boom')"],
-                                     str(tmp_path / "out.log"), progress=lambda: calls.append(1))
+    code, last = experiment_runs.execute(["python", "-c", "import time, sys; time.sleep(1); sys.exit('error: boom')"],
+                                         str(tmp_path / "out.log"), progress=lambda: calls.append(1))
     assert code == 1 and last == "error: boom" and len(calls) >= 2
 
 
@@ -358,28 +380,28 @@ def test_threads_share_the_allowed_cpus(monkeypatch):
 
 def test_code_hash_covers_the_code_not_the_declarations(tmp_path):
     import shutil
-    for name in experiments.CORE + ["experiments.py"]:
+    for name in experiment_runs.CORE + ["experiments.py"]:
         shutil.copy(os.path.join(ROOT, name), tmp_path / name)
     shutil.copytree(os.path.join(ROOT, "machinery"), tmp_path / "machinery",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    before = experiments.code_hash(str(tmp_path))
-    assert before == experiments.code_hash()
+    before = experiment_runs.code_hash(str(tmp_path))
+    assert before == experiment_runs.code_hash()
     text = (tmp_path / "experiments.py").read_text()
     (tmp_path / "experiments.py").write_text(text.replace('Arm("rate-40", {"mask_rate": 0.40})',
                                                           'Arm("rate-40", {"mask_rate": 0.40}), Arm("rate-60", {})'))
-    assert experiments.code_hash(str(tmp_path)) == before  # an added arm reruns nothing
+    assert experiment_runs.code_hash(str(tmp_path)) == before  # an added arm reruns nothing
     with open(tmp_path / "machinery" / "lock.py", "a") as f:
         f.write("# an edit\n")
-    assert experiments.code_hash(str(tmp_path)) != before
+    assert experiment_runs.code_hash(str(tmp_path)) != before
 
 
 def test_a_finished_run_of_other_code_is_stale(tmp_path):
-    run = experiments.Run(Arm("a"), 0, str(tmp_path), {"max_steps": 4}, "d", "d")
-    experiments.write_run(run, {"command": experiments.shown(run.argv), "status": "finished", "code": "abc"})
-    assert experiments.run_status(run, run.argv, False, "abc") == "finished"
-    assert experiments.run_status(run, run.argv, False, "def") == "stale"
-    experiments.write_run(run, {"command": experiments.shown(run.argv), "status": "finished"})  # no code recorded
-    assert experiments.run_status(run, run.argv, False, "abc") == "stale"
+    run = experiment_runs.Run(Arm("a"), 0, str(tmp_path), {"max_steps": 4}, "d", "d")
+    experiment_runs.write_run(run, {"command": experiment_runs.shown(run.argv), "status": "finished", "code": "abc"})
+    assert experiment_runs.run_status(run, run.argv, False, "abc") == "finished"
+    assert experiment_runs.run_status(run, run.argv, False, "def") == "stale"
+    experiment_runs.write_run(run, {"command": experiment_runs.shown(run.argv), "status": "finished"})  # no code recorded
+    assert experiment_runs.run_status(run, run.argv, False, "abc") == "stale"
 
 
 @pytest.mark.slow
@@ -387,13 +409,13 @@ def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
     o = sharing_data(out, tmp_path / "o")
     experiments.main(["masking", *QUICK, "--out", o])
     first = results(o, "masking")
-    assert first["codes"] == [experiments.code_hash()] and "Mixed code" not in report(o, "masking")
+    assert first["codes"] == [experiment_runs.code_hash()] and "Mixed code" not in report(o, "masking")
     assert f"--out {o}" in first["invocation"] and first["variant"]
     for arm in ("static", "dynamic"):  # as if both ran with older code
         path = os.path.join(o, "masking", arm, "seed0", "run.json")
         record = json.load(open(path))
-        experiments.write_run(experiments.Run(Arm(arm), 0, os.path.dirname(path), {}, "", ""),
-                              {**record, "code": "0123456789ab"})
+        experiment_runs.write_run(experiment_runs.Run(Arm(arm), 0, os.path.dirname(path), {}, "", ""),
+                                  {**record, "code": "0123456789ab"})
     capsys.readouterr()
     experiments.main(["masking", "--arms", "static", *QUICK, "--out", o])
     printed = capsys.readouterr().out

@@ -1,0 +1,168 @@
+"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user
+would type (bpe.py train, data.py), each printed: the corpus (--corpus, WikiText-103 or the built-in one),
+the tokenizer, the data folders ("full", and "slice": every n-th training document with the full data's
+held-out split, so that every arm is evaluated on the same held-out documents), and the baselines on the
+held-out masks every run is evaluated on.
+
+    prepared = experiment_data.prepare(scale, args, needs_slice=True)
+    prepared.folders["full"], prepared.commands
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import bpe
+import data
+from machinery import baselines, corpora, experiment_runs, files
+
+QUICK_CORPUS_CHARS = 150_000     # the quick scale's corpus: the first documents of the built-in one
+
+
+@dataclass
+class Prepared:
+    """The prepared data of a scale: the tokenizer and the data folders, and the commands that made them."""
+    tokenizer: str
+    folders: dict                # "full" / "slice" -> data.py folder
+    commands: list
+    corpus: str
+
+
+def prepare_step(what, argv, done, log_path, record):
+    """One preparation command, skipped when its output exists; a failure stops the experiment."""
+    record.append(experiment_runs.shown(argv))
+    if done():
+        return
+    experiment_runs.say(f"  {what}: {experiment_runs.shown(argv)}")
+    code, last = experiment_runs.execute(argv, log_path)
+    if code != 0 or not done():
+        raise ValueError(f"{what} failed ({last}); its output is in {log_path}")
+
+
+def corpus_file(scale, args, folder, commands):
+    """The text the experiments train on: --corpus, WikiText-103 (gpu), or the built-in corpus."""
+    if args.corpus:
+        return os.path.abspath(args.corpus)
+    if scale.corpus == "wikitext-103":
+        argv = ["python", experiment_runs.script("data.py"), "download", "wikitext-103"]
+        commands.append(experiment_runs.shown(argv))
+        experiment_runs.say(f"  corpus: {experiment_runs.shown(argv)}")
+        out = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise ValueError(f"could not fetch WikiText-103 ({(out.stderr.strip().splitlines() or ['?'])[-1]}); "
+                             f"pass --corpus FILE with text of your own")
+        return os.path.join(out.stdout.strip().splitlines()[-1], "wikitext-103-raw", "wiki.train.raw")
+    path = os.path.join(folder, "corpus.txt")
+    if scale.corpus == "builtin-quick":
+        commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)")
+        if not os.path.isfile(path):
+            lines, size = [], 0
+            for doc in corpora.reference_topics():
+                if size > QUICK_CORPUS_CHARS:
+                    break
+                lines += doc + [""]
+                size += sum(len(line) + 1 for line in doc)
+            files.write_atomic(path, "\n".join(lines))
+        return path
+    commands.append(f"python -c \"from machinery import corpora; corpora.builtin_corpus('{path}')\"")
+    if not os.path.isfile(path):
+        experiment_runs.say(f"  corpus: {commands[-1]}")
+        corpora.builtin_corpus(path)
+    return path
+
+
+def corpus_key(scale, args):
+    if not args.corpus:
+        return scale.corpus
+    h = hashlib.sha256()
+    with open(args.corpus, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return f"{os.path.splitext(os.path.basename(args.corpus))[0]}-{h.hexdigest()[:8]}"
+
+
+def prepare(scale, args, needs_slice):
+    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/."""
+    key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
+    folder = os.path.join(args.out, "_data", key)
+    parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
+    stamp = os.path.join(parent, f"bpe{vocab}", "code.txt")  # the code that prepared it (bpe.py, data.py, ...)
+    if not os.path.isfile(os.path.join(folder, f"bpe{vocab}", "full", "meta.json")) and \
+            os.path.isfile(os.path.join(parent, f"bpe{vocab}", "full", "meta.json")) and \
+            os.path.isfile(stamp) and open(stamp).read().strip() == args.code:
+        folder = parent  # --out experiments/variant, the same code: the baseline's data (experiments/_data)
+    os.makedirs(folder, exist_ok=True)
+    commands, log_path = [], os.path.join(folder, "prepare.log")
+    corpus = corpus_file(scale, args, folder, commands)
+    vocab = args.vocab_size or scale.vocab_size
+    tok = os.path.join(folder, f"bpe{vocab}")
+    full = os.path.join(tok, "full")
+    bpe_py, data_py = experiment_runs.script("bpe.py"), experiment_runs.script("data.py")
+    prepare_step("tokenizer", ["python", bpe_py, "train", "--input", corpus, "--vocab-size", str(vocab),
+                               "--out", tok], lambda: os.path.isfile(os.path.join(tok, "merges.txt")), log_path,
+                 commands)
+    prepare_step("data", ["python", data_py, "--input", corpus, "--tokenizer", tok, "--out", full,
+                          "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
+                 lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path, commands)
+    folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
+    if needs_slice:
+        prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
+    if not os.path.isfile(os.path.join(tok, "code.txt")):
+        files.write_atomic(os.path.join(tok, "code.txt"), args.code)
+    return Prepared(tok, folders, commands, corpus)
+
+
+def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
+    """Less data: every n-th training document of the full split (data.split_documents, as data.py splits),
+    prepared by data.py, and the full data's held-out split beside it, so that every arm is evaluated on
+    the same held-out documents."""
+    text = out + ".txt"
+    commands.append(f"(every {scale.slice_every}th training document of {corpus} into {text}, "
+                    f"as data.split_documents splits it)")
+    if not os.path.isfile(text):
+        docs, current = [], []
+        for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction):
+            for line in lines:
+                if split == "train":
+                    current.append(line)
+                    if line == "":
+                        docs.append(current)
+                        current = []
+        kept = [line for doc in docs[::scale.slice_every] for line in doc]
+        files.write_atomic(text, "\n".join(kept))
+    prepare_step("less data", ["python", experiment_runs.script("data.py"), "--input", text, "--tokenizer", tok,
+                               "--out", out, "--valid-fraction", "0", "--workers", str(scale.workers)],
+                 lambda: os.path.isfile(os.path.join(out, "meta.json")), log_path, commands)
+    commands.append(f"(the held-out split of {full} copied into {out})")
+    graft_heldout(full, out)
+
+
+def graft_heldout(source, target):
+    """Give `target` (prepared with --valid-fraction 0) the held-out split of `source` (same tokenizer)."""
+    meta_t, meta_s = data.read_meta(target), data.read_meta(source)
+    if meta_t["valid"] == meta_s["valid"]:
+        return
+    if meta_t["tokenizer_sha256"] != meta_s["tokenizer_sha256"]:
+        raise ValueError(f"{target} and {source} were prepared with different tokenizers")
+    for name in ("valid.bin", "valid.idx"):
+        shutil.copyfile(os.path.join(source, name), os.path.join(target, name + ".tmp"))
+        os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))
+    meta_t["valid"] = meta_s["valid"]
+    meta_t["heldout_from"] = os.path.abspath(source)
+    files.write_atomic(os.path.join(target, "meta.json"), json.dumps(meta_t, indent=2))
+
+
+
+
+def heldout_baselines(prepared, seq_len):
+    """The unigram distribution's loss and the most frequent token's accuracy on the runs' held-out masks."""
+    tok = bpe.Tokenizer.load(prepared.tokenizer)
+    valid, ends, _ = data.load_split(prepared.folders["full"], "valid")
+    train_tokens, _, _ = data.load_split(prepared.folders["full"], "train")
+    batches = data.heldout_batches(valid, ends, tok, seq_len, batch_size=32, masking=data.Masking())
+    out = baselines.unigram_baselines(train_tokens, batches, tok)
+    return {**out, "most_frequent_accuracy": 100 * out["most_frequent_accuracy"],
+            "most_frequent": tok.decode([out["most_frequent"]])}
