@@ -7,6 +7,7 @@ network), and the public datasets of the paper's experiments, fetched once with 
 It writes text (one paragraph per line, a blank line between documents) and archives; data.py turns text
 into token ids.
 """
+import functools
 import hashlib
 import os
 import tarfile
@@ -55,12 +56,18 @@ def builtin_corpus(path):
     """A small English corpus that needs no network, from text every Python install carries: the reference
     documentation (pydoc_data) and the standard library's docstrings, ~2.2 MB, one paragraph per line, a
     blank line between documents (topics and modules)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    files.write_atomic(path, builtin_text())
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_text():
+    """The built-in corpus as one string, made once a process (reading the standard library takes seconds)."""
     lines = []
     for doc in list(reference_topics()) + list(stdlib_docstrings()):
         lines += doc + [""]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    files.write_atomic(path, "\n".join(lines))
-    return path
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------- downloads

@@ -12,7 +12,7 @@ import torch
 import bpe
 import data
 from conftest import ROOT, shared_path
-from machinery import baselines, corpora, fast_formats, files
+from machinery import baselines, corpora, data_cli, fast_formats, files
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,19 @@ def corpus(tmp_path_factory):
 
 def run_cli(*args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "data.py"), *args], capture_output=True, text=True)
+
+
+def run_here(capsys, *args):
+    """`python data.py ARGS` in this process (for refusals; test_bad_options runs the real command): an object
+    with the process's returncode and stderr."""
+    from types import SimpleNamespace
+    try:
+        data_cli.main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err + (f"{code}\n" if isinstance(code, str) else "")
+    return SimpleNamespace(returncode=1 if isinstance(code, str) else (code or 0), stderr=err)
 
 
 # ---------------------------------------------------------------- preparation
@@ -101,7 +114,7 @@ def test_read_lines_across_blocks():
             assert list(files._raw_lines(io.BytesIO(raw), size)) == raw.splitlines(keepends=True), (raw, size)
 
 
-def test_bad_inputs(tmp_path, corpus):
+def test_bad_inputs(tmp_path, corpus, capsys):
     d, path, tok, _ = corpus
     (tmp_path / "empty.txt").write_text("\n\n")
     (tmp_path / "binary.txt").write_bytes(b"\x00\x01\x02" * 100)
@@ -113,15 +126,15 @@ def test_bad_inputs(tmp_path, corpus):
         (["--input", str(tmp_path / "latin1.txt")], "not UTF-8 text at byte 3"),
     ]
     for args, message in cases:
-        r = run_cli(*args, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), "--workers", "1")
+        r = run_here(capsys, *args, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), "--workers", "1")
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
-    r = run_cli("--input", path, "--tokenizer", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    r = run_here(capsys, "--input", path, "--tokenizer", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert r.returncode != 0 and "nowhere: no such folder" in r.stderr
     # a folder of data from another tokenizer is refused, and left as it was
     other = tmp_path / "other"
     bpe.Tokenizer.train(["something else entirely"] * 3, 300, min_frequency=1).save(other)
     before = (d / "data" / "meta.json").read_bytes()
-    r = run_cli("--input", path, "--tokenizer", str(other), "--out", str(d / "data"), "--workers", "1")
+    r = run_here(capsys, "--input", path, "--tokenizer", str(other), "--out", str(d / "data"), "--workers", "1")
     assert r.returncode != 0 and "another tokenizer" in r.stderr
     assert (d / "data" / "meta.json").read_bytes() == before
     with pytest.raises(FileNotFoundError, match="meta.json missing"):

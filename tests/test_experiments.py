@@ -244,13 +244,16 @@ def test_bad_input_is_a_value_error():
 def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
     """experiments.py and its machinery import each other module style: any of them can be imported first; run
     as a script, the machinery sees the script's own declarations (each arm's Times applied: list's times)."""
-    for first in ("experiments", "machinery.experiment_runs", "machinery.experiment_data",
-                  "machinery.experiment_report"):
-        r = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True, cwd=ROOT)
-        assert r.returncode == 0 and not r.stderr, (first, r.stderr)
-    script = subprocess.run([sys.executable, "experiments.py", "list"], capture_output=True, text=True, cwd=ROOT)
+    firsts = ("experiments", "machinery.experiment_runs", "machinery.experiment_data", "machinery.experiment_report")
+    procs = [subprocess.Popen([sys.executable, "-c", f"import {first}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT) for first in firsts]  # side by side: each is a second of imports
+    script = subprocess.Popen([sys.executable, "experiments.py", "list"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    for first, p in zip(firsts, procs):
+        err = p.communicate(timeout=120)[1]
+        assert p.returncode == 0 and not err, (first, err)
+    out = script.communicate(timeout=120)[0]
     experiments.main(["list"])
-    assert script.returncode == 0 and script.stdout == capsys.readouterr().out
+    assert script.returncode == 0 and out == capsys.readouterr().out
 
 
 def test_list_names_every_experiment_with_its_time(capsys):

@@ -28,14 +28,30 @@ def prepared(tmp_path_factory):
     return d / "data"
 
 
+def command(args, torchrun=0):
+    return [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+                               if torchrun else []) + [os.path.join(ROOT, "train.py"), *map(str, args)]
+
+
 def run(*args, cwd=ROOT, torchrun=0, check=True):
-    cmd = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
-                              if torchrun else []) + [os.path.join(ROOT, "train.py"), *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    r = subprocess.run(command(args, torchrun), cwd=cwd, capture_output=True, text=True, env=env)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
+
+
+def run_together(*runs):
+    """Independent train.py runs (argument lists; torchrun=N as a ("torchrun", N) first item) side by side, one
+    thread each, so that both cores work: each must succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for args in runs:
+        n = args[1] if args and args[0] == "torchrun" else 0
+        procs.append(subprocess.Popen(command(args[2:] if n else args, n), cwd=ROOT, env=env, text=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-2000:] for e in errors)
 
 
 def run_here(capsys, *args):
@@ -123,8 +139,9 @@ def test_single_process_run_logs_and_saves(prepared, tmp_path):
 def test_two_processes_equal_one(prepared, tmp_path):
     """Footnote 8: the same --batch-size gives the same losses whatever the number of processes
     (here 2 gloo processes x 2 micro-batches of 2 against 1 process x 1 micro-batch of 8)."""
-    run("--data", prepared, "--out", tmp_path / "one", "--max-steps", 4, *TINY)
-    run("--data", prepared, "--out", tmp_path / "two", "--max-steps", 4, "--micro-batch-size", 2, *TINY, torchrun=2)
+    run_together(["--data", prepared, "--out", tmp_path / "one", "--max-steps", 4, *TINY],
+                 ["torchrun", 2, "--data", prepared, "--out", tmp_path / "two", "--max-steps", 4, "--micro-batch-size",
+                  2, *TINY])
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert a.keys() == b.keys() == {1, 2, 3, 4}
     for step in a:
@@ -137,7 +154,8 @@ def test_two_processes_equal_one(prepared, tmp_path):
 @pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
     args = ["--data", prepared, "--max-steps", 24, "--save-interval", 4, *TINY[:-2], "--dropout", "0.1"]
-    run("--out", tmp_path / "straight", *args)
+    straight = subprocess.Popen(command(["--out", tmp_path / "straight", *args]), cwd=ROOT, env={
+        **os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # beside the other
     out = tmp_path / "killed"
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--out", str(out), *map(str, args)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -150,6 +168,7 @@ def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
         time.sleep(0.01)
     proc.wait()
     run("--out", out, *args, "--resume")
+    assert straight.wait(timeout=300) == 0
     a, b = losses(tmp_path / "straight"), losses(out)
     assert a.keys() == b.keys() == set(range(1, 25))
     assert all(abs(a[s] - b[s]) <= 1e-6 for s in a), [(s, a[s], b[s]) for s in a if a[s] != b[s]]
@@ -157,12 +176,12 @@ def test_resume_after_kill_equals_uninterrupted(prepared, tmp_path):
 
 @pytest.mark.slow
 def test_bf16_static_masking_and_nsp_formats(prepared, tmp_path):
-    run("--data", prepared, "--out", tmp_path / "bf16", "--max-steps", 3, "--amp", "bf16", "--masking", "static",
-        *TINY)
+    run_together(["--data", prepared, "--out", tmp_path / "bf16", "--max-steps", 3, "--amp", "bf16", "--masking",
+                  "static", *TINY],
+                 ["--data", prepared, "--out", tmp_path / "nsp", "--max-steps", 2, "--format", "segment-pair", *TINY],
+                 ["--data", prepared, "--out", tmp_path / "doc", "--max-steps", 2, "--format", "doc-sentences", *TINY])
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in read_log(tmp_path / "bf16"))
-    run("--data", prepared, "--out", tmp_path / "nsp", "--max-steps", 2, "--format", "segment-pair", *TINY)
     assert all("nsp_loss" in r for r in read_log(tmp_path / "nsp"))
-    run("--data", prepared, "--out", tmp_path / "doc", "--max-steps", 2, "--format", "doc-sentences", *TINY)
     assert len(read_log(tmp_path / "doc")) == 2
 
 
@@ -344,8 +363,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def two_nodes(args, out):
-    """Two torchrun "nodes" on this machine (c10d rendezvous on localhost), one process each, sharing --out."""
+def two_nodes(args, out, beside=()):
+    """Two torchrun "nodes" on this machine (c10d rendezvous on localhost), one process each, sharing --out;
+    `beside`: the arguments of a one-process train.py run to make meanwhile."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
@@ -353,8 +373,11 @@ def two_nodes(args, out):
                                "--rdzv-endpoint", f"127.0.0.1:{port}", os.path.join(ROOT, "train.py"), "--out", str(out),
                                *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True) for rank in (0, 1)]
+    if beside:
+        procs.append(subprocess.Popen(command(beside), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
     errors = [p.communicate(timeout=300)[1] for p in procs]
-    assert all(p.returncode == 0 for p in procs), errors[0][-2000:] + errors[1][-2000:]
+    assert all(p.returncode == 0 for p in procs), "".join(e[-2000:] for e in errors)
 
 
 @pytest.mark.slow
@@ -364,8 +387,7 @@ def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
     hold a single example, so one node's share is empty and it still joins every collective)."""
     micro = 3 if data.FORMATS[fmt].by_tokens else 2  # fixed-size batches: a divisor of the batch of 8
     args = ["--data", prepared, "--max-steps", 3, "--micro-batch-size", micro, "--format", fmt, *TINY]
-    run("--out", tmp_path / "one", *args)
-    two_nodes(args, tmp_path / "two")
+    two_nodes(args, tmp_path / "two", beside=["--out", tmp_path / "one", *args])
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert a.keys() == b.keys() == {1, 2, 3}
     assert all(abs(a[s] - b[s]) < 1e-5 for s in a), (a, b)
@@ -374,8 +396,8 @@ def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
 @pytest.mark.slow
 def test_background_preparation_changes_no_number(prepared, tmp_path):
     """The batch thread only moves work in time: with --prefetch 0 (prepared in the loop) the same losses."""
-    run("--data", prepared, "--out", tmp_path / "thread", "--max-steps", 4, *TINY)
-    run("--data", prepared, "--out", tmp_path / "inline", "--max-steps", 4, "--prefetch", 0, *TINY)
+    run_together(["--data", prepared, "--out", tmp_path / "thread", "--max-steps", 4, *TINY],
+                 ["--data", prepared, "--out", tmp_path / "inline", "--max-steps", 4, "--prefetch", 0, *TINY])
     assert losses(tmp_path / "thread") == losses(tmp_path / "inline")
 
 
