@@ -5,7 +5,6 @@ and kept beside the data in data_dir/index/; every start then maps them into mem
 epoch's order of 0.8B sentence pairs is computed slice by slice (Shuffle), and its batches are found as they
 are asked for (Ragged). data.cached_examples and data.epoch_batches are the names the training loop calls.
 """
-import hashlib
 import json
 import os
 import socket
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 import data
-from machinery import fast_formats, files
+from machinery import fast_formats, files, prepared
 
 INDEX_VERSION = 3  # raise it when a builder's rule changes: every kept index is then rebuilt (3: checksums)
 CHECK_CHUNK = 1 << 26  # a kept file's checksum is a CRC-32 per 64 MiB: checked in parallel, a damage located
@@ -37,16 +36,6 @@ def stored_dtype(fmt):
     return np.dtype(fields)
 
 
-def _ends_digest(path, span=1 << 20):
-    """A hash of a file's first and last MiB: cheap at any size."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(span))
-        f.seek(max(os.path.getsize(path) - span, 0))
-        h.update(f.read(span))
-    return h.hexdigest()[:16]
-
-
 def source_fingerprint(data_dir, split):
     """What a kept index was built from: meta.json's tokenizer and counts, and the .bin's and .idx's size,
     modification time and hash of their ends. Data changed in any of these makes the index stale."""
@@ -54,7 +43,7 @@ def source_fingerprint(data_dir, split):
     out = {"tokenizer_sha256": meta["tokenizer_sha256"], "counts": meta[split]}
     for kind in ("bin", "idx"):
         path = os.path.join(data_dir, f"{split}.{kind}")
-        out[kind] = [os.path.getsize(path), os.stat(path).st_mtime_ns, _ends_digest(path)]
+        out[kind] = [os.path.getsize(path), os.stat(path).st_mtime_ns, prepared.ends_digest(path)]
     return out
 
 

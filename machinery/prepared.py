@@ -93,8 +93,9 @@ def check_ids(tokens, vocab_size, path):
                          f"{vocab_size:,} tokens (a damaged or mixed folder; rerun data.py)")
 
 
-def _ends_digest(path, span=1 << 20):
-    """A hash of a file's first and last MiB: cheap at any size (index.py's source fingerprint uses the same)."""
+def ends_digest(path, span=1 << 20):
+    """A hash of a file's first and last MiB (None when there is no file): cheap at any size. The data's
+    fingerprint here and the kept index's source fingerprint (index.py) both use it."""
     if not os.path.isfile(path):
         return None
     h = hashlib.sha256()
@@ -114,7 +115,7 @@ def data_fingerprint(data_dir):
     for split in ("train", "valid"):
         out[f"{split} counts"] = {k: meta[split][k] for k in sorted(meta[split])}
         for kind in ("bin", "idx"):
-            out[f"{split}.{kind}"] = _ends_digest(os.path.join(data_dir, f"{split}.{kind}"))
+            out[f"{split}.{kind}"] = ends_digest(os.path.join(data_dir, f"{split}.{kind}"))
     return out
 
 
