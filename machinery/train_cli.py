@@ -74,7 +74,14 @@ def options(recipes):
 
 
 def parse(argv, config_class, recipes, description):
-    p = cli.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from machinery import demo  # (demo.py imports this module)
+    d = demo.DEMO
+    p = cli.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=(
+        f"The defaults above are those of a run with --data. Without --data, `python train.py` runs the built-in demo "
+        f"with its own settings: a {d['vocab_size']:,}-token vocabulary, --config {d['config']}, {d['max_steps']:,} "
+        f"updates of {d['batch_size']} x {d['seq_len']} tokens at lr {d['lr']} ({d['warmup_steps']} warmup), "
+        f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed and "
+        f"--device."))
     defaults = {**asdict(config_class()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available"}
     for name, kind, help in options(recipes):
