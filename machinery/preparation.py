@@ -104,7 +104,7 @@ class SplitWriter:
         self.out_dir, self.dtype = out_dir, dtype
         os.makedirs(out_dir, exist_ok=True)
         self.files = {(s, k): open(self.path(s, k), "wb") for s in data.SPLITS for k in ("bin", "idx")}
-        self.counts = {s: {"tokens": 0, "lines": 0, "documents": 0} for s in data.SPLITS}
+        self.counts = {s: {"tokens": 0, "lines": 0, "documents": 0, "max_id": -1} for s in data.SPLITS}
 
     def path(self, split, kind):
         return os.path.join(self.out_dir, f"{split}.{kind}")
@@ -116,6 +116,7 @@ class SplitWriter:
         c["tokens"] += int(tokens.size)
         c["lines"] += int(lengths.size)
         c["documents"] += int(np.sum(lengths == 1) if lengths.size else 0)  # a lone </s> ends a document
+        c["max_id"] = max(c["max_id"], int(tokens.max()) if tokens.size else -1)  # training checks it, at no cost
 
     def close(self):
         for f in self.files.values():

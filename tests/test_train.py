@@ -521,6 +521,22 @@ def test_ids_outside_the_vocabulary_are_refused_when_training_opens_the_data(pre
     assert "train.bin: holds token id 600, outside the vocabulary of 500 tokens" in lines[0]
 
 
+def test_at_scale_the_largest_id_data_py_recorded_stands_for_the_pass(prepared, tmp_path, monkeypatch):
+    """Above prepared.SCAN_BELOW tokens the ids are not read again: meta.json's max_id (written by data.py) is
+    checked, and a wrong one refuses the folder; below, every id is read (the test above)."""
+    import json as js
+    from machinery import prepared as prep
+    meta = js.loads((prepared / "meta.json").read_text())
+    assert 0 < meta["train"]["max_id"] < 500 and meta["valid"]["max_id"] < 500
+    monkeypatch.setattr(prep, "SCAN_BELOW", 0)
+    monkeypatch.setattr(prep, "check_ids", lambda *a: pytest.fail("the ids were read again"))
+    assert data.open_prepared(str(prepared))[2]["train"]["max_id"] == meta["train"]["max_id"]
+    d = copy_of(prepared, tmp_path)
+    (d / "meta.json").write_text(js.dumps({**meta, "train": {**meta["train"], "max_id": 777}}))
+    with pytest.raises(ValueError, match="holds token id 777 .meta.json., outside the vocabulary of 500"):
+        data.open_prepared(str(d))
+
+
 def test_a_run_whose_masking_selects_no_targets_stops(prepared, tmp_path, capsys):
     code, err = run_here(capsys, "--data", prepared, "--out", tmp_path / "run", "--max-steps", 3, *TINY,
                          "--mask-rate", "1e-300")
