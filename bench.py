@@ -530,7 +530,7 @@ def bench_epoch_order(n, batch_size, seed=0):
             lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
         lengths.flush()
         del lengths
-        kind = "computed (data.Shuffle)" if n > data.SHUFFLE_ABOVE else "torch.randperm"
+        kind = "computed (index.Shuffle)" if n > data.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
             seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=_returned)
             print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")
