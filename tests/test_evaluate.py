@@ -264,6 +264,7 @@ def test_evaluate_refuses_bad_input(bad, capsys, args, message):
     assert tree(bad) == before
 
 
+@pytest.mark.slow
 def test_cli_processes_fail_in_one_line(bad):
     """The same as a user sees it: a process, its exit status and one line on stderr, no traceback."""
     for args, message in (EVALUATE_CASES[3], EVALUATE_CASES[-1]):

@@ -241,6 +241,7 @@ def test_bad_input_is_a_value_error():
     assert not hasattr(experiments, "Refused")
 
 
+@pytest.mark.slow
 def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
     """experiments.py and its machinery import each other module style: any of them can be imported first; run
     as a script, the machinery sees the script's own declarations (each arm's Times applied: list's times)."""

@@ -60,6 +60,7 @@ def refused_by(result, folder, pid):
     return err
 
 
+@pytest.mark.slow
 def test_two_data_py_into_one_folder(tok_dir, tmp_path):
     """The second is refused in one line naming the folder and the first's pid; the folder is the first's,
     complete, with no temporary files."""
@@ -87,6 +88,7 @@ def test_two_data_py_into_one_folder(tok_dir, tmp_path):
                                        "valid.idx", "vocab.json"]
 
 
+@pytest.mark.slow
 def test_a_killed_writer_blocks_no_one_and_its_leftovers_go(tok_dir, tmp_path):
     """kill -9 of data.py midway: the next data.py takes the folder, and removes the dead one's temporary
     folder and files (NAME.<pid>.tmp), not a live process's nor other files."""
