@@ -6,6 +6,7 @@
     for line in read_lines("corpus.txt"): ...                # streaming, UTF-8 checked, \\r\\n and \\r read as \\n
     text = read_text("vocab.json")                           # whole, \\r\\n and \\r read as \\n
 """
+import json
 import os
 import re
 import shutil
@@ -142,3 +143,12 @@ def read_text(path, dataset=False):
     if not text.strip() and not dataset:
         raise ValueError(f"{path}: empty file")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_json(path):
+    """A JSON file's content; a file that is not UTF-8 JSON is named in one line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None

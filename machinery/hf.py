@@ -182,11 +182,7 @@ def read_hf(path):
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{path}: neither checkpoint.pt nor config.json found")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            hf = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    hf = files.read_json(config_path)
     cfg = config_from_hf(hf, config_path)
     if os.path.isfile(os.path.join(path, "model.safetensors")):
         state = load_safetensors(os.path.join(path, "model.safetensors"))

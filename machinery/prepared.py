@@ -2,12 +2,12 @@
 and .idx files have the sizes meta.json says, and the folder's tokenizer is the one the data was made with.
 data.py re-exports these names (data.load_split, data.read_meta, ...), the ones its callers use."""
 import hashlib
-import json
 import os
 
 import numpy as np
 
 import bpe
+from machinery import files
 
 
 def tokenizer_hash(tok):
@@ -33,11 +33,7 @@ def read_meta(data_dir):
                                 f"first)")
     if not os.path.isfile(meta_path):
         raise FileNotFoundError(f"{data_dir}: no prepared data (meta.json missing; run data.py first)")
-    try:
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    meta = files.read_json(meta_path)
     bad = [k for k, kind in META_KEYS.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), kind)]
     if bad or any(not isinstance(meta[s].get(k), int) for s in ("train", "valid") for k in ("tokens", "lines")):
         raise ValueError(f"{meta_path}: not data.py's meta.json (missing or wrong: {', '.join(bad) or 'counts'})")
