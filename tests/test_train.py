@@ -416,7 +416,7 @@ def test_a_compiler_that_fails_falls_back_to_eager(monkeypatch, capsys):
 
 
 def test_batches_resume_at_a_saved_offset_in_a_computed_order(prepared, monkeypatch):
-    """At the paper's scale an epoch's order is computed (data.Shuffle) and its token-budget batches are found
+    """At the paper's scale an epoch's order is computed (machinery/index.Shuffle) and its token-budget batches are found
     as they are needed: the (epoch, position, offset) saved after an update restarts the same updates, across
     the end of an epoch, without finding the batches before it."""
     monkeypatch.setattr(data, "SHUFFLE_ABOVE", 0)
