@@ -55,15 +55,16 @@ def setup(args, config_class):
     threads = set_threads()
     print(f"pretraining a {cfg.config} RoBERTa ({cfg.max_steps} updates of {cfg.batch_size}x{cfg.seq_len} tokens, "
           f"{cfg.masking.rate:.0%} of them masked) into {cfg.out}, on {threads} CPU thread{'s' * (threads > 1)} "
-          f"(a shared machine: OMP_NUM_THREADS=1)")
+          f"(the CPUs other work leaves free; OMP_NUM_THREADS=N sets it)")
     return cfg
 
 
 def set_threads():
-    """The demo's CPU threads: the CPUs this process may use (its affinity, not the machine's count), no more
-    than torch's own choice (its physical cores); OMP_NUM_THREADS, when set, wins. Returns the count."""
+    """The demo's CPU threads: the CPUs this process may use (its affinity, not the machine's count) that other
+    work leaves free (speed.idle_cpus), no more than torch's own choice (its physical cores); OMP_NUM_THREADS,
+    when set, wins. Returns the count. (The last digits of the demo's numbers can change with the count.)"""
     threads = speed.threads_for(1) if "OMP_NUM_THREADS" in os.environ else \
-        min(torch.get_num_threads(), speed.cpus_allowed())
+        min(torch.get_num_threads(), speed.idle_cpus())
     torch.set_num_threads(threads)
     return threads
 

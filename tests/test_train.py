@@ -653,3 +653,17 @@ def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_pa
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and "--steps-factor: must be in (0, 1000]" in lines[0], lines
     assert not (tmp_path / "x").exists()
+
+
+def test_the_demo_takes_the_cpus_other_work_leaves_free(monkeypatch):
+    """On 2 allowed CPUs with one busy, 1 thread (2.4x faster here than 2 fighting the other work); none busy, 2."""
+    from machinery import demo
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(speed, "cpus_allowed", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    for load, want in ((0.1, 2), (1.2, 1), (7.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert speed.idle_cpus() == want and demo.set_threads() == want
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert demo.set_threads() == 2  # asked for, whatever the load
