@@ -352,7 +352,9 @@ class Tokenizer:
     def load(cls, directory):
         """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2):
         each token's printable spelling (bytes_to_unicode) with its id, and the merges in rank order."""
-        from machinery import vocab_files  # machinery: finding the two files, every entry checked
+        from machinery import char_bpe, vocab_files  # machinery: finding the two files, every entry checked
+        if char_bpe.is_char_bpe(directory):  # machinery: Section 4.4's other arm, a character-level BPE
+            return char_bpe.CharTokenizer.load(directory)
         vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))
         try:
             return cls({i: token_to_bytes(t) for t, i in token_ids.items()}, merges)

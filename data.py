@@ -336,8 +336,8 @@ class Masking:
 
 
 def special_token_mask(tokens, tok):
-    """True where a token is one of the tokenizer's special tokens (never a prediction target)."""
-    return torch.isin(tokens, torch.tensor(sorted(tok.special_ids), dtype=tokens.dtype))
+    """True where a token is special, never a prediction target (<unk> stands for text: it can be one)."""
+    return torch.isin(tokens, torch.tensor(sorted(tok.special_ids - {tok.unk_id}), dtype=tokens.dtype))
 
 
 def random_ordinary_tokens(u, tok):
@@ -353,7 +353,7 @@ def random_ordinary_tokens(u, tok):
 def mask_tokens(tokens, tok, mask_prob=0.15, generator=None, split=(0.8, 0.1, 0.1), draws=None):
     """BERT's masking (Section 4.1 / Devlin et al.): select each ordinary token with probability mask_prob;
     of the selected, split[0] become <mask>, split[1] a random ordinary token, split[2] stay unchanged.
-    Returns (inputs, labels) with labels = -100 where not selected. Special tokens are never selected.
+    Returns (inputs, labels) with labels = -100 where not selected. Special tokens (not <unk>) never are.
 
     `draws`: three uniform [0, 1) tensors (select, action, random id) shaped like `tokens`, else torch.rand's.
     """
@@ -396,15 +396,15 @@ def mask_batch(input_ids, example_ids, tok, seed, epoch, masking=Masking()):
 
 # ---------------------------------------------------------------------------------------- held-out evaluation
 def heldout_batches(tokens, line_ends, tok, seq_len, batch_size=16, masking=Masking(), rank=0, world=1,
-                    max_sequences=None, seed=1234):
-    """The held-out set as fixed (inputs, labels) batches: FULL-SENTENCES blocks, each masked by a fixed
-    seed, so that every evaluation sees the same masks. This process's share of the first `max_sequences`."""
-    ex = examples(tokens, line_ends, "full-sentences", seq_len, tok.eos_id, limit=max_sequences)
+                    max_sequences=None, seed=1234, fmt="full-sentences"):
+    """The held-out set as fixed (inputs, labels) batches: `fmt` examples (FULL-SENTENCES blocks), each masked
+    by a fixed seed, so that every evaluation sees the same masks. This process's share of the first `max_sequences`."""
+    ex = examples(tokens, line_ends, fmt, seq_len, tok.eos_id, limit=max_sequences)
     order = np.arange(len(ex))[rank::world]
     batches = []
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
-        ids, _ = collate(tokens, ex[idx], seq_len, tok)
+        ids, _ = collate(tokens, ex[idx], seq_len, tok, fmt)
         batches.append(mask_batch(ids, idx, tok, seed, epoch=0, masking=masking))
     return batches
 

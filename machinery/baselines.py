@@ -8,7 +8,7 @@ def unigram_baselines(train_tokens, batches, tok):
     the training tokens (add-one smoothed), and always guessing the most frequent ordinary token.
     Returns {"unigram_loss", "most_frequent_accuracy", "most_frequent"}."""
     counts = np.bincount(np.asarray(train_tokens), minlength=len(tok)).astype(np.float64) + 1.0
-    counts[sorted(tok.special_ids)] = 0.0  # a target is never a special token
+    counts[sorted(tok.special_ids - {tok.unk_id})] = 0.0  # a target is never a special token (but <unk>)
     with np.errstate(divide="ignore"):  # log 0 = -inf for the specials, never looked up
         log_p = torch.from_numpy(np.log(counts / counts.sum()))
     best = int(counts.argmax())

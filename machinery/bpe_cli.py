@@ -6,7 +6,7 @@
 import os
 
 import bpe
-from machinery import cli, lock
+from machinery import char_bpe, cli, lock
 from machinery.files import read_lines
 
 
@@ -27,9 +27,11 @@ def train_command(args):
     check_inputs(args.input)
     with lock.writing(args.out, "bpe.py train"):  # one writer: a second bpe.py train into --out is refused
         lines = (line for path in args.input for line in read_lines(path, args.errors))
-        tok = bpe.Tokenizer.train(lines, args.vocab_size, args.min_frequency, verbose=True)
+        kind = char_bpe.CharTokenizer if args.characters else bpe.Tokenizer
+        tok = kind.train(lines, args.vocab_size, args.min_frequency, verbose=True)
         tok.save(args.out)
-    print(f"wrote {args.out}/vocab.json and merges.txt: {len(tok)} tokens, {len(tok.merges)} merges")
+    written = char_bpe.FILE if args.characters else "vocab.json and merges.txt"
+    print(f"wrote {args.out}/{written}: {len(tok)} tokens, {len(tok.merges)} merges")
 
 
 def encode_command(args):
@@ -52,6 +54,8 @@ def parser():
                    help="merge only pairs that occur at least this often (default: %(default)s)")
     t.add_argument("--out", type=cli.path_arg, required=True, help="folder for vocab.json + merges.txt (required)")
     t.add_argument("--overwrite", action="store_true", help="replace a tokenizer already in --out (default: refuse)")
+    t.add_argument("--characters", action="store_true", help="a character-level BPE (BERT's units, Section 4.4: "
+                   "characters outside the training text's alphabet become <unk>) instead of byte-level")
     t.add_argument("--errors", choices=["strict", "replace"], default="strict",
                    help="bytes that are not UTF-8: an error, or U+FFFD (default: %(default)s)")
     e = sub.add_parser("encode", help="print the token ids of a text")

@@ -19,7 +19,7 @@ import torch
 
 import bpe
 import roberta
-from machinery import files, hf, vocab_files
+from machinery import char_bpe, files, hf, vocab_files
 
 # the task models of roberta.py by the class name a checkpoint records (ours: "class"; HF: "architectures")
 MODEL_CLASSES = {c.__name__: c for c in (roberta.RobertaForMaskedLM, roberta.RobertaForSequenceClassification,
@@ -45,7 +45,8 @@ def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_hea
     if not has_weights and not has_tokenizer:
         raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
-    vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
+    if not char_bpe.is_char_bpe(path):  # a character-level BPE (Section 4.4's other arm) is one file
+        vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
     model = load_weights(path, cls=cls, num_labels=num_labels, verbose=verbose, new_head_ok=not need_trained_head)
     tok = bpe.Tokenizer.load(path)
     if model.cfg.vocab_size != len(tok):

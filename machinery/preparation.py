@@ -161,7 +161,8 @@ def install(out_dir, meta):
     if os.path.isfile(os.path.join(out_dir, "meta.json")):
         os.remove(os.path.join(out_dir, "meta.json"))
     shutil.rmtree(os.path.join(out_dir, "index"), ignore_errors=True)  # built from the old data: it no longer fits
-    for name in [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")] + ["vocab.json", "merges.txt"]:
+    tokenizer_files = [n for n in ("vocab.json", "merges.txt", "char_bpe.json") if os.path.isfile(os.path.join(tmp, n))]
+    for name in [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")] + tokenizer_files:
         os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
     files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
     shutil.rmtree(tmp)

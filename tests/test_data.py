@@ -348,10 +348,11 @@ def test_masking_spec_reaches_the_rule():
             data.Masking(**bad)
 
 
-def test_mask_tokens_never_selects_any_special_token():
+def test_mask_tokens_never_selects_a_special_token_but_unk():
+    """<unk> stands for text (a character-level BPE's unknown character): it can be a target."""
     tokens = torch.tensor([[0, 3, 999, 5, 1, 2] * 500])  # <s> <unk> <mask> ordinary <pad> </s>
     _, labels = data.mask_tokens(tokens, Tok(), mask_prob=0.9, generator=torch.Generator().manual_seed(0))
-    assert set(tokens[labels != -100].tolist()) == {5}
+    assert set(tokens[labels != -100].tolist()) == {3, 5}
 
 
 def test_formats_table():
@@ -365,7 +366,7 @@ def test_unigram_baselines_on_known_counts():
     labels = torch.tensor([[5, -100, 6, 7]])
     out = baselines.unigram_baselines(train, [(None, labels)], Tok())
     counts = np.ones(1000)
-    counts[[0, 1, 2, 3, 999]] = 0
+    counts[[0, 1, 2, 999]] = 0  # <unk> can be a target: it keeps its count
     counts[5] += 3
     counts[6] += 1
     p = counts / counts.sum()
