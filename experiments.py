@@ -4,9 +4,10 @@
     python experiments.py masking               # Table 1: static vs dynamic masking (Section 4.1)
     python experiments.py formats               # Table 2: the four input formats, with and without NSP
     python experiments.py batch-size            # Table 3: batch sizes at equal tokens, lr scaled as the paper
+    python experiments.py text-encoding         # Section 4.4: byte-level vs character-level BPE
     python experiments.py data-and-steps        # Table 4 / Section 5: more data, more steps
     python experiments.py mask-rate             # beyond the paper: 15% vs 30% vs 40% of tokens masked
-      [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--out experiments/] [--overwrite]
+      [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--mlm-only] [--out experiments/] [--overwrite]
       [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
 
 Each run gets max(1, the CPUs this process may use // --jobs) threads, and prints its step, loss and time
@@ -16,22 +17,33 @@ through; on a shared machine, `OMP_NUM_THREADS=1 python experiments.py NAME --jo
 Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the
 paper's table, and the paper's claims to check. The runner types the commands a user would type
 (bpe.py, data.py, train.py, finetune.py), prints each one so any run can be repeated by hand, runs every
-arm with several seeds, and evaluates every checkpoint on the SAME held-out masks: 15% of the held-out
-tokens, masked once with a fixed seed (data.heldout_batches), whatever the run trained on. Finished runs
-are skipped when their settings and code match (each records a hash of the source files; a run of other
-code is trained again), interrupted ones resumed (train.py --resume); --overwrite trains finished ones again.
+arm with several seeds, and evaluates every checkpoint on the same held-out documents, 15% of their tokens
+masked once with a fixed seed (data.heldout_batches), whatever the run trained on: the same masked tokens
+for every arm, except where an arm's inputs are built its own way (formats: each arm's own input format;
+text-encoding: each arm's own tokenizer, scored in bits per byte). Finished runs are skipped when their
+settings and code match (each records a hash of the source files; a run of other code is trained again),
+interrupted ones resumed (train.py --resume); --overwrite trains finished ones again.
+
+The paper's metric where it used one: masking, formats, batch-size and text-encoding finetune every
+checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
+SST-2 comes from --glue DIR, else from `python data.py download glue-sst2`; without it (or with
+--mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the other experiments too.
 
 Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table
 beside ours, the verdicts), loss.png when matplotlib is installed, and one folder per run
 (<arm>/seed<k>/: train.py's checkpoint and log.jsonl, run.json with the command and the numbers).
 
-A verdict compares two arms on held-out MLM loss (mean over seeds, lower is better):
-    d  = mean(worse arm) - mean(better arm, in the paper's order)
-    se = sqrt(sd_better^2 / n_better + sd_worse^2 / n_worse)     (the seeds' spread: the main error bar)
-    "reproduced"                    d > 2 se   (the paper's order, the gap beyond the seeds' spread)
-    "not reproduced at this scale"  d < -2 se  (the opposite order, beyond the spread)
-    "within noise"                  otherwise
-With 3 seeds, 2 se is a loose bar (a t-test would ask ~2.8 se): read "reproduced" as "clearly ordered".
+A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
+SST-2 accuracy, over the seeds' values (experiment_report.verdict, machinery/stats.py):
+    the paired t-test when both arms finished the same seeds (run k of every arm starts from seed k), else
+    Welch's t-test; two-sided, each metric at 5% / the number of metrics (Bonferroni);
+    the report prints each difference with its 95% confidence interval and p.
+    "reproduced"                    significant, in the paper's order
+    "not reproduced at this scale"  significant, in the opposite order
+    "not significant"               neither: the interval holds 0
+    "mixed: the metrics disagree"   one metric each way
+3 seeds by default: the robust findings (data-and-steps, mask-rate, batch-size) are significant with 3;
+a finding that needs more (--seeds 5) says so through its interval.
 """
 import argparse
 import json
@@ -45,7 +57,7 @@ from dataclasses import dataclass, field
 import torch
 
 import data
-from machinery import cli, files, lock
+from machinery import cli, corpora, files, lock
 
 if __name__ == "__main__":  # run as a script: the machinery's `import experiments` is this module, not a copy
     sys.modules["experiments"] = sys.modules[__name__]
@@ -67,14 +79,17 @@ class Arm:
     data: str = ""                    # "" = the experiment's data; "slice": a share of the training documents
     beats: str = ""                   # its claim in one line: this arm reaches a lower held-out loss than `beats`
     says: str = ""                    # ... and why you expect it (shown beside the verdict)
+    tokenizer: str = ""               # "" = the scale's byte-level BPE; "characters": a character-level BPE
+    vocab: float = 1.0                # its vocabulary, as a share of the scale's
 
 
 @dataclass
 class Claim:
-    """One finding to check: `better` reaches a lower held-out loss than `worse`."""
+    """One finding to check: `better` beats `worse` on the experiment's metric (and SST-2 when finetuned)."""
     better: str
     worse: str
     says: str                         # the finding, in the paper's words or close to them
+    metric: str = ""                  # "" = the experiment's; another held-out figure (report.METRICS) alone
 
 
 @dataclass
@@ -97,6 +112,8 @@ class Experiment:
     base: dict = field(default_factory=dict)     # changes to the scale's train.py options, for every arm
     data: str = "full"                           # "full", or "slice" (a share of the training documents)
     note: str = ""                               # how to read the result
+    metric: str = "loss"                         # the held-out figure the verdicts test (report.METRICS)
+    downstream: bool = False                     # every checkpoint finetuned on SST-2 too (when its data is here)
 
 
 # ---------------------------------------------------------------------------------------- the experiments
@@ -114,7 +131,7 @@ EXPERIMENTS = [
             "Masking", [("SQuAD 2.0", "higher"), ("MNLI-m", "higher"), ("SST-2", "higher")],
             [("reference", None, ["76.3", "84.3", "92.8"]), ("static", "static", ["78.3", "84.3", "92.5"]),
              ("dynamic", "dynamic", ["78.7", "84.0", "92.9"])]),
-        base={"max_steps": Times(1.25)}, data="slice",
+        base={"max_steps": Times(1.25)}, data="slice", downstream=True,
         note="BERT's static masking duplicates the data 10 times with 10 masks and trains 40 epochs, so each "
              "mask is seen 4 times; here too the runs train about 40 epochs over a share of the corpus "
              "(static and dynamic are identical for the first 10 epochs)."),
@@ -136,10 +153,12 @@ EXPERIMENTS = [
              ("FULL-SENTENCES", "full-sentences", ["90.4/79.1", "84.7", "92.5", "64.8"]),
              ("DOC-SENTENCES", "doc-sentences", ["90.6/79.7", "84.7", "92.7", "65.6"]),
              ("BERT-base", None, ["88.5/76.3", "84.3", "92.8", "64.3"])]),
-        base={"max_steps": Times(0.75)},
-        note="Ours is the masked-LM loss on held-out FULL-SENTENCES blocks, not downstream accuracy: the pair "
-             "formats are evaluated on inputs shaped unlike their training inputs, and spend part of their "
-             "updates on the NSP loss."),
+        base={"max_steps": Times(0.75)}, downstream=True,
+        note="Each arm's held-out MLM loss is measured on held-out inputs built in its own format (pairs with "
+             "their separators for the pair formats, single-sentence pairs for SENTENCE-PAIR), 15% of their "
+             "tokens masked with the same fixed seed: each arm is scored at the task it trained on, so the "
+             "losses also differ by how much context each format gives. SST-2 accuracy after finetuning is "
+             "the figure that favours no format."),
     Experiment(
         "batch-size", "At an equal number of sequences seen, do larger batches (lr scaled up) train better?",
         arms=[Arm("bsz-256", {}),
@@ -157,7 +176,7 @@ EXPERIMENTS = [
             [("256", "bsz-256", ["1M", "1e-4", "3.99", "84.7", "92.7"]),
              ("2K", "bsz-2k", ["125K", "7e-4", "3.68", "85.2", "92.9"]),
              ("8K", "bsz-8k", ["31K", "1e-3", "3.77", "84.6", "92.8"])]),
-        base={"batch_size": Times(0.5), "max_steps": Times(2), "lr": Times(0.5)},
+        base={"batch_size": Times(0.5), "max_steps": Times(2), "lr": Times(0.5)}, downstream=True,
         note="The paper's ratios: batch x8 and x32 with steps /8 and /32 and lr x7 and x10. Our base batch is "
              "half the scale's, so that the largest arm still makes a few dozen updates. The paper's largest "
              "batches still make 125K and 31K updates; at the classroom scale they make 200 and 50, and the "
@@ -181,6 +200,32 @@ EXPERIMENTS = [
         base={"max_steps": Times(0.3)},
         note="Less data is every tenth training document (the paper: 16GB of 160GB); all arms are evaluated "
              "on the same held-out documents."),
+    Experiment(
+        "text-encoding", "Byte-level BPE (RoBERTa) or character-level BPE (BERT): what does each cost on English, "
+                         "on other languages and on code?",
+        arms=[Arm("byte-level", {}), Arm("char-level", tokenizer="characters"),
+              Arm("char-level-0.6x", tokenizer="characters", vocab=0.6)],
+        claims=[Claim("char-level-0.6x", "byte-level", "byte-level BPE (50K) is slightly worse than BERT's "
+                                                       "character-level BPE (30K) on some end tasks (Section 4.4)"),
+                Claim("char-level", "byte-level", "not in the paper: character units beat bytes at an equal "
+                                                  "vocabulary size (is it the unit or the size?)"),
+                Claim("byte-level", "char-level-0.6x", "a universal encoding: byte-level BPE spells any text, so "
+                                                       "it models non-English text better", metric="bpb_non_english"),
+                Claim("byte-level", "char-level-0.6x", "... and code", metric="bpb_code")],
+        paper=PaperTable(
+            "Section 4.4 (no table)", "\"Early experiments revealed only slight differences between these encodings, "
+            "with the Radford et al. (2019) BPE achieving slightly worse end-task performance on some tasks. "
+            "Nevertheless, we believe the advantages of a universal encoding scheme outweighs the minor "
+            "degredation in performance.\"", "Encoding", [("vocabulary", "setting")],
+            [("byte-level BPE (RoBERTa)", "byte-level", ["50K"]), ("character-level BPE (BERT)", "char-level-0.6x",
+                                                                   ["30K"])]),
+        metric="bits_per_byte", downstream=True,
+        note="The vocabularies: the scale's size for byte-level and char-level, 0.6 of it for char-level-0.6x (the "
+             "paper's 30K:50K). The character-level alphabet is the training text's characters; any other "
+             "character is <unk>, and an <unk> can be masked and predicted. Bits per byte of the masked targets, "
+             "with an <unk> costing its loss plus 8 bits per byte of the character it hides, on the held-out "
+             "English documents (masked once), and on non-English text and code (machinery/heldout_text/, "
+             "masked 8 times); the <unk> rates are in results.json."),
     Experiment(
         "mask-rate", "Is 15% the right share of tokens to mask, or do 30% and 40% train better?",
         arms=[Arm("rate-15", {"mask_rate": 0.15}), Arm("rate-30", {"mask_rate": 0.30}),
@@ -229,7 +274,10 @@ SCALES = {
                    finetune=dict(epochs=1, max_train_examples=64, max_eval_examples=64, batch_size=16, lr=1e-3,
                                  max_seq_len=64)),
 }
-GLUE_TASKS = [("sst2", "SST-2", True), ("rte", "RTE", False)]   # (task, folder, required with --glue)
+# (task, folder, required with --glue). SST-2 only: RTE's 277 dev examples give one run's accuracy a standard
+# error of 3 points, at chance for a classroom model, more than any gap between arms at this scale.
+GLUE_TASKS = [("sst2", "SST-2", True)]
+GLUE_DOWNLOAD = "glue-sst2"      # `python data.py download glue-sst2`: SST-2 into the download cache
 
 
 # ---------------------------------------------------------------------------------------- one experiment
@@ -247,7 +295,8 @@ def run_experiment(exp, args):
     chosen = experiment_runs.chosen_arms(exp, args.arms)
     args.code = experiment_runs.code_hash()
     experiment_runs.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
-    prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen))
+    args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
+    prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen)
     planned = experiment_runs.plan(exp, scale, args, prepared)
     runs = [r for r in planned if r.arm in chosen]
     experiment_runs.check_conflicts(runs, args.overwrite)
@@ -264,6 +313,19 @@ def run_experiment(exp, args):
                         f"{failed_now} failed in {experiment_runs.duration(results['wall_seconds'])}; verdict: "
                         f"{results['verdict']}; report: {report}" + (f", {png}" if png else ""))
     return results
+
+
+def downstream_folder(exp, args):
+    """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (for an experiment scored
+    downstream) the download cache's; None when it is absent, or with --mlm-only: the MLM part only."""
+    if args.mlm_only or not (args.glue or exp.downstream):
+        return None
+    folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, GLUE_DOWNLOAD)
+    if os.path.isfile(os.path.join(folder, "SST-2", "train.tsv")):
+        return folder
+    experiment_runs.say(f"[{exp.name}] SST-2 is not here, so the downstream score is left out: `python data.py "
+                        f"download {GLUE_DOWNLOAD}` fetches it (or pass --glue DIR); running the MLM part only")
+    return None
 
 
 def with_earlier_runs(exp, planned, chosen, records, runs):
@@ -296,7 +358,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "baselines": experiment_data.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "not_run": [a.name for a in exp.arms if a.name not in ran],
-            "glue": args.glue, "runs": records, "arms": arms, "verdicts": verdicts,
+            "glue": args.finetune_on, "runs": records, "arms": arms, "verdicts": verdicts,
             "verdict": experiment_report.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": round(time.time() - t0, 1),
             "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
@@ -327,7 +389,8 @@ def invocation(exp, args):
         value = getattr(args, name)
         if value != default and not (name == "scale" and args.quick):
             argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    return shlex.join(argv + (["--quick"] if args.quick else []) + (["--overwrite"] if args.overwrite else []))
+    flags = [f for f, on in (("--quick", args.quick), ("--mlm-only", args.mlm_only), ("--overwrite", args.overwrite)) if on]
+    return shlex.join(argv + flags)
 
 
 # ---------------------------------------------------------------------------------------- command line
@@ -347,7 +410,8 @@ def list_experiments():
         times = ", ".join(f"{name} ~{estimate_minutes(exp, s):.0f} min" + ("" if s.measured else " (assumed speed)")
                           for name, s in SCALES.items() if name != "quick")
         print(f"{exp.name:<15} {source}: {exp.question}\n{'':15} {len(exp.arms)} arms: "
-              f"{', '.join(a.name for a in exp.arms)}; 3 seeds each; {times}; --quick: seconds")
+              f"{', '.join(a.name for a in exp.arms)}; {SCALES['classroom'].seeds} seeds each"
+              + ("; + SST-2 finetuning" if exp.downstream else "") + f"; {times}; --quick: seconds")
 
 
 def experiment_name(text):
@@ -380,7 +444,10 @@ def parser():
                    help="classroom: <= 20 min per experiment on a 2-core CPU; gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
     p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: 3; --quick: 2)")
-    p.add_argument("--glue", type=glue_folder, help="a GLUE folder: adds SST-2 (and RTE) dev accuracy per run")
+    p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
+                   "and its SST-2 dev accuracy tested (default for masking, formats, batch-size, text-encoding: "
+                   f"the download cache's, from `python data.py download {GLUE_DOWNLOAD}`)")
+    p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
     p.add_argument("--out", type=cli.path_arg, default="experiments", help="where results go (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="run again, replacing finished runs")
     p.add_argument("--corpus", type=text_file, help="a text file to pretrain on instead of the scale's corpus")

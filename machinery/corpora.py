@@ -91,6 +91,9 @@ DATASETS = {
 }
 
 
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "roberta-reference")  # data.py download's --cache
+
+
 def download(name, cache_dir, registry=DATASETS, verbose=True):
     """Fetch a dataset into cache_dir/name (once), check its sha256, unpack archives. Returns the folder.
     A failed fetch leaves nothing behind: no partial file, and no folder it created."""

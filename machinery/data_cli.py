@@ -9,7 +9,7 @@ import sys
 
 import data
 from machinery import cli
-from machinery.corpora import DATASETS, download
+from machinery.corpora import DATASETS, DEFAULT_CACHE, download
 
 
 MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that only wait for the cores
@@ -29,7 +29,7 @@ def fraction(text):
 def download_main(argv):
     p = cli.ArgumentParser(prog="data.py download", description="Fetch a dataset, sha256-checked.")
     p.add_argument("name", choices=sorted(DATASETS), metavar="NAME", help="one of: " + ", ".join(sorted(DATASETS)))
-    p.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "roberta-reference"),
+    p.add_argument("--cache", default=DEFAULT_CACHE,
                    help="where datasets are kept (default: %(default)s)")
     args = p.parse_args(argv)
     cli.run(lambda: print(download(args.name, args.cache)))

@@ -84,7 +84,7 @@ def corpus_key(scale, args):
     return f"{os.path.splitext(os.path.basename(args.corpus))[0]}-{h.hexdigest()[:8]}"
 
 
-def prepare(scale, args, needs_slice):
+def prepare(scale, args, needs_slice, arms=()):
     """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/."""
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
     folder = os.path.join(args.out, "_data", key)
@@ -110,9 +110,25 @@ def prepare(scale, args, needs_slice):
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
     if needs_slice:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
+    for key in sorted({experiment_runs.char_key(a, vocab) for a in arms} - {None}):
+        folders[key] = prepare_characters(scale, corpus, os.path.join(folder, key), int(key[4:]), log_path, commands)
     if not os.path.isfile(os.path.join(tok, "code.txt")):
         files.write_atomic(os.path.join(tok, "code.txt"), args.code)
     return Prepared(tok, folders, commands, corpus)
+
+
+def prepare_characters(scale, corpus, tok, vocab, log_path, commands):
+    """A character-level BPE of `vocab` tokens (bpe.py train --characters) and the corpus prepared with it,
+    the same documents held out; its data folder."""
+    full = os.path.join(tok, "full")
+    prepare_step("character-level tokenizer", ["python", experiment_runs.script("bpe.py"), "train", "--input", corpus,
+                                               "--vocab-size", str(vocab), "--out", tok, "--characters"],
+                 lambda: os.path.isfile(os.path.join(tok, "char_bpe.json")), log_path, commands)
+    prepare_step("data", ["python", experiment_runs.script("data.py"), "--input", corpus, "--tokenizer", tok,
+                          "--out", full, "--valid-fraction", str(scale.valid_fraction), "--workers",
+                          str(scale.workers)], lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path,
+                 commands)
+    return full
 
 
 def prepare_slice(scale, corpus, tok, full, out, log_path, commands):

@@ -13,12 +13,22 @@ import shlex
 import statistics
 
 import experiments
-from machinery import experiment_runs
+from machinery import experiment_runs, stats
 
 PLUMBING = ("--seeds", "--jobs", "--out", "--glue", "--device", "--arms")  # options that do not change a run's result
 
 
 # ---------------------------------------------------------------------------------------- statistics
+ALPHA = 0.05                     # two-sided, over each claim's metrics together (Bonferroni)
+METRICS = {  # the figures a verdict can use: name, and whether lower is better
+    "loss": ("held-out MLM loss", True),
+    "bits_per_byte": ("held-out bits per byte", True),
+    "bpb_non_english": ("bits per byte on non-English text", True),
+    "bpb_code": ("bits per byte on code", True),
+    "sst2": ("SST-2 dev accuracy", False),
+}
+
+
 def summarize(values):
     """(mean, sample standard deviation, n) of the finished runs' values."""
     n = len(values)
@@ -27,32 +37,57 @@ def summarize(values):
     return statistics.fmean(values), (statistics.stdev(values) if n > 1 else 0.0), n
 
 
+def stat(pairs):
+    """A metric over an arm's finished runs: mean, sd, n, and each value with its seed (for the tests)."""
+    pairs = sorted(pairs)
+    mean, sd, n = summarize([v for _, v in pairs])
+    return {"mean": mean, "sd": sd, "n": n, "seeds": [s for s, _ in pairs], "values": [v for _, v in pairs]}
+
+
 def arm_summary(records, arm):
     finished = [r for r in records if r["arm"] == arm.name and r.get("status") == "finished"]
     out = {"arm": arm.name, "finished": len(finished),
            "failed": sum(r["arm"] == arm.name and r.get("status") == "failed" for r in records)}
     for key in ("loss", "loss_se", "ppl", "accuracy", "accuracy_se", "bits_per_byte"):
-        mean, sd, n = summarize([r["heldout"][key] for r in finished])
-        out[key] = {"mean": mean, "sd": sd, "n": n}
+        out[key] = stat([(r["seed"], r["heldout"][key]) for r in finished])
+    for key in sorted({k for r in finished for k in r.get("heldout", {}).get("texts", {})}):
+        out[f"bpb_{key}"] = stat([(r["seed"], r["heldout"]["texts"][key]["bits_per_byte"]) for r in finished
+                                  if key in r["heldout"].get("texts", {})])
     for task, _, _ in experiments.GLUE_TASKS:
-        scores = [r["glue"][task]["accuracy"] for r in finished if "accuracy" in r.get("glue", {}).get(task, {})]
+        scores = [(r["seed"], r["glue"][task]["accuracy"]) for r in finished
+                  if "accuracy" in r.get("glue", {}).get(task, {})]
         if scores:
-            mean, sd, n = summarize(scores)
-            out[task] = {"mean": mean, "sd": sd, "n": n}
+            out[task] = stat(scores)
     return out
 
 
-def verdict(better, worse, key="loss", lower_is_better=True):
-    """The verdict of one claim from two arms' summaries (the rule: experiments.py's docstring)."""
+def verdict(better, worse, key="loss", lower_is_better=True, alpha=ALPHA):
+    """One metric's test of a claim (`better` beats `worse`): the paired t-test when both arms finished the
+    same seeds (run k of each arm shares seed k: its initialisation, and its data order where the arms read
+    the same batches; the seeds are independent, so the differences are too), else Welch's. difference > 0
+    is the claim's direction; the 95% interval and p are the test's, two-sided."""
     b, w = better.get(key), worse.get(key)
     if not b or not w or b["n"] == 0 or w["n"] == 0:
         return {"verdict": "no verdict: an arm has no finished run"}
     if b["n"] < 2 or w["n"] < 2:
         return {"verdict": "no verdict: one seed per arm gives no spread (use --seeds 3)"}
-    d = (w["mean"] - b["mean"]) * (1 if lower_is_better else -1)
-    se = math.sqrt(b["sd"] ** 2 / b["n"] + w["sd"] ** 2 / w["n"])
-    word = "reproduced" if d > 2 * se else "not reproduced at this scale" if d < -2 * se else "within noise"
-    return {"verdict": word, "difference": d, "se": se}
+    same = b.get("seeds") is not None and b["seeds"] == w.get("seeds")
+    first, second = (b["values"], w["values"]) if lower_is_better else (w["values"], b["values"])
+    test = stats.compare(first, second, paired_runs=same)
+    significant = test["p"] < alpha
+    word = "not significant" if not significant else "reproduced" if test["difference"] > 0 else \
+        "not reproduced at this scale"
+    return {"verdict": word, "metric": key, "alpha": alpha, **test}
+
+
+def combined(tests):
+    """A claim's verdict over its metrics (each tested at ALPHA / number of metrics: Bonferroni)."""
+    words = {t["verdict"] for t in tests}
+    if not tests or all(w.startswith("no verdict") for w in words):
+        return next(iter(words), "no verdict: an arm has no finished run")
+    if {"reproduced", "not reproduced at this scale"} <= words:
+        return "mixed: the metrics disagree"
+    return next((w for w in ("reproduced", "not reproduced at this scale") if w in words), "not significant")
 
 
 def paper_gap(exp, claim):
@@ -97,27 +132,29 @@ def claims_of(exp):
 
 
 def judge(exp, arms):
-    """Every claim's verdict on held-out loss (and on SST-2 accuracy when finetuned)."""
+    """Every claim's verdict: its metrics (the experiment's MLM figure, and SST-2 accuracy when finetuned),
+    each tested (`verdict`) at ALPHA / the number of metrics, and the claim's word from them (`combined`)."""
     by_name = {a["arm"]: a for a in arms}
     out = []
     for claim in claims_of(exp):
         if claim.better not in by_name or claim.worse not in by_name:
             continue  # an arm not run here: the claim is the baseline report's
-        v = verdict(by_name[claim.better], by_name[claim.worse])
-        entry = {"better": claim.better, "worse": claim.worse, "says": claim.says, **v,
-                 "paper_gap": paper_gap(exp, claim)}
-        if "sst2" in by_name[claim.better] and "sst2" in by_name[claim.worse]:
-            entry["sst2"] = verdict(by_name[claim.better], by_name[claim.worse], "sst2", lower_is_better=False)
-            sds = [by_name[a]["sst2"]["sd"] for a in (claim.better, claim.worse) if by_name[a]["sst2"]["n"] > 1]
-            entry["sst2_sd"] = max(sds) if sds else None
-        entry["paper_note"] = paper_gap_note(entry["paper_gap"], entry.get("sst2_sd"))
+        better, worse = by_name[claim.better], by_name[claim.worse]
+        keys = [claim.metric] if claim.metric else \
+            [exp.metric] + [task for task, _, _ in experiments.GLUE_TASKS if task in better and task in worse]
+        tests = [verdict(better, worse, key, METRICS[key][1], ALPHA / len(keys)) for key in keys]
+        entry = {"better": claim.better, "worse": claim.worse, "says": claim.says, "verdict": combined(tests),
+                 "tests": tests, "paper_gap": paper_gap(exp, claim)}
+        sds = [a["sst2"]["sd"] for a in (better, worse) if a.get("sst2", {}).get("n", 0) > 1]
+        entry["paper_note"] = paper_gap_note(entry["paper_gap"], max(sds) if sds else None)
         out.append(entry)
     return out
 
 
 def overall(verdicts):
     words = [v["verdict"] for v in verdicts]
-    counts = {w: words.count(w) for w in ("reproduced", "within noise", "not reproduced at this scale")}
+    counts = {w: words.count(w) for w in ("reproduced", "not significant", "not reproduced at this scale",
+                                          "mixed: the metrics disagree")}
     if sum(counts.values()) == 0:
         return words[0] if words else "none: no claim has both its arms here (compare with the baseline report)"
     return ", ".join(f"{n} {w}" for w, n in counts.items() if n) + f" (of {len(words)} findings)"
@@ -228,11 +265,30 @@ def header(exp, results, runs, base):
     return lines + [
         f"**Ours** ({results['scale']} scale, {seeds}): `train.py {options}` "
         f"(warmup 10% of the steps) and each arm's options below, on the {exp.data} data unless an arm says "
-        f"otherwise (training data, {sizes}). Every run is evaluated on the same {results['heldout_targets']:,} "
-        f"masked held-out tokens (15%, fixed masks, `{runs[0].heldout}`). Cells: mean ± standard deviation over "
-        f"seeds [the held-out standard error of one run's figure, mean over seeds]; ppl = exp(mean loss). The "
-        f"standard error says how well this sample of masked tokens pins down one model's loss; every arm is "
-        f"scored on the same tokens, so the verdicts compare arms by the spread over seeds.", ""]
+        f"otherwise (training data, {sizes}). " + heldout_sentence(results, runs) + " Cells: mean ± standard "
+        "deviation over seeds [the held-out standard error of one run's figure, mean over seeds]; ppl = exp(mean "
+        "loss). The standard error says how well this sample of masked tokens pins down one model's loss; the "
+        "verdicts compare arms by the spread over seeds.", ""]
+
+
+def heldout_sentence(results, runs):
+    """What every run is scored on: the same masked tokens, or each arm its own (format or tokenizer)."""
+    targets = {r["heldout"]["targets"] for r in results["runs"] if r.get("status") == "finished"}
+    if len(targets) <= 1 and len({r.heldout for r in runs}) == 1:
+        return (f"Every run is evaluated on the same {results['heldout_targets']:,} masked held-out tokens (15%, "
+                f"fixed masks, `{runs[0].heldout}`).")
+    return ("Every run is evaluated on the same held-out documents, each arm on inputs built its own way (its "
+            "input format, or its tokenizer: see the note below the table), 15% of their tokens masked with one "
+            "fixed seed; the masked tokens therefore differ between arms.")
+
+
+def test_text(t):
+    """One metric's test in words: the difference in the claim's direction, its 95% interval, p."""
+    name = METRICS[t["metric"]][0]
+    unit, digits = (" points", 1) if t["metric"] == "sst2" else ("", 4)
+    return (f"{name}: {t['difference']:+.{digits}f}{unit} in the claim's favour (95% CI {t['low']:+.{digits}f} "
+            f"to {t['high']:+.{digits}f}; {t['test']}, p = {t['p']:.2g} against {t['alpha']:g}: {t['verdict']}; "
+            f"these runs resolve about {t['resolves']:.{digits}f}{unit})")
 
 
 def verdict_lines(results):
@@ -241,17 +297,25 @@ def verdict_lines(results):
              f"added up); this invocation took {results['wall_seconds'] / 60:.1f} min.", ""]
     for v in results["verdicts"]:
         text = f"- *{v['better']} beats {v['worse']}* ({v['says']}): **{v['verdict']}**"
-        if "difference" in v:
-            text += f"; held-out loss lower by {v['difference']:+.4f} (2 se = {2 * v['se']:.4f})"
-        if "sst2" in v and "difference" in v["sst2"]:
-            text += f"; SST-2: {v['sst2']['verdict']} ({v['sst2']['difference']:+.1f} points, " \
-                    f"2 se = {2 * v['sst2']['se']:.1f})"
+        tests = [t for t in v.get("tests", []) if "difference" in t]
+        if tests:
+            text += "; " + "; ".join(test_text(t) for t in tests)
         if v["paper_note"]:
             text += f". {v['paper_note'][0].upper()}{v['paper_note'][1:]}"
         lines.append(text + ".")
-    return lines + ["", "Verdicts: d = mean loss of the worse arm - mean loss of the better arm (the paper's order); "
-                    "se = sqrt(sd1²/n1 + sd2²/n2) over seeds. reproduced: d > 2 se; not reproduced at this scale: "
-                    "d < -2 se; within noise: otherwise.", ""]
+    return lines + ["", RULE, ""]
+
+
+RULE = ("Verdicts: each claim's metrics are tested two-sided, at 5% over the claim's metrics together (5% / "
+        "the number of metrics each, Bonferroni). The test is the paired t-test when both arms finished the "
+        "same seeds (run k of every arm starts from seed k: the same initialisation, and the same data order "
+        "where the arms read the same batches; the seeds are independent, so the per-seed differences are "
+        "independent draws), else Welch's t-test. reproduced: significant in the paper's order; not reproduced "
+        "at this scale: significant in the opposite order; not significant: neither (the interval holds 0); "
+        "mixed: the metrics disagree. The interval is the difference's 95% confidence interval; a difference "
+        "smaller than the 'resolves' figure (the interval's half-width) cannot be told from noise with these "
+        "runs. Each claim is tested on its own: with several claims per experiment, one in twenty true-null "
+        "claims would come out significant by chance.")
 
 
 def runs_section(results):

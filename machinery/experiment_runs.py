@@ -28,7 +28,7 @@ import bpe
 import data
 import experiments
 import roberta
-from machinery import checkpoints, files, speed
+from machinery import checkpoints, experiment_text, files, speed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,8 +123,10 @@ class Run:
     folder: str
     options: dict                # train.py options of this run
     data: str                    # the data.py folder it trains on
-    heldout: str                 # the data.py folder whose held-out split evaluates it (the same for all)
+    heldout: str                 # the data.py folder whose held-out split evaluates it (the same for all
+                                 # arms of one tokenizer)
     flags: tuple = ()            # train.py options without a value, from --train-args
+    corpus: str = ""             # bits-per-byte experiments: the corpus whose held-out lines it is scored on
 
     @property
     def argv(self):
@@ -192,11 +194,18 @@ def plan(exp, scale, args, prepared):
                        save_interval=max(1, steps // 4), eval_sequences=scale.eval_sequences)
         if args.device:
             options["device"] = args.device
+        own = char_key(arm, args.vocab_size or scale.vocab_size)  # its own tokenizer's data
         for seed in range(args.seeds or scale.seeds):
             runs.append(Run(arm, seed, os.path.join(args.out, exp.name, arm.name, f"seed{seed}"),
-                            {**options, "seed": seed}, prepared.folders[arm.data or exp.data],
-                            prepared.folders["full"], tuple(flags)))
+                            {**options, "seed": seed}, prepared.folders[own or arm.data or exp.data],
+                            prepared.folders[own or "full"], tuple(flags),
+                            prepared.corpus if exp.metric == "bits_per_byte" else ""))
     return runs
+
+
+def char_key(arm, vocab):
+    """The data key of an arm with its own tokenizer ("char2458"), or None for the scale's byte-level BPE."""
+    return f"char{max(bpe.MIN_VOCAB, round(arm.vocab * vocab))}" if arm.tokenizer == "characters" else None
 
 
 def chosen_arms(exp, names):
@@ -222,12 +231,13 @@ CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.
 
 
 def code_hash(root=ROOT):
-    """The version of the code a run ran with: a hash of the six core modules, machinery/*.py and
+    """The version of the code a run ran with: a hash of the six core modules, machinery/*.py, the held-out texts and
     experiments.py. Not of experiments.py's declarations (from its "the experiments" line to its "scales"
     line): a run's settings are its command, compared on their own, so adding an arm or an experiment reruns
     nothing."""
     paths = [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
-        sorted(glob.glob(os.path.join(root, "machinery", "*.py")))
+        sorted(glob.glob(os.path.join(root, "machinery", "*.py"))) + \
+        sorted(glob.glob(os.path.join(root, "machinery", "heldout_text", "*.txt")))
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -322,24 +332,30 @@ def last_record(run):
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def evaluate_heldout(folder, data_dir, seq_len, device):
-    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir, with standard errors:
-    loss (nats per masked token), accuracy of the top guess, and bits per byte of the masked tokens."""
+def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", corpus="", valid_fraction=0.0):
+    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (its examples built in
+    `fmt`), with standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte
+    of the masked tokens. With `corpus`: bits per byte with the <unk> cost counted (experiment_text), on
+    the corpus's held-out lines and on the non-English and code texts, under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
     tokens, ends, meta = data.load_split(data_dir, "valid")
     data.check_tokenizer(meta, tok, data_dir, folder)
-    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking())
+    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
+    texts = experiment_text.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
     n = out["targets"]
     loss = out["loss_sum"] / n
     acc = out["correct"] / n
     byte_len = np.array([len(tok.vocab.get(i, b"")) for i in range(len(tok))], dtype=np.int64)
     target_bytes = sum(int(byte_len[labels[labels != -100].numpy()].sum()) for _, labels in batches)
-    return {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
-            "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
-            "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n}
+    figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
+               "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
+               "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": fmt}
+    if texts:  # <unk> counted: the English figure replaces the one above
+        figures.update(texts=texts, bits_per_byte=texts["english"]["bits_per_byte"])
+    return figures
 
 
 def finetune_run(run, glue, scale, log_path, fresh, threads):
@@ -396,8 +412,8 @@ def skip_run(run, label, scale, args):
     """A run that finished before: its record, finetuned now if --glue is new to it."""
     say(f"{label}: finished before, skipped ({shown(run.argv)})")
     record = read_json(os.path.join(run.folder, "run.json"))
-    if args.glue and not record.get("glue"):  # --glue given now: finetune the finished checkpoint
-        record["glue"] = finetune_run(run, args.glue, scale, os.path.join(run.folder, "finetune.out"), False,
+    if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
+        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"), False,
                                       speed.threads_for(args.jobs))
         write_run(run, record)
     return {**record, "skipped": True}
@@ -426,13 +442,14 @@ def fail_run(run, record, last, label):
 
 def finish_run(run, record, t0, status, label, scale, args, threads):
     """A trained run: evaluated on the fixed held-out masks, finetuned with --glue, its record written."""
-    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device)
+    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device,
+                               run.options.get("format", "full-sentences"), run.corpus, scale.valid_fraction)
     last = last_record(run)
     record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(run),
                   epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=logged_nsp(run),
                   sequences_seen=run.options["max_steps"] * run.options["batch_size"])
-    if args.glue:
-        record["glue"] = finetune_run(run, args.glue, scale, os.path.join(run.folder, "finetune.out"),
+    if args.finetune_on:
+        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"),
                                       status != "evaluate", threads)
     write_run(run, record)
     say(f"{label}: done: held-out loss {heldout['loss']:.4f} [se {heldout['loss_se']:.4f}], accuracy "

@@ -17,7 +17,7 @@ import torch
 import experiments
 from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
-from machinery import checkpoints, experiment_report, experiment_runs
+from machinery import checkpoints, corpora, experiment_report, experiment_runs, stats
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "2"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
@@ -61,7 +61,8 @@ def test_quick_mode_runs_every_experiment_end_to_end(out, name):
         assert run["command"].startswith("python ") and "train.py --data " in run["command"]
         assert f"--seed {run['seed']}" in run["command"]
         assert os.path.isfile(os.path.join(run["folder"], "checkpoint.pt"))
-        assert run["heldout"]["targets"] == r["heldout_targets"] > 500  # the same held-out masks for every run
+        if same_masks(run):  # the same held-out masks for every run scored on FULL-SENTENCES byte-level blocks
+            assert run["heldout"]["targets"] == r["heldout_targets"] > 500
         assert 0 < run["heldout"]["loss_se"] < 0.1 and 0 <= run["heldout"]["accuracy"] <= 100
     text = report(out, name)
     assert re.search(r"^\*\*Verdict: .+\.\*\*$", text, re.M)
@@ -71,15 +72,30 @@ def test_quick_mode_runs_every_experiment_end_to_end(out, name):
     assert len(r["verdicts"]) == len(exp.claims)
 
 
+def same_masks(run):
+    """A run scored on the shared held-out masks: FULL-SENTENCES blocks of the scale's byte-level BPE."""
+    return run["heldout"]["format"] == "full-sentences" and "/char" not in run["command"]
+
+
 @pytest.mark.slow
 def test_every_experiment_is_evaluated_on_the_same_heldout_masks(out):
-    """Same sequence length, same held-out documents, same 15% masks: one target count for all."""
-    assert len({results(out, name)["heldout_targets"] for name in NAMES}) == 1
+    """Same sequence length, same held-out documents, same 15% masks: one target count for all; the formats'
+    arms on their own formats' inputs, the text-encoding arms with their own tokenizers (bits per byte)."""
+    runs = [run for name in NAMES for run in results(out, name)["runs"]]
+    assert len({run["heldout"]["targets"] for run in runs if same_masks(run)}) == 1
+    formats = {run["arm"]: run["heldout"] for run in results(out, "formats")["runs"]}
+    assert all(h["format"] == arm for arm, h in formats.items())
+    assert formats["segment-pair"]["targets"] != formats["full-sentences"]["targets"]
+    text = {run["arm"]: run["heldout"]["texts"] for run in results(out, "text-encoding")["runs"]}
+    assert text["byte-level"]["non_english"]["unk_share_of_tokens"] == 0
+    assert text["char-level"]["non_english"]["unk_share_of_tokens"] > 10  # CJK, Cyrillic ... are not in its alphabet
+    assert text["char-level"]["non_english"]["unk_cost_share"] > 0  # <unk> targets were scored, and paid for
 
 
 @pytest.mark.slow
-def test_verdicts_come_from_the_seeds_spread(out):
-    """Two arms of three seeds each: the verdict is the gap of the means against 2 se of their difference."""
+def test_verdicts_come_from_a_t_test(out):
+    """Two arms of three seeds each, the same seeds: the paired t-test of the per-seed differences, its 95%
+    interval and p, and the verdict at 5% (no SST-2 here: one metric)."""
     exp = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
     losses = {"static": [6.76, 6.79, 6.73], "dynamic": [6.71, 6.73, 6.68]}
     heldout = {"loss_se": 0.04, "ppl": 0, "accuracy": 9, "accuracy_se": 0.5, "bits_per_byte": 2}
@@ -87,24 +103,87 @@ def test_verdicts_come_from_the_seeds_spread(out):
                for arm, xs in losses.items() for i, x in enumerate(xs)]
     arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms]
     (v,) = experiment_report.judge(exp, arms)
-    static, dynamic = (statistics.fmean(losses[a]) for a in ("static", "dynamic"))
-    assert v["difference"] == pytest.approx(static - dynamic)
-    assert v["se"] == pytest.approx(((statistics.variance(losses["static"]) + statistics.variance(losses["dynamic"]))
-                                     / 3) ** 0.5)
-    assert v["verdict"] == "reproduced"  # 0.053 > 2 x 0.023
+    (t,) = v["tests"]
+    diffs = [a - b for a, b in zip(losses["static"], losses["dynamic"])]  # worse - better, seed by seed
+    se = statistics.stdev(diffs) / 3 ** 0.5
+    assert t["test"] == "paired t-test" and t["df"] == 2
+    assert t["difference"] == pytest.approx(statistics.fmean(diffs)) and t["se"] == pytest.approx(se)
+    assert t["p"] == pytest.approx(stats.t_two_sided_p(statistics.fmean(diffs) / se, 2))
+    assert t["low"] == pytest.approx(t["difference"] - 4.302653 * se, abs=1e-5)  # t(0.975, 2 df) = 4.3027
+    assert (v["verdict"] == "reproduced") == (t["p"] < 0.05 and t["difference"] > 0)
     assert "its sign changes between columns" in v["paper_note"]  # Table 1: +0.4, -0.3, +0.4
     one_seed = results(out, "formats")["verdicts"]
     assert all(v["verdict"].startswith("no verdict: one seed") for v in one_seed)
 
 
-@pytest.mark.parametrize("better, worse, expected", [
-    ((4.0, 0.01, 3), (4.1, 0.01, 3), "reproduced"),
-    ((4.1, 0.01, 3), (4.0, 0.01, 3), "not reproduced at this scale"),
-    ((4.0, 0.10, 3), (4.1, 0.10, 3), "within noise"),          # d = 0.1 < 2 se = 0.163
+def arm_of(values, seeds=None, key="loss"):
+    return {key: experiment_report.stat(list(zip(seeds or range(len(values)), values)))}
+
+
+@pytest.mark.parametrize("better, worse, expected, test", [
+    ([4.00, 4.01, 3.99], [4.10, 4.11, 4.09], "reproduced", "paired t-test"),
+    ([4.10, 4.11, 4.09], [4.00, 4.01, 3.99], "not reproduced at this scale", "paired t-test"),
+    ([4.0, 4.2, 3.8], [4.1, 4.0, 4.2], "not significant", "paired t-test"),
 ])
-def test_verdict_rule(better, worse, expected):
-    arm = lambda mean, sd, n: {"loss": {"mean": mean, "sd": sd, "n": n}}
-    assert experiment_report.verdict(arm(*better), arm(*worse))["verdict"] == expected
+def test_verdict_rule(better, worse, expected, test):
+    v = experiment_report.verdict(arm_of(better), arm_of(worse))
+    assert v["verdict"] == expected and v["test"] == test
+    assert (v["low"] > 0 or v["high"] < 0) == (v["p"] < 0.05)  # the interval excludes 0 exactly when significant
+
+
+def test_welch_when_the_seeds_differ_and_higher_is_better():
+    """Arms with other seeds are not paired: Welch's test, its fractional degrees of freedom; for SST-2
+    accuracy higher is better, so a higher `better` arm is the claim's direction."""
+    v = experiment_report.verdict(arm_of([80.0, 81.0, 82.0, 80.5], key="sst2"), arm_of([70.0, 75.0, 72.0], [5, 6, 7],
+                                  key="sst2"), "sst2", lower_is_better=False)
+    assert v["test"] == "Welch's t-test" and v["difference"] == pytest.approx(80.875 - 72.333333)
+    v1, v2 = statistics.variance([80, 81, 82, 80.5]) / 4, statistics.variance([70, 75, 72]) / 3
+    assert v["df"] == pytest.approx((v1 + v2) ** 2 / (v1 ** 2 / 3 + v2 ** 2 / 2))
+    assert v["verdict"] == "reproduced"
+
+
+def test_a_claim_with_two_metrics_is_tested_at_half_the_level():
+    exp = Experiment("two", "?", arms=[Arm("a"), Arm("b")], claims=[Claim("a", "b", "a beats b")])
+    arms = [{"arm": "a", **arm_of([4.0, 4.02, 3.98]), **arm_of([80.0, 80.0, 81.0], key="sst2")},
+            {"arm": "b", **arm_of([4.1, 4.12, 4.08]), **arm_of([80.5, 79.5, 80.0], key="sst2")}]
+    (v,) = experiment_report.judge(exp, arms)
+    assert [t["metric"] for t in v["tests"]] == ["loss", "sst2"] and {t["alpha"] for t in v["tests"]} == {0.025}
+    assert v["verdict"] == "reproduced" and v["tests"][1]["verdict"] == "not significant"
+    assert experiment_report.combined([{"verdict": "reproduced"}, {"verdict": "not reproduced at this scale"}]) \
+        .startswith("mixed")
+
+
+@pytest.mark.parametrize("t, df, p", [(2.7764451, 4, 0.05), (12.7062047, 1, 0.05), (1.959964, 1e9, 0.05),
+                                      (0.0, 3, 1.0), (2.570582, 5, 0.05)])
+def test_student_t_distribution(t, df, p):
+    """Textbook two-sided 5% points of Student's t (and the normal's 1.96 for large df)."""
+    assert stats.t_two_sided_p(t, df) == pytest.approx(p, abs=1e-6)
+    if p < 1:
+        assert stats.t_quantile(df) == pytest.approx(t, abs=1e-5)
+
+
+def test_student_t_against_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 2.7, 4, 9.3, 30):
+        for t in (0.1, 1, 2, 5, 20):
+            assert stats.t_two_sided_p(t, df) == pytest.approx(2 * scipy_stats.t.sf(t, df), rel=1e-9, abs=1e-14)
+    a, b = [6.70, 6.73, 6.69, 6.71], [6.76, 6.74, 6.79, 6.75]
+    assert stats.compare(a, b)["p"] == pytest.approx(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue)
+    assert stats.compare(a, b, paired_runs=True)["p"] == pytest.approx(scipy_stats.ttest_rel(b, a).pvalue)
+
+
+def test_downstream_data_absent_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    """Without SST-2 an experiment scored downstream runs its MLM part and says how to get the data."""
+    monkeypatch.setattr(corpora, "DEFAULT_CACHE", str(tmp_path))
+    masking = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
+    args = experiments.parser().parse_args(["masking"])
+    assert experiments.downstream_folder(masking, args) is None
+    assert "python data.py download glue-sst2" in capsys.readouterr().out
+    (tmp_path / "glue-sst2" / "SST-2").mkdir(parents=True)
+    (tmp_path / "glue-sst2" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
+    assert experiments.downstream_folder(masking, args) == str(tmp_path / "glue-sst2")
+    args.mlm_only = True
+    assert experiments.downstream_folder(masking, args) is None
 
 
 @pytest.mark.slow

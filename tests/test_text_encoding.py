@@ -1,0 +1,104 @@
+"""Section 4.4's other arm: the character-level BPE (machinery/char_bpe.py), <unk> as a prediction target, and
+the text-encoding experiment's bits per byte with the <unk> cost counted (machinery/experiment_text.py)."""
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import bpe
+import data
+import roberta
+from conftest import ROOT
+from machinery import char_bpe, experiment_text
+
+TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "", "the mat and the log"] * 20
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    return char_bpe.CharTokenizer.train(TEXT, 30)
+
+
+def test_character_units_and_unknowns(char_tok):
+    """The alphabet is the training text's characters; anything else is one <unk> per character."""
+    assert set(char_tok.char_ids) == set("".join(TEXT))
+    ids = char_tok.encode("the cat ate 東京!")
+    assert ids.count(char_tok.unk_id) == 3  # '東', '京' and '!' are not in the training text
+    assert char_tok.decode(ids) == "the cat ate <unk><unk><unk>"
+    assert char_tok.unknown_bytes("ate 東京!") == [3, 3, 1]
+
+
+def test_merges_are_learned_on_characters_and_never_hold_unk(char_tok):
+    assert len(char_tok) == 30 and char_tok.mask_id == 29 and char_tok.special_ids == {0, 1, 2, 3, 29}
+    assert all(char_tok.unk_id not in pair for pair in char_tok.merges)
+    the = char_tok.encode(" the")
+    assert len(the) == 1 and char_tok.vocab[the[0]] == b" the"  # the commonest word became one token
+
+
+def test_encoding_matches_the_byte_level_merge_rule(char_tok):
+    """Merging the lowest-ranked pair everywhere (minbpe's loop) gives the same tokens as bpe.Tokenizer's
+    leftmost-first loop: checked on a byte-level tokenizer trained on the same ASCII text."""
+    byte_tok = bpe.Tokenizer.train(TEXT, 300)
+    for piece in (" the", " cat", " dogmat", "matlog"):
+        ids = byte_tok.encode_piece(piece)
+        # the character-level loop run over the byte tokenizer's own units and merges
+        fake = char_bpe.CharTokenizer.__new__(char_bpe.CharTokenizer)
+        fake.char_ids = {chr(b): byte_tok.byte_ids[b] for b in range(128)}
+        fake.unk_id, fake.ranks, fake.merges = 3, byte_tok.ranks, byte_tok.merges
+        assert char_bpe.CharTokenizer.encode_piece(fake, piece) == ids
+
+
+def test_saved_and_loaded_through_bpe_and_the_command_line(char_tok, tmp_path):
+    char_tok.save(tmp_path / "tok")
+    loaded = bpe.Tokenizer.load(tmp_path / "tok")  # the one loader: the folder says which kind
+    assert isinstance(loaded, char_bpe.CharTokenizer)
+    assert loaded.vocab == char_tok.vocab and loaded.merges == char_tok.merges
+    assert loaded.encode("the cat 東") == char_tok.encode("the cat 東")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXT))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bpe.py"), "train", "--input", str(corpus), "--vocab-size",
+                        "300", "--out", str(tmp_path / "cli"), "--characters", "--min-frequency", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "char_bpe.json" in r.stdout
+    assert isinstance(bpe.Tokenizer.load(tmp_path / "cli"), char_bpe.CharTokenizer)
+
+
+def test_unk_can_be_masked_and_the_other_specials_cannot(char_tok):
+    """<unk> stands for text, so it can be a target; <s>, </s>, <pad>, <mask> never are."""
+    tokens = torch.tensor([[0, 3, 3, 3, 3, 3, 3, 2, 1, 1]])
+    _, labels = data.mask_tokens(tokens, char_tok, mask_prob=0.999, generator=torch.Generator().manual_seed(0))
+    assert (labels[0, 1:7] == 3).all() and (labels[0, [0, 7, 8, 9]] == -100).all()
+
+
+def test_bits_per_byte_counts_the_unk_cost(char_tok):
+    """bits/byte = (the model's loss on the masked targets, in bits, + 8 bits per byte of each unknown
+    character among them) / the bytes the targets spell; recomputed here from the same batches."""
+    torch.manual_seed(0)
+    model = roberta.RobertaForMaskedLM(roberta.RobertaConfig(vocab_size=len(char_tok), hidden_size=16, num_layers=1,
+                                                             num_heads=2, ffn_size=32, max_positions=40))
+    lines = ["the cat 東京 sat", "a dog ☃ on the mat", ""] * 6
+    out = experiment_text.text_figures(model, char_tok, lines, seq_len=32, device="cpu", versions=2)
+    tokens, lengths = data.encode_lines(lines, char_tok)
+    unk_len = np.mean(char_tok.unknown_bytes("".join(lines)))
+    nats = spelled = unk_targets = 0.0
+    for seed in (1234, 1235):
+        batches = data.heldout_batches(tokens, np.cumsum(lengths), char_tok, 32, batch_size=32, seed=seed)
+        nats += data.evaluate_mlm(model, batches)["loss_sum"]
+        for _, labels in batches:
+            for t in labels[labels != -100].tolist():
+                spelled += unk_len if t == char_tok.unk_id else len(char_tok.vocab[t])
+                unk_targets += t == char_tok.unk_id
+    assert unk_targets > 0
+    assert out["bits_per_byte"] == pytest.approx((nats / math.log(2) + 8 * unk_len * unk_targets) / spelled)
+    assert out["unk_share_of_tokens"] == pytest.approx(100 * 3 * 6 / sum(len(char_tok.encode(x)) for x in lines))
+    assert 0 < out["unk_cost_share"] < 100
+
+
+def test_heldout_texts_are_non_english_and_code():
+    non_english = "\n".join(experiment_text.text_lines("non_english"))
+    code = "\n".join(experiment_text.text_lines("code"))
+    assert sum(ord(ch) > 127 for ch in non_english) > 500 and "def " in code and "#include" in code
