@@ -182,25 +182,6 @@ EXPERIMENTS = [
              "batches still make 125K and 31K updates; at the classroom scale they make 200 and 50, and the "
              "number of updates may be what limits them (does --steps-factor 4 close the gap?)."),
     Experiment(
-        "data-and-steps", "Does more data help at the same number of steps, and more steps on the same data?",
-        arms=[Arm("less-data", {}, data="slice"), Arm("more-data", {}),
-              Arm("more-data-3x-steps", {"max_steps": Times(3)}), Arm("more-data-5x-steps", {"max_steps": Times(5)})],
-        claims=[Claim("more-data", "less-data", "more data improves performance at the same steps (16GB -> 160GB)"),
-                Claim("more-data-3x-steps", "more-data", "pretraining longer helps (100K -> 300K steps)"),
-                Claim("more-data-5x-steps", "more-data-3x-steps", "pretraining even longer helps (300K -> 500K)")],
-        paper=PaperTable(
-            "Table 4 (Section 5)", "RoBERTa (BERT-large architecture) as it pretrains over more data and for "
-            "longer; each row adds to the one above. Dev F1 for SQuAD, accuracy for MNLI-m and SST-2.",
-            "RoBERTa", [("data", "setting"), ("bsz", "setting"), ("steps", "setting"),
-                        ("SQuAD (v1.1/2.0)", "higher"), ("MNLI-m", "higher"), ("SST-2", "higher")],
-            [("with BOOKS + WIKI", "less-data", ["16GB", "8K", "100K", "93.6/87.3", "89.0", "95.3"]),
-             ("+ additional data", "more-data", ["160GB", "8K", "100K", "94.0/87.7", "89.3", "95.6"]),
-             ("+ pretrain longer", "more-data-3x-steps", ["160GB", "8K", "300K", "94.4/88.7", "90.0", "96.1"]),
-             ("+ pretrain even longer", "more-data-5x-steps", ["160GB", "8K", "500K", "94.6/89.4", "90.2", "96.4"])]),
-        base={"max_steps": Times(0.3)},
-        note="Less data is every tenth training document (the paper: 16GB of 160GB); all arms are evaluated "
-             "on the same held-out documents."),
-    Experiment(
         "text-encoding", "Byte-level BPE (RoBERTa) or character-level BPE (BERT): what does each cost on English, "
                          "on other languages and on code?",
         arms=[Arm("byte-level", {}), Arm("char-level", tokenizer="characters"),
@@ -226,6 +207,25 @@ EXPERIMENTS = [
              "with an <unk> costing its loss plus 8 bits per byte of the character it hides, on the held-out "
              "English documents (masked once), and on non-English text and code (machinery/heldout_text/, "
              "masked 8 times); the <unk> rates are in results.json."),
+    Experiment(
+        "data-and-steps", "Does more data help at the same number of steps, and more steps on the same data?",
+        arms=[Arm("less-data", {}, data="slice"), Arm("more-data", {}),
+              Arm("more-data-3x-steps", {"max_steps": Times(3)}), Arm("more-data-5x-steps", {"max_steps": Times(5)})],
+        claims=[Claim("more-data", "less-data", "more data improves performance at the same steps (16GB -> 160GB)"),
+                Claim("more-data-3x-steps", "more-data", "pretraining longer helps (100K -> 300K steps)"),
+                Claim("more-data-5x-steps", "more-data-3x-steps", "pretraining even longer helps (300K -> 500K)")],
+        paper=PaperTable(
+            "Table 4 (Section 5)", "RoBERTa (BERT-large architecture) as it pretrains over more data and for "
+            "longer; each row adds to the one above. Dev F1 for SQuAD, accuracy for MNLI-m and SST-2.",
+            "RoBERTa", [("data", "setting"), ("bsz", "setting"), ("steps", "setting"),
+                        ("SQuAD (v1.1/2.0)", "higher"), ("MNLI-m", "higher"), ("SST-2", "higher")],
+            [("with BOOKS + WIKI", "less-data", ["16GB", "8K", "100K", "93.6/87.3", "89.0", "95.3"]),
+             ("+ additional data", "more-data", ["160GB", "8K", "100K", "94.0/87.7", "89.3", "95.6"]),
+             ("+ pretrain longer", "more-data-3x-steps", ["160GB", "8K", "300K", "94.4/88.7", "90.0", "96.1"]),
+             ("+ pretrain even longer", "more-data-5x-steps", ["160GB", "8K", "500K", "94.6/89.4", "90.2", "96.4"])]),
+        base={"max_steps": Times(0.3)},
+        note="Less data is every tenth training document (the paper: 16GB of 160GB); all arms are evaluated "
+             "on the same held-out documents."),
     Experiment(
         "mask-rate", "Is 15% the right share of tokens to mask, or do 30% and 40% train better?",
         arms=[Arm("rate-15", {"mask_rate": 0.15}), Arm("rate-30", {"mask_rate": 0.30}),
@@ -298,7 +298,7 @@ def run_experiment(exp, args):
     args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
     prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen)
     planned = experiment_runs.plan(exp, scale, args, prepared)
-    runs = [r for r in planned if r.arm in chosen]
+    runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
     experiment_runs.check_conflicts(runs, args.overwrite)
     with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
         records = list(pool.map(lambda i: experiment_runs.do_run(runs[i], i + 1, len(runs), exp, scale, args),
@@ -306,7 +306,7 @@ def run_experiment(exp, args):
     skipped_now = sum(bool(r.pop("skipped", False)) for r in records)
     trained_now = sum(r.get("status") == "finished" for r in records) - skipped_now
     failed_now = sum(r.get("status") == "failed" for r in records)
-    records, runs = with_earlier_runs(exp, planned, chosen, records, runs)
+    records, runs = with_earlier_runs(exp, planned, [] if args.report_only else chosen, records, runs)
     results = collect(exp, scale, args, prepared, planned, records, failed_now, t0)
     report, png = write_outputs(exp, scale, args, results, runs)
     experiment_runs.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), "
@@ -358,10 +358,25 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "baselines": experiment_data.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "not_run": [a.name for a in exp.arms if a.name not in ran],
-            "glue": args.finetune_on, "runs": records, "arms": arms, "verdicts": verdicts,
+            "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records, "arms": arms, "verdicts": verdicts,
             "verdict": experiment_report.overall(verdicts), "failed_now": failed_now,
-            "wall_seconds": round(time.time() - t0, 1),
+            "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
             "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
+
+
+def earlier_wall(exp, args):
+    """--report-only: the wall time of the invocation that trained the runs (its results.json), kept."""
+    earlier = experiment_runs.read_json(os.path.join(args.out, exp.name, "results.json")) or {}
+    return earlier.get("wall_seconds", 0.0)
+
+
+def dev_examples(glue, scale):
+    """How many SST-2 dev sentences score each finetuned run (the scale's cap, or the whole dev file)."""
+    if not glue:
+        return None
+    with open(os.path.join(glue, "SST-2", "dev.tsv"), encoding="utf-8") as f:
+        rows = sum(1 for line in f if line.strip()) - 1  # the header
+    return min(rows, scale.finetune.get("max_eval_examples", rows))
 
 
 def write_outputs(exp, scale, args, results, runs):
@@ -389,7 +404,8 @@ def invocation(exp, args):
         value = getattr(args, name)
         if value != default and not (name == "scale" and args.quick):
             argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    flags = [f for f, on in (("--quick", args.quick), ("--mlm-only", args.mlm_only), ("--overwrite", args.overwrite)) if on]
+    flags = [f for f, on in (("--quick", args.quick), ("--mlm-only", args.mlm_only), ("--overwrite", args.overwrite),
+                             ("--report-only", args.report_only)) if on]
     return shlex.join(argv + flags)
 
 
@@ -448,6 +464,8 @@ def parser():
                    "and its SST-2 dev accuracy tested (default for masking, formats, batch-size, text-encoding: "
                    f"the download cache's, from `python data.py download {GLUE_DOWNLOAD}`)")
     p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
+    p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
+                   "the runs on disk that finished (whatever code they ran with: the report names it)")
     p.add_argument("--out", type=cli.path_arg, default="experiments", help="where results go (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="run again, replacing finished runs")
     p.add_argument("--corpus", type=text_file, help="a text file to pretrain on instead of the scale's corpus")

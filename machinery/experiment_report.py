@@ -256,6 +256,10 @@ def header(exp, results, runs, base):
                   "source files): " + "; ".join(f"{c}: {', '.join(runs)}" for c, runs in by_code.items())
                   + f". The code now is {results['code']}: rerun the command (`{results['invocation']}`, without "
                     f"--arms) and runs of other code are trained again.", ""]
+    elif results.get("codes") and results["code"] not in results["codes"]:
+        lines += [f"**Code.** The runs ran with code {results['codes'][0]} (a hash of the project's source files); "
+                  f"this report and its verdicts were made from them by code {results['code']} "
+                  f"(`--report-only`, which trains nothing).", ""]
     if paper:
         lines += [f"**The paper** ({paper.source}): {paper.caption}", ""]
     sizes = "; ".join(f"{name}: {d['tokens']:,} tokens in {d['documents']:,} documents"
@@ -303,7 +307,26 @@ def verdict_lines(results):
         if v["paper_note"]:
             text += f". {v['paper_note'][0].upper()}{v['paper_note'][1:]}"
         lines.append(text + ".")
-    return lines + ["", RULE, ""]
+    return lines + ["", RULE, ""] + finetuning_noise(results)
+
+
+def finetuning_noise(results):
+    """How big an SST-2 difference these runs can resolve, and why: the dev set's size and the seeds' spread."""
+    tests = [t for v in results["verdicts"] for t in v.get("tests", []) if t.get("metric") == "sst2" and "se" in t]
+    scores = [a["sst2"] for a in results["arms"] if a.get("sst2", {}).get("n")]
+    if not tests or not scores or not results.get("sst2_dev_examples"):
+        return []
+    n, acc = results["sst2_dev_examples"], statistics.fmean(s["mean"] for s in scores) / 100
+    sampling = 100 * math.sqrt(acc * (1 - acc) / n)
+    spread = max((s["sd"] for s in scores if s["n"] > 1), default=0.0)
+    resolves = [t["resolves"] for t in tests]
+    gaps = sorted(abs(g) for v in results["verdicts"] for name, g in v.get("paper_gap", []) if name == "SST-2")
+    paper = f"; the paper's own SST-2 gaps for these claims are {gaps[0]:g} to {gaps[-1]:g} points" if gaps else ""
+    return [f"**Finetuning noise.** Each run's SST-2 accuracy is measured on {n:,} dev sentences: at "
+            f"{100 * acc:.1f}% the sampling error alone is {sampling:.1f} points (binomial standard error). "
+            f"Over seeds (pretraining and finetuning together) an arm's accuracy spreads by up to {spread:.1f} "
+            f"points (standard deviation), so these SST-2 tests resolve differences of about "
+            f"{min(resolves):.1f} to {max(resolves):.1f} points (the 95% intervals' half-widths)" + paper + ".", ""]
 
 
 RULE = ("Verdicts: each claim's metrics are tested two-sided, at 5% over the claim's metrics together (5% / "

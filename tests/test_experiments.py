@@ -210,6 +210,17 @@ def test_finished_runs_are_skipped(out, capsys):
     assert all(os.path.getmtime(os.path.join(f, "checkpoint.pt")) == t for f, t in stamp.items())
 
 
+@pytest.mark.slow
+def test_report_only_trains_nothing_and_recomputes_the_verdicts(out, capsys):
+    before = results(out, "mask-rate")
+    stamp = {run["folder"]: os.path.getmtime(os.path.join(run["folder"], "checkpoint.pt")) for run in before["runs"]}
+    experiments.main(["mask-rate", "--quick", "--seeds", "1", "--out", out, "--report-only"])
+    assert "0 run(s) trained" in capsys.readouterr().out
+    after = results(out, "mask-rate")
+    assert after["verdicts"] == before["verdicts"] and after["wall_seconds"] == before["wall_seconds"]
+    assert all(os.path.getmtime(os.path.join(f, "checkpoint.pt")) == t for f, t in stamp.items())
+
+
 # ---------------------------------------------------------------- resume, overwrite, failure
 PROBE = Experiment("probe", "Does a run that explodes stop the others?",
                    arms=[Arm("ok", {}), Arm("explodes", {"lr": 1e6})],
@@ -389,8 +400,9 @@ def test_every_exercise_command_runs_in_quick_mode(out, tmp_path):
     assert "| rate-15 | --mask-rate 0.15 --mask-split 1,0,0 |" in text and "| rate-30 |" not in text
     assert "Arms not run here: rate-30, rate-40" in text and "no verdict: an arm has no finished run" not in text
     assert re.search(r"\*\*Baselines on the same masks\*\*.*held-out loss \d\.\d{3} .*accuracy \d+\.\d%", text)
-    # exercise 8's encode command, quick mode: the folder it names holds the tokenizer
-    assert os.path.isfile(tmp_path / "experiments" / "char-bpe" / "_data" / "builtin-quick" / "bpe512" / "merges.txt")
+    # exercise 8's encode command, quick mode: the folder it names holds the character-level tokenizer
+    assert os.path.isfile(tmp_path / "experiments" / "common-chars" / "_data" / "builtin-quick" / "char307" /
+                          "char_bpe.json")
 
 
 def test_exercise_snippets_paste_as_written():
