@@ -35,7 +35,7 @@ class GlueTask(NamedTuple):
     metrics: tuple        # the official metrics; the first selects the best epoch when finetuning
 
 
-NLI = ("contradiction", "entailment", "neutral")
+NLI = ("contradiction", "neutral", "entailment")  # the released MNLI heads' order (roberta-large-mnli)
 GLUE = {
     "cola": GlueTask("CoLA", ("dev.tsv",), (3,), 1, ("0", "1"), ("mcc",)),
     "sst2": GlueTask("SST-2", ("dev.tsv",), ("sentence",), "label", ("0", "1"), ("accuracy",)),
