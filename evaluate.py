@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+import data
+
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
 class GlueTask(NamedTuple):
@@ -112,6 +114,43 @@ def glue_metrics(task, pred, gold):
     if GLUE[task].labels is None:
         pred, gold = [float(p) for p in pred], [float(g) for g in gold]
     return {name: METRICS[name](pred, gold) for name in GLUE[task].metrics}
+
+
+def encode_pair(tok, a, b, max_len):
+    """<s> a </s></s> b </s> (or <s> a </s>) in at most max_len tokens: data.truncate_pair's rule (the
+    longer segment loses a token at a time, the second one on ties), as in pretraining."""
+    if b is None:
+        return [tok.bos_id] + a[:max_len - 2] + [tok.eos_id]
+    la, lb = data.truncate_pair(len(a), len(b), max_len - 4)
+    return [tok.bos_id] + a[:la] + [tok.eos_id, tok.eos_id] + b[:lb] + [tok.eos_id]
+
+
+def glue_features(task, tok, rows, max_len):
+    """(input ids, target) per row: the label's index, or the score to regress (STS-B)."""
+    labels = GLUE[task].labels
+    return [(encode_pair(tok, tok.encode(texts[0]), tok.encode(texts[1]) if len(texts) > 1 else None, max_len),
+             labels.index(label) if labels else float(label)) for texts, label in rows]
+
+
+@torch.no_grad()
+def forward(model, inputs, batch_ids, batch_size, device):
+    """The model's outputs on `inputs`, `batch_size` at a time (batch_ids: inputs -> padded ids), as float
+    CPU tensors: one entry per batch, a tuple where the model returns several outputs."""
+    model.eval()
+    outs = []
+    for i in range(0, len(inputs), batch_size):
+        out = model(batch_ids(inputs[i:i + batch_size]).to(device))
+        outs.append(tuple(o.float().cpu() for o in out) if isinstance(out, tuple) else out.float().cpu())
+    return outs
+
+
+def glue_predict(task, model, tok, rows, inputs, batch_size, device):
+    """The most likely label per example (STS-B: the score), and the task's official metrics."""
+    out = torch.cat(forward(model, inputs, lambda chunk: data.pad([ids for ids, _ in chunk], tok.pad_id),
+                            batch_size, device))
+    labels = GLUE[task].labels
+    pred = [labels[i] for i in out.argmax(-1).tolist()] if labels else [f"{v:.4f}" for v in out[:, 0].tolist()]
+    return pred, glue_metrics(task, pred, [label for _, label in rows])
 
 
 # ---------------------------------------------------------------------------------------- SQuAD (Section 5.2)
@@ -235,7 +274,6 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
     from machinery import checkpoints  # machinery: the run folder's model and tokenizer, loaded and checked
-    import data
     model, tok = checkpoints.load(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
