@@ -343,7 +343,8 @@ def save_best(args, model, tok, results):
     """checkpoint.pt (loadable by roberta.load_pretrained), the tokenizer files and the dev predictions."""
     checkpoints.save(os.path.join(args.out, "checkpoint.pt"),
                      {"model": model.state_dict(), "config": asdict(model.cfg), "class": type(model).__name__,
-                      "num_labels": num_labels(args.task), "task": args.task})
+                      "num_labels": num_labels(args.task), "task": args.task,
+                      "id2label": GLUE[args.task].labels if args.task in GLUE else None})  # output i: label i
     tok.save(args.out)
     for name, (pred, _) in results.items():
         task_files.write_predictions(args.task, args.out, name, pred)
