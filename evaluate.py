@@ -3,15 +3,16 @@
     python evaluate.py perplexity --checkpoint DIR --data DIR
     python evaluate.py fill-mask --checkpoint DIR "The capital of France is <mask>."
     python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
+    python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/    # no training
     python evaluate.py squad --data dev-v2.0.json --predictions preds.json [--na-prob-file na.json]
     python evaluate.py race --data DIR --predictions preds.json
 
 Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accuracy, F1, Matthews
-correlation, Pearson and Spearman, their textbook definitions. SQuAD (Section 5.2): the official v2.0
-evaluation script's exact match and F1 (it also scores v1.1 files), with its no-answer thresholds. RACE
-(Section 5.3): accuracy, on the middle- and high-school questions too. The datasets' files and the
-prediction files are read and checked by machinery/task_files.py; the command line is
-machinery/evaluate_cli.py.
+correlation, Pearson and Spearman, their textbook definitions, of a predictions file or of a finetuned
+classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
+(it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
+and high-school questions too. Files are read and checked by machinery/task_files.py; the command line
+(a checkpoint's labels by its id2label) is machinery/evaluate_cli.py.
 """
 import collections
 import math
@@ -144,11 +145,12 @@ def forward(model, inputs, batch_ids, batch_size, device):
     return outs
 
 
-def glue_predict(task, model, tok, rows, inputs, batch_size, device):
-    """The most likely label per example (STS-B: the score), and the task's official metrics."""
+def glue_predict(task, model, tok, rows, inputs, batch_size, device, labels=None):
+    """The most likely label per example (STS-B: the score), and the task's official metrics. labels: the
+    task's label for each of the classifier's outputs (None: the task's order, in which finetune.py trains)."""
     out = torch.cat(forward(model, inputs, lambda chunk: data.pad([ids for ids, _ in chunk], tok.pad_id),
                             batch_size, device))
-    labels = GLUE[task].labels
+    labels = labels or GLUE[task].labels
     pred = [labels[i] for i in out.argmax(-1).tolist()] if labels else [f"{v:.4f}" for v in out[:, 0].tolist()]
     return pred, glue_metrics(task, pred, [label for _, label in rows])
 

@@ -16,7 +16,7 @@ import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery import corpora, files, finetune_cli, task_files
+from machinery import checkpoints, corpora, evaluate_cli, files, finetune_cli, hf, task_files
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -315,6 +315,23 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     code, err = cli(base + ["--out", tmp_path / "sweep", "--sweep", "--sweep-seeds", 2], capsys)
     assert code != 0 and f"{first} already holds a finished run of the sweep (metrics.json)" in err
     assert err.count("\n") == 1 and tree(tmp_path / "sweep") == before and len(os.listdir(tmp_path / "sweep")) == 1
+
+
+def test_a_finetuned_classifier_keeps_its_labels_through_export_and_evaluation(bad, capsys, tmp_path):
+    """finetune.py's checkpoint records its id2label (output i: the task's label i); the export writes those
+    names into config.json (not LABEL_i); `evaluate.py glue --checkpoint` scores the run folder and the export
+    as the run scored itself, without training."""
+    dev = json.loads((bad / "done" / "metrics.json").read_text())["dev"]["dev"]
+    assert checkpoints.id2label(bad / "done") == ["entailment", "not_entailment"]
+    hf.export(str(bad / "done"), str(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
+    assert config["label2id"] == {"entailment": 0, "not_entailment": 1}
+    for folder in (bad / "done", tmp_path / "hf"):
+        capsys.readouterr()
+        evaluate_cli.main(["glue", "--task", "rte", "--data", str(bad / "good"), "--checkpoint", str(folder),
+                           "--max-seq-len", "32"])
+        assert json.loads(capsys.readouterr().out) == pytest.approx(dev)
 
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
