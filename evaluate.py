@@ -180,9 +180,10 @@ def squad_f1(gold, pred):
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0):
-    """The official SQuAD v2.0 evaluation (v1.1 files too): exact, f1, total, HasAns_*/NoAns_*, and
-    with no-answer probabilities the best thresholds (best_exact, best_f1 and their thresholds)."""
+def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0, tuned_apart=False):
+    """The official SQuAD v2.0 evaluation (v1.1 files too): exact, f1, total, HasAns_*/NoAns_*, and with
+    no-answer probabilities the best thresholds (best_exact, best_f1 and their thresholds; tuned_apart: under
+    "tuned_on_this_dev_set", as a threshold chosen on these questions is no result on them)."""
     has_ans = {e["id"]: bool(e["answers"]) for e in examples}
     exact, f1 = {}, {}
     for e in examples:
@@ -208,9 +209,10 @@ def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0):
     if no:
         out.update(summary(no, "NoAns_"))
     if na_probs:
+        tuned = out.setdefault("tuned_on_this_dev_set", {}) if tuned_apart else out
         for name, scores in (("exact", exact), ("f1", f1)):
             best, thresh = best_threshold(predictions, scores, na_probs, has_ans)
-            out[f"best_{name}"], out[f"best_{name}_thresh"] = best, thresh
+            tuned[f"best_{name}"], tuned[f"best_{name}_thresh"] = best, thresh
     return out
 
 

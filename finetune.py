@@ -159,8 +159,9 @@ def best_spans(examples, features, starts, ends, tok, n_best=20, max_answer_toke
 
 
 def squad_predict(task, model, tok, examples, features, batch_size, device):
-    """The best span per question; SQuAD 2.0: "" where the no-answer probability, from the answerability
-    head, is above the threshold that is best on dev. Predictions: (answers, no-answer probabilities)."""
+    """The best span per question; SQuAD 2.0 (Section 3.3): a span only where the answerability head says
+    answerable (probability above 0.5), else "". Predictions: (answers, no-answer probabilities);
+    metrics: the official script's scores of those answers, and apart, its best thresholds (tuned on dev)."""
     outs = forward(model, features, lambda chunk: data.pad([f["ids"] for f in chunk], tok.pad_id), batch_size, device)
     starts, ends, answerable = [s for o in outs for s in o[0].tolist()], [e for o in outs for e in o[1].tolist()], {}
     for f, score in zip(features, [a for o in outs for a in o[2].tolist()]):
@@ -170,11 +171,8 @@ def squad_predict(task, model, tok, examples, features, batch_size, device):
     if not SQUAD[task].no_answer:
         return (pred, None), evaluate.squad_metrics(examples, pred)
     na = {e["id"]: 1.0 / (1.0 + math.exp(min(answerable.get(i, 0.0), 50.0))) for i, e in enumerate(examples)}
-    thresh = evaluate.squad_metrics(examples, pred, na)["best_f1_thresh"]
-    pred = {q: ("" if na[q] > thresh else a) for q, a in pred.items()}
-    metrics = evaluate.squad_metrics(examples, pred, na, na_prob_thresh=thresh)
-    metrics["na_prob_thresh"] = thresh
-    return (pred, na), metrics
+    pred = {q: ("" if na[q] >= 0.5 else a) for q, a in pred.items()}
+    return (pred, na), evaluate.squad_metrics(examples, pred, na, tuned_apart=True)
 
 
 # ---------------------------------------------------------------------------------------- RACE (Section 5.3)

@@ -74,7 +74,8 @@ def squad_command(args):
     na = task_files.check_na_probs(task_files.read_json(args.na_prob_file, "no-answer probabilities"),
                                    args.na_prob_file) if args.na_prob_file else None
     task_files.check_squad_predictions(examples, predictions, args.predictions)
-    print(json.dumps(evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh), indent=2))
+    metrics = evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh, tuned_apart=True)
+    print(json.dumps(metrics, indent=2))  # exact, f1: these answers' scores; the best thresholds set apart
 
 
 def glue_command(args):

@@ -48,6 +48,10 @@ def test_squad_hand_cases():
     # a no-answer probability above the threshold turns a prediction into ""
     out = evaluate.squad_metrics(examples, preds, {"q1": 0.9, "q2": 0.8, "q3": 0.1}, na_prob_thresh=0.5)
     assert out["HasAns_exact"] == 0.0 and out["best_exact"] == pytest.approx(100 * 2 / 3)
+    # a threshold tuned on these questions is set apart from their scores, under a name that says so
+    apart = evaluate.squad_metrics(examples, preds, {"q1": 0.9, "q2": 0.8, "q3": 0.1}, 0.5, tuned_apart=True)
+    tuned = {k: out.pop(k) for k in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")}
+    assert apart == {**out, "tuned_on_this_dev_set": tuned}
 
 
 def test_glue_hand_cases():
@@ -378,6 +382,17 @@ def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
     finally:
         shutil.rmtree(bad / "race_ok" / "middle")
         os.remove(bad / "r_empty.json")
+
+
+def test_squad_command_sets_the_tuned_thresholds_apart(bad, capsys, tmp_path):
+    """`evaluate.py squad --na-prob-file`: exact and f1 are the answers' own scores; the official script's best
+    thresholds, chosen on these same questions, stand apart under tuned_on_this_dev_set."""
+    (tmp_path / "na.json").write_text('{"q1": 0.2, "q2": 0.7}')
+    evaluate_cli.main(["squad", "--data", str(bad / "squad.json"), "--predictions", str(bad / "s_ok.json"),
+                       "--na-prob-file", str(tmp_path / "na.json")])
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] == 100.0 and out["total"] == 1 and not any(k.startswith("best_") for k in out)
+    assert set(out["tuned_on_this_dev_set"]) == {"best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
 
 
 def test_perplexity_of_a_loss_past_709_is_inf_not_an_overflow(bad, capsys, monkeypatch):
