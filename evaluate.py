@@ -3,15 +3,16 @@
     python evaluate.py perplexity --checkpoint DIR --data DIR
     python evaluate.py fill-mask --checkpoint DIR "The capital of France is <mask>."
     python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
+    python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/    # no training
     python evaluate.py squad --data dev-v2.0.json --predictions preds.json [--na-prob-file na.json]
     python evaluate.py race --data DIR --predictions preds.json
 
 Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accuracy, F1, Matthews
-correlation, Pearson and Spearman, their textbook definitions. SQuAD (Section 5.2): the official v2.0
-evaluation script's exact match and F1 (it also scores v1.1 files), with its no-answer thresholds. RACE
-(Section 5.3): accuracy, on the middle- and high-school questions too. The datasets' files and the
-prediction files are read and checked by machinery/task_files.py; the command line is
-machinery/evaluate_cli.py.
+correlation, Pearson and Spearman, their textbook definitions, of a predictions file or of a finetuned
+classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
+(it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
+and high-school questions too. Files are read and checked by machinery/task_files.py; the command line
+(a checkpoint's labels by its id2label) is machinery/evaluate_cli.py.
 """
 import collections
 import math
@@ -21,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+import data
 
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
@@ -35,7 +38,7 @@ class GlueTask(NamedTuple):
     metrics: tuple        # the official metrics; the first selects the best epoch when finetuning
 
 
-NLI = ("contradiction", "entailment", "neutral")
+NLI = ("contradiction", "neutral", "entailment")  # the released MNLI heads' order (roberta-large-mnli)
 GLUE = {
     "cola": GlueTask("CoLA", ("dev.tsv",), (3,), 1, ("0", "1"), ("mcc",)),
     "sst2": GlueTask("SST-2", ("dev.tsv",), ("sentence",), "label", ("0", "1"), ("accuracy",)),
@@ -114,6 +117,44 @@ def glue_metrics(task, pred, gold):
     return {name: METRICS[name](pred, gold) for name in GLUE[task].metrics}
 
 
+def encode_pair(tok, a, b, max_len):
+    """<s> a </s></s> b </s> (or <s> a </s>) in at most max_len tokens: data.truncate_pair's rule (the
+    longer segment loses a token at a time, the second one on ties), as in pretraining."""
+    if b is None:
+        return [tok.bos_id] + a[:max_len - 2] + [tok.eos_id]
+    la, lb = data.truncate_pair(len(a), len(b), max_len - 4)
+    return [tok.bos_id] + a[:la] + [tok.eos_id, tok.eos_id] + b[:lb] + [tok.eos_id]
+
+
+def glue_features(task, tok, rows, max_len):
+    """(input ids, target) per row: the label's index, or the score to regress (STS-B)."""
+    labels = GLUE[task].labels
+    return [(encode_pair(tok, tok.encode(texts[0]), tok.encode(texts[1]) if len(texts) > 1 else None, max_len),
+             labels.index(label) if labels else float(label)) for texts, label in rows]
+
+
+@torch.no_grad()
+def forward(model, inputs, batch_ids, batch_size, device):
+    """The model's outputs on `inputs`, `batch_size` at a time (batch_ids: inputs -> padded ids), as float
+    CPU tensors: one entry per batch, a tuple where the model returns several outputs."""
+    model.eval()
+    outs = []
+    for i in range(0, len(inputs), batch_size):
+        out = model(batch_ids(inputs[i:i + batch_size]).to(device))
+        outs.append(tuple(o.float().cpu() for o in out) if isinstance(out, tuple) else out.float().cpu())
+    return outs
+
+
+def glue_predict(task, model, tok, rows, inputs, batch_size, device, labels=None):
+    """The most likely label per example (STS-B: the score), and the task's official metrics. labels: the
+    task's label for each of the classifier's outputs (None: the task's order, in which finetune.py trains)."""
+    out = torch.cat(forward(model, inputs, lambda chunk: data.pad([ids for ids, _ in chunk], tok.pad_id),
+                            batch_size, device))
+    labels = labels or GLUE[task].labels
+    pred = [labels[i] for i in out.argmax(-1).tolist()] if labels else [f"{v:.4f}" for v in out[:, 0].tolist()]
+    return pred, glue_metrics(task, pred, [label for _, label in rows])
+
+
 # ---------------------------------------------------------------------------------------- SQuAD (Section 5.2)
 def normalize_answer(s):
     """The official script's normalisation: lower case, no punctuation, no articles, single spaces."""
@@ -139,9 +180,10 @@ def squad_f1(gold, pred):
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0):
-    """The official SQuAD v2.0 evaluation (v1.1 files too): exact, f1, total, HasAns_*/NoAns_*, and
-    with no-answer probabilities the best thresholds (best_exact, best_f1 and their thresholds)."""
+def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0, tuned_apart=False):
+    """The official SQuAD v2.0 evaluation (v1.1 files too): exact, f1, total, HasAns_*/NoAns_*, and with
+    no-answer probabilities the best thresholds (best_exact, best_f1 and their thresholds; tuned_apart: under
+    "tuned_on_this_dev_set", as a threshold chosen on these questions is no result on them)."""
     has_ans = {e["id"]: bool(e["answers"]) for e in examples}
     exact, f1 = {}, {}
     for e in examples:
@@ -167,9 +209,10 @@ def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0):
     if no:
         out.update(summary(no, "NoAns_"))
     if na_probs:
+        tuned = out.setdefault("tuned_on_this_dev_set", {}) if tuned_apart else out
         for name, scores in (("exact", exact), ("f1", f1)):
             best, thresh = best_threshold(predictions, scores, na_probs, has_ans)
-            out[f"best_{name}"], out[f"best_{name}_thresh"] = best, thresh
+            tuned[f"best_{name}"], tuned[f"best_{name}_thresh"] = best, thresh
     return out
 
 
@@ -235,7 +278,6 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
     from machinery import checkpoints  # machinery: the run folder's model and tokenizer, loaded and checked
-    import data
     model, tok = checkpoints.load(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions

@@ -30,9 +30,9 @@ import torch
 import data
 import evaluate
 import roberta
-from evaluate import GLUE, SQUAD
+from evaluate import GLUE, SQUAD, forward, glue_features, glue_predict  # batched outputs; GLUE's inputs, predictions
 from machinery import checkpoints  # machinery: a run folder's model and tokenizer, loaded and checked; atomic saves
-from machinery import cli, files, task_files  # machinery: the --out check; atomic writes; the datasets' files
+from machinery import cli, files, task_files  # machinery: --out, --max-seq-len checks; atomic writes; task files
 
 # Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
 # (roberta.adamw).
@@ -67,50 +67,12 @@ def primary_metric(task):
     return GLUE[task].metrics[0] if task in GLUE else "f1" if task in SQUAD else "accuracy"
 
 
-# ---------------------------------------------------------------------------------------- inputs and outputs
-def encode_pair(tok, a, b, max_len):
-    """<s> a </s></s> b </s> (or <s> a </s>) in at most max_len tokens: data.truncate_pair's rule (the
-    longer segment loses a token at a time, the second one on ties), as in pretraining."""
-    if b is None:
-        return [tok.bos_id] + a[:max_len - 2] + [tok.eos_id]
-    la, lb = data.truncate_pair(len(a), len(b), max_len - 4)
-    return [tok.bos_id] + a[:la] + [tok.eos_id, tok.eos_id] + b[:lb] + [tok.eos_id]
-
-
-@torch.no_grad()
-def forward(model, inputs, batch_ids, batch_size, device):
-    """The model's outputs on `inputs`, `batch_size` at a time (batch_ids: inputs -> padded ids), as float
-    CPU tensors: one entry per batch, a tuple where the model returns several outputs."""
-    model.eval()
-    outs = []
-    for i in range(0, len(inputs), batch_size):
-        out = model(batch_ids(inputs[i:i + batch_size]).to(device))
-        outs.append(tuple(o.float().cpu() for o in out) if isinstance(out, tuple) else out.float().cpu())
-    return outs
-
-
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
-def glue_features(task, tok, rows, max_len):
-    """(input ids, target) per row: the label's index, or the score to regress (STS-B)."""
-    labels = GLUE[task].labels
-    return [(encode_pair(tok, tok.encode(texts[0]), tok.encode(texts[1]) if len(texts) > 1 else None, max_len),
-             labels.index(label) if labels else float(label)) for texts, label in rows]
-
-
 def glue_batch(task, tok, inputs):
     """The classifier's inputs and targets: label indices, or the scores to regress (STS-B)."""
     dtype = torch.long if GLUE[task].labels else torch.float
     return {"input_ids": data.pad([ids for ids, _ in inputs], tok.pad_id),
             "labels": torch.tensor([y for _, y in inputs], dtype=dtype)}
-
-
-def glue_predict(task, model, tok, rows, inputs, batch_size, device):
-    """The most likely label per example (STS-B: the score), and the task's official metrics."""
-    out = torch.cat(forward(model, inputs, lambda chunk: data.pad([ids for ids, _ in chunk], tok.pad_id),
-                            batch_size, device))
-    labels = GLUE[task].labels
-    pred = [labels[i] for i in out.argmax(-1).tolist()] if labels else [f"{v:.4f}" for v in out[:, 0].tolist()]
-    return pred, evaluate.glue_metrics(task, pred, [label for _, label in rows])
 
 
 # ---------------------------------------------------------------------------------------- SQuAD (Section 5.2)
@@ -197,8 +159,9 @@ def best_spans(examples, features, starts, ends, tok, n_best=20, max_answer_toke
 
 
 def squad_predict(task, model, tok, examples, features, batch_size, device):
-    """The best span per question; SQuAD 2.0: "" where the no-answer probability, from the answerability
-    head, is above the threshold that is best on dev. Predictions: (answers, no-answer probabilities)."""
+    """The best span per question; SQuAD 2.0 (Section 3.3): a span only where the answerability head says
+    answerable (probability above 0.5), else "". Predictions: (answers, no-answer probabilities);
+    metrics: the official script's scores of those answers, and apart, its best thresholds (tuned on dev)."""
     outs = forward(model, features, lambda chunk: data.pad([f["ids"] for f in chunk], tok.pad_id), batch_size, device)
     starts, ends, answerable = [s for o in outs for s in o[0].tolist()], [e for o in outs for e in o[1].tolist()], {}
     for f, score in zip(features, [a for o in outs for a in o[2].tolist()]):
@@ -208,11 +171,8 @@ def squad_predict(task, model, tok, examples, features, batch_size, device):
     if not SQUAD[task].no_answer:
         return (pred, None), evaluate.squad_metrics(examples, pred)
     na = {e["id"]: 1.0 / (1.0 + math.exp(min(answerable.get(i, 0.0), 50.0))) for i, e in enumerate(examples)}
-    thresh = evaluate.squad_metrics(examples, pred, na)["best_f1_thresh"]
-    pred = {q: ("" if na[q] > thresh else a) for q, a in pred.items()}
-    metrics = evaluate.squad_metrics(examples, pred, na, na_prob_thresh=thresh)
-    metrics["na_prob_thresh"] = thresh
-    return (pred, na), metrics
+    pred = {q: ("" if na[q] >= 0.5 else a) for q, a in pred.items()}
+    return (pred, na), evaluate.squad_metrics(examples, pred, na, tuned_apart=True)
 
 
 # ---------------------------------------------------------------------------------------- RACE (Section 5.3)
@@ -313,10 +273,7 @@ def setup(args):
     train_items = train_items[:args.max_train_examples]
     dev_sets = {name: items[:args.max_eval_examples] for name, items in dev_sets.items()}
     model, tok = make_model(args)
-    positions = model.cfg.max_positions
-    if args.max_seq_len is not None and args.max_seq_len > positions:
-        raise ValueError(f"--max-seq-len {args.max_seq_len}: must be in [8, {positions}] (the model's positions)")
-    args.max_seq_len = args.max_seq_len or min(512, positions)
+    args.max_seq_len = cli.max_seq_len(args.max_seq_len, model.cfg.max_positions)  # machinery: fits the model
     inputs = features(args.task, tok, train_items, args, train=True)
     if not inputs:
         raise ValueError(f"{args.data}: no training inputs (no training window holds its answer)")
@@ -384,7 +341,8 @@ def save_best(args, model, tok, results):
     """checkpoint.pt (loadable by roberta.load_pretrained), the tokenizer files and the dev predictions."""
     checkpoints.save(os.path.join(args.out, "checkpoint.pt"),
                      {"model": model.state_dict(), "config": asdict(model.cfg), "class": type(model).__name__,
-                      "num_labels": num_labels(args.task), "task": args.task})
+                      "num_labels": num_labels(args.task), "task": args.task,
+                      "id2label": GLUE[args.task].labels if args.task in GLUE else None})  # output i: label i
     tok.save(args.out)
     for name, (pred, _) in results.items():
         task_files.write_predictions(args.task, args.out, name, pred)

@@ -9,6 +9,7 @@ together and their vocabularies must agree.
     model, tok = checkpoints.load("runs/rte", roberta.RobertaForSequenceClassification)
     checkpoints.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic
     checkpoints.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
+    checkpoints.id2label("roberta-large-mnli/")      # ['CONTRADICTION', 'NEUTRAL', 'ENTAILMENT']: output i's label
     model = checkpoints.load_weights("out/demo")     # the model alone: what roberta.load_pretrained does
 """
 import hashlib
@@ -18,6 +19,7 @@ import sys
 import torch
 
 import bpe
+import evaluate
 import roberta
 from machinery import char_bpe, files, hf, vocab_files
 
@@ -55,10 +57,9 @@ def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_hea
     return model, tok
 
 
-def train_settings(path):
-    """The settings a train.py run recorded in its checkpoint.pt (TrainConfig as a dict: seq_len, masking,
-    ...); {} for a folder without them (a Hugging Face folder, a finetuned model). Memory-mapped: the
-    weights are not read."""
+def recorded(path):
+    """What a train.py/finetune.py folder's checkpoint.pt records beside the weights ({} without one: a
+    Hugging Face folder). Memory-mapped: the weights are not read."""
     ckpt_path = os.path.join(os.fspath(path), "checkpoint.pt")
     if not os.path.isfile(ckpt_path):
         return {}
@@ -66,8 +67,39 @@ def train_settings(path):
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # an old-format file cannot be memory-mapped: read it whole
         ckpt = read_checkpoint(ckpt_path)
-    settings = ckpt.get("train") if isinstance(ckpt, dict) else None
+    return ckpt if isinstance(ckpt, dict) else {}
+
+
+def train_settings(path):
+    """The settings a train.py run recorded in its checkpoint.pt (TrainConfig as a dict: seq_len, masking,
+    ...); {} for a folder without them (a Hugging Face folder, a finetuned model)."""
+    settings = recorded(path).get("train")
     return settings if isinstance(settings, dict) else {}
+
+
+# finetune.py's MNLI order until its checkpoints recorded id2label (the released heads' order since)
+OLD_ORDER = {"mnli": ("contradiction", "entailment", "neutral")}
+
+
+def id2label(path):
+    """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label; an older
+    one only its task, whose order it trained in), a Hugging Face folder in config.json. None where the
+    folder names none, or only transformers' defaults (LABEL_0, LABEL_1, ...)."""
+    if os.path.isfile(os.path.join(os.fspath(path), "checkpoint.pt")):
+        ckpt = recorded(path)
+        task = ckpt.get("task")
+        trained = OLD_ORDER.get(task) or (evaluate.GLUE[task].labels if task in evaluate.GLUE else None)
+        names = ckpt.get("id2label", trained)
+        return list(names) if names else None
+    config = os.path.join(os.fspath(path), "config.json")
+    labels = files.read_json(config).get("id2label") if os.path.isfile(config) else None
+    if not labels:
+        return None
+    try:
+        names = [labels[str(i)] for i in range(len(labels))]
+    except (KeyError, TypeError):
+        raise ValueError(f"{config}: id2label is not a map from 0..{len(labels) - 1} to label names") from None
+    return None if names == [f"LABEL_{i}" for i in range(len(names))] else [str(n) for n in names]
 
 
 def save(path, ckpt):

@@ -49,6 +49,14 @@ def describe(err):
     return str(err)
 
 
+def max_seq_len(asked, positions):
+    """--max-seq-len (at least 8, as its argparse type checks): the length asked, which the model's positions
+    must hold; none asked, min(512, positions)."""
+    if asked is not None and asked > positions:
+        raise ValueError(f"--max-seq-len {asked}: must be in [8, {positions}] (the model's positions)")
+    return asked or min(512, positions)
+
+
 def check_out(folder, overwrite, finished=("vocab.json", "merges.txt"), what="a tokenizer"):
     """Before any work: --out is a folder, or can be made in a writable one; `what` is already there (one of
     the `finished` files) is replaced only with --overwrite."""

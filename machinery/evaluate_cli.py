@@ -1,15 +1,22 @@
-"""The command line of evaluate.py: perplexity, fill-mask, and the official metrics of prediction files.
+"""The command line of evaluate.py: perplexity, fill-mask, and the official metrics of prediction files or
+of a finetuned classifier's own predictions.
 
     python evaluate.py perplexity --checkpoint DIR --data DIR
     python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
+    python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/   # no training
 """
 import argparse
 import json
 import math
+import os
+import sys
+
+import torch
 
 import bpe
 import data
 import evaluate
+import roberta
 from machinery import cli, task_files
 
 
@@ -67,13 +74,66 @@ def squad_command(args):
     na = task_files.check_na_probs(task_files.read_json(args.na_prob_file, "no-answer probabilities"),
                                    args.na_prob_file) if args.na_prob_file else None
     task_files.check_squad_predictions(examples, predictions, args.predictions)
-    print(json.dumps(evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh), indent=2))
+    metrics = evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh, tuned_apart=True)
+    print(json.dumps(metrics, indent=2))  # exact, f1: these answers' scores; the best thresholds set apart
 
 
 def glue_command(args):
+    if args.checkpoint:
+        scores = {name: metrics for name, (_, metrics) in checkpoint_predictions(args).items()}
+        print(json.dumps(scores.popitem()[1] if len(scores) == 1 else scores, indent=2))
+        return
+    if args.max_seq_len or args.batch_size:
+        raise ValueError("--max-seq-len and --batch-size say how --checkpoint predicts: not with --predictions")
     gold = [label for _, label in task_files.read_glue(args.task, args.data)]
     pred = task_files.read_glue_predictions(args.predictions, args.task, len(gold))
     print(json.dumps(evaluate.glue_metrics(args.task, pred, gold), indent=2))
+
+
+def checkpoint_predictions(args):
+    """Section 5.1's dev scores without training: {dev set name: (predictions, official metrics)} of a finetuned
+    classifier (--checkpoint) on --data, a task's folder (its dev files: MNLI's matched and mismatched) or one
+    file, encoded and predicted as finetune.py does, its outputs read as the task's labels by output_labels."""
+    from machinery import checkpoints
+    if not os.path.exists(args.data):
+        raise ValueError(f"{args.data}: no such file or folder")
+    if os.path.isdir(args.data):
+        dev_sets = task_files.read_glue_dev(args.task, args.data)
+    else:
+        dev_sets = {os.path.basename(args.data).rsplit(".", 1)[0]: task_files.read_glue(args.task, args.data)}
+    model, tok = checkpoints.load(args.checkpoint, roberta.RobertaForSequenceClassification, need_trained_head=True,
+                                  verbose=False)
+    labels = output_labels(args.task, args.checkpoint, model.num_labels)
+    max_len = cli.max_seq_len(args.max_seq_len, model.cfg.max_positions)
+    if labels:
+        print(f"{args.checkpoint}: outputs 0-{len(labels) - 1} read as {', '.join(labels)}", file=sys.stderr)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    out = {}
+    for name, rows in dev_sets.items():
+        inputs = evaluate.glue_features(args.task, tok, rows, max_len)
+        out[name] = evaluate.glue_predict(args.task, model, tok, rows, inputs, args.batch_size or 32, device, labels)
+    return out
+
+
+def output_labels(task, checkpoint, outputs):
+    """The task's label, as its GLUE files write it, of each of a classifier's outputs: the checkpoint's
+    id2label (checkpoints.id2label) matched to the task's labels whatever their case (roberta-large-mnli's
+    CONTRADICTION, NEUTRAL, ENTAILMENT), or the task's own order where it names none. None: a regressor."""
+    from machinery import checkpoints
+    labels = evaluate.GLUE[task].labels
+    if outputs != (len(labels) if labels else 1):
+        raise ValueError(f"{checkpoint}: a classifier with {outputs} output{'s' * (outputs != 1)}, but {task} has "
+                         + (f"{len(labels)} labels" if labels else "a score to regress (1 output)"))
+    names = checkpoints.id2label(checkpoint) if labels else None
+    if names is None:
+        return labels
+    by_name = {label.lower(): label for label in labels}
+    mapped = tuple(by_name.get(str(name).lower()) for name in names)
+    if None in mapped or sorted(mapped) != sorted(labels):
+        raise ValueError(f"{checkpoint}: its labels ({', '.join(map(str, names))}, by id2label) are not {task}'s "
+                         f"({', '.join(labels)}), whatever the case")
+    return mapped
 
 
 def race_command(args):
@@ -115,13 +175,24 @@ def add_task_commands(sub):
                    help="JSON {question id: no-answer probability}: adds the best thresholds (default: none)")
     s.add_argument("--na-prob-thresh", type=cli.number(float, 0, 1), default=1.0,
                    help="answer \"\" where the no-answer probability is above this, in [0, 1] (default: %(default)s)")
-    s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV")
+    s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV, or of a finetuned classifier")
     s.set_defaults(run=glue_command)
     s.add_argument("--task", type=task_arg(list(evaluate.GLUE), "GLUE task"), required=True,
                    help=f"{', '.join(evaluate.GLUE)} (required)")
-    s.add_argument("--data", type=cli.path_arg, required=True, help="the task's dev.tsv (required)")
-    s.add_argument("--predictions", type=cli.path_arg, required=True,
-                   help="the GLUE submission TSV: index<TAB>prediction, one row per dev example (required)")
+    s.add_argument("--data", type=cli.path_arg, required=True,
+                   help="the task's dev.tsv; with --checkpoint also the task's folder, for all its dev files (MNLI: "
+                        "matched and mismatched) (required)")
+    given = s.add_mutually_exclusive_group(required=True)
+    given.add_argument("--predictions", type=cli.path_arg,
+                       help="the GLUE submission TSV: index<TAB>prediction, one row per dev example")
+    given.add_argument("--checkpoint", type=cli.path_arg,
+                       help="a finetuned classifier to predict with (no training): a finetune.py output or a Hugging "
+                            "Face RobertaForSequenceClassification folder; its id2label names its outputs")
+    s.add_argument("--max-seq-len", type=cli.number(int, 8),
+                   help="with --checkpoint: tokens per input, at most the model's positions (default: min(512, "
+                        "positions))")
+    s.add_argument("--batch-size", type=cli.number(int, 1),
+                   help="with --checkpoint: inputs per forward (default: 32)")
     s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
     s.set_defaults(run=race_command)
     s.add_argument("--data", type=cli.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")

@@ -95,8 +95,9 @@ def from_hf_state(state, model):
     return out
 
 
-def hf_config(model):
-    """config.json for `model`, as transformers' RobertaConfig spells it."""
+def hf_config(model, id2label=None):
+    """config.json for `model`, as transformers' RobertaConfig spells it; a classifier's id2label names its
+    outputs' labels (transformers' LABEL_0, LABEL_1, ... where none are given)."""
     cfg = model.cfg
     d = {"architectures": [type(model).__name__], "model_type": "roberta", "vocab_size": cfg.vocab_size,
          "hidden_size": cfg.hidden_size, "num_hidden_layers": cfg.num_layers,
@@ -106,8 +107,11 @@ def hf_config(model):
          "initializer_range": cfg.init_std, "layer_norm_eps": cfg.layer_norm_eps, "pad_token_id": cfg.pad_id,
          "bos_token_id": 0, "eos_token_id": 2, "position_embedding_type": "absolute"}
     if isinstance(model, roberta.RobertaForSequenceClassification):
-        d["id2label"] = {str(i): f"LABEL_{i}" for i in range(model.num_labels)}
-        d["label2id"] = {f"LABEL_{i}": i for i in range(model.num_labels)}
+        names = list(id2label or [f"LABEL_{i}" for i in range(model.num_labels)])
+        if len(names) != model.num_labels:
+            raise ValueError(f"{len(names)} label names for a classifier with {model.num_labels} outputs")
+        d["id2label"] = {str(i): name for i, name in enumerate(names)}
+        d["label2id"] = {name: i for i, name in enumerate(names)}
         if model.num_labels == 1:
             d["problem_type"] = "regression"
     return d
@@ -169,10 +173,11 @@ def save_safetensors(tensors, path):
     files.write_atomic(path, lambda f: [f.write(b) for b in [struct.pack("<Q", len(head)), head, *blobs]])
 
 
-def save_pretrained(model, directory):
-    """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it)."""
+def save_pretrained(model, directory, id2label=None):
+    """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it);
+    id2label: a classifier's label names by output."""
     os.makedirs(directory, exist_ok=True)
-    files.write_atomic(os.path.join(directory, "config.json"), json.dumps(hf_config(model), indent=2))
+    files.write_atomic(os.path.join(directory, "config.json"), json.dumps(hf_config(model, id2label), indent=2))
     save_safetensors(to_hf_state(model), os.path.join(directory, "model.safetensors"))
 
 
@@ -245,11 +250,14 @@ def read_vocab(checkpoint, vocab_size):
 
 def export(checkpoint, out, overwrite=False):
     """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
-    config.json + model.safetensors, and the tokenizer with the configuration transformers needs."""
+    config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
+    tokenizer with the configuration transformers needs."""
     check_export(checkpoint, out, overwrite)
+    from machinery import checkpoints  # checkpoints imports this module: import it at call time
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
     blobs = read_vocab(checkpoint, model.cfg.vocab_size)
-    save_pretrained(model, out)
+    classifier = isinstance(model, roberta.RobertaForSequenceClassification)
+    save_pretrained(model, out, checkpoints.id2label(checkpoint) if classifier else None)  # not LABEL_i
     if blobs is None:
         print(f"warning: {checkpoint} has no {' and '.join(TOKENIZER_FILES)}: {out} has no tokenizer", file=sys.stderr)
         return model

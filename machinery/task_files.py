@@ -56,8 +56,7 @@ def read_task(task, folder):
     if not os.path.isdir(folder):
         raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder")
     if task in evaluate.GLUE:
-        return read_glue(task, os.path.join(folder, "train.tsv")), \
-            {name[:-4]: read_glue(task, os.path.join(folder, name)) for name in evaluate.GLUE[task].dev_files}
+        return read_glue(task, os.path.join(folder, "train.tsv")), read_glue_dev(task, folder)
     if task in evaluate.SQUAD:
         version = evaluate.SQUAD[task].version
         return read_squad(os.path.join(folder, f"train-{version}.json")), \
@@ -104,6 +103,11 @@ def parse_label(task, text, where):
     if text not in labels:
         raise ValueError(f"{where}: label {text!r} is not one of {', '.join(labels)}")
     return text
+
+
+def read_glue_dev(task, folder):
+    """{dev set name: examples} of a GLUE task's folder: dev (MNLI: dev_matched and dev_mismatched)."""
+    return {name[:-4]: read_glue(task, os.path.join(folder, name)) for name in evaluate.GLUE[task].dev_files}
 
 
 def tsv_rows(path):

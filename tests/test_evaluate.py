@@ -48,6 +48,10 @@ def test_squad_hand_cases():
     # a no-answer probability above the threshold turns a prediction into ""
     out = evaluate.squad_metrics(examples, preds, {"q1": 0.9, "q2": 0.8, "q3": 0.1}, na_prob_thresh=0.5)
     assert out["HasAns_exact"] == 0.0 and out["best_exact"] == pytest.approx(100 * 2 / 3)
+    # a threshold tuned on these questions is set apart from their scores, under a name that says so
+    apart = evaluate.squad_metrics(examples, preds, {"q1": 0.9, "q2": 0.8, "q3": 0.1}, 0.5, tuned_apart=True)
+    tuned = {k: out.pop(k) for k in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")}
+    assert apart == {**out, "tuned_on_this_dev_set": tuned}
 
 
 def test_glue_hand_cases():
@@ -125,6 +129,69 @@ def test_squad_missing_questions_warned_with_the_official_numbers(reference, tmp
                                           f"questions" in r.stderr
 
 
+# ---------------------------------------------------------------- a finetuned classifier's own predictions
+PERMUTED = os.path.join(ROOT, "tests", "fixtures", "mnli_permuted")
+
+
+def test_glue_checkpoint_reads_outputs_by_id2label_as_transformers(capsys):
+    """transformers' tiny MNLI classifier, its id2label permuted (0 NEUTRAL, 1 ENTAILMENT, 2 CONTRADICTION;
+    tests/make_glue_fixture.py): `evaluate.py glue --checkpoint` reads the same ids, predicts transformers'
+    labels example by example, and scores them as the official rule scores transformers' predictions."""
+    with open(os.path.join(PERMUTED, "expected.json")) as f:
+        expected = json.load(f)["dev"]
+    args = ["glue", "--task", "mnli", "--data", os.path.join(PERMUTED, "MNLI"), "--checkpoint",
+            os.path.join(PERMUTED, "model")]
+    evaluate_cli.main(args)
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {name: {"accuracy": e["accuracy"]} for name, e in expected.items()}
+    assert "outputs 0-2 read as neutral, entailment, contradiction" in out.err
+    results = evaluate_cli.checkpoint_predictions(evaluate_cli.parser().parse_args(args))
+    model, tok = checkpoints.load(os.path.join(PERMUTED, "model"), roberta.RobertaForSequenceClassification)
+    for name, e in expected.items():
+        rows = task_files.read_glue("mnli", os.path.join(PERMUTED, "MNLI", f"{name}.tsv"))
+        inputs = evaluate.glue_features("mnli", tok, rows, 64)
+        assert [ids for ids, _ in inputs] == e["input_ids"]
+        assert results[name][0] == e["predictions"]
+        assert results[name][1]["accuracy"] == pytest.approx(100 * np.mean([p == g for p, (_, g) in
+                                                                            zip(e["predictions"], rows)]))
+        # the outputs read in the task's order instead would score another accuracy (0 here)
+        assert evaluate.glue_predict("mnli", model, tok, rows, inputs, 8, "cpu")[1]["accuracy"] != e["accuracy"]
+
+
+def test_glue_checkpoint_labels_whatever_their_case_or_the_tasks_order(tmp_path):
+    """id2label names are matched to the task's labels whatever their case; transformers' LABEL_i and our
+    checkpoints from before id2label read in the task's order (MNLI's: the order finetune.py then trained in);
+    names that are not the task's are refused in one line."""
+    hf_model = os.path.join(PERMUTED, "model")
+    with open(os.path.join(hf_model, "config.json")) as f:
+        config = json.load(f)
+    cases = [({"0": "neutral", "1": "Entailment", "2": "CONTRADICTION"}, ("neutral", "entailment", "contradiction")),
+             ({"0": "LABEL_0", "1": "LABEL_1", "2": "LABEL_2"}, evaluate.GLUE["mnli"].labels)]
+    for i, (id2label, labels) in enumerate(cases):
+        folder = tmp_path / f"hf{i}"
+        shutil.copytree(hf_model, folder)
+        (folder / "config.json").write_text(json.dumps({**config, "id2label": id2label}))
+        assert evaluate_cli.output_labels("mnli", str(folder), 3) == labels
+    with pytest.raises(ValueError, match=r"hf0: a classifier with 3 outputs, but rte has 2 labels"):
+        evaluate_cli.output_labels("rte", str(tmp_path / "hf0"), 3)
+    (tmp_path / "hf0" / "config.json").write_text(json.dumps({**config, "id2label": {"0": "yes", "1": "no",
+                                                                                      "2": "neutral"}}))
+    with pytest.raises(ValueError, match=r"its labels \(yes, no, neutral, by id2label\) are not mnli's"):
+        evaluate_cli.output_labels("mnli", str(tmp_path / "hf0"), 3)
+    cfg = roberta.RobertaConfig.preset("tiny", vocab_size=300, max_positions=64)
+    for name, extra, labels in (("old_mnli", {"task": "mnli"}, ("contradiction", "entailment", "neutral")),
+                                ("old_qnli", {"task": "qnli"}, ("entailment", "not_entailment")),
+                                ("new_mnli", {"task": "mnli", "id2label": ("neutral", "contradiction", "entailment")},
+                                 ("neutral", "contradiction", "entailment"))):
+        (tmp_path / name).mkdir()
+        model = roberta.RobertaForSequenceClassification(cfg, len(labels))
+        checkpoints.save(tmp_path / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
+                                                             "class": type(model).__name__,
+                                                             "num_labels": len(labels), **extra})
+        assert checkpoints.id2label(tmp_path / name) == list(labels)
+        assert evaluate_cli.output_labels(extra["task"], str(tmp_path / name), len(labels)) == labels
+
+
 # ---------------------------------------------------------------- bad inputs: one line, non-zero exit, nothing written
 def cli(main, args, capsys):
     """Run a command's main() in this process (as `python evaluate.py ...` would): (exit status, stderr
@@ -156,7 +223,9 @@ def bad(tmp_path_factory):
     torch.manual_seed(0)
     cfg = roberta.RobertaConfig.preset("tiny", vocab_size=len(tok), max_positions=64)
     for name, model, extra in (("mlm", roberta.RobertaForMaskedLM(cfg), {"train": {"seq_len": 16}}),
-                               ("cls", roberta.RobertaForSequenceClassification(cfg, 2), {"num_labels": 2})):
+                               ("cls", roberta.RobertaForSequenceClassification(cfg, 2), {"num_labels": 2}),
+                               ("cls_yes_no", roberta.RobertaForSequenceClassification(cfg, 2),
+                                {"num_labels": 2, "task": "rte", "id2label": ("yes", "no")})):
         (d / name).mkdir()
         checkpoints.save(d / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
                                                      "class": type(model).__name__, **extra})
@@ -212,6 +281,24 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
     (["glue", "--task", "rte", "--data", "{d}", "--predictions", "{d}/p.tsv"], ": a folder, not a file"),
     (["glue", "--task", "rte", "--data", "{d}/latin1.tsv", "--predictions", "{d}/p.tsv"], "latin1.tsv: not UTF-8 text"),
     (["glue", "--task", "rte", "--data", "", "--predictions", "{d}/p.tsv"], "argument --data: expected a path"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv"], "one of the arguments --predictions --checkpoint is required"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--predictions", "{d}/p.tsv", "--checkpoint", "{d}/cls"],
+     "argument --checkpoint: not allowed with argument --predictions"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--predictions", "{d}/p.tsv", "--batch-size", "4"],
+     "--max-seq-len and --batch-size say how --checkpoint predicts: not with --predictions"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--checkpoint", "{d}/mlm"],
+     "its classification head is untrained"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--checkpoint", "{d}/nowhere"], "no such checkpoint folder"),
+    (["glue", "--task", "rte", "--data", "{d}/nowhere", "--checkpoint", "{d}/cls"], "nowhere: no such file or folder"),
+    (["glue", "--task", "rte", "--data", "{d}/short.tsv", "--checkpoint", "{d}/cls"],
+     "short.tsv:4: expected at least 4"),
+    (["glue", "--task", "rte", "--data", "{d}/race", "--checkpoint", "{d}/cls"], "race/dev.tsv: no such file"),
+    (["glue", "--task", "stsb", "--data", "{d}/sts.tsv", "--checkpoint", "{d}/cls"],
+     "cls: a classifier with 2 outputs, but stsb has a score to regress (1 output)"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--checkpoint", "{d}/cls_yes_no"],
+     "cls_yes_no: its labels (yes, no, by id2label) are not rte's (entailment, not_entailment), whatever the case"),
+    (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--checkpoint", "{d}/cls", "--max-seq-len", "65"],
+     "--max-seq-len 65: must be in [8, 64] (the model's positions)"),
     (["squad", "--data", "{d}/bad.json", "--predictions", "{d}/s_none.json"], "bad.json: not SQuAD's shape"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_none.json"],
      "s_none.json: none of its 1 question ids is in the data"),
@@ -297,6 +384,17 @@ def test_perplexity_at_the_trained_length_and_race_missing_warned(bad, capsys):
     finally:
         shutil.rmtree(bad / "race_ok" / "middle")
         os.remove(bad / "r_empty.json")
+
+
+def test_squad_command_sets_the_tuned_thresholds_apart(bad, capsys, tmp_path):
+    """`evaluate.py squad --na-prob-file`: exact and f1 are the answers' own scores; the official script's best
+    thresholds, chosen on these same questions, stand apart under tuned_on_this_dev_set."""
+    (tmp_path / "na.json").write_text('{"q1": 0.2, "q2": 0.7}')
+    evaluate_cli.main(["squad", "--data", str(bad / "squad.json"), "--predictions", str(bad / "s_ok.json"),
+                       "--na-prob-file", str(tmp_path / "na.json")])
+    out = json.loads(capsys.readouterr().out)
+    assert out["exact"] == 100.0 and out["total"] == 1 and not any(k.startswith("best_") for k in out)
+    assert set(out["tuned_on_this_dev_set"]) == {"best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh"}
 
 
 def test_perplexity_of_a_loss_past_709_is_inf_not_an_overflow(bad, capsys, monkeypatch):

@@ -16,7 +16,7 @@ import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery import corpora, files, finetune_cli, task_files
+from machinery import checkpoints, corpora, evaluate_cli, files, finetune_cli, hf, task_files
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -178,7 +178,8 @@ def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     na = json.loads((out / "na_prob.json").read_text())
     assert len(preds) == len(na) == 30 and all(0 <= p <= 1 for p in na.values())
     metrics = json.loads((out / "metrics.json").read_text())["dev"]["dev"]
-    assert {"exact", "f1", "HasAns_exact", "NoAns_exact", "best_f1_thresh"} <= set(metrics)
+    assert {"exact", "f1", "HasAns_exact", "NoAns_exact"} <= set(metrics) and "best_f1" not in metrics
+    assert {"best_f1", "best_f1_thresh"} <= set(metrics["tuned_on_this_dev_set"])  # tuned on dev: apart
     race = tmp_path / "race"
     race.mkdir()
     for split in ("train", "dev"):  # dev doubles as train: the shared data has no RACE train split
@@ -315,6 +316,52 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     code, err = cli(base + ["--out", tmp_path / "sweep", "--sweep", "--sweep-seeds", 2], capsys)
     assert code != 0 and f"{first} already holds a finished run of the sweep (metrics.json)" in err
     assert err.count("\n") == 1 and tree(tmp_path / "sweep") == before and len(os.listdir(tmp_path / "sweep")) == 1
+
+
+def test_a_finetuned_classifier_keeps_its_labels_through_export_and_evaluation(bad, capsys, tmp_path):
+    """finetune.py's checkpoint records its id2label (output i: the task's label i); the export writes those
+    names into config.json (not LABEL_i); `evaluate.py glue --checkpoint` scores the run folder and the export
+    as the run scored itself, without training."""
+    dev = json.loads((bad / "done" / "metrics.json").read_text())["dev"]["dev"]
+    assert checkpoints.id2label(bad / "done") == ["entailment", "not_entailment"]
+    hf.export(str(bad / "done"), str(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
+    assert config["label2id"] == {"entailment": 0, "not_entailment": 1}
+    for folder in (bad / "done", tmp_path / "hf"):
+        capsys.readouterr()
+        evaluate_cli.main(["glue", "--task", "rte", "--data", str(bad / "good"), "--checkpoint", str(folder),
+                           "--max-seq-len", "32"])
+        assert json.loads(capsys.readouterr().out) == pytest.approx(dev)
+
+
+def test_squad2_answers_only_where_the_head_says_answerable(micro_roberta, monkeypatch):
+    """Section 3.3: a span where the answerability head's probability is above 0.5, "" elsewhere; the official
+    scores of those answers are the result, the best thresholds (tuned on the same questions) set apart."""
+    tok = bpe.Tokenizer.load(micro_roberta)
+    context = "A man plays the guitar. Someone plays music."
+    examples = [{"id": f"q{i}", "question": "Who plays?", "context": context, "is_impossible": not answers,
+                 "answers": [{"text": "A man", "answer_start": 0}] if answers else []}
+                for i, answers in enumerate([True, False, True, True])]
+    features = finetune.squad_features(tok, examples, 64, v2=True)
+    answerable = torch.tensor([2.0, -1.0, -0.5, 0.0])  # logits: p = 0.88, 0.27, 0.38, 0.5 (not above 0.5)
+
+    def outputs(model, inputs, batch_ids, batch_size, device):
+        ids = batch_ids(inputs)
+        starts, ends = torch.full(ids.shape, -5.0), torch.full(ids.shape, -5.0)
+        for row, f in enumerate(inputs):
+            man = f["ctx_at"] + len(tok.encode("A")) + len(tok.encode(" man")) - 1  # "A man": its last token
+            starts[row, f["ctx_at"]], ends[row, man] = 5.0, 5.0
+        return [(starts, ends, answerable[[f["example"] for f in inputs]])]
+    monkeypatch.setattr(finetune, "forward", outputs)
+    (pred, na), metrics = finetune.squad_predict("squad2", None, tok, examples, features, 8, "cpu")
+    assert pred == {"q0": "A man", "q1": "", "q2": "", "q3": ""}
+    assert na == pytest.approx({f"q{i}": float(torch.sigmoid(-a)) for i, a in enumerate(answerable)})
+    assert metrics == evaluate.squad_metrics(examples, pred, na, tuned_apart=True)
+    assert metrics["exact"] == 50.0 and "best_f1" not in metrics
+    # the official script's sweep over these answers: a threshold withholds more, never restores q2's span
+    assert metrics["tuned_on_this_dev_set"] == {"best_exact": 50.0, "best_f1": 50.0,
+                                                "best_exact_thresh": na["q0"], "best_f1_thresh": na["q0"]}
 
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
