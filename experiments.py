@@ -206,7 +206,7 @@ EXPERIMENTS = [
              "character is <unk>, and an <unk> can be masked and predicted. Bits per byte of the masked targets, "
              "with an <unk> costing its loss plus 8 bits per byte of the character it hides, on the held-out "
              "English documents (masked once), and on non-English text and code (machinery/heldout_text/, "
-             "masked 8 times); the <unk> rates are in results.json."),
+             "masked 8 times); the second table gives the <unk> rates."),
     Experiment(
         "data-and-steps", "Does more data help at the same number of steps, and more steps on the same data?",
         arms=[Arm("less-data", {}, data="slice"), Arm("more-data", {}),
@@ -256,17 +256,19 @@ class Scale:
     measured: bool               # tokens_per_s measured (True) or assumed (False)
     workers: int = 2
     threads: int = 0             # OMP_NUM_THREADS for the runs (0: torch's choice; with --jobs, cores / jobs)
+    finetune_s: float = 0        # per run, when finetuned on SST-2 (for the time estimates of `list`)
 
 
 SCALES = {
     "classroom": Scale("classroom", dict(config="tiny", seq_len=128, batch_size=16, lr=1e-3, max_steps=800),
                        vocab_size=4096, valid_fraction=0.05, slice_every=10, corpus="builtin", seeds=3,
                        eval_sequences=100_000, tokens_per_s=25_000, overhead_s=6, measured=True,
-                       finetune=dict(epochs=1, max_train_examples=8000, batch_size=32, lr=1e-3, max_seq_len=64)),
+                       finetune=dict(epochs=1, max_train_examples=8000, batch_size=32, lr=1e-3, max_seq_len=64),
+                       finetune_s=40),
     "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4,
                              max_steps=2000, amp="bf16", device="cuda"),
                  vocab_size=32768, valid_fraction=0.005, slice_every=10, corpus="wikitext-103", seeds=3,
-                 eval_sequences=2000, tokens_per_s=300_000, overhead_s=60, measured=False, workers=8,
+                 eval_sequences=2000, tokens_per_s=300_000, overhead_s=60, measured=False, workers=8, finetune_s=120,
                  finetune=dict(epochs=2, max_train_examples=20000, batch_size=32, lr=3e-5, max_seq_len=128)),
     "quick": Scale("quick", dict(config="tiny", seq_len=32, batch_size=4, lr=1e-3, max_steps=16, device="cpu"),
                    vocab_size=512, valid_fraction=0.1, slice_every=10, corpus="builtin-quick", seeds=2,
@@ -416,7 +418,7 @@ def estimate_minutes(exp, scale):
     for arm in exp.arms:
         o = experiment_runs.apply(base, arm.options)
         seconds += scale.seeds * (o["max_steps"] * o["batch_size"] * o["seq_len"] / scale.tokens_per_s
-                                  + scale.overhead_s)
+                                  + scale.overhead_s + (scale.finetune_s if exp.downstream else 0))
     return seconds / 60
 
 

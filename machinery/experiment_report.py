@@ -225,9 +225,28 @@ def table(exp, results, runs):
     return lines
 
 
+def text_table(results):
+    """Per arm and held-out text (text-encoding): bits per byte with the <unk> cost, and the <unk> rates."""
+    texts = [r for r in results["runs"] if r.get("status") == "finished" and r["heldout"].get("texts")]
+    if not texts:
+        return []
+    lines = ["| arm | held-out text | bits/byte (<unk> cost counted) | <unk> % of tokens | <unk> % of bytes | "
+             "% of the bits spent on <unk> | bytes per token |", "|---|---|---|---|---|---|---|"]
+    for arm in dict.fromkeys(r["arm"] for r in texts):
+        for name in texts[0]["heldout"]["texts"]:
+            figures = [r["heldout"]["texts"][name] for r in texts if r["arm"] == arm]
+            mean = {k: statistics.fmean(f[k] for f in figures) for k in figures[0]}
+            sd = statistics.stdev(f["bits_per_byte"] for f in figures) if len(figures) > 1 else 0.0
+            lines.append(f"| {arm} | {name.replace('_', '-')} | {mean['bits_per_byte']:.3f} ± {sd:.3f} | "
+                         f"{mean['unk_share_of_tokens']:.2f} | {mean['unk_share_of_bytes']:.2f} | "
+                         f"{mean['unk_cost_share']:.1f} | {mean['bytes_per_token']:.2f} |")
+    return lines + ["", "Means over seeds (± the seeds' standard deviation). An <unk> costs the model's loss on it "
+                        "plus 8 bits per byte of the character it hides.", ""]
+
+
 def report(exp, results, runs, base):
     """report.md: the question, the paper's table beside ours, the verdicts, every run and command."""
-    return "\n".join(header(exp, results, runs, base) + table(exp, results, runs) + [""]
+    return "\n".join(header(exp, results, runs, base) + table(exp, results, runs) + [""] + text_table(results)
                      + ([f"*{exp.note}*", ""] if exp.note else []) + verdict_lines(results)
                      + runs_section(results))
 
