@@ -1,6 +1,7 @@
 """Section 4 of the paper as experiments: one command reruns a finding, beside the paper's numbers.
 
     python experiments.py list                  # the experiments, their questions, time per scale
+    python experiments.py summary               # every verdict of experiments/*/results.json, one table
     python experiments.py masking               # Table 1: static vs dynamic masking (Section 4.1)
     python experiments.py formats               # Table 2: the four input formats, with and without NSP
     python experiments.py batch-size            # Table 3: batch sizes at equal tokens, lr scaled as the paper
@@ -433,7 +434,7 @@ def list_experiments():
 
 
 def experiment_name(text):
-    names = ["list", "all"] + [e.name for e in EXPERIMENTS]
+    names = ["list", "all", "summary"] + [e.name for e in EXPERIMENTS]
     if text not in names:
         raise argparse.ArgumentTypeError(f"unknown experiment {text!r}: choose one of {', '.join(names)}")
     return text
@@ -456,7 +457,7 @@ def glue_folder(text):
 
 def parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", type=experiment_name, help="list, all, or one of: " +
+    p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one of: " +
                    ", ".join(e.name for e in EXPERIMENTS))
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 20 min per experiment on a 2-core CPU; gpu: ~1 hour on one GPU")
@@ -486,6 +487,8 @@ def main(argv=None):
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.experiment == "list":
         return list_experiments()
+    if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
+        return print(experiment_report.summary([e.name for e in EXPERIMENTS], args.out))
     chosen = EXPERIMENTS if args.experiment == "all" else [e for e in EXPERIMENTS if e.name == args.experiment]
     failed = cli.run(lambda: run_all(chosen, args))  # bad input: one line, `error: ...`
     if failed:

@@ -378,6 +378,26 @@ def runs_section(results):
     ] + [r["command"] for r in results["runs"]] + ["```", ""]
 
 
+def summary(names, out):
+    """One markdown table of every claim's verdict in OUT/<name>/results.json: the README's, from the runs."""
+    lines = ["| experiment | claim | verdict | difference in the claim's favour [95% CI], p (test) | runs |",
+             "|---|---|---|---|---|"]
+    for name in names:
+        results = experiment_runs.read_json(os.path.join(out, name, "results.json"))
+        if not results:
+            continue
+        minutes = f"{results['seeds']} seeds, {results['wall_seconds'] / 60:.1f} min"
+        for v in results["verdicts"]:
+            tests = "; ".join(f"{METRICS[t['metric']][0]} {t['difference']:+.{1 if t['metric'] == 'sst2' else 3}f} "
+                              f"[{t['low']:+.{1 if t['metric'] == 'sst2' else 3}f}, "
+                              f"{t['high']:+.{1 if t['metric'] == 'sst2' else 3}f}], p = {t['p']:.2g}"
+                              for t in v.get("tests", []) if "difference" in t)
+            test = next((t["test"] for t in v.get("tests", []) if "test" in t), "")
+            lines.append(f"| `{name}` | {v['better']} beats {v['worse']} | **{v['verdict']}** | {tests} ({test}) "
+                         f"| {minutes} |")
+    return "\n".join(lines) if len(lines) > 2 else f"no results.json under {out}/: run an experiment first"
+
+
 def plot(exp, results, path):
     """Held-out loss curves (mean over seeds) and the final comparison; only when matplotlib is installed."""
     try:

@@ -219,6 +219,10 @@ def test_report_only_trains_nothing_and_recomputes_the_verdicts(out, capsys):
     after = results(out, "mask-rate")
     assert after["verdicts"] == before["verdicts"] and after["wall_seconds"] == before["wall_seconds"]
     assert all(os.path.getmtime(os.path.join(f, "checkpoint.pt")) == t for f, t in stamp.items())
+    experiments.main(["summary", "--out", out])  # every claim of every experiment, one row each
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert len(rows) == sum(len(results(out, name)["verdicts"]) for name in NAMES)
+    assert any(line.startswith("| `mask-rate` | rate-40 beats rate-15 |") for line in rows)
 
 
 # ---------------------------------------------------------------- resume, overwrite, failure
