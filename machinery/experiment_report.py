@@ -309,6 +309,8 @@ def test_text(t):
     """One metric's test in words: the difference in the claim's direction, its 95% interval, p."""
     name = METRICS[t["metric"]][0]
     unit, digits = (" points", 1) if t["metric"] == "sst2" else ("", 4)
+    if t["se"] == 0:  # e.g. SST-2 at chance: every run predicts one label, the same accuracy in every seed
+        return f"{name}: {t['difference']:+.{digits}f}{unit} in every seed alike (no spread: {t['verdict']})"
     return (f"{name}: {t['difference']:+.{digits}f}{unit} in the claim's favour (95% CI {t['low']:+.{digits}f} "
             f"to {t['high']:+.{digits}f}; {t['test']}, p = {t['p']:.2g} against {t['alpha']:g}: {t['verdict']}; "
             f"these runs resolve about {t['resolves']:.{digits}f}{unit})")
