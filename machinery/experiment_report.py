@@ -380,6 +380,15 @@ def runs_section(results):
     ] + [r["command"] for r in results["runs"]] + ["```", ""]
 
 
+def short_test(t):
+    """One test in a table cell: difference [95% CI], p."""
+    d = 1 if t["metric"] == "sst2" else 3
+    name = METRICS[t["metric"]][0]
+    if t["se"] == 0:
+        return f"{name} {t['difference']:+.{d}f} in every seed alike"
+    return f"{name} {t['difference']:+.{d}f} [{t['low']:+.{d}f}, {t['high']:+.{d}f}], p = {t['p']:.2g}"
+
+
 def summary(names, out):
     """One markdown table of every claim's verdict in OUT/<name>/results.json: the README's, from the runs."""
     lines = ["| experiment | claim | verdict | difference in the claim's favour [95% CI], p (test) | runs |",
@@ -390,10 +399,7 @@ def summary(names, out):
             continue
         minutes = f"{results['seeds']} seeds, {results['wall_seconds'] / 60:.1f} min"
         for v in results["verdicts"]:
-            tests = "; ".join(f"{METRICS[t['metric']][0]} {t['difference']:+.{1 if t['metric'] == 'sst2' else 3}f} "
-                              f"[{t['low']:+.{1 if t['metric'] == 'sst2' else 3}f}, "
-                              f"{t['high']:+.{1 if t['metric'] == 'sst2' else 3}f}], p = {t['p']:.2g}"
-                              for t in v.get("tests", []) if "difference" in t)
+            tests = "; ".join(short_test(t) for t in v.get("tests", []) if "difference" in t)
             test = next((t["test"] for t in v.get("tests", []) if "test" in t), "")
             lines.append(f"| `{name}` | {v['better']} beats {v['worse']} | **{v['verdict']}** | {tests} ({test}) "
                          f"| {minutes} |")
