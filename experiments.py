@@ -299,7 +299,8 @@ def run_experiment(exp, args):
     args.code = experiment_runs.code_hash()
     experiment_runs.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
     args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
-    prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen)
+    prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen,
+                                       exp.arms)
     planned = experiment_runs.plan(exp, scale, args, prepared)
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
     experiment_runs.check_conflicts(runs, args.overwrite)
@@ -356,7 +357,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "preparation": prepared.commands,
             "data": {k: data.read_meta(v)["train"] for k, v in prepared.folders.items()
                      if os.path.isfile(os.path.join(v, "meta.json"))},
-            "heldout_targets": finished[0]["heldout"]["targets"] if finished else 0,
+            "heldout_targets": shared_targets(exp, finished),
             "invocation": invocation(exp, args), "variant": is_variant(args),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "baselines": experiment_data.heldout_baselines(prepared, planned[0].options["seq_len"]),
@@ -365,6 +366,14 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "verdict": experiment_report.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
             "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
+
+
+def shared_targets(exp, finished):
+    """The masked held-out tokens of the runs scored on the shared masks (FULL-SENTENCES blocks of the
+    scale's tokenizer); else those of the first run."""
+    own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
+    shared = [r for r in finished if r["arm"] not in own] or finished
+    return shared[0]["heldout"]["targets"] if shared else 0
 
 
 def earlier_wall(exp, args):

@@ -84,8 +84,9 @@ def corpus_key(scale, args):
     return f"{os.path.splitext(os.path.basename(args.corpus))[0]}-{h.hexdigest()[:8]}"
 
 
-def prepare(scale, args, needs_slice, arms=()):
-    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/."""
+def prepare(scale, args, needs_slice, arms=(), every_arm=()):
+    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/; a character-
+    level tokenizer and its data for each of `arms` that has one (`every_arm`'s folders are named)."""
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
     folder = os.path.join(args.out, "_data", key)
     parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
@@ -110,8 +111,10 @@ def prepare(scale, args, needs_slice, arms=()):
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
     if needs_slice:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
-    for key in sorted({experiment_runs.char_key(a, vocab) for a in arms} - {None}):
+    for key in sorted({experiment_runs.char_key(a, vocab) for a in arms} - {None}):  # the chosen arms' tokenizers
         folders[key] = prepare_characters(scale, corpus, os.path.join(folder, key), int(key[4:]), log_path, commands)
+    for key in {experiment_runs.char_key(a, vocab) for a in every_arm} - {None} - set(folders):  # the others':
+        folders[key] = os.path.join(folder, key, "full")  # where they are, for the runs made before
     if not os.path.isfile(os.path.join(tok, "code.txt")):
         files.write_atomic(os.path.join(tok, "code.txt"), args.code)
     return Prepared(tok, folders, commands, corpus)
