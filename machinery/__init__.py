@@ -14,5 +14,7 @@ only at a few marked lines, each with a comment `# machinery: ...` saying what i
     batches, runs, speed      the batch thread; a run's folder, resume checks and log; MFU, the compile probe
     demo, corpora, baselines  `python train.py`'s demo and report; the built-in corpus and downloads; baselines
     task_files                GLUE, SQuAD and RACE files and prediction files, read and checked
-    experiment_*              experiments.py's runs, data and report
+    char_bpe                  Section 4.4's other arm: a character-level BPE with <unk> (bpe.py train --characters)
+    experiment_*, stats       experiments.py's runs, data, report and text figures (bits per byte with the <unk>
+                              cost; heldout_text/); Student's t, Welch's and the paired t-test
 """

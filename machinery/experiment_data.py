@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import bpe
@@ -111,8 +112,13 @@ def prepare(scale, args, needs_slice, arms=(), every_arm=()):
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
     if needs_slice:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
-    for key in sorted({experiment_runs.char_key(a, vocab) for a in arms} - {None}):  # the chosen arms' tokenizers
-        folders[key] = prepare_characters(scale, corpus, os.path.join(folder, key), int(key[4:]), log_path, commands)
+    keys = sorted({experiment_runs.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
+    with ThreadPoolExecutor(2) as pool:  # side by side (each command is its own process)
+        made = list(pool.map(lambda key: prepare_characters(scale, corpus, os.path.join(folder, key), int(key[4:]),
+                                                            os.path.join(folder, f"prepare-{key}.log")), keys))
+    for key, (full, typed) in zip(keys, made):
+        folders[key] = full
+        commands += typed
     for key in {experiment_runs.char_key(a, vocab) for a in every_arm} - {None} - set(folders):  # the others':
         folders[key] = os.path.join(folder, key, "full")  # where they are, for the runs made before
     if not os.path.isfile(os.path.join(tok, "code.txt")):
@@ -120,10 +126,10 @@ def prepare(scale, args, needs_slice, arms=(), every_arm=()):
     return Prepared(tok, folders, commands, corpus)
 
 
-def prepare_characters(scale, corpus, tok, vocab, log_path, commands):
+def prepare_characters(scale, corpus, tok, vocab, log_path):
     """A character-level BPE of `vocab` tokens (bpe.py train --characters) and the corpus prepared with it,
-    the same documents held out; its data folder."""
-    full = os.path.join(tok, "full")
+    the same documents held out; (its data folder, the commands)."""
+    full, commands = os.path.join(tok, "full"), []
     prepare_step("character-level tokenizer", ["python", experiment_runs.script("bpe.py"), "train", "--input", corpus,
                                                "--vocab-size", str(vocab), "--out", tok, "--characters"],
                  lambda: os.path.isfile(os.path.join(tok, "char_bpe.json")), log_path, commands)
@@ -131,7 +137,7 @@ def prepare_characters(scale, corpus, tok, vocab, log_path, commands):
                           "--out", full, "--valid-fraction", str(scale.valid_fraction), "--workers",
                           str(scale.workers)], lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path,
                  commands)
-    return full
+    return full, commands
 
 
 def prepare_slice(scale, corpus, tok, full, out, log_path, commands):

@@ -19,7 +19,7 @@ from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
 from machinery import checkpoints, corpora, experiment_report, experiment_runs, stats
 
-QUICK = ["--quick", "--seeds", "1", "--jobs", "2"]
+QUICK = ["--quick", "--seeds", "1", "--jobs", "4"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
 
 
