@@ -391,10 +391,10 @@ def test_every_exercise_command_runs_in_quick_mode(out, tmp_path):
             argv[i] = sharing_data(out, tmp_path / argv[i])
         else:
             argv += ["--out", out]
-        experiments.main(argv + ["--quick", "--seeds", "1"])
+        experiments.main(argv + ["--quick", "--seeds", "1", "--jobs", "2"])
         return results(argv[argv.index("--out") + 1], argv[0])
 
-    with ThreadPoolExecutor(2) as pool:  # two at a time: most are one run each
+    with ThreadPoolExecutor(4) as pool:  # four at a time: most are one run each, mostly start-up
         for command, r in zip(commands, pool.map(run, commands)):
             assert r["runs"] and all(run["status"] == "finished" for run in r["runs"]), command
     # a variant's report: its command and question, only its arm, --train-args in the row, the baseline to
