@@ -33,7 +33,8 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import cli, corpora, files, speed
+from machinery.basics import cli, files, speed
+from machinery.commands import corpora
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -136,7 +137,7 @@ def training_peak_mb(lines, vocab_size):
         path = os.path.join(tmp, "text.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(lines)
-        code = ("import sys, bpe; from machinery import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
+        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
         return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
 
@@ -285,7 +286,7 @@ def hf_loss(model, ids, labels):
 def hf_twin(model):
     """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
     import transformers
-    from machinery import hf
+    from machinery.interop import hf
     transformers.logging.set_verbosity_error()
     twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
         k: v for k, v in hf.hf_config(model).items() if k != "architectures"}))

@@ -17,7 +17,7 @@ merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file bo
 The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
 the most frequent pair again and again, updating pair counts incrementally); the Tokenizer (encode,
 decode, and train/load/save on top of the functions above; the files are read and checked in
-machinery/vocab_files.py). The command line is machinery/bpe_cli.py.
+machinery/interop/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -352,7 +352,7 @@ class Tokenizer:
     def load(cls, directory):
         """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2):
         each token's printable spelling (bytes_to_unicode) with its id, and the merges in rank order."""
-        from machinery import char_bpe, vocab_files  # machinery: finding the two files, every entry checked
+        from machinery.interop import char_bpe, vocab_files  # machinery: finding the two files, every entry checked
         if char_bpe.is_char_bpe(directory):  # machinery: Section 4.4's other arm, a character-level BPE
             return char_bpe.CharTokenizer.load(directory)
         vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))
@@ -363,10 +363,10 @@ class Tokenizer:
 
     def save(self, directory):
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
-        from machinery import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        from machinery.interop import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
         vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 
 if __name__ == "__main__":  # machinery: the command line (bpe.py train / encode), its checks, one-line errors
-    from machinery import bpe_cli
+    from machinery.commands import bpe_cli
     bpe_cli.main()

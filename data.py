@@ -14,7 +14,7 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
 
 Each format of Section 4.2 is a short loop over lines and documents in the table FORMATS (at the paper's
-scale, the same rows come from numpy: machinery/fast_formats.py). Each batch is masked afresh when served
+scale, the same rows come from numpy: machinery/scale/fast_formats.py). Each batch is masked afresh when served
 (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by `mask_tokens` under `Masking`.
 """
 import os
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 import bpe
-from machinery import fast_formats, files, index, preparation  # machinery: the paper's scale, files, processes
-from machinery.prepared import check_tokenizer, load_split, open_prepared, read_meta, tokenizer_hash  # noqa: F401 machinery: checks
+from machinery.scale import fast_formats, index, preparation  # machinery: the paper's scale, files, processes
+from machinery.basics import files
+from machinery.scale.prepared import check_tokenizer, load_split, open_prepared, read_meta, tokenizer_hash  # noqa: F401 machinery: checks
 
 SPLITS = ("train", "valid")
 
@@ -210,7 +211,7 @@ class Format(NamedTuple):
 
 
 # Section 4.2 and Table 2. Adding a format: a builder above, a row here (and, for corpora of SPEC_BELOW lines
-# or more, its numpy twin in machinery/fast_formats.py).
+# or more, its numpy twin in machinery/scale/fast_formats.py).
 FORMATS = {
     "full-sentences": Format(full_sentences, pairs=False, by_tokens=False),
     "doc-sentences": Format(doc_sentences, pairs=False, by_tokens=True),
@@ -435,5 +436,5 @@ def evaluate_mlm(model, batches, device="cpu", amp_dtype=None, detailed=False):
 
 
 if __name__ == "__main__":  # machinery: the command line (prepare, download), its checks, one-line errors
-    from machinery import data_cli
+    from machinery.commands import data_cli
     data_cli.main()

@@ -11,8 +11,8 @@ Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accu
 correlation, Pearson and Spearman, their textbook definitions, of a predictions file or of a finetuned
 classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
 (it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
-and high-school questions too. Files are read and checked by machinery/task_files.py; the command line
-(a checkpoint's labels by its id2label) is machinery/evaluate_cli.py.
+and high-school questions too. Files are read and checked by machinery/interop/task_files.py; the command line
+(a checkpoint's labels by its id2label) is machinery/commands/evaluate_cli.py.
 """
 import collections
 import math
@@ -277,7 +277,7 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
-    from machinery import checkpoints  # machinery: the run folder's model and tokenizer, loaded and checked
+    from machinery.interop import checkpoints  # machinery: the run folder's model and tokenizer, loaded and checked
     model, tok = checkpoints.load(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
@@ -299,5 +299,5 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
 
 
 if __name__ == "__main__":  # machinery: the command line, the files' checks, one-line errors
-    from machinery import evaluate_cli
+    from machinery.commands import evaluate_cli
     evaluate_cli.main()

@@ -35,7 +35,7 @@ beside ours, the verdicts), loss.png when matplotlib is installed, and one folde
 (<arm>/seed<k>/: train.py's checkpoint and log.jsonl, run.json with the command and the numbers).
 
 A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
-SST-2 accuracy, over the seeds' values (experiment_report.verdict, machinery/stats.py):
+SST-2 accuracy, over the seeds' values (reports.verdict, machinery/lab/stats.py):
     the paired t-test when both arms finished the same seeds (run k of every arm starts from seed k), else
     Welch's t-test; two-sided, each metric at 5% / the number of metrics (Bonferroni);
     the report prints each difference with its 95% confidence interval and p.
@@ -58,11 +58,12 @@ from dataclasses import dataclass, field
 import torch
 
 import data
-from machinery import cli, corpora, files, lock
+from machinery.basics import cli, files, lock
+from machinery.commands import corpora
 
 if __name__ == "__main__":  # run as a script: the machinery's `import experiments` is this module, not a copy
     sys.modules["experiments"] = sys.modules[__name__]
-from machinery import experiment_data, experiment_report, experiment_runs  # noqa: E402 data, report, runs
+from machinery.lab import datasets, reports, runner  # noqa: E402 data, report, runs
 
 
 # ---------------------------------------------------------------------------------------- declarations
@@ -90,7 +91,7 @@ class Claim:
     better: str
     worse: str
     says: str                         # the finding, in the paper's words or close to them
-    metric: str = ""                  # "" = the experiment's; another held-out figure (report.METRICS) alone
+    metric: str = ""                  # "" = the experiment's; another held-out figure (reports.METRICS) alone
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Experiment:
     base: dict = field(default_factory=dict)     # changes to the scale's train.py options, for every arm
     data: str = "full"                           # "full", or "slice" (a share of the training documents)
     note: str = ""                               # how to read the result
-    metric: str = "loss"                         # the held-out figure the verdicts test (report.METRICS)
+    metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
     downstream: bool = False                     # every checkpoint finetuned on SST-2 too (when its data is here)
 
 
@@ -295,17 +296,17 @@ def run_experiment(exp, args):
         raise ValueError("--scale gpu needs a CUDA GPU (none is available here); use --scale classroom, or "
                          "--device cpu to run the gpu scale's settings slowly")
     t0 = time.time()
-    chosen = experiment_runs.chosen_arms(exp, args.arms)
-    args.code = experiment_runs.code_hash()
-    experiment_runs.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
+    chosen = runner.chosen_arms(exp, args.arms)
+    args.code = runner.code_hash()
+    runner.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
     args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
-    prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen,
+    prepared = datasets.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen,
                                        exp.arms)
-    planned = experiment_runs.plan(exp, scale, args, prepared)
+    planned = runner.plan(exp, scale, args, prepared)
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
-    experiment_runs.check_conflicts(runs, args.overwrite)
+    runner.check_conflicts(runs, args.overwrite)
     with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
-        records = list(pool.map(lambda i: experiment_runs.do_run(runs[i], i + 1, len(runs), exp, scale, args),
+        records = list(pool.map(lambda i: runner.do_run(runs[i], i + 1, len(runs), exp, scale, args),
                                  range(len(runs))))
     skipped_now = sum(bool(r.pop("skipped", False)) for r in records)
     trained_now = sum(r.get("status") == "finished" for r in records) - skipped_now
@@ -313,8 +314,8 @@ def run_experiment(exp, args):
     records, runs = with_earlier_runs(exp, planned, [] if args.report_only else chosen, records, runs)
     results = collect(exp, scale, args, prepared, planned, records, failed_now, t0)
     report, png = write_outputs(exp, scale, args, results, runs)
-    experiment_runs.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), "
-                        f"{failed_now} failed in {experiment_runs.duration(results['wall_seconds'])}; verdict: "
+    runner.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), "
+                        f"{failed_now} failed in {runner.duration(results['wall_seconds'])}; verdict: "
                         f"{results['verdict']}; report: {report}" + (f", {png}" if png else ""))
     return results
 
@@ -327,7 +328,7 @@ def downstream_folder(exp, args):
     folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, GLUE_DOWNLOAD)
     if os.path.isfile(os.path.join(folder, "SST-2", "train.tsv")):
         return folder
-    experiment_runs.say(f"[{exp.name}] SST-2 is not here, so the downstream score is left out: `python data.py "
+    runner.say(f"[{exp.name}] SST-2 is not here, so the downstream score is left out: `python data.py "
                         f"download {GLUE_DOWNLOAD}` fetches it (or pass --glue DIR); running the MLM part only")
     return None
 
@@ -335,7 +336,7 @@ def downstream_folder(exp, args):
 def with_earlier_runs(exp, planned, chosen, records, runs):
     """This invocation's runs and records, with those of the arms not run now that finished or failed before,
     in the experiment's order (arm, then seed)."""
-    others = [(r, experiment_runs.earlier_record(r)) for r in planned if r.arm not in chosen]
+    others = [(r, runner.earlier_record(r)) for r in planned if r.arm not in chosen]
     records = records + [record for _, record in others if record]
     runs = runs + [r for r, record in others if record]
     order = {a.name: i for i, a in enumerate(exp.arms)}
@@ -347,8 +348,8 @@ def with_earlier_runs(exp, planned, chosen, records, runs):
 def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     """results.json: every number and command of the experiment, its arms' summaries and the verdicts."""
     ran = {r["arm"] for r in records}  # arms with a run (now or before): the report shows only these
-    arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
-    verdicts = experiment_report.judge(exp, arms)
+    arms = [reports.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
+    verdicts = reports.judge(exp, arms)
     finished = [r for r in records if r.get("status") == "finished"]
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
             "seeds": args.seeds or scale.seeds, "train_args": args.train_args,
@@ -360,10 +361,10 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "heldout_targets": shared_targets(exp, finished),
             "invocation": invocation(exp, args), "variant": is_variant(args),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
-            "baselines": experiment_data.heldout_baselines(prepared, planned[0].options["seq_len"]),
+            "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "not_run": [a.name for a in exp.arms if a.name not in ran],
             "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records, "arms": arms, "verdicts": verdicts,
-            "verdict": experiment_report.overall(verdicts), "failed_now": failed_now,
+            "verdict": reports.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
             "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
 
@@ -378,7 +379,7 @@ def shared_targets(exp, finished):
 
 def earlier_wall(exp, args):
     """--report-only: the wall time of the invocation that trained the runs (its results.json), kept."""
-    earlier = experiment_runs.read_json(os.path.join(args.out, exp.name, "results.json")) or {}
+    earlier = runner.read_json(os.path.join(args.out, exp.name, "results.json")) or {}
     return earlier.get("wall_seconds", 0.0)
 
 
@@ -396,9 +397,9 @@ def write_outputs(exp, scale, args, results, runs):
     folder = os.path.join(args.out, exp.name)
     os.makedirs(folder, exist_ok=True)
     files.write_atomic(os.path.join(folder, "results.json"), json.dumps(results, indent=2))
-    base = experiment_runs.base_options(exp, scale, args.steps_factor)
-    files.write_atomic(os.path.join(folder, "report.md"), experiment_report.report(exp, results, runs, base))
-    png = experiment_report.plot(exp, results, os.path.join(folder, "loss.png"))
+    base = runner.base_options(exp, scale, args.steps_factor)
+    files.write_atomic(os.path.join(folder, "report.md"), reports.report(exp, results, runs, base))
+    png = reports.plot(exp, results, os.path.join(folder, "loss.png"))
     return os.path.join(folder, "report.md"), png
 
 
@@ -423,10 +424,10 @@ def invocation(exp, args):
 
 # ---------------------------------------------------------------------------------------- command line
 def estimate_minutes(exp, scale):
-    base = experiment_runs.base_options(exp, scale)
+    base = runner.base_options(exp, scale)
     seconds = 0.0
     for arm in exp.arms:
-        o = experiment_runs.apply(base, arm.options)
+        o = runner.apply(base, arm.options)
         seconds += scale.seeds * (o["max_steps"] * o["batch_size"] * o["seq_len"] / scale.tokens_per_s
                                   + scale.overhead_s + (scale.finetune_s if exp.downstream else 0))
     return seconds / 60
@@ -497,7 +498,7 @@ def main(argv=None):
     if args.experiment == "list":
         return list_experiments()
     if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
-        return print(experiment_report.summary([e.name for e in EXPERIMENTS], args.out))
+        return print(reports.summary([e.name for e in EXPERIMENTS], args.out))
     chosen = EXPERIMENTS if args.experiment == "all" else [e for e in EXPERIMENTS if e.name == args.experiment]
     failed = cli.run(lambda: run_all(chosen, args))  # bad input: one line, `error: ...`
     if failed:
@@ -508,7 +509,7 @@ def run_all(chosen, args):
     """The chosen experiments one after the other, in one writer's lock of --out; the runs that failed now."""
     try:
         failed = 0
-        experiment_runs.parse_train_args(args.train_args)  # its quoting, checked before any work
+        runner.parse_train_args(args.train_args)  # its quoting, checked before any work
         with lock.writing(args.out, "experiments.py"):  # one writer: a second experiments.py is refused
             for exp in chosen:
                 results = run_experiment(exp, args)

@@ -31,8 +31,9 @@ import data
 import evaluate
 import roberta
 from evaluate import GLUE, SQUAD, forward, glue_features, glue_predict  # batched outputs; GLUE's inputs, predictions
-from machinery import checkpoints  # machinery: a run folder's model and tokenizer, loaded and checked; atomic saves
-from machinery import cli, files, task_files  # machinery: --out, --max-seq-len checks; atomic writes; task files
+from machinery.interop import checkpoints  # machinery: a run folder's model and tokenizer, loaded and checked; atomic saves
+from machinery.basics import cli, files  # machinery: --out, --max-seq-len checks; atomic writes; task files
+from machinery.interop import task_files
 
 # Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
 # (roberta.adamw).
@@ -349,7 +350,7 @@ def save_best(args, model, tok, results):
 
 
 def main(argv=None):  # machinery: the command line (Table 10's options, checked), --sweep, one-line errors
-    from machinery import finetune_cli
+    from machinery.commands import finetune_cli
     finetune_cli.main(argv, sys.modules[__name__])  # --sweep: finetune() at every point of SWEEP, 5 seeds each
 
 

@@ -306,13 +306,13 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
     """`cls` (None: the class the checkpoint holds) with the weights of a train.py/finetune.py folder or a
     Hugging Face RoBERTa folder. A head the checkpoint lacks starts fresh, and verbose says so;
     new_head_ok=False refuses it (a finetuned classifier has no trained LM head to fill masks with)."""
-    from machinery import checkpoints  # machinery: both folder layouts, their names, shapes and errors
+    from machinery.interop import checkpoints  # machinery: both folder layouts, their names, shapes and errors
     return checkpoints.load_weights(path, cls, num_labels, verbose, new_head_ok)
 
 
 def save_pretrained(model, directory):
     """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it)."""
-    from machinery import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
+    from machinery.interop import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
     hf.save_pretrained(model, directory)
 
 
@@ -353,5 +353,5 @@ def linear_lr(step, peak, warmup_steps, total_steps):
 
 
 if __name__ == "__main__":  # machinery: the command line (roberta.py export), its checks, one-line errors
-    from machinery import roberta_cli
+    from machinery.commands import roberta_cli
     roberta_cli.main()

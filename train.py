@@ -29,8 +29,11 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
-from machinery import batches, demo, runs  # machinery: the batch thread; the demo; checkpoint.pt, resume checks
-from machinery import cli, speed, train_cli  # machinery: one-line errors; MFU, the compile probe; the options
+from machinery.basics import batches  # machinery: the batch thread; the demo; checkpoint.pt, resume checks
+from machinery.commands import demo
+from machinery.interop import run_folder
+from machinery.basics import cli, speed  # machinery: one-line errors; MFU, the compile probe; the options
+from machinery.commands import train_cli
 
 
 @dataclass
@@ -202,9 +205,9 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt):
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
     if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
-        state = {**state, "offset": None, **runs.restore(ckpt, body, opt, scaler, cfg, rank, device)}
+        state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
     if rank == 0:
-        runs.init_out(cfg, tok, body.cfg, world, state["step"])
+        run_folder.init_out(cfg, tok, body.cfg, world, state["step"])
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
@@ -279,19 +282,19 @@ class Monitor:
         record = {}
         if step % cfg.log_interval == 0 or last:
             self.state["skipped"] = int(self.skipped.item())
-            record = runs.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
+            record = run_folder.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
             record = {"step": step, **record, **evaluate(tr, self.heldout)}
         if record and tr.rank == 0:
-            runs.log(os.path.join(cfg.out, "log.jsonl"), record)
+            run_folder.log(os.path.join(cfg.out, "log.jsonl"), record)
         self.bar.update(1)
         if record and (int(self.bad.item()) >= cfg.max_bad_steps or last and self.bad.item()):  # or ends on a skip
             raise ValueError(f"{int(self.bad.item())} non-finite losses in a row at step {step}: stopping; the last "
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
             self.state["skipped"] = int(self.skipped.item())
-            runs.save(tr, self.state, self.tok_hash)  # with every process's random states
+            run_folder.save(tr, self.state, self.tok_hash)  # with every process's random states
 
     def close(self):
         self.bar.close()
@@ -320,12 +323,12 @@ def train(cfg):
 def _train(cfg, rank, world, device, cpu_group):
     # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
     micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
-    runs.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
-    tokens, line_ends, meta, tok = runs.open_data(cfg)
+    run_folder.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
+    tokens, line_ends, meta, tok = run_folder.open_data(cfg)
     tok_hash = meta["tokenizer_sha256"]
-    ckpt = runs.read_resume(cfg, tok_hash) if cfg.resume else runs.check_fresh_out(cfg, rank == 0)
+    ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
     tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt)
-    ts = TrainSet(tokens, *runs.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
+    ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
@@ -337,7 +340,7 @@ def _train(cfg, rank, world, device, cpu_group):
             for group in tr.opt.param_groups:
                 group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
             # the targets of the whole update, every process: the loss is normalised by them (machinery: refuses none)
-            n_targets, n_tokens = runs.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
+            n_targets, n_tokens = run_folder.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
             sums, finite = train_step(tr, batch, n_targets)
             state.update(step=step, epoch=epoch, position=position, offset=offset)
             # log, evaluate on the fixed held-out set, stop after too many bad steps, save

@@ -8,7 +8,7 @@ import torch
 
 import bpe
 import roberta
-from machinery import checkpoints
+from machinery.interop import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_the_checksum_covers_every_tensor_and_value():
                                    RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0\n"
                                                 "PytorchStreamWriter failed writing file data/0: file write failed")])
 def test_a_full_disk_is_one_line_naming_the_folder(folder, tmp_path, monkeypatch, error):
-    from machinery import cli
+    from machinery.basics import cli
     d, model = folder
     path = tmp_path / "checkpoint.pt"
     shutil.copy(d / "checkpoint.pt", path)

@@ -12,7 +12,9 @@ import torch
 import bpe
 import data
 from conftest import ROOT, shared_path
-from machinery import baselines, corpora, data_cli, fast_formats, files
+from machinery.basics import baselines, files
+from machinery.commands import corpora, data_cli
+from machinery.scale import fast_formats
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import bpe
-from machinery import checkpoints, evaluate_cli, task_files
+from machinery.interop import checkpoints, task_files
+from machinery.commands import evaluate_cli
 import data
 import evaluate
 import roberta

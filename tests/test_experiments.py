@@ -17,7 +17,9 @@ import torch
 import experiments
 from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
-from machinery import checkpoints, corpora, experiment_report, experiment_runs, stats
+from machinery.interop import checkpoints
+from machinery.commands import corpora
+from machinery.lab import reports, runner, stats
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "4"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
@@ -101,8 +103,8 @@ def test_verdicts_come_from_a_t_test(out):
     heldout = {"loss_se": 0.04, "ppl": 0, "accuracy": 9, "accuracy_se": 0.5, "bits_per_byte": 2}
     records = [{"arm": arm, "seed": i, "status": "finished", "heldout": {**heldout, "loss": x}}
                for arm, xs in losses.items() for i, x in enumerate(xs)]
-    arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms]
-    (v,) = experiment_report.judge(exp, arms)
+    arms = [reports.arm_summary(records, arm) for arm in exp.arms]
+    (v,) = reports.judge(exp, arms)
     (t,) = v["tests"]
     diffs = [a - b for a, b in zip(losses["static"], losses["dynamic"])]  # worse - better, seed by seed
     se = statistics.stdev(diffs) / 3 ** 0.5
@@ -117,7 +119,7 @@ def test_verdicts_come_from_a_t_test(out):
 
 
 def arm_of(values, seeds=None, key="loss"):
-    return {key: experiment_report.stat(list(zip(seeds or range(len(values)), values)))}
+    return {key: reports.stat(list(zip(seeds or range(len(values)), values)))}
 
 
 @pytest.mark.parametrize("better, worse, expected, test", [
@@ -126,7 +128,7 @@ def arm_of(values, seeds=None, key="loss"):
     ([4.0, 4.2, 3.8], [4.1, 4.0, 4.2], "not significant", "paired t-test"),
 ])
 def test_verdict_rule(better, worse, expected, test):
-    v = experiment_report.verdict(arm_of(better), arm_of(worse))
+    v = reports.verdict(arm_of(better), arm_of(worse))
     assert v["verdict"] == expected and v["test"] == test
     assert (v["low"] > 0 or v["high"] < 0) == (v["p"] < 0.05)  # the interval excludes 0 exactly when significant
 
@@ -134,7 +136,7 @@ def test_verdict_rule(better, worse, expected, test):
 def test_welch_when_the_seeds_differ_and_higher_is_better():
     """Arms with other seeds are not paired: Welch's test, its fractional degrees of freedom; for SST-2
     accuracy higher is better, so a higher `better` arm is the claim's direction."""
-    v = experiment_report.verdict(arm_of([80.0, 81.0, 82.0, 80.5], key="sst2"), arm_of([70.0, 75.0, 72.0], [5, 6, 7],
+    v = reports.verdict(arm_of([80.0, 81.0, 82.0, 80.5], key="sst2"), arm_of([70.0, 75.0, 72.0], [5, 6, 7],
                                   key="sst2"), "sst2", lower_is_better=False)
     assert v["test"] == "Welch's t-test" and v["difference"] == pytest.approx(80.875 - 72.333333)
     v1, v2 = statistics.variance([80, 81, 82, 80.5]) / 4, statistics.variance([70, 75, 72]) / 3
@@ -146,10 +148,10 @@ def test_a_claim_with_two_metrics_is_tested_at_half_the_level():
     exp = Experiment("two", "?", arms=[Arm("a"), Arm("b")], claims=[Claim("a", "b", "a beats b")])
     arms = [{"arm": "a", **arm_of([4.0, 4.02, 3.98]), **arm_of([80.0, 80.0, 81.0], key="sst2")},
             {"arm": "b", **arm_of([4.1, 4.12, 4.08]), **arm_of([80.5, 79.5, 80.0], key="sst2")}]
-    (v,) = experiment_report.judge(exp, arms)
+    (v,) = reports.judge(exp, arms)
     assert [t["metric"] for t in v["tests"]] == ["loss", "sst2"] and {t["alpha"] for t in v["tests"]} == {0.025}
     assert v["verdict"] == "reproduced" and v["tests"][1]["verdict"] == "not significant"
-    assert experiment_report.combined([{"verdict": "reproduced"}, {"verdict": "not reproduced at this scale"}]) \
+    assert reports.combined([{"verdict": "reproduced"}, {"verdict": "not reproduced at this scale"}]) \
         .startswith("mixed")
 
 
@@ -260,8 +262,8 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     ckpt["state"]["step"] = 8
     ckpt["checksum"] = checkpoints.checksum(ckpt)  # as train.py saves one
     torch.save(ckpt, path)
-    interrupted = {"command": command, "status": "running", "code": experiment_runs.code_hash()}
-    experiment_runs.write_run(experiment_runs.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
+    interrupted = {"command": command, "status": "running", "code": runner.code_hash()}
+    runner.write_run(runner.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
     capsys.readouterr()
     experiments.main(["probe", "--arms", "ok", *QUICK, "--out", o])
     printed = capsys.readouterr().out
@@ -331,7 +333,7 @@ def test_bad_input_is_a_value_error():
     """The one exception type for bad input: commands print a ValueError (or OSError) as one line."""
     exp = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
     with pytest.raises(ValueError, match="'stati' is not an arm of masking"):
-        experiment_runs.chosen_arms(exp, "static,stati")
+        runner.chosen_arms(exp, "static,stati")
     assert not hasattr(experiments, "Refused")
 
 
@@ -339,7 +341,7 @@ def test_bad_input_is_a_value_error():
 def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
     """experiments.py and its machinery import each other module style: any of them can be imported first; run
     as a script, the machinery sees the script's own declarations (each arm's Times applied: list's times)."""
-    firsts = ("experiments", "machinery.experiment_runs", "machinery.experiment_data", "machinery.experiment_report")
+    firsts = ("experiments", "machinery.lab.runner", "machinery.lab.datasets", "machinery.lab.report")
     procs = [subprocess.Popen([sys.executable, "-c", f"import {first}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, cwd=ROOT) for first in firsts]  # side by side: each is a second of imports
     script = subprocess.Popen([sys.executable, "experiments.py", "list"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -445,31 +447,31 @@ class SlowStream:
 
 
 def test_progress_lines_are_whole_lines_side_by_side(tmp_path, monkeypatch):
-    run = experiment_runs.Run(Arm("rate-15"), 0, str(tmp_path), {"max_steps": 800, "batch_size": 16, "seq_len": 128}, "", "")
-    assert experiment_runs.progress_line("[x] 1/2 rate-15 seed 0", run, 5) == "[x] 1/2 rate-15 seed 0: starting (5 s)"
+    run = runner.Run(Arm("rate-15"), 0, str(tmp_path), {"max_steps": 800, "batch_size": 16, "seq_len": 128}, "", "")
+    assert runner.progress_line("[x] 1/2 rate-15 seed 0", run, 5) == "[x] 1/2 rate-15 seed 0: starting (5 s)"
     (tmp_path / "log.jsonl").write_text(json.dumps({"step": 100, "loss": 7.5}) + "\n" +
                                         json.dumps({"step": 200, "loss": 6.91234, "tokens_per_s": 2048.0}) + "\n")
-    line = experiment_runs.progress_line("[x] 1/2 rate-15 seed 0", run, 95)
+    line = runner.progress_line("[x] 1/2 rate-15 seed 0", run, 95)
     # 600 steps x 16 x 128 tokens at 2,048 tokens/s: 600 s left
     assert line == "[x] 1/2 rate-15 seed 0: step 200/800 (25%), loss 6.912, 2,048 tokens/s, ETA 10 min 00 s (1 min 35 s so far)"
     stream = SlowStream()
     monkeypatch.setattr(sys, "stdout", stream)
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda k: experiment_runs.say(f"[x] {k % 4}/4 arm seed 0: step {k}"), range(40)))
+        list(pool.map(lambda k: runner.say(f"[x] {k % 4}/4 arm seed 0: step {k}"), range(40)))
     lines = "".join(stream.parts).splitlines()
     assert len(lines) == 40 and all(re.fullmatch(r"\[x\] \d/4 arm seed 0: step \d+", x) for x in lines), lines
 
 
 def test_execute_reports_progress_while_the_command_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment_runs, "PROGRESS_SECONDS", 0.2)
+    monkeypatch.setattr(runner, "PROGRESS_SECONDS", 0.2)
     calls = []
-    code, last = experiment_runs.execute(["python", "-c", "import time, sys; time.sleep(1); sys.exit('error: boom')"],
+    code, last = runner.execute(["python", "-c", "import time, sys; time.sleep(1); sys.exit('error: boom')"],
                                          str(tmp_path / "out.log"), progress=lambda: calls.append(1))
     assert code == 1 and last == "error: boom" and len(calls) >= 2
 
 
 def test_threads_share_the_allowed_cpus(monkeypatch):
-    from machinery import speed
+    from machinery.basics import speed
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(speed, "cpus_allowed", lambda: 8)
     assert [speed.threads_for(j) for j in (1, 2, 3, 16)] == [8, 4, 2, 1]
@@ -479,28 +481,28 @@ def test_threads_share_the_allowed_cpus(monkeypatch):
 
 def test_code_hash_covers_the_code_not_the_declarations(tmp_path):
     import shutil
-    for name in experiment_runs.CORE + ["experiments.py"]:
+    for name in runner.CORE + ["experiments.py"]:
         shutil.copy(os.path.join(ROOT, name), tmp_path / name)
     shutil.copytree(os.path.join(ROOT, "machinery"), tmp_path / "machinery",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    before = experiment_runs.code_hash(str(tmp_path))
-    assert before == experiment_runs.code_hash()
+    before = runner.code_hash(str(tmp_path))
+    assert before == runner.code_hash()
     text = (tmp_path / "experiments.py").read_text()
     (tmp_path / "experiments.py").write_text(text.replace('Arm("rate-40", {"mask_rate": 0.40})',
                                                           'Arm("rate-40", {"mask_rate": 0.40}), Arm("rate-60", {})'))
-    assert experiment_runs.code_hash(str(tmp_path)) == before  # an added arm reruns nothing
-    with open(tmp_path / "machinery" / "lock.py", "a") as f:
+    assert runner.code_hash(str(tmp_path)) == before  # an added arm reruns nothing
+    with open(tmp_path / "machinery" / "basics" / "lock.py", "a") as f:
         f.write("# an edit\n")
-    assert experiment_runs.code_hash(str(tmp_path)) != before
+    assert runner.code_hash(str(tmp_path)) != before
 
 
 def test_a_finished_run_of_other_code_is_stale(tmp_path):
-    run = experiment_runs.Run(Arm("a"), 0, str(tmp_path), {"max_steps": 4}, "d", "d")
-    experiment_runs.write_run(run, {"command": experiment_runs.shown(run.argv), "status": "finished", "code": "abc"})
-    assert experiment_runs.run_status(run, run.argv, False, "abc") == "finished"
-    assert experiment_runs.run_status(run, run.argv, False, "def") == "stale"
-    experiment_runs.write_run(run, {"command": experiment_runs.shown(run.argv), "status": "finished"})  # no code recorded
-    assert experiment_runs.run_status(run, run.argv, False, "abc") == "stale"
+    run = runner.Run(Arm("a"), 0, str(tmp_path), {"max_steps": 4}, "d", "d")
+    runner.write_run(run, {"command": runner.shown(run.argv), "status": "finished", "code": "abc"})
+    assert runner.run_status(run, run.argv, False, "abc") == "finished"
+    assert runner.run_status(run, run.argv, False, "def") == "stale"
+    runner.write_run(run, {"command": runner.shown(run.argv), "status": "finished"})  # no code recorded
+    assert runner.run_status(run, run.argv, False, "abc") == "stale"
 
 
 @pytest.mark.slow
@@ -508,12 +510,12 @@ def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
     o = sharing_data(out, tmp_path / "o")
     experiments.main(["masking", *QUICK, "--out", o])
     first = results(o, "masking")
-    assert first["codes"] == [experiment_runs.code_hash()] and "Mixed code" not in report(o, "masking")
+    assert first["codes"] == [runner.code_hash()] and "Mixed code" not in report(o, "masking")
     assert f"--out {o}" in first["invocation"] and first["variant"]
     for arm in ("static", "dynamic"):  # as if both ran with older code
         path = os.path.join(o, "masking", arm, "seed0", "run.json")
         record = json.load(open(path))
-        experiment_runs.write_run(experiment_runs.Run(Arm(arm), 0, os.path.dirname(path), {}, "", ""),
+        runner.write_run(runner.Run(Arm(arm), 0, os.path.dirname(path), {}, "", ""),
                                   {**record, "code": "0123456789ab"})
     capsys.readouterr()
     experiments.main(["masking", "--arms", "static", *QUICK, "--out", o])
@@ -526,7 +528,7 @@ def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
 def test_mfu_never_above_one(monkeypatch):
     """A peak measured under load (too low): measured again once, the larger kept, and MFU capped at 1."""
     import roberta as model_module
-    from machinery import speed
+    from machinery.basics import speed
     peaks = iter([1e6, 5e6])  # the first measurement under load, then a better one
     monkeypatch.setattr(speed, "matmul_peak", lambda *a, **k: next(peaks))
     cfg = model_module.RobertaConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, ffn_size=128)

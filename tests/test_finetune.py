@@ -16,10 +16,12 @@ import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery import checkpoints, corpora, evaluate_cli, files, finetune_cli, hf, task_files
+from machinery.interop import checkpoints, hf, task_files
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
+from machinery.commands import corpora, evaluate_cli, finetune_cli
+from machinery.basics import files
 # and on a loaded machine two threads that wait for each other made a one-minute run take ten.
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

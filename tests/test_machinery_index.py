@@ -1,4 +1,4 @@
-"""The examples index kept beside the data (machinery/index.py), and the batches of an epoch: Shuffle, Ragged."""
+"""The examples index kept beside the data (machinery/scale/index.py), and the batches of an epoch: Shuffle, Ragged."""
 import os
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import data
-from machinery import fast_formats
-from machinery import index as kept
+from machinery.scale import fast_formats
+from machinery.scale import index as kept
 from test_data import corpus  # noqa: F401 (the prepared built-in corpus, a fixture)
 
 

@@ -1,4 +1,4 @@
-"""One writer per folder (machinery/lock.py), with real processes: two data.py into one --out, a second
+"""One writer per folder (machinery/basics/lock.py), with real processes: two data.py into one --out, a second
 bpe.py train, finetune.py or experiments.py refused while the folder is held, a killed writer that blocks
 no one, and what dead processes left removed at the next start. Also the one-line errors of issue 18 that
 live in the command lines: empty paths, --workers' bound, --train-args' quoting."""
@@ -14,9 +14,10 @@ import pytest
 import bpe
 import data
 from conftest import ROOT
-from machinery import corpora, files, lock
+from machinery.commands import corpora
+from machinery.basics import files, lock
 
-HOLDER = ("import sys, time; from machinery import lock; lock.hold(sys.argv[1], 'the holder'); "
+HOLDER = ("import sys, time; from machinery.basics import lock; lock.hold(sys.argv[1], 'the holder'); "
           "print('held', flush=True); time.sleep(60)")
 
 
@@ -207,8 +208,8 @@ def test_one_clear_line(tmp_path, monkeypatch, capsys, script, args, message):
     """In this process, as the command runs it: the exit message is the one line (argparse's, or cli.run's)."""
     import importlib
     monkeypatch.chdir(tmp_path)
-    main = {"data.py": lambda argv: importlib.import_module("machinery.data_cli").main(argv),
-            "bpe.py": lambda argv: importlib.import_module("machinery.bpe_cli").main(argv),
+    main = {"data.py": lambda argv: importlib.import_module("machinery.commands.data_cli").main(argv),
+            "bpe.py": lambda argv: importlib.import_module("machinery.commands.bpe_cli").main(argv),
             "finetune.py": lambda argv: importlib.import_module("finetune").main(argv),
             "experiments.py": lambda argv: importlib.import_module("experiments").main(argv)}[script]
     with pytest.raises(SystemExit) as e:

@@ -9,7 +9,9 @@ import torch.nn.functional as F
 import evaluate
 import roberta
 from conftest import ROOT
-from machinery import checkpoints, hf, roberta_cli, speed
+from machinery.interop import checkpoints, hf
+from machinery.commands import roberta_cli
+from machinery.basics import speed
 from roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForMultipleChoice, RobertaForQuestionAnswering,
                      RobertaForSequenceClassification)
 

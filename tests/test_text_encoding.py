@@ -1,5 +1,5 @@
-"""Section 4.4's other arm: the character-level BPE (machinery/char_bpe.py), <unk> as a prediction target, and
-the text-encoding experiment's bits per byte with the <unk> cost counted (machinery/experiment_text.py)."""
+"""Section 4.4's other arm: the character-level BPE (machinery/interop/char_bpe.py), <unk> as a prediction target, and
+the text-encoding experiment's bits per byte with the <unk> cost counted (machinery/lab/text_figures.py)."""
 import math
 import os
 import subprocess
@@ -13,7 +13,8 @@ import bpe
 import data
 import roberta
 from conftest import ROOT
-from machinery import char_bpe, experiment_text
+from machinery.interop import char_bpe
+from machinery.lab import text_figures
 
 TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "", "the mat and the log"] * 20
 
@@ -81,7 +82,7 @@ def test_bits_per_byte_counts_the_unk_cost(char_tok):
     model = roberta.RobertaForMaskedLM(roberta.RobertaConfig(vocab_size=len(char_tok), hidden_size=16, num_layers=1,
                                                              num_heads=2, ffn_size=32, max_positions=40))
     lines = ["the cat 東京 sat", "a dog ☃ on the mat", ""] * 6
-    out = experiment_text.text_figures(model, char_tok, lines, seq_len=32, device="cpu", versions=2)
+    out = text_figures.text_figures(model, char_tok, lines, seq_len=32, device="cpu", versions=2)
     tokens, lengths = data.encode_lines(lines, char_tok)
     unk_len = np.mean(char_tok.unknown_bytes("".join(lines)))
     nats = spelled = unk_targets = 0.0
@@ -99,6 +100,6 @@ def test_bits_per_byte_counts_the_unk_cost(char_tok):
 
 
 def test_heldout_texts_are_non_english_and_code():
-    non_english = "\n".join(experiment_text.text_lines("non_english"))
-    code = "\n".join(experiment_text.text_lines("code"))
+    non_english = "\n".join(text_figures.text_lines("non_english"))
+    code = "\n".join(text_figures.text_lines("code"))
     assert sum(ord(ch) > 127 for ch in non_english) > 500 and "def " in code and "#include" in code

@@ -13,7 +13,9 @@ import data
 import roberta
 import train
 from conftest import ROOT
-from machinery import checkpoints, corpora, files, lock, runs, speed
+from machinery.interop import checkpoints, run_folder
+from machinery.commands import corpora
+from machinery.basics import files, lock, speed
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -451,7 +453,7 @@ def copy_of(prepared, tmp_path, name="data"):
 def test_the_help_states_the_ranges_it_accepts():
     """--mask-rate: the help, the option's check and data.Masking agree on (0, 1) (1 was refused under a help
     saying (0, 1])."""
-    from machinery import train_cli
+    from machinery.commands import train_cli
     helps = {name: text for name, _, text in train_cli.options(train.RECIPES)}
     assert "in (0, 1)" in helps["mask_rate"]
     args = train_cli.parse(["--data", "d", "--mask-rate", "0.999"], train.TrainConfig, train.RECIPES, "")
@@ -494,7 +496,7 @@ def test_two_runs_on_one_out_one_refuses(prepared, tmp_path):
 
 def test_training_refuses_data_that_data_py_is_rewriting(prepared, tmp_path, capsys):
     d = copy_of(prepared, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from machinery import lock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from machinery.basics import lock; "
                                "lock.hold(sys.argv[1], 'data.py'); print('held', flush=True); time.sleep(60)", str(d)],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -525,7 +527,7 @@ def test_at_scale_the_largest_id_data_py_recorded_stands_for_the_pass(prepared, 
     """Above prepared.SCAN_BELOW tokens the ids are not read again: meta.json's max_id (written by data.py) is
     checked, and a wrong one refuses the folder; below, every id is read (the test above)."""
     import json as js
-    from machinery import prepared as prep
+    from machinery.scale import prepared as prep
     meta = js.loads((prepared / "meta.json").read_text())
     assert 0 < meta["train"]["max_id"] < 500 and meta["valid"]["max_id"] < 500
     monkeypatch.setattr(prep, "SCAN_BELOW", 0)
@@ -582,18 +584,18 @@ def test_a_run_that_ends_on_a_skipped_update_says_so(prepared, tmp_path, capsys,
 
 def test_the_log_is_strict_json_and_a_torn_last_line_is_dropped_on_resume(tmp_path, capsys):
     path = tmp_path / "log.jsonl"
-    runs.log(path, {"step": 1, "loss": 2.5, "valid_loss": float("nan"), "valid_ppl": float("inf")})
-    runs.log(path, {"step": 2, "loss": 2.4})
+    run_folder.log(path, {"step": 1, "loss": 2.5, "valid_loss": float("nan"), "valid_ppl": float("inf")})
+    run_folder.log(path, {"step": 2, "loss": 2.4})
     assert strict(path.read_text().splitlines()[0]) == {"step": 1, "loss": 2.5, "valid_loss": "nan",
                                                         "valid_ppl": "inf"}
     with open(path, "a") as f:
         f.write('{"step": 3, "loss": 2.3, "lr": 0.0')  # a crash (or a full disk) mid-append
-    runs.keep_log_until(str(path), 2)
+    run_folder.keep_log_until(str(path), 2)
     assert f"warning: {path}: dropped its torn last line" in capsys.readouterr().err
     assert [strict(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
     path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
     with pytest.raises(ValueError, match=f"{path}: line 2 is not JSON"):
-        runs.keep_log_until(str(path), 3)
+        run_folder.keep_log_until(str(path), 3)
 
 
 @pytest.mark.slow
@@ -657,7 +659,7 @@ def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_pa
 
 def test_the_demo_takes_the_cpus_other_work_leaves_free(monkeypatch):
     """On 2 allowed CPUs with one busy, 1 thread (2.4x faster here than 2 fighting the other work); none busy, 2."""
-    from machinery import demo
+    from machinery.commands import demo
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(speed, "cpus_allowed", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)

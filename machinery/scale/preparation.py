@@ -1,7 +1,7 @@
 """The machinery of data.prepare: the checks before anything is written, the worker processes that encode
 the lines, and the .bin/.idx files of both splits, written whole or not at all.
 
-One writer at a time: data.prepare holds --out's lock (machinery/lock.py) from its checks to its end, so a
+One writer at a time: data.prepare holds --out's lock (machinery/basics/lock.py) from its checks to its end, so a
 second data.py, or a train.py reading the folder, is refused. The files are written into a temporary folder
 of --out's own (prepare.<pid>.tmp) and moved into place only when complete: meta.json goes first and comes
 back last, so a folder without it reads as incomplete, and the kept examples index of the old data goes too."""
@@ -16,7 +16,7 @@ import numpy as np
 
 import bpe
 import data
-from machinery import files, lock
+from machinery.basics import files, lock
 
 _worker_tok = None
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 import bpe
-from machinery import files
+from machinery.basics import files
 
 
 def tokenizer_hash(tok):

@@ -16,7 +16,7 @@ import json
 import os
 
 import bpe
-from machinery import files
+from machinery.basics import files
 
 FILE = "char_bpe.json"
 

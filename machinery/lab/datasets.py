@@ -4,7 +4,7 @@ the tokenizer, the data folders ("full", and "slice": every n-th training docume
 held-out split, so that every arm is evaluated on the same held-out documents), and the baselines on the
 held-out masks every run is evaluated on.
 
-    prepared = experiment_data.prepare(scale, args, needs_slice=True)
+    prepared = datasets.prepare(scale, args, needs_slice=True)
     prepared.folders["full"], prepared.commands
 """
 import hashlib
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import bpe
 import data
-from machinery import baselines, corpora, experiment_runs, files
+from machinery.basics import baselines, files
+from machinery.commands import corpora
+from machinery.lab import runner
 
 QUICK_CORPUS_CHARS = 150_000     # the quick scale's corpus: the first documents of the built-in one
 
@@ -34,11 +36,11 @@ class Prepared:
 
 def prepare_step(what, argv, done, log_path, record):
     """One preparation command, skipped when its output exists; a failure stops the experiment."""
-    record.append(experiment_runs.shown(argv))
+    record.append(runner.shown(argv))
     if done():
         return
-    experiment_runs.say(f"  {what}: {experiment_runs.shown(argv)}")
-    code, last = experiment_runs.execute(argv, log_path)
+    runner.say(f"  {what}: {runner.shown(argv)}")
+    code, last = runner.execute(argv, log_path)
     if code != 0 or not done():
         raise ValueError(f"{what} failed ({last}); its output is in {log_path}")
 
@@ -48,9 +50,9 @@ def corpus_file(scale, args, folder, commands):
     if args.corpus:
         return os.path.abspath(args.corpus)
     if scale.corpus == "wikitext-103":
-        argv = ["python", experiment_runs.script("data.py"), "download", "wikitext-103"]
-        commands.append(experiment_runs.shown(argv))
-        experiment_runs.say(f"  corpus: {experiment_runs.shown(argv)}")
+        argv = ["python", runner.script("data.py"), "download", "wikitext-103"]
+        commands.append(runner.shown(argv))
+        runner.say(f"  corpus: {runner.shown(argv)}")
         out = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True)
         if out.returncode != 0:
             raise ValueError(f"could not fetch WikiText-103 ({(out.stderr.strip().splitlines() or ['?'])[-1]}); "
@@ -68,9 +70,9 @@ def corpus_file(scale, args, folder, commands):
                 size += sum(len(line) + 1 for line in doc)
             files.write_atomic(path, "\n".join(lines))
         return path
-    commands.append(f"python -c \"from machinery import corpora; corpora.builtin_corpus('{path}')\"")
+    commands.append(f"python -c \"from machinery.commands import corpora; corpora.builtin_corpus('{path}')\"")
     if not os.path.isfile(path):
-        experiment_runs.say(f"  corpus: {commands[-1]}")
+        runner.say(f"  corpus: {commands[-1]}")
         corpora.builtin_corpus(path)
     return path
 
@@ -102,7 +104,7 @@ def prepare(scale, args, needs_slice, arms=(), every_arm=()):
     vocab = args.vocab_size or scale.vocab_size
     tok = os.path.join(folder, f"bpe{vocab}")
     full = os.path.join(tok, "full")
-    bpe_py, data_py = experiment_runs.script("bpe.py"), experiment_runs.script("data.py")
+    bpe_py, data_py = runner.script("bpe.py"), runner.script("data.py")
     prepare_step("tokenizer", ["python", bpe_py, "train", "--input", corpus, "--vocab-size", str(vocab),
                                "--out", tok], lambda: os.path.isfile(os.path.join(tok, "merges.txt")), log_path,
                  commands)
@@ -112,14 +114,14 @@ def prepare(scale, args, needs_slice, arms=(), every_arm=()):
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
     if needs_slice:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
-    keys = sorted({experiment_runs.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
+    keys = sorted({runner.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
     with ThreadPoolExecutor(2) as pool:  # side by side (each command is its own process)
         made = list(pool.map(lambda key: prepare_characters(scale, corpus, os.path.join(folder, key), int(key[4:]),
                                                             os.path.join(folder, f"prepare-{key}.log")), keys))
     for key, (full, typed) in zip(keys, made):
         folders[key] = full
         commands += typed
-    for key in {experiment_runs.char_key(a, vocab) for a in every_arm} - {None} - set(folders):  # the others':
+    for key in {runner.char_key(a, vocab) for a in every_arm} - {None} - set(folders):  # the others':
         folders[key] = os.path.join(folder, key, "full")  # where they are, for the runs made before
     if not os.path.isfile(os.path.join(tok, "code.txt")):
         files.write_atomic(os.path.join(tok, "code.txt"), args.code)
@@ -130,10 +132,10 @@ def prepare_characters(scale, corpus, tok, vocab, log_path):
     """A character-level BPE of `vocab` tokens (bpe.py train --characters) and the corpus prepared with it,
     the same documents held out; (its data folder, the commands)."""
     full, commands = os.path.join(tok, "full"), []
-    prepare_step("character-level tokenizer", ["python", experiment_runs.script("bpe.py"), "train", "--input", corpus,
+    prepare_step("character-level tokenizer", ["python", runner.script("bpe.py"), "train", "--input", corpus,
                                                "--vocab-size", str(vocab), "--out", tok, "--characters"],
                  lambda: os.path.isfile(os.path.join(tok, "char_bpe.json")), log_path, commands)
-    prepare_step("data", ["python", experiment_runs.script("data.py"), "--input", corpus, "--tokenizer", tok,
+    prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok,
                           "--out", full, "--valid-fraction", str(scale.valid_fraction), "--workers",
                           str(scale.workers)], lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path,
                  commands)
@@ -158,7 +160,7 @@ def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
                         current = []
         kept = [line for doc in docs[::scale.slice_every] for line in doc]
         files.write_atomic(text, "\n".join(kept))
-    prepare_step("less data", ["python", experiment_runs.script("data.py"), "--input", text, "--tokenizer", tok,
+    prepare_step("less data", ["python", runner.script("data.py"), "--input", text, "--tokenizer", tok,
                                "--out", out, "--valid-fraction", "0", "--workers", str(scale.workers)],
                  lambda: os.path.isfile(os.path.join(out, "meta.json")), log_path, commands)
     commands.append(f"(the held-out split of {full} copied into {out})")

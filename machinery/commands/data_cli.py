@@ -8,8 +8,8 @@ import os
 import sys
 
 import data
-from machinery import cli
-from machinery.corpora import DATASETS, DEFAULT_CACHE, download
+from machinery.basics import cli
+from machinery.commands.corpora import DATASETS, DEFAULT_CACHE, download
 
 
 MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that only wait for the cores

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 import data
-from machinery import fast_formats, files, prepared
+from machinery.scale import fast_formats, prepared
+from machinery.basics import files
 
 INDEX_VERSION = 3  # raise it when a builder's rule changes: every kept index is then rebuilt (3: checksums)
 CHECK_CHUNK = 1 << 26  # a kept file's checksum is a CRC-32 per 64 MiB: checked in parallel, a damage located

@@ -4,8 +4,8 @@ where each stands (finished, interrupted, of other code), the hash of the code, 
 wherever it stands to its record: trained (train.py), evaluated on the fixed held-out masks, finetuned
 (finetune.py, with --glue); or failed, with the command to rerun it.
 
-    runs = experiment_runs.plan(exp, scale, args, prepared)
-    record = experiment_runs.do_run(runs[0], 1, len(runs), exp, scale, args)
+    runs = runner.plan(exp, scale, args, prepared)
+    record = runner.do_run(runs[0], 1, len(runs), exp, scale, args)
 """
 import glob
 import hashlib
@@ -28,9 +28,11 @@ import bpe
 import data
 import experiments
 import roberta
-from machinery import checkpoints, experiment_text, files, speed
+from machinery.interop import checkpoints
+from machinery.lab import text_figures
+from machinery.basics import files, speed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 
 # ---------------------------------------------------------------------------------------- commands
@@ -231,13 +233,13 @@ CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.
 
 
 def code_hash(root=ROOT):
-    """The version of the code a run ran with: a hash of the six core modules, machinery/*.py, the held-out texts and
+    """The version of the code a run ran with: a hash of the six core modules, machinery/**/*.py, the held-out texts and
     experiments.py. Not of experiments.py's declarations (from its "the experiments" line to its "scales"
     line): a run's settings are its command, compared on their own, so adding an arm or an experiment reruns
     nothing."""
     paths = [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
-        sorted(glob.glob(os.path.join(root, "machinery", "*.py"))) + \
-        sorted(glob.glob(os.path.join(root, "machinery", "heldout_text", "*.txt")))
+        sorted(glob.glob(os.path.join(root, "machinery", "**", "*.py"), recursive=True)) + \
+        sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt")))
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -335,7 +337,7 @@ def last_record(run):
 def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", corpus="", valid_fraction=0.0):
     """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (its examples built in
     `fmt`), with standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte
-    of the masked tokens. With `corpus`: bits per byte with the <unk> cost counted (experiment_text), on
+    of the masked tokens. With `corpus`: bits per byte with the <unk> cost counted (text_figures), on
     the corpus's held-out lines and on the non-English and code texts, under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
@@ -344,7 +346,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", co
     batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
-    texts = experiment_text.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
+    texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
     n = out["targets"]
     loss = out["loss_sum"] / n
     acc = out["correct"] / n

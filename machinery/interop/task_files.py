@@ -17,7 +17,7 @@ import os
 import sys
 
 import evaluate
-from machinery import files
+from machinery.basics import files
 
 
 def check_file(path):

@@ -8,7 +8,7 @@ character-level BPE are compared on the same text. An <unk> target costs the mod
 byte-level model would pay if it had learned nothing about that character); without this, a tokenizer that
 turned every hard character into one cheap <unk> would look better for knowing less.
 
-    figures = experiment_text.text_figures(model, tok, lines, seq_len=128, device="cpu")
+    figures = text_figures.text_figures(model, tok, lines, seq_len=128, device="cpu")
 """
 import math
 import os

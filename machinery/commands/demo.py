@@ -17,7 +17,8 @@ import torch
 
 import bpe
 import data
-from machinery import baselines, corpora, files, speed, train_cli
+from machinery.basics import baselines, files, speed
+from machinery.commands import corpora, train_cli
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),

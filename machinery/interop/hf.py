@@ -15,7 +15,7 @@ import sys
 import torch
 
 import roberta
-from machinery import cli, files
+from machinery.basics import cli, files
 
 # Parameter names: ours <-> Hugging Face's. A key takes the first prefix rename that fits, then every
 # infix rename in order (attention before FFN, so 'attention.output.dense' is not read as the FFN's).
@@ -192,7 +192,7 @@ def read_hf(path):
     if os.path.isfile(os.path.join(path, "model.safetensors")):
         state = load_safetensors(os.path.join(path, "model.safetensors"))
     elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
-        from machinery import checkpoints  # checkpoints imports this module: import it at call time
+        from machinery.interop import checkpoints  # checkpoints imports this module: import it at call time
         state = checkpoints.read_checkpoint(os.path.join(path, "pytorch_model.bin"), ours=False)
     else:
         raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
@@ -253,7 +253,7 @@ def export(checkpoint, out, overwrite=False):
     config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
     tokenizer with the configuration transformers needs."""
     check_export(checkpoint, out, overwrite)
-    from machinery import checkpoints  # checkpoints imports this module: import it at call time
+    from machinery.interop import checkpoints  # checkpoints imports this module: import it at call time
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
     blobs = read_vocab(checkpoint, model.cfg.vocab_size)
     classifier = isinstance(model, roberta.RobertaForSequenceClassification)

@@ -7,7 +7,7 @@ import re
 from dataclasses import asdict
 
 import data
-from machinery import cli
+from machinery.basics import cli
 
 
 def fail(message):
@@ -74,7 +74,7 @@ def options(recipes):
 
 
 def parse(argv, config_class, recipes, description):
-    from machinery import demo  # (demo.py imports this module)
+    from machinery.commands import demo  # (demo.py imports this module)
     d = demo.DEMO
     p = cli.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=(
         f"The defaults above are those of a run with --data. Without --data, `python train.py` runs the built-in demo "

@@ -2,9 +2,9 @@
 experiments.py's docstring), the paper's own gap beside it, and the report (report.md: the paper's table
 beside ours, the verdicts, every run and command) and the plot (loss.png, when matplotlib is installed).
 
-    arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms]
-    verdicts = experiment_report.judge(exp, arms)
-    text = experiment_report.report(exp, results, runs, base)
+    arms = [reports.arm_summary(records, arm) for arm in exp.arms]
+    verdicts = reports.judge(exp, arms)
+    text = reports.report(exp, results, runs, base)
 """
 import math
 import os
@@ -13,7 +13,7 @@ import shlex
 import statistics
 
 import experiments
-from machinery import experiment_runs, stats
+from machinery.lab import runner, stats
 
 PLUMBING = ("--seeds", "--jobs", "--out", "--glue", "--device", "--arms")  # options that do not change a run's result
 
@@ -189,7 +189,7 @@ def settings_cell(run, train_args=""):
     """What sets this arm apart, as train.py flags: its own options (after Times), its data, and --train-args
     (every run's)."""
     parts = [f"--data {run.data}"] if run.arm.data else []
-    return " ".join(parts + [experiment_runs.flag(key, run.options[key]) for key in run.arm.options]
+    return " ".join(parts + [runner.flag(key, run.options[key]) for key in run.arm.options]
                     + ([train_args] if train_args else []))
 
 
@@ -284,7 +284,7 @@ def header(exp, results, runs, base):
     sizes = "; ".join(f"{name}: {d['tokens']:,} tokens in {d['documents']:,} documents"
                       for name, d in results["data"].items())
     seeds = f"{results['seeds']} seed{'s' if results['seeds'] != 1 else ''} per arm"
-    options = " ".join(experiment_runs.flag(k, v) for k, v in base.items())
+    options = " ".join(runner.flag(k, v) for k, v in base.items())
     return lines + [
         f"**Ours** ({results['scale']} scale, {seeds}): `train.py {options}` "
         f"(warmup 10% of the steps) and each arm's options below, on the {exp.data} data unless an arm says "
@@ -394,7 +394,7 @@ def summary(names, out):
     lines = ["| experiment | claim | verdict | difference in the claim's favour [95% CI], p (test) | runs |",
              "|---|---|---|---|---|"]
     for name in names:
-        results = experiment_runs.read_json(os.path.join(out, name, "results.json"))
+        results = runner.read_json(os.path.join(out, name, "results.json"))
         if not results:
             continue
         minutes = f"{results['seeds']} seeds, {results['wall_seconds'] / 60:.1f} min"

@@ -3,7 +3,8 @@
     python roberta.py export --checkpoint out/ --out hf/   # transformers loads hf/ as it loads roberta-base
 """
 import roberta
-from machinery import cli, hf
+from machinery.basics import cli
+from machinery.interop import hf
 
 
 def export_command(args):

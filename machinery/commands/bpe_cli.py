@@ -6,8 +6,9 @@
 import os
 
 import bpe
-from machinery import char_bpe, cli, lock
-from machinery.files import read_lines
+from machinery.interop import char_bpe
+from machinery.basics import cli, lock
+from machinery.basics.files import read_lines
 
 
 def check_inputs(paths):

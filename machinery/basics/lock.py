@@ -14,7 +14,7 @@ import contextlib
 import fcntl
 import os
 
-from machinery import files
+from machinery.basics import files
 
 NAME = ".lock"
 _held = {}  # real path of the folder -> the open lock file: the lock lasts while the file is open

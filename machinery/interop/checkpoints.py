@@ -21,9 +21,10 @@ import torch
 import bpe
 import evaluate
 import roberta
-from machinery import char_bpe, files, hf, vocab_files
+from machinery.interop import char_bpe, hf, vocab_files
 
 # the task models of roberta.py by the class name a checkpoint records (ours: "class"; HF: "architectures")
+from machinery.basics import files
 MODEL_CLASSES = {c.__name__: c for c in (roberta.RobertaForMaskedLM, roberta.RobertaForSequenceClassification,
                                          roberta.RobertaForQuestionAnswering, roberta.RobertaForMultipleChoice)}
 

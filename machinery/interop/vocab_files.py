@@ -7,7 +7,7 @@ holds one merge per line in rank order ('Ġt he') after a '#version' line.
 import json
 import os
 
-from machinery.files import read_text, write_atomic
+from machinery.basics.files import read_text, write_atomic
 
 VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's names
                ("encoder.json", "vocab.bpe"))  # GPT-2's names

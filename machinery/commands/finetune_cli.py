@@ -13,10 +13,12 @@ import os
 import statistics
 
 import evaluate
-from machinery import cli, evaluate_cli, files, lock, task_files
+from machinery.basics import cli, files, lock
 
 
 # ---------------------------------------------------------------------------------------- the sweep
+from machinery.commands import evaluate_cli
+from machinery.interop import task_files
 def sweep_runs(args, grid):
     """The runs of the sweep: (lr, batch size, seed, their own --out) for each point of the grid."""
     return [(lr, bs, seed, os.path.join(args.out, f"lr{lr}_bs{bs}_seed{seed}"))

@@ -1,8 +1,8 @@
 """Text to pretrain on, from anywhere: a built-in English corpus that every Python install carries (no
 network), and the public datasets of the paper's experiments, fetched once with their checksums.
 
-    python data.py download NAME [--cache DIR]            # the command line: machinery/data_cli.py
-    from machinery import corpora; corpora.builtin_corpus("corpus.txt")
+    python data.py download NAME [--cache DIR]            # the command line: machinery/commands/data_cli.py
+    from machinery.commands import corpora; corpora.builtin_corpus("corpus.txt")
 
 It writes text (one paragraph per line, a blank line between documents) and archives; data.py turns text
 into token ids.
@@ -14,7 +14,7 @@ import tarfile
 import urllib.request
 import zipfile
 
-from machinery import files
+from machinery.basics import files
 
 
 # ---------------------------------------------------------------------------------------- built-in corpus
