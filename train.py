@@ -29,11 +29,8 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
-from machinery.basics import batches  # machinery: the batch thread; the demo; checkpoint.pt, resume checks
-from machinery.commands import demo
-from machinery.interop import run_folder
-from machinery.basics import cli, speed  # machinery: one-line errors; MFU, the compile probe; the options
-from machinery.commands import train_cli
+from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
+from machinery.interop import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
 
 
 @dataclass
@@ -353,18 +350,6 @@ def _train(cfg, rank, world, device, cpu_group):
     return tr.body, tok
 
 
-# ---------------------------------------------------------------------------------------- command line
-def main(argv=None):
-    args = train_cli.parse(sys.argv[1:] if argv is None else argv, TrainConfig, RECIPES, __doc__)
-
-    def pretrain():
-        if args.data:
-            return train(train_cli.config_from_args(args, TrainConfig, RECIPES))
-        cfg = demo.setup(args, TrainConfig)  # no --data: the demo's corpus, tokenizer and data, made once
-        model, tok = train(cfg)
-        demo.report(model, tok, cfg)
-    cli.run(pretrain)
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # machinery: the command line (options, checks, the demo), one-line errors
+    from machinery.commands import train_cli
+    train_cli.main()

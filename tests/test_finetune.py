@@ -196,10 +196,10 @@ def test_squad2_and_race_runs(tiny_roberta, tmp_path):
 
 
 def cli(args, capsys):
-    """finetune.main in this process, as `python finetune.py ...` runs it: (exit status, stderr with the
+    """finetune_cli.main in this process, as `python finetune.py ...` runs it: (exit status, stderr with the
     exit message). Any exception other than SystemExit would be a traceback: it fails the test."""
     with pytest.raises(SystemExit) as e:
-        finetune.main([str(a) for a in args])
+        finetune_cli.main([str(a) for a in args])
     err = capsys.readouterr().err
     code = e.value.code
     return (1 if isinstance(code, str) else code), err + (f"{code}\n" if isinstance(code, str) else "")
@@ -237,7 +237,7 @@ def bad(micro_roberta, tmp_path_factory):
     for name in ("train-v1.1.json", "dev-v1.1.json"):
         (d / "squad" / name).write_text(json.dumps(squad))
     (d / "a_file").write_text("not a folder")
-    finetune.main(["--task", "rte", "--data", str(d / "good"), "--checkpoint", str(micro_roberta), "--out",
+    finetune_cli.main(["--task", "rte", "--data", str(d / "good"), "--checkpoint", str(micro_roberta), "--out",
                    str(d / "done"), "--epochs", "1", "--max-seq-len", "32", "--no-progress"])
     torch.manual_seed(0)
     other = bpe.Tokenizer.train(["other words entirely"] * 5, 290, min_frequency=1)
@@ -306,11 +306,11 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     shutil.copytree(bad / "done", tmp_path / "run")
     base = ["--task", "rte", "--data", bad / "good", "--checkpoint", micro_roberta, "--max-seq-len", 32,
             "--no-progress"]
-    finetune.main([str(a) for a in base + ["--out", tmp_path / "run", "--epochs", 2, "--overwrite"]])
+    finetune_cli.main([str(a) for a in base + ["--out", tmp_path / "run", "--epochs", 2, "--overwrite"]])
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["hyperparameters"]["epochs"] == 2
-    first = sorted(finetune_cli.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2),
+    first = sorted(finetune.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2),
                                            finetune.SWEEP))[0][-1]
     shutil.copytree(bad / "done", first)
     before = tree(tmp_path / "sweep")

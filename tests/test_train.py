@@ -14,7 +14,7 @@ import roberta
 import train
 from conftest import ROOT
 from machinery.interop import checkpoints, run_folder
-from machinery.commands import corpora
+from machinery.commands import corpora, train_cli
 from machinery.basics import files, lock, speed
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
@@ -57,7 +57,7 @@ def run_together(*runs):
 
 
 def run_here(capsys, *args):
-    """train.main in this process, for runs refused before any training (a fresh process each costs a second
+    """train_cli.main (`python train.py`) in this process, for runs refused before any training (a fresh process each costs a second
     of imports; test_the_demo_refuses_options_it_would_ignore checks a real one): (exit code, its stderr,
     with the message of a sys.exit)."""
     code, err = train_here(capsys, *args)
@@ -66,11 +66,11 @@ def run_here(capsys, *args):
 
 
 def train_here(capsys, *args):
-    """train.main in this process, for a short run that may finish (exit code 0) or fail: (exit code, stderr with
+    """train_cli.main (`python train.py`) in this process, for a short run that may finish (exit code 0) or fail: (exit code, stderr with
     the message of a sys.exit). The locks a process holds until it ends (--out's, --data's) are given back."""
     args = [str(a) for a in args]
     try:
-        train.main(args)
+        train_cli.main(args)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -453,11 +453,10 @@ def copy_of(prepared, tmp_path, name="data"):
 def test_the_help_states_the_ranges_it_accepts():
     """--mask-rate: the help, the option's check and data.Masking agree on (0, 1) (1 was refused under a help
     saying (0, 1])."""
-    from machinery.commands import train_cli
     helps = {name: text for name, _, text in train_cli.options(train.RECIPES)}
     assert "in (0, 1)" in helps["mask_rate"]
-    args = train_cli.parse(["--data", "d", "--mask-rate", "0.999"], train.TrainConfig, train.RECIPES, "")
-    assert train_cli.config_from_args(args, train.TrainConfig, train.RECIPES).masking.rate == 0.999
+    args = train_cli.parse(["--data", "d", "--mask-rate", "0.999"])
+    assert train_cli.config_from_args(args).masking.rate == 0.999
     assert "in [0, 60]" in helps["prepare_delay"] and "in (0, 1e6]" in helps["lr"]
 
 

@@ -2,7 +2,7 @@
 a model that visibly learns in ~3 minutes of a 2-core CPU.
 
 train.py asks `setup` for the corpus, tokenizer and data (made once, cached under cache/demo) and the
-TrainConfig, trains with its own train(), then asks `report` for held-out numbers beside two baselines and
+TrainConfig, trains with train.train(), then asks `report` for held-out numbers beside two baselines and
 fill-mask examples. Chosen by measurement (README): a 4,096 vocabulary, small batches at a high learning
 rate, no dropout, and 40% masking rather than the paper's 15% (Wettig et al. 2023 found higher rates better;
 see `python experiments.py mask-rate`), which learns more per token of a small corpus.
@@ -18,7 +18,8 @@ import torch
 import bpe
 import data
 from machinery.basics import baselines, files, speed
-from machinery.commands import corpora, train_cli
+import train
+from machinery.commands import corpora
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
@@ -45,12 +46,23 @@ def make_data(cache=os.path.join("cache", "demo")):
     return data_dir
 
 
-def setup(args, config_class):
+DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
+
+
+def check_demo_options(args):
+    """The demo (no --data) has its own settings: refuse an option it would ignore."""
+    extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
+    if extra:
+        raise ValueError(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
+                         f"--out, --max-steps, --seed and --device")
+
+
+def setup(args):
     """The demo's TrainConfig (resuming its own earlier run), after making its data."""
-    train_cli.check_demo_options(args)
+    check_demo_options(args)
     data_dir = make_data()
-    settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(config_class)}}
-    cfg = config_class(**{**settings, "max_steps": args.max_steps or DEMO["max_steps"]}, data=data_dir,
+    settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(train.TrainConfig)}}
+    cfg = train.TrainConfig(**{**settings, "max_steps": args.max_steps or DEMO["max_steps"]}, data=data_dir,
                        out=args.out or os.path.join("out", "demo"), seed=args.seed or 0, device=args.device or "")
     cfg.resume = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
     threads = set_threads()

@@ -4,51 +4,28 @@ Table 10's grid, and one-line errors.
     python finetune.py --task rte --data glue/RTE --checkpoint roberta-base/ --out runs/rte
     python finetune.py --task mrpc ... --sweep
 
-Nothing imports finetune.py: finetune.main passes itself in (`fine`: its finetune, TABLE_10, SWEEP).
+`python finetune.py` hands over to main here; the sweep itself (Section 5.1) is finetune.sweep.
 """
 import argparse
 import collections
 import json
 import os
-import statistics
+import sys
 
 import evaluate
-from machinery.basics import cli, files, lock
+import finetune
+from machinery.basics import cli, lock
+from machinery.commands import evaluate_cli
+from machinery.interop import task_files
 
 
 # ---------------------------------------------------------------------------------------- the sweep
-from machinery.commands import evaluate_cli
-from machinery.interop import task_files
-def sweep_runs(args, grid):
-    """The runs of the sweep: (lr, batch size, seed, their own --out) for each point of the grid."""
-    return [(lr, bs, seed, os.path.join(args.out, f"lr{lr}_bs{bs}_seed{seed}"))
-            for lr in grid["lr"] for bs in grid["batch_size"] for seed in range(args.sweep_seeds)]
-
-
-def check_sweep(args, fine):
+def check_sweep(args):
     """Before any run: no finished sweep in --out, nor a finished run in one of its run folders (unless
     --overwrite)."""
     cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
-    for *_, out in sweep_runs(args, fine.SWEEP):
-        cli.check_out(out, args.overwrite, fine.FINISHED, "a finished run of the sweep")
-
-
-def sweep(args, fine):
-    """Section 5.1: the grid of Table 10 (fine.SWEEP), each setting run with several seeds; the median per
-    setting. Refuses, before any run, an --out that holds a finished sweep or run (unless --overwrite)."""
-    check_sweep(args, fine)
-    scores = {}
-    for lr, bs, seed, out in sweep_runs(args, fine.SWEEP):
-        summary = fine.finetune(argparse.Namespace(**{**vars(args), "lr": lr, "batch_size": bs, "seed": seed,
-                                                      "out": out}))
-        scores.setdefault((lr, bs), []).append(summary["dev"][next(iter(summary["dev"]))][summary["primary_metric"]])
-        if len(scores[(lr, bs)]) == args.sweep_seeds:
-            print(f"lr {lr} batch {bs}: median {statistics.median(scores[(lr, bs)]):.2f} over seeds {scores[(lr, bs)]}")
-    results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)}
-               for (lr, bs), s in scores.items()]
-    best = max(results, key=lambda r: r["median"])
-    files.write_atomic(os.path.join(args.out, "sweep.json"), json.dumps({"settings": results, "best": best}, indent=2))
-    return best
+    for *_, out in finetune.sweep_runs(args):
+        cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")
 
 
 # ---------------------------------------------------------------------------------------- the options
@@ -89,10 +66,10 @@ def add_run_options(p, table_10):
                    help="seed of the head's initialisation and the data order (default: %(default)s)")
 
 
-def parser(fine):
-    p = cli.ArgumentParser(prog="finetune.py", description=fine.__doc__,
+def parser():
+    p = cli.ArgumentParser(prog="finetune.py", description=finetune.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_options(p, fine.TABLE_10)
+    add_run_options(p, finetune.TABLE_10)
     p.add_argument("--max-seq-len", type=cli.number(int, 8),
                    help="tokens per input, at most the model's positions (default: min(512, positions))")
     p.add_argument("--doc-stride", type=cli.number(int, 1), default=128,
@@ -113,19 +90,19 @@ def parser(fine):
     return p
 
 
-def work(args, fine):
+def work(args):
     for option, path in (("--checkpoint", args.checkpoint), ("--init-from", args.init_from)):
         if path and os.path.realpath(path) == os.path.realpath(args.out):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
     if args.sweep:
-        check_sweep(args, fine)
+        check_sweep(args)
     else:
-        cli.check_out(args.out, args.overwrite, fine.FINISHED, "a finetuning run's results")
+        cli.check_out(args.out, args.overwrite, finetune.FINISHED, "a finetuning run's results")
     with lock.writing(args.out, "finetune.py"):  # one writer: a second finetune.py into --out is refused
         if args.sweep:
-            print(json.dumps(sweep(args, fine), indent=2))
+            print(json.dumps(finetune.sweep(args), indent=2))
         else:
-            summary = fine.finetune(args)
+            summary = finetune.finetune(args)
             print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"],
                               **majority_baseline(args.task, args.data, args.max_eval_examples)}, indent=2))
 
@@ -142,7 +119,7 @@ def majority_baseline(task, folder, max_eval=None):
     return {"majority_class": {"label": label, **(scores["dev"] if list(scores) == ["dev"] else scores)}}
 
 
-def main(argv, fine):
-    """`python finetune.py ...`: `fine` is the finetune module (its finetune, TABLE_10, SWEEP, FINISHED)."""
-    args = parser(fine).parse_args(argv)
-    cli.run(lambda: work(args, fine))
+def main(argv=None):
+    """`python finetune.py ...`: the options checked, then one run or the sweep, one-line errors."""
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    cli.run(lambda: work(args))

@@ -1,13 +1,16 @@
-"""train.py's command line: the option table (one line per option, its check and its help), parsing, and
-the TrainConfig it makes. Defaults come from TrainConfig and RECIPES, nowhere else: train.py passes both in
-(nothing imports train.py).
+"""train.py's command line: the option table (one line per option, its check and its help), parsing, the
+TrainConfig it makes, and main (`python train.py` hands over here). Defaults come from train.TrainConfig and
+train.RECIPES, nowhere else.
 """
 import argparse
 import re
+import sys
 from dataclasses import asdict
 
 import data
+import train
 from machinery.basics import cli
+from machinery.commands import demo
 
 
 def fail(message):
@@ -35,7 +38,7 @@ def mask_rate(text):
     return value
 
 
-def options(recipes):
+def options(recipes=train.RECIPES):
     """(option, argparse type or choices, help)."""
     return [
         ("config", lambda name: name if name in recipes else fail(f"unknown --config {name!r}: choose one of "
@@ -73,16 +76,15 @@ def options(recipes):
     ]
 
 
-def parse(argv, config_class, recipes, description):
-    from machinery.commands import demo  # (demo.py imports this module)
+def parse(argv, recipes=train.RECIPES):
     d = demo.DEMO
-    p = cli.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=(
+    p = cli.ArgumentParser(description=train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=(
         f"The defaults above are those of a run with --data. Without --data, `python train.py` runs the built-in demo "
         f"with its own settings: a {d['vocab_size']:,}-token vocabulary, --config {d['config']}, {d['max_steps']:,} "
         f"updates of {d['batch_size']} x {d['seq_len']} tokens at lr {d['lr']} ({d['warmup_steps']} warmup), "
         f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed and "
         f"--device."))
-    defaults = {**asdict(config_class()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
+    defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
@@ -96,21 +98,23 @@ def parse(argv, config_class, recipes, description):
     return p.parse_args(argv)
 
 
-def config_from_args(args, config_class, recipes):
+def config_from_args(args, recipes=train.RECIPES):
     """TrainConfig defaults, then the --config recipe, then the options given."""
     given = {k: v for k, v in vars(args).items() if v is not None}
     masking = data.Masking(rate=given.pop("mask_rate", data.Masking.rate),
                            split=given.pop("mask_split", data.Masking.split),
                            dynamic=given.pop("masking", "dynamic") == "dynamic")
-    return config_class(**{**recipes[args.config or "tiny"], **given, "masking": masking})
+    return train.TrainConfig(**{**recipes[args.config or "tiny"], **given, "masking": masking})
 
 
-DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
+def main(argv=None):
+    """`python train.py`: with --data, pretrain as the options say; without, the built-in demo (demo.py)."""
+    args = parse(sys.argv[1:] if argv is None else argv)
 
-
-def check_demo_options(args):
-    """The demo (no --data) has its own settings: refuse an option it would ignore."""
-    extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
-    if extra:
-        raise ValueError(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
-                         f"--out, --max-steps, --seed and --device")
+    def pretrain():
+        if args.data:
+            return train.train(config_from_args(args))
+        cfg = demo.setup(args)  # no --data: the demo's corpus, tokenizer and data, made once
+        model, tok = train.train(cfg)
+        demo.report(model, tok, cfg)
+    cli.run(pretrain)
