@@ -18,7 +18,6 @@ Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); va
 import contextlib
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 

@@ -19,7 +19,7 @@ from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
 from machinery.interop import checkpoints
 from machinery.commands import corpora
-from machinery.lab import reports, runner, stats
+from machinery.lab import command, reports, runner, stats
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "4"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
@@ -29,7 +29,7 @@ NAMES = [e.name for e in experiments.EXPERIMENTS]
 def out(tmp_path_factory):
     """Every experiment once in quick mode, one seed per arm."""
     out = str(tmp_path_factory.mktemp("experiments"))
-    experiments.main(["all", *QUICK, "--out", out])
+    command.main(["all", *QUICK, "--out", out])
     return out
 
 
@@ -178,14 +178,14 @@ def test_downstream_data_absent_says_how_to_get_it(tmp_path, monkeypatch, capsys
     """Without SST-2 an experiment scored downstream runs its MLM part and says how to get the data."""
     monkeypatch.setattr(corpora, "DEFAULT_CACHE", str(tmp_path))
     masking = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
-    args = experiments.parser().parse_args(["masking"])
-    assert experiments.downstream_folder(masking, args) is None
+    args = command.parser().parse_args(["masking"])
+    assert command.downstream_folder(masking, args) is None
     assert "python data.py download glue-sst2" in capsys.readouterr().out
     (tmp_path / "glue-sst2" / "SST-2").mkdir(parents=True)
     (tmp_path / "glue-sst2" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
-    assert experiments.downstream_folder(masking, args) == str(tmp_path / "glue-sst2")
+    assert command.downstream_folder(masking, args) == str(tmp_path / "glue-sst2")
     args.mlm_only = True
-    assert experiments.downstream_folder(masking, args) is None
+    assert command.downstream_folder(masking, args) is None
 
 
 @pytest.mark.slow
@@ -206,7 +206,7 @@ def test_data_slice_and_equal_sequences(out):
 def test_finished_runs_are_skipped(out, capsys):
     stamp = {run["folder"]: os.path.getmtime(os.path.join(run["folder"], "checkpoint.pt"))
              for run in results(out, "masking")["runs"]}
-    experiments.main(["masking", "--quick", "--seeds", "1", "--out", out])
+    command.main(["masking", "--quick", "--seeds", "1", "--out", out])
     printed = capsys.readouterr().out
     assert printed.count("finished before, skipped") == 2 and ": training" not in printed
     assert all(os.path.getmtime(os.path.join(f, "checkpoint.pt")) == t for f, t in stamp.items())
@@ -216,12 +216,12 @@ def test_finished_runs_are_skipped(out, capsys):
 def test_report_only_trains_nothing_and_recomputes_the_verdicts(out, capsys):
     before = results(out, "mask-rate")
     stamp = {run["folder"]: os.path.getmtime(os.path.join(run["folder"], "checkpoint.pt")) for run in before["runs"]}
-    experiments.main(["mask-rate", "--quick", "--seeds", "1", "--out", out, "--report-only"])
+    command.main(["mask-rate", "--quick", "--seeds", "1", "--out", out, "--report-only"])
     assert "0 run(s) trained" in capsys.readouterr().out
     after = results(out, "mask-rate")
     assert after["verdicts"] == before["verdicts"] and after["wall_seconds"] == before["wall_seconds"]
     assert all(os.path.getmtime(os.path.join(f, "checkpoint.pt")) == t for f, t in stamp.items())
-    experiments.main(["summary", "--out", out])  # every claim of every experiment, one row each
+    command.main(["summary", "--out", out])  # every claim of every experiment, one row each
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
     assert len(rows) == sum(len(results(out, name)["verdicts"]) for name in NAMES)
     assert any(line.startswith("| `mask-rate` | rate-40 beats rate-15 |") for line in rows)
@@ -244,7 +244,7 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     o = sharing_data(out, tmp_path / "o")
     # a run that fails part-way: marked failed with its command, its log kept, the other run goes on
     with pytest.raises(SystemExit) as e:
-        experiments.main(["probe", *QUICK, "--out", o])
+        command.main(["probe", *QUICK, "--out", o])
     assert "1 run(s) failed" in str(e.value.code)
     runs = {run["arm"]: run for run in results(o, "probe")["runs"]}
     assert runs["ok"]["status"] == "finished"
@@ -256,18 +256,18 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     assert "**FAILED** explodes seed 0" in text and bad["rerun"] in text
     assert "no verdict: an arm has no finished run" in text
     # an interrupted run (its checkpoint at step 8 of 16, as a kill leaves it) is resumed
-    folder, command = runs["ok"]["folder"], runs["ok"]["command"]
+    folder, cmd = runs["ok"]["folder"], runs["ok"]["command"]
     path = os.path.join(folder, "checkpoint.pt")
     ckpt = torch.load(path, weights_only=True)
     ckpt["state"]["step"] = 8
     ckpt["checksum"] = checkpoints.checksum(ckpt)  # as train.py saves one
     torch.save(ckpt, path)
-    interrupted = {"command": command, "status": "running", "code": runner.code_hash()}
+    interrupted = {"command": cmd, "status": "running", "code": runner.code_hash()}
     runner.write_run(runner.Run(PROBE.arms[0], 0, folder, {}, "", ""), interrupted)
     capsys.readouterr()
-    experiments.main(["probe", "--arms", "ok", *QUICK, "--out", o])
+    command.main(["probe", "--arms", "ok", *QUICK, "--out", o])
     printed = capsys.readouterr().out
-    assert "resuming" in printed and command + " --resume" in printed
+    assert "resuming" in printed and cmd + " --resume" in printed
     with open(os.path.join(folder, "log.jsonl")) as f:
         steps = [json.loads(line)["step"] for line in f]
     assert 8 in steps and steps[-1] == 16
@@ -275,10 +275,10 @@ def test_failed_interrupted_and_replaced_runs(out, tmp_path, probe, capsys):
     # other settings in the same folder: refused before any work, then replaced with --overwrite
     stamp = os.path.getmtime(os.path.join(folder, "checkpoint.pt"))
     with pytest.raises(SystemExit) as e:
-        experiments.main(["probe", "--arms", "ok", *QUICK, "--out", o, "--train-args", "--dropout 0"])
+        command.main(["probe", "--arms", "ok", *QUICK, "--out", o, "--train-args", "--dropout 0"])
     assert "holds a run with other settings" in str(e.value.code) and "--overwrite" in str(e.value.code)
     assert os.path.getmtime(os.path.join(folder, "checkpoint.pt")) == stamp
-    experiments.main(["probe", "--arms", "ok", *QUICK, "--out", o, "--train-args", "--dropout 0", "--overwrite"])
+    command.main(["probe", "--arms", "ok", *QUICK, "--out", o, "--train-args", "--dropout 0", "--overwrite"])
     assert "--dropout 0 " in results(o, "probe")["runs"][0]["command"]
     assert os.path.getmtime(os.path.join(folder, "checkpoint.pt")) != stamp
 
@@ -290,7 +290,7 @@ def test_glue_finetunes_finished_runs(out, tmp_path):
     glue.mkdir()
     os.symlink(shared_path("glue", "SST-2"), glue / "SST-2")
     glue = str(glue)
-    experiments.main(["masking", "--arms", "dynamic", *QUICK, "--out", out, "--glue", glue])
+    command.main(["masking", "--arms", "dynamic", *QUICK, "--out", out, "--glue", glue])
     run = next(r for r in results(out, "masking")["runs"] if r["arm"] == "dynamic" and r["seed"] == 0)
     assert 0 <= run["glue"]["sst2"]["accuracy"] <= 100 and "finetune.py --task sst2" in run["glue"]["sst2"]["command"]
     assert os.path.isfile(os.path.join(run["folder"], "glue-sst2", "metrics.json"))
@@ -306,7 +306,7 @@ def test_glue_finetunes_finished_runs(out, tmp_path):
 ])
 def test_bad_arguments_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
-        experiments.main(argv)
+        command.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -314,7 +314,7 @@ def test_bad_arguments_one_line(argv, message, capsys):
 @pytest.mark.slow
 def test_bad_choices_stop_before_any_work(out, tmp_path):
     with pytest.raises(SystemExit) as e:
-        experiments.main(["masking", *QUICK, "--out", str(tmp_path), "--arms", "stati"])
+        command.main(["masking", *QUICK, "--out", str(tmp_path), "--arms", "stati"])
     assert str(e.value.code).startswith("error: --arms: 'stati' is not an arm of masking")
     assert not os.listdir(tmp_path)
 
@@ -349,12 +349,12 @@ def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
         err = p.communicate(timeout=120)[1]
         assert p.returncode == 0 and not err, (first, err)
     out = script.communicate(timeout=120)[0]
-    experiments.main(["list"])
+    command.main(["list"])
     assert script.returncode == 0 and out == capsys.readouterr().out
 
 
 def test_list_names_every_experiment_with_its_time(capsys):
-    experiments.main(["list"])
+    command.main(["list"])
     printed = capsys.readouterr().out
     for exp in experiments.EXPERIMENTS:
         assert re.search(rf"^{re.escape(exp.name)} .*\n.*classroom ~\d+ min", printed, re.M)
@@ -393,12 +393,12 @@ def test_every_exercise_command_runs_in_quick_mode(out, tmp_path):
             argv[i] = sharing_data(out, tmp_path / argv[i])
         else:
             argv += ["--out", out]
-        experiments.main(argv + ["--quick", "--seeds", "1", "--jobs", "2"])
+        command.main(argv + ["--quick", "--seeds", "1", "--jobs", "2"])
         return results(argv[argv.index("--out") + 1], argv[0])
 
     with ThreadPoolExecutor(4) as pool:  # four at a time: most are one run each, mostly start-up
-        for command, r in zip(commands, pool.map(run, commands)):
-            assert r["runs"] and all(run["status"] == "finished" for run in r["runs"]), command
+        for cmd, r in zip(commands, pool.map(run, commands)):
+            assert r["runs"] and all(run["status"] == "finished" for run in r["runs"]), cmd
     # a variant's report: its command and question, only its arm, --train-args in the row, the baseline to
     # compare with, the baselines on the same masks
     text = report(str(tmp_path / "experiments" / "split-100-0-0"), "mask-rate")
@@ -508,7 +508,7 @@ def test_a_finished_run_of_other_code_is_stale(tmp_path):
 @pytest.mark.slow
 def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
     o = sharing_data(out, tmp_path / "o")
-    experiments.main(["masking", *QUICK, "--out", o])
+    command.main(["masking", *QUICK, "--out", o])
     first = results(o, "masking")
     assert first["codes"] == [runner.code_hash()] and "Mixed code" not in report(o, "masking")
     assert f"--out {o}" in first["invocation"] and first["variant"]
@@ -518,7 +518,7 @@ def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
         runner.write_run(runner.Run(Arm(arm), 0, os.path.dirname(path), {}, "", ""),
                                   {**record, "code": "0123456789ab"})
     capsys.readouterr()
-    experiments.main(["masking", "--arms", "static", *QUICK, "--out", o])
+    command.main(["masking", "--arms", "static", *QUICK, "--out", o])
     printed = capsys.readouterr().out
     assert "static seed 0: training again: it ran with other code (code 0123456789ab" in printed
     text = report(o, "masking")

@@ -648,9 +648,9 @@ def test_a_full_disk_during_a_save_is_one_line(prepared, tmp_path, capsys, monke
 
 @pytest.mark.parametrize("factor", ["inf", "nan", "0", "1e9"])
 def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_path):
-    import experiments  # a command that runs train.py: its --steps-factor multiplies --max-steps
+    from machinery.lab import command  # experiments.py runs train.py: its --steps-factor multiplies --max-steps
     with pytest.raises(SystemExit) as e:
-        experiments.main(["masking", "--steps-factor", factor, "--out", str(tmp_path / "x")])
+        command.main(["masking", "--steps-factor", factor, "--out", str(tmp_path / "x")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and "--steps-factor: must be in (0, 1000]" in lines[0], lines
     assert not (tmp_path / "x").exists()
