@@ -23,7 +23,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+import bpe
 import data
+import roberta
+from machinery.interop import checkpoints  # machinery: a run folder's files checked, what its run recorded
 
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
@@ -270,6 +273,20 @@ def fill_mask(model, tok, text, k=5):
     return [(tok.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
 
+# ---------------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
+    """(model, tokenizer) of a run folder: train.py's, finetune.py's, or a Hugging Face RoBERTa folder. A model
+    is only as good as the tokenizer that feeds it, so the two load together and must agree. cls=None: the
+    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained)."""
+    checkpoints.check_folder(path)  # machinery: weights and tokenizer files there, before the slow load
+    model = roberta.load_pretrained(path, cls, num_labels, verbose, new_head_ok=not need_trained_head)
+    tok = bpe.Tokenizer.load(path)
+    if model.cfg.vocab_size != len(tok):
+        raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
+                         f"{model.cfg.vocab_size:,}")
+    return model, tok
+
+
 # ---------------------------------------------------------------------------------------- pretraining checks
 MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few tokens besides <s> and </s>
 
@@ -277,8 +294,7 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
-    from machinery.interop import checkpoints  # machinery: the run folder's model and tokenizer, loaded and checked
-    model, tok = checkpoints.load(path, need_trained_head=True, verbose=False)
+    model, tok = load_checkpoint(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)

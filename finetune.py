@@ -249,9 +249,9 @@ SHAPE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size", "ma
 def make_model(args):
     """(model, tokenizer): the task's head, freshly initialised, on --checkpoint's encoder, or on --init-from's
     (Section 5.1: RTE, STS-B and MRPC start from the MNLI model)."""
-    model, tok = checkpoints.load(args.checkpoint, HEADS[family(args.task)], num_labels=num_labels(args.task))
+    model, tok = evaluate.load_checkpoint(args.checkpoint, HEADS[family(args.task)], num_labels=num_labels(args.task))
     if args.init_from:
-        source, source_tok = checkpoints.load(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
+        source, source_tok = evaluate.load_checkpoint(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
         if [getattr(source.cfg, k) for k in SHAPE] != [getattr(model.cfg, k) for k in SHAPE] or \
                 data.tokenizer_hash(source_tok) != data.tokenizer_hash(tok):
             raise ValueError(f"--init-from {args.init_from}: not the same model size and tokenizer as --checkpoint "

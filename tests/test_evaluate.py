@@ -147,7 +147,7 @@ def test_glue_checkpoint_reads_outputs_by_id2label_as_transformers(capsys):
     assert json.loads(out.out) == {name: {"accuracy": e["accuracy"]} for name, e in expected.items()}
     assert "outputs 0-2 read as neutral, entailment, contradiction" in out.err
     results = evaluate_cli.checkpoint_predictions(evaluate_cli.parser().parse_args(args))
-    model, tok = checkpoints.load(os.path.join(PERMUTED, "model"), roberta.RobertaForSequenceClassification)
+    model, tok = evaluate.load_checkpoint(os.path.join(PERMUTED, "model"), roberta.RobertaForSequenceClassification)
     for name, e in expected.items():
         rows = task_files.read_glue("mnli", os.path.join(PERMUTED, "MNLI", f"{name}.tsv"))
         inputs = evaluate.glue_features("mnli", tok, rows, 64)
@@ -189,7 +189,7 @@ def test_glue_checkpoint_labels_whatever_their_case_or_the_tasks_order(tmp_path)
         checkpoints.save(tmp_path / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
                                                              "class": type(model).__name__,
                                                              "num_labels": len(labels), **extra})
-        assert checkpoints.id2label(tmp_path / name) == list(labels)
+        assert checkpoints.id2label(tmp_path / name, {t: g.labels for t, g in evaluate.GLUE.items()}) == list(labels)
         assert evaluate_cli.output_labels(extra["task"], str(tmp_path / name), len(labels)) == labels
 
 

@@ -16,12 +16,12 @@ import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery.interop import checkpoints, hf, task_files
+from machinery.basics import files
+from machinery.commands import corpora, evaluate_cli, finetune_cli, roberta_cli
+from machinery.interop import checkpoints, task_files
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
-from machinery.commands import corpora, evaluate_cli, finetune_cli
-from machinery.basics import files
 # and on a loaded machine two threads that wait for each other made a one-minute run take ten.
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -325,8 +325,8 @@ def test_a_finetuned_classifier_keeps_its_labels_through_export_and_evaluation(b
     names into config.json (not LABEL_i); `evaluate.py glue --checkpoint` scores the run folder and the export
     as the run scored itself, without training."""
     dev = json.loads((bad / "done" / "metrics.json").read_text())["dev"]["dev"]
-    assert checkpoints.id2label(bad / "done") == ["entailment", "not_entailment"]
-    hf.export(str(bad / "done"), str(tmp_path / "hf"))
+    assert checkpoints.id2label(bad / "done", roberta_cli.LABELS) == ["entailment", "not_entailment"]
+    roberta_cli.export(str(bad / "done"), str(tmp_path / "hf"))
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
     assert config["label2id"] == {"entailment": 0, "not_entailment": 1}

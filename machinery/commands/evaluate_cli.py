@@ -17,8 +17,8 @@ import bpe
 import data
 import evaluate
 import roberta
-from machinery.basics import cli
-from machinery.interop import task_files
+from machinery.basics import baselines, cli
+from machinery.interop import checkpoints, task_files
 
 
 def check_task(task, among=evaluate.TASKS, kind="task"):
@@ -48,8 +48,6 @@ def perplexity_command(args):
 def heldout_baselines(checkpoint, data_dir, split, seq_len):
     """What a model learns first, on the same held-out masks: the unigram distribution of the training tokens
     (its loss and perplexity) and always guessing the most frequent token (its accuracy)."""
-    from machinery.basics import baselines
-    from machinery.interop import checkpoints
     tok = bpe.Tokenizer.load(data_dir)
     trained = checkpoints.train_settings(checkpoint)
     masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
@@ -62,8 +60,7 @@ def heldout_baselines(checkpoint, data_dir, split, seq_len):
 
 
 def fill_mask_command(args):
-    from machinery.interop import checkpoints
-    model, tok = checkpoints.load(args.checkpoint, need_trained_head=True, verbose=False)
+    model, tok = evaluate.load_checkpoint(args.checkpoint, need_trained_head=True, verbose=False)
     if args.top_k > model.cfg.vocab_size:
         raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
     for token, prob in evaluate.fill_mask(model, tok, args.text, args.top_k):
@@ -96,14 +93,13 @@ def checkpoint_predictions(args):
     """Section 5.1's dev scores without training: {dev set name: (predictions, official metrics)} of a finetuned
     classifier (--checkpoint) on --data, a task's folder (its dev files: MNLI's matched and mismatched) or one
     file, encoded and predicted as finetune.py does, its outputs read as the task's labels by output_labels."""
-    from machinery.interop import checkpoints
     if not os.path.exists(args.data):
         raise ValueError(f"{args.data}: no such file or folder")
     if os.path.isdir(args.data):
         dev_sets = task_files.read_glue_dev(args.task, args.data)
     else:
         dev_sets = {os.path.basename(args.data).rsplit(".", 1)[0]: task_files.read_glue(args.task, args.data)}
-    model, tok = checkpoints.load(args.checkpoint, roberta.RobertaForSequenceClassification, need_trained_head=True,
+    model, tok = evaluate.load_checkpoint(args.checkpoint, roberta.RobertaForSequenceClassification, need_trained_head=True,
                                   verbose=False)
     labels = output_labels(args.task, args.checkpoint, model.num_labels)
     max_len = cli.max_seq_len(args.max_seq_len, model.cfg.max_positions)
@@ -122,12 +118,11 @@ def output_labels(task, checkpoint, outputs):
     """The task's label, as its GLUE files write it, of each of a classifier's outputs: the checkpoint's
     id2label (checkpoints.id2label) matched to the task's labels whatever their case (roberta-large-mnli's
     CONTRADICTION, NEUTRAL, ENTAILMENT), or the task's own order where it names none. None: a regressor."""
-    from machinery.interop import checkpoints
     labels = evaluate.GLUE[task].labels
     if outputs != (len(labels) if labels else 1):
         raise ValueError(f"{checkpoint}: a classifier with {outputs} output{'s' * (outputs != 1)}, but {task} has "
                          + (f"{len(labels)} labels" if labels else "a score to regress (1 output)"))
-    names = checkpoints.id2label(checkpoint) if labels else None
+    names = checkpoints.id2label(checkpoint, {t: g.labels for t, g in evaluate.GLUE.items()}) if labels else None
     if names is None:
         return labels
     by_name = {label.lower(): label for label in labels}

@@ -5,41 +5,34 @@ a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.
 tokenizer files). A model is only as good as the tokenizer that feeds it, so the two are loaded
 together and their vocabularies must agree.
 
-    model, tok = checkpoints.load("out/demo")                                # the masked LM
-    model, tok = checkpoints.load("runs/rte", roberta.RobertaForSequenceClassification)
-    checkpoints.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic
+    weights = checkpoints.read_weights("out/demo")   # config, state (our names), the class it holds, ...
+    checkpoints.load_state(model, weights, "out/demo")  # into a model: shapes checked, missing heads named
+    checkpoints.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic, checksummed
     checkpoints.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
     checkpoints.id2label("roberta-large-mnli/")      # ['CONTRADICTION', 'NEUTRAL', 'ENTAILMENT']: output i's label
-    model = checkpoints.load_weights("out/demo")     # the model alone: what roberta.load_pretrained does
+
+A leaf: it imports none of the core. roberta.load_pretrained builds the model from what read_weights returns,
+and evaluate.load_checkpoint loads the model with its tokenizer.
 """
 import hashlib
 import os
 import sys
 
+from typing import NamedTuple
+
 import torch
 
-import bpe
-import evaluate
-import roberta
-from machinery.interop import char_bpe, hf, vocab_files
-
-# the task models of roberta.py by the class name a checkpoint records (ours: "class"; HF: "architectures")
 from machinery.basics import files
-MODEL_CLASSES = {c.__name__: c for c in (roberta.RobertaForMaskedLM, roberta.RobertaForSequenceClassification,
-                                         roberta.RobertaForQuestionAnswering, roberta.RobertaForMultipleChoice)}
+from machinery.interop import hf, vocab_files
 
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
 
-def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
-    """(model, tokenizer) of a run folder, checked in this order: the folder; that it holds weights and
-    tokenizer files (before the weights load, which takes a while); the weights; the tokenizer; and
-    that the tokenizer's vocabulary is the model's.
+CHAR_BPE_FILE = "char_bpe.json"  # a character-level BPE (Section 4.4's other arm) is this one file
 
-    cls: the model class (None: the class the checkpoint holds). num_labels: a classifier's outputs.
-    need_trained_head: refuse a checkpoint without a trained head of `cls` (a finetuned classifier's
-    folder has no LM head to fill masks with); otherwise such a head is freshly initialised (the start
-    of finetuning), and verbose says so."""
+
+def check_folder(path):
+    """Before the weights load (which takes a while): `path` is a folder holding weights and tokenizer files."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: {'a file, not a' if os.path.exists(path) else 'no such'} checkpoint folder")
@@ -48,14 +41,8 @@ def load(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_hea
     if not has_weights and not has_tokenizer:
         raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
-    if not char_bpe.is_char_bpe(path):  # a character-level BPE (Section 4.4's other arm) is one file
+    if not os.path.isfile(os.path.join(path, CHAR_BPE_FILE)):
         vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
-    model = load_weights(path, cls=cls, num_labels=num_labels, verbose=verbose, new_head_ok=not need_trained_head)
-    tok = bpe.Tokenizer.load(path)
-    if model.cfg.vocab_size != len(tok):
-        raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
-                         f"{model.cfg.vocab_size:,}")
-    return model, tok
 
 
 def recorded(path):
@@ -82,14 +69,14 @@ def train_settings(path):
 OLD_ORDER = {"mnli": ("contradiction", "entailment", "neutral")}
 
 
-def id2label(path):
+def id2label(path, task_labels=None):
     """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label; an older
-    one only its task, whose order it trained in), a Hugging Face folder in config.json. None where the
-    folder names none, or only transformers' defaults (LABEL_0, LABEL_1, ...)."""
+    one only its task, whose order it trained in: task_labels[task]), a Hugging Face folder in config.json.
+    None where the folder names none, or only transformers' defaults (LABEL_0, LABEL_1, ...)."""
     if os.path.isfile(os.path.join(os.fspath(path), "checkpoint.pt")):
         ckpt = recorded(path)
         task = ckpt.get("task")
-        trained = OLD_ORDER.get(task) or (evaluate.GLUE[task].labels if task in evaluate.GLUE else None)
+        trained = OLD_ORDER.get(task) or (task_labels or {}).get(task)
         names = ckpt.get("id2label", trained)
         return list(names) if names else None
     config = os.path.join(os.fspath(path), "config.json")
@@ -164,36 +151,44 @@ def read_checkpoint(path, ours=True):
     return ckpt
 
 
-def load_weights(path, cls=roberta.RobertaForMaskedLM, num_labels=None, verbose=True, new_head_ok=True):
-    """roberta.load_pretrained's work: weights into `cls` from a train.py/finetune.py folder (checkpoint.pt)
-    or a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin).
+class Weights(NamedTuple):
+    config: dict        # RobertaConfig's fields
+    state: dict         # name -> tensor, in our names (layout "ours") or Hugging Face's (layout "hf")
+    holder: str         # the class that saved it: RobertaForMaskedLM, RobertaForSequenceClassification, ...
+    num_labels: object  # a classifier's outputs, or None
+    layout: str         # "ours" (checkpoint.pt) or "hf" (config.json + model.safetensors / pytorch_model.bin)
 
-    cls=None: the class the checkpoint holds (RobertaForMaskedLM for a bare encoder). Encoder weights
-    must all be present and of the right shapes. A head the checkpoint lacks (a classifier on top of a
-    pretrained MLM) is freshly initialised, and this says so; with
-    new_head_ok=False it is refused instead: a finetuned classifier's folder has no trained LM head to
-    fill masks or measure perplexity with.
-    """
+
+def read_weights(path):
+    """roberta.load_pretrained's reading: the Weights of a train.py/finetune.py folder (checkpoint.pt) or a
+    Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin)."""
+    path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
-    ours = os.path.isfile(os.path.join(path, "checkpoint.pt"))
-    cfg, state, holder, found_labels = read_ours(path) if ours else hf.read_hf(path)
-    cls = cls or MODEL_CLASSES.get(holder, roberta.RobertaForMaskedLM)
-    classifier = cls is roberta.RobertaForSequenceClassification
-    model = cls(cfg, num_labels or found_labels or 2) if classifier else cls(cfg)
-    if not ours:
-        state = hf.from_hf_state(state, model)
-    if not new_head_ok:
-        check_heads(model, state, path, holder)
-    load_state(model, state, path, verbose)
-    return model
+    if os.path.isfile(os.path.join(path, "checkpoint.pt")):
+        ckpt = read_checkpoint(os.path.join(path, "checkpoint.pt"))
+        return Weights(ckpt["config"], ckpt["model"], ckpt.get("class", "RobertaForMaskedLM"), ckpt.get("num_labels"),
+                       "ours")
+    return read_hf(path)
 
 
-def read_ours(path):
-    """(config, state, the class it holds, num_labels) of a train.py/finetune.py folder."""
-    ckpt = read_checkpoint(os.path.join(path, "checkpoint.pt"))
-    return (roberta.RobertaConfig.from_dict(ckpt["config"]), ckpt["model"], ckpt.get("class", "RobertaForMaskedLM"),
-            ckpt.get("num_labels"))
+def read_hf(path):
+    """The Weights of a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin), the
+    state still in Hugging Face's names."""
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: neither checkpoint.pt nor config.json found")
+    config = files.read_json(config_path)
+    cfg = hf.config_from_hf(config, config_path)
+    if os.path.isfile(os.path.join(path, "model.safetensors")):
+        state = hf.load_safetensors(os.path.join(path, "model.safetensors"))
+    elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+        state = read_checkpoint(os.path.join(path, "pytorch_model.bin"), ours=False)
+    else:
+        raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
+    labels = config.get("id2label")
+    return Weights(cfg, state, (config.get("architectures") or ["RobertaModel"])[0], len(labels) if labels else None,
+                   "hf")
 
 
 HEAD_NAMES = {"lm_head": "LM head", "classifier": "classification head", "qa": "span head",
@@ -209,8 +204,12 @@ def check_heads(model, state, path, holder):
                          f" untrained (not in the checkpoint), so it cannot serve as a {type(model).__name__}")
 
 
-def load_state(model, state, source="checkpoint", verbose=True):
-    """Copy `state` into `model`: shapes must match; a missing head is left at its initialisation."""
+def load_state(model, weights, source="checkpoint", verbose=True, new_head_ok=True):
+    """Copy `weights` (read_weights) into `model`: Hugging Face's names mapped to ours, shapes must match; a
+    missing head is left at its initialisation (new_head_ok=False: refused, check_heads)."""
+    state = hf.from_hf_state(weights.state, type(model).__name__) if weights.layout == "hf" else weights.state
+    if not new_head_ok:
+        check_heads(model, state, source, weights.holder)
     own = model.state_dict()
     for key, t in state.items():
         if key in own and own[key].shape != t.shape:

@@ -16,11 +16,12 @@ import torch
 import torch.distributed as dist
 
 import data
+from machinery.basics import files, lock
 from machinery.interop import checkpoints
+from machinery.scale import prepared
+
 
 # ---------------------------------------------------------------------------------------- before any heavy work
-from machinery.basics import files, lock
-from machinery.scale import prepared
 def check_settings(cfg, world, device, micro):
     """Settings that depend on the process count or the device, before any heavy work."""
     if not data.check_format(cfg.format).by_tokens and cfg.batch_size % (micro * world):
