@@ -35,6 +35,7 @@ import data
 import roberta
 from machinery.basics import cli, files, speed
 from machinery.commands import corpora
+from machinery.scale import index, orders, preparation, prepared
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -356,13 +357,13 @@ def bench_model(args):
 
 # ------------------------------------------------------------------------------------------ data
 def _prepare(paths, tokenizer, out, workers):
-    data.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
+    preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
 
 
 def masking_tokens_per_s(data_dir, tokenizer):
     """Masking and batching on one core: collate FULL-SENTENCES blocks of 512 in batches of 8, and mask them."""
     torch.set_num_threads(1)
-    tokens, ends, _ = data.load_split(data_dir, "train")
+    tokens, ends, _ = prepared.load_split(data_dir, "train")
     tok = bpe.Tokenizer.load(tokenizer)
     ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
     batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
@@ -412,7 +413,7 @@ def builtin_data(folder, vocab_size):
     """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
     corpus = corpora.builtin_corpus(os.path.join(folder, "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
-    data.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
+    preparation.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
     return os.path.join(folder, "data")
 
 
@@ -493,11 +494,11 @@ def _start(folder, fmt, build, batch_size):
     """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches.
     (seconds of each, private memory in MB above the imports; mapped files are shared page cache)."""
     base = private_mb()
-    tokens, ends, _ = data.load_split(folder, "train")
+    tokens, ends, _ = prepared.load_split(folder, "train")
     t = time.perf_counter()
-    index = data.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
+    kept = index.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
     t_index = time.perf_counter() - t
-    batches = data.epoch_batches(index.lengths, batch_size, 0, 0,
+    batches = data.epoch_batches(kept.lengths, batch_size, 0, 0,
                                  batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
     assert batches.get(0) is not None  # what train.py asks for first
     return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(index.lengths)
@@ -531,7 +532,7 @@ def bench_epoch_order(n, batch_size, seed=0):
             lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
         lengths.flush()
         del lengths
-        kind = "computed (index.Shuffle)" if n > data.SHUFFLE_ABOVE else "torch.randperm"
+        kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
             seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=_returned)
             print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")

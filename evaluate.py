@@ -27,6 +27,7 @@ import bpe
 import data
 import roberta
 from machinery.interop import checkpoints  # machinery: a run folder's files checked, what its run recorded
+from machinery.scale import prepared
 
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
@@ -301,8 +302,8 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     if not MIN_SEQ_LEN <= seq_len <= positions:
         raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
     masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-    tokens, ends, meta = data.load_split(data_dir, split)
-    data.check_tokenizer(meta, tok, data_dir, path)
+    tokens, ends, meta = prepared.load_split(data_dir, split)
+    prepared.check_tokenizer(meta, tok, data_dir, path)
     if tokens.size == 0:
         raise ValueError(f"{data_dir}: the {split} split is empty")
     out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)

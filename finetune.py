@@ -35,6 +35,7 @@ import roberta
 from evaluate import GLUE, SQUAD, forward, glue_features, glue_predict  # batched outputs; GLUE's inputs, predictions
 from machinery.basics import cli, files  # machinery: --out, --max-seq-len checks; atomic writes
 from machinery.interop import checkpoints, task_files  # machinery: a run folder's model and tokenizer, checked; task files
+from machinery.scale import prepared
 
 # Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
 # (roberta.adamw).
@@ -253,7 +254,7 @@ def make_model(args):
     if args.init_from:
         source, source_tok = evaluate.load_checkpoint(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
         if [getattr(source.cfg, k) for k in SHAPE] != [getattr(model.cfg, k) for k in SHAPE] or \
-                data.tokenizer_hash(source_tok) != data.tokenizer_hash(tok):
+                prepared.tokenizer_hash(source_tok) != prepared.tokenizer_hash(tok):
             raise ValueError(f"--init-from {args.init_from}: not the same model size and tokenizer as --checkpoint "
                              f"{args.checkpoint}")
         model.roberta.load_state_dict(source.roberta.state_dict())

@@ -30,6 +30,7 @@ import data
 import roberta
 from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
 from machinery.interop import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
+from machinery.scale import prepared
 
 
 @dataclass
@@ -168,7 +169,7 @@ def updates(ts, cfg, micro, rank, world, epoch, position, found):
 
 def heldout_set(cfg, tok, micro, rank, world):
     """The fixed held-out batches of this process, built once (None when the valid split is empty)."""
-    tokens, line_ends, _ = data.load_split(cfg.data, "valid")
+    tokens, line_ends, _ = prepared.load_split(cfg.data, "valid")
     if tokens.size == 0:
         return None
     return data.heldout_batches(tokens, line_ends, tok, cfg.seq_len, micro, cfg.masking, rank, world,

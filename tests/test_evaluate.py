@@ -16,6 +16,7 @@ import data
 import evaluate
 import roberta
 from conftest import ROOT, shared_path
+from machinery.scale import preparation
 from make_metric_fixture import glue_predictions, squad_predictions
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "metrics_reference.json")
@@ -236,8 +237,8 @@ def bad(tmp_path_factory):
     shutil.copytree(d / "mlm", d / "othertok")
     bpe.Tokenizer.train(["other words entirely"] * 5, 290, min_frequency=1).save(d / "othertok")
     (d / "corpus.txt").write_text("\n".join(TEXT))
-    data.prepare([str(d / "corpus.txt")], str(d / "mlm"), str(d / "data"), valid_fraction=0.3, workers=1, verbose=False)
-    data.prepare([str(d / "corpus.txt")], str(d / "othertok"), str(d / "data2"), valid_fraction=0.3, workers=1,
+    preparation.prepare([str(d / "corpus.txt")], str(d / "mlm"), str(d / "data"), valid_fraction=0.3, workers=1, verbose=False)
+    preparation.prepare([str(d / "corpus.txt")], str(d / "othertok"), str(d / "data2"), valid_fraction=0.3, workers=1,
                  verbose=False)
     rte = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tnot_entailment\n"
     files = {"dev.tsv": rte, "short.tsv": rte + "2\tonly two\n", "sts.tsv": rte.replace("label", "score")

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import bpe
-import data
 import evaluate
 import finetune
 import roberta
@@ -19,6 +18,7 @@ from conftest import ROOT, shared_path
 from machinery.basics import files
 from machinery.commands import corpora, evaluate_cli, finetune_cli, roberta_cli
 from machinery.interop import checkpoints, task_files
+from machinery.scale import preparation
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -374,7 +374,7 @@ def test_perplexity_and_fill_mask(tmp_path):
     corpus.write_text("".join(open(full, encoding="utf-8").readlines()[:4000]), encoding="utf-8")
     corpus = str(corpus)
     bpe.Tokenizer.train(files.read_lines(corpus), 400).save(tmp_path / "tok")
-    data.prepare([corpus], str(tmp_path / "tok"), str(tmp_path / "data"), valid_fraction=0.05, workers=1, verbose=False)
+    preparation.prepare([corpus], str(tmp_path / "tok"), str(tmp_path / "data"), valid_fraction=0.05, workers=1, verbose=False)
     cfg = train.TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), seq_len=32, batch_size=8,
                             max_steps=3, eval_interval=100, log_interval=1)
     train.train(cfg)
@@ -388,6 +388,6 @@ def test_perplexity_and_fill_mask(tmp_path):
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 3 and all(0 < float(line.split("\t")[0]) < 1 for line in lines)
     bpe.Tokenizer.train(["other text entirely"] * 5, 300, min_frequency=1).save(tmp_path / "tok2")
-    data.prepare([corpus], str(tmp_path / "tok2"), str(tmp_path / "data2"), workers=1, verbose=False)
+    preparation.prepare([corpus], str(tmp_path / "tok2"), str(tmp_path / "data2"), workers=1, verbose=False)
     r = run("evaluate.py", "perplexity", "--checkpoint", tmp_path / "run", "--data", tmp_path / "data2", check=False)
     assert r.returncode != 0 and "another tokenizer" in r.stderr

@@ -16,6 +16,7 @@ import data
 from conftest import ROOT
 from machinery.commands import corpora
 from machinery.basics import files, lock
+from machinery.scale import preparation, prepared
 
 HOLDER = ("import sys, time; from machinery.basics import lock; lock.hold(sys.argv[1], 'the holder'); "
           "print('held', flush=True); time.sleep(60)")
@@ -81,7 +82,7 @@ def test_two_data_py_into_one_folder(tok_dir, tmp_path):
     assert "data.py (pid" in refused_by(second, out, first.pid)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["inputs"] == [str(tok_dir / "big.txt")]
-    tokens, ends, _ = data.load_split(out, "train")  # complete: the sizes meta.json says
+    tokens, ends, _ = prepared.load_split(out, "train")  # complete: the sizes meta.json says
     tok = bpe.Tokenizer.load(out)
     first_line = next(data.read_documents([tok_dir / "big.txt"]))
     assert tokens[:ends[0]].tolist() == tok.encode(first_line) + [tok.eos_id]
@@ -113,13 +114,13 @@ def test_a_killed_writer_blocks_no_one_and_its_leftovers_go(tok_dir, tmp_path):
 
 
 def test_a_rewrite_removes_the_kept_index_and_leaves_meta_last(tok_dir, tmp_path, monkeypatch):
-    """data.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
+    """preparation.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
     last file to arrive (its modification time is the newest)."""
     out = tmp_path / "data"
-    data.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
+    preparation.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
     (out / "index").mkdir()
     (out / "index" / "train-full-sentences-64.json").write_text("{}")
-    data.prepare([str(tok_dir / "corpus.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
+    preparation.prepare([str(tok_dir / "corpus.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
     assert not (out / "index").exists() and not lock.held(out)  # the lock is given back at the end
     times = {name: os.stat(out / name).st_mtime_ns for name in os.listdir(out) if name != ".lock"}
     assert max(times, key=times.get) == "meta.json"
@@ -210,8 +211,8 @@ def test_one_clear_line(tmp_path, monkeypatch, capsys, script, args, message):
     monkeypatch.chdir(tmp_path)
     main = {"data.py": lambda argv: importlib.import_module("machinery.commands.data_cli").main(argv),
             "bpe.py": lambda argv: importlib.import_module("machinery.commands.bpe_cli").main(argv),
-            "finetune.py": lambda argv: importlib.import_module("finetune").main(argv),
-            "experiments.py": lambda argv: importlib.import_module("experiments").main(argv)}[script]
+            "finetune.py": lambda argv: importlib.import_module("machinery.commands.finetune_cli").main(argv),
+            "experiments.py": lambda argv: importlib.import_module("machinery.lab.command").main(argv)}[script]
     with pytest.raises(SystemExit) as e:
         main([a.format(out=tmp_path / "out") for a in args])
     err = capsys.readouterr().err + (e.value.code + "\n" if isinstance(e.value.code, str) else "")

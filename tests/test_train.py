@@ -16,6 +16,8 @@ from conftest import ROOT
 from machinery.interop import checkpoints, run_folder
 from machinery.commands import corpora, train_cli
 from machinery.basics import files, lock, speed
+from machinery.scale import orders, preparation
+from machinery.scale import prepared as folder_checks
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -26,7 +28,7 @@ def prepared(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
     corpus = corpora.builtin_corpus(str(d / "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), 500).save(d / "tok")
-    data.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
+    preparation.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
     return d / "data"
 
 
@@ -421,8 +423,8 @@ def test_batches_resume_at_a_saved_offset_in_a_computed_order(prepared, monkeypa
     """At the paper's scale an epoch's order is computed (machinery/index.Shuffle) and its token-budget batches are found
     as they are needed: the (epoch, position, offset) saved after an update restarts the same updates, across
     the end of an epoch, without finding the batches before it."""
-    monkeypatch.setattr(data, "SHUFFLE_ABOVE", 0)
-    tokens, ends, meta = data.load_split(str(prepared), "train")
+    monkeypatch.setattr(orders, "SHUFFLE_ABOVE", 0)
+    tokens, ends, meta = folder_checks.load_split(str(prepared), "train")
     tok = bpe.Tokenizer.load(os.path.join(os.path.dirname(prepared), "tok"))
     cfg = train.TrainConfig(data=str(prepared), format="sentence-pair", seq_len=32, batch_size=64, prefetch=0)
     ex = data.examples(tokens, ends, cfg.format, cfg.seq_len, tok.eos_id)
@@ -526,16 +528,17 @@ def test_at_scale_the_largest_id_data_py_recorded_stands_for_the_pass(prepared, 
     """Above prepared.SCAN_BELOW tokens the ids are not read again: meta.json's max_id (written by data.py) is
     checked, and a wrong one refuses the folder; below, every id is read (the test above)."""
     import json as js
-    from machinery.scale import prepared as prep
+    prep = folder_checks
+    tok = bpe.Tokenizer.load(str(prepared))
     meta = js.loads((prepared / "meta.json").read_text())
     assert 0 < meta["train"]["max_id"] < 500 and meta["valid"]["max_id"] < 500
     monkeypatch.setattr(prep, "SCAN_BELOW", 0)
     monkeypatch.setattr(prep, "check_ids", lambda *a: pytest.fail("the ids were read again"))
-    assert data.open_prepared(str(prepared))[2]["train"]["max_id"] == meta["train"]["max_id"]
+    assert prep.open_prepared(str(prepared), tok)[2]["train"]["max_id"] == meta["train"]["max_id"]
     d = copy_of(prepared, tmp_path)
     (d / "meta.json").write_text(js.dumps({**meta, "train": {**meta["train"], "max_id": 777}}))
     with pytest.raises(ValueError, match="holds token id 777 .meta.json., outside the vocabulary of 500"):
-        data.open_prepared(str(d))
+        prep.open_prepared(str(d), tok)
 
 
 def test_a_run_whose_masking_selects_no_targets_stops(prepared, tmp_path, capsys):

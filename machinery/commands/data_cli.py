@@ -7,9 +7,9 @@ import argparse
 import os
 import sys
 
-import data
 from machinery.basics import cli
 from machinery.commands.corpora import DATASETS, DEFAULT_CACHE, download
+from machinery.scale import preparation
 
 
 MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that only wait for the cores
@@ -36,7 +36,7 @@ def download_main(argv):
 
 
 def prepare_command(args):
-    meta = data.prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
+    meta = preparation.prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
                         args.overwrite, args.errors)
     print(f"{args.out}: train {meta['train']['tokens']:,} tokens in {meta['train']['documents']:,} documents, "
           f"valid {meta['valid']['tokens']:,} tokens in {meta['valid']['documents']:,} documents")

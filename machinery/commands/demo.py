@@ -20,6 +20,7 @@ import data
 from machinery.basics import baselines, files, speed
 import train
 from machinery.commands import corpora
+from machinery.scale import preparation, prepared
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
@@ -42,7 +43,7 @@ def make_data(cache=os.path.join("cache", "demo")):
         bpe.Tokenizer.train(files.read_lines(corpus), vocab, verbose=True).save(tok_dir)
         files.write_atomic(stamp, str(vocab))
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
-        data.prepare([corpus], tok_dir, data_dir, valid_fraction=DEMO["valid_fraction"])
+        preparation.prepare([corpus], tok_dir, data_dir, valid_fraction=DEMO["valid_fraction"])
     return data_dir
 
 
@@ -84,8 +85,8 @@ def set_threads():
 
 def report(model, tok, cfg):
     """Held-out accuracy and perplexity beside two baselines on the same masks, and fill-mask examples."""
-    valid, valid_ends, _ = data.load_split(cfg.data, "valid")
-    train_tokens, _, _ = data.load_split(cfg.data, "train")
+    valid, valid_ends, _ = prepared.load_split(cfg.data, "valid")
+    train_tokens, _, _ = prepared.load_split(cfg.data, "train")
     batches = data.heldout_batches(valid, valid_ends, tok, cfg.seq_len)  # BERT's 15% masks, whatever the training
     device = next(model.parameters()).device
     out = data.evaluate_mlm(model, batches, device, detailed=True)

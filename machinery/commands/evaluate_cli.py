@@ -19,6 +19,7 @@ import evaluate
 import roberta
 from machinery.basics import baselines, cli
 from machinery.interop import checkpoints, task_files
+from machinery.scale import prepared
 
 
 def check_task(task, among=evaluate.TASKS, kind="task"):
@@ -51,8 +52,8 @@ def heldout_baselines(checkpoint, data_dir, split, seq_len):
     tok = bpe.Tokenizer.load(data_dir)
     trained = checkpoints.train_settings(checkpoint)
     masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-    tokens, ends, _ = data.load_split(data_dir, split)
-    out = baselines.unigram_baselines(data.load_split(data_dir, "train")[0],
+    tokens, ends, _ = prepared.load_split(data_dir, split)
+    out = baselines.unigram_baselines(prepared.load_split(data_dir, "train")[0],
                                       data.heldout_batches(tokens, ends, tok, seq_len, masking=masking), tok)
     return {"unigram_loss": out["unigram_loss"], "unigram_ppl": math.exp(min(out["unigram_loss"], 709)),
             "most_frequent_token": tok.decode([out["most_frequent"]]),

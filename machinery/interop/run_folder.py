@@ -15,10 +15,11 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
+import bpe
 import data
 from machinery.basics import files, lock
 from machinery.interop import checkpoints
-from machinery.scale import prepared
+from machinery.scale import index, prepared
 
 
 # ---------------------------------------------------------------------------------------- before any heavy work
@@ -42,7 +43,8 @@ def open_data(cfg):
             lock.hold(cfg.data, "train.py", shared=True)
         except OSError:  # a read-only folder: no lock file can be made there, and no data.py can rewrite it
             pass
-    tokens, line_ends, meta, tok = data.open_prepared(cfg.data)
+    tok = bpe.Tokenizer.load(cfg.data)
+    tokens, line_ends, meta = prepared.open_prepared(cfg.data, tok)
     if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
         print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
               file=sys.stderr)
@@ -50,15 +52,15 @@ def open_data(cfg):
 
 
 def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
-    """The training examples and their lengths, built once and kept beside the data (data.cached_examples):
+    """The training examples and their lengths, built once and kept beside the data (index.cached_examples):
     the first process of each node builds it if needed, the others wait, then map it."""
     args = (cfg.data, tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
     if world == 1:
-        return data.cached_examples(*args)
+        return index.cached_examples(*args)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        data.cached_examples(*args)
+        index.cached_examples(*args)
     dist.barrier(group=cpu_group)
-    return data.cached_examples(*args, build=False)
+    return index.cached_examples(*args, build=False)
 
 
 

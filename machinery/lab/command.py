@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-import data
 import experiments
 from machinery.basics import cli, files, lock
 from machinery.commands import corpora
 from machinery.lab import datasets, reports, runner
+from machinery.scale.prepared import read_meta
 
 
 # ---------------------------------------------------------------------------------------- one experiment
@@ -91,7 +91,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "paper": None if exp.paper is None else {"source": exp.paper.source, "caption": exp.paper.caption,
                                                      "columns": exp.paper.columns, "rows": exp.paper.rows},
             "preparation": prepared.commands,
-            "data": {k: data.read_meta(v)["train"] for k, v in prepared.folders.items()
+            "data": {k: read_meta(v)["train"] for k, v in prepared.folders.items()
                      if os.path.isfile(os.path.join(v, "meta.json"))},
             "heldout_targets": shared_targets(exp, finished),
             "invocation": invocation(exp, args), "variant": is_variant(args),

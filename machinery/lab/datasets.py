@@ -21,6 +21,7 @@ import data
 from machinery.basics import baselines, files
 from machinery.commands import corpora
 from machinery.lab import runner
+from machinery.scale import prepared
 
 QUICK_CORPUS_CHARS = 150_000     # the quick scale's corpus: the first documents of the built-in one
 
@@ -169,7 +170,7 @@ def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
 
 def graft_heldout(source, target):
     """Give `target` (prepared with --valid-fraction 0) the held-out split of `source` (same tokenizer)."""
-    meta_t, meta_s = data.read_meta(target), data.read_meta(source)
+    meta_t, meta_s = prepared.read_meta(target), prepared.read_meta(source)
     if meta_t["valid"] == meta_s["valid"]:
         return
     if meta_t["tokenizer_sha256"] != meta_s["tokenizer_sha256"]:
@@ -187,8 +188,8 @@ def graft_heldout(source, target):
 def heldout_baselines(prepared, seq_len):
     """The unigram distribution's loss and the most frequent token's accuracy on the runs' held-out masks."""
     tok = bpe.Tokenizer.load(prepared.tokenizer)
-    valid, ends, _ = data.load_split(prepared.folders["full"], "valid")
-    train_tokens, _, _ = data.load_split(prepared.folders["full"], "train")
+    valid, ends, _ = prepared.load_split(prepared.folders["full"], "valid")
+    train_tokens, _, _ = prepared.load_split(prepared.folders["full"], "train")
     batches = data.heldout_batches(valid, ends, tok, seq_len, batch_size=32, masking=data.Masking())
     out = baselines.unigram_baselines(train_tokens, batches, tok)
     return {**out, "most_frequent_accuracy": 100 * out["most_frequent_accuracy"],

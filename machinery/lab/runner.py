@@ -31,6 +31,7 @@ import roberta
 from machinery.interop import checkpoints
 from machinery.lab import text_figures
 from machinery.basics import files, speed
+from machinery.scale import prepared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
@@ -341,8 +342,8 @@ def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", co
     the corpus's held-out lines and on the non-English and code texts, under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
-    tokens, ends, meta = data.load_split(data_dir, "valid")
-    data.check_tokenizer(meta, tok, data_dir, folder)
+    tokens, ends, meta = prepared.load_split(data_dir, "valid")
+    prepared.check_tokenizer(meta, tok, data_dir, folder)
     batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)

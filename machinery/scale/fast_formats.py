@@ -2,7 +2,7 @@
 formats (the specification), built with numpy a window of lines at a time, so that memory stays bounded at
 any corpus size (the paper's 160 GB is ~1.2B lines) and no Python loop runs over lines or examples.
 
-data.examples uses these above data.SPEC_BELOW lines; tests/test_machinery_fast_formats.py checks that they
+The examples index (index.py) uses these above data.SPEC_BELOW lines; tests/test_machinery_fast_formats.py checks that they
 give exactly the rows of the specification (a change to one without the other fails there).
 """
 import mmap
@@ -182,17 +182,6 @@ def _pairs(lines, seq_len, seed, entry, docs, single_sentences):
     return rows, (first + step[nodes[-1]] if nodes.size else first + text[min(entry - first, len(text) - 1)])
 
 
-
-
-def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
-    """The arguments of data.examples, checked before any work: a known format, a sequence length of at least
-    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
-    data.check_format(fmt)
-    if seq_len < 8:
-        raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
-    if len(line_ends) and (int(line_ends[-1]) != len(tokens) or int(tokens[-1]) != eos_id):
-        raise ValueError(f"the line ends ({int(line_ends[-1]):,}) do not fit the token stream ({len(tokens):,} "
-                         f"tokens, ending with </s>): not a split written by data.py")
 
 
 # The fast builder of each format: (Lines, seq_len, seed, entry line, Documents) -> (EXAMPLE rows, next entry).

@@ -1,9 +1,9 @@
-"""The examples index kept beside the data, and the batches of an epoch at the paper's scale.
+"""The examples index kept beside the data at the paper's scale.
 
 At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
-and kept beside the data in data_dir/index/; every start then maps them into memory in milliseconds. An
-epoch's order of 0.8B sentence pairs is computed slice by slice (Shuffle), and its batches are found as they
-are asked for (Ragged). data.cached_examples and data.epoch_batches are the names the training loop calls.
+and kept beside the data in data_dir/index/; every start then maps them into memory in milliseconds. Below
+data.SPEC_BELOW lines, data.examples (the plain formats) builds them at every start. The training run asks
+for them through cached_examples (machinery/interop/run_folder.py).
 """
 import json
 import os
@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 import data
 from machinery.scale import fast_formats, prepared
@@ -40,7 +39,7 @@ def stored_dtype(fmt):
 def source_fingerprint(data_dir, split):
     """What a kept index was built from: meta.json's tokenizer and counts, and the .bin's and .idx's size,
     modification time and hash of their ends. Data changed in any of these makes the index stale."""
-    meta = data.read_meta(data_dir)
+    meta = prepared.read_meta(data_dir)
     out = {"tokenizer_sha256": meta["tokenizer_sha256"], "counts": meta[split]}
     for kind in ("bin", "idx"):
         path = os.path.join(data_dir, f"{split}.{kind}")
@@ -62,12 +61,12 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
     on each node its local rank 0 when the nodes have copies of the data, not one shared folder):
 
         if rank == 0:
-            data.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed)  # builds if needed
+            index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed)  # builds if needed
         torch.distributed.barrier()
-        ex, lengths = data.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, build=False)
+        ex, lengths = index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, build=False)
 
     A folder that cannot be written to gets no index: every process builds the examples in memory."""
-    fast_formats.check_examples(tokens, line_ends, fmt, seq_len, eos_id)
+    data.check_examples(tokens, line_ends, fmt, seq_len, eos_id)
     if len(line_ends) == 0:
         return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))
     if len(line_ends) < data.SPEC_BELOW:
@@ -114,7 +113,11 @@ def check_line_ends(line_ends, path, chunk=1 << 24):
 
 
 def in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed):
-    ex = data.examples(tokens, line_ends, fmt, seq_len, eos_id, seed)
+    """The examples built now: by data.py's plain formats below data.SPEC_BELOW lines, else by their numpy twins."""
+    if len(line_ends) >= data.SPEC_BELOW:
+        ex = fast_formats.examples(line_ends, fmt, seq_len, seed)
+    else:
+        ex = data.examples(tokens, line_ends, fmt, seq_len, eos_id, seed)
     return ExampleIndex(ex, data.example_lengths(ex, fmt, seq_len).astype(np.int32))
 
 
@@ -251,121 +254,3 @@ def _write_index(path, info, parts, fmt):
     for ext in (".rows", ".len"):  # written by this process: no need to read them back to check them
         stat = os.stat(path + ext)
         _verified[path + ext] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-# ---------------------------------------------------------------------------------------- batches
-def epoch_order(n, seed, epoch):
-    """The random order of n examples in one epoch, fixed by (seed, epoch). Up to data.SHUFFLE_ABOVE (2**27)
-    examples it is torch.randperm, held as np.int32 (512 MB at most); beyond, a Shuffle that computes any slice
-    of the order when it is asked for, so that no process holds the order of a 40B-token epoch (0.8B sentence
-    pairs: 3.2 GB, and two minutes to draw)."""
-    key = seed * 1_000_003 + epoch
-    if n > data.SHUFFLE_ABOVE:
-        return Shuffle(n, key)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(key), dtype=torch.int32).numpy()
-
-
-class Shuffle:
-    """A random permutation of range(n) that is computed, not stored: order[a:b] for any slice. A
-    Feistel network (4 rounds, keyed by `key`) is a bijection of the 2**(2h) >= n integers below it;
-    a value that lands at n or beyond is sent through again until it falls below n ("cycle walking"),
-    which keeps it a bijection of range(n). Memory and time are the slice's."""
-
-    ROUNDS = 4
-
-    def __init__(self, n, key):
-        self.n, self.half = n, max(1, ((n - 1).bit_length() + 1) // 2)
-        self.keys = np.random.default_rng(key).integers(0, 2 ** 63, self.ROUNDS, dtype=np.uint64)
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, part):
-        if not isinstance(part, slice):
-            raise TypeError("a Shuffle is read in slices: order[a:b]")
-        x = self._encrypt(np.arange(*part.indices(self.n), dtype=np.uint64))
-        out = np.flatnonzero(x >= self.n)
-        while out.size:
-            x[out] = self._encrypt(x[out])
-            out = out[x[out] >= self.n]
-        return x.astype(np.int64)
-
-    def _encrypt(self, x):
-        half, mask = np.uint64(self.half), np.uint64((1 << self.half) - 1)
-        left, right = x >> half, x & mask
-        for key in self.keys:
-            left, right = right, left ^ (_mix(right ^ key) & mask)
-        return (left << half) | right
-
-
-def _mix(z):
-    """splitmix64's finalizer: every bit of the output depends on every bit of z (uint64 arithmetic wraps)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-class Ragged:
-    """The batches of one epoch's order, found as they are asked for: batch i is order[bounds[i]:bounds[i+1]].
-
-    A batch takes examples until the next would take it over `budget`, counting each example's length
-    (`lengths`), or one per example when `lengths` is None, so that a budget of B is B examples a batch.
-    The order is scanned a chunk at a time, and only as far as the batches asked for: the start of a run
-    costs nothing, whatever the epoch's size. A resumed run passes where its next batch begins (`first`,
-    and `offset` in the order, as train.py saves them); without `offset`, the batches before `first` are
-    found again. An incomplete last batch is dropped. len(), [i], [a:b], iteration; get(i) is None past the end.
-    """
-
-    def __init__(self, order, lengths, budget, first=0, offset=None, chunk=1 << 22):
-        self.order, self.lengths, self.budget, self.chunk = order, lengths, budget, chunk
-        self.first = first if offset is not None else 0
-        self.bounds = [offset or 0]  # bounds[k]: where batch first + k begins
-        self.done = False
-        self.get(first)  # an offset saved with the run is trusted; without one, find the batches before
-
-    def get(self, i):
-        while not self.done and i + 1 - self.first >= len(self.bounds):
-            self._scan()
-        k = i - self.first
-        if k < 0:
-            raise IndexError(f"batch {i} comes before batch {self.first}, where this run resumed")
-        return self.order[self.bounds[k]:self.bounds[k + 1]] if k + 1 < len(self.bounds) else None
-
-    def start(self, i):
-        """Where batch i begins in the order (the end of the epoch's last batch for i == len(self))."""
-        while not self.done and i - self.first >= len(self.bounds):
-            self._scan()
-        return self.bounds[i - self.first]
-
-    def __len__(self):
-        while not self.done:
-            self._scan()
-        return self.first + len(self.bounds) - 1
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
-        batch = self.get(i if i >= 0 else len(self) + i)
-        if batch is None or i < -len(self):
-            raise IndexError(f"batch {i} of {len(self)}")
-        return batch
-
-    def __iter__(self):
-        return (self[i] for i in range(self.first, len(self)))
-
-    def _scan(self):
-        """Add the batches that end in the next chunk of the order (a longer chunk if none does)."""
-        start, n = self.bounds[-1], len(self.order)
-        part = slice(start, min(start + self.chunk, n))
-        weights = np.ones(part.stop - part.start, np.int64) if self.lengths is None else self.lengths[self.order[part]]
-        total = np.cumsum(weights, dtype=np.int64)
-        whole, at, used = part.stop == n, 0, 0  # whole: the chunk reaches the end of the epoch
-        while at < len(total):
-            end = max(int(np.searchsorted(total, used + self.budget, side="right")), at + 1)
-            if end >= len(total) and (not whole or total[-1] - used < self.budget):
-                break  # the batch goes on in the next chunk, or is the epoch's incomplete tail
-            self.bounds.append(start + end)
-            at, used = end, int(total[end - 1])
-        self.done = whole
-        self.chunk = self.chunk if at else 2 * self.chunk  # a batch longer than a chunk: a longer chunk
-

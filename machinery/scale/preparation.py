@@ -1,7 +1,8 @@
-"""The machinery of data.prepare: the checks before anything is written, the worker processes that encode
-the lines, and the .bin/.idx files of both splits, written whole or not at all.
+"""`python data.py`'s work (prepare): data.py's reading, splitting and encoding of a corpus, with the checks
+before anything is written, the worker processes that encode the lines, and the .bin/.idx files of both
+splits, written whole or not at all.
 
-One writer at a time: data.prepare holds --out's lock (machinery/basics/lock.py) from its checks to its end, so a
+One writer at a time: prepare holds --out's lock (machinery/basics/lock.py) from its checks to its end, so a
 second data.py, or a train.py reading the folder, is refused. The files are written into a temporary folder
 of --out's own (prepare.<pid>.tmp) and moved into place only when complete: meta.json goes first and comes
 back last, so a folder without it reads as incomplete, and the kept examples index of the old data goes too."""
@@ -17,6 +18,19 @@ import numpy as np
 import bpe
 import data
 from machinery.basics import files, lock
+from machinery.scale import prepared
+
+def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, overwrite=False,
+            errors="strict", chunk_lines=2000, verbose=True):
+    """`python data.py`: encode `inputs` into out_dir's train/valid files: read as documents, whole ones held out
+    (data.split_documents), every line encoded (data.encode_lines), then the tokenizer and meta.json beside them."""
+    tok = bpe.Tokenizer.load(tokenizer_dir)
+    digest = check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors)
+    chunks = data.split_documents(data.read_documents(inputs, errors), valid_fraction, chunk_lines)
+    encoded = encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)
+    counts = write_splits(out_dir, data.token_dtype(len(tok)), encoded, inputs, verbose)
+    return finish(out_dir, tok, digest, inputs, valid_fraction, counts)  # meta.json last
+
 
 _worker_tok = None
 
@@ -54,12 +68,12 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     """Before anything is written: a tokenizer with <s>, </s> and <mask>, a valid fraction in [0, 1), an
     --out folder that holds no data of another tokenizer (unless overwrite), inputs that are text files.
     Takes --out's lock (held until `finish`, or a failure). Returns the tokenizer's fingerprint
-    (data.tokenizer_hash)."""
+    (prepared.tokenizer_hash)."""
     if tok.eos_id is None or tok.bos_id is None or tok.mask_id is None:
         raise ValueError(f"{tokenizer_dir}: the tokenizer has no <s>, </s> or <mask> token")
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
-    digest = data.tokenizer_hash(tok)
+    digest = prepared.tokenizer_hash(tok)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
     for path in inputs:
@@ -67,7 +81,7 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     hold(out_dir)
     try:
         if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
-            if data.read_meta(out_dir).get("tokenizer_sha256") != digest:
+            if prepared.read_meta(out_dir).get("tokenizer_sha256") != digest:
                 raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
     except BaseException:
         let_go(out_dir)
@@ -75,11 +89,11 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     return digest
 
 
-_taken = set()  # the folders whose lock data.prepare took (and so gives back): not one its caller already held
+_taken = set()  # the folders whose lock prepare took (and so gives back): not one its caller already held
 
 
 def hold(out_dir):
-    """Take --out's lock for data.prepare (a ValueError naming the holder if another process has it)."""
+    """Take --out's lock for prepare (a ValueError naming the holder if another process has it)."""
     if not lock.held(out_dir):
         lock.hold(out_dir, "data.py")
         _taken.add(os.path.realpath(out_dir))

@@ -1,19 +1,16 @@
-"""Reading a folder written by data.py (data.prepare), checked: meta.json has the keys data.py reads, the .bin
-and .idx files have the sizes meta.json says, and the folder's tokenizer is the one the data was made with.
-data.py re-exports these names (data.load_split, data.read_meta, ...), the ones its callers use."""
+"""Reading a folder written by data.py (preparation.prepare), checked: meta.json has the keys data.py reads, the
+.bin and .idx files have the sizes meta.json says, and the folder's tokenizer is the one the data was made with.
+A leaf: it imports nothing of the core (a tokenizer is read through its vocab and merges)."""
 import hashlib
 import os
 
 import numpy as np
 
-import bpe
 from machinery.basics import files
 
 
 def tokenizer_hash(tok):
-    """A short fingerprint of a tokenizer (a loaded one, or a folder): its vocabulary and merges."""
-    if isinstance(tok, (str, os.PathLike)):
-        tok = bpe.Tokenizer.load(tok)
+    """A short fingerprint of a loaded tokenizer: its vocabulary and merges."""
     h = hashlib.sha256()
     for i in sorted(tok.vocab):
         h.update(tok.vocab[i] + b"\x00")
@@ -63,12 +60,11 @@ def load_split(data_dir, split):
 SCAN_BELOW = 1 << 28  # tokens: a split this small has every id checked (~0.05 s); a larger one, its recorded max
 
 
-def open_prepared(data_dir):
-    """The train split, its meta and the folder's tokenizer, checked to be the one the data was made with, and
+def open_prepared(data_dir, tok):
+    """The train split and its meta, the folder's tokenizer `tok` checked to be the one the data was made with, and
     the token ids of both splits to be in its vocabulary: every id (check_ids) up to SCAN_BELOW tokens; above,
     the largest id data.py recorded in meta.json (a pass over 40B tokens would take a process ~12 s to a minute)."""
     tokens, line_ends, meta = load_split(data_dir, "train")
-    tok = bpe.Tokenizer.load(data_dir)
     check_tokenizer(meta, tok, data_dir)
     for split, ids in (("train", tokens), ("valid", load_split(data_dir, "valid")[0])):
         path, recorded = os.path.join(data_dir, f"{split}.bin"), meta[split].get("max_id")
@@ -77,7 +73,7 @@ def open_prepared(data_dir):
         elif recorded >= len(tok):
             raise ValueError(f"{path}: holds token id {recorded:,} (meta.json), outside the vocabulary of {len(tok):,} "
                              f"tokens (a damaged or mixed folder; rerun data.py)")
-    return tokens, line_ends, meta, tok
+    return tokens, line_ends, meta
 
 
 CHUNK = 1 << 26  # tokens per vectorised pass (128 MiB of uint16)
