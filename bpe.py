@@ -44,6 +44,7 @@ SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3, as fairseq's dictionary
 MASK = "<mask>"                                # the last id, as RoBERTa appends it
 MIN_VOCAB = len(SPECIALS) + 256 + 1            # the specials, one token per byte, <mask>: 261
 INF = float("inf")
+LONG_PIECE = 100  # bytes: a longer pre-token is merged by machinery/fast_bpe.py (the same ids, faster)
 
 
 # ---------------------------------------------------------------- bytes and their printable spelling
@@ -294,12 +295,23 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- encoding and decoding
     def encode_piece(self, piece):
-        """BPE on one pre-token: start from its bytes and apply the lowest-ranked merge until none applies.
+        """BPE on one pre-token: start from its bytes, then apply the merges (apply_merges)."""
+        ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        if len(ids) > LONG_PIECE:  # machinery: the same merges in near-linear time, for a long word
+            from machinery import fast_bpe
+            fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)
+            if fast is not None:  # None: merges not learned in rank order, left to the plain loop
+                return fast
+        return self.apply_merges(ids)
+
+    def apply_merges(self, ids):
+        """Apply the lowest-ranked merge (the leftmost of equal ones) until none applies.
 
         Merging the leftmost lowest-ranked pair one at a time gives GPT-2's result (it merges all
         occurrences of that pair at once): a pair made by a merge always ranks after that merge.
+        Each merge rescans all pairs, O(n^2): fine for words, not for a 100K-letter blob (hence LONG_PIECE).
         """
-        ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        ids = list(ids)
         rank = self.ranks.get
         ranks = [rank(p, INF) for p in zip(ids, ids[1:])]  # ranks[i]: the rank of (ids[i], ids[i+1])
         while ranks:
