@@ -224,6 +224,33 @@ def bpe_encoding_rows(lines):
     return rows, sum(map(len, ids))
 
 
+LONG_WORDS = [1_000, 10_000, 100_000, 1_000_000]  # characters in one pre-token
+PLAIN_UP_TO = 10_000  # the plain loop (O(n^2)) is timed up to this length; at 1M it would take hours
+
+
+def long_word_rows(tok, seed=0):
+    """(characters, seconds of encode, seconds of the plain loop or None) for one word of random ASCII letters
+    at each length of LONG_WORDS (a single pre-token, as a letters-only blob is), from an empty cache."""
+    import random
+    import string
+    rng = random.Random(seed)
+    word = "".join(rng.choice(string.ascii_letters) for _ in range(max(LONG_WORDS)))
+
+    def encode_cold(w):
+        tok.cache.clear()
+        return tok.encode(w)
+    rows = []
+    for n in LONG_WORDS:
+        w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
+        ids = [tok.byte_ids[b] for b in w.encode()]
+        t, out = timed(encode_cold, w, repeat=repeat)
+        plain = timed(tok.apply_merges, ids, repeat=2) if n <= PLAIN_UP_TO else None
+        if plain is not None and plain[1] != out:
+            raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
+        rows.append((n, t, plain and plain[0]))
+    return rows
+
+
 def bench_bpe(args):
     lines = bench_lines()
     mb = sum(len(s.encode()) for s in lines) / 1e6
@@ -239,6 +266,11 @@ def bench_bpe(args):
           f"{rss:.0f} MB; encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
         print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
+    print("\none long word (random ASCII letters, RoBERTa vocabulary), encoded from an empty cache; the plain loop "
+          "(Tokenizer.apply_merges) beside it\n\n| characters | seconds | us per character | plain loop, us per "
+          "character |\n|---|---|---|---|")
+    for n, t, plain in long_word_rows(bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))):
+        print(f"| {n:,} | {t:.3f} | {t / n * 1e6:.2f} | " + (f"{plain / n * 1e6:.1f} |" if plain else "- (O(n^2)) |"))
 
 
 # ------------------------------------------------------------------------------------------ model

@@ -15,9 +15,9 @@ merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file bo
 `bytes_to_unicode`, exactly as GPT-2's encoder.py defines them.
 
 The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
-the most frequent pair again and again, updating pair counts incrementally); the Tokenizer (encode,
-decode, and train/load/save on top of the functions above; the files are read and checked in
-machinery/interop/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
+the most frequent pair again and again: the plain loop first, then PairCounts, the same merges faster);
+the Tokenizer (encode, decode, and train/load/save on top of the functions above; the files are read and
+checked in machinery/interop/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -44,6 +44,7 @@ SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3, as fairseq's dictionary
 MASK = "<mask>"                                # the last id, as RoBERTa appends it
 MIN_VOCAB = len(SPECIALS) + 256 + 1            # the specials, one token per byte, <mask>: 261
 INF = float("inf")
+LONG_PIECE = 100  # bytes: a longer pre-token is merged by machinery/scale/fast_bpe.py (the same ids, faster)
 
 
 # ---------------------------------------------------------------- bytes and their printable spelling
@@ -110,14 +111,36 @@ def merge_word(word, pair, new_id):
     return out, changes
 
 
+def learn_merges_naive(words, freqs, vocab, n_merges, min_frequency):
+    """The spec of training (Sennrich et al., 2016): count every adjacent pair, each word weighted by its
+    frequency; merge the most frequent (ties: the smallest ids) everywhere; repeat. Each merge recounts every
+    word (hours for 8 MB): learn_merges with PairCounts below gives the same result updating only changes."""
+    merges, count = {}, 0
+    while len(merges) < n_merges:
+        counts = Counter()
+        for word, f in zip(words, freqs):
+            for pair in zip(word, word[1:]):
+                counts[pair] += f
+        pair = min(counts, key=lambda p: (-counts[p], p), default=None)
+        count = counts[pair]  # 0 when no pair is left (pair None)
+        if count < min_frequency:
+            break
+        new_id = len(vocab)
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
+        merges[pair] = new_id
+        words = [merge_word(word, pair, new_id)[0] for word in words]
+    return merges, count
+
+
 class PairCounts:
-    """The trainer's bookkeeping, updated after each merge instead of recounted from scratch (minbpe's
+    """learn_merges_naive's counts, updated after each merge instead of recounted from scratch (the
     recount is ~14,500x slower on 8 MB of text, see bench.py bpe):
 
       counts  pair -> its occurrences, each word weighted by its frequency;
       where   pair -> the words that hold it (may also name words that lost it since);
       heap    (-count, pair) entries, to pop the most frequent pair, ties to the smallest ids. When a
-              count goes down its entry goes stale; a stale entry is refreshed when it is popped.
+              count goes down its entry goes stale, refreshed when popped: lazy deletion, as heapq
+              cannot find an entry to lower it in place without searching the whole heap.
     """
 
     def __init__(self, words, freqs):
@@ -160,8 +183,8 @@ class PairCounts:
 
 @contextlib.contextmanager
 def gc_paused():
-    """Training makes millions of short-lived small lists and no reference cycles: ~30% faster without
-    the cyclic garbage collector."""
+    """Training makes millions of small lists and sets, none in a reference cycle, and the cyclic garbage
+    collector, run after every few hundred new objects, would scan them all again and again: ~30% faster."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -198,7 +221,7 @@ def train_bpe(texts, vocab_size, min_frequency=2, verbose=False):
 
 def learn_merges(pairs, vocab, n_merges, min_frequency, verbose):
     """Up to `n_merges` merges, each added to `vocab` as a new id. Returns the merges and the count of
-    the most frequent pair left unmerged (0 when none is left)."""
+    the most frequent pair left unmerged (0 when none is left). learn_merges_naive is the spec."""
     merges, count = {}, 0
     progress = _progress(n_merges, "merges", verbose)
     while len(merges) < n_merges:
@@ -272,12 +295,23 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- encoding and decoding
     def encode_piece(self, piece):
-        """BPE on one pre-token: start from its bytes and apply the lowest-ranked merge until none applies.
+        """BPE on one pre-token: start from its bytes, then apply the merges (apply_merges)."""
+        ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        if len(ids) > LONG_PIECE:  # a long word (a base64 blob, a minified line): the plain loop is quadratic
+            from machinery.scale import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
+            fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)
+            if fast is not None:  # None: merges not learned in rank order, left to the plain loop
+                return fast
+        return self.apply_merges(ids)
+
+    def apply_merges(self, ids):
+        """Apply the lowest-ranked merge (the leftmost of equal ones) until none applies.
 
         Merging the leftmost lowest-ranked pair one at a time gives GPT-2's result (it merges all
         occurrences of that pair at once): a pair made by a merge always ranks after that merge.
+        Each merge rescans all pairs, O(n^2): fine for words, not for a 100K-letter blob (hence LONG_PIECE).
         """
-        ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        ids = list(ids)
         rank = self.ranks.get
         ranks = [rank(p, INF) for p in zip(ids, ids[1:])]  # ranks[i]: the rank of (ids[i], ids[i+1])
         while ranks:
