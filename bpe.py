@@ -273,18 +273,27 @@ def check_merges(vocab, merges):
 
 
 class Tokenizer:
-    """A byte-level BPE vocabulary: `vocab` (id -> bytes) and `merges` (pair of ids -> new id, in rank order)."""
+    """A byte-level BPE vocabulary: `vocab` (id -> bytes) and `merges` (pair of ids -> new id, in rank order).
 
-    def __init__(self, vocab, merges):
+    characters=True: Section 4.4's other arm, a character-level BPE as BERT's vocabulary was built. Its units
+    are the characters before the first merge (its alphabet); a character outside it becomes <unk>.
+    (machinery/interop/char_bpe.py trains one: `python bpe.py train --characters`.)"""
+
+    def __init__(self, vocab, merges, characters=False):
         self.vocab = dict(vocab)    # id -> bytes
         self.merges = dict(merges)  # (id, id) -> id, insertion order = rank
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         self.pattern = regex.compile(PATTERN)
-        self.byte_ids = byte_ids(self.vocab)
         check_merges(self.vocab, self.merges)
         names = {bs: i for i, bs in self.vocab.items()}
         self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id = (
             names.get(s.encode()) for s in SPECIALS + (MASK,))
+        self.characters = characters
+        if characters:  # the alphabet: every token after the specials and before the first merge's
+            last = min(self.merges.values(), default=self.mask_id)
+            self.char_ids = {self.vocab[i].decode("utf-8", "surrogatepass"): i for i in range(len(SPECIALS), last)}
+        else:
+            self.byte_ids = byte_ids(self.vocab)
         self.special_ids = {i for i in (self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id)
                             if i is not None}
         self.cache = {}  # pre-token -> ids; GPT-2's encoder.py caches the same way
@@ -295,8 +304,11 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- encoding and decoding
     def encode_piece(self, piece):
-        """BPE on one pre-token: start from its bytes, then apply the merges (apply_merges)."""
-        ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        """BPE on one pre-token: start from its bytes (or characters), then apply the merges (apply_merges)."""
+        if self.characters:  # Section 4.4's other arm: a character outside the alphabet is <unk>
+            ids = [self.char_ids.get(ch, self.unk_id) for ch in piece]
+        else:
+            ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
         if len(ids) > LONG_PIECE:  # a long word (a base64 blob, a minified line): the plain loop is quadratic
             from machinery.scale import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
             fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)
@@ -368,7 +380,7 @@ class Tokenizer:
     def id_to_token(self, i):
         """The printable vocab-file spelling of token `i` ('Ġworld')."""
         bs = self.vocab[i]
-        return bs.decode() if i in self.special_ids else bytes_to_token(bs)
+        return bs.decode("utf-8", "replace") if i in self.special_ids or self.characters else bytes_to_token(bs)
 
     # ---------------------------------------------------------------- training and files
     @classmethod
@@ -386,9 +398,9 @@ class Tokenizer:
     def load(cls, directory):
         """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2):
         each token's printable spelling (bytes_to_unicode) with its id, and the merges in rank order."""
-        from machinery.interop import char_bpe, vocab_files  # machinery: finding the two files, every entry checked
-        if char_bpe.is_char_bpe(directory):  # machinery: Section 4.4's other arm, a character-level BPE
-            return char_bpe.CharTokenizer.load(directory)
+        from machinery.interop import vocab_files  # machinery: finding the two files, every entry checked
+        if vocab_files.is_char_bpe(directory):  # Section 4.4's other arm: a character-level BPE, in one file
+            return cls(*vocab_files.read_chars(directory), characters=True)
         vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))
         try:
             return cls({i: token_to_bytes(t) for t, i in token_ids.items()}, merges)
@@ -398,6 +410,8 @@ class Tokenizer:
     def save(self, directory):
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
         from machinery.interop import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        if self.characters:  # Section 4.4's other arm: char_bpe.json
+            return vocab_files.write_chars(directory, self.vocab, self.merges)
         vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 

@@ -6,9 +6,9 @@
 import os
 
 import bpe
-from machinery.interop import char_bpe
 from machinery.basics import cli, lock
 from machinery.basics.files import read_lines
+from machinery.interop import char_bpe, vocab_files
 
 
 def check_inputs(paths):
@@ -28,10 +28,10 @@ def train_command(args):
     check_inputs(args.input)
     with lock.writing(args.out, "bpe.py train"):  # one writer: a second bpe.py train into --out is refused
         lines = (line for path in args.input for line in read_lines(path, args.errors))
-        kind = char_bpe.CharTokenizer if args.characters else bpe.Tokenizer
-        tok = kind.train(lines, args.vocab_size, args.min_frequency, verbose=True)
+        train = char_bpe.train if args.characters else bpe.Tokenizer.train
+        tok = train(lines, args.vocab_size, args.min_frequency, verbose=True)
         tok.save(args.out)
-    written = char_bpe.FILE if args.characters else "vocab.json and merges.txt"
+    written = vocab_files.CHAR_BPE_FILE if args.characters else "vocab.json and merges.txt"
     print(f"wrote {args.out}/{written}: {len(tok)} tokens, {len(tok.merges)} merges")
 
 

@@ -7,18 +7,12 @@ character outside it becomes <unk> (one <unk> per character). Merges are learned
 only in their units. A byte-level BPE needs no <unk>: every text is some bytes.
 
     python bpe.py train --input corpus.txt --vocab-size 2458 --out char-tok/ --characters
-    tok = bpe.Tokenizer.load("char-tok/")        # a CharTokenizer: the folder holds char_bpe.json
+    tok = bpe.Tokenizer.load("char-tok/")        # characters=True: the folder holds char_bpe.json
 
-It keeps bpe.Tokenizer's interface (encode, decode, vocab as id -> UTF-8 bytes, merges, the special ids,
-save, load), so that data.py, train.py and finetune.py use it unchanged.
+The tokenizer is bpe.Tokenizer with characters=True (its units as data), so that data.py, train.py and
+finetune.py use it unchanged; this module only trains one.
 """
-import json
-import os
-
 import bpe
-from machinery.basics import files
-
-FILE = "char_bpe.json"
 
 
 def train_char_bpe(texts, vocab_size, min_frequency=2, verbose=False):
@@ -50,64 +44,9 @@ def train_char_bpe(texts, vocab_size, min_frequency=2, verbose=False):
     return vocab, merges, bpe.shortfall(vocab_size, len(vocab), len(merges), min_frequency, next_count)
 
 
-class CharTokenizer(bpe.Tokenizer):
-    """A character-level BPE with bpe.Tokenizer's interface. Characters outside its alphabet are <unk>."""
-
-    def __init__(self, vocab, merges):
-        self.vocab, self.merges = dict(vocab), dict(merges)
-        self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
-        self.pattern = bpe.regex.compile(bpe.PATTERN)
-        bpe.check_merges(self.vocab, self.merges)
-        self.bos_id, self.pad_id, self.eos_id, self.unk_id = range(len(bpe.SPECIALS))
-        self.mask_id = max(self.vocab)
-        self.special_ids = {self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id}
-        first_merge = min(self.merges.values(), default=self.mask_id)
-        self.char_ids = {self.vocab[i].decode("utf-8", "surrogatepass"): i
-                         for i in range(len(bpe.SPECIALS), first_merge)}
-        self.cache, self.training_note = {}, None
-
-    def encode_piece(self, piece):
-        """BPE on one pre-token from its characters (<unk> for those outside the alphabet): merge the
-        lowest-ranked adjacent pair everywhere it occurs, until no pair has a merge (minbpe's loop)."""
-        ids = [self.char_ids.get(ch, self.unk_id) for ch in piece]
-        while len(ids) > 1:
-            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, bpe.INF))
-            if pair not in self.ranks:
-                break
-            ids = bpe.merge_word(ids, pair, self.merges[pair])[0]
-        return ids
-
-    def unknown_bytes(self, text):
-        """The UTF-8 length of each character of `text` that encodes as <unk>, in order."""
-        return [len(ch.encode("utf-8", "surrogatepass")) for ch in text if ch not in self.char_ids]
-
-    def id_to_token(self, i):
-        return self.vocab[i].decode("utf-8", "replace")
-
-    @classmethod
-    def train(cls, texts, vocab_size, min_frequency=2, verbose=False):
-        vocab, merges, note = train_char_bpe(texts, vocab_size, min_frequency, verbose)
-        tok = cls(vocab, merges)
-        tok.training_note = note
-        return tok
-
-    @classmethod
-    def load(cls, directory):
-        path = os.path.join(os.fspath(directory), FILE)
-        spec = files.read_json(path)
-        try:
-            vocab = {i: t.encode("utf-8", "surrogatepass") for i, t in enumerate(spec["tokens"])}
-            return cls(vocab, {(a, b): new for a, b, new in spec["merges"]})
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: not a character-level BPE file ({e})") from None
-
-    def save(self, directory):
-        spec = {"kind": "character-level BPE (RoBERTa Section 4.4; BERT's units)",
-                "tokens": [self.vocab[i].decode("utf-8", "surrogatepass") for i in range(len(self.vocab))],
-                "merges": [[a, b, new] for (a, b), new in self.merges.items()]}
-        os.makedirs(directory, exist_ok=True)
-        files.write_atomic(os.path.join(directory, FILE), json.dumps(spec, ensure_ascii=False))
-
-
-def is_char_bpe(directory):
-    return os.path.isfile(os.path.join(os.fspath(directory), FILE))
+def train(texts, vocab_size, min_frequency=2, verbose=False):
+    """A character-level bpe.Tokenizer trained on `texts` (its training_note: why it came out smaller than asked)."""
+    vocab, merges, note = train_char_bpe(texts, vocab_size, min_frequency, verbose)
+    tok = bpe.Tokenizer(vocab, merges, characters=True)
+    tok.training_note = note
+    return tok

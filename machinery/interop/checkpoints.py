@@ -28,9 +28,6 @@ from machinery.interop import hf, vocab_files
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
 
-CHAR_BPE_FILE = "char_bpe.json"  # a character-level BPE (Section 4.4's other arm) is this one file
-
-
 def check_folder(path):
     """Before the weights load (which takes a while): `path` is a folder holding weights and tokenizer files."""
     path = os.fspath(path)
@@ -41,7 +38,7 @@ def check_folder(path):
     if not has_weights and not has_tokenizer:
         raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
-    if not os.path.isfile(os.path.join(path, CHAR_BPE_FILE)):
+    if not vocab_files.is_char_bpe(path):  # a character-level BPE (Section 4.4's other arm) is one file
         vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
 
 

@@ -1,5 +1,6 @@
 """bpe.py's files: vocab.json + merges.txt (RoBERTa's and Hugging Face's names) or encoder.json + vocab.bpe
-(GPT-2's), found, read and checked entry by entry, and written atomically.
+(GPT-2's), found, read and checked entry by entry, and written atomically; a character-level BPE's
+char_bpe.json (Section 4.4's other arm).
 
 vocab.json maps each token's printable spelling (bpe.bytes_to_unicode: a space is 'Ġ') to its id; merges.txt
 holds one merge per line in rank order ('Ġt he') after a '#version' line.
@@ -7,7 +8,7 @@ holds one merge per line in rank order ('Ġt he') after a '#version' line.
 import json
 import os
 
-from machinery.basics.files import read_text, write_atomic
+from machinery.basics.files import read_json, read_text, write_atomic
 
 VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's names
                ("encoder.json", "vocab.bpe"))  # GPT-2's names
@@ -73,6 +74,33 @@ def write(directory, tokens, merges):
     lines = ["#version: 0.2"] + [f"{tokens[a]} {tokens[b]}" for a, b in merges]
     write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
     write_atomic(os.path.join(directory, "merges.txt"), "\n".join(lines) + "\n")
+
+
+CHAR_BPE_FILE = "char_bpe.json"  # Section 4.4's other arm, a character-level BPE: its tokens and merges
+
+
+def is_char_bpe(directory):
+    return os.path.isfile(os.path.join(os.fspath(directory), CHAR_BPE_FILE))
+
+
+def read_chars(directory):
+    """(vocab id -> UTF-8 bytes, merges) of a character-level BPE's char_bpe.json."""
+    path = os.path.join(os.fspath(directory), CHAR_BPE_FILE)
+    spec = read_json(path)
+    try:
+        vocab = {i: t.encode("utf-8", "surrogatepass") for i, t in enumerate(spec["tokens"])}
+        return vocab, {(a, b): new for a, b, new in spec["merges"]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: not a character-level BPE file ({e})") from None
+
+
+def write_chars(directory, vocab, merges):
+    """Write a character-level BPE as char_bpe.json: its tokens in id order, its merges in rank order."""
+    spec = {"kind": "character-level BPE (RoBERTa Section 4.4; BERT's units)",
+            "tokens": [vocab[i].decode("utf-8", "surrogatepass") for i in range(len(vocab))],
+            "merges": [[a, b, new] for (a, b), new in merges.items()]}
+    os.makedirs(directory, exist_ok=True)
+    write_atomic(os.path.join(directory, CHAR_BPE_FILE), json.dumps(spec, ensure_ascii=False))
 
 
 def read(directory):

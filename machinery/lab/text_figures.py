@@ -34,8 +34,9 @@ def text_lines(name):
 
 def unknown_bytes(tok, lines):
     """The UTF-8 length of every character of `lines` that `tok` encodes as <unk> (none for byte-level)."""
-    count = getattr(tok, "unknown_bytes", None)
-    return [n for line in lines for n in count(line)] if count else []
+    if not tok.characters:
+        return []
+    return [len(ch.encode("utf-8", "surrogatepass")) for line in lines for ch in line if ch not in tok.char_ids]
 
 
 def text_figures(model, tok, lines, seq_len, device, versions=MASK_VERSIONS):
