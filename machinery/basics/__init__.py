@@ -1,1 +1,1 @@
-"""basics"""
+"""Leaves the core may import: files, locks, one-line errors, speed, the batch thread, baselines."""

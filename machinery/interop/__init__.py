@@ -1,1 +1,1 @@
-"""interop"""
+"""Files other tools share: Hugging Face folders, checkpoints, vocabulary files, task files, run folders."""
