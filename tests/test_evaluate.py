@@ -307,7 +307,7 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_num.json"],
      "the answer for 'q1' is 1, not a string"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_list.json"], "expected a JSON object of answers"),
-    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/notjson.json"], "notjson.json: not JSON"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/notjson.json"], "notjson.json: not valid JSON"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_none.json", "--na-prob-thresh", "2"],
      "argument --na-prob-thresh: must be in [0, 1], got 2"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_ok.json", "--na-prob-file", "{d}/na_bad.json"],

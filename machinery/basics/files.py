@@ -145,10 +145,20 @@ def read_text(path, dataset=False):
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_json(path):
-    """A JSON file's content; a file that is not UTF-8 JSON is named in one line."""
+def read_json(path, what=None, missing=False):
+    """A JSON file's content; a file that is not UTF-8 JSON is named in one line. what: the file must hold a
+    JSON object of `what` (the error says so otherwise). missing=True: None for a missing or unreadable file
+    (a record that may not be there yet), instead of an error."""
+    if missing and not os.path.isfile(path):
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        out = json.loads(read_text(path, dataset=True))
+    except (ValueError, OSError) as e:
+        if missing:
+            return None
+        raise ValueError(f"{path}: not valid JSON ({e})" if isinstance(e, json.JSONDecodeError) else str(e)) from None
+    if what and not isinstance(out, dict):
+        raise ValueError(f"{path}: expected a JSON object of {what}, got a {type(out).__name__}")
+    return out

@@ -17,7 +17,7 @@ import bpe
 import data
 import evaluate
 import roberta
-from machinery.basics import baselines, cli
+from machinery.basics import baselines, cli, files
 from machinery.interop import checkpoints, task_files
 from machinery.scale import prepared
 
@@ -70,8 +70,8 @@ def fill_mask_command(args):
 
 def squad_command(args):
     examples = task_files.read_squad(args.data)
-    predictions = task_files.read_json(args.predictions, "answers")
-    na = task_files.check_na_probs(task_files.read_json(args.na_prob_file, "no-answer probabilities"),
+    predictions = files.read_json(args.predictions, "answers")
+    na = task_files.check_na_probs(files.read_json(args.na_prob_file, "no-answer probabilities"),
                                    args.na_prob_file) if args.na_prob_file else None
     task_files.check_squad_predictions(examples, predictions, args.predictions)
     metrics = evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh, tuned_apart=True)
@@ -136,7 +136,7 @@ def output_labels(task, checkpoint, outputs):
 
 def race_command(args):
     questions = task_files.read_race(args.data)
-    predictions = task_files.read_json(args.predictions, "answers")
+    predictions = files.read_json(args.predictions, "answers")
     task_files.check_race_predictions(questions, predictions, args.predictions)
     print(json.dumps(evaluate.race_metrics(questions, predictions), indent=2))
 

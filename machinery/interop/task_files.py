@@ -21,28 +21,12 @@ from machinery.basics import files
 
 
 def check_file(path):
-    """A file to read: there, and not a folder (the error names it)."""
+    """A file to read: there, and not a folder (the error names it); the path."""
     if os.path.isdir(path):
         raise ValueError(f"{path}: a folder, not a file")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-
-
-def read_text(path):
-    """A dataset's UTF-8 file (files.read_text: a leading byte-order mark dropped)."""
-    check_file(path)
-    return files.read_text(path, dataset=True)
-
-
-def read_json(path, what):
-    """A JSON object from `path` (`what` it holds names it in errors)."""
-    try:
-        out = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not JSON ({e})") from None
-    if not isinstance(out, dict):
-        raise ValueError(f"{path}: expected a JSON object of {what}, got a {type(out).__name__}")
-    return out
+    return path
 
 
 def shown(value, width=40):
@@ -113,7 +97,8 @@ def read_glue_dev(task, folder):
 def tsv_rows(path):
     """The rows of a TSV file, as GLUE writes them (no quoting)."""
     try:
-        return list(csv.reader(io.StringIO(read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+        text = files.read_text(check_file(path), dataset=True)
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     except csv.Error as e:
         raise ValueError(f"{path}: not a TSV file ({e})") from None
 
@@ -154,7 +139,8 @@ def read_glue(task, path, labelled=True):
 def read_glue_predictions(path, task, n):
     """GLUE submission TSV: header index<TAB>prediction, one row per example in file order; every
     prediction one of the task's labels (STS-B: a number)."""
-    rows = [line.rstrip("\n").split("\t") for line in io.StringIO(read_text(path), newline=None)]
+    text = files.read_text(check_file(path), dataset=True)
+    rows = [line.rstrip("\n").split("\t") for line in io.StringIO(text, newline=None)]
     if not rows or rows[0] != ["index", "prediction"]:
         raise ValueError(f"{path}: expected the header 'index<TAB>prediction'")
     pred = {}
@@ -196,7 +182,7 @@ def squad_questions(path, article):
 
 def read_squad(path):
     """SQuAD JSON -> list of dicts: id, question, context, answers [{text, answer_start}], is_impossible."""
-    articles = read_json(path, "SQuAD articles").get("data")
+    articles = files.read_json(path, "SQuAD articles").get("data")
     try:
         out = [q for article in articles for q in squad_questions(path, article)]
     except KeyError as e:
@@ -237,7 +223,7 @@ def check_na_probs(na_probs, path):
 # ---------------------------------------------------------------------------------------- RACE
 def race_passage(path, level):
     """One RACE passage file -> its questions (see read_race)."""
-    doc = read_json(path, "a RACE passage")
+    doc = files.read_json(path, "a RACE passage")
     missing = [k for k in ("article", "questions", "options", "answers", "id") if k not in doc]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")

@@ -114,7 +114,7 @@ def shared_targets(exp, finished):
 
 def earlier_wall(exp, args):
     """--report-only: the wall time of the invocation that trained the runs (its results.json), kept."""
-    earlier = runner.read_json(os.path.join(args.out, exp.name, "results.json")) or {}
+    earlier = files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}
     return earlier.get("wall_seconds", 0.0)
 
 

@@ -13,6 +13,7 @@ import shlex
 import statistics
 
 import experiments
+from machinery.basics import files
 from machinery.lab import runner, stats
 
 PLUMBING = ("--seeds", "--jobs", "--out", "--glue", "--device", "--arms")  # options that do not change a run's result
@@ -394,7 +395,7 @@ def summary(names, out):
     lines = ["| experiment | claim | verdict | difference in the claim's favour [95% CI], p (test) | runs |",
              "|---|---|---|---|---|"]
     for name in names:
-        results = runner.read_json(os.path.join(out, name, "results.json"))
+        results = files.read_json(os.path.join(out, name, "results.json"), missing=True)
         if not results:
             continue
         minutes = f"{results['seeds']} seeds, {results['wall_seconds'] / 60:.1f} min"

@@ -222,14 +222,6 @@ def chosen_arms(exp, names):
     return [a for a in exp.arms if a.name in names.split(",")]
 
 
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
 
 
@@ -254,7 +246,7 @@ def code_hash(root=ROOT):
 def run_status(run, command, overwrite, code=None):
     """"finished", "evaluate" (trained, not evaluated), "resume", "new", "stale" (its folder holds this run
     made with other code: trained again) or "conflict" (another run's folder)."""
-    record = read_json(os.path.join(run.folder, "run.json"))
+    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
     checkpoint = os.path.join(run.folder, "checkpoint.pt")
     if overwrite:
         return "new"
@@ -274,7 +266,7 @@ def run_status(run, command, overwrite, code=None):
 
 def earlier_record(run):
     """The record of a run of these settings that finished or failed before, or None."""
-    record = read_json(os.path.join(run.folder, "run.json"))
+    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
     if record and record.get("command") == shown(run.argv) and record.get("status") in ("finished",
                                                                                                      "failed"):
         return record
@@ -374,13 +366,13 @@ def finetune_run(run, glue, scale, log_path, fresh, threads):
                 "--out", out, "--seed", str(run.seed), "--no-progress"]
         for key, value in scale.finetune.items():
             argv += flag(key, value).split(" ", 1)
-        metrics = None if fresh else read_json(os.path.join(out, "metrics.json"))
+        metrics = None if fresh else files.read_json(os.path.join(out, "metrics.json"), missing=True)
         if metrics is None:
             if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
                 shutil.rmtree(out)
             say(f"    {shown(argv)}")
             code, last = execute(argv, log_path, threads)
-            metrics = read_json(os.path.join(out, "metrics.json"))
+            metrics = files.read_json(os.path.join(out, "metrics.json"), missing=True)
             if code != 0 or metrics is None:
                 scores[task] = {"error": last, "command": shown(argv)}
                 continue
@@ -414,7 +406,7 @@ def do_run(run, i, total, exp, scale, args):
 def skip_run(run, label, scale, args):
     """A run that finished before: its record, finetuned now if --glue is new to it."""
     say(f"{label}: finished before, skipped ({shown(run.argv)})")
-    record = read_json(os.path.join(run.folder, "run.json"))
+    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
     if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
         record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"), False,
                                       speed.threads_for(args.jobs))
@@ -425,7 +417,7 @@ def skip_run(run, label, scale, args):
 def announce(run, label, status, threads, code, overwrite):
     """The line that says what happens to a run now, and the train.py command that does it."""
     if status == "stale":
-        was = read_json(os.path.join(run.folder, "run.json")).get("code") or "not recorded"
+        was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
         doing = f"training again: it ran with other code (code {was}, now {code})"
     else:
         doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
