@@ -97,8 +97,10 @@ class CharTokenizer(bpe.Tokenizer):
         spec = files.read_json(path)
         try:
             vocab = {i: t.encode("utf-8", "surrogatepass") for i, t in enumerate(spec["tokens"])}
+            if spec["tokens"][:len(bpe.SPECIALS)] != list(bpe.SPECIALS) or spec["tokens"][-1] != bpe.MASK:
+                raise ValueError(f"the tokens must begin with {', '.join(bpe.SPECIALS)} and end with {bpe.MASK}")
             return cls(vocab, {(a, b): new for a, b, new in spec["merges"]})
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ValueError(f"{path}: not a character-level BPE file ({e})") from None
 
     def save(self, directory):
