@@ -174,15 +174,17 @@ UPDATE_KEYS = ("lr", "warmup_steps", "max_steps", "weight_decay", "clip_grad", "
 
 
 def check_steps(ckpt, path, cfg):
-    """A --max-steps beyond the checkpoint's step: refused otherwise, before anything in --out changes."""
+    """A --max-steps at or beyond the checkpoint's step: refused below it, before anything in --out changes. At it,
+    the run is finished: it is read back (the demo's second run), nothing trained and nothing written."""
     step = ckpt["state"].get("step")
     if type(step) is not int or step < 0:
         raise ValueError(f"{path}: its training state's step is {step!r}, not a step count (a damaged or crafted file)")
-    if step >= cfg.max_steps:
-        where = "its --max-steps: it is finished" if step == cfg.max_steps else \
-            f"already past --max-steps {cfg.max_steps:,}"
-        raise ValueError(f"{path}: the run is at step {step:,}, {where}; nothing was changed (a --max-steps above "
-                         f"{step:,} trains it further)")
+    if step > cfg.max_steps:
+        raise ValueError(f"{path}: the run is at step {step:,}, already past --max-steps {cfg.max_steps:,}; nothing "
+                         f"was changed (a --max-steps above {step:,} trains it further)")
+    if step == cfg.max_steps and int(os.environ.get("RANK", 0)) == 0:
+        print(f"note: {path}: the run is finished (step {step:,}, its --max-steps): read back, nothing trained or "
+              f"written", file=sys.stderr)
 
 
 def check_same_data(ckpt, path, data_dir):
@@ -210,7 +212,7 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device):
         torch.cuda.set_rng_state(rng["cuda"], device)
     changed = [f"--{k.replace('_', '-')} {ckpt['train'][k]} -> {getattr(cfg, k)}" for k in UPDATE_KEYS
                if k in ckpt["train"] and ckpt["train"][k] != getattr(cfg, k)]
-    if changed and rank == 0:  # resumed: the settings of the updates that changed since, in one line
+    if changed and rank == 0 and ckpt["state"]["step"] < cfg.max_steps:  # the settings of the updates changed since
         print(f"note: {cfg.out}: resumed at step {ckpt['state']['step']:,} with {', '.join(changed)}: from here its "
               f"updates differ from the uninterrupted run's", file=sys.stderr)
     return dict(ckpt["state"])
@@ -218,7 +220,10 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device):
 
 def init_out(cfg, tok, model_cfg, world, start_step):
     """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
-    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically)."""
+    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically). A
+    finished run read back (resumed at its --max-steps) writes nothing."""
+    if cfg.resume and start_step >= cfg.max_steps:
+        return
     if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out}: a file is in the way (it must be a folder)")
     os.makedirs(cfg.out, exist_ok=True)

@@ -169,16 +169,22 @@ def copy_run(run, tmp_path):
     return tmp_path / "run"
 
 
-@pytest.mark.parametrize("max_steps, words", [(3, "already past --max-steps 3"),
-                                              (6, "its --max-steps: it is finished")])
-def test_resume_at_or_past_max_steps_is_refused_and_changes_nothing(pretrained, tmp_path, capsys, max_steps, words):
+def test_resume_past_max_steps_is_refused_and_at_it_reads_back_changing_nothing(pretrained, tmp_path, capsys):
     prepared, run = pretrained
     run = copy_run(run, tmp_path)
     before = snapshot(run)
-    code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", max_steps, *TINY, "--resume")
+    code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 3, *TINY, "--resume")
     assert code not in (0, None) and len(err.strip().splitlines()) == 1, err
-    assert f"the run is at step 6, {words}; nothing was changed" in err
+    assert "the run is at step 6, already past --max-steps 3; nothing was changed" in err
     assert snapshot(run) == before  # train_config.json says max_steps 6 still
+    # at its --max-steps the run is finished: read back (the demo's second run does this), nothing written, even
+    # with another --lr (no update is made with it)
+    code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 6, *TINY[:6], "--lr", "5e-4",
+                           *TINY[8:], "--resume")
+    notes = [line for line in err.splitlines() if line.startswith(("note", "error", "warning"))]
+    assert code == 0 and notes == [f"note: {run / 'checkpoint.pt'}: the run is finished (step 6, its --max-steps): "
+                                   f"read back, nothing trained or written"], err
+    assert snapshot(run) == before
 
 
 def test_resume_with_changed_update_settings_says_so_in_one_line(pretrained, tmp_path, capsys):
