@@ -90,6 +90,17 @@ def test_a_swapped_tokenizer_of_the_same_size_is_refused_naming_the_files_and_bo
     assert e.value.code == f"error: {message}" and out.out == "", out
 
 
+def test_a_checkpoint_swapped_in_from_another_run_is_refused(toks, tmp_path):
+    """The other way round: the tokenizer files stay, checkpoint.pt comes from a run with another tokenizer."""
+    a, b = toks
+    tiny_folder(tmp_path / "a", a, tokenizer_sha256=data.tokenizer_hash(a))
+    tiny_folder(tmp_path / "b", b, seed=1, tokenizer_sha256=data.tokenizer_hash(b))
+    shutil.copy(tmp_path / "b" / "checkpoint.pt", tmp_path / "a" / "checkpoint.pt")
+    message = one_line(checkpoints.load, tmp_path / "a")
+    assert f"tokenizer {data.tokenizer_hash(a)[:12]}, but checkpoint.pt was trained with tokenizer " \
+           f"{data.tokenizer_hash(b)[:12]}" in message
+
+
 def test_two_merges_swapped_are_refused_by_every_loader(toks, tmp_path, capsys):
     a, _ = toks
     run = tmp_path / "run"
