@@ -285,6 +285,8 @@ def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_
     if model.cfg.vocab_size != len(tok):
         raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
                          f"{model.cfg.vocab_size:,}")
+    checkpoints.check_tokenizer(path, tok)  # machinery: the very tokenizer it trained with (the recorded hash)
+    checkpoints.check_specials(path, tok, model.cfg.pad_id)  # machinery: RoBERTa's special tokens, its <pad>
     return model, tok
 
 

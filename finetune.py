@@ -345,7 +345,8 @@ def save_best(args, model, tok, results):
     checkpoints.save(os.path.join(args.out, "checkpoint.pt"),
                      {"model": model.state_dict(), "config": asdict(model.cfg), "class": type(model).__name__,
                       "num_labels": num_labels(args.task), "task": args.task,
-                      "id2label": GLUE[args.task].labels if args.task in GLUE else None})  # output i: label i
+                      "id2label": GLUE[args.task].labels if args.task in GLUE else None,  # output i: label i
+                      "tokenizer_sha256": prepared.tokenizer_hash(tok)})  # loading checks the folder's tokenizer is it
     tok.save(args.out)
     for name, (pred, _) in results.items():
         task_files.write_predictions(args.task, args.out, name, pred)

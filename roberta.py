@@ -315,6 +315,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
     weights = checkpoints.read_weights(path)  # machinery: either folder layout, read and checked
     cls = cls or CLASSES.get(weights.holder, RobertaForMaskedLM)
     cfg = RobertaConfig.from_dict(weights.config)
+    checkpoints.check_config(cfg, weights.state, weights.source)  # machinery: sizes a damaged file could lie about
     classifier = cls is RobertaForSequenceClassification
     model = cls(cfg, num_labels or weights.num_labels or 2) if classifier else cls(cfg)
     checkpoints.load_state(model, weights, path, verbose, new_head_ok)  # machinery: names mapped, shapes checked

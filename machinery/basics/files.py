@@ -155,10 +155,10 @@ def read_json(path, what=None, missing=False):
         raise FileNotFoundError(f"{path}: {'a folder, not a file' if os.path.isdir(path) else 'no such file'}")
     try:
         out = json.loads(read_text(path, dataset=True))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RecursionError) as e:  # RecursionError: nested past reason
         if missing:
             return None
-        raise ValueError(f"{path}: not valid JSON ({e})" if isinstance(e, json.JSONDecodeError) else str(e)) from None
+        raise ValueError(f"{path}: not valid JSON ({e})" if not isinstance(e, OSError) else str(e)) from None
     if what and not isinstance(out, dict):
         raise ValueError(f"{path}: expected a JSON object of {what}, got a {type(out).__name__}")
     return out

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import bpe
 import evaluate
 import roberta
 from machinery.basics import cli, files
@@ -54,7 +55,7 @@ def read_vocab(checkpoint, vocab_size):
             blobs.append(f.read())
     try:
         vocab = json.loads(blobs[0])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{paths[0]}: not valid JSON ({e})") from None
     missing = [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t not in vocab]
     if len(vocab) != vocab_size or missing:
@@ -70,6 +71,8 @@ def export(checkpoint, out, overwrite=False):
     check_export(checkpoint, out, overwrite)
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
     blobs = read_vocab(checkpoint, model.cfg.vocab_size)
+    if blobs is not None:  # the tokenizer its checkpoint.pt recorded, not other files of the same size
+        checkpoints.check_tokenizer(checkpoint, bpe.Tokenizer.load(checkpoint))
     classifier = isinstance(model, roberta.RobertaForSequenceClassification)
     hf.save_pretrained(model, out, checkpoints.id2label(checkpoint, LABELS) if classifier else None)  # not LABEL_i
     if blobs is None:

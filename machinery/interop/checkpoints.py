@@ -16,7 +16,9 @@ and evaluate.load_checkpoint loads the model with its tokenizer.
 """
 import hashlib
 import os
+import re
 import sys
+import warnings
 
 from typing import NamedTuple
 
@@ -24,6 +26,7 @@ import torch
 
 from machinery.basics import files
 from machinery.interop import hf, vocab_files
+from machinery.scale import prepared  # the tokenizer's fingerprint (tokenizer_hash), as data.py records it
 
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
@@ -40,6 +43,40 @@ def check_folder(path):
                                 f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
     if not vocab_files.is_char_bpe(path):  # a character-level BPE (Section 4.4's other arm) is one file
         vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
+
+
+def check_specials(path, tok, pad_id):
+    """The tokenizer has RoBERTa's special tokens (every input is framed, padded and masked with them), its <pad>
+    the model's padding id."""
+    ids = dict(zip(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id,
+                                                              tok.mask_id)))
+    missing = next((t for t, i in ids.items() if i is None), None)
+    if missing:
+        raise ValueError(f"{tokenizer_files(path)}: no {missing} token (RoBERTa's tokenizer has {', '.join(ids)})")
+    if tok.pad_id != pad_id:
+        raise ValueError(f"{tokenizer_files(path)}: <pad> is id {tok.pad_id}, but the model pads with id {pad_id}")
+
+
+def tokenizer_files(path):
+    """The tokenizer files of a run folder, as errors name them: 'run/vocab.json + merges.txt'."""
+    names = vocab_files.CHAR_BPE_FILE if vocab_files.is_char_bpe(path) else \
+        " + ".join(os.path.basename(p) for p in vocab_files.find_vocab_files(path))
+    return os.path.join(os.fspath(path), names)
+
+
+def check_tokenizer(path, tok):
+    """The folder's tokenizer files are the tokenizer its checkpoint.pt was trained with: the fingerprint
+    (prepared.tokenizer_hash: vocabulary and merges in rank order) recorded as tokenizer_sha256. Another tokenizer of
+    the same size, or two merges swapped, would feed the model ids it never learned. A Hugging Face folder, and a
+    checkpoint saved before finetune.py recorded it, record none: only their vocabulary size is checked."""
+    then = recorded(path).get("tokenizer_sha256")
+    if not isinstance(then, str):
+        return
+    now = prepared.tokenizer_hash(tok)
+    if now != then:
+        raise ValueError(f"{tokenizer_files(path)}: tokenizer {now[:12]}, but checkpoint.pt was "
+                         f"trained with tokenizer {then[:12]}: these files were replaced or edited since (put back "
+                         f"the run's own tokenizer files)")
 
 
 def recorded(path):
@@ -75,9 +112,12 @@ def id2label(path, task_labels=None):
         task = ckpt.get("task")
         trained = OLD_ORDER.get(task) or (task_labels or {}).get(task)
         names = ckpt.get("id2label", trained)
+        if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: id2label is not a list of label names")
         return list(names) if names else None
     config = os.path.join(os.fspath(path), "config.json")
-    labels = files.read_json(config).get("id2label") if os.path.isfile(config) else None
+    hf_config = files.read_json(config) if os.path.isfile(config) else {}
+    labels = hf_config.get("id2label") if isinstance(hf_config, dict) else None
     if not labels:
         return None
     try:
@@ -132,13 +172,14 @@ def read_checkpoint(path, ours=True):
     """Load this project's checkpoint file (weights only: no code runs from the file); ours=False: any
     torch.save'd dict of tensors (Hugging Face's pytorch_model.bin)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torn or foreign file
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: the refusal below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file, or one that holds more than weights
+        raise ValueError(unreadable(path, e)) from None
     if not ours:
-        if not isinstance(ckpt, dict):
-            raise ValueError(f"{path}: not a state dict")
+        if not isinstance(ckpt, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt.items()):
+            raise ValueError(f"{path}: not a state dict (names to tensors)")
         return ckpt
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
@@ -148,12 +189,30 @@ def read_checkpoint(path, ours=True):
     return ckpt
 
 
+def unreadable(path, err):
+    """One line for a file torch.load (weights only) refused: a file holding Python objects besides tensors and
+    plain values is refused for safety (torch's own message goes on to advise turning that check off: not here)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text) if text.startswith("Weights only load failed") else None
+    if found:
+        return (f"{path}: refused for safety: it holds a Python object ({found.group(1)}) besides tensors and plain "
+                f"values, and reading it could run code from the file; only weights are read")
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip() and
+             not line.startswith(("Check the documentation", "Please file an issue"))]
+    first = lines[-1] if text.startswith("Weights only load failed") and lines else \
+        (text.splitlines() or [""])[0].split(". ")[0]  # not torch's advice, nor its notes after the first sentence
+    first = first or ("the file ends early" if isinstance(err, EOFError) else "")
+    return f"{path}: not a readable checkpoint ({type(err).__name__}: {first[:200]})"
+
+
+
 class Weights(NamedTuple):
     config: dict        # RobertaConfig's fields
     state: dict         # name -> tensor, in our names (layout "ours") or Hugging Face's (layout "hf")
     holder: str         # the class that saved it: RobertaForMaskedLM, RobertaForSequenceClassification, ...
     num_labels: object  # a classifier's outputs, or None
     layout: str         # "ours" (checkpoint.pt) or "hf" (config.json + model.safetensors / pytorch_model.bin)
+    source: str         # the file the weights and config come from, as errors name it
 
 
 def read_weights(path):
@@ -163,10 +222,23 @@ def read_weights(path):
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
     if os.path.isfile(os.path.join(path, "checkpoint.pt")):
-        ckpt = read_checkpoint(os.path.join(path, "checkpoint.pt"))
-        return Weights(ckpt["config"], ckpt["model"], ckpt.get("class", "RobertaForMaskedLM"), ckpt.get("num_labels"),
-                       "ours")
+        return read_ours(os.path.join(path, "checkpoint.pt"))
     return read_hf(path)
+
+
+def read_ours(source):
+    """The Weights of a train.py/finetune.py folder's checkpoint.pt, each part checked to be of its kind (a
+    crafted file whose checksum was made to fit is refused in one line, not a traceback)."""
+    ckpt = read_checkpoint(source)
+    state, config, holder, labels = ckpt["model"], ckpt["config"], ckpt.get("class", "RobertaForMaskedLM"), \
+        ckpt.get("num_labels")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{source}: its model is not a state dict (names to tensors)")
+    if not isinstance(config, dict) or not isinstance(holder, str) or \
+            not (labels is None or (type(labels) is int and labels >= 1)):
+        raise ValueError(f"{source}: its config, class or num_labels is not of its kind (a dict, a class name, a "
+                         f"whole number)")
+    return Weights(config, state, holder, labels, "ours", source)
 
 
 def read_hf(path):
@@ -176,7 +248,7 @@ def read_hf(path):
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{path}: neither checkpoint.pt nor config.json found")
     config = files.read_json(config_path)
-    cfg = hf.config_from_hf(config, config_path)
+    cfg = hf.config_from_hf(config, config_path)  # checked: an object, the sizes whole numbers, ...
     if os.path.isfile(os.path.join(path, "model.safetensors")):
         state = hf.load_safetensors(os.path.join(path, "model.safetensors"))
     elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
@@ -185,7 +257,33 @@ def read_hf(path):
         raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
     labels = config.get("id2label")
     return Weights(cfg, state, (config.get("architectures") or ["RobertaModel"])[0], len(labels) if labels else None,
-                   "hf")
+                   "hf", config_path)
+
+
+SIZES = {"vocab_size": 1, "hidden_size": 1, "num_layers": 1, "num_heads": 1, "ffn_size": 1, "max_positions": 1,
+         "pad_id": 0}  # RobertaConfig's whole numbers, and the least each can be
+RATES = {"dropout": (0, 1), "attention_dropout": (0, 1), "layer_norm_eps": (0, 1), "init_std": (0, 10)}
+
+
+def check_config(cfg, state, source):
+    """A model's configuration (a RobertaConfig) as a file gives it, checked before a model is built from it: whole numbers of at
+    least SIZES, rates in [low, high), the hidden size a multiple of the heads, the padding id a token, and no
+    larger a model than the weights beside it hold (a crafted size would otherwise allocate without end)."""
+    bad = next((k for k, low in SIZES.items() if type(getattr(cfg, k)) is not int or getattr(cfg, k) < low), None) \
+        or next((k for k, (low, high) in RATES.items() if isinstance(getattr(cfg, k), bool) or
+                 not isinstance(getattr(cfg, k), (int, float)) or not low <= getattr(cfg, k) < high), None)
+    if bad:
+        raise ValueError(f"{source}: {bad} is {getattr(cfg, bad)!r}: not a value a RoBERTa config can have")
+    if cfg.hidden_size % cfg.num_heads or cfg.pad_id >= cfg.vocab_size:
+        raise ValueError(f"{source}: " + (f"hidden size {cfg.hidden_size} is not a multiple of {cfg.num_heads} heads"
+                                          if cfg.hidden_size % cfg.num_heads else
+                                          f"pad id {cfg.pad_id} is outside the vocabulary of {cfg.vocab_size}"))
+    h = cfg.hidden_size
+    needs = (cfg.vocab_size + cfg.max_positions) * h + cfg.num_layers * (4 * h * h + 2 * h * cfg.ffn_size)
+    holds = sum(t.numel() for t in state.values())
+    if needs > holds:
+        raise ValueError(f"{source}: its configuration describes a model of at least {needs:,} weights, but the "
+                         f"checkpoint holds {holds:,}")
 
 
 HEAD_NAMES = {"lm_head": "LM head", "classifier": "classification head", "qa": "span head",
@@ -204,7 +302,7 @@ def check_heads(model, state, path, holder):
 def load_state(model, weights, source="checkpoint", verbose=True, new_head_ok=True):
     """Copy `weights` (read_weights) into `model`: Hugging Face's names mapped to ours, shapes must match; a
     missing head is left at its initialisation (new_head_ok=False: refused, check_heads)."""
-    state = hf.from_hf_state(weights.state, type(model).__name__) if weights.layout == "hf" else weights.state
+    state = weights.state if weights.layout == "ours" else hf.from_hf_state(weights.state, type(model).__name__, source)
     if not new_head_ok:
         check_heads(model, state, source, weights.holder)
     own = model.state_dict()

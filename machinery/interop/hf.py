@@ -4,7 +4,7 @@ transformers' Auto* classes and pipeline("fill-mask") load as they load roberta-
 
     state = to_hf_state(model)                 # our names -> transformers' (q/k/v split)
     save_pretrained(model, "out/")             # config.json + model.safetensors
-    config = config_from_hf(json_dict, "roberta-base/config.json")   # RobertaConfig's fields
+    config = config_from_hf(json_dict, "roberta-base/config.json")   # RobertaConfig's fields, checked
     state = from_hf_state(load_safetensors("roberta-base/model.safetensors"), "RobertaForMaskedLM")
 
 A leaf: it imports nothing of the project's models. A model is read by its state_dict(), its cfg and its class
@@ -12,6 +12,7 @@ name. roberta.load_pretrained reads a folder through machinery/interop/checkpoin
 `python roberta.py export` (machinery/commands/roberta_cli.py) writes one.
 """
 import json
+import math
 import os
 import struct
 
@@ -72,8 +73,10 @@ def to_hf_state(model):
     return out
 
 
-def from_hf_state(state, class_name):
-    """A Hugging Face RoBERTa state dict in our names for our class `class_name` (the inverse of `to_hf_state`)."""
+def from_hf_state(state, class_name, source="checkpoint"):
+    """A Hugging Face RoBERTa state dict in our names for our class `class_name` (the inverse of `to_hf_state`);
+    `source` names the file in
+    the errors of one whose query, key and value, or token-type row, do not fit together."""
     state = {k.replace(".gamma", ".weight").replace(".beta", ".bias"): v for k, v in state.items()}
     if not any(k.startswith("roberta.") for k in state):  # saved from a bare RobertaModel
         state = {("roberta." + k if k.startswith(("embeddings.", "encoder.", "pooler.")) else k): v
@@ -87,13 +90,22 @@ def from_hf_state(state, class_name):
     out = {}
     for key, t in state.items():
         if ".attention.self.query." in key:
-            t = torch.cat([state[key.replace(".query.", f".{p}.")] for p in ("query", "key", "value")])
+            parts = [state.get(key.replace(".query.", f".{p}.")) for p in ("query", "key", "value")]
+            if any(p is None or p.shape != t.shape for p in parts):
+                raise ValueError(f"{source}: {key} has no {key.replace('.query.', '.key.')} and "
+                                 f"{key.replace('.query.', '.value.')} of its shape {list(t.shape)}")
+            t = torch.cat(parts)
             key = key.replace(".query.", ".qkv.")
         elif ".attention.self." in key:
             continue  # key and value went in with the query
         out[rename(key, class_name, to_hf=False)] = t
     if token_types is not None:  # HF adds token-type row 0 to every position: fold it in, exactly
-        out["roberta.embeddings.positions.weight"] = out["roberta.embeddings.positions.weight"] + token_types[0]
+        positions = out.get("roberta.embeddings.positions.weight")
+        if positions is None or token_types.dim() != 2 or not len(token_types) or \
+                token_types.shape[1:] != positions.shape[1:]:
+            raise ValueError(f"{source}: {TOKEN_TYPES} of shape {list(token_types.shape)} does not fit the position "
+                             f"embeddings" + ("" if positions is not None else " (there are none)"))
+        out["roberta.embeddings.positions.weight"] = positions + token_types[0]
     return out
 
 
@@ -119,10 +131,42 @@ def hf_config(model, id2label=None):
     return d
 
 
-def config_from_hf(d, source):
-    """Our RobertaConfig's fields from a Hugging Face config.json's dict `d` (read from `source`)."""
+HF_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "max_position_embeddings")  # what a RoBERTa config.json must give; the rest has defaults
+HF_RATES = ("hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
+
+
+def json_kind(value):
+    """A JSON value's kind, in words: 'a list', 'a string', ..."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "true or false", type(None): "null",
+            int: "a whole number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def check_hf_config(d, source):
+    """A config.json's dict, checked for what config_from_hf reads: an object, the sizes whole numbers, the rates
+    numbers, architectures a list of names and id2label an object (one line naming the file otherwise)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: expected a JSON object (a model's configuration), got {json_kind(d)}")
     if d.get("model_type") != "roberta":
         raise ValueError(f"{source}: not a RoBERTa config (model_type={d.get('model_type')!r})")
+    missing = [k for k in HF_SIZES if k not in d]
+    if missing:
+        raise ValueError(f"{source}: no {missing[0]} (a RoBERTa config.json gives {', '.join(HF_SIZES)})")
+    for keys, kinds, what in ((HF_SIZES + ("pad_token_id",), (int,), "a whole number"),
+                              (HF_RATES, (int, float), "a number")):
+        bad = next((k for k in keys if k in d and (isinstance(d[k], bool) or not isinstance(d[k], kinds))), None)
+        if bad:
+            raise ValueError(f"{source}: {bad} is {json_kind(d[bad])} ({json.dumps(d[bad])[:30]}), expected {what}")
+    names = d.get("architectures", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{source}: architectures is {json_kind(names)}, expected a list of class names")
+    if not isinstance(d.get("id2label", {}), dict):
+        raise ValueError(f"{source}: id2label is {json_kind(d['id2label'])}, expected an object (output -> label)")
+
+
+def config_from_hf(d, source):
+    """Our RobertaConfig's fields from a Hugging Face config.json's dict `d` (read from `source`)."""
+    check_hf_config(d, source)
     if d.get("hidden_act", "gelu") != "gelu" or d.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{source}: only exact GELU and absolute positions are RoBERTa "
                          f"(hidden_act={d.get('hidden_act')!r})")
@@ -140,25 +184,49 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
 
 
 def load_safetensors(path):
-    """Read a .safetensors file: 8 bytes of header length, a JSON header, then the raw tensors."""
+    """Read a .safetensors file: 8 bytes of header length, a JSON header, then the raw tensors. Every header
+    entry is checked against the file (a known dtype, a shape, offsets inside the file that fit the shape):
+    a truncated or crafted file is one line naming it."""
     with open(path, "rb") as f:
         data = bytearray(f.read())
+    (n,) = struct.unpack("<Q", data[:8]) if len(data) >= 8 else (None,)
+    if n is None or 8 + n > len(data):
+        raise ValueError(f"{path}: not a safetensors file, or a truncated one (" + (
+            f"{len(data)} bytes)" if n is None else f"its header's length, {n:,} bytes, runs past its end)"))
     try:
-        (n,) = struct.unpack("<Q", data[:8])
         header = json.loads(data[8:8 + n])
-    except (struct.error, ValueError, UnicodeDecodeError):
-        raise ValueError(f"{path}: not a safetensors file") from None
-    out, base = {}, 8 + n
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = SAFETENSORS_DTYPES[info["dtype"]]
-        start, end = info["data_offsets"]
-        count = (end - start) // dtype.itemsize
-        t = torch.frombuffer(data, dtype=dtype, count=count, offset=base + start) if count else \
-            torch.empty(0, dtype=dtype)
-        out[name] = t.reshape(info["shape"])
-    return out
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValueError(f"{path}: not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (its header is {json_kind(header)}, not an object)")
+    return {name: safetensor(path, data, 8 + n, name, info) for name, info in header.items()
+            if name != "__metadata__"}
+
+
+def safetensor(path, data, base, name, info):
+    """One tensor of a safetensors file's `data` (its bytes from `base`), its header entry `info` checked."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        raise ValueError(f"{where}: its header entry has no dtype, shape and data_offsets")
+    dtype, shape, offsets = SAFETENSORS_DTYPES.get(info["dtype"]), info["shape"], info["data_offsets"]
+    if dtype is None:
+        raise ValueError(f"{where}: dtype {json.dumps(info['dtype'])[:20]} is not one this reader knows "
+                         f"({', '.join(SAFETENSORS_DTYPES)})")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise ValueError(f"{where}: shape {json.dumps(shape)[:40]} is not a list of sizes")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets) \
+            or not 0 <= offsets[0] <= offsets[1]:
+        raise ValueError(f"{where}: data_offsets {json.dumps(offsets)[:40]} are not [start, end]")
+    start, end = offsets
+    if base + end > len(data):
+        raise ValueError(f"{where}: its bytes {start:,}..{end:,} run past the end of the file ({len(data) - base:,} "
+                         f"bytes of tensors): a truncated or damaged file")
+    count = math.prod(shape)
+    if end - start != count * dtype.itemsize:
+        raise ValueError(f"{where}: shape {shape} of {info['dtype']} takes {count * dtype.itemsize:,} bytes, its "
+                         f"data_offsets {end - start:,}")
+    t = torch.frombuffer(data, dtype=dtype, count=count, offset=base + start) if count else torch.empty(0, dtype=dtype)
+    return t.reshape(shape)
 
 
 def save_safetensors(tensors, path):

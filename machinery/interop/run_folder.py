@@ -120,7 +120,13 @@ def rng_state(device):
 
 
 def read_resume(cfg, tok_hash):
-    """The checkpoint to resume, checked against this run's settings before any heavy work."""
+    """The checkpoint to resume, checked against this run's settings before any heavy work and before anything in
+    --out changes: a train.py checkpoint (not finetune.py's) that records its data; the same tokenizer, data and
+    RESUME_KEYS; a --max-steps beyond its step. Other settings changed since (--lr, --max-steps, ...) are said in
+    one line: the run then departs from the uninterrupted one.
+
+    These checks catch mix-ups, not a file crafted to pass them: its checksum and fingerprints can be recomputed
+    by anyone. What a hostile file cannot do is run code: only weights are read (checkpoints.read_checkpoint)."""
     path = os.path.join(cfg.out, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ValueError(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
@@ -128,26 +134,67 @@ def read_resume(cfg, tok_hash):
     if int(os.environ.get("RANK", 0)) == 0:
         hold_out(cfg)  # one run per folder
     ckpt = checkpoints.read_checkpoint(path)
+    check_pretraining(ckpt, path)
     if ckpt.get("tokenizer_sha256") != tok_hash:
-        raise ValueError(f"{path}: trained with another tokenizer than {cfg.data}'s")
+        raise ValueError(f"{path}: trained with tokenizer {str(ckpt.get('tokenizer_sha256'))[:12]}, but --data "
+                         f"{cfg.data} was prepared with tokenizer {tok_hash[:12]}")
     check_same_data(ckpt, path, cfg.data)
-    if "optimizer" not in ckpt or "state" not in ckpt:
-        raise ValueError(f"{path}: a model without training state (not a train.py checkpoint)")
     for key in RESUME_KEYS:
         was, now = ckpt["train"].get(key), getattr(cfg, key)
-        now = asdict(now) if key == "masking" else now
+        option, was, now = masking_change(was, asdict(now)) if key == "masking" else \
+            ("--" + key.replace("_", "-"), was, now)
         if was != now:
-            raise ValueError(f"{path}: --{key.replace('_', '-')} was {was}, now {now}: the run would not continue "
-                             f"the same data")
+            raise ValueError(f"{path}: {option} was {was}, now {now}: the run would not continue the same data")
+    check_steps(ckpt, path, cfg)
     return ckpt
 
 
+def masking_change(was, now):
+    """(option, then, now) of the first masking setting that differs, named by the option that sets it
+    (--mask-rate, --mask-split, --masking); equal values when none does."""
+    if not isinstance(was, dict):
+        return "--masking", was, now
+    shown = {"rate": lambda v: v, "split": lambda v: list(v) if isinstance(v, (list, tuple)) else v,
+             "dynamic": lambda v: {True: "dynamic", False: "static"}.get(v, v)}
+    for field, option in (("rate", "--mask-rate"), ("split", "--mask-split"), ("dynamic", "--masking")):
+        then, this = shown[field](was.get(field)), shown[field](now[field])
+        if then != this:
+            return option, then, this
+    return "--masking", None, None
+
+
+def check_pretraining(ckpt, path):
+    """A train.py checkpoint with its training state, and the record of its data that --resume checks."""
+    if "optimizer" not in ckpt or not isinstance(ckpt.get("state"), dict) or not isinstance(ckpt.get("train"), dict):
+        if ckpt.get("task") or ckpt.get("class", "RobertaForMaskedLM") != "RobertaForMaskedLM":
+            raise ValueError(f"{path}: a finetuned model (finetune.py's, {ckpt.get('task') or ckpt.get('class')}), not "
+                             f"a pretraining run: train.py --resume continues only train.py's checkpoints")
+        raise ValueError(f"{path}: a model without training state (not a train.py checkpoint)")
+    if not isinstance(ckpt.get("data_fingerprint"), dict):
+        raise ValueError(f"{path}: saved before checkpoints recorded their data (no data_fingerprint), so --resume "
+                         f"cannot check that --data is what it trained on: it is not resumed (start a new run)")
+
+
+UPDATE_KEYS = ("lr", "warmup_steps", "max_steps", "weight_decay", "clip_grad", "amp")  # the updates, not the data
+
+
+def check_steps(ckpt, path, cfg):
+    """A --max-steps at or beyond the checkpoint's step: refused below it, before anything in --out changes. At it,
+    the run is finished: it is read back (the demo's second run), nothing trained and nothing written."""
+    step = ckpt["state"].get("step")
+    if type(step) is not int or step < 0:
+        raise ValueError(f"{path}: its training state's step is {step!r}, not a step count (a damaged or crafted file)")
+    if step > cfg.max_steps:
+        raise ValueError(f"{path}: the run is at step {step:,}, already past --max-steps {cfg.max_steps:,}; nothing "
+                         f"was changed (a --max-steps above {step:,} trains it further)")
+    if step == cfg.max_steps and int(os.environ.get("RANK", 0)) == 0:
+        print(f"note: {path}: the run is finished (step {step:,}, its --max-steps): read back, nothing trained or "
+              f"written", file=sys.stderr)
+
+
 def check_same_data(ckpt, path, data_dir):
-    """The checkpoint's data (its fingerprint; older checkpoints have none, and are not checked) is --data's."""
-    then = ckpt.get("data_fingerprint")
-    if not isinstance(then, dict):
-        return
-    differ = prepared.fingerprint_differences(then, prepared.data_fingerprint(data_dir))
+    """The checkpoint's data (its fingerprint, which check_pretraining found) is --data's."""
+    differ = prepared.fingerprint_differences(ckpt["data_fingerprint"], prepared.data_fingerprint(data_dir))
     if differ:
         raise ValueError(f"{path}: trained on other data than --data {data_dir} ({'; '.join(differ)}): the run would "
                          f"not continue the same data")
@@ -156,8 +203,10 @@ def check_same_data(ckpt, path, data_dir):
 def restore(ckpt, model, opt, scaler, cfg, rank, device):
     """Load the model, optimizer, loss scaler and this process's random states; returns the training state."""
     if ckpt["config"] != asdict(model.cfg):
-        diff = [k for k in ckpt["config"] if ckpt["config"][k] != asdict(model.cfg).get(k)]
-        raise ValueError(f"{cfg.out}: its model differs from --config {cfg.config} ({', '.join(diff)})")
+        now = asdict(model.cfg)
+        diff = [f"{k} {v} then, {now.get(k)} now" for k, v in ckpt["config"].items() if v != now.get(k)]
+        raise ValueError(f"{cfg.out}: its model differs from this run's --config {cfg.config} ({'; '.join(diff)}): "
+                         f"give the --config, --dropout and --max-positions it was trained with")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
     if scaler and ckpt["scaler"]:
@@ -166,12 +215,20 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device):
     torch.set_rng_state(rng["cpu"])
     if device.type == "cuda" and rng["cuda"].numel():
         torch.cuda.set_rng_state(rng["cuda"], device)
+    changed = [f"--{k.replace('_', '-')} {ckpt['train'][k]} -> {getattr(cfg, k)}" for k in UPDATE_KEYS
+               if k in ckpt["train"] and ckpt["train"][k] != getattr(cfg, k)]
+    if changed and rank == 0 and ckpt["state"]["step"] < cfg.max_steps:  # the settings of the updates changed since
+        print(f"note: {cfg.out}: resumed at step {ckpt['state']['step']:,} with {', '.join(changed)}: from here its "
+              f"updates differ from the uninterrupted run's", file=sys.stderr)
     return dict(ckpt["state"])
 
 
 def init_out(cfg, tok, model_cfg, world, start_step):
     """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
-    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically)."""
+    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically). A
+    finished run read back (resumed at its --max-steps) writes nothing."""
+    if cfg.resume and start_step >= cfg.max_steps:
+        return
     if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out}: a file is in the way (it must be a folder)")
     os.makedirs(cfg.out, exist_ok=True)

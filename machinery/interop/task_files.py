@@ -43,8 +43,8 @@ def read_task(task, folder):
         return read_glue(task, os.path.join(folder, "train.tsv")), read_glue_dev(task, folder)
     if task in evaluate.SQUAD:
         version = evaluate.SQUAD[task].version
-        return read_squad(os.path.join(folder, f"train-{version}.json")), \
-            {"dev": read_squad(os.path.join(folder, f"dev-{version}.json"))}
+        train, dev = (os.path.join(folder, f"{split}-{version}.json") for split in ("train", "dev"))
+        return squad_training(read_squad(train), train), {"dev": read_squad(dev)}
     return read_race(os.path.join(folder, "train")), {"dev": read_race(os.path.join(folder, "dev"))}
 
 
@@ -191,7 +191,45 @@ def read_squad(path):
         raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; {e})") from None
     if not out:
         raise ValueError(f"{path}: no questions")
+    seen = set()
+    twice = next((q["id"] for q in out if q["id"] in seen or seen.add(q["id"])), None)
+    if twice is not None:  # predictions and scores are by id: a second question with it would be lost
+        raise ValueError(f"{path}: question id {twice!r} is used twice")
     return out
+
+
+def answer_problem(e):
+    """Why a SQuAD question cannot train the span head (None when it can): its first answer, the one finetune.py
+    trains on, must be its text found at answer_start in the context (or the question marked impossible)."""
+    if e["is_impossible"]:
+        return None
+    if not e["answers"]:
+        return "no answer, and not marked impossible"
+    start, text = e["answers"][0]["answer_start"], e["answers"][0]["text"]
+    if not text:
+        return "an empty answer text"
+    if start + len(text) > len(e["context"]):
+        return "the answer runs past the context's end (answer_start too large)"
+    if e["context"][start:start + len(text)] != text:
+        return "text not at answer_start"
+    return None
+
+
+def squad_training(examples, path):
+    """A training file's questions whose answer is where it says (answer_problem); the others would train on the
+    wrong span, or vanish without a word, so they are left out and counted in one warning line with the first
+    one's id. (A dev file's answer_start is not read: the official metric compares the answers' texts.)"""
+    skipped, kept = {}, []
+    for e in examples:
+        why = answer_problem(e)
+        if why:
+            skipped.setdefault(why, []).append(e["id"])
+        else:
+            kept.append(e)
+    if skipped:
+        print(f"warning: {path}: {sum(map(len, skipped.values())):,} of {len(examples):,} questions skipped: " +
+              "; ".join(f"{len(ids):,} {why} (first: id {ids[0]})" for why, ids in skipped.items()), file=sys.stderr)
+    return kept
 
 
 def check_squad_predictions(examples, predictions, path):

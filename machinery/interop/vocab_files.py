@@ -34,7 +34,7 @@ def read_vocab_json(path):
     the ids 0..N-1 each once. Returns that object."""
     try:
         token_ids = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: nested past reason
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(token_ids, dict) or not token_ids:
         raise ValueError(f"{path}: expected a JSON object mapping tokens to ids, got {json.dumps(token_ids)[:40]}")
@@ -63,6 +63,8 @@ def read_merges(path, token_ids, vocab_name="vocab.json"):
         for t in (a, b, a + b):
             if t not in token_ids:
                 raise ValueError(f"{path}:{n}: merge {a!r} {b!r} names {t!r}, which is not in {vocab_name}")
+        if (token_ids[a], token_ids[b]) in merges:  # a second rank for one merge: a damaged or crafted file
+            raise ValueError(f"{path}:{n}: merge {a!r} {b!r} a second time")
         merges[token_ids[a], token_ids[b]] = token_ids[a + b]
     return merges
 
@@ -89,8 +91,10 @@ def read_chars(directory):
     spec = read_json(path)
     try:
         vocab = {i: t.encode("utf-8", "surrogatepass") for i, t in enumerate(spec["tokens"])}
+        if spec["tokens"][:4] != ["<s>", "<pad>", "</s>", "<unk>"] or spec["tokens"][-1] != "<mask>":
+            raise ValueError("the tokens must begin with <s>, <pad>, </s>, <unk> and end with <mask>")
         return vocab, {(a, b): new for a, b, new in spec["merges"]}
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise ValueError(f"{path}: not a character-level BPE file ({e})") from None
 
 

@@ -334,6 +334,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", co
     the corpus's held-out lines and on the non-English and code texts, under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
+    checkpoints.check_tokenizer(folder, tok)  # the tokenizer its checkpoint.pt recorded
     tokens, ends, meta = prepared.load_split(data_dir, "valid")
     prepared.check_tokenizer(meta, tok, data_dir, folder)
     batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
