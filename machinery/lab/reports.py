@@ -237,10 +237,11 @@ def finish(entry, ratios, controls, control_ran, quick):
     for t in entry["tests"]:
         t["counted"] = t["metric"] not in downstream_tasks() or all((a, t["metric"]) in beaten for a in arms)
     downstream = [t for t in entry["tests"] if t["metric"] in downstream_tasks()]
-    entry["downstream"] = "" if not downstream else "counted" if all(t["counted"] for t in downstream) else \
+    losers = [a for a in arms if not all((a, t["metric"]) in beaten for t in downstream)]
+    entry["downstream"] = "" if not downstream else "counted" if not losers else \
         "unchecked: no random-init control ran" if not control_ran else \
-        "excluded: " + ", ".join(a for a in arms if not all((a, t["metric"]) in beaten for t in downstream)) + \
-        " does not beat the random-init control significantly"
+        f"excluded: {' and '.join(losers)} {'does' if len(losers) == 1 else 'do'} not beat the random-init control " \
+        "significantly"
     entry["ratios"] = {a: ratios.get(a) for a in arms}
     entry["controls"] = [c for c in controls if c["arm"] in arms]
     base = combined([t for t in entry["tests"] if t["counted"]])
@@ -338,6 +339,11 @@ def table(exp, results, runs):
                       f"these has learned little beyond how often each token occurs. The learning gate: an arm whose "
                       f"held-out ppl is {LEARNED_BELOW:g}x the unigram ppl on its own masked tokens or more (the "
                       f"column ppl ÷ unigram ppl) did not learn, and no claim about it gets a verdict."]
+        own = {arm: loss for arm, loss in (results.get("arm_baselines") or {}).items()
+               if abs(loss - b["unigram_loss"]) > 1e-9}
+        if own:  # arms scored on inputs of their own (format, tokenizer): their own unigram baseline
+            lines[-1] += " Arms scored on inputs of their own, their unigram loss there: " + \
+                ", ".join(f"{arm} {loss:.3f}" for arm, loss in own.items()) + "."
     return lines
 
 
@@ -460,7 +466,8 @@ def verdict_lines(results):
         if tests:
             text += "; " + "; ".join(test_text(t) for t in tests)
         if v.get("downstream") and v["downstream"] != "counted":
-            text += f". SST-2 {v['downstream']}: the verdict rests on the MLM figure"
+            text += f". SST-2 {v['downstream']}" + ("" if v["verdict"].startswith("no verdict") else
+                                                   ": the verdict rests on the MLM figure")
         if v["paper_note"]:
             text += f". {v['paper_note'][0].upper()}{v['paper_note'][1:]}"
         lines.append(text + ".")
@@ -489,7 +496,8 @@ def downstream_lines(results):
 
 def finetuning_noise(results):
     """How big an SST-2 difference these runs can resolve, and why: the dev set's size and the seeds' spread."""
-    tests = [t for v in results["verdicts"] for t in v.get("tests", []) if t.get("metric") == "sst2" and "resolves" in t]
+    tests = [t for v in results["verdicts"] for t in v.get("tests", [])
+             if t.get("metric") == "sst2" and "resolves" in t]
     scores = [a["sst2"] for a in results["arms"] if a.get("sst2", {}).get("n")]
     if not tests or not scores or not results.get("sst2_dev_examples"):
         return []
