@@ -35,16 +35,22 @@ beside ours, the verdicts), loss.png when matplotlib is installed, and one folde
 (<arm>/seed<k>/: train.py's checkpoint and log.jsonl, run.json with the command and the numbers).
 
 A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
-SST-2 accuracy, over the seeds' values (reports.verdict, machinery/lab/stats.py):
+SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py):
     the paired t-test when both arms finished the same seeds (run k of every arm starts from seed k), else
-    Welch's t-test; two-sided, each metric at 5% / the number of metrics (Bonferroni);
-    the report prints each difference with its 95% confidence interval and p.
+    Welch's t-test; two-sided; every test of an experiment (each claim x metric, and each pretrained arm
+    against a `random-init` control's SST-2 when one ran) corrected together by Holm at 5% familywise;
+    the report prints each difference with its interval at the level its test was held to, p and the
+    Holm-adjusted p, and the equivalence test (TOST) against the metric's margin (reports.METRICS).
     "reproduced"                    significant, in the paper's order
     "not reproduced at this scale"  significant, in the opposite order
-    "not significant"               neither: the interval holds 0
+    "equivalent within ±M"          not significant, and TOST rejects: the interval lies inside ±M
+    "not significant"               neither (which does not mean comparable)
     "mixed: the metrics disagree"   one metric each way
-3 seeds by default: the robust findings (data-and-steps, mask-rate, batch-size) are significant with 3;
-a finding that needs more (--seeds 5) says so through its interval.
+    "no verdict: zero spread"       every per-seed difference alike: no t-test
+    "inconclusive: ARM did not learn"  ARM's held-out ppl is 0.8x the unigram baseline's or more
+    "... (MLM proxy)"               SST-2 not counted: no random-init control ran, or an arm does not beat it
+A --quick run gives no verdicts. 3 seeds by default; a finding that needs more (--seeds 5) says so
+through its interval.
 """
 from dataclasses import dataclass, field
 

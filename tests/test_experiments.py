@@ -112,7 +112,8 @@ def test_verdicts_come_from_a_t_test(out):
     assert t["difference"] == pytest.approx(statistics.fmean(diffs)) and t["se"] == pytest.approx(se)
     assert t["p"] == pytest.approx(stats.t_two_sided_p(statistics.fmean(diffs) / se, 2))
     assert t["low"] == pytest.approx(t["difference"] - 4.302653 * se, abs=1e-5)  # t(0.975, 2 df) = 4.3027
-    assert (v["verdict"] == "reproduced") == (t["p"] < 0.05 and t["difference"] > 0)
+    # masking is scored downstream and these records have no SST-2: the verdict rests on the MLM proxy
+    assert (v["verdict"] == "reproduced (MLM proxy)") == (t["p"] < 0.05 and t["difference"] > 0)
     assert "its sign changes between columns" in v["paper_note"]  # Table 1: +0.4, -0.3, +0.4
     one_seed = results(out, "formats")["verdicts"]
     assert all(v["verdict"].startswith("no verdict: one seed") for v in one_seed)
@@ -123,14 +124,16 @@ def arm_of(values, seeds=None, key="loss"):
 
 
 @pytest.mark.parametrize("better, worse, expected, test", [
-    ([4.00, 4.01, 3.99], [4.10, 4.11, 4.09], "reproduced", "paired t-test"),
-    ([4.10, 4.11, 4.09], [4.00, 4.01, 3.99], "not reproduced at this scale", "paired t-test"),
+    ([4.00, 4.02, 3.99], [4.10, 4.11, 4.09], "reproduced", "paired t-test"),
+    ([4.10, 4.11, 4.09], [4.00, 4.02, 3.99], "not reproduced at this scale", "paired t-test"),
     ([4.0, 4.2, 3.8], [4.1, 4.0, 4.2], "not significant", "paired t-test"),
+    ([4.00, 4.01, 3.99], [4.10, 4.11, 4.09], "no verdict: zero spread", "paired t-test"),  # +0.1 in every seed
 ])
 def test_verdict_rule(better, worse, expected, test):
     v = reports.verdict(arm_of(better), arm_of(worse))
     assert v["verdict"] == expected and v["test"] == test
-    assert (v["low"] > 0 or v["high"] < 0) == (v["p"] < 0.05)  # the interval excludes 0 exactly when significant
+    if v["p"] is not None:  # the interval excludes 0 exactly when significant
+        assert (v["low"] > 0 or v["high"] < 0) == (v["p"] < 0.05)
 
 
 def test_welch_when_the_seeds_differ_and_higher_is_better():
@@ -144,13 +147,16 @@ def test_welch_when_the_seeds_differ_and_higher_is_better():
     assert v["verdict"] == "reproduced"
 
 
-def test_a_claim_with_two_metrics_is_tested_at_half_the_level():
+def test_a_claims_two_metrics_are_one_holm_family_and_sst2_needs_the_control():
+    """The smaller p is held to 5% / 2, the larger to 5% (Holm); without a random-init control SST-2 does
+    not count: the verdict rests on the MLM figure and says so."""
     exp = Experiment("two", "?", arms=[Arm("a"), Arm("b")], claims=[Claim("a", "b", "a beats b")])
     arms = [{"arm": "a", **arm_of([4.0, 4.02, 3.98]), **arm_of([80.0, 80.0, 81.0], key="sst2")},
-            {"arm": "b", **arm_of([4.1, 4.12, 4.08]), **arm_of([80.5, 79.5, 80.0], key="sst2")}]
+            {"arm": "b", **arm_of([4.1, 4.13, 4.08]), **arm_of([80.5, 79.5, 80.0], key="sst2")}]
     (v,) = reports.judge(exp, arms)
-    assert [t["metric"] for t in v["tests"]] == ["loss", "sst2"] and {t["alpha"] for t in v["tests"]} == {0.025}
-    assert v["verdict"] == "reproduced" and v["tests"][1]["verdict"] == "not significant"
+    assert [t["metric"] for t in v["tests"]] == ["loss", "sst2"] and [t["alpha"] for t in v["tests"]] == [0.025, 0.05]
+    assert v["verdict"] == "reproduced (MLM proxy)" and v["tests"][1]["verdict"] == "not significant"
+    assert [t["counted"] for t in v["tests"]] == [True, False] and v["downstream"].startswith("unchecked")
     assert reports.combined([{"verdict": "reproduced"}, {"verdict": "not reproduced at this scale"}]) \
         .startswith("mixed")
 

@@ -84,7 +84,8 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     """results.json: every number and command of the experiment, its arms' summaries and the verdicts."""
     ran = {r["arm"] for r in records}  # arms with a run (now or before): the report shows only these
     arms = [reports.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
-    verdicts = reports.judge(exp, arms)
+    unigram = datasets.arm_baselines([r for r in planned if r.arm.name in ran])  # the learning gate's reference
+    verdicts = reports.judge(exp, arms, unigram, quick=scale.name == "quick")
     finished = [r for r in records if r.get("status") == "finished"]
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
             "seeds": args.seeds or scale.seeds, "train_args": args.train_args,
@@ -97,6 +98,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "invocation": invocation(exp, args), "variant": is_variant(args),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
+            "arm_baselines": unigram,
             "not_run": [a.name for a in exp.arms if a.name not in ran],
             "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records, "arms": arms, "verdicts": verdicts,
             "verdict": reports.overall(verdicts), "failed_now": failed_now,
@@ -108,6 +110,7 @@ def shared_targets(exp, finished):
     """The masked held-out tokens of the runs scored on the shared masks (FULL-SENTENCES blocks of the
     scale's tokenizer); else those of the first run."""
     own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
+    finished = [r for r in finished if r.get("heldout")]  # (a random-init control has no MLM figures)
     shared = [r for r in finished if r["arm"] not in own] or finished
     return shared[0]["heldout"]["targets"] if shared else 0
 

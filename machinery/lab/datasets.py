@@ -185,12 +185,34 @@ def graft_heldout(source, target):
 
 
 
-def heldout_baselines(prepared, seq_len):
+def heldout_baselines(prep, seq_len):
     """The unigram distribution's loss and the most frequent token's accuracy on the runs' held-out masks."""
-    tok = bpe.Tokenizer.load(prepared.tokenizer)
-    valid, ends, _ = prepared.load_split(prepared.folders["full"], "valid")
-    train_tokens, _, _ = prepared.load_split(prepared.folders["full"], "train")
-    batches = data.heldout_batches(valid, ends, tok, seq_len, batch_size=32, masking=data.Masking())
+    tok, batches, train_tokens = heldout_masks(prep.folders["full"], "full-sentences", seq_len)
     out = baselines.unigram_baselines(train_tokens, batches, tok)
     return {**out, "most_frequent_accuracy": 100 * out["most_frequent_accuracy"],
             "most_frequent": tok.decode([out["most_frequent"]])}
+
+
+def heldout_masks(folder, fmt, seq_len):
+    """(tokenizer, the fixed 15% held-out masks of `folder` built in `fmt`, its training tokens): what a run
+    scored on `folder` is evaluated on (runner.evaluate_heldout); its tokenizer is the folder's parent."""
+    tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
+    valid, ends, _ = prepared.load_split(folder, "valid")
+    train_tokens, _, _ = prepared.load_split(folder, "train")
+    return tok, data.heldout_batches(valid, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt), \
+        train_tokens
+
+
+def arm_baselines(planned):
+    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data, its input format):
+    the learning gate's reference (reports.learning_ratios). {arm: loss}; arms whose data is absent left out."""
+    out, done = {}, {}
+    for run in planned:
+        key = (run.heldout, run.options.get("format", "full-sentences"), run.options["seq_len"])
+        if run.arm.name in out or not os.path.isfile(os.path.join(run.heldout, "meta.json")):
+            continue
+        if key not in done:
+            tok, batches, train_tokens = heldout_masks(*key)
+            done[key] = baselines.unigram_baselines(train_tokens, batches, tok)["unigram_loss"]
+        out[run.arm.name] = done[key]
+    return out
