@@ -31,6 +31,7 @@ import data
 import roberta
 from machinery import batches, demo, runs  # machinery: the batch thread; the demo; checkpoint.pt, resume checks
 from machinery import cli, speed, train_cli  # machinery: one-line errors; MFU, the compile probe; the options
+from machinery import baselines  # machinery: the summary's unigram baseline
 
 
 @dataclass
@@ -245,8 +246,8 @@ def train_step(tr, batch, n_targets):
         tr.scaler.unscale_(tr.opt)
     if tr.cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(tr.body.parameters(), tr.cfg.clip_grad)
-    # the optimizer step, skipped on the device when the loss is not finite: GradScaler does it for fp16;
-    # otherwise fused AdamW reads the same `found_inf` flag GradScaler would set (no host sync)
+    # the optimizer step, skipped on the device (no host sync) when the loss is not finite: GradScaler's for fp16;
+    # else opt.found_inf, fused AdamW's undocumented hook (GradScaler sets it; roberta.adamw is fused): 1 skips it
     if tr.scaler:
         tr.scaler.step(tr.opt)  # skips on inf/NaN gradients, and adjusts the loss scale
         tr.scaler.update()
@@ -356,7 +357,8 @@ def main(argv=None):
 
     def pretrain():
         if args.data:
-            return train(train_cli.config_from_args(args, TrainConfig, RECIPES))
+            cfg = train_cli.config_from_args(args, TrainConfig, RECIPES)
+            return baselines.run_summary(*train(cfg), cfg)  # machinery: held-out perplexity beside the unigram's
         cfg = demo.setup(args, TrainConfig)  # no --data: the demo's corpus, tokenizer and data, made once
         model, tok = train(cfg)
         demo.report(model, tok, cfg)

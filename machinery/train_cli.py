@@ -3,7 +3,9 @@ the TrainConfig it makes. Defaults come from TrainConfig and RECIPES, nowhere el
 (nothing imports train.py).
 """
 import argparse
+import os
 import re
+import sys
 from dataclasses import asdict
 
 import data
@@ -41,12 +43,11 @@ def options(recipes):
         ("config", lambda name: name if name in recipes else fail(f"unknown --config {name!r}: choose one of "
                                                                  f"{', '.join(recipes)}"),
          "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
-        ("data", cli.path_arg, "a folder written by data.py (omit every option for the built-in demo)"),
+        ("data", cli.path_arg, "a folder written by data.py"),
         ("out", cli.path_arg, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
         ("seq_len", cli.number(int, 8), "tokens per sequence (at most --max-positions)"),
         ("batch_size", cli.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
-        ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process (default: "
-                                             "batch-size / processes, no accumulation)"),
+        ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process"),
         ("lr", cli.number(float, 0, 10 ** 6, low_open=True), "peak learning rate (Table 9), in (0, 1e6]"),
         ("warmup_steps", cli.number(int, 0), "updates of linear warmup"),
         ("max_steps", cli.number(int, 1), "optimizer updates in all"),
@@ -80,10 +81,11 @@ def parse(argv, config_class, recipes, description):
         f"The defaults above are those of a run with --data. Without --data, `python train.py` runs the built-in demo "
         f"with its own settings: a {d['vocab_size']:,}-token vocabulary, --config {d['config']}, {d['max_steps']:,} "
         f"updates of {d['batch_size']} x {d['seq_len']} tokens at lr {d['lr']} ({d['warmup_steps']} warmup), "
-        f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed and "
-        f"--device."))
+        f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed, --device "
+        f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(config_class()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
-                "masking": "dynamic", "device": "cuda when available"}
+                "masking": "dynamic", "device": "cuda when available", "data": "none: the built-in demo",
+                "micro_batch_size": "batch-size / processes, no accumulation"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
         recipe = " (tiny's; --config changes it)" if any(name in r for r in recipes.values()) else ""
@@ -102,10 +104,26 @@ def config_from_args(args, config_class, recipes):
     masking = data.Masking(rate=given.pop("mask_rate", data.Masking.rate),
                            split=given.pop("mask_split", data.Masking.split),
                            dynamic=given.pop("masking", "dynamic") == "dynamic")
-    return config_class(**{**recipes[args.config or "tiny"], **given, "masking": masking})
+    cfg = config_class(**{**recipes[args.config or "tiny"], **given, "masking": masking})
+    warn_short_warmup(cfg)
+    return cfg
 
 
-DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
+def warn_short_warmup(cfg, demo=False):
+    """A warning (first process only) when the warmup is as long as the run: the learning rate never reaches
+    its peak and never decays (`small`'s 500 warmup updates in a run of 50)."""
+    if cfg.warmup_steps < cfg.max_steps or int(os.environ.get("RANK", 0)) != 0:
+        return
+    top = cfg.lr * cfg.max_steps / max(cfg.warmup_steps, 1)
+    fix = "(the demo's warmup is fixed; a run with --data takes --warmup-steps)" if demo else \
+        f"(pass --warmup-steps, e.g. {max(cfg.max_steps // 10, 1)}, a tenth of the run)"
+    climb = f"reaches its peak {cfg.lr:g} only at the last update" if top >= cfg.lr else \
+        f"climbs to {top:.3g}, short of its peak {cfg.lr:g},"
+    print(f"warning: the warmup ({cfg.warmup_steps:,} updates) is not shorter than the run (--max-steps "
+          f"{cfg.max_steps:,}): the learning rate {climb} and never decays {fix}", file=sys.stderr)
+
+
+DEMO_OPTIONS = {"out", "max_steps", "seed", "device", "overwrite"}
 
 
 def check_demo_options(args):
@@ -113,4 +131,4 @@ def check_demo_options(args):
     extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
     if extra:
         raise ValueError(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
-                         f"--out, --max-steps, --seed and --device")
+                         f"--out, --max-steps, --seed, --device and --overwrite")

@@ -178,10 +178,10 @@ def test_downstream_data_absent_says_how_to_get_it(tmp_path, monkeypatch, capsys
     masking = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
     args = experiments.parser().parse_args(["masking"])
     assert experiments.downstream_folder(masking, args) is None
-    assert "python data.py download glue-sst2" in capsys.readouterr().out
-    (tmp_path / "glue-sst2" / "SST-2").mkdir(parents=True)
-    (tmp_path / "glue-sst2" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
-    assert experiments.downstream_folder(masking, args) == str(tmp_path / "glue-sst2")
+    assert "python data.py download glue-sst-2" in capsys.readouterr().out
+    (tmp_path / "glue-sst-2" / "SST-2").mkdir(parents=True)
+    (tmp_path / "glue-sst-2" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
+    assert experiments.downstream_folder(masking, args) == str(tmp_path / "glue-sst-2")
     args.mlm_only = True
     assert experiments.downstream_folder(masking, args) is None
 
