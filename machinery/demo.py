@@ -64,6 +64,9 @@ def setup(args, config_class):
                        device=args.device or "", overwrite=bool(args.overwrite))
     cfg.resume = bool(earlier)
     threads = set_threads()
+    if earlier.get("finished"):
+        print(earlier["banner"])
+        return cfg
     print(earlier.get("banner") or
           f"pretraining a {cfg.config} RoBERTa: {cfg.max_steps:,} updates of {cfg.batch_size}x{cfg.seq_len} tokens "
           f"into {cfg.out}, on {threads} CPU thread{'s' * (threads > 1)} (the CPUs other work leaves free; "
@@ -88,20 +91,21 @@ def earlier_run(out, asked):
         raise ValueError(f"{out} holds a run that is not the demo's (trained on {then.get('data')}): pass "
                          f"--overwrite to replace it, or choose another --out")
     settings = {key: then.get(key) for key in asked}
-    done = f"{settings['max_steps']:,} updates, seed {settings['seed']}"
+    done, finished = f"{settings['max_steps']:,} updates, seed {settings['seed']}", step >= settings["max_steps"]
     if settings == asked:
         banner = f"{out} holds the finished demo run ({done}): its report again, without training " \
-                 f"(--overwrite trains it anew)" if step >= settings["max_steps"] else \
+                 f"(--overwrite trains it anew)" if finished else \
                  f"continuing the demo run in {out} from update {step:,} of {settings['max_steps']:,}"
-        return {"settings": settings, "banner": banner}
-    wanted = f"{asked['max_steps']:,} updates, seed {asked['seed']}"
-    if step < settings["max_steps"]:
+        return {"settings": settings, "banner": banner, "finished": finished}
+    wanted = ", ".join([f"{asked['max_steps']:,} updates"] * (asked["max_steps"] != settings["max_steps"])
+                       + [f"seed {asked['seed']}"] * (asked["seed"] != settings["seed"]))
+    if not finished:
         raise ValueError(f"{out} holds a demo run stopped at update {step:,} ({done}), not the {wanted} asked: "
                          f"rerun with its settings to continue it, or pass --overwrite (or another --out) to train "
-                         f"the {wanted} anew")
-    return {"settings": settings, "banner": f"{out} holds a finished demo run ({done}), not the {wanted} asked: "
-                                            f"its report follows, without training; --overwrite (or another "
-                                            f"--out) trains the {wanted} anew"}
+                         f"anew")
+    return {"settings": settings, "finished": True,
+            "banner": f"{out} holds a finished demo run ({done}), not the {wanted} asked: its report follows, "
+                      f"without training; --overwrite (or another --out) trains anew"}
 
 
 def set_threads():
