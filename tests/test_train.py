@@ -656,14 +656,28 @@ def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_pa
 
 
 def test_the_demo_takes_the_cpus_other_work_leaves_free(monkeypatch):
-    """On 2 allowed CPUs with one busy, 1 thread (2.4x faster here than 2 fighting the other work); none busy, 2."""
+    """On 2 allowed CPUs with one busy now (by /proc/stat over the interval, not the trailing load average),
+    1 thread (2.4x faster here than 2 fighting the other work); none busy, 2."""
+    import functools
     from machinery import demo
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(speed, "cpus_allowed", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
-    for load, want in ((0.1, 2), (1.2, 1), (7.0, 1)):
-        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
-        assert speed.idle_cpus() == want and demo.set_threads() == want
+    idle_cpus = speed.idle_cpus
+    for busy, want in (((0.05, 0.0), 2), ((1.0, 0.2), 1), ((0.9, 0.9), 1)):
+        readings = iter([0, 100])
+
+        def stat(readings=readings):  # cumulative jiffies of cpu0 and cpu1: user, nice, system, idle, iowait
+            n = next(readings)
+            return "cpu  0 0 0 0 0\n" + "".join(f"cpu{i} {round(n * b)} 0 0 {round(n * (1 - b))} 0\n"
+                                                for i, b in enumerate(busy))
+        monkeypatch.setattr(speed, "idle_cpus", functools.partial(idle_cpus, seconds=0, read_stat=stat))
+        assert demo.set_threads() == want, busy
+
+    def unreadable():
+        raise OSError("no /proc/stat here")
+    assert idle_cpus(seconds=0, read_stat=unreadable) == 2  # all the allowed CPUs; OMP_NUM_THREADS overrides
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert demo.set_threads() == 2  # asked for, whatever the load
