@@ -349,6 +349,8 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     ran = {r["arm"] for r in records}  # arms with a run (now or before): the report shows only these
     arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
     verdicts = experiment_report.judge(exp, arms)
+    if scale.name == "quick":
+        verdicts = without_verdicts(verdicts)
     finished = [r for r in records if r.get("status") == "finished"]
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
             "seeds": args.seeds or scale.seeds, "train_args": args.train_args,
@@ -366,6 +368,20 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "verdict": experiment_report.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
             "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
+
+
+QUICK_VERDICT = "no verdict: --quick runs only check that the command works, too small to answer the question"
+
+
+def without_verdicts(verdicts):
+    """--quick: the tests' numbers stay, their words go (a few updates of a tiny model answer nothing)."""
+    for v in verdicts:
+        for t in v.get("tests", []):
+            if not t["verdict"].startswith("no verdict"):
+                t["verdict"] = "no verdict (--quick)"
+        if not v["verdict"].startswith("no verdict"):
+            v["verdict"] = QUICK_VERDICT
+    return verdicts
 
 
 def shared_targets(exp, finished):

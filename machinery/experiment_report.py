@@ -254,6 +254,10 @@ def report(exp, results, runs, base):
 def header(exp, results, runs, base):
     paper = exp.paper
     lines = [f"# {exp.name}: {paper.source if paper else 'beyond the paper'}", ""]
+    if results["scale"] == "quick":
+        lines += [f"**A --quick run: it cannot answer the question.** Its runs are a few updates of a tiny model on "
+                  f"a small part of the corpus: they check that the command works, and no verdict is given. The "
+                  f"answer: `{results['invocation'].replace(' --quick', '')}`.", ""]
     if results.get("variant"):
         words = shlex.split(results["invocation"])[3:]
         kept = [w for i, w in enumerate(words) if not (w in PLUMBING or i and words[i - 1] in PLUMBING
@@ -328,7 +332,9 @@ def verdict_lines(results):
         if v["paper_note"]:
             text += f". {v['paper_note'][0].upper()}{v['paper_note'][1:]}"
         lines.append(text + ".")
-    return lines + ["", RULE, ""] + finetuning_noise(results)
+    rule = RULE if results["scale"] != "quick" else \
+        "The tests' numbers are shown for checking the code; at --quick scale they say nothing about the paper."
+    return lines + ["", rule, ""] + finetuning_noise(results)
 
 
 def finetuning_noise(results):
