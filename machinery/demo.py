@@ -3,7 +3,7 @@ a model that visibly learns in ~3 minutes of a 2-core CPU.
 
 train.py asks `setup` for the corpus, tokenizer and data (made once, cached under cache/demo) and the
 TrainConfig, trains with its own train(), then asks `report` for held-out numbers beside two baselines and
-fill-mask examples. Chosen by measurement (README): a 4,096 vocabulary, small batches at a high learning
+fill-mask examples. Chosen by measurement (BENCHMARKS.md): a 4,096 vocabulary, small batches at a high learning
 rate, no dropout, and 40% masking rather than the paper's 15% (Wettig et al. 2023 found higher rates better;
 see `python experiments.py mask-rate`), which learns more per token of a small corpus.
 
