@@ -240,14 +240,7 @@ def test_export_to_hugging_face_layout(prepared, tmp_path):
         torch.testing.assert_close(a(ids), b(ids))
 
 
-@pytest.mark.slow
-def test_demo(tmp_path):
-    r = run("--max-steps", 3, cwd=tmp_path)
-    assert "held-out perplexity" in r.stdout and "->" in r.stdout
-    assert (tmp_path / "cache" / "demo" / "data" / "meta.json").exists()
-    assert (tmp_path / "out" / "demo" / "checkpoint.pt").exists()
-    again = run("--max-steps", 3, cwd=tmp_path)  # cached: a finished run is read back, not redone
-    assert "held-out perplexity" in again.stdout and "training a byte-level BPE" not in again.stdout
+# the demo end to end, run again and with other options: tests/test_doc_commands.py (the classroom path)
 
 
 # ---------------------------------------------------------------- bad input: one line, nothing written
