@@ -92,14 +92,24 @@ def script_main(script):
     import experiments
     import finetune
     import train
+    from machinery import cli
+
+    def bench_main(argv):  # bench.py handles its own errors: its parse, then cli.run as the others
+        import bench
+        args = bench.parser().parse_args(argv)
+        cli.run(lambda: bench.check(args))
     return {"bpe.py": bpe_cli.main, "data.py": data_cli.main, "evaluate.py": evaluate_cli.main,
             "roberta.py": roberta_cli.main, "experiments.py": experiments.main, "finetune.py": finetune.main,
-            "train.py": train.main}[script]
+            "train.py": train.main, "bench.py": bench_main}[script]
+
+
+class Refused(Exception):
+    pass
 
 
 def dry_run(argv, monkeypatch, capsys):
     """The parsed options of `python SCRIPT ...` (argv without "python"), parsed by the script's own main, which
-    stops where cli.run would start the work; an argparse refusal fails with its one-line message."""
+    stops where cli.run would start the work; an argparse refusal raises Refused with its one-line message."""
     from machinery import cli
     seen = []
 
@@ -112,8 +122,7 @@ def dry_run(argv, monkeypatch, capsys):
     except SystemExit as e:
         if e.code == 0 and "--help" in argv:
             return None
-        err = capsys.readouterr().err.strip()
-        pytest.fail(f"`python {shlex.join(argv)}` is refused: {err or e.code}")
+        raise Refused(f"refused: {capsys.readouterr().err.strip() or e.code}") from None
     return seen[0] if seen else None
 
 
@@ -169,40 +178,47 @@ def check_python_c(code):
 
 
 def test_every_documented_command_parses_and_names_real_folders(monkeypatch, capsys):
-    """The dry run of every command, in document order; see the module's docstring."""
+    """The dry run of every command, in document order; see the module's docstring. Every problem is listed."""
     monkeypatch.chdir(ROOT)
-    made = []
+    made, problems = [], []
     for doc, section, command in ALL:
-        argv = argv_of(command)
-        where = f"{doc} ({section}): `{command}`"
-        if any(argv[:len(s)] == s for s in SHELL_ONLY):
-            continue
-        if argv[:1] == ["pip"]:
-            assert argv[2:4] == ["-r", "requirements.txt"] and os.path.isfile("requirements.txt"), where
-            continue
-        assert argv[0] == "python", where
-        if argv[1:3] == ["-m", "pytest"]:
-            check_pytest(argv[3:])
-            continue
-        if argv[1] == "-c":
-            made += [os.path.normpath(p) for p in check_python_c(argv[2])]
-            continue
-        if "--glue" in argv and not os.path.isdir(SHARED):
-            continue  # names the shared data folder, absent here: its parse checks that SST-2 is there
-        args = dry_run(argv[1:], monkeypatch, capsys)
-        if argv[1] == "train.py" and args is not None and not args.data:
-            from machinery import train_cli
-            train_cli.check_demo_options(args)  # what the demo would refuse before any work
-        inputs = [(key, getattr(args, key, None)) for key in INPUTS] + implied_inputs(argv[1:], args)
-        for key, value in inputs if section != OWN_FILES_SECTION else []:
-            for path in value if isinstance(value, list) else [value] if value else []:
-                path = os.path.normpath(os.path.expanduser(path))
-                shared = os.path.abspath(path).startswith(os.path.abspath(SHARED) + os.sep)
-                earlier = any(path == m or path.startswith(m + os.sep) for m in made)
-                assert os.path.exists(path) or shared or earlier, \
-                    f"{where}: --{key.replace('_', '-')} {path} is no folder that exists, none an earlier " \
-                    f"command of the documents makes, and not in the shared data folder"
-        made += made_by(argv[1:], args)
+        try:
+            made += check_command(doc, section, command, made, monkeypatch, capsys)
+        except (AssertionError, Refused, ValueError) as e:
+            problems.append(f"{doc} ({section}): `{command}`: {str(e).splitlines()[0]}")
+    assert not problems, "\n".join(problems)
+
+
+def check_command(doc, section, command, made, monkeypatch, capsys):
+    """One command's dry run (AssertionError, Refused or ValueError when it would fail); the paths it makes."""
+    argv = argv_of(command)
+    if any(argv[:len(s)] == s for s in SHELL_ONLY):
+        return []
+    if argv[:1] == ["pip"]:
+        assert argv[2:4] == ["-r", "requirements.txt"] and os.path.isfile("requirements.txt"), "not pip install -r"
+        return []
+    assert argv[0] == "python", "not a python command"
+    if argv[1:3] == ["-m", "pytest"]:
+        check_pytest(argv[3:])
+        return []
+    if argv[1] == "-c":
+        return [os.path.normpath(p) for p in check_python_c(argv[2])]
+    if "--glue" in argv and not os.path.isdir(SHARED):
+        return []  # names the shared data folder, absent here: its parse checks that SST-2 is there
+    args = dry_run(argv[1:], monkeypatch, capsys)
+    if argv[1] == "train.py" and args is not None and not args.data:
+        from machinery import train_cli
+        train_cli.check_demo_options(args)  # what the demo would refuse before any work
+    inputs = [(key, getattr(args, key, None)) for key in INPUTS] + implied_inputs(argv[1:], args)
+    for key, value in inputs if section != OWN_FILES_SECTION else []:
+        for path in value if isinstance(value, list) else [value] if value else []:
+            path = os.path.normpath(os.path.expanduser(path))
+            shared = os.path.abspath(path).startswith(os.path.abspath(SHARED) + os.sep)
+            earlier = any(path == m or path.startswith(m + os.sep) for m in made)
+            assert os.path.exists(path) or shared or earlier, \
+                f"--{key.replace('_', '-')} {path} is no folder that exists, none an earlier command of the " \
+                f"documents makes, and not in the shared data folder"
+    return made_by(argv[1:], args)
 
 
 def test_every_documented_script_and_subcommand_has_help(monkeypatch, capsys):
