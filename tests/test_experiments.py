@@ -317,14 +317,16 @@ def test_bad_choices_stop_before_any_work(out, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_command_line_errors_have_no_traceback(tmp_path):
+def test_command_line_errors_have_no_traceback(tmp_path, monkeypatch, capsys):
     glue = tmp_path / "glue" / "SST-2"
     glue.mkdir(parents=True)
     (glue / "train.tsv").write_text("sentence\tlabel\n")  # dev.tsv missing
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "masking", "--glue",
-                        str(tmp_path / "glue")], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "SST-2/dev.tsv" in r.stderr
+    monkeypatch.chdir(tmp_path)  # in this process (a real one: test_modules_import_in_any_order_...)
+    with pytest.raises(SystemExit) as e:
+        experiments.main(["masking", "--glue", str(tmp_path / "glue")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "SST-2/dev.tsv" in err and os.listdir(tmp_path) == ["glue"]
 
 
 def test_bad_input_is_a_value_error():
