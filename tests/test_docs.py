@@ -69,3 +69,14 @@ def test_core_modules_stay_short():
     sizes = core_sizes()
     assert short(sizes) or short(core_sizes(committed=True)), \
         f"{sizes}: each at most 450 lines, {sum(sizes.values())} in all, at most 2,200"
+
+
+def test_readme_is_the_way_in_not_the_record():
+    """The README stays within 16 KB: benchmarks, scale and checks have their own pages (BENCHMARKS.md,
+    docs/scale.md, docs/checks.md), and the pages it links to exist."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert len(text.encode()) <= 16_000, f"README.md is {len(text.encode()):,} bytes: move detail to its page"
+    for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if not link.startswith("http"):
+            assert os.path.exists(os.path.join(ROOT, link)), f"README.md links to {link}, which is not here"
