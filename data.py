@@ -395,7 +395,7 @@ def mask_batch(input_ids, example_ids, tok, seed, epoch, masking=Masking()):
     The mask version is the epoch (dynamic masking) or epoch % 10 (static)."""
     version = epoch if masking.dynamic else epoch % 10
     keys = (np.asarray(example_ids, dtype=np.int64) * 1_000_003 + version) * 1_000_033 + seed
-    draws = [uniforms(keys, input_ids.shape[1], stream) for stream in range(3)]
+    draws = [uniforms(keys, input_ids.shape[1], stream) for stream in range(3)]  # splitmix64 hashes, no RNG state
     return mask_tokens(input_ids, tok, masking.rate, split=masking.split, draws=draws)
 
 

@@ -162,8 +162,8 @@ def glue_predict(task, model, tok, rows, inputs, batch_size, device, labels=None
 # ---------------------------------------------------------------------------------------- SQuAD (Section 5.2)
 def normalize_answer(s):
     """The official script's normalisation: lower case, no punctuation, no articles, single spaces."""
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    exclude = set(string.punctuation)  # once per answer, as the official script (not once per character)
+    s = "".join(ch for ch in s.lower() if ch not in exclude)
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
 

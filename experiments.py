@@ -27,7 +27,7 @@ interrupted ones resumed (train.py --resume); --overwrite trains finished ones a
 
 The paper's metric where it used one: masking, formats, batch-size and text-encoding finetune every
 checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
-SST-2 comes from --glue DIR, else from `python data.py download glue-sst2`; without it (or with
+SST-2 comes from --glue DIR, else from `python data.py download glue-sst-2`; without it (or with
 --mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the other experiments too.
 
 Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table
@@ -270,7 +270,7 @@ SCALES = {
 # (task, folder, required with --glue). SST-2 only: RTE's 277 dev examples give one run's accuracy a standard
 # error of 3 points, at chance for a classroom model, more than any gap between arms at this scale.
 GLUE_TASKS = [("sst2", "SST-2", True)]
-GLUE_DOWNLOAD = "glue-sst2"      # `python data.py download glue-sst2`: SST-2 into the download cache
+GLUE_DOWNLOAD = "glue-sst-2"     # `python data.py download glue-sst-2` writes SST-2/ into the cache's folder of that name
 
 
 if __name__ == "__main__":  # machinery: the runner (prepare, train, finetune, judge, report), its options

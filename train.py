@@ -245,8 +245,8 @@ def train_step(tr, batch, n_targets):
         tr.scaler.unscale_(tr.opt)
     if tr.cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(tr.body.parameters(), tr.cfg.clip_grad)
-    # the optimizer step, skipped on the device when the loss is not finite: GradScaler does it for fp16;
-    # otherwise fused AdamW reads the same `found_inf` flag GradScaler would set (no host sync)
+    # the optimizer step, skipped on the device (no host sync) when the loss is not finite: GradScaler's for fp16;
+    # else opt.found_inf, fused AdamW's undocumented hook (GradScaler sets it; roberta.adamw is fused): 1 skips it
     if tr.scaler:
         tr.scaler.step(tr.opt)  # skips on inf/NaN gradients, and adjusts the loss scale
         tr.scaler.update()

@@ -19,9 +19,12 @@ from machinery.scale import fast_formats, preparation, prepared
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """The built-in corpus, a tokenizer trained on it, and the corpus prepared (2 workers, tiny chunks)."""
+    """The built-in corpus's first part, Python's reference documentation (79 documents, 430 KB: read in a
+    blink, where the standard library's docstrings take seconds), a tokenizer trained on it, and the corpus
+    prepared (2 workers, tiny chunks)."""
     d = tmp_path_factory.mktemp("corpus")
-    path = corpora.builtin_corpus(str(d / "corpus.txt"))
+    path = str(d / "corpus.txt")
+    files.write_atomic(path, "".join("\n".join(doc) + "\n\n" for doc in corpora.reference_topics()))
     tok = bpe.Tokenizer.train(files.read_lines(path), 1000)
     tok.save(d / "tok")
     meta = preparation.prepare([path], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=2,
@@ -62,7 +65,9 @@ def test_prepared_tokens_equal_per_line_encoding(corpus):
         assert tokens.tolist() == want[split]
         assert ends[-1] == tokens.size and np.all(tokens[ends - 1] == tok.eos_id)
     assert meta["valid"]["documents"] >= 3 and meta["train"]["documents"] > 50
-    assert 0.04 < meta["valid"]["tokens"] / (meta["train"]["tokens"] + meta["valid"]["tokens"]) < 0.06
+    assert meta["valid"]["tokens"] == len(want["valid"]) and meta["train"]["tokens"] == len(want["train"])
+    # whole documents: the share held out passes 5% by at most the last document (some topics are long)
+    assert 0.04 < meta["valid"]["tokens"] / (meta["train"]["tokens"] + meta["valid"]["tokens"]) < 0.1
     assert sorted(os.listdir(d / "data")) == [".lock", "merges.txt", "meta.json", "train.bin", "train.idx",
                                               "valid.bin", "valid.idx", "vocab.json"]
 
@@ -411,20 +416,21 @@ def test_small_corpus_warns_of_an_empty_valid_split(corpus, tmp_path):
     (["--workers", "0"], "--workers: must be in [1, "),
     (["--workers", "two"], "--workers: expected a whole number"),
 ])
-def test_bad_options(corpus, tmp_path, args, message):
+def test_bad_options(corpus, tmp_path, args, message, capsys):
     d, path, _, _ = corpus
-    r = run_cli("--input", path, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), *args)
+    r = run_here(capsys, "--input", path, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "out"), *args)
     assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
 
 
-def test_out_is_a_file_and_failures_leave_no_temporary_files(corpus, tmp_path):
+def test_out_is_a_file_and_failures_leave_no_temporary_files(corpus, tmp_path, capsys):
     d, path, _, _ = corpus
     (tmp_path / "file").write_text("x")
-    r = run_cli("--input", path, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "file"), "--workers", "1")
+    r = run_here(capsys, "--input", path, "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "file"),
+                 "--workers", "1")
     assert r.returncode != 0 and "a file is in the way" in r.stderr and "Traceback" not in r.stderr
     (tmp_path / "bad.txt").write_bytes(b"fine\n\xff\n")
-    r = run_cli("--input", str(tmp_path / "bad.txt"), "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "o"),
+    r = run_here(capsys, "--input", str(tmp_path / "bad.txt"), "--tokenizer", str(d / "tok"), "--out", str(tmp_path / "o"),
                 "--workers", "1")
     assert r.returncode != 0 and "not UTF-8" in r.stderr
     assert not [f for f in os.listdir(tmp_path / "o") if f.endswith(".tmp")]

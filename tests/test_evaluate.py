@@ -27,6 +27,19 @@ def run_cli(*args):
                           capture_output=True, text=True)
 
 
+def run_here(capsys, *args):
+    """`python evaluate.py ARGS` in this process (no second of imports per call; test_cli_processes_fail_in_one_line
+    runs real processes): its returncode, stdout and stderr."""
+    from types import SimpleNamespace
+    try:
+        evaluate_cli.main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = 1 if isinstance(e.code, str) else e.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
 @pytest.fixture(scope="module")
 def reference():
     with open(FIXTURE) as f:
@@ -96,25 +109,25 @@ def test_readers_on_shared_data():
     assert len(task_files.read_squad(shared_path("squad", "dev-v1.1.json"))) == 10570
 
 
-def test_cli_metrics(tmp_path):
+def test_cli_metrics(tmp_path, capsys):
     dev = shared_path("glue", "RTE", "dev.tsv")
     gold = [lab for _, lab in task_files.read_glue("rte", dev)]
     task_files.write_glue_predictions(tmp_path / "p.tsv", gold)
-    r = run_cli("glue", "--task", "rte", "--data", dev, "--predictions", tmp_path / "p.tsv")
+    r = run_here(capsys, "glue", "--task", "rte", "--data", dev, "--predictions", tmp_path / "p.tsv")
     assert r.returncode == 0 and json.loads(r.stdout) == {"accuracy": 100.0}
     squad = shared_path("squad", "dev-v2.0.first5articles.json")
     preds = {e["id"]: (e["answers"][0]["text"] if e["answers"] else "") for e in task_files.read_squad(squad)}
     (tmp_path / "s.json").write_text(json.dumps(preds))
-    r = run_cli("squad", "--data", squad, "--predictions", tmp_path / "s.json")
+    r = run_here(capsys, "squad", "--data", squad, "--predictions", tmp_path / "s.json")
     out = json.loads(r.stdout)
     assert out["exact"] == 100.0 and out["NoAns_total"] == 702 and out["HasAns_total"] == 705
     race = shared_path("race", "dev")
     (tmp_path / "r.json").write_text(json.dumps({q["qid"]: "ABCD"[q["label"]] for q in task_files.read_race(race)}))
-    r = run_cli("race", "--data", race, "--predictions", tmp_path / "r.json")
+    r = run_here(capsys, "race", "--data", race, "--predictions", tmp_path / "r.json")
     assert json.loads(r.stdout) == {"accuracy": 100.0, "middle": 100.0, "high": 100.0}
 
 
-def test_squad_missing_questions_warned_with_the_official_numbers(reference, tmp_path):
+def test_squad_missing_questions_warned_with_the_official_numbers(reference, tmp_path, capsys):
     """Answers for the answerable questions only: the official v2.0 script scores what is predicted, so
     its exact/f1/total are the full run's HasAns_* (the fixture); a warning counts the missing ones."""
     case = next(c for c in reference["squad"] if "HasAns_exact" in c["official"] and "NoAns_total" in c["official"]
@@ -122,7 +135,7 @@ def test_squad_missing_questions_warned_with_the_official_numbers(reference, tmp
     examples = task_files.read_squad(shared_path(case["file"]))
     preds, _ = squad_predictions(examples, case["seed"])
     (tmp_path / "p.json").write_text(json.dumps({e["id"]: preds[e["id"]] for e in examples if e["answers"]}))
-    r = run_cli("squad", "--data", shared_path(case["file"]), "--predictions", tmp_path / "p.json")
+    r = run_here(capsys, "squad", "--data", shared_path(case["file"]), "--predictions", tmp_path / "p.json")
     official = case["official"]
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["total"] == official["HasAns_total"]

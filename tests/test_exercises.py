@@ -26,10 +26,14 @@ from conftest import ROOT
 
 
 def where_differs(got, want, atol):
-    """'at [i, j, ...]: got x, expected y' for the first entry that differs by more than atol."""
-    bad = ((got - want).abs() > atol).nonzero()
+    """'at [i, j, ...]: got x, expected y' for the first entry that differs by more than atol, NaN included
+    (NaN is never more than atol away, so it is looked for on its own); with NaN, how many entries are."""
+    got, want = got.double(), want.double()
+    nan = got.isnan() != want.isnan()
+    bad = (nan | ((got - want).abs() > atol)).nonzero()
     index = tuple(bad[0].tolist())
-    return f"at {list(index)}: got {got[index].item():.6f}, expected {want[index].item():.6f}"
+    count = f" ({int(nan.sum())} entries are NaN where a number is expected)" if nan.any() else ""
+    return f"at {list(index)}: got {got[index].item():.6f}, expected {want[index].item():.6f}{count}"
 
 
 # ---------------------------------------------------------------------------------------- attention
@@ -65,10 +69,15 @@ def test_exercise_attention():
             if torch.allclose(got, want, atol=1e-5):
                 continue
             hint = ""
-            if got.shape == want.shape and torch.allclose(got, reference_attention(module, x, m, scaled=False), atol=1e-5):
+            if torch.allclose(got, reference_attention(module, x, m, scaled=False), atol=1e-5):
                 hint = " (it equals attention without the 1/sqrt(d) scale)"
             elif m is not None and torch.allclose(got, reference_attention(module, x, None), atol=1e-5):
                 hint = " (it equals attention without the mask: are padded keys left out?)"
+            elif m is not None and torch.allclose(got, reference_attention(module, x, ~m), atol=1e-5, equal_nan=True):
+                hint = (" (it equals attention with the mask inverted: True in `mask` means a key to attend to, False "
+                        "a padded key to leave out; a query that may see no key gets softmax of all -inf, NaN)")
+            elif got.isnan().any():
+                hint = " (NaN: a softmax over keys that are all -inf; which keys does your mask leave out?)"
             assert False, f"SelfAttention.forward {what} differs from softmax(q k^T / sqrt(d)) v {where_differs(got, want, 1e-5)}{hint}"
     # and the whole encoder, with your attention, still equals transformers' logits (tests/fixtures)
     expected = torch.load(os.path.join(ROOT, "tests", "fixtures", "hf_tiny", "expected.pt"), weights_only=True)
@@ -81,7 +90,8 @@ def test_exercise_attention():
 
 # ---------------------------------------------------------------------------------------- mask_tokens
 class Tok:
-    """The ids a masking rule needs: 5 special tokens (0-3 and <mask> last) in a vocabulary of 40."""
+    """The ids a masking rule needs: 5 special tokens (0-3 and <mask> last) in a vocabulary of 40. <unk> (3)
+    is special, yet it stands for text: it can be a target (data.special_token_mask)."""
     bos_id, pad_id, eos_id, unk_id, mask_id = 0, 1, 2, 3, 39
     special_ids = {0, 1, 2, 3, 39}
 
@@ -92,15 +102,20 @@ class Tok:
 def test_exercise_mask_tokens():
     tok, g = Tok(), torch.Generator().manual_seed(0)
     tokens = torch.randint(4, 39, (64, 128), generator=g)
+    tokens[torch.rand(tokens.shape, generator=g) < 0.1] = tok.unk_id  # unknown characters, ~10% of the text
     tokens[:, 0], tokens[:, -1], tokens[:4, -20:] = tok.bos_id, tok.eos_id, tok.pad_id  # specials in place
     out = data.mask_tokens(tokens.clone(), tok, mask_prob=0.15, generator=g)
     assert isinstance(out, tuple) and len(out) == 2, "mask_tokens must return (inputs, labels)"
     inputs, labels = out
     assert inputs.shape == tokens.shape and labels.shape == tokens.shape, \
         f"inputs {list(inputs.shape)} and labels {list(labels.shape)} must both be shaped like tokens {list(tokens.shape)}"
-    special = torch.isin(tokens, torch.tensor(sorted(tok.special_ids)))
+    special = torch.isin(tokens, torch.tensor(sorted(tok.special_ids - {tok.unk_id})))  # never targets
     selected = labels != -100
     assert not (selected & special).any(), "a special token (<s>, </s>, <pad>) was selected as a target"
+    unk = tokens == tok.unk_id
+    unk_rate = (selected & unk).sum().item() / unk.sum().item()
+    assert abs(unk_rate - 0.15) < 0.05, f"{unk_rate:.1%} of the <unk> tokens were selected; expected 15% (+-5%): " \
+                                        f"<unk> stands for text, so it can be a target like any ordinary token"
     assert torch.equal(labels[selected], tokens[selected]), "labels must hold the original token where selected"
     assert torch.equal(inputs[~selected], tokens[~selected]), "a token that is not a target must stay unchanged"
     rate = selected.sum().item() / (~special).sum().item()
@@ -110,7 +125,7 @@ def test_exercise_mask_tokens():
     unchanged = (inputs[selected] == tokens[selected]).sum().item() / n
     assert abs(shown_mask - 0.8) < 0.03, f"of the targets, {shown_mask:.1%} show <mask>; expected 80% (+-3%)"
     assert abs(unchanged - 0.1) < 0.03, f"of the targets, {unchanged:.1%} are unchanged; expected ~10% (+-3%)"
-    randoms = inputs[selected & (inputs != tok.mask_id)]
+    randoms = inputs[selected & (inputs != tok.mask_id) & (inputs != tokens)]  # replaced, so not an unchanged <unk>
     assert not torch.isin(randoms, torch.tensor([0, 1, 2, 3])).any(), "a random replacement was a special token"
     other = 1 - shown_mask - unchanged
     assert abs(other - 0.1) < 0.03, f"of the targets, {other:.1%} show a random token; expected ~10% (+-3%)"

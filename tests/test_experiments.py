@@ -186,10 +186,10 @@ def test_downstream_data_absent_says_how_to_get_it(tmp_path, monkeypatch, capsys
     masking = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
     args = command.parser().parse_args(["masking"])
     assert command.downstream_folder(masking, args) is None
-    assert "python data.py download glue-sst2" in capsys.readouterr().out
-    (tmp_path / "glue-sst2" / "SST-2").mkdir(parents=True)
-    (tmp_path / "glue-sst2" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
-    assert command.downstream_folder(masking, args) == str(tmp_path / "glue-sst2")
+    assert "python data.py download glue-sst-2" in capsys.readouterr().out
+    (tmp_path / "glue-sst-2" / "SST-2").mkdir(parents=True)
+    (tmp_path / "glue-sst-2" / "SST-2" / "train.tsv").write_text("sentence\tlabel\n")
+    assert command.downstream_folder(masking, args) == str(tmp_path / "glue-sst-2")
     args.mlm_only = True
     assert command.downstream_folder(masking, args) is None
 
@@ -299,7 +299,7 @@ def test_glue_finetunes_finished_runs(out, tmp_path):
     command.main(["masking", "--arms", "dynamic", *QUICK, "--out", out, "--glue", glue])
     run = next(r for r in results(out, "masking")["runs"] if r["arm"] == "dynamic" and r["seed"] == 0)
     assert 0 <= run["glue"]["sst2"]["accuracy"] <= 100 and "finetune.py --task sst2" in run["glue"]["sst2"]["command"]
-    assert os.path.isfile(os.path.join(run["folder"], "glue-sst2", "metrics.json"))
+    assert os.path.isfile(os.path.join(run["folder"], "glue-sst-2", "metrics.json"))
     assert "SST2 acc. % (ours)" in report(out, "masking")
 
 
@@ -325,14 +325,16 @@ def test_bad_choices_stop_before_any_work(out, tmp_path):
     assert not os.listdir(tmp_path)
 
 
-def test_command_line_errors_have_no_traceback(tmp_path):
+def test_command_line_errors_have_no_traceback(tmp_path, monkeypatch, capsys):
     glue = tmp_path / "glue" / "SST-2"
     glue.mkdir(parents=True)
     (glue / "train.tsv").write_text("sentence\tlabel\n")  # dev.tsv missing
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments.py"), "masking", "--glue",
-                        str(tmp_path / "glue")], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert "SST-2/dev.tsv" in r.stderr
+    monkeypatch.chdir(tmp_path)  # in this process (a real one: test_modules_import_in_any_order_...)
+    with pytest.raises(SystemExit) as e:
+        command.main(["masking", "--glue", str(tmp_path / "glue")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "SST-2/dev.tsv" in err and os.listdir(tmp_path) == ["glue"]
 
 
 def test_bad_input_is_a_value_error():

@@ -19,3 +19,6 @@ def unigram_baselines(train_tokens, batches, tok):
         correct += int((targets == best).sum())
         n += targets.numel()
     return {"unigram_loss": loss / max(n, 1), "most_frequent_accuracy": correct / max(n, 1), "most_frequent": best}
+
+
+UNIGRAM_TOKENS = 100_000_000  # the summary's unigram counts read at most this many training tokens

@@ -80,3 +80,17 @@ def run(work):
         sys.exit(f"error: {describe(err)}")
     except KeyboardInterrupt:
         sys.exit("error: interrupted")
+
+
+def warn_short_warmup(cfg, demo=False):
+    """A warning (first process only) when the warmup is as long as the run: the learning rate never reaches
+    its peak and never decays (`small`'s 500 warmup updates in a run of 50)."""
+    if cfg.warmup_steps < cfg.max_steps or int(os.environ.get("RANK", 0)) != 0:
+        return
+    top = cfg.lr * cfg.max_steps / max(cfg.warmup_steps, 1)
+    fix = "(the demo's warmup is fixed; a run with --data takes --warmup-steps)" if demo else \
+        f"(pass --warmup-steps, e.g. {max(cfg.max_steps // 10, 1)}, a tenth of the run)"
+    climb = f"reaches its peak {cfg.lr:g} only at the last update" if top >= cfg.lr else \
+        f"climbs to {top:.3g}, short of its peak {cfg.lr:g},"
+    print(f"warning: the warmup ({cfg.warmup_steps:,} updates) is not shorter than the run (--max-steps "
+          f"{cfg.max_steps:,}): the learning rate {climb} and never decays {fix}", file=sys.stderr)

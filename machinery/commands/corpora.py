@@ -94,6 +94,18 @@ DATASETS = {
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "roberta-reference")  # data.py download's --cache
 
 
+def where_is(task, folder_name=None):
+    """For an error about a finetuning task's missing folder: where `python data.py download` puts it, as
+    " (`python data.py download glue-sst-2` puts it in ~/.cache/roberta-reference/glue-sst-2/SST-2)", or "".
+    folder_name: a GLUE task's folder (SST-2), which its archive unpacks inside the dataset's folder."""
+    name = f"glue-{folder_name.lower()}" if folder_name else task
+    if name not in DATASETS:
+        return ""
+    folder = os.path.join(DEFAULT_CACHE, name)
+    inside = folder_name or {"race": "RACE"}.get(task)  # SQuAD's files lie in the dataset's folder itself
+    return f" (`python data.py download {name}` puts it in {os.path.join(folder, inside) if inside else folder})"
+
+
 def download(name, cache_dir, registry=DATASETS, verbose=True):
     """Fetch a dataset into cache_dir/name (once), check its sha256, unpack archives. Returns the folder.
     A failed fetch leaves nothing behind: no partial file, and no folder it created."""

@@ -3,9 +3,13 @@ a model that visibly learns in ~3 minutes of a 2-core CPU.
 
 train.py asks `setup` for the corpus, tokenizer and data (made once, cached under cache/demo) and the
 TrainConfig, trains with train.train(), then asks `report` for held-out numbers beside two baselines and
-fill-mask examples. Chosen by measurement (README): a 4,096 vocabulary, small batches at a high learning
+fill-mask examples. Chosen by measurement (BENCHMARKS.md): a 4,096 vocabulary, small batches at a high learning
 rate, no dropout, and 40% masking rather than the paper's 15% (Wettig et al. 2023 found higher rates better;
 see `python experiments.py mask-rate`), which learns more per token of a small corpus.
+
+Two held-out perplexities: the report scores BERT's 15% masks (every run of experiments.py does too), while
+log.jsonl's valid_ppl and `python evaluate.py perplexity` mask at the rate the run trained at, the demo's 40%:
+more targets, each with less context, so a higher perplexity (about 353 against 338 for the finished demo).
 """
 import math
 import os
@@ -17,17 +21,21 @@ import torch
 
 import bpe
 import data
-from machinery.basics import baselines, files, speed
 import train
+from machinery.basics import baselines, cli, files, speed
 from machinery.commands import corpora
+from machinery.interop import checkpoints
 from machinery.scale import preparation, prepared
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
             eval_interval=850, save_interval=850)
+OUT = os.path.join("out", "demo")            # the demo's run folder (train.py --out's default without --data)
+CACHE = os.path.join("cache", "demo")        # its corpus, tokenizer and prepared data
+DATA = os.path.join(CACHE, "data")           # the prepared data (what train.py --data and evaluate.py --data take)
 
 
-def make_data(cache=os.path.join("cache", "demo")):
+def make_data(cache=CACHE):
     """The built-in corpus, a BPE tokenizer trained on it and the prepared data, each made once; the data folder."""
     vocab = DEMO["vocab_size"]
     corpus, tok_dir, data_dir = (os.path.join(cache, name) for name in ("corpus.txt", "tokenizer", "data"))
@@ -47,7 +55,7 @@ def make_data(cache=os.path.join("cache", "demo")):
     return data_dir
 
 
-DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
+DEMO_OPTIONS = {"out", "max_steps", "seed", "device", "overwrite"}
 
 
 def check_demo_options(args):
@@ -55,22 +63,63 @@ def check_demo_options(args):
     extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
     if extra:
         raise ValueError(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
-                         f"--out, --max-steps, --seed and --device")
+                         f"--out, --max-steps, --seed, --device and --overwrite")
 
 
 def setup(args):
-    """The demo's TrainConfig (resuming its own earlier run), after making its data."""
+    """The demo's TrainConfig, after making its data: a new run, its own earlier run resumed or read back, or,
+    when --out holds a finished demo run with other settings, that run's report (said in one line)."""
     check_demo_options(args)
+    out = args.out or OUT
+    asked = {"max_steps": args.max_steps or DEMO["max_steps"], "seed": args.seed or 0}
+    earlier = {} if args.overwrite else earlier_run(out, asked)
     data_dir = make_data()
     settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(train.TrainConfig)}}
-    cfg = train.TrainConfig(**{**settings, "max_steps": args.max_steps or DEMO["max_steps"]}, data=data_dir,
-                       out=args.out or os.path.join("out", "demo"), seed=args.seed or 0, device=args.device or "")
-    cfg.resume = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
+    cfg = train.TrainConfig(**{**settings, **asked, **earlier.get("settings", {})}, data=data_dir, out=out,
+                       device=args.device or "", overwrite=bool(args.overwrite))
+    cfg.resume = bool(earlier)
     threads = set_threads()
-    print(f"pretraining a {cfg.config} RoBERTa ({cfg.max_steps} updates of {cfg.batch_size}x{cfg.seq_len} tokens, "
-          f"{cfg.masking.rate:.0%} of them masked) into {cfg.out}, on {threads} CPU thread{'s' * (threads > 1)} "
-          f"(the CPUs other work leaves free; OMP_NUM_THREADS=N sets it)")
+    if earlier.get("finished"):
+        print(earlier["banner"])
+        return cfg
+    print(earlier.get("banner") or
+          f"pretraining a {cfg.config} RoBERTa: {cfg.max_steps:,} updates of {cfg.batch_size}x{cfg.seq_len} tokens "
+          f"into {cfg.out}, on {threads} CPU thread{'s' * (threads > 1)} (the CPUs other work leaves free; "
+          f"OMP_NUM_THREADS=N sets it)")
+    print(f"{cfg.masking.rate:.0%} of the tokens are masked in training, not the paper's 15%: more targets per "
+          f"sequence teach a small model on a small corpus more per update (BENCHMARKS.md: held-out perplexity 338 "
+          f"against 462); the report scores BERT's 15% masks, as every experiment does")
+    cli.warn_short_warmup(cfg, demo=True)
     return cfg
+
+
+def earlier_run(out, asked):
+    """What --out already holds: {} (nothing: a new run), or {"settings", "banner"}: the demo run there, resumed
+    with its own settings; one that finished with other settings than `asked` is shown, not trained again,
+    and one stopped midway with other settings is refused (its schedule would change under it)."""
+    recorded = checkpoints.recorded(out)
+    if not recorded:
+        return {}
+    then, step = recorded.get("train", {}), recorded.get("state", {}).get("step", 0)
+    if not isinstance(then, dict) or os.path.normpath(str(then.get("data"))) != os.path.normpath(DATA):
+        raise ValueError(f"{out} holds a run that is not the demo's (trained on {then.get('data')}): pass "
+                         f"--overwrite to replace it, or choose another --out")
+    settings = {key: then.get(key) for key in asked}
+    done, finished = f"{settings['max_steps']:,} updates, seed {settings['seed']}", step >= settings["max_steps"]
+    if settings == asked:
+        banner = f"{out} holds the finished demo run ({done}): its report again, without training " \
+                 f"(--overwrite trains it anew)" if finished else \
+                 f"continuing the demo run in {out} from update {step:,} of {settings['max_steps']:,}"
+        return {"settings": settings, "banner": banner, "finished": finished}
+    wanted = ", ".join([f"{asked['max_steps']:,} updates"] * (asked["max_steps"] != settings["max_steps"])
+                       + [f"seed {asked['seed']}"] * (asked["seed"] != settings["seed"]))
+    if not finished:
+        raise ValueError(f"{out} holds a demo run stopped at update {step:,} ({done}), not the {wanted} asked: "
+                         f"rerun with its settings to continue it, or pass --overwrite (or another --out) to train "
+                         f"anew")
+    return {"settings": settings, "finished": True,
+            "banner": f"{out} holds a finished demo run ({done}), not the {wanted} asked: its report follows, "
+                      f"without training; --overwrite (or another --out) trains anew"}
 
 
 def set_threads():
@@ -94,7 +143,9 @@ def report(model, tok, cfg):
     n, loss = out["targets"], out["loss_sum"] / out["targets"]
     se = math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0) / n)
     acc = out["correct"] / n
-    print(f"\nheld-out masked tokens: {n:,}, masked as BERT does (15%; standard errors in brackets)")
+    print(f"\nheld-out masked tokens: {n:,}, masked as BERT does (15%; standard errors in brackets; log.jsonl's "
+          f"valid_ppl and `python evaluate.py perplexity` mask {cfg.masking.rate:.0%}, the training rate: more "
+          f"targets, less context each, a higher perplexity)")
     print(f"  this model:             accuracy {acc:6.1%} [{math.sqrt(acc * (1 - acc) / n):.1%}]   "
           f"perplexity {math.exp(loss):8.1f} [{math.exp(loss) * se:.1f}]")
     print(f"  unigram distribution:   {'':24}perplexity {math.exp(base['unigram_loss']):8.1f}")

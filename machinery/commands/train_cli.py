@@ -3,14 +3,17 @@ TrainConfig it makes, and main (`python train.py` hands over here). Defaults com
 train.RECIPES, nowhere else.
 """
 import argparse
+import math
+import os
 import re
 import sys
 from dataclasses import asdict
 
 import data
 import train
-from machinery.basics import cli
+from machinery.basics import baselines, cli
 from machinery.commands import demo
+from machinery.scale import prepared
 
 
 def fail(message):
@@ -44,12 +47,11 @@ def options(recipes=train.RECIPES):
         ("config", lambda name: name if name in recipes else fail(f"unknown --config {name!r}: choose one of "
                                                                  f"{', '.join(recipes)}"),
          "model size and recipe: tiny, small (classroom CPUs), base, large (Table 9)"),
-        ("data", cli.path_arg, "a folder written by data.py (omit every option for the built-in demo)"),
+        ("data", cli.path_arg, "a folder written by data.py"),
         ("out", cli.path_arg, "checkpoint.pt, log.jsonl and the tokenizer files go here"),
         ("seq_len", cli.number(int, 8), "tokens per sequence (at most --max-positions)"),
         ("batch_size", cli.number(int, 1), "sequences per optimizer update, all processes together (Section 4.3)"),
-        ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process (default: "
-                                             "batch-size / processes, no accumulation)"),
+        ("micro_batch_size", cli.number(int, 1), "sequences per forward/backward in each process"),
         ("lr", cli.number(float, 0, 10 ** 6, low_open=True), "peak learning rate (Table 9), in (0, 1e6]"),
         ("warmup_steps", cli.number(int, 0), "updates of linear warmup"),
         ("max_steps", cli.number(int, 1), "optimizer updates in all"),
@@ -82,10 +84,11 @@ def parse(argv, recipes=train.RECIPES):
         f"The defaults above are those of a run with --data. Without --data, `python train.py` runs the built-in demo "
         f"with its own settings: a {d['vocab_size']:,}-token vocabulary, --config {d['config']}, {d['max_steps']:,} "
         f"updates of {d['batch_size']} x {d['seq_len']} tokens at lr {d['lr']} ({d['warmup_steps']} warmup), "
-        f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed and "
-        f"--device."))
+        f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed, --device "
+        f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
-                "masking": "dynamic", "device": "cuda when available"}
+                "masking": "dynamic", "device": "cuda when available", "data": "none: the built-in demo",
+                "micro_batch_size": "batch-size / processes, no accumulation"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
         recipe = " (tiny's; --config changes it)" if any(name in r for r in recipes.values()) else ""
@@ -104,7 +107,9 @@ def config_from_args(args, recipes=train.RECIPES):
     masking = data.Masking(rate=given.pop("mask_rate", data.Masking.rate),
                            split=given.pop("mask_split", data.Masking.split),
                            dynamic=given.pop("masking", "dynamic") == "dynamic")
-    return train.TrainConfig(**{**recipes[args.config or "tiny"], **given, "masking": masking})
+    cfg = train.TrainConfig(**{**recipes[args.config or "tiny"], **given, "masking": masking})
+    cli.warn_short_warmup(cfg)
+    return cfg
 
 
 def main(argv=None):
@@ -113,8 +118,33 @@ def main(argv=None):
 
     def pretrain():
         if args.data:
-            return train.train(config_from_args(args))
+            cfg = config_from_args(args)
+            return run_summary(*train.train(cfg), cfg)  # held-out perplexity beside the unigram's
         cfg = demo.setup(args)  # no --data: the demo's corpus, tokenizer and data, made once
         model, tok = train.train(cfg)
         demo.report(model, tok, cfg)
     cli.run(pretrain)
+
+
+def run_summary(model, tok, cfg):
+    """What every `train.py --data` run ends with (the first process): held-out perplexity on the run's own
+    evaluation masks (log.jsonl's last valid_ppl) beside the unigram baseline's on the same masks."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return
+    valid, ends, _ = prepared.load_split(cfg.data, "valid")
+    if valid.size == 0:
+        print(f"{cfg.out}: no held-out data in {cfg.data}, so no held-out perplexity to compare")
+        return
+    batches = data.heldout_batches(valid, ends, tok, cfg.seq_len, masking=cfg.masking,
+                                   max_sequences=cfg.eval_sequences)
+    out = data.evaluate_mlm(model, batches, next(model.parameters()).device)
+    train_tokens = prepared.load_split(cfg.data, "train")[0]
+    base = baselines.unigram_baselines(train_tokens[:baselines.UNIGRAM_TOKENS], batches, tok)
+    if not out["targets"]:
+        return
+    loss = out["loss_sum"] / out["targets"]
+    first = f" (counted on its first {baselines.UNIGRAM_TOKENS:,} tokens)" if train_tokens.size > baselines.UNIGRAM_TOKENS else ""
+    print(f"{cfg.out}: held-out perplexity {math.exp(min(loss, 709)):.1f} on {out['targets']:,} masked tokens "
+          f"({cfg.masking.rate:.0%} of the held-out tokens, log.jsonl's valid_ppl), beside the unigram "
+          f"distribution's {math.exp(min(base['unigram_loss'], 709)):.1f} on the same masks "
+          f"({math.exp(min(loss - base['unigram_loss'], 709)):.2f}x; the training tokens' frequencies{first})")

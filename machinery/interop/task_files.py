@@ -18,6 +18,7 @@ import sys
 
 import evaluate
 from machinery.basics import files
+from machinery.commands import corpora  # where data.py download puts a task's data
 
 
 def check_file(path):
@@ -38,7 +39,8 @@ def shown(value, width=40):
 def read_task(task, folder):
     """(train examples, {dev set name: examples}) of a task's folder, as each dataset is distributed."""
     if not os.path.isdir(folder):
-        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder")
+        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder"
+                         + corpora.where_is(task, evaluate.GLUE[task].folder if task in evaluate.GLUE else None))
     if task in evaluate.GLUE:
         return read_glue(task, os.path.join(folder, "train.tsv")), read_glue_dev(task, folder)
     if task in evaluate.SQUAD:

@@ -582,7 +582,7 @@ def short_test(t):
 
 
 def summary(names, out):
-    """One markdown table of every claim's verdict in OUT/<name>/results.json: the README's, from the runs."""
+    """One markdown table of every claim's verdict in OUT/<name>/results.json: BENCHMARKS.md's, from the runs."""
     lines = ["| experiment | claim | verdict | difference in the claim's favour [interval at the level tested], p "
              "(Holm-adjusted p) (test) | runs |", "|---|---|---|---|---|"]
     for name in names:
