@@ -36,8 +36,10 @@ def download_main(argv):
 
 
 def prepare_command(args):
-    meta = data.prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
-                        args.overwrite, args.errors)
+    from machinery import preparation
+    with preparation.stopped_by_sigterm():  # as Ctrl-C: the workers end quietly, --out stays as it was
+        meta = data.prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
+                            args.overwrite, args.errors)
     print(f"{args.out}: train {meta['train']['tokens']:,} tokens in {meta['train']['documents']:,} documents, "
           f"valid {meta['valid']['tokens']:,} tokens in {meta['valid']['documents']:,} documents")
 

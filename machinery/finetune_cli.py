@@ -29,6 +29,7 @@ def check_sweep(args, fine):
     cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
     for *_, out in sweep_runs(args, fine.SWEEP):
         cli.check_out(out, args.overwrite, fine.FINISHED, "a finished run of the sweep")
+        task_files.check_empty(out, args.overwrite)
 
 
 def sweep(args, fine):
@@ -115,10 +116,15 @@ def work(args, fine):
     for option, path in (("--checkpoint", args.checkpoint), ("--init-from", args.init_from)):
         if path and os.path.realpath(path) == os.path.realpath(args.out):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
+    out, task_dir = os.path.realpath(args.out), os.path.realpath(args.data)
+    if out == task_dir or out.startswith(task_dir.rstrip(os.sep) + os.sep):
+        raise ValueError(f"--out {args.out} is {'the' if out == task_dir else 'inside the'} --data folder: the run "
+                         f"would write among the task's files; choose another --out")
     if args.sweep:
         check_sweep(args, fine)
     else:
         cli.check_out(args.out, args.overwrite, fine.FINISHED, "a finetuning run's results")
+        task_files.check_empty(args.out, args.overwrite)
     with lock.writing(args.out, "finetune.py"):  # one writer: a second finetune.py into --out is refused
         if args.sweep:
             print(json.dumps(sweep(args, fine), indent=2))

@@ -225,7 +225,8 @@ def check_export(checkpoint, out, overwrite):
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint folder")
     if os.path.isdir(out) and os.path.samefile(out, checkpoint):
         raise ValueError(f"--out {out} is the checkpoint folder itself: export to another folder")
-    cli.check_out(out, overwrite, finished=("config.json", "model.safetensors"), what="an exported model")
+    cli.check_out(out, overwrite, finished=("config.json", "model.safetensors", *TOKENIZER_FILES,
+                                            *tokenizer_configs(512)), what="an exported model")
 
 
 def read_vocab(checkpoint, vocab_size):

@@ -40,7 +40,7 @@ def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monke
     monkeypatch.setattr(fast_formats, "build_examples", None)  # a second start builds nothing: it maps the files
     again = data.cached_examples(folder, tokens, ends, "segment-pair", 64, tok.eos_id, seed=3, build=False)
     assert np.array_equal(again.examples["b_start"], built["segment-pair"]["b_start"])
-    names = sorted(os.listdir(folder / "index"))
+    names = sorted(os.listdir(folder / kept.FOLDER))
     assert "train-full-sentences-64.rows" in names and "train-sentence-pair-64-3.json" in names
     assert not [n for n in names if n.endswith(".tmp")]
 
@@ -51,7 +51,7 @@ def test_stale_or_damaged_index_is_rebuilt_or_refused(corpus, tmp_path, monkeypa
     args = (folder, tokens, ends, "doc-sentences", 32, tok.eos_id)
     want = data.examples(*args[1:])
     data.cached_examples(*args)
-    path = folder / "index" / "train-doc-sentences-32"
+    path = folder / kept.FOLDER / "train-doc-sentences-32"
     stat = os.stat(folder / "train.idx")
 
     def damage_rows():
@@ -108,7 +108,7 @@ def test_a_row_damaged_in_the_middle_of_a_large_kept_index_is_caught(tmp_path, m
     tokens, ends = synthetic_folder(tmp_path / "data", 2_500_000)
     args = (tmp_path / "data", tokens, ends, "full-sentences", 8, 2)
     built = data.cached_examples(*args)
-    rows = tmp_path / "data" / "index" / "train-full-sentences-8.rows"
+    rows = tmp_path / "data" / kept.FOLDER / "train-full-sentences-8.rows"
     n = len(built.examples)
     assert os.path.getsize(rows) > 5 << 20 and n > 300_000
     want = np.array(built.examples)
@@ -162,7 +162,7 @@ def test_unwritable_folder_builds_in_memory(corpus, tmp_path, monkeypatch, capsy
     index = data.cached_examples(folder, tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
     assert "cannot be written to" in capsys.readouterr().err
     assert np.array_equal(index.examples, data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
-    assert not (folder / "index").exists() or not os.listdir(folder / "index")
+    assert not (folder / kept.FOLDER).exists() or not os.listdir(folder / kept.FOLDER)
 
 
 
