@@ -127,6 +127,8 @@ def _record(f, folder, what, shared):
     record = f"{what} (pid {os.getpid()}) on {files.HOST}" + (" reading it" if shared else "")
     if not shared:
         f.truncate(0)
+    elif text and not text.endswith("\n"):  # a record of an earlier version, without its line end
+        record = "\n" + record
     f.write(record + "\n")  # O_APPEND: at the end, whole, even beside other readers
     f.flush()
     if not shared:
@@ -140,8 +142,8 @@ def _holders(f):
         found = RECORD.fullmatch(line.strip())
         if not found:
             continue
-        host = found.group("host") or files.HOST
-        if host == files.HOST and not files.alive(int(found.group("pid"))):
+        host, pid = found.group("host") or files.HOST, int(found.group("pid"))
+        if host == files.HOST and (not files.alive(pid) or pid == os.getpid()):  # gone, or this process: stale
             continue
         name = f"{found.group('what')} (pid {found.group('pid')})" + (f" on {host}" if host != files.HOST else "") \
             + (" reading it" if found.group("reading") else "")

@@ -35,9 +35,10 @@ def _init_worker(tokenizer_dir):
 
 def quiet_worker():
     """A worker stops without a traceback: Ctrl-C is its parent's to handle (which then ends the pool), SIGTERM
-    (the pool's end) ends it at once, and so does its parent's death (Linux: no broken pipe to print)."""
+    (the pool's end) ends it at once, and so do a result pipe its parent closed and (Linux) its parent's death."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # its parent gone midway: no BrokenPipeError, an end
     if sys.platform.startswith("linux"):
         import ctypes
         try:
