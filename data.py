@@ -286,7 +286,7 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
 
 # ---------------------------------------------------------------------------------------- batches
 def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
-    """`examples` as an ExampleIndex (examples, lengths), kept in data_dir/index/ at the paper's scale."""
+    """`examples` as an ExampleIndex (examples, lengths), kept in data_dir/roberta-index/ at the paper's scale."""
     return index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, split, build)  # machinery
 
 

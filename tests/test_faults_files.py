@@ -405,6 +405,24 @@ def fill(disk, leave):
         os.posix_fallocate(f.fileno(), 0, st.f_bavail * st.f_frsize - leave)
 
 
+def test_torch_save_on_a_full_disk_is_one_line(small_disk):
+    """torch.save's zip writer reports a real full disk as a RuntimeError ("unexpected pos"): checkpoints.save (and
+    every files.write_atomic) says it as one line naming the folder, the previous file whole, no temporary left."""
+    state = {"model": {"w": torch.arange(200_000, dtype=torch.float32)}, "config": {}}
+    path = small_disk / "checkpoint.pt"
+    checkpoints.save(path, state)
+    before = path.read_bytes()
+    fill(small_disk, len(before) // 2)
+    for target, intact in ((path, "the previous checkpoint.pt is intact"),
+                           (small_disk / "new.pt", "nothing was written")):
+        with pytest.raises(files.WriteFailed) as e:
+            checkpoints.save(target, state)
+        assert str(e.value) == f"{small_disk}: could not write {target.name} (No space left on device); {intact}"
+    with pytest.raises(files.WriteFailed, match="could not write checkpoint.pt .No space left on device.; the prev"):
+        files.write_atomic(path, lambda f: torch.save(state, f))
+    assert path.read_bytes() == before and not [n for n in os.listdir(small_disk) if files.MARK in n]
+
+
 @pytest.mark.slow
 def test_a_full_disk_while_training_saves_is_one_line(made, small_disk, tmp_path, capsys):
     """train.py --save-interval 1 with room for one checkpoint and a half: the second save fails (torch's zip writer
@@ -455,6 +473,7 @@ def test_a_full_disk_while_exporting_is_one_line(made, small_disk, tmp_path, cap
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_finetuning_is_one_line(made, small_disk, tmp_path, capsys):
     """finetune.py with room for less than its checkpoint: one line naming the folder and the file."""
     model = tmp_path / "model"
