@@ -86,8 +86,8 @@ def _open(folder, shared):
             made = False
             try:
                 fd = os.open(path, flags)
-            except PermissionError:
-                if not shared:
+            except OSError as e:
+                if not shared or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                     raise
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # a reader may
     except OSError as e:
@@ -138,7 +138,7 @@ def _record(f, folder, what, shared):
 def _holders(f):
     """The records of the processes that may hold the lock: those gone (on this machine) are left out."""
     names = []
-    for line in _read(f).splitlines():
+    for line in _read(f, -1).splitlines():
         found = RECORD.fullmatch(line.strip())
         if not found:
             continue
