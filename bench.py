@@ -33,7 +33,9 @@ import torch
 import bpe
 import data
 import roberta
-from machinery import cli, corpora, files, speed
+from machinery.basics import cli, files, speed
+from machinery.commands import corpora
+from machinery.scale import index, orders, preparation, prepared
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
@@ -136,7 +138,7 @@ def training_peak_mb(lines, vocab_size):
         path = os.path.join(tmp, "text.txt")
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(lines)
-        code = ("import sys, bpe; from machinery import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
+        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
         return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
 
@@ -222,6 +224,33 @@ def bpe_encoding_rows(lines):
     return rows, sum(map(len, ids))
 
 
+LONG_WORDS = [1_000, 10_000, 100_000, 1_000_000]  # characters in one pre-token
+PLAIN_UP_TO = 10_000  # the plain loop (O(n^2)) is timed up to this length; at 1M it would take hours
+
+
+def long_word_rows(tok, seed=0):
+    """(characters, seconds of encode, seconds of the plain loop or None) for one word of random ASCII letters
+    at each length of LONG_WORDS (a single pre-token, as a letters-only blob is), from an empty cache."""
+    import random
+    import string
+    rng = random.Random(seed)
+    word = "".join(rng.choice(string.ascii_letters) for _ in range(max(LONG_WORDS)))
+
+    def encode_cold(w):
+        tok.cache.clear()
+        return tok.encode(w)
+    rows = []
+    for n in LONG_WORDS:
+        w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
+        ids = [tok.byte_ids[b] for b in w.encode()]
+        t, out = timed(encode_cold, w, repeat=repeat)
+        plain = timed(tok.apply_merges, ids, repeat=2) if n <= PLAIN_UP_TO else None
+        if plain is not None and plain[1] != out:
+            raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
+        rows.append((n, t, plain and plain[0]))
+    return rows
+
+
 def bench_bpe(args):
     lines = bench_lines()
     mb = sum(len(s.encode()) for s in lines) / 1e6
@@ -237,6 +266,11 @@ def bench_bpe(args):
           f"{rss:.0f} MB; encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
         print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
+    print("\none long word (random ASCII letters, RoBERTa vocabulary), encoded from an empty cache; the plain loop "
+          "(Tokenizer.apply_merges) beside it\n\n| characters | seconds | us per character | plain loop, us per "
+          "character |\n|---|---|---|---|")
+    for n, t, plain in long_word_rows(bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))):
+        print(f"| {n:,} | {t:.3f} | {t / n * 1e6:.2f} | " + (f"{plain / n * 1e6:.1f} |" if plain else "- (O(n^2)) |"))
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -285,7 +319,7 @@ def hf_loss(model, ids, labels):
 def hf_twin(model):
     """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
     import transformers
-    from machinery import hf
+    from machinery.interop import hf
     transformers.logging.set_verbosity_error()
     twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
         k: v for k, v in hf.hf_config(model).items() if k != "architectures"}))
@@ -355,13 +389,13 @@ def bench_model(args):
 
 # ------------------------------------------------------------------------------------------ data
 def _prepare(paths, tokenizer, out, workers):
-    data.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
+    preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
 
 
 def masking_tokens_per_s(data_dir, tokenizer):
     """Masking and batching on one core: collate FULL-SENTENCES blocks of 512 in batches of 8, and mask them."""
     torch.set_num_threads(1)
-    tokens, ends, _ = data.load_split(data_dir, "train")
+    tokens, ends, _ = prepared.load_split(data_dir, "train")
     tok = bpe.Tokenizer.load(tokenizer)
     ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
     batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
@@ -411,7 +445,7 @@ def builtin_data(folder, vocab_size):
     """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
     corpus = corpora.builtin_corpus(os.path.join(folder, "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
-    data.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
+    preparation.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
     return os.path.join(folder, "data")
 
 
@@ -492,11 +526,11 @@ def _start(folder, fmt, build, batch_size):
     """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches.
     (seconds of each, private memory in MB above the imports; mapped files are shared page cache)."""
     base = private_mb()
-    tokens, ends, _ = data.load_split(folder, "train")
+    tokens, ends, _ = prepared.load_split(folder, "train")
     t = time.perf_counter()
-    index = data.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
+    kept = index.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
     t_index = time.perf_counter() - t
-    batches = data.epoch_batches(index.lengths, batch_size, 0, 0,
+    batches = data.epoch_batches(kept.lengths, batch_size, 0, 0,
                                  batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
     assert batches.get(0) is not None  # what train.py asks for first
     return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(index.lengths)
@@ -530,7 +564,7 @@ def bench_epoch_order(n, batch_size, seed=0):
             lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
         lengths.flush()
         del lengths
-        kind = "computed (index.Shuffle)" if n > data.SHUFFLE_ABOVE else "torch.randperm"
+        kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
             seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=_returned)
             print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")

@@ -15,9 +15,9 @@ merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file bo
 `bytes_to_unicode`, exactly as GPT-2's encoder.py defines them.
 
 The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
-the most frequent pair again and again, updating pair counts incrementally); the Tokenizer (encode,
-decode, and train/load/save on top of the functions above; the files are read and checked in
-machinery/vocab_files.py). The command line is machinery/bpe_cli.py.
+the most frequent pair again and again: the plain loop first, then PairCounts, the same merges faster);
+the Tokenizer (encode, decode, and train/load/save on top of the functions above; the files are read and
+checked in machinery/interop/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -44,6 +44,7 @@ SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3, as fairseq's dictionary
 MASK = "<mask>"                                # the last id, as RoBERTa appends it
 MIN_VOCAB = len(SPECIALS) + 256 + 1            # the specials, one token per byte, <mask>: 261
 INF = float("inf")
+LONG_PIECE = 100  # bytes: a longer pre-token is merged by machinery/scale/fast_bpe.py (the same ids, faster)
 
 
 # ---------------------------------------------------------------- bytes and their printable spelling
@@ -110,14 +111,36 @@ def merge_word(word, pair, new_id):
     return out, changes
 
 
+def learn_merges_naive(words, freqs, vocab, n_merges, min_frequency):
+    """The spec of training (Sennrich et al., 2016): count every adjacent pair, each word weighted by its
+    frequency; merge the most frequent (ties: the smallest ids) everywhere; repeat. Each merge recounts every
+    word (hours for 8 MB): learn_merges with PairCounts below gives the same result updating only changes."""
+    merges, count = {}, 0
+    while len(merges) < n_merges:
+        counts = Counter()
+        for word, f in zip(words, freqs):
+            for pair in zip(word, word[1:]):
+                counts[pair] += f
+        pair = min(counts, key=lambda p: (-counts[p], p), default=None)
+        count = counts[pair]  # 0 when no pair is left (pair None)
+        if count < min_frequency:
+            break
+        new_id = len(vocab)
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
+        merges[pair] = new_id
+        words = [merge_word(word, pair, new_id)[0] for word in words]
+    return merges, count
+
+
 class PairCounts:
-    """The trainer's bookkeeping, updated after each merge instead of recounted from scratch (minbpe's
+    """learn_merges_naive's counts, updated after each merge instead of recounted from scratch (the
     recount is ~14,500x slower on 8 MB of text, see bench.py bpe):
 
       counts  pair -> its occurrences, each word weighted by its frequency;
       where   pair -> the words that hold it (may also name words that lost it since);
       heap    (-count, pair) entries, to pop the most frequent pair, ties to the smallest ids. When a
-              count goes down its entry goes stale; a stale entry is refreshed when it is popped.
+              count goes down its entry goes stale, refreshed when popped: lazy deletion, as heapq
+              cannot find an entry to lower it in place without searching the whole heap.
     """
 
     def __init__(self, words, freqs):
@@ -160,8 +183,8 @@ class PairCounts:
 
 @contextlib.contextmanager
 def gc_paused():
-    """Training makes millions of short-lived small lists and no reference cycles: ~30% faster without
-    the cyclic garbage collector."""
+    """Training makes millions of small lists and sets, none in a reference cycle, and the cyclic garbage
+    collector, run after every few hundred new objects, would scan them all again and again: ~30% faster."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -198,7 +221,7 @@ def train_bpe(texts, vocab_size, min_frequency=2, verbose=False):
 
 def learn_merges(pairs, vocab, n_merges, min_frequency, verbose):
     """Up to `n_merges` merges, each added to `vocab` as a new id. Returns the merges and the count of
-    the most frequent pair left unmerged (0 when none is left)."""
+    the most frequent pair left unmerged (0 when none is left). learn_merges_naive is the spec."""
     merges, count = {}, 0
     progress = _progress(n_merges, "merges", verbose)
     while len(merges) < n_merges:
@@ -250,18 +273,27 @@ def check_merges(vocab, merges):
 
 
 class Tokenizer:
-    """A byte-level BPE vocabulary: `vocab` (id -> bytes) and `merges` (pair of ids -> new id, in rank order)."""
+    """A byte-level BPE vocabulary: `vocab` (id -> bytes) and `merges` (pair of ids -> new id, in rank order).
 
-    def __init__(self, vocab, merges):
+    characters=True: Section 4.4's other arm, a character-level BPE as BERT's vocabulary was built. Its units
+    are the characters before the first merge (its alphabet); a character outside it becomes <unk>.
+    (machinery/interop/char_bpe.py trains one: `python bpe.py train --characters`.)"""
+
+    def __init__(self, vocab, merges, characters=False):
         self.vocab = dict(vocab)    # id -> bytes
         self.merges = dict(merges)  # (id, id) -> id, insertion order = rank
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         self.pattern = regex.compile(PATTERN)
-        self.byte_ids = byte_ids(self.vocab)
         check_merges(self.vocab, self.merges)
         names = {bs: i for i, bs in self.vocab.items()}
         self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id = (
             names.get(s.encode()) for s in SPECIALS + (MASK,))
+        self.characters = characters
+        if characters:  # the alphabet: every token after the specials and before the first merge's
+            last = min(self.merges.values(), default=self.mask_id)
+            self.char_ids = {self.vocab[i].decode("utf-8", "surrogatepass"): i for i in range(len(SPECIALS), last)}
+        else:
+            self.byte_ids = byte_ids(self.vocab)
         self.special_ids = {i for i in (self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id)
                             if i is not None}
         self.cache = {}  # pre-token -> ids; GPT-2's encoder.py caches the same way
@@ -272,12 +304,26 @@ class Tokenizer:
 
     # ---------------------------------------------------------------- encoding and decoding
     def encode_piece(self, piece):
-        """BPE on one pre-token: start from its bytes and apply the lowest-ranked merge until none applies.
+        """BPE on one pre-token: start from its bytes (or characters), then apply the merges (apply_merges)."""
+        if self.characters:  # Section 4.4's other arm: a character outside the alphabet is <unk>
+            ids = [self.char_ids.get(ch, self.unk_id) for ch in piece]
+        else:
+            ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        if len(ids) > LONG_PIECE:  # a long word (a base64 blob, a minified line): the plain loop is quadratic
+            from machinery.scale import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
+            fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)
+            if fast is not None:  # None: merges not learned in rank order, left to the plain loop
+                return fast
+        return self.apply_merges(ids)
+
+    def apply_merges(self, ids):
+        """Apply the lowest-ranked merge (the leftmost of equal ones) until none applies.
 
         Merging the leftmost lowest-ranked pair one at a time gives GPT-2's result (it merges all
         occurrences of that pair at once): a pair made by a merge always ranks after that merge.
+        Each merge rescans all pairs, O(n^2): fine for words, not for a 100K-letter blob (hence LONG_PIECE).
         """
-        ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
+        ids = list(ids)
         rank = self.ranks.get
         ranks = [rank(p, INF) for p in zip(ids, ids[1:])]  # ranks[i]: the rank of (ids[i], ids[i+1])
         while ranks:
@@ -334,7 +380,7 @@ class Tokenizer:
     def id_to_token(self, i):
         """The printable vocab-file spelling of token `i` ('Ġworld')."""
         bs = self.vocab[i]
-        return bs.decode() if i in self.special_ids else bytes_to_token(bs)
+        return bs.decode("utf-8", "replace") if i in self.special_ids or self.characters else bytes_to_token(bs)
 
     # ---------------------------------------------------------------- training and files
     @classmethod
@@ -352,9 +398,9 @@ class Tokenizer:
     def load(cls, directory):
         """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2):
         each token's printable spelling (bytes_to_unicode) with its id, and the merges in rank order."""
-        from machinery import char_bpe, vocab_files  # machinery: finding the two files, every entry checked
-        if char_bpe.is_char_bpe(directory):  # machinery: Section 4.4's other arm, a character-level BPE
-            return char_bpe.CharTokenizer.load(directory)
+        from machinery.interop import vocab_files  # machinery: finding the two files, every entry checked
+        if vocab_files.is_char_bpe(directory):  # Section 4.4's other arm: a character-level BPE, in one file
+            return cls(*vocab_files.read_chars(directory), characters=True)
         vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))
         try:
             return cls({i: token_to_bytes(t) for t, i in token_ids.items()}, merges)
@@ -363,10 +409,12 @@ class Tokenizer:
 
     def save(self, directory):
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
-        from machinery import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        from machinery.interop import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        if self.characters:  # Section 4.4's other arm: char_bpe.json
+            return vocab_files.write_chars(directory, self.vocab, self.merges)
         vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 
 if __name__ == "__main__":  # machinery: the command line (bpe.py train / encode), its checks, one-line errors
-    from machinery import bpe_cli
+    from machinery.commands import bpe_cli
     bpe_cli.main()

@@ -14,7 +14,7 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
 
 Each format of Section 4.2 is a short loop over lines and documents in the table FORMATS (at the paper's
-scale, the same rows come from numpy: machinery/fast_formats.py). Each batch is masked afresh when served
+scale, the same rows come from numpy: machinery/scale/fast_formats.py). Each batch is masked afresh when served
 (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by `mask_tokens` under `Masking`.
 """
 import os
@@ -24,9 +24,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-import bpe
-from machinery import fast_formats, files, index, preparation  # machinery: the paper's scale, files, processes
-from machinery.prepared import check_tokenizer, load_split, open_prepared, read_meta, tokenizer_hash  # noqa: F401 machinery: checks
+from machinery.basics import files  # machinery: text read line by line, one error line for a bad file
+from machinery.scale import orders  # machinery: an epoch's order and batches, computed as they are asked for
 
 SPLITS = ("train", "valid")
 
@@ -87,19 +86,6 @@ def encode_lines(lines, tok):
 
 def token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 1 << 16 else np.int32
-
-
-def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, overwrite=False,
-            errors="strict", chunk_lines=2000, verbose=True):
-    """Encode `inputs` into out_dir's train/valid files: read as documents, whole ones held out
-    (split_documents), every line encoded (encode_lines), then the tokenizer and meta.json beside them."""
-    tok = bpe.Tokenizer.load(tokenizer_dir)
-    # machinery: the checks before anything is written, the worker processes, files written whole or not at all
-    digest = preparation.check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors)
-    chunks = split_documents(read_documents(inputs, errors), valid_fraction, chunk_lines)
-    encoded = preparation.encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)
-    counts = preparation.write_splits(out_dir, token_dtype(len(tok)), encoded, inputs, verbose)
-    return preparation.finish(out_dir, tok, digest, inputs, valid_fraction, counts)  # machinery: meta.json last
 
 
 # ---------------------------------------------------------------------------------------- formats (Section 4.2)
@@ -210,7 +196,7 @@ class Format(NamedTuple):
 
 
 # Section 4.2 and Table 2. Adding a format: a builder above, a row here (and, for corpora of SPEC_BELOW lines
-# or more, its numpy twin in machinery/fast_formats.py).
+# or more, its numpy twin in machinery/scale/fast_formats.py).
 FORMATS = {
     "full-sentences": Format(full_sentences, pairs=False, by_tokens=False),
     "doc-sentences": Format(doc_sentences, pairs=False, by_tokens=True),
@@ -228,11 +214,21 @@ def check_format(fmt):
     return FORMATS[fmt]
 
 
+def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
+    """The arguments of `examples`, checked before any work: a known format, a sequence length of at least
+    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
+    check_format(fmt)
+    if seq_len < 8:
+        raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
+    if len(line_ends) and (int(line_ends[-1]) != len(tokens) or int(tokens[-1]) != eos_id):
+        raise ValueError(f"the line ends ({int(line_ends[-1]):,}) do not fit the token stream ({len(tokens):,} "
+                         f"tokens, ending with </s>): not a split written by data.py")
+
+
 def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0, limit=None):
-    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows (the first `limit`)."""
-    fast_formats.check_examples(tokens, line_ends, fmt, seq_len, eos_id)  # machinery: the arguments, checked
-    if len(line_ends) >= SPEC_BELOW:  # machinery: the same rows, in numpy, a window of lines at a time
-        return fast_formats.examples(line_ends, fmt, seq_len, seed, limit)
+    """The training examples of one input format (Section 4.2), an array of EXAMPLE rows (the first `limit`).
+    At the paper's scale the same rows come from machinery/scale/fast_formats.py, kept in an index (index.py)."""
+    check_examples(tokens, line_ends, fmt, seq_len, eos_id)
     lines, documents = lines_and_documents(np.asarray(line_ends).tolist())
     rows = FORMATS[fmt].build(lines, documents, seq_len, seed) if lines else []
     return np.array(rows, dtype=EXAMPLE)[:limit]
@@ -285,12 +281,20 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
 
 
 # ---------------------------------------------------------------------------------------- batches
-def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
-    """`examples` as an ExampleIndex (examples, lengths), kept in data_dir/roberta-index/ at the paper's scale."""
-    return index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, split, build)  # machinery
-
-
-SHUFFLE_ABOVE = 1 << 27  # examples: an epoch's order above this many is computed slice by slice (index.Shuffle)
+def budget_batches(order, lengths, budget):
+    """Section 4.2: with DOC-SENTENCES "we dynamically increase the batch size to achieve a similar number of total
+    tokens as FULL-SENTENCES". The plain loop: walk the epoch's order, and start a new batch where the next
+    example would take this one over `budget` tokens (a batch holds one example at least); an incomplete last
+    batch is dropped. machinery/scale/orders.Ragged finds the same batches a chunk at a time (tested equal)."""
+    batches, start, used = [], 0, 0
+    for k, i in enumerate(order):
+        if k > start and used + lengths[i] > budget:  # the next example would not fit: close the batch
+            batches.append(order[start:k])
+            start, used = k, 0
+        used += lengths[i]
+    if used >= budget:  # the last batch, if full
+        batches.append(order[start:])
+    return batches
 
 
 def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, offset=None):
@@ -302,8 +306,9 @@ def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, 
     """
     if batch_size < 1 or (token_budget is not None and token_budget < 1):
         raise ValueError(f"a batch needs at least one example and one token, got {batch_size} and {token_budget}")
-    order = index.epoch_order(len(lengths), seed, epoch)  # machinery: the order; Ragged finds the batches as asked
-    return index.Ragged(order, None if token_budget is None else lengths, token_budget or batch_size, first, offset)
+    order = orders.epoch_order(len(lengths), seed, epoch)  # machinery: a random order, computed past 2**27 examples
+    # machinery: budget_batches's batches (a fixed batch size is a budget of one token per example), found lazily
+    return orders.Ragged(order, None if token_budget is None else lengths, token_budget or batch_size, first, offset)
 
 
 def shard(batch, rank, world):
@@ -435,5 +440,5 @@ def evaluate_mlm(model, batches, device="cpu", amp_dtype=None, detailed=False):
 
 
 if __name__ == "__main__":  # machinery: the command line (prepare, download), its checks, one-line errors
-    from machinery import data_cli
+    from machinery.commands import data_cli
     data_cli.main()

@@ -11,8 +11,8 @@ Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accu
 correlation, Pearson and Spearman, their textbook definitions, of a predictions file or of a finetuned
 classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
 (it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
-and high-school questions too. Files are read and checked by machinery/task_files.py; the command line
-(a checkpoint's labels by its id2label) is machinery/evaluate_cli.py.
+and high-school questions too. Files are read and checked by machinery/interop/task_files.py; the command line
+(a checkpoint's labels by its id2label) is machinery/commands/evaluate_cli.py.
 """
 import collections
 import math
@@ -23,7 +23,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+import bpe
 import data
+import roberta
+from machinery.interop import checkpoints  # machinery: a run folder's files checked, what its run recorded
+from machinery.scale import prepared
 
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
@@ -270,6 +274,22 @@ def fill_mask(model, tok, text, k=5):
     return [(tok.decode([i]), p) for i, p in zip(top.indices.tolist(), top.values.tolist())]
 
 
+# ---------------------------------------------------------------------------------------- checkpoints
+def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
+    """(model, tokenizer) of a run folder: train.py's, finetune.py's, or a Hugging Face RoBERTa folder. A model
+    is only as good as the tokenizer that feeds it, so the two load together and must agree. cls=None: the
+    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained)."""
+    checkpoints.check_folder(path)  # machinery: weights and tokenizer files there, before the slow load
+    model = roberta.load_pretrained(path, cls, num_labels, verbose, new_head_ok=not need_trained_head)
+    tok = bpe.Tokenizer.load(path)
+    if model.cfg.vocab_size != len(tok):
+        raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
+                         f"{model.cfg.vocab_size:,}")
+    checkpoints.check_tokenizer(path, tok)  # machinery: the very tokenizer it trained with (the recorded hash)
+    checkpoints.check_specials(path, tok, model.cfg.pad_id)  # machinery: RoBERTa's special tokens, its <pad>
+    return model, tok
+
+
 # ---------------------------------------------------------------------------------------- pretraining checks
 MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few tokens besides <s> and </s>
 
@@ -277,16 +297,15 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
-    from machinery import checkpoints  # machinery: the run folder's model and tokenizer, loaded and checked
-    model, tok = checkpoints.load(path, need_trained_head=True, verbose=False)
+    model, tok = load_checkpoint(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
     if not MIN_SEQ_LEN <= seq_len <= positions:
         raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
     masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-    tokens, ends, meta = data.load_split(data_dir, split)
-    data.check_tokenizer(meta, tok, data_dir, path)
+    tokens, ends, meta = prepared.load_split(data_dir, split)
+    prepared.check_tokenizer(meta, tok, data_dir, path)
     if tokens.size == 0:
         raise ValueError(f"{data_dir}: the {split} split is empty")
     out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)
@@ -299,5 +318,5 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
 
 
 if __name__ == "__main__":  # machinery: the command line, the files' checks, one-line errors
-    from machinery import evaluate_cli
+    from machinery.commands import evaluate_cli
     evaluate_cli.main()

@@ -35,34 +35,24 @@ beside ours, the verdicts), loss.png when matplotlib is installed, and one folde
 (<arm>/seed<k>/: train.py's checkpoint and log.jsonl, run.json with the command and the numbers).
 
 A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
-SST-2 accuracy, over the seeds' values (experiment_report.verdict, machinery/stats.py):
+SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py):
     the paired t-test when both arms finished the same seeds (run k of every arm starts from seed k), else
-    Welch's t-test; two-sided, each metric at 5% / the number of metrics (Bonferroni);
-    the report prints each difference with its 95% confidence interval and p.
+    Welch's t-test; two-sided; every test of an experiment (each claim x metric, and each pretrained arm
+    against a `random-init` control's SST-2 when one ran) corrected together by Holm at 5% familywise;
+    the report prints each difference with its interval at the level its test was held to, p and the
+    Holm-adjusted p, and the equivalence test (TOST) against the metric's margin (reports.METRICS).
     "reproduced"                    significant, in the paper's order
     "not reproduced at this scale"  significant, in the opposite order
-    "not significant"               neither: the interval holds 0
+    "equivalent within ±M"          not significant, and TOST rejects: the interval lies inside ±M
+    "not significant"               neither (which does not mean comparable)
     "mixed: the metrics disagree"   one metric each way
-3 seeds by default: the robust findings (data-and-steps, mask-rate, batch-size) are significant with 3;
-a finding that needs more (--seeds 5) says so through its interval.
+    "no verdict: zero spread"       every per-seed difference alike: no t-test
+    "inconclusive: ARM did not learn"  ARM's held-out ppl is 0.8x the unigram baseline's or more
+    "... (MLM proxy)"               SST-2 not counted: no random-init control ran, or an arm does not beat it
+A --quick run gives no verdicts. 3 seeds by default; a finding that needs more (--seeds 5) says so
+through its interval.
 """
-import argparse
-import json
-import os
-import shlex
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-
-import torch
-
-import data
-from machinery import cli, corpora, files, lock
-
-if __name__ == "__main__":  # run as a script: the machinery's `import experiments` is this module, not a copy
-    sys.modules["experiments"] = sys.modules[__name__]
-from machinery import experiment_data, experiment_report, experiment_runs  # noqa: E402 data, report, runs
 
 
 # ---------------------------------------------------------------------------------------- declarations
@@ -90,7 +80,7 @@ class Claim:
     better: str
     worse: str
     says: str                         # the finding, in the paper's words or close to them
-    metric: str = ""                  # "" = the experiment's; another held-out figure (report.METRICS) alone
+    metric: str = ""                  # "" = the experiment's; another held-out figure (reports.METRICS) alone
 
 
 @dataclass
@@ -113,7 +103,7 @@ class Experiment:
     base: dict = field(default_factory=dict)     # changes to the scale's train.py options, for every arm
     data: str = "full"                           # "full", or "slice" (a share of the training documents)
     note: str = ""                               # how to read the result
-    metric: str = "loss"                         # the held-out figure the verdicts test (report.METRICS)
+    metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
     downstream: bool = False                     # every checkpoint finetuned on SST-2 too (when its data is here)
 
 
@@ -283,240 +273,6 @@ GLUE_TASKS = [("sst2", "SST-2", True)]
 GLUE_DOWNLOAD = "glue-sst2"      # `python data.py download glue-sst2`: SST-2 into the download cache
 
 
-# ---------------------------------------------------------------------------------------- one experiment
-DEFAULT_OUT = "experiments"
-
-
-def run_experiment(exp, args):
-    """One experiment: its data prepared, every chosen run trained and evaluated (--jobs side by side), the
-    claims judged, and results.json, report.md and loss.png written in OUT/<name>/."""
-    scale = SCALES["quick" if args.quick else args.scale]
-    if scale.train.get("device") == "cuda" and not args.device and not torch.cuda.is_available():
-        raise ValueError("--scale gpu needs a CUDA GPU (none is available here); use --scale classroom, or "
-                         "--device cpu to run the gpu scale's settings slowly")
-    t0 = time.time()
-    chosen = experiment_runs.chosen_arms(exp, args.arms)
-    args.code = experiment_runs.code_hash()
-    experiment_runs.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
-    args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
-    prepared = experiment_data.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen,
-                                       exp.arms)
-    planned = experiment_runs.plan(exp, scale, args, prepared)
-    runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
-    experiment_runs.check_conflicts(runs, args.overwrite)
-    with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
-        records = list(pool.map(lambda i: experiment_runs.do_run(runs[i], i + 1, len(runs), exp, scale, args),
-                                 range(len(runs))))
-    skipped_now = sum(bool(r.pop("skipped", False)) for r in records)
-    trained_now = sum(r.get("status") == "finished" for r in records) - skipped_now
-    failed_now = sum(r.get("status") == "failed" for r in records)
-    records, runs = with_earlier_runs(exp, planned, [] if args.report_only else chosen, records, runs)
-    results = collect(exp, scale, args, prepared, planned, records, failed_now, t0)
-    report, png = write_outputs(exp, scale, args, results, runs)
-    experiment_runs.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), "
-                        f"{failed_now} failed in {experiment_runs.duration(results['wall_seconds'])}; verdict: "
-                        f"{results['verdict']}; report: {report}" + (f", {png}" if png else ""))
-    return results
-
-
-def downstream_folder(exp, args):
-    """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (for an experiment scored
-    downstream) the download cache's; None when it is absent, or with --mlm-only: the MLM part only."""
-    if args.mlm_only or not (args.glue or exp.downstream):
-        return None
-    folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, GLUE_DOWNLOAD)
-    if os.path.isfile(os.path.join(folder, "SST-2", "train.tsv")):
-        return folder
-    experiment_runs.say(f"[{exp.name}] SST-2 is not here, so the downstream score is left out: `python data.py "
-                        f"download {GLUE_DOWNLOAD}` fetches it (or pass --glue DIR); running the MLM part only")
-    return None
-
-
-def with_earlier_runs(exp, planned, chosen, records, runs):
-    """This invocation's runs and records, with those of the arms not run now that finished or failed before,
-    in the experiment's order (arm, then seed)."""
-    others = [(r, experiment_runs.earlier_record(r)) for r in planned if r.arm not in chosen]
-    records = records + [record for _, record in others if record]
-    runs = runs + [r for r, record in others if record]
-    order = {a.name: i for i, a in enumerate(exp.arms)}
-    records.sort(key=lambda r: (order[r["arm"]], r["seed"]))
-    runs.sort(key=lambda r: (order[r.arm.name], r.seed))
-    return records, runs
-
-
-def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
-    """results.json: every number and command of the experiment, its arms' summaries and the verdicts."""
-    ran = {r["arm"] for r in records}  # arms with a run (now or before): the report shows only these
-    arms = [experiment_report.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
-    verdicts = experiment_report.judge(exp, arms)
-    finished = [r for r in records if r.get("status") == "finished"]
-    return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
-            "seeds": args.seeds or scale.seeds, "train_args": args.train_args,
-            "paper": None if exp.paper is None else {"source": exp.paper.source, "caption": exp.paper.caption,
-                                                     "columns": exp.paper.columns, "rows": exp.paper.rows},
-            "preparation": prepared.commands,
-            "data": {k: data.read_meta(v)["train"] for k, v in prepared.folders.items()
-                     if os.path.isfile(os.path.join(v, "meta.json"))},
-            "heldout_targets": shared_targets(exp, finished),
-            "invocation": invocation(exp, args), "variant": is_variant(args),
-            "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
-            "baselines": experiment_data.heldout_baselines(prepared, planned[0].options["seq_len"]),
-            "not_run": [a.name for a in exp.arms if a.name not in ran],
-            "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records, "arms": arms, "verdicts": verdicts,
-            "verdict": experiment_report.overall(verdicts), "failed_now": failed_now,
-            "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
-            "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
-
-
-def shared_targets(exp, finished):
-    """The masked held-out tokens of the runs scored on the shared masks (FULL-SENTENCES blocks of the
-    scale's tokenizer); else those of the first run."""
-    own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
-    shared = [r for r in finished if r["arm"] not in own] or finished
-    return shared[0]["heldout"]["targets"] if shared else 0
-
-
-def earlier_wall(exp, args):
-    """--report-only: the wall time of the invocation that trained the runs (its results.json), kept."""
-    earlier = experiment_runs.read_json(os.path.join(args.out, exp.name, "results.json")) or {}
-    return earlier.get("wall_seconds", 0.0)
-
-
-def dev_examples(glue, scale):
-    """How many SST-2 dev sentences score each finetuned run (the scale's cap, or the whole dev file)."""
-    if not glue:
-        return None
-    with open(os.path.join(glue, "SST-2", "dev.tsv"), encoding="utf-8") as f:
-        rows = sum(1 for line in f if line.strip()) - 1  # the header
-    return min(rows, scale.finetune.get("max_eval_examples", rows))
-
-
-def write_outputs(exp, scale, args, results, runs):
-    """results.json, report.md and loss.png (when matplotlib is installed) in OUT/<name>/; (report, png)."""
-    folder = os.path.join(args.out, exp.name)
-    os.makedirs(folder, exist_ok=True)
-    files.write_atomic(os.path.join(folder, "results.json"), json.dumps(results, indent=2))
-    base = experiment_runs.base_options(exp, scale, args.steps_factor)
-    files.write_atomic(os.path.join(folder, "report.md"), experiment_report.report(exp, results, runs, base))
-    png = experiment_report.plot(exp, results, os.path.join(folder, "loss.png"))
-    return os.path.join(folder, "report.md"), png
-
-
-def is_variant(args):
-    """A run that is not the experiment as declared: some arms, more options, or its own --out."""
-    return bool(args.arms or args.train_args or os.path.normpath(args.out) != DEFAULT_OUT)
-
-
-def invocation(exp, args):
-    """This experiment's command as typed: its name and every option that differs from the default."""
-    argv = ["python", "experiments.py", exp.name]
-    for name, default in (("scale", "classroom"), ("seeds", None), ("glue", None), ("out", DEFAULT_OUT),
-                          ("corpus", None), ("vocab_size", None), ("train_args", None), ("device", None),
-                          ("arms", None), ("steps_factor", 1.0), ("jobs", 1)):
-        value = getattr(args, name)
-        if value != default and not (name == "scale" and args.quick):
-            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    flags = [f for f, on in (("--quick", args.quick), ("--mlm-only", args.mlm_only), ("--overwrite", args.overwrite),
-                             ("--report-only", args.report_only)) if on]
-    return shlex.join(argv + flags)
-
-
-# ---------------------------------------------------------------------------------------- command line
-def estimate_minutes(exp, scale):
-    base = experiment_runs.base_options(exp, scale)
-    seconds = 0.0
-    for arm in exp.arms:
-        o = experiment_runs.apply(base, arm.options)
-        seconds += scale.seeds * (o["max_steps"] * o["batch_size"] * o["seq_len"] / scale.tokens_per_s
-                                  + scale.overhead_s + (scale.finetune_s if exp.downstream else 0))
-    return seconds / 60
-
-
-def list_experiments():
-    for exp in EXPERIMENTS:
-        source = exp.paper.source if exp.paper else "beyond the paper"
-        times = ", ".join(f"{name} ~{estimate_minutes(exp, s):.0f} min" + ("" if s.measured else " (assumed speed)")
-                          for name, s in SCALES.items() if name != "quick")
-        print(f"{exp.name:<15} {source}: {exp.question}\n{'':15} {len(exp.arms)} arms: "
-              f"{', '.join(a.name for a in exp.arms)}; {SCALES['classroom'].seeds} seeds each"
-              + ("; + SST-2 finetuning" if exp.downstream else "") + f"; {times}; --quick: seconds")
-
-
-def experiment_name(text):
-    names = ["list", "all", "summary"] + [e.name for e in EXPERIMENTS]
-    if text not in names:
-        raise argparse.ArgumentTypeError(f"unknown experiment {text!r}: choose one of {', '.join(names)}")
-    return text
-
-
-def text_file(text):
-    if not os.path.isfile(text):
-        raise argparse.ArgumentTypeError(f"{text}: no such file")
-    return text
-
-
-def glue_folder(text):
-    missing = [f"{folder}/{f}" for _, folder, required in GLUE_TASKS if required for f in ("train.tsv", "dev.tsv")
-               if not os.path.isfile(os.path.join(text, folder, f))]
-    if missing:
-        raise argparse.ArgumentTypeError(f"{text}: no {' or '.join(missing)} there (a GLUE folder holds one "
-                                         f"folder per task: SST-2/, RTE/, ...)")
-    return text
-
-
-def parser():
-    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one of: " +
-                   ", ".join(e.name for e in EXPERIMENTS))
-    p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
-                   help="classroom: <= 20 min per experiment on a 2-core CPU; gpu: ~1 hour on one GPU")
-    p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: 3; --quick: 2)")
-    p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
-                   "and its SST-2 dev accuracy tested (default for masking, formats, batch-size, text-encoding: "
-                   f"the download cache's, from `python data.py download {GLUE_DOWNLOAD}`)")
-    p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
-    p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
-                   "the runs on disk that finished (whatever code they ran with: the report names it)")
-    p.add_argument("--out", type=cli.path_arg, default="experiments", help="where results go (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="run again, replacing finished runs")
-    p.add_argument("--corpus", type=text_file, help="a text file to pretrain on instead of the scale's corpus")
-    p.add_argument("--vocab-size", type=cli.number(int, 260), help="BPE vocabulary (default: the scale's)")
-    p.add_argument("--train-args", help="more train.py options for every run, e.g. \"--dropout 0\"")
-    p.add_argument("--device", help="train.py's --device for every run (and the evaluation's)")
-    p.add_argument("--arms", help="run only these arms, comma-separated (default: all)")
-    p.add_argument("--steps-factor", type=cli.number(float, 0, 1000, low_open=True), default=1.0,
-                   help="multiply every run's steps, in (0, 1000]: 3 trains three times longer (default: %(default)s)")
-    p.add_argument("--jobs", type=cli.number(int, 1), default=1,
-                   help="runs side by side (default: %(default)s; each is a train.py process)")
-    return p
-
-
-def main(argv=None):
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.experiment == "list":
-        return list_experiments()
-    if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
-        return print(experiment_report.summary([e.name for e in EXPERIMENTS], args.out))
-    chosen = EXPERIMENTS if args.experiment == "all" else [e for e in EXPERIMENTS if e.name == args.experiment]
-    failed = cli.run(lambda: run_all(chosen, args))  # bad input: one line, `error: ...`
-    if failed:
-        sys.exit(f"error: {failed} run(s) failed; the report marks them and names the command to rerun")
-
-
-def run_all(chosen, args):
-    """The chosen experiments one after the other, in one writer's lock of --out; the runs that failed now."""
-    try:
-        failed = 0
-        experiment_runs.parse_train_args(args.train_args)  # its quoting, checked before any work
-        with lock.writing(args.out, "experiments.py"):  # one writer: a second experiments.py is refused
-            for exp in chosen:
-                results = run_experiment(exp, args)
-                failed += results["failed_now"]
-    except KeyboardInterrupt:
-        sys.exit("interrupted: rerun the same command to resume")
-    return failed
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # machinery: the runner (prepare, train, finetune, judge, report), its options
+    from machinery.lab import command
+    command.main()

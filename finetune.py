@@ -16,11 +16,13 @@ the model is evaluated on dev with the task's official metric (evaluate.py) afte
 best epoch's model is kept (checkpoint.pt, loadable by roberta.load_pretrained) with its dev predictions
 and metrics.json.
 """
+import argparse
 import contextlib
 import io
 import json
 import math
 import os
+import statistics
 import sys
 from dataclasses import asdict
 
@@ -31,8 +33,9 @@ import data
 import evaluate
 import roberta
 from evaluate import GLUE, SQUAD, forward, glue_features, glue_predict  # batched outputs; GLUE's inputs, predictions
-from machinery import checkpoints  # machinery: a run folder's model and tokenizer, loaded and checked; atomic saves
-from machinery import cli, files, task_files  # machinery: --out, --max-seq-len checks; atomic writes; task files
+from machinery.basics import cli, files  # machinery: --out, --max-seq-len checks; atomic writes
+from machinery.interop import checkpoints, task_files  # machinery: a run folder's model and tokenizer, checked; task files
+from machinery.scale import prepared
 
 # Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
 # (roberta.adamw).
@@ -247,11 +250,11 @@ SHAPE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size", "ma
 def make_model(args):
     """(model, tokenizer): the task's head, freshly initialised, on --checkpoint's encoder, or on --init-from's
     (Section 5.1: RTE, STS-B and MRPC start from the MNLI model)."""
-    model, tok = checkpoints.load(args.checkpoint, HEADS[family(args.task)], num_labels=num_labels(args.task))
+    model, tok = evaluate.load_checkpoint(args.checkpoint, HEADS[family(args.task)], num_labels=num_labels(args.task))
     if args.init_from:
-        source, source_tok = checkpoints.load(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
+        source, source_tok = evaluate.load_checkpoint(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
         if [getattr(source.cfg, k) for k in SHAPE] != [getattr(model.cfg, k) for k in SHAPE] or \
-                data.tokenizer_hash(source_tok) != data.tokenizer_hash(tok):
+                prepared.tokenizer_hash(source_tok) != prepared.tokenizer_hash(tok):
             raise ValueError(f"--init-from {args.init_from}: not the same model size and tokenizer as --checkpoint "
                              f"{args.checkpoint}")
         model.roberta.load_state_dict(source.roberta.state_dict())
@@ -341,16 +344,38 @@ def save_best(args, model, tok, results):
     checkpoints.save(os.path.join(args.out, "checkpoint.pt"),
                      {"model": model.state_dict(), "config": asdict(model.cfg), "class": type(model).__name__,
                       "num_labels": num_labels(args.task), "task": args.task,
-                      "id2label": GLUE[args.task].labels if args.task in GLUE else None})  # output i: label i
+                      "id2label": GLUE[args.task].labels if args.task in GLUE else None,  # output i: label i
+                      "tokenizer_sha256": prepared.tokenizer_hash(tok)})  # loading checks the folder's tokenizer is it
     tok.save(args.out)
     for name, (pred, _) in results.items():
         task_files.write_predictions(args.task, args.out, name, pred)
 
 
-def main(argv=None):  # machinery: the command line (Table 10's options, checked), --sweep, one-line errors
-    from machinery import finetune_cli
-    finetune_cli.main(argv, sys.modules[__name__])  # --sweep: finetune() at every point of SWEEP, 5 seeds each
+def sweep_runs(args, grid=SWEEP):
+    """The sweep's runs: (lr, batch size, seed, the run's own folder in --out) for each point of the grid."""
+    return [(lr, bs, seed, os.path.join(args.out, f"lr{lr}_bs{bs}_seed{seed}"))
+            for lr in grid["lr"] for bs in grid["batch_size"] for seed in range(args.sweep_seeds)]
 
 
-if __name__ == "__main__":
-    main()
+def sweep(args):
+    """Section 5.1: "we consider a limited hyperparameter sweep for each task, with batch sizes in {16, 32} and
+    learning rates in {1e-5, 2e-5, 3e-5} ... we report the median development set results for each task over
+    five random initializations". Each point of SWEEP runs with --sweep-seeds seeds; the setting with the best
+    median is returned, and written to sweep.json beside the runs."""
+    scores = {}
+    for lr, batch_size, seed, out in sweep_runs(args):
+        summary = finetune(argparse.Namespace(**{**vars(args), "lr": lr, "batch_size": batch_size, "seed": seed,
+                                                 "out": out}))
+        first_dev = summary["dev"][next(iter(summary["dev"]))]
+        scores.setdefault((lr, batch_size), []).append(first_dev[summary["primary_metric"]])
+    results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)} for (lr, bs), s in scores.items()]
+    for r in results:
+        print(f"lr {r['lr']} batch {r['batch_size']}: median {r['median']:.2f} over seeds {r['scores']}")
+    best = max(results, key=lambda r: r["median"])
+    files.write_atomic(os.path.join(args.out, "sweep.json"), json.dumps({"settings": results, "best": best}, indent=2))
+    return best
+
+
+if __name__ == "__main__":  # machinery: the command line (Table 10's options, checked), --sweep, one-line errors
+    from machinery.commands import finetune_cli
+    finetune_cli.main()

@@ -297,6 +297,11 @@ class RobertaForMultipleChoice(nn.Module):
         return scores if labels is None else F.cross_entropy(scores.float(), labels)
 
 
+# the models by the class name a checkpoint records (ours: "class"; Hugging Face's: "architectures")
+CLASSES = {c.__name__: c for c in (RobertaForMaskedLM, RobertaForSequenceClassification, RobertaForQuestionAnswering,
+                                   RobertaForMultipleChoice)}
+
+
 def num_parameters(model):
     return sum(p.numel() for p in model.parameters())
 
@@ -306,13 +311,20 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
     """`cls` (None: the class the checkpoint holds) with the weights of a train.py/finetune.py folder or a
     Hugging Face RoBERTa folder. A head the checkpoint lacks starts fresh, and verbose says so;
     new_head_ok=False refuses it (a finetuned classifier has no trained LM head to fill masks with)."""
-    from machinery import checkpoints  # machinery: both folder layouts, their names, shapes and errors
-    return checkpoints.load_weights(path, cls, num_labels, verbose, new_head_ok)
+    from machinery.interop import checkpoints  # machinery: both folder layouts, their names, shapes and errors
+    weights = checkpoints.read_weights(path)  # machinery: either folder layout, read and checked
+    cls = cls or CLASSES.get(weights.holder, RobertaForMaskedLM)
+    cfg = RobertaConfig.from_dict(weights.config)
+    checkpoints.check_config(cfg, weights.state, weights.source)  # machinery: sizes a damaged file could lie about
+    classifier = cls is RobertaForSequenceClassification
+    model = cls(cfg, num_labels or weights.num_labels or 2) if classifier else cls(cfg)
+    checkpoints.load_state(model, weights, path, verbose, new_head_ok)  # machinery: names mapped, shapes checked
+    return model
 
 
 def save_pretrained(model, directory):
     """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it)."""
-    from machinery import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
+    from machinery.interop import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
     hf.save_pretrained(model, directory)
 
 
@@ -353,5 +365,5 @@ def linear_lr(step, peak, warmup_steps, total_steps):
 
 
 if __name__ == "__main__":  # machinery: the command line (roberta.py export), its checks, one-line errors
-    from machinery import roberta_cli
+    from machinery.commands import roberta_cli
     roberta_cli.main()

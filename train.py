@@ -18,7 +18,6 @@ Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); va
 import contextlib
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,8 +28,9 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
-from machinery import batches, demo, runs  # machinery: the batch thread; the demo; checkpoint.pt, resume checks
-from machinery import cli, speed, train_cli  # machinery: one-line errors; MFU, the compile probe; the options
+from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
+from machinery.interop import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
+from machinery.scale import prepared
 
 
 @dataclass
@@ -169,7 +169,7 @@ def updates(ts, cfg, micro, rank, world, epoch, position, found):
 
 def heldout_set(cfg, tok, micro, rank, world):
     """The fixed held-out batches of this process, built once (None when the valid split is empty)."""
-    tokens, line_ends, _ = data.load_split(cfg.data, "valid")
+    tokens, line_ends, _ = prepared.load_split(cfg.data, "valid")
     if tokens.size == 0:
         return None
     return data.heldout_batches(tokens, line_ends, tok, cfg.seq_len, micro, cfg.masking, rank, world,
@@ -202,9 +202,9 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt):
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
     if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
-        state = {**state, "offset": None, **runs.restore(ckpt, body, opt, scaler, cfg, rank, device)}
+        state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
     if rank == 0:
-        runs.init_out(cfg, tok, body.cfg, world, state["step"])
+        run_folder.init_out(cfg, tok, body.cfg, world, state["step"])
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
@@ -279,19 +279,19 @@ class Monitor:
         record = {}
         if step % cfg.log_interval == 0 or last:
             self.state["skipped"] = int(self.skipped.item())
-            record = runs.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
+            record = run_folder.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
             record = {"step": step, **record, **evaluate(tr, self.heldout)}
         if record and tr.rank == 0:
-            runs.log(os.path.join(cfg.out, "log.jsonl"), record)
+            run_folder.log(os.path.join(cfg.out, "log.jsonl"), record)
         self.bar.update(1)
         if record and (int(self.bad.item()) >= cfg.max_bad_steps or last and self.bad.item()):  # or ends on a skip
             raise ValueError(f"{int(self.bad.item())} non-finite losses in a row at step {step}: stopping; the last "
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
             self.state["skipped"] = int(self.skipped.item())
-            runs.save(tr, self.state, self.tok_hash)  # with every process's random states
+            run_folder.save(tr, self.state, self.tok_hash)  # with every process's random states
 
     def close(self):
         self.bar.close()
@@ -320,12 +320,12 @@ def train(cfg):
 def _train(cfg, rank, world, device, cpu_group):
     # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
     micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
-    runs.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
-    tokens, line_ends, meta, tok = runs.open_data(cfg)
+    run_folder.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
+    tokens, line_ends, meta, tok = run_folder.open_data(cfg)
     tok_hash = meta["tokenizer_sha256"]
-    ckpt = runs.read_resume(cfg, tok_hash) if cfg.resume else runs.check_fresh_out(cfg, rank == 0)
+    ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
     tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt)
-    ts = TrainSet(tokens, *runs.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
+    ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
@@ -337,7 +337,7 @@ def _train(cfg, rank, world, device, cpu_group):
             for group in tr.opt.param_groups:
                 group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
             # the targets of the whole update, every process: the loss is normalised by them (machinery: refuses none)
-            n_targets, n_tokens = runs.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
+            n_targets, n_tokens = run_folder.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
             sums, finite = train_step(tr, batch, n_targets)
             state.update(step=step, epoch=epoch, position=position, offset=offset)
             # log, evaluate on the fixed held-out set, stop after too many bad steps, save
@@ -350,18 +350,6 @@ def _train(cfg, rank, world, device, cpu_group):
     return tr.body, tok
 
 
-# ---------------------------------------------------------------------------------------- command line
-def main(argv=None):
-    args = train_cli.parse(sys.argv[1:] if argv is None else argv, TrainConfig, RECIPES, __doc__)
-
-    def pretrain():
-        if args.data:
-            return train(train_cli.config_from_args(args, TrainConfig, RECIPES))
-        cfg = demo.setup(args, TrainConfig)  # no --data: the demo's corpus, tokenizer and data, made once
-        model, tok = train(cfg)
-        demo.report(model, tok, cfg)
-    cli.run(pretrain)
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # machinery: the command line (options, checks, the demo), one-line errors
+    from machinery.commands import train_cli
+    train_cli.main()

@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import evaluate  # noqa: E402
-from machinery import task_files  # noqa: E402
+from machinery.interop import task_files  # noqa: E402
 
 SQUAD_CASES = [  # (file under shared/data, with no-answer probabilities, threshold)
     ("squad/dev-v1.1.json", False, 1.0),

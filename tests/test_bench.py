@@ -139,7 +139,7 @@ def test_cli_help_names_every_default():
 
 def test_synthetic_corpus_is_in_data_py_layout(tmp_path):
     n = bench.synthetic_corpus(str(tmp_path), 50_000)
-    tokens, ends, meta = bench.data.load_split(str(tmp_path), "train")
+    tokens, ends, meta = bench.prepared.load_split(str(tmp_path), "train")
     assert n == meta["train"]["tokens"] == tokens.size == ends[-1] and n >= 50_000
     assert np.all(tokens[ends - 1] == 2)  # every line ends with </s>
     lengths = np.diff(np.concatenate([[0], ends]))

@@ -10,7 +10,8 @@ import pytest
 import bpe
 from conftest import ROOT
 from make_bpe_fixture import trained_corpus
-from machinery import bpe_cli, files
+from machinery.commands import bpe_cli
+from machinery.basics import files
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "bpe_reference.json")
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import bpe
+import evaluate
 import roberta
-from machinery import checkpoints
+from machinery.interop import checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def folder(tmp_path_factory):
 
 def test_save_is_atomic_and_load_gives_model_and_tokenizer(folder, tmp_path):
     d, model = folder
-    loaded, tok = checkpoints.load(d)
+    loaded, tok = evaluate.load_checkpoint(d)
     assert len(tok) == loaded.cfg.vocab_size and loaded.cfg == model.cfg
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
@@ -59,15 +60,15 @@ def test_load_names_what_is_missing_in_order(folder, tmp_path):
              ("other", ValueError, f"tokens but the model's vocabulary is {model.cfg.vocab_size}")]
     for name, kind, message in cases:
         with pytest.raises(kind, match=message):
-            checkpoints.load(tmp_path / name)
+            evaluate.load_checkpoint(tmp_path / name)
     # a Hugging Face folder holds no training settings; a classifier has no LM head to fill masks with
     assert checkpoints.train_settings(tmp_path / "hf") == {}
-    assert isinstance(checkpoints.load(tmp_path / "hf", verbose=False)[0], roberta.RobertaForMaskedLM)
+    assert isinstance(evaluate.load_checkpoint(tmp_path / "hf", verbose=False)[0], roberta.RobertaForMaskedLM)
     with pytest.raises(ValueError, match="LM head is untrained"):
         classifier = roberta.RobertaForSequenceClassification(model.cfg, 2)
         checkpoints.save(tmp_path / "tokenizer" / "checkpoint.pt", {"model": classifier.state_dict(), "config":
                         asdict(model.cfg), "class": "RobertaForSequenceClassification", "num_labels": 2})
-        checkpoints.load(tmp_path / "tokenizer", need_trained_head=True)
+        evaluate.load_checkpoint(tmp_path / "tokenizer", need_trained_head=True)
 
 
 
@@ -84,7 +85,7 @@ def test_a_flipped_byte_inside_a_weight_is_caught_on_load(folder, tmp_path):
     raw[at + len(weight) // 2] ^= 0x40  # one byte of one float, as a disk or a copy might flip it
     path.write_bytes(bytes(raw))
     assert torch.load(path, weights_only=True)  # torch reads it without complaint
-    for read in (lambda: checkpoints.read_checkpoint(path), lambda: checkpoints.load(tmp_path / "run")):
+    for read in (lambda: checkpoints.read_checkpoint(path), lambda: evaluate.load_checkpoint(tmp_path / "run")):
         with pytest.raises(ValueError, match=f"{path}: damaged: its contents do not match the checksum"):
             read()
 
@@ -95,7 +96,7 @@ def test_checkpoints_without_a_checksum_still_load(folder, tmp_path):
     ckpt = torch.load(d / "checkpoint.pt", weights_only=True)
     del ckpt["checksum"]
     torch.save(ckpt, tmp_path / "old" / "checkpoint.pt")  # as saved before issue 18
-    loaded, _ = checkpoints.load(tmp_path / "old")
+    loaded, _ = evaluate.load_checkpoint(tmp_path / "old")
     assert torch.equal(loaded.lm_head.bias, model.lm_head.bias)
     fixtures = os.path.join(os.path.dirname(__file__), "fixtures")
     for name in os.listdir(fixtures):
@@ -119,7 +120,7 @@ def test_the_checksum_covers_every_tensor_and_value():
                                    RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 64 vs 0\n"
                                                 "PytorchStreamWriter failed writing file data/0: file write failed")])
 def test_a_full_disk_is_one_line_naming_the_folder(folder, tmp_path, monkeypatch, error):
-    from machinery import cli
+    from machinery.basics import cli
     d, model = folder
     path = tmp_path / "checkpoint.pt"
     shutil.copy(d / "checkpoint.pt", path)

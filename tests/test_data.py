@@ -12,7 +12,9 @@ import torch
 import bpe
 import data
 from conftest import ROOT, shared_path
-from machinery import baselines, corpora, data_cli, fast_formats, files
+from machinery.basics import baselines, files
+from machinery.commands import corpora, data_cli
+from machinery.scale import fast_formats, preparation, prepared
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +24,7 @@ def corpus(tmp_path_factory):
     path = corpora.builtin_corpus(str(d / "corpus.txt"))
     tok = bpe.Tokenizer.train(files.read_lines(path), 1000)
     tok.save(d / "tok")
-    meta = data.prepare([path], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=2,
+    meta = preparation.prepare([path], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=2,
                         chunk_lines=7, verbose=False)
     return d, path, tok, meta
 
@@ -55,7 +57,7 @@ def test_prepared_tokens_equal_per_line_encoding(corpus):
         chars[split] += len(line) + 1
         split = None if line == "" else split
     for split in ("train", "valid"):
-        tokens, ends, _ = data.load_split(d / "data", split)
+        tokens, ends, _ = prepared.load_split(d / "data", split)
         assert tokens.dtype == np.uint16
         assert tokens.tolist() == want[split]
         assert ends[-1] == tokens.size and np.all(tokens[ends - 1] == tok.eos_id)
@@ -67,7 +69,7 @@ def test_prepared_tokens_equal_per_line_encoding(corpus):
 
 def test_same_result_with_one_worker(corpus, tmp_path):
     d, path, tok, meta = corpus
-    data.prepare([path], str(d / "tok"), str(tmp_path), valid_fraction=0.05, workers=1, verbose=False)
+    preparation.prepare([path], str(d / "tok"), str(tmp_path), valid_fraction=0.05, workers=1, verbose=False)
     for name in ("train.bin", "train.idx", "valid.bin"):
         assert (tmp_path / name).read_bytes() == (d / "data" / name).read_bytes()
 
@@ -94,7 +96,7 @@ def test_cr_and_crlf_end_lines_and_a_bom_is_not_text(tmp_path, corpus):
     for name in ("cr", "crlf", "bom", "bom-cr"):
         assert list(data.read_documents([tmp_path / f"{name}.txt"])) == want, name
     for name in ("lf", "bom-cr"):
-        data.prepare([str(tmp_path / f"{name}.txt")], str(d / "tok"), str(tmp_path / name), valid_fraction=0,
+        preparation.prepare([str(tmp_path / f"{name}.txt")], str(d / "tok"), str(tmp_path / name), valid_fraction=0,
                      workers=1, verbose=False)
     assert (tmp_path / "lf" / "train.bin").read_bytes() == (tmp_path / "bom-cr" / "train.bin").read_bytes()
     assert (tmp_path / "lf" / "train.idx").read_bytes() == (tmp_path / "bom-cr" / "train.idx").read_bytes()
@@ -138,7 +140,7 @@ def test_bad_inputs(tmp_path, corpus, capsys):
     assert r.returncode != 0 and "another tokenizer" in r.stderr
     assert (d / "data" / "meta.json").read_bytes() == before
     with pytest.raises(FileNotFoundError, match="meta.json missing"):
-        data.load_split(tmp_path, "train")
+        prepared.load_split(tmp_path, "train")
 
 
 def test_failed_run_leaves_no_complete_looking_output(tmp_path, corpus):
@@ -146,7 +148,7 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path, corpus):
     (tmp_path / "ok.txt").write_text("fine\n")
     (tmp_path / "bad.txt").write_bytes(b"fine\n\xff\n")
     with pytest.raises(ValueError):
-        data.prepare([str(tmp_path / "ok.txt"), str(tmp_path / "bad.txt")], str(d / "tok"), str(tmp_path / "out"),
+        preparation.prepare([str(tmp_path / "ok.txt"), str(tmp_path / "bad.txt")], str(d / "tok"), str(tmp_path / "out"),
                      workers=1, verbose=False)
     assert not (tmp_path / "out" / "meta.json").exists() and not (tmp_path / "out" / "train.bin").exists()
 
@@ -154,7 +156,7 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path, corpus):
 # ---------------------------------------------------------------- formats (Section 4.2)
 def test_full_sentences_cover_the_stream_in_order(corpus):
     d, _, tok, _ = corpus
-    tokens, ends, _ = data.load_split(d / "data", "train")
+    tokens, ends, _ = prepared.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, "full-sentences", 64, tok.eos_id)
     a0, a1 = ex["a_start"], ex["a_end"]
     assert a0[0] == 0 and np.all(a0[1:] == a1[:-1]) and a1[-1] == tokens.size
@@ -168,7 +170,7 @@ def test_full_sentences_cover_the_stream_in_order(corpus):
 
 def test_doc_sentences_never_cross_documents(corpus):
     d, _, tok, _ = corpus
-    tokens, ends, _ = data.load_split(d / "data", "train")
+    tokens, ends, _ = prepared.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, "doc-sentences", 64, tok.eos_id)
     for a0, a1 in zip(ex["a_start"], ex["a_end"]):
         seq = np.asarray(tokens[a0:a1])
@@ -186,7 +188,7 @@ def test_doc_sentences_never_cross_documents(corpus):
 @pytest.mark.parametrize("fmt", ["segment-pair", "sentence-pair"])
 def test_pair_formats(corpus, fmt):
     d, _, tok, _ = corpus
-    tokens, ends, _ = data.load_split(d / "data", "train")
+    tokens, ends, _ = prepared.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, fmt, 128, tok.eos_id, seed=0)
     assert 0.4 < ex["next"].mean() < 0.6
     starts = set(np.concatenate([[0], ends[:-1]]).tolist())
@@ -205,7 +207,7 @@ def test_pair_formats(corpus, fmt):
 
 def test_unknown_format(corpus):
     d, _, tok, _ = corpus
-    tokens, ends, _ = data.load_split(d / "data", "train")
+    tokens, ends, _ = prepared.load_split(d / "data", "train")
     with pytest.raises(ValueError, match="unknown format"):
         data.examples(tokens, ends, "paragraphs", 64, tok.eos_id)
 
@@ -383,15 +385,15 @@ def test_damaged_prepared_folders_name_the_file(corpus, tmp_path):
     with open(bad / "train.bin", "ab") as f:
         f.write(b"\x00")  # an odd number of bytes
     with pytest.raises(ValueError, match="train.bin: .* bytes"):
-        data.load_split(bad, "train")
+        prepared.load_split(bad, "train")
     (bad / "meta.json").write_text('{"tokenizer_sha256": 1, "\x01')
     with pytest.raises(ValueError, match="meta.json: not valid JSON"):
-        data.load_split(bad, "train")
+        prepared.load_split(bad, "train")
     (bad / "meta.json").write_text('[1, 2]')
     with pytest.raises(ValueError, match="meta.json: not data.py's meta.json"):
-        data.load_split(bad, "train")
+        prepared.load_split(bad, "train")
     with pytest.raises(FileNotFoundError, match="no such folder"):
-        data.load_split(tmp_path / "nowhere", "train")
+        prepared.load_split(tmp_path / "nowhere", "train")
 
 
 def test_small_corpus_warns_of_an_empty_valid_split(corpus, tmp_path):
@@ -545,7 +547,7 @@ def test_a_pair_longer_than_a_sequence_counts_as_what_it_becomes(corpus):
     """Token budgets count real tokens: a sentence pair longer than seq_len is cut to seq_len by collate,
     so SENTENCE-PAIR batches hold about budget / seq_len examples or more, never a lone long pair."""
     d, _, tok, _ = corpus
-    tokens, ends, _ = data.load_split(d / "data", "train")
+    tokens, ends, _ = prepared.load_split(d / "data", "train")
     ex = data.examples(tokens, ends, "sentence-pair", 32, tok.eos_id)
     lengths = data.example_lengths(ex, "sentence-pair", 32)
     ids, _ = data.collate(tokens, ex[:200], 32, tok, "sentence-pair")

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 import bpe
-from machinery import checkpoints, evaluate_cli, task_files
+from machinery.interop import checkpoints, task_files
+from machinery.commands import evaluate_cli
 import data
 import evaluate
 import roberta
 from conftest import ROOT, shared_path
+from machinery.scale import preparation
 from make_metric_fixture import glue_predictions, squad_predictions
 
 FIXTURE = os.path.join(ROOT, "tests", "fixtures", "metrics_reference.json")
@@ -146,7 +148,7 @@ def test_glue_checkpoint_reads_outputs_by_id2label_as_transformers(capsys):
     assert json.loads(out.out) == {name: {"accuracy": e["accuracy"]} for name, e in expected.items()}
     assert "outputs 0-2 read as neutral, entailment, contradiction" in out.err
     results = evaluate_cli.checkpoint_predictions(evaluate_cli.parser().parse_args(args))
-    model, tok = checkpoints.load(os.path.join(PERMUTED, "model"), roberta.RobertaForSequenceClassification)
+    model, tok = evaluate.load_checkpoint(os.path.join(PERMUTED, "model"), roberta.RobertaForSequenceClassification)
     for name, e in expected.items():
         rows = task_files.read_glue("mnli", os.path.join(PERMUTED, "MNLI", f"{name}.tsv"))
         inputs = evaluate.glue_features("mnli", tok, rows, 64)
@@ -188,7 +190,7 @@ def test_glue_checkpoint_labels_whatever_their_case_or_the_tasks_order(tmp_path)
         checkpoints.save(tmp_path / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
                                                              "class": type(model).__name__,
                                                              "num_labels": len(labels), **extra})
-        assert checkpoints.id2label(tmp_path / name) == list(labels)
+        assert checkpoints.id2label(tmp_path / name, {t: g.labels for t, g in evaluate.GLUE.items()}) == list(labels)
         assert evaluate_cli.output_labels(extra["task"], str(tmp_path / name), len(labels)) == labels
 
 
@@ -235,8 +237,8 @@ def bad(tmp_path_factory):
     shutil.copytree(d / "mlm", d / "othertok")
     bpe.Tokenizer.train(["other words entirely"] * 5, 290, min_frequency=1).save(d / "othertok")
     (d / "corpus.txt").write_text("\n".join(TEXT))
-    data.prepare([str(d / "corpus.txt")], str(d / "mlm"), str(d / "data"), valid_fraction=0.3, workers=1, verbose=False)
-    data.prepare([str(d / "corpus.txt")], str(d / "othertok"), str(d / "data2"), valid_fraction=0.3, workers=1,
+    preparation.prepare([str(d / "corpus.txt")], str(d / "mlm"), str(d / "data"), valid_fraction=0.3, workers=1, verbose=False)
+    preparation.prepare([str(d / "corpus.txt")], str(d / "othertok"), str(d / "data2"), valid_fraction=0.3, workers=1,
                  verbose=False)
     rte = "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tnot_entailment\n"
     files = {"dev.tsv": rte, "short.tsv": rte + "2\tonly two\n", "sts.tsv": rte.replace("label", "score")
@@ -305,7 +307,7 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_num.json"],
      "the answer for 'q1' is 1, not a string"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_list.json"], "expected a JSON object of answers"),
-    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/notjson.json"], "notjson.json: not JSON"),
+    (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/notjson.json"], "notjson.json: not valid JSON"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_none.json", "--na-prob-thresh", "2"],
      "argument --na-prob-thresh: must be in [0, 1], got 2"),
     (["squad", "--data", "{d}/squad.json", "--predictions", "{d}/s_ok.json", "--na-prob-file", "{d}/na_bad.json"],

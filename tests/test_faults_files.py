@@ -17,18 +17,18 @@ import pytest
 import torch
 
 import bpe
-import data
-import finetune
 import roberta
-import train
 from conftest import ROOT
-from machinery import checkpoints, data_cli, files, index, lock, roberta_cli
+from machinery.basics import files, lock
+from machinery.commands import data_cli, finetune_cli, roberta_cli, train_cli
+from machinery.interop import checkpoints
+from machinery.scale import index, preparation
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "1",
         "--log-interval", "1", "--eval-interval", "100", "--eval-sequences", "4", "--device", "cpu", "--dropout", "0"]
 WORDS = ("the a river stone light cold bright runs falls over under near far old new green small large sings "
          "holds keeps moves").split()
-HOLDER = ("import sys, time; from machinery import lock; lock.hold(sys.argv[1], sys.argv[2], shared=sys.argv[3] == "
+HOLDER = ("import sys, time; from machinery.basics import lock; lock.hold(sys.argv[1], sys.argv[2], shared=sys.argv[3] == "
           "'shared'); print('held', flush=True); time.sleep(60)")
 
 
@@ -58,7 +58,7 @@ def made(tmp_path_factory):
     d = tmp_path_factory.mktemp("faults")
     (d / "corpus.txt").write_text(text(1200))
     bpe.Tokenizer.train(files.read_lines(d / "corpus.txt"), 300).save(d / "tok")
-    data.prepare([str(d / "corpus.txt")], str(d / "tok"), str(d / "data"), valid_fraction=0.1, workers=1,
+    preparation.prepare([str(d / "corpus.txt")], str(d / "tok"), str(d / "data"), valid_fraction=0.1, workers=1,
                  verbose=False)
     return d
 
@@ -121,7 +121,7 @@ def test_a_lock_that_is_a_link_is_refused_never_followed(made, tmp_path, capsys)
     """RUN/.lock -> notes.txt: train.py and data.py refuse in one line; notes.txt is unchanged. A dangling
     link makes no file outside the folder."""
     (tmp_path / "notes.txt").write_text("my notes\n")
-    for script, main, args in (("train.py", train.main, ["--data", made / "data", *TINY, "--max-steps", 1]),
+    for script, main, args in (("train.py", train_cli.main, ["--data", made / "data", *TINY, "--max-steps", 1]),
                                ("data.py", data_cli.main, ["--input", made / "corpus.txt", "--tokenizer",
                                                            made / "tok", "--workers", 1])):
         run = tmp_path / f"run-{script}"
@@ -179,7 +179,7 @@ def test_the_sweep_leaves_the_users_tmp_names(made, tmp_path, capsys):
     (run / "checkpoint.pt").write_text("a run's: train.py takes the folder (and sweeps it), then refuses")
     users = tree(run)
     del users[os.path.basename(ours)], users[os.path.basename(live)]
-    line = one_line(*exits(capsys, train.main, ["--data", made / "data", "--out", run, *TINY, "--max-steps", 1]))
+    line = one_line(*exits(capsys, train_cli.main, ["--data", made / "data", "--out", run, *TINY, "--max-steps", 1]))
     assert "already holds a checkpoint" in line
     now = tree(run)
     assert all(now.get(name) == content for name, content in users.items())
@@ -237,12 +237,12 @@ def test_finetune_refuses_a_folder_holding_the_users_files(made, tmp_path, capsy
     (out / "log.jsonl").write_text('{"my": "log"}\n')
     before = tree(out)
     argv = ["--task", "rte", "--data", tmp_path / "task", "--checkpoint", made / "tok"]
-    line = one_line(*exits(capsys, finetune.main, argv + ["--out", out]))
+    line = one_line(*exits(capsys, finetune_cli.main, argv + ["--out", out]))
     assert line == (f"error: --out {out} is not empty (log.jsonl) and holds no finished finetuning run: pass "
                     f"--overwrite to write there anyway, or choose an empty folder")
     assert tree(out) == before
     for inside in (tmp_path / "task", tmp_path / "task" / "run"):
-        line = one_line(*exits(capsys, finetune.main, argv + ["--out", inside]))
+        line = one_line(*exits(capsys, finetune_cli.main, argv + ["--out", inside]))
         assert "--data folder: the run would write among the task's files" in line
     assert os.listdir(tmp_path / "task") == []
 
@@ -254,7 +254,7 @@ def test_train_refuses_a_folder_holding_the_users_files(made, tmp_path, capsys):
         out = tmp_path / name
         out.mkdir()
         (out / name).write_text(content)
-        line = one_line(*exits(capsys, train.main, ["--data", made / "data", "--out", out, *TINY, "--max-steps", 1]))
+        line = one_line(*exits(capsys, train_cli.main, ["--data", made / "data", "--out", out, *TINY, "--max-steps", 1]))
         assert line == (f"error: --out {out} holds {name} but is not a train.py run (no train_config.json): pass "
                         f"--overwrite to write there anyway, or choose another --out")
         assert tree(out) == {name: content.encode()}
@@ -267,7 +267,7 @@ def test_out_equal_to_or_inside_data_is_refused(made, fresh_data, capsys):
     before = tree(fresh_data)
     for out, how in ((fresh_data, "the"), (fresh_data / "sub", "inside the")):
         for resume in ([], ["--resume"]):
-            line = one_line(*exits(capsys, train.main, ["--data", fresh_data, "--out", out, *TINY, "--max-steps", 1,
+            line = one_line(*exits(capsys, train_cli.main, ["--data", fresh_data, "--out", out, *TINY, "--max-steps", 1,
                                                         *resume]))
             assert (line == f"error: --out {out} is {how} --data folder {fresh_data}: a run writes a folder of its "
                             f"own; choose another --out") or (resume and "no checkpoint.pt" in line), line
@@ -349,7 +349,7 @@ def test_data_py_stopped_by_a_signal(made, fresh_data, tmp_path, how):
     """SIGTERM to data.py, Ctrl-C (SIGINT to its process group) or kill -9, while 2 workers encode: no traceback
     (no BrokenPipeError from the workers, no hang), the old data intact, no worker left; one line
     `error: interrupted` (kill -9: nothing)."""
-    (tmp_path / "big.txt").write_text(text(60000, seed=1))
+    (tmp_path / "big.txt").write_text(text(40000, seed=1) * 8)  # ~17 MB: seconds of encoding, signalled early
     before = tree(fresh_data)
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "data.py"), "--input", tmp_path / "big.txt",
                              "--tokenizer", made / "tok", "--out", fresh_data, "--workers", "2"],
@@ -363,7 +363,14 @@ def test_data_py_stopped_by_a_signal(made, fresh_data, tmp_path, how):
         os.killpg(proc.pid, signal.SIGINT)
     else:
         os.kill(proc.pid, signal.SIGTERM if how == "SIGTERM" else signal.SIGKILL)
-    _, err = proc.communicate(timeout=30)  # returns once every process holding its stderr (the workers) is gone
+    try:
+        _, err = proc.communicate(timeout=30)  # returns once every process holding its stderr (the workers) is gone
+    except subprocess.TimeoutExpired:
+        hung = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,cmd", "-s", str(proc.pid)], capture_output=True,
+                              text=True).stdout
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"data.py hung after {how}:\n{hung}") from None
     assert "Traceback" not in err and "Error" not in err, err
     if how == "kill -9":
         assert proc.returncode == -signal.SIGKILL
@@ -428,12 +435,12 @@ def test_a_full_disk_while_training_saves_is_one_line(made, small_disk, tmp_path
     """train.py --save-interval 1 with room for one checkpoint and a half: the second save fails (torch's zip writer
     reports it as a RuntimeError) in one line naming the folder; the first checkpoint is whole."""
     probe = tmp_path / "probe"
-    code, err = exits(capsys, train.main, ["--data", made / "data", "--out", probe, *TINY, "--max-steps", 1])
+    code, err = exits(capsys, train_cli.main, ["--data", made / "data", "--out", probe, *TINY, "--max-steps", 1])
     assert code == 0, err
     size = os.path.getsize(probe / "checkpoint.pt")
     fill(small_disk, size * 3 // 2 + (1 << 16))
     out = small_disk / "run"
-    line = one_line(*exits(capsys, train.main, ["--data", made / "data", "--out", out, *TINY, "--max-steps", 3,
+    line = one_line(*exits(capsys, train_cli.main, ["--data", made / "data", "--out", out, *TINY, "--max-steps", 3,
                                                 "--save-interval", 1]))
     assert line == (f"error: {out}: could not write checkpoint.pt (No space left on device); the previous "
                     f"checkpoint.pt is intact")
@@ -490,7 +497,7 @@ def test_a_full_disk_while_finetuning_is_one_line(made, small_disk, tmp_path, ca
         (task / name).write_text("index\tsentence1\tsentence2\tlabel\n" + rows)
     fill(small_disk, 500_000)
     out = small_disk / "rte"
-    code, err = exits(capsys, finetune.main, ["--task", "rte", "--data", task, "--checkpoint", model, "--out", out,
+    code, err = exits(capsys, finetune_cli.main, ["--task", "rte", "--data", task, "--checkpoint", model, "--out", out,
                                               "--epochs", 1, "--max-seq-len", 32, "--no-progress"])
     last = err.strip().splitlines()[-1]
     assert code == 1 and "Traceback" not in err, err

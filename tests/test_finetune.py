@@ -10,13 +10,15 @@ import pytest
 import torch
 
 import bpe
-import data
 import evaluate
 import finetune
 import roberta
 import train
 from conftest import ROOT, shared_path
-from machinery import checkpoints, corpora, evaluate_cli, files, finetune_cli, hf, task_files
+from machinery.basics import files
+from machinery.commands import corpora, evaluate_cli, finetune_cli, roberta_cli
+from machinery.interop import checkpoints, task_files
+from machinery.scale import preparation
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -194,10 +196,10 @@ def test_squad2_and_race_runs(tiny_roberta, tmp_path):
 
 
 def cli(args, capsys):
-    """finetune.main in this process, as `python finetune.py ...` runs it: (exit status, stderr with the
+    """finetune_cli.main in this process, as `python finetune.py ...` runs it: (exit status, stderr with the
     exit message). Any exception other than SystemExit would be a traceback: it fails the test."""
     with pytest.raises(SystemExit) as e:
-        finetune.main([str(a) for a in args])
+        finetune_cli.main([str(a) for a in args])
     err = capsys.readouterr().err
     code = e.value.code
     return (1 if isinstance(code, str) else code), err + (f"{code}\n" if isinstance(code, str) else "")
@@ -235,7 +237,7 @@ def bad(micro_roberta, tmp_path_factory):
     for name in ("train-v1.1.json", "dev-v1.1.json"):
         (d / "squad" / name).write_text(json.dumps(squad))
     (d / "a_file").write_text("not a folder")
-    finetune.main(["--task", "rte", "--data", str(d / "good"), "--checkpoint", str(micro_roberta), "--out",
+    finetune_cli.main(["--task", "rte", "--data", str(d / "good"), "--checkpoint", str(micro_roberta), "--out",
                    str(d / "done"), "--epochs", "1", "--max-seq-len", "32", "--no-progress"])
     torch.manual_seed(0)
     other = bpe.Tokenizer.train(["other words entirely"] * 5, 290, min_frequency=1)
@@ -304,11 +306,11 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     shutil.copytree(bad / "done", tmp_path / "run")
     base = ["--task", "rte", "--data", bad / "good", "--checkpoint", micro_roberta, "--max-seq-len", 32,
             "--no-progress"]
-    finetune.main([str(a) for a in base + ["--out", tmp_path / "run", "--epochs", 2, "--overwrite"]])
+    finetune_cli.main([str(a) for a in base + ["--out", tmp_path / "run", "--epochs", 2, "--overwrite"]])
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["hyperparameters"]["epochs"] == 2
-    first = sorted(finetune_cli.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2),
+    first = sorted(finetune.sweep_runs(argparse.Namespace(out=str(tmp_path / "sweep"), sweep_seeds=2),
                                            finetune.SWEEP))[0][-1]
     shutil.copytree(bad / "done", first)
     before = tree(tmp_path / "sweep")
@@ -323,8 +325,8 @@ def test_a_finetuned_classifier_keeps_its_labels_through_export_and_evaluation(b
     names into config.json (not LABEL_i); `evaluate.py glue --checkpoint` scores the run folder and the export
     as the run scored itself, without training."""
     dev = json.loads((bad / "done" / "metrics.json").read_text())["dev"]["dev"]
-    assert checkpoints.id2label(bad / "done") == ["entailment", "not_entailment"]
-    hf.export(str(bad / "done"), str(tmp_path / "hf"))
+    assert checkpoints.id2label(bad / "done", roberta_cli.LABELS) == ["entailment", "not_entailment"]
+    roberta_cli.export(str(bad / "done"), str(tmp_path / "hf"))
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}
     assert config["label2id"] == {"entailment": 0, "not_entailment": 1}
@@ -372,7 +374,7 @@ def test_perplexity_and_fill_mask(tmp_path):
     corpus.write_text("".join(open(full, encoding="utf-8").readlines()[:4000]), encoding="utf-8")
     corpus = str(corpus)
     bpe.Tokenizer.train(files.read_lines(corpus), 400).save(tmp_path / "tok")
-    data.prepare([corpus], str(tmp_path / "tok"), str(tmp_path / "data"), valid_fraction=0.05, workers=1, verbose=False)
+    preparation.prepare([corpus], str(tmp_path / "tok"), str(tmp_path / "data"), valid_fraction=0.05, workers=1, verbose=False)
     cfg = train.TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), seq_len=32, batch_size=8,
                             max_steps=3, eval_interval=100, log_interval=1)
     train.train(cfg)
@@ -386,6 +388,6 @@ def test_perplexity_and_fill_mask(tmp_path):
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 3 and all(0 < float(line.split("\t")[0]) < 1 for line in lines)
     bpe.Tokenizer.train(["other text entirely"] * 5, 300, min_frequency=1).save(tmp_path / "tok2")
-    data.prepare([corpus], str(tmp_path / "tok2"), str(tmp_path / "data2"), workers=1, verbose=False)
+    preparation.prepare([corpus], str(tmp_path / "tok2"), str(tmp_path / "data2"), workers=1, verbose=False)
     r = run("evaluate.py", "perplexity", "--checkpoint", tmp_path / "run", "--data", tmp_path / "data2", check=False)
     assert r.returncode != 0 and "another tokenizer" in r.stderr

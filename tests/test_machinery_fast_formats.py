@@ -1,10 +1,10 @@
-"""The numpy builders of machinery/fast_formats.py give exactly the rows of data.py's plain Python formats
+"""The numpy builders of machinery/scale/fast_formats.py give exactly the rows of data.py's plain Python formats
 (the specification): a change to one without the other fails here."""
 import numpy as np
 import pytest
 
 import data
-from machinery import fast_formats
+from machinery.scale import fast_formats, index
 from test_data import random_stream
 
 
@@ -52,13 +52,13 @@ def test_fast_builders_equal_the_specification(monkeypatch, window):
                 assert spec == fast if isinstance(spec, str) else np.array_equal(spec, fast), (fmt, n_lines, seq_len)
 
 
-def test_data_examples_uses_the_fast_builders_above_the_threshold(monkeypatch):
+def test_examples_built_in_memory_use_the_fast_builders_above_the_threshold(monkeypatch):
     tokens, ends = random_stream(0, 40)
     spec = data.examples(tokens, ends, "segment-pair", 32, 2, seed=1)
     monkeypatch.setattr(data, "SPEC_BELOW", 0)
     monkeypatch.setattr(data, "FORMATS", {**data.FORMATS, "segment-pair": data.FORMATS["segment-pair"]._replace(
         build=None)})  # the specification is not called: the fast builder gives the rows
-    assert np.array_equal(data.examples(tokens, ends, "segment-pair", 32, 2, seed=1), spec)
+    assert np.array_equal(index.in_memory(tokens, ends, "segment-pair", 32, 2, seed=1).examples, spec)
 
 
 def test_first_examples_read_only_the_windows_they_need(monkeypatch):

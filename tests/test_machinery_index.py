@@ -1,4 +1,4 @@
-"""The examples index kept beside the data (machinery/index.py), and the batches of an epoch: Shuffle, Ragged."""
+"""The examples index kept beside the data (machinery/scale/index.py), and the batches of an epoch: Shuffle, Ragged."""
 import os
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import data
-from machinery import fast_formats
-from machinery import index as kept
+from machinery.scale import fast_formats, orders, prepared
+from machinery.scale import index as kept
 from test_data import corpus  # noqa: F401 (the prepared built-in corpus, a fixture)
 
 
@@ -18,7 +18,7 @@ def kept_copy(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "SPEC_BELOW", 0)
     d, _, tok, _ = corpus
     shutil.copytree(d / "data", tmp_path / "data")
-    tokens, ends, _ = data.load_split(tmp_path / "data", "train")
+    tokens, ends, _ = prepared.load_split(tmp_path / "data", "train")
     return tmp_path / "data", tokens, ends, tok
 
 
@@ -27,7 +27,7 @@ def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monke
     built = {}
     for fmt in data.FORMATS:
         ex = built[fmt] = data.examples(tokens, ends, fmt, 64, tok.eos_id, seed=3)
-        index = data.cached_examples(folder, tokens, ends, fmt, 64, tok.eos_id, seed=3)
+        index = kept.cached_examples(folder, tokens, ends, fmt, 64, tok.eos_id, seed=3)
         assert isinstance(index.examples, np.memmap) and index.examples.dtype == kept.stored_dtype(fmt)
         assert all(np.array_equal(index.examples[f], ex[f]) for f in index.examples.dtype.names)
         assert np.array_equal(index.lengths, data.example_lengths(ex, fmt, 64)) and index.lengths.dtype == np.int32
@@ -38,7 +38,7 @@ def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monke
         want_ids, want_nsp = data.collate(tokens, ex[[5, 0, 9]], 64, tok, fmt)
         assert torch.equal(ids, want_ids) and (nsp is None or torch.equal(nsp, want_nsp) and nsp.dtype == torch.long)
     monkeypatch.setattr(fast_formats, "build_examples", None)  # a second start builds nothing: it maps the files
-    again = data.cached_examples(folder, tokens, ends, "segment-pair", 64, tok.eos_id, seed=3, build=False)
+    again = kept.cached_examples(folder, tokens, ends, "segment-pair", 64, tok.eos_id, seed=3, build=False)
     assert np.array_equal(again.examples["b_start"], built["segment-pair"]["b_start"])
     names = sorted(os.listdir(folder / kept.FOLDER))
     assert "train-full-sentences-64.rows" in names and "train-sentence-pair-64-3.json" in names
@@ -50,7 +50,7 @@ def test_stale_or_damaged_index_is_rebuilt_or_refused(corpus, tmp_path, monkeypa
     folder, tokens, ends, tok = kept_copy(corpus, tmp_path, monkeypatch)
     args = (folder, tokens, ends, "doc-sentences", 32, tok.eos_id)
     want = data.examples(*args[1:])
-    data.cached_examples(*args)
+    kept.cached_examples(*args)
     path = folder / kept.FOLDER / "train-doc-sentences-32"
     stat = os.stat(folder / "train.idx")
 
@@ -66,14 +66,14 @@ def test_stale_or_damaged_index_is_rebuilt_or_refused(corpus, tmp_path, monkeypa
     for why, damage in damages.items():
         damage()
         with pytest.raises(ValueError, match=f"index is {why}.*one process builds it"):
-            data.cached_examples(*args, build=False)
-        index = data.cached_examples(*args)
+            kept.cached_examples(*args, build=False)
+        index = kept.cached_examples(*args)
         assert f"index is {why}" in capsys.readouterr().err
         assert np.array_equal(index.examples["a_start"], want["a_start"])
         assert np.array_equal(index.examples["a_end"], want["a_end"])
     monkeypatch.setattr(kept, "INDEX_VERSION", kept.INDEX_VERSION + 1)
     with pytest.raises(ValueError, match="index is stale"):
-        data.cached_examples(*args, build=False)
+        kept.cached_examples(*args, build=False)
 
 
 def synthetic_folder(folder, n_tokens, seed=0):
@@ -95,7 +95,7 @@ def synthetic_folder(folder, n_tokens, seed=0):
             "valid": {"tokens": 0, "lines": 0, "documents": 0}}
     with open(os.path.join(folder, "meta.json"), "w") as f:
         json.dump(meta, f)
-    return data.load_split(folder, "train")[:2]
+    return prepared.load_split(folder, "train")[:2]
 
 
 def test_a_row_damaged_in_the_middle_of_a_large_kept_index_is_caught(tmp_path, monkeypatch, capsys):
@@ -107,7 +107,7 @@ def test_a_row_damaged_in_the_middle_of_a_large_kept_index_is_caught(tmp_path, m
     monkeypatch.setattr(kept, "CHECK_CHUNK", 1 << 20)
     tokens, ends = synthetic_folder(tmp_path / "data", 2_500_000)
     args = (tmp_path / "data", tokens, ends, "full-sentences", 8, 2)
-    built = data.cached_examples(*args)
+    built = kept.cached_examples(*args)
     rows = tmp_path / "data" / kept.FOLDER / "train-full-sentences-8.rows"
     n = len(built.examples)
     assert os.path.getsize(rows) > 5 << 20 and n > 300_000
@@ -122,14 +122,14 @@ def test_a_row_damaged_in_the_middle_of_a_large_kept_index_is_caught(tmp_path, m
     t = time.perf_counter()
     with pytest.raises(ValueError, match=rf"train-full-sentences-8.rows does not match the checksum written when it "
                                          rf"was built \(bytes {start:,} to {start + (1 << 20):,}\)"):
-        data.cached_examples(*args, build=False)
+        kept.cached_examples(*args, build=False)
     elapsed = time.perf_counter() - t
-    again = data.cached_examples(*args)
+    again = kept.cached_examples(*args)
     assert "rebuilding it" in capsys.readouterr().err
     assert np.array_equal(np.array(again.examples), want)
     kept._verified.clear()
     t = time.perf_counter()
-    assert np.array_equal(data.cached_examples(*args, build=False).examples, want)  # the rebuilt one passes
+    assert np.array_equal(kept.cached_examples(*args, build=False).examples, want)  # the rebuilt one passes
     print(f"\nthe kept index's check: {os.path.getsize(rows) / 2 ** 20:.1f} MiB in {time.perf_counter() - t:.3f} s "
           f"(refusal: {elapsed:.3f} s)")
     assert time.perf_counter() - t < 5
@@ -144,14 +144,14 @@ def test_line_ends_that_do_not_rise_are_named(corpus, tmp_path, monkeypatch):
     ends = np.fromfile(tmp_path / "data" / "train.idx", np.int64)
     ends[40], ends[41] = ends[41], ends[40]
     ends.tofile(tmp_path / "data" / "train.idx")
-    tokens, ends, _ = data.load_split(tmp_path / "data", "train")
+    tokens, ends, _ = prepared.load_split(tmp_path / "data", "train")
     message = rf"data/train.idx: the line ends are not increasing at line 41 \({ends[40]:,} then {ends[41]:,}\)"
     with pytest.raises(ValueError, match=message):
-        data.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id)
+        kept.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id)
     monkeypatch.setattr(data, "SPEC_BELOW", 0)
     with pytest.raises(ValueError, match=message):
-        data.cached_examples(tmp_path / "data", tokens, ends, "doc-sentences", 64, tok.eos_id)
-    assert not os.path.exists(tmp_path / "data" / "index") or not os.listdir(tmp_path / "data" / "index")
+        kept.cached_examples(tmp_path / "data", tokens, ends, "doc-sentences", 64, tok.eos_id)
+    assert not os.path.exists(tmp_path / "data" / kept.FOLDER) or not os.listdir(tmp_path / "data" / kept.FOLDER)
     with pytest.raises(ValueError, match="not increasing at line 0"):
         kept.check_line_ends(np.array([0, 3]), "x.idx")
 
@@ -159,7 +159,7 @@ def test_line_ends_that_do_not_rise_are_named(corpus, tmp_path, monkeypatch):
 def test_unwritable_folder_builds_in_memory(corpus, tmp_path, monkeypatch, capsys):
     folder, tokens, ends, tok = kept_copy(corpus, tmp_path, monkeypatch)
     monkeypatch.setattr(kept, "_writable", lambda folder: False)
-    index = data.cached_examples(folder, tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
+    index = kept.cached_examples(folder, tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
     assert "cannot be written to" in capsys.readouterr().err
     assert np.array_equal(index.examples, data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
     assert not (folder / kept.FOLDER).exists() or not os.listdir(folder / kept.FOLDER)
@@ -191,6 +191,8 @@ def same_batches(got, want):
 
 
 def test_epoch_batches_equal_the_old_ones():
+    """data.epoch_batches (orders.Ragged, found lazily) and data.budget_batches (the plain loop) give the batches
+    of the old list-and-cumsum code, for fixed sizes and token budgets, across Ragged's chunks."""
     rng = np.random.default_rng(0)
     for n, top in ((1000, 60), (5000, 600), (7, 10), (0, 5)):
         lengths = rng.integers(1, top, n).astype(np.int32)
@@ -203,22 +205,25 @@ def test_epoch_batches_equal_the_old_ones():
                 got = data.epoch_batches(lengths, 16, seed, epoch, token_budget=budget)
                 assert same_batches(got, want) and same_batches(list(got), want)
                 assert same_batches(got[1:3], want[1:3]) and (not want or np.array_equal(got[-1], want[-1]))
-                order = kept.epoch_order(n, seed, epoch)
+                order = orders.epoch_order(n, seed, epoch)
+                assert same_batches(data.budget_batches(order, lengths, budget), want)  # the plain loop: the spec
                 for chunk in (1, 3, 50):  # batches across chunks of the running sums, and longer than a chunk
-                    assert same_batches(kept.Ragged(order, lengths, budget, chunk=chunk), want)
+                    assert same_batches(orders.Ragged(order, lengths, budget, chunk=chunk), want)
+            order = orders.epoch_order(n, seed, epoch)  # a fixed batch size: a budget of one token per example
+            assert same_batches(data.budget_batches(order, np.ones(n, np.int64), 16), fixed)
     with pytest.raises(ValueError, match="at least one example"):
         data.epoch_batches(np.ones(5), 0, 0, 0)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 64, 1000, 4097])
 def test_a_computed_shuffle_is_a_permutation_of_its_epoch(n):
-    order = kept.Shuffle(n, key=7)
+    order = orders.Shuffle(n, key=7)
     full = order[0:n]
     assert np.array_equal(np.sort(full), np.arange(n))
     assert all(np.array_equal(order[a:b], full[a:b]) for a, b in ((0, 0), (1, n), (n // 3, n // 2), (n - 1, n)))
-    assert np.array_equal(kept.Shuffle(n, key=7)[0:n], full)  # fixed by the key
+    assert np.array_equal(orders.Shuffle(n, key=7)[0:n], full)  # fixed by the key
     if n >= 64:
-        assert not np.array_equal(kept.Shuffle(n, key=8)[0:n], full)
+        assert not np.array_equal(orders.Shuffle(n, key=8)[0:n], full)
         assert abs(np.corrcoef(np.arange(n), full)[0, 1]) < 0.35  # no trace of the original order
 
 
@@ -226,10 +231,10 @@ def test_large_epochs_are_ordered_slice_by_slice(monkeypatch):
     """Above SHUFFLE_ABOVE examples the order is a Shuffle; the batches are the same rule on it, found as they
     are asked for, and a run resumed at (batch, offset) sees the batches of the uninterrupted epoch."""
     lengths = np.random.default_rng(0).integers(1, 60, 3000).astype(np.int32)
-    assert isinstance(kept.epoch_order(3000, 0, 0), np.ndarray)
-    monkeypatch.setattr(data, "SHUFFLE_ABOVE", 1000)
-    order = kept.epoch_order(3000, 0, 1)
-    assert isinstance(order, kept.Shuffle) and not np.array_equal(order[0:3000], kept.epoch_order(3000, 0, 2)[0:3000])
+    assert isinstance(orders.epoch_order(3000, 0, 0), np.ndarray)
+    monkeypatch.setattr(orders, "SHUFFLE_ABOVE", 1000)
+    order = orders.epoch_order(3000, 0, 1)
+    assert isinstance(order, orders.Shuffle) and not np.array_equal(order[0:3000], orders.epoch_order(3000, 0, 2)[0:3000])
     for budget in (None, 512):
         whole = data.epoch_batches(lengths, 16, 0, 1, token_budget=budget)
         assert same_batches(whole, reference_epoch_batches(lengths, 16, 0, 1, budget, order=order[0:3000]))
@@ -245,12 +250,12 @@ def test_below_the_threshold_nothing_is_kept_and_an_edit_to_a_format_takes_effec
     import shutil
     d, _, tok, _ = corpus
     shutil.copytree(d / "data", tmp_path / "data")
-    tokens, ends, _ = data.load_split(tmp_path / "data", "train")
+    tokens, ends, _ = prepared.load_split(tmp_path / "data", "train")
     assert len(ends) < data.SPEC_BELOW
-    got = data.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
+    got = kept.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
     assert np.array_equal(got.examples, data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
-    assert not (tmp_path / "data" / "index").exists()
+    assert not (tmp_path / "data" / kept.FOLDER).exists()
     halves = lambda lines, documents, seq_len, seed: data.full_sentences(lines, documents, seq_len // 2, seed)  # noqa: E731
     monkeypatch.setitem(data.FORMATS, "full-sentences", data.FORMATS["full-sentences"]._replace(build=halves))
-    edited = data.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id)
+    edited = kept.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id)
     assert edited.lengths.max() <= 32 < got.lengths.max()

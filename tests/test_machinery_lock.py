@@ -1,4 +1,4 @@
-"""One writer per folder (machinery/lock.py), with real processes: two data.py into one --out, a second
+"""One writer per folder (machinery/basics/lock.py), with real processes: two data.py into one --out, a second
 bpe.py train, finetune.py or experiments.py refused while the folder is held, a killed writer that blocks
 no one, and what dead processes left removed at the next start. Also the one-line errors of issue 18 that
 live in the command lines: empty paths, --workers' bound, --train-args' quoting."""
@@ -14,9 +14,11 @@ import pytest
 import bpe
 import data
 from conftest import ROOT
-from machinery import corpora, files, lock
+from machinery.commands import corpora
+from machinery.basics import files, lock
+from machinery.scale import preparation, prepared
 
-HOLDER = ("import sys, time; from machinery import lock; lock.hold(sys.argv[1], 'the holder'); "
+HOLDER = ("import sys, time; from machinery.basics import lock; lock.hold(sys.argv[1], 'the holder'); "
           "print('held', flush=True); time.sleep(60)")
 
 
@@ -86,7 +88,7 @@ def test_two_data_py_into_one_folder(tok_dir, tmp_path):
     assert "data.py (pid" in refused_by(second, out, first.pid)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["inputs"] == [str(tok_dir / "big.txt")]
-    tokens, ends, _ = data.load_split(out, "train")  # complete: the sizes meta.json says
+    tokens, ends, _ = prepared.load_split(out, "train")  # complete: the sizes meta.json says
     tok = bpe.Tokenizer.load(out)
     first_line = next(data.read_documents([tok_dir / "big.txt"]))
     assert tokens[:ends[0]].tolist() == tok.encode(first_line) + [tok.eos_id]
@@ -122,14 +124,14 @@ def test_a_killed_writer_blocks_no_one_and_its_leftovers_go(tok_dir, tmp_path):
 
 
 def test_a_rewrite_removes_the_kept_index_and_leaves_meta_last(tok_dir, tmp_path, monkeypatch):
-    """data.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
+    """preparation.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
     last file to arrive (its modification time is the newest)."""
-    from machinery import index
+    from machinery.scale import index
     out = tmp_path / "data"
-    data.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
+    preparation.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
     (out / index.FOLDER).mkdir()
     (out / index.FOLDER / "train-full-sentences-64.json").write_text("{}")
-    data.prepare([str(tok_dir / "corpus.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
+    preparation.prepare([str(tok_dir / "corpus.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
     assert not (out / index.FOLDER).exists() and not lock.held(out)  # the lock is given back at the end
     times = {name: os.stat(out / name).st_mtime_ns for name in os.listdir(out) if name != ".lock"}
     assert max(times, key=times.get) == "meta.json"
@@ -220,10 +222,10 @@ def test_one_clear_line(tmp_path, monkeypatch, capsys, script, args, message):
     """In this process, as the command runs it: the exit message is the one line (argparse's, or cli.run's)."""
     import importlib
     monkeypatch.chdir(tmp_path)
-    main = {"data.py": lambda argv: importlib.import_module("machinery.data_cli").main(argv),
-            "bpe.py": lambda argv: importlib.import_module("machinery.bpe_cli").main(argv),
-            "finetune.py": lambda argv: importlib.import_module("finetune").main(argv),
-            "experiments.py": lambda argv: importlib.import_module("experiments").main(argv)}[script]
+    main = {"data.py": lambda argv: importlib.import_module("machinery.commands.data_cli").main(argv),
+            "bpe.py": lambda argv: importlib.import_module("machinery.commands.bpe_cli").main(argv),
+            "finetune.py": lambda argv: importlib.import_module("machinery.commands.finetune_cli").main(argv),
+            "experiments.py": lambda argv: importlib.import_module("machinery.lab.command").main(argv)}[script]
     with pytest.raises(SystemExit) as e:
         main([a.format(out=tmp_path / "out") for a in args])
     err = capsys.readouterr().err + (e.value.code + "\n" if isinstance(e.value.code, str) else "")

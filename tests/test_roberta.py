@@ -9,7 +9,9 @@ import torch.nn.functional as F
 import evaluate
 import roberta
 from conftest import ROOT
-from machinery import checkpoints, hf, roberta_cli, speed
+from machinery.interop import checkpoints, hf
+from machinery.commands import roberta_cli
+from machinery.basics import speed
 from roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForMultipleChoice, RobertaForQuestionAnswering,
                      RobertaForSequenceClassification)
 
@@ -436,7 +438,7 @@ def test_bad_inputs(tmp_path, capsys):
     state = {k: v for k, v in load("mlm", RobertaForMaskedLM).state_dict().items()}
     with pytest.raises(ValueError, match=r"roberta.embeddings.tokens.weight has shape \[100, 32\] in the "
                                          r"checkpoint but \[100, 128\] in the model"):
-        checkpoints.load_state(small, state)
+        checkpoints.load_state(small, checkpoints.Weights({}, state, "RobertaForMaskedLM", None, "ours", "checkpoint"))
     (tmp_path / "torn").mkdir()
     (tmp_path / "torn" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable checkpoint"):

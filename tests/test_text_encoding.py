@@ -1,5 +1,5 @@
-"""Section 4.4's other arm: the character-level BPE (machinery/char_bpe.py), <unk> as a prediction target, and
-the text-encoding experiment's bits per byte with the <unk> cost counted (machinery/experiment_text.py)."""
+"""Section 4.4's other arm: the character-level BPE (machinery/interop/char_bpe.py), <unk> as a prediction target, and
+the text-encoding experiment's bits per byte with the <unk> cost counted (machinery/lab/text_figures.py)."""
 import math
 import os
 import subprocess
@@ -13,14 +13,15 @@ import bpe
 import data
 import roberta
 from conftest import ROOT
-from machinery import char_bpe, experiment_text
+from machinery.interop import char_bpe
+from machinery.lab import text_figures
 
 TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "", "the mat and the log"] * 20
 
 
 @pytest.fixture(scope="module")
 def char_tok():
-    return char_bpe.CharTokenizer.train(TEXT, 30)
+    return char_bpe.train(TEXT, 30)
 
 
 def test_character_units_and_unknowns(char_tok):
@@ -29,7 +30,8 @@ def test_character_units_and_unknowns(char_tok):
     ids = char_tok.encode("the cat ate 東京!")
     assert ids.count(char_tok.unk_id) == 3  # '東', '京' and '!' are not in the training text
     assert char_tok.decode(ids) == "the cat ate <unk><unk><unk>"
-    assert char_tok.unknown_bytes("ate 東京!") == [3, 3, 1]
+    assert text_figures.unknown_bytes(char_tok, ["ate 東京!"]) == [3, 3, 1]
+    assert text_figures.unknown_bytes(bpe.Tokenizer.train(TEXT, 300), ["ate 東京!"]) == []  # bytes: no <unk>
 
 
 def test_merges_are_learned_on_characters_and_never_hold_unk(char_tok):
@@ -39,23 +41,23 @@ def test_merges_are_learned_on_characters_and_never_hold_unk(char_tok):
     assert len(the) == 1 and char_tok.vocab[the[0]] == b" the"  # the commonest word became one token
 
 
-def test_encoding_matches_the_byte_level_merge_rule(char_tok):
-    """Merging the lowest-ranked pair everywhere (minbpe's loop) gives the same tokens as bpe.Tokenizer's
-    leftmost-first loop: checked on a byte-level tokenizer trained on the same ASCII text."""
-    byte_tok = bpe.Tokenizer.train(TEXT, 300)
-    for piece in (" the", " cat", " dogmat", "matlog"):
-        ids = byte_tok.encode_piece(piece)
-        # the character-level loop run over the byte tokenizer's own units and merges
-        fake = char_bpe.CharTokenizer.__new__(char_bpe.CharTokenizer)
-        fake.char_ids = {chr(b): byte_tok.byte_ids[b] for b in range(128)}
-        fake.unk_id, fake.ranks, fake.merges = 3, byte_tok.ranks, byte_tok.merges
-        assert char_bpe.CharTokenizer.encode_piece(fake, piece) == ids
+def test_encoding_matches_the_merge_everywhere_rule(char_tok):
+    """bpe.Tokenizer's leftmost-first loop on characters gives minbpe's tokens (merge the lowest-ranked pair
+    everywhere it occurs, until none has a merge), <unk> included."""
+    for piece in (" the", " cat", " dogmat", "matlog", " the東cat", "x" * 150):
+        ids = [char_tok.char_ids.get(ch, char_tok.unk_id) for ch in piece]
+        while len(ids) > 1:
+            pair = min(zip(ids, ids[1:]), key=lambda p: char_tok.ranks.get(p, float("inf")))
+            if pair not in char_tok.ranks:
+                break
+            ids = bpe.merge_word(ids, pair, char_tok.merges[pair])[0]
+        assert char_tok.encode_piece(piece) == ids
 
 
 def test_saved_and_loaded_through_bpe_and_the_command_line(char_tok, tmp_path):
     char_tok.save(tmp_path / "tok")
     loaded = bpe.Tokenizer.load(tmp_path / "tok")  # the one loader: the folder says which kind
-    assert isinstance(loaded, char_bpe.CharTokenizer)
+    assert loaded.characters
     assert loaded.vocab == char_tok.vocab and loaded.merges == char_tok.merges
     assert loaded.encode("the cat 東") == char_tok.encode("the cat 東")
     corpus = tmp_path / "corpus.txt"
@@ -64,7 +66,7 @@ def test_saved_and_loaded_through_bpe_and_the_command_line(char_tok, tmp_path):
                         "300", "--out", str(tmp_path / "cli"), "--characters", "--min-frequency", "1"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "char_bpe.json" in r.stdout
-    assert isinstance(bpe.Tokenizer.load(tmp_path / "cli"), char_bpe.CharTokenizer)
+    assert bpe.Tokenizer.load(tmp_path / "cli").characters
 
 
 def test_unk_can_be_masked_and_the_other_specials_cannot(char_tok):
@@ -81,9 +83,9 @@ def test_bits_per_byte_counts_the_unk_cost(char_tok):
     model = roberta.RobertaForMaskedLM(roberta.RobertaConfig(vocab_size=len(char_tok), hidden_size=16, num_layers=1,
                                                              num_heads=2, ffn_size=32, max_positions=40))
     lines = ["the cat 東京 sat", "a dog ☃ on the mat", ""] * 6
-    out = experiment_text.text_figures(model, char_tok, lines, seq_len=32, device="cpu", versions=2)
+    out = text_figures.text_figures(model, char_tok, lines, seq_len=32, device="cpu", versions=2)
     tokens, lengths = data.encode_lines(lines, char_tok)
-    unk_len = np.mean(char_tok.unknown_bytes("".join(lines)))
+    unk_len = np.mean(text_figures.unknown_bytes(char_tok, lines))
     nats = spelled = unk_targets = 0.0
     for seed in (1234, 1235):
         batches = data.heldout_batches(tokens, np.cumsum(lengths), char_tok, 32, batch_size=32, seed=seed)
@@ -99,6 +101,6 @@ def test_bits_per_byte_counts_the_unk_cost(char_tok):
 
 
 def test_heldout_texts_are_non_english_and_code():
-    non_english = "\n".join(experiment_text.text_lines("non_english"))
-    code = "\n".join(experiment_text.text_lines("code"))
+    non_english = "\n".join(text_figures.text_lines("non_english"))
+    code = "\n".join(text_figures.text_lines("code"))
     assert sum(ord(ch) > 127 for ch in non_english) > 500 and "def " in code and "#include" in code

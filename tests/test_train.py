@@ -13,7 +13,11 @@ import data
 import roberta
 import train
 from conftest import ROOT
-from machinery import checkpoints, corpora, files, lock, runs, speed
+from machinery.interop import checkpoints, run_folder
+from machinery.commands import corpora, train_cli
+from machinery.basics import files, lock, speed
+from machinery.scale import orders, preparation
+from machinery.scale import prepared as folder_checks
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -24,7 +28,7 @@ def prepared(tmp_path_factory):
     d = tmp_path_factory.mktemp("train")
     corpus = corpora.builtin_corpus(str(d / "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), 500).save(d / "tok")
-    data.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
+    preparation.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
     return d / "data"
 
 
@@ -55,7 +59,7 @@ def run_together(*runs):
 
 
 def run_here(capsys, *args):
-    """train.main in this process, for runs refused before any training (a fresh process each costs a second
+    """train_cli.main (`python train.py`) in this process, for runs refused before any training (a fresh process each costs a second
     of imports; test_the_demo_refuses_options_it_would_ignore checks a real one): (exit code, its stderr,
     with the message of a sys.exit)."""
     code, err = train_here(capsys, *args)
@@ -64,11 +68,11 @@ def run_here(capsys, *args):
 
 
 def train_here(capsys, *args):
-    """train.main in this process, for a short run that may finish (exit code 0) or fail: (exit code, stderr with
+    """train_cli.main (`python train.py`) in this process, for a short run that may finish (exit code 0) or fail: (exit code, stderr with
     the message of a sys.exit). The locks a process holds until it ends (--out's, --data's) are given back."""
     args = [str(a) for a in args]
     try:
-        train.main(args)
+        train_cli.main(args)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -419,8 +423,8 @@ def test_batches_resume_at_a_saved_offset_in_a_computed_order(prepared, monkeypa
     """At the paper's scale an epoch's order is computed (machinery/index.Shuffle) and its token-budget batches are found
     as they are needed: the (epoch, position, offset) saved after an update restarts the same updates, across
     the end of an epoch, without finding the batches before it."""
-    monkeypatch.setattr(data, "SHUFFLE_ABOVE", 0)
-    tokens, ends, meta = data.load_split(str(prepared), "train")
+    monkeypatch.setattr(orders, "SHUFFLE_ABOVE", 0)
+    tokens, ends, meta = folder_checks.load_split(str(prepared), "train")
     tok = bpe.Tokenizer.load(os.path.join(os.path.dirname(prepared), "tok"))
     cfg = train.TrainConfig(data=str(prepared), format="sentence-pair", seq_len=32, batch_size=64, prefetch=0)
     ex = data.examples(tokens, ends, cfg.format, cfg.seq_len, tok.eos_id)
@@ -451,11 +455,10 @@ def copy_of(prepared, tmp_path, name="data"):
 def test_the_help_states_the_ranges_it_accepts():
     """--mask-rate: the help, the option's check and data.Masking agree on (0, 1) (1 was refused under a help
     saying (0, 1])."""
-    from machinery import train_cli
     helps = {name: text for name, _, text in train_cli.options(train.RECIPES)}
     assert "in (0, 1)" in helps["mask_rate"]
-    args = train_cli.parse(["--data", "d", "--mask-rate", "0.999"], train.TrainConfig, train.RECIPES, "")
-    assert train_cli.config_from_args(args, train.TrainConfig, train.RECIPES).masking.rate == 0.999
+    args = train_cli.parse(["--data", "d", "--mask-rate", "0.999"])
+    assert train_cli.config_from_args(args).masking.rate == 0.999
     assert "in [0, 60]" in helps["prepare_delay"] and "in (0, 1e6]" in helps["lr"]
 
 
@@ -494,7 +497,7 @@ def test_two_runs_on_one_out_one_refuses(prepared, tmp_path):
 
 def test_training_refuses_data_that_data_py_is_rewriting(prepared, tmp_path, capsys):
     d = copy_of(prepared, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from machinery import lock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from machinery.basics import lock; "
                                "lock.hold(sys.argv[1], 'data.py'); print('held', flush=True); time.sleep(60)", str(d)],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -525,16 +528,17 @@ def test_at_scale_the_largest_id_data_py_recorded_stands_for_the_pass(prepared, 
     """Above prepared.SCAN_BELOW tokens the ids are not read again: meta.json's max_id (written by data.py) is
     checked, and a wrong one refuses the folder; below, every id is read (the test above)."""
     import json as js
-    from machinery import prepared as prep
+    prep = folder_checks
+    tok = bpe.Tokenizer.load(str(prepared))
     meta = js.loads((prepared / "meta.json").read_text())
     assert 0 < meta["train"]["max_id"] < 500 and meta["valid"]["max_id"] < 500
     monkeypatch.setattr(prep, "SCAN_BELOW", 0)
     monkeypatch.setattr(prep, "check_ids", lambda *a: pytest.fail("the ids were read again"))
-    assert data.open_prepared(str(prepared))[2]["train"]["max_id"] == meta["train"]["max_id"]
+    assert prep.open_prepared(str(prepared), tok)[2]["train"]["max_id"] == meta["train"]["max_id"]
     d = copy_of(prepared, tmp_path)
     (d / "meta.json").write_text(js.dumps({**meta, "train": {**meta["train"], "max_id": 777}}))
     with pytest.raises(ValueError, match="holds token id 777 .meta.json., outside the vocabulary of 500"):
-        data.open_prepared(str(d))
+        prep.open_prepared(str(d), tok)
 
 
 def test_a_run_whose_masking_selects_no_targets_stops(prepared, tmp_path, capsys):
@@ -582,24 +586,25 @@ def test_a_run_that_ends_on_a_skipped_update_says_so(prepared, tmp_path, capsys,
 
 def test_the_log_is_strict_json_and_a_torn_last_line_is_dropped_on_resume(tmp_path, capsys):
     path = tmp_path / "log.jsonl"
-    runs.log(path, {"step": 1, "loss": 2.5, "valid_loss": float("nan"), "valid_ppl": float("inf")})
-    runs.log(path, {"step": 2, "loss": 2.4})
+    run_folder.log(path, {"step": 1, "loss": 2.5, "valid_loss": float("nan"), "valid_ppl": float("inf")})
+    run_folder.log(path, {"step": 2, "loss": 2.4})
     assert strict(path.read_text().splitlines()[0]) == {"step": 1, "loss": 2.5, "valid_loss": "nan",
                                                         "valid_ppl": "inf"}
     with open(path, "a") as f:
         f.write('{"step": 3, "loss": 2.3, "lr": 0.0')  # a crash (or a full disk) mid-append
-    runs.keep_log_until(str(path), 2)
+    run_folder.keep_log_until(str(path), 2)
     assert f"warning: {path}: dropped its torn last line" in capsys.readouterr().err
     assert [strict(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
     path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
     with pytest.raises(ValueError, match=f"{path}: line 2 is not JSON"):
-        runs.keep_log_until(str(path), 3)
+        run_folder.keep_log_until(str(path), 3)
 
 
 @pytest.mark.slow
 def test_resume_refuses_other_data_and_keeps_going_on_the_same(prepared, tmp_path, capsys):
     """The checkpoint records its data's fingerprint: --resume with other data (same tokenizer) refuses in one
-    line saying what differs; a copy of the same data resumes; a checkpoint from before the fingerprint too."""
+    line saying what differs; a copy of the same data resumes; a checkpoint from before the fingerprint is refused
+    (nothing says what data it trained on)."""
     import numpy as np
     out, same, other = tmp_path / "run", copy_of(prepared, tmp_path, "same"), copy_of(prepared, tmp_path, "other")
     tokens = np.memmap(other / "train.bin", dtype=np.uint16, mode="r+")
@@ -620,8 +625,9 @@ def test_resume_refuses_other_data_and_keeps_going_on_the_same(prepared, tmp_pat
     ckpt = checkpoints.read_checkpoint(out / "checkpoint.pt")  # a checkpoint from before issue 18
     del ckpt["data_fingerprint"], ckpt["checksum"]
     torch.save(ckpt, out / "checkpoint.pt")
-    code, err = train_here(capsys, "--data", other, "--out", out, "--max-steps", 4, *TINY, "--resume")
-    assert code == 0 and [r["step"] for r in read_log(out)] == [1, 2, 3, 4], err
+    code, err = run_here(capsys, "--data", same, "--out", out, "--max-steps", 4, *TINY, "--resume")
+    assert code not in (0, None) and "no data_fingerprint" in err and len(err.strip().splitlines()) == 1, err
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -647,9 +653,9 @@ def test_a_full_disk_during_a_save_is_one_line(prepared, tmp_path, capsys, monke
 
 @pytest.mark.parametrize("factor", ["inf", "nan", "0", "1e9"])
 def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_path):
-    import experiments  # a command that runs train.py: its --steps-factor multiplies --max-steps
+    from machinery.lab import command  # experiments.py runs train.py: its --steps-factor multiplies --max-steps
     with pytest.raises(SystemExit) as e:
-        experiments.main(["masking", "--steps-factor", factor, "--out", str(tmp_path / "x")])
+        command.main(["masking", "--steps-factor", factor, "--out", str(tmp_path / "x")])
     lines = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(lines) == 1 and "--steps-factor: must be in (0, 1000]" in lines[0], lines
     assert not (tmp_path / "x").exists()
@@ -657,7 +663,7 @@ def test_experiments_steps_factor_is_a_finite_sane_number(factor, capsys, tmp_pa
 
 def test_the_demo_takes_the_cpus_other_work_leaves_free(monkeypatch):
     """On 2 allowed CPUs with one busy, 1 thread (2.4x faster here than 2 fighting the other work); none busy, 2."""
-    from machinery import demo
+    from machinery.commands import demo
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(speed, "cpus_allowed", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)

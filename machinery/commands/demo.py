@@ -1,0 +1,142 @@
+"""The built-in demo, `python train.py` with no --data: everything from text every Python install carries to
+a model that visibly learns in ~3 minutes of a 2-core CPU.
+
+train.py asks `setup` for the corpus, tokenizer and data (made once, cached under cache/demo) and the
+TrainConfig, trains with train.train(), then asks `report` for held-out numbers beside two baselines and
+fill-mask examples. Chosen by measurement (README): a 4,096 vocabulary, small batches at a high learning
+rate, no dropout, and 40% masking rather than the paper's 15% (Wettig et al. 2023 found higher rates better;
+see `python experiments.py mask-rate`), which learns more per token of a small corpus.
+"""
+import math
+import os
+import shutil
+from dataclasses import fields
+
+import numpy as np
+import torch
+
+import bpe
+import data
+from machinery.basics import baselines, files, speed
+import train
+from machinery.commands import corpora
+from machinery.scale import preparation, prepared
+
+DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
+            warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
+            eval_interval=850, save_interval=850)
+
+
+def make_data(cache=os.path.join("cache", "demo")):
+    """The built-in corpus, a BPE tokenizer trained on it and the prepared data, each made once; the data folder."""
+    vocab = DEMO["vocab_size"]
+    corpus, tok_dir, data_dir = (os.path.join(cache, name) for name in ("corpus.txt", "tokenizer", "data"))
+    stamp = os.path.join(cache, "vocab_size.txt")  # a cache made with another vocabulary is made again
+    if os.path.isdir(tok_dir) and (not os.path.isfile(stamp) or open(stamp).read().strip() != str(vocab)):
+        for folder in (tok_dir, data_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+    if not os.path.isfile(corpus):
+        print("writing the built-in corpus: Python's reference documentation and the standard library's docstrings")
+        corpora.builtin_corpus(corpus)
+    if not os.path.isfile(os.path.join(tok_dir, "vocab.json")):
+        print(f"training a byte-level BPE tokenizer (vocabulary {DEMO['vocab_size']}) on the built-in corpus")
+        bpe.Tokenizer.train(files.read_lines(corpus), vocab, verbose=True).save(tok_dir)
+        files.write_atomic(stamp, str(vocab))
+    if not os.path.isfile(os.path.join(data_dir, "meta.json")):
+        preparation.prepare([corpus], tok_dir, data_dir, valid_fraction=DEMO["valid_fraction"])
+    return data_dir
+
+
+DEMO_OPTIONS = {"out", "max_steps", "seed", "device"}
+
+
+def check_demo_options(args):
+    """The demo (no --data) has its own settings: refuse an option it would ignore."""
+    extra = [k for k, v in vars(args).items() if v not in (None, False) and k not in DEMO_OPTIONS]
+    if extra:
+        raise ValueError(f"--{extra[0].replace('_', '-')} needs --data: the demo (no --data) takes only "
+                         f"--out, --max-steps, --seed and --device")
+
+
+def setup(args):
+    """The demo's TrainConfig (resuming its own earlier run), after making its data."""
+    check_demo_options(args)
+    data_dir = make_data()
+    settings = {k: v for k, v in DEMO.items() if k in {f.name for f in fields(train.TrainConfig)}}
+    cfg = train.TrainConfig(**{**settings, "max_steps": args.max_steps or DEMO["max_steps"]}, data=data_dir,
+                       out=args.out or os.path.join("out", "demo"), seed=args.seed or 0, device=args.device or "")
+    cfg.resume = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
+    threads = set_threads()
+    print(f"pretraining a {cfg.config} RoBERTa ({cfg.max_steps} updates of {cfg.batch_size}x{cfg.seq_len} tokens, "
+          f"{cfg.masking.rate:.0%} of them masked) into {cfg.out}, on {threads} CPU thread{'s' * (threads > 1)} "
+          f"(the CPUs other work leaves free; OMP_NUM_THREADS=N sets it)")
+    return cfg
+
+
+def set_threads():
+    """The demo's CPU threads: the CPUs this process may use (its affinity, not the machine's count) that other
+    work leaves free (speed.idle_cpus), no more than torch's own choice (its physical cores); OMP_NUM_THREADS,
+    when set, wins. Returns the count. (The last digits of the demo's numbers can change with the count.)"""
+    threads = speed.threads_for(1) if "OMP_NUM_THREADS" in os.environ else \
+        min(torch.get_num_threads(), speed.idle_cpus())
+    torch.set_num_threads(threads)
+    return threads
+
+
+def report(model, tok, cfg):
+    """Held-out accuracy and perplexity beside two baselines on the same masks, and fill-mask examples."""
+    valid, valid_ends, _ = prepared.load_split(cfg.data, "valid")
+    train_tokens, _, _ = prepared.load_split(cfg.data, "train")
+    batches = data.heldout_batches(valid, valid_ends, tok, cfg.seq_len)  # BERT's 15% masks, whatever the training
+    device = next(model.parameters()).device
+    out = data.evaluate_mlm(model, batches, device, detailed=True)
+    base = baselines.unigram_baselines(train_tokens, batches, tok)
+    n, loss = out["targets"], out["loss_sum"] / out["targets"]
+    se = math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0) / n)
+    acc = out["correct"] / n
+    print(f"\nheld-out masked tokens: {n:,}, masked as BERT does (15%; standard errors in brackets)")
+    print(f"  this model:             accuracy {acc:6.1%} [{math.sqrt(acc * (1 - acc) / n):.1%}]   "
+          f"perplexity {math.exp(loss):8.1f} [{math.exp(loss) * se:.1f}]")
+    print(f"  unigram distribution:   {'':24}perplexity {math.exp(base['unigram_loss']):8.1f}")
+    print(f"  always {tok.decode([base['most_frequent']])!r:<16} accuracy {base['most_frequent_accuracy']:6.1%}")
+    print(f"  held-out perplexity {math.exp(loss):.1f} is {math.exp(loss - base['unigram_loss']):.2f}x the unigram "
+          f"baseline's; accuracy {acc:.1%} is {acc / max(base['most_frequent_accuracy'], 1e-9):.1f}x the most "
+          f"frequent token's\n")
+    for text, guess, truth in fill_mask_examples(model, tok, valid, valid_ends):
+        mark = "right" if guess == truth else "wrong"
+        print(f"  {mark}: {text}  ->  {guess!r} (true: {truth!r})")
+
+
+def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14, max_len=126):
+    """Held-out words hidden one at a time, each with its whole line (up to `max_len` tokens) as context:
+    the first `per_kind` the model gets right and wrong, as (text around <mask>, the model's guess, the
+    true word), at most one of each per line. A line's words go through the model as one batch."""
+    found, starts = {True: [], False: []}, np.concatenate([[0], line_ends[:-1]])
+    device = next(model.parameters()).device
+    model.eval()
+    for s, e in zip(starts.tolist(), line_ends.tolist()):
+        ids = np.asarray(tokens[s:min(e - 1, s + max_len)], dtype=np.int64)
+        words = np.array([p for p, t in enumerate(ids.tolist()) if is_word(tok.decode([t]))], dtype=np.int64)
+        if words.size == 0:
+            continue
+        batch = np.tile(np.concatenate([[tok.bos_id], ids, [tok.eos_id]]), (len(words), 1))
+        batch[np.arange(len(words)), words + 1] = tok.mask_id
+        with torch.no_grad():
+            logits = model(torch.from_numpy(batch).to(device))[torch.arange(len(words)), torch.from_numpy(words) + 1]
+        taken = set()  # one of each kind per line, so that the examples come from different lines
+        for p, guess in zip(words.tolist(), logits.argmax(-1).tolist()):
+            right = guess == ids[p]
+            if len(found[right]) < per_kind and right not in taken:
+                taken.add(right)
+                text = tok.decode(ids[max(0, p - context):p].tolist()) + " <mask>" + \
+                    tok.decode(ids[p + 1:p + 1 + context // 2].tolist())
+                found[right].append((f"...{text.strip()}...", tok.decode([guess]).strip(), tok.decode([int(ids[p])]).strip()))
+        if all(len(v) == per_kind for v in found.values()):
+            break
+    return found[True] + found[False]
+
+
+def is_word(piece):
+    """A whole word of 4 letters or more with its leading space (not 'the' or 'a', which any baseline guesses)."""
+    return piece.startswith(" ") and piece[1:].isalpha() and len(piece) >= 5
+

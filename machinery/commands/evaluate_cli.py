@@ -1,0 +1,212 @@
+"""The command line of evaluate.py: perplexity, fill-mask, and the official metrics of prediction files or
+of a finetuned classifier's own predictions.
+
+    python evaluate.py perplexity --checkpoint DIR --data DIR
+    python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
+    python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/   # no training
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import torch
+
+import bpe
+import data
+import evaluate
+import roberta
+from machinery.basics import baselines, cli, files
+from machinery.interop import checkpoints, task_files
+from machinery.scale import prepared
+
+
+def check_task(task, among=evaluate.TASKS, kind="task"):
+    """`task` if it is one of `among` (which are `kind` tasks), else a ValueError that lists them."""
+    if task not in among:
+        what = f"{task!r} is not a {kind}" if task in evaluate.TASKS else f"unknown task {task!r}"
+        raise ValueError(f"{what}: choose one of {', '.join(among)}")
+    return task
+
+
+def task_arg(among=evaluate.TASKS, kind="task"):
+    """An argparse type: a task name among `among`."""
+    def parse(text):
+        try:
+            return check_task(text, among, kind)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return parse
+
+
+def perplexity_command(args):
+    result = evaluate.perplexity(args.checkpoint, args.data, args.split, args.seq_len, args.batch_size)
+    print(json.dumps({**result, **heldout_baselines(args.checkpoint, args.data, args.split, result["seq_len"])},
+                     indent=2))
+
+
+def heldout_baselines(checkpoint, data_dir, split, seq_len):
+    """What a model learns first, on the same held-out masks: the unigram distribution of the training tokens
+    (its loss and perplexity) and always guessing the most frequent token (its accuracy)."""
+    tok = bpe.Tokenizer.load(data_dir)
+    trained = checkpoints.train_settings(checkpoint)
+    masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
+    tokens, ends, _ = prepared.load_split(data_dir, split)
+    out = baselines.unigram_baselines(prepared.load_split(data_dir, "train")[0],
+                                      data.heldout_batches(tokens, ends, tok, seq_len, masking=masking), tok)
+    return {"unigram_loss": out["unigram_loss"], "unigram_ppl": math.exp(min(out["unigram_loss"], 709)),
+            "most_frequent_token": tok.decode([out["most_frequent"]]),
+            "most_frequent_accuracy": out["most_frequent_accuracy"]}
+
+
+def fill_mask_command(args):
+    model, tok = evaluate.load_checkpoint(args.checkpoint, need_trained_head=True, verbose=False)
+    if args.top_k > model.cfg.vocab_size:
+        raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
+    for token, prob in evaluate.fill_mask(model, tok, args.text, args.top_k):
+        print(f"{prob:.4f}\t{token!r}")
+
+
+def squad_command(args):
+    examples = task_files.read_squad(args.data)
+    predictions = files.read_json(args.predictions, "answers")
+    na = task_files.check_na_probs(files.read_json(args.na_prob_file, "no-answer probabilities"),
+                                   args.na_prob_file) if args.na_prob_file else None
+    task_files.check_squad_predictions(examples, predictions, args.predictions)
+    metrics = evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh, tuned_apart=True)
+    print(json.dumps(metrics, indent=2))  # exact, f1: these answers' scores; the best thresholds set apart
+
+
+def glue_command(args):
+    if args.checkpoint:
+        scores = {name: metrics for name, (_, metrics) in checkpoint_predictions(args).items()}
+        print(json.dumps(scores.popitem()[1] if len(scores) == 1 else scores, indent=2))
+        return
+    if args.max_seq_len or args.batch_size:
+        raise ValueError("--max-seq-len and --batch-size say how --checkpoint predicts: not with --predictions")
+    gold = [label for _, label in task_files.read_glue(args.task, args.data)]
+    pred = task_files.read_glue_predictions(args.predictions, args.task, len(gold))
+    print(json.dumps(evaluate.glue_metrics(args.task, pred, gold), indent=2))
+
+
+def checkpoint_predictions(args):
+    """Section 5.1's dev scores without training: {dev set name: (predictions, official metrics)} of a finetuned
+    classifier (--checkpoint) on --data, a task's folder (its dev files: MNLI's matched and mismatched) or one
+    file, encoded and predicted as finetune.py does, its outputs read as the task's labels by output_labels."""
+    if not os.path.exists(args.data):
+        raise ValueError(f"{args.data}: no such file or folder")
+    if os.path.isdir(args.data):
+        dev_sets = task_files.read_glue_dev(args.task, args.data)
+    else:
+        dev_sets = {os.path.basename(args.data).rsplit(".", 1)[0]: task_files.read_glue(args.task, args.data)}
+    model, tok = evaluate.load_checkpoint(args.checkpoint, roberta.RobertaForSequenceClassification, need_trained_head=True,
+                                  verbose=False)
+    labels = output_labels(args.task, args.checkpoint, model.num_labels)
+    max_len = cli.max_seq_len(args.max_seq_len, model.cfg.max_positions)
+    if labels:
+        print(f"{args.checkpoint}: outputs 0-{len(labels) - 1} read as {', '.join(labels)}", file=sys.stderr)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    out = {}
+    for name, rows in dev_sets.items():
+        inputs = evaluate.glue_features(args.task, tok, rows, max_len)
+        out[name] = evaluate.glue_predict(args.task, model, tok, rows, inputs, args.batch_size or 32, device, labels)
+    return out
+
+
+def output_labels(task, checkpoint, outputs):
+    """The task's label, as its GLUE files write it, of each of a classifier's outputs: the checkpoint's
+    id2label (checkpoints.id2label) matched to the task's labels whatever their case (roberta-large-mnli's
+    CONTRADICTION, NEUTRAL, ENTAILMENT), or the task's own order where it names none. None: a regressor."""
+    labels = evaluate.GLUE[task].labels
+    if outputs != (len(labels) if labels else 1):
+        raise ValueError(f"{checkpoint}: a classifier with {outputs} output{'s' * (outputs != 1)}, but {task} has "
+                         + (f"{len(labels)} labels" if labels else "a score to regress (1 output)"))
+    names = checkpoints.id2label(checkpoint, {t: g.labels for t, g in evaluate.GLUE.items()}) if labels else None
+    if names is None:
+        return labels
+    by_name = {label.lower(): label for label in labels}
+    mapped = tuple(by_name.get(str(name).lower()) for name in names)
+    if None in mapped or sorted(mapped) != sorted(labels):
+        raise ValueError(f"{checkpoint}: its labels ({', '.join(map(str, names))}, by id2label) are not {task}'s "
+                         f"({', '.join(labels)}), whatever the case")
+    return mapped
+
+
+def race_command(args):
+    questions = task_files.read_race(args.data)
+    predictions = files.read_json(args.predictions, "answers")
+    task_files.check_race_predictions(questions, predictions, args.predictions)
+    print(json.dumps(evaluate.race_metrics(questions, predictions), indent=2))
+
+
+def add_pretraining_commands(sub):
+    s = sub.add_parser("perplexity", help="masked-LM perplexity of a checkpoint on prepared data")
+    s.set_defaults(run=perplexity_command)
+    s.add_argument("--checkpoint", type=cli.path_arg, required=True, help="a train.py output folder (required)")
+    s.add_argument("--data", type=cli.path_arg, required=True, help="a folder written by data.py (required)")
+    s.add_argument("--split", default="valid", choices=["train", "valid"],
+                   help="the split of --data to evaluate (default: %(default)s)")
+    low = evaluate.MIN_SEQ_LEN
+    s.add_argument("--seq-len", type=cli.number(int, low),
+                   help=f"tokens per sequence, at least {low} and at most the model's positions (default: the "
+                        f"length the checkpoint trained at; a Hugging Face model's positions)")
+    s.add_argument("--batch-size", type=cli.number(int, 1), default=8,
+                   help="sequences per forward (default: %(default)s)")
+    s = sub.add_parser("fill-mask", help="the most likely tokens for <mask>")
+    s.set_defaults(run=fill_mask_command)
+    s.add_argument("--checkpoint", type=cli.path_arg, required=True,
+                   help="a train.py output or a Hugging Face RoBERTa folder with its LM head (required)")
+    s.add_argument("--top-k", type=cli.number(int, 1), default=5,
+                   help="how many tokens to list, at most the vocabulary (default: %(default)s)")
+    s.add_argument("text", help="a text with exactly one <mask>")
+
+
+def add_task_commands(sub):
+    s = sub.add_parser("squad", help="official SQuAD v2.0 metrics (v1.1 files too)")
+    s.set_defaults(run=squad_command)
+    s.add_argument("--data", type=cli.path_arg, required=True, help="dev-v1.1.json or dev-v2.0.json (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
+                   help="JSON {question id: answer text}, \"\" for no answer (required)")
+    s.add_argument("--na-prob-file", type=cli.path_arg,
+                   help="JSON {question id: no-answer probability}: adds the best thresholds (default: none)")
+    s.add_argument("--na-prob-thresh", type=cli.number(float, 0, 1), default=1.0,
+                   help="answer \"\" where the no-answer probability is above this, in [0, 1] (default: %(default)s)")
+    s = sub.add_parser("glue", help="GLUE metrics of a predictions TSV, or of a finetuned classifier")
+    s.set_defaults(run=glue_command)
+    s.add_argument("--task", type=task_arg(list(evaluate.GLUE), "GLUE task"), required=True,
+                   help=f"{', '.join(evaluate.GLUE)} (required)")
+    s.add_argument("--data", type=cli.path_arg, required=True,
+                   help="the task's dev.tsv; with --checkpoint also the task's folder, for all its dev files (MNLI: "
+                        "matched and mismatched) (required)")
+    given = s.add_mutually_exclusive_group(required=True)
+    given.add_argument("--predictions", type=cli.path_arg,
+                       help="the GLUE submission TSV: index<TAB>prediction, one row per dev example")
+    given.add_argument("--checkpoint", type=cli.path_arg,
+                       help="a finetuned classifier to predict with (no training): a finetune.py output or a Hugging "
+                            "Face RobertaForSequenceClassification folder; its id2label names its outputs")
+    s.add_argument("--max-seq-len", type=cli.number(int, 8),
+                   help="with --checkpoint: tokens per input, at most the model's positions (default: min(512, "
+                        "positions))")
+    s.add_argument("--batch-size", type=cli.number(int, 1),
+                   help="with --checkpoint: inputs per forward (default: 32)")
+    s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
+    s.set_defaults(run=race_command)
+    s.add_argument("--data", type=cli.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")
+    s.add_argument("--predictions", type=cli.path_arg, required=True,
+                   help="JSON {\"<passage id>-<question index>\": \"A\"-\"D\"} (required)")
+
+
+def parser():
+    p = cli.ArgumentParser(prog="evaluate.py", description=evaluate.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    add_pretraining_commands(sub)
+    add_task_commands(sub)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    cli.run(lambda: args.run(args))

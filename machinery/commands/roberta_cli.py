@@ -1,0 +1,137 @@
+"""The command line of roberta.py: export a checkpoint as a Hugging Face RoBERTa folder that transformers'
+Auto* classes and pipeline("fill-mask") load as they load roberta-base.
+
+    python roberta.py export --checkpoint out/ --out hf/   # + vocab.json, merges.txt, the tokenizer configuration
+"""
+import json
+import os
+import sys
+
+import bpe
+import evaluate
+import roberta
+from machinery.basics import cli, files
+from machinery.basics import lock
+from machinery.interop import checkpoints, hf
+
+LABELS = {task: spec.labels for task, spec in evaluate.GLUE.items()}  # an older finetuned checkpoint's label order
+
+
+# What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
+# the space on its left (lstrip), so "is <mask>." reads " is" <mask> "." as fill_mask feeds it (without
+# this, transformers keeps that space as a token of its own), and inputs are truncated at the model's
+# positions. tokenizer_config.json spells <mask> as transformers' own save of roberta-base does;
+# special_tokens_map.json as roberta-base's and distilroberta-base's files do.
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                  "pad_token": "<pad>", "cls_token": "<s>"}
+MASK_TOKEN = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": False}
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+
+
+def tokenizer_configs(max_positions):
+    """{file name: content} of the tokenizer configuration written beside vocab.json and merges.txt."""
+    config = {"tokenizer_class": "RobertaTokenizer", "model_max_length": max_positions, "add_prefix_space": False,
+              "errors": "replace", **SPECIAL_TOKENS, "mask_token": {"__type": "AddedToken", **MASK_TOKEN}}
+    return {"tokenizer_config.json": config, "special_tokens_map.json": {**SPECIAL_TOKENS, "mask_token": MASK_TOKEN}}
+
+
+EXPORTED = ("config.json", "model.safetensors", *TOKENIZER_FILES, *tokenizer_configs(512))  # what export writes
+
+
+def check_export(checkpoint, out, overwrite):
+    """Before any work: the checkpoint folder exists; --out is another folder, or can become one, and
+    holds no exported model unless --overwrite."""
+    if not os.path.isdir(checkpoint):
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint folder")
+    if os.path.isdir(out) and os.path.samefile(out, checkpoint):
+        raise ValueError(f"--out {out} is the checkpoint folder itself: export to another folder")
+    cli.check_out(out, overwrite, finished=EXPORTED, what="an exported model")  # no file of the user's replaced
+
+
+def read_vocab(checkpoint, vocab_size):
+    """The checkpoint's tokenizer files as bytes, checked against the model; None when it has none."""
+    paths = [os.path.join(checkpoint, f) for f in TOKENIZER_FILES]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+    blobs = []
+    for p in paths:
+        with open(p, "rb") as f:
+            blobs.append(f.read())
+    try:
+        vocab = json.loads(blobs[0])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{paths[0]}: not valid JSON ({e})") from None
+    missing = [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t not in vocab]
+    if len(vocab) != vocab_size or missing:
+        raise ValueError(f"{paths[0]}: " + (f"no {missing[0]} token" if missing else
+                                            f"{len(vocab)} tokens, but the model's vocabulary is {vocab_size}"))
+    return blobs
+
+
+def export(checkpoint, out, overwrite=False):
+    """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
+    config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
+    tokenizer with the configuration transformers needs."""
+    check_export(checkpoint, out, overwrite)
+    model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
+    blobs = read_vocab(checkpoint, model.cfg.vocab_size)
+    if blobs is not None:  # the tokenizer its checkpoint.pt recorded, not other files of the same size
+        checkpoints.check_tokenizer(checkpoint, bpe.Tokenizer.load(checkpoint))
+    classifier = isinstance(model, roberta.RobertaForSequenceClassification)
+    hf.save_pretrained(model, out, checkpoints.id2label(checkpoint, LABELS) if classifier else None)  # not LABEL_i
+    if blobs is None:
+        print(f"warning: {checkpoint} has no {' and '.join(TOKENIZER_FILES)}: {out} has no tokenizer", file=sys.stderr)
+        return model
+    for name, blob in zip(TOKENIZER_FILES, blobs):
+        files.write_atomic(os.path.join(out, name), blob)
+    for name, content in tokenizer_configs(model.cfg.max_positions).items():
+        files.write_atomic(os.path.join(out, name), json.dumps(content, indent=2))
+    return model
+
+
+def export_command(args):
+    check_export(args.checkpoint, args.out, args.overwrite)  # before the lock: a refusal makes no folder
+    with lock.writing(args.out, "roberta.py export"):  # one writer: a second export, or a run, into --out is refused
+        before = {name for name in EXPORTED if os.path.lexists(os.path.join(args.out, name))}
+        try:
+            model = export(args.checkpoint, args.out, args.overwrite)
+        except files.WriteFailed as e:  # a full disk: this export's files go, or say what is mixed
+            raise export_failed(e, args.out, before) from None
+    print(f"{args.out}: {type(model).__name__}, {roberta.num_parameters(model):,} parameters")
+
+
+def export_failed(err, out, before):
+    """A write of the export failed (a full disk): with no export there before, the files it wrote go (nothing
+    was exported); else the folder mixes the previous export and this one's files, said so."""
+    written = [n for n in EXPORTED if os.path.lexists(os.path.join(out, n)) and n not in before]
+    if not before:
+        for name in written:
+            os.remove(os.path.join(out, name))
+        intact = "nothing was exported"
+    else:
+        intact = (f"{out} now mixes the previous export with this one's files: export again (--overwrite) once "
+                  f"there is room")
+    return files.write_failed(err, out, "the export", intact)
+
+
+def parser():
+    p = cli.ArgumentParser(prog="roberta.py",
+                           description="Export a checkpoint (train.py / finetune.py output) to the Hugging Face "
+                                       "layout: config.json + model.safetensors + tokenizer files.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="write a Hugging Face RoBERTa folder",
+                       description="Write a checkpoint as a Hugging Face RoBERTa folder that transformers' "
+                                   "Auto* classes and pipeline('fill-mask') load as they load roberta-base.")
+    e.set_defaults(run=export_command)
+    e.add_argument("--checkpoint", required=True,
+                   help="a folder with checkpoint.pt (train.py/finetune.py output) or a Hugging Face RoBERTa folder; "
+                        "its vocab.json and merges.txt are exported too")
+    e.add_argument("--out", required=True, help="the folder to write (created if needed)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an exported model already in --out (default: refuse)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    cli.run(lambda: args.run(args))

@@ -1,0 +1,52 @@
+"""Section 4.4's other arm: a character-level BPE, as BERT's original vocabulary (30K) was built, against
+which RoBERTa chose GPT-2's byte-level BPE (50K).
+
+Its units are Unicode characters, not bytes: the alphabet is the characters of the training text, and a
+character outside it becomes <unk> (one <unk> per character). Merges are learned as bpe.py learns them
+(bpe.count_pretokens, bpe.PairCounts, bpe.learn_merges), on the same pre-tokens, so the two arms differ
+only in their units. A byte-level BPE needs no <unk>: every text is some bytes.
+
+    python bpe.py train --input corpus.txt --vocab-size 2458 --out char-tok/ --characters
+    tok = bpe.Tokenizer.load("char-tok/")        # characters=True: the folder holds char_bpe.json
+
+The tokenizer is bpe.Tokenizer with characters=True (its units as data), so that data.py, train.py and
+finetune.py use it unchanged; this module only trains one.
+"""
+import bpe
+
+
+def train_char_bpe(texts, vocab_size, min_frequency=2, verbose=False):
+    """(vocab id -> bytes, merges, note): <s> <pad> </s> <unk>, the characters of `texts` (most frequent
+    first, as many as fit), merges of the most frequent pairs, <mask>."""
+    counts = bpe.count_pretokens(texts)
+    if not counts:
+        raise ValueError("no text to train on: the input is empty")
+    chars = {}
+    for word, n in counts.items():
+        for ch in word:
+            chars[ch] = chars.get(ch, 0) + n
+    room = vocab_size - len(bpe.SPECIALS) - 1
+    if room < 1:
+        raise ValueError(f"vocab size {vocab_size} is too small: the 5 special tokens need 5, and one character")
+    alphabet = sorted(chars, key=lambda ch: (-chars[ch], ch))[:room]
+    vocab = {i: s.encode() for i, s in enumerate(bpe.SPECIALS)}
+    vocab.update({len(bpe.SPECIALS) + k: ch.encode("utf-8", "surrogatepass") for k, ch in enumerate(alphabet)})
+    char_ids = {ch: len(bpe.SPECIALS) + k for k, ch in enumerate(alphabet)}
+    words, freqs = [], []
+    for w, n in counts.items():  # a character outside the alphabet (<unk>) splits its word: never merged
+        for part in "".join(ch if ch in char_ids else "\0" for ch in w).split("\0"):
+            if len(part) > 1:
+                words.append([char_ids[ch] for ch in part])
+                freqs.append(n)
+    pairs = bpe.PairCounts(words, freqs)
+    merges, next_count = bpe.learn_merges(pairs, vocab, room - len(alphabet), min_frequency, verbose)
+    vocab[len(vocab)] = bpe.MASK.encode()
+    return vocab, merges, bpe.shortfall(vocab_size, len(vocab), len(merges), min_frequency, next_count)
+
+
+def train(texts, vocab_size, min_frequency=2, verbose=False):
+    """A character-level bpe.Tokenizer trained on `texts` (its training_note: why it came out smaller than asked)."""
+    vocab, merges, note = train_char_bpe(texts, vocab_size, min_frequency, verbose)
+    tok = bpe.Tokenizer(vocab, merges, characters=True)
+    tok.training_note = note
+    return tok

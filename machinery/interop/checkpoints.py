@@ -1,0 +1,324 @@
+"""A run folder: its model and tokenizer, loaded together and checked; atomic saves.
+
+A run folder is what train.py and finetune.py write (checkpoint.pt beside vocab.json + merges.txt), or
+a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin, beside the same
+tokenizer files). A model is only as good as the tokenizer that feeds it, so the two are loaded
+together and their vocabularies must agree.
+
+    weights = checkpoints.read_weights("out/demo")   # config, state (our names), the class it holds, ...
+    checkpoints.load_state(model, weights, "out/demo")  # into a model: shapes checked, missing heads named
+    checkpoints.save("out/demo/checkpoint.pt", {"model": ..., "config": ...})  # atomic, checksummed
+    checkpoints.train_settings("out/demo")["seq_len"]                         # 128: what it trained at
+    checkpoints.id2label("roberta-large-mnli/")      # ['CONTRADICTION', 'NEUTRAL', 'ENTAILMENT']: output i's label
+
+A leaf: it imports none of the core. roberta.load_pretrained builds the model from what read_weights returns,
+and evaluate.load_checkpoint loads the model with its tokenizer.
+"""
+import hashlib
+import os
+import re
+import sys
+import warnings
+
+from typing import NamedTuple
+
+import torch
+
+from machinery.basics import files
+from machinery.interop import hf, vocab_files
+from machinery.scale import prepared  # the tokenizer's fingerprint (tokenizer_hash), as data.py records it
+
+WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
+
+
+def check_folder(path):
+    """Before the weights load (which takes a while): `path` is a folder holding weights and tokenizer files."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: {'a file, not a' if os.path.exists(path) else 'no such'} checkpoint folder")
+    has_weights = any(os.path.isfile(os.path.join(path, name)) for name in WEIGHTS)
+    has_tokenizer = any(os.path.isfile(os.path.join(path, name)) for names in vocab_files.VOCAB_FILES for name in names)
+    if not has_weights and not has_tokenizer:
+        raise FileNotFoundError(f"{path}: not a checkpoint folder: no weights (checkpoint.pt, or config.json and "
+                                f"model.safetensors) and no tokenizer files (vocab.json + merges.txt)")
+    if not vocab_files.is_char_bpe(path):  # a character-level BPE (Section 4.4's other arm) is one file
+        vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
+
+
+def check_specials(path, tok, pad_id):
+    """The tokenizer has RoBERTa's special tokens (every input is framed, padded and masked with them), its <pad>
+    the model's padding id."""
+    ids = dict(zip(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id,
+                                                              tok.mask_id)))
+    missing = next((t for t, i in ids.items() if i is None), None)
+    if missing:
+        raise ValueError(f"{tokenizer_files(path)}: no {missing} token (RoBERTa's tokenizer has {', '.join(ids)})")
+    if tok.pad_id != pad_id:
+        raise ValueError(f"{tokenizer_files(path)}: <pad> is id {tok.pad_id}, but the model pads with id {pad_id}")
+
+
+def tokenizer_files(path):
+    """The tokenizer files of a run folder, as errors name them: 'run/vocab.json + merges.txt'."""
+    names = vocab_files.CHAR_BPE_FILE if vocab_files.is_char_bpe(path) else \
+        " + ".join(os.path.basename(p) for p in vocab_files.find_vocab_files(path))
+    return os.path.join(os.fspath(path), names)
+
+
+def check_tokenizer(path, tok):
+    """The folder's tokenizer files are the tokenizer its checkpoint.pt was trained with: the fingerprint
+    (prepared.tokenizer_hash: vocabulary and merges in rank order) recorded as tokenizer_sha256. Another tokenizer of
+    the same size, or two merges swapped, would feed the model ids it never learned. A Hugging Face folder, and a
+    checkpoint saved before finetune.py recorded it, record none: only their vocabulary size is checked."""
+    then = recorded(path).get("tokenizer_sha256")
+    if not isinstance(then, str):
+        return
+    now = prepared.tokenizer_hash(tok)
+    if now != then:
+        raise ValueError(f"{tokenizer_files(path)}: tokenizer {now[:12]}, but checkpoint.pt was "
+                         f"trained with tokenizer {then[:12]}: these files were replaced or edited since (put back "
+                         f"the run's own tokenizer files)")
+
+
+def recorded(path):
+    """What a train.py/finetune.py folder's checkpoint.pt records beside the weights ({} without one: a
+    Hugging Face folder). Memory-mapped: the weights are not read."""
+    ckpt_path = os.path.join(os.fspath(path), "checkpoint.pt")
+    if not os.path.isfile(ckpt_path):
+        return {}
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # an old-format file cannot be memory-mapped: read it whole
+        ckpt = read_checkpoint(ckpt_path)
+    return ckpt if isinstance(ckpt, dict) else {}
+
+
+def train_settings(path):
+    """The settings a train.py run recorded in its checkpoint.pt (TrainConfig as a dict: seq_len, masking,
+    ...); {} for a folder without them (a Hugging Face folder, a finetuned model)."""
+    settings = recorded(path).get("train")
+    return settings if isinstance(settings, dict) else {}
+
+
+# finetune.py's MNLI order until its checkpoints recorded id2label (the released heads' order since)
+OLD_ORDER = {"mnli": ("contradiction", "entailment", "neutral")}
+
+
+def id2label(path, task_labels=None):
+    """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label; an older
+    one only its task, whose order it trained in: task_labels[task]), a Hugging Face folder in config.json.
+    None where the folder names none, or only transformers' defaults (LABEL_0, LABEL_1, ...)."""
+    if os.path.isfile(os.path.join(os.fspath(path), "checkpoint.pt")):
+        ckpt = recorded(path)
+        task = ckpt.get("task")
+        trained = OLD_ORDER.get(task) or (task_labels or {}).get(task)
+        names = ckpt.get("id2label", trained)
+        if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: id2label is not a list of label names")
+        return list(names) if names else None
+    config = os.path.join(os.fspath(path), "config.json")
+    hf_config = files.read_json(config) if os.path.isfile(config) else {}
+    labels = hf_config.get("id2label") if isinstance(hf_config, dict) else None
+    if not labels:
+        return None
+    try:
+        names = [labels[str(i)] for i in range(len(labels))]
+    except (KeyError, TypeError):
+        raise ValueError(f"{config}: id2label is not a map from 0..{len(labels) - 1} to label names") from None
+    return None if names == [f"LABEL_{i}" for i in range(len(names))] else [str(n) for n in names]
+
+
+def save(path, ckpt):
+    """torch.save `ckpt` to `path` atomically: into a temporary file in the same folder (one filesystem),
+    flushed to the disk, then renamed over `path`. A reader, or a run killed midway, finds the previous
+    file or the new one, never half of one. The file carries a checksum of its contents (`checksum`),
+    verified by read_checkpoint. A failed write (a full disk) is one line naming the folder."""
+    ckpt = {**ckpt, "checksum": checksum(ckpt)}
+    before = os.path.isfile(path)
+    try:
+        files.write_atomic(path, lambda f: torch.save(ckpt, f))
+    except files.WriteFailed:  # a full disk, said in one line already
+        raise
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
+        if isinstance(e, RuntimeError) and "writ" not in str(e).lower():
+            raise
+        why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[-1].strip()[:200]
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(path)
+        raise OSError(f"{folder}: could not write {name} ({why}); "
+                      + (f"the previous {name} is intact" if before else "nothing was written")) from None
+
+
+def checksum(ckpt):
+    """A sha256 over a checkpoint's contents: every tensor's bytes (with its name, dtype and shape) and every
+    plain value, in a fixed order. Computed at save, stored in the file, recomputed on every load: a
+    flipped byte inside a weight tensor (which torch.load would read without complaint) is caught."""
+    h = hashlib.sha256()
+
+    def add(name, value):
+        if torch.is_tensor(value):
+            h.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        elif isinstance(value, dict):
+            for key in sorted(value, key=repr):
+                add(f"{name}/{key!r}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                add(f"{name}/{i}", item)
+        else:
+            h.update(f"{name}={value!r};".encode())
+    add("", {k: v for k, v in ckpt.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def read_checkpoint(path, ours=True):
+    """Load this project's checkpoint file (weights only: no code runs from the file); ours=False: any
+    torch.save'd dict of tensors (Hugging Face's pytorch_model.bin)."""
+    try:
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: the refusal below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file, or one that holds more than weights
+        raise ValueError(unreadable(path, e)) from None
+    if not ours:
+        if not isinstance(ckpt, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in ckpt.items()):
+            raise ValueError(f"{path}: not a state dict (names to tensors)")
+        return ckpt
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path}: not a checkpoint of this project (no 'model' and 'config' entries)")
+    if "checksum" in ckpt and ckpt["checksum"] != checksum(ckpt):  # older checkpoints have none
+        raise ValueError(f"{path}: damaged: its contents do not match the checksum saved with them (use another "
+                         f"copy, or an earlier checkpoint)")
+    return ckpt
+
+
+def unreadable(path, err):
+    """One line for a file torch.load (weights only) refused: a file holding Python objects besides tensors and
+    plain values is refused for safety (torch's own message goes on to advise turning that check off: not here)."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text) if text.startswith("Weights only load failed") else None
+    if found:
+        return (f"{path}: refused for safety: it holds a Python object ({found.group(1)}) besides tensors and plain "
+                f"values, and reading it could run code from the file; only weights are read")
+    lines = [line.strip() for line in text.splitlines()[1:] if line.strip() and
+             not line.startswith(("Check the documentation", "Please file an issue"))]
+    first = lines[-1] if text.startswith("Weights only load failed") and lines else \
+        (text.splitlines() or [""])[0].split(". ")[0]  # not torch's advice, nor its notes after the first sentence
+    first = first or ("the file ends early" if isinstance(err, EOFError) else "")
+    return f"{path}: not a readable checkpoint ({type(err).__name__}: {first[:200]})"
+
+
+
+class Weights(NamedTuple):
+    config: dict        # RobertaConfig's fields
+    state: dict         # name -> tensor, in our names (layout "ours") or Hugging Face's (layout "hf")
+    holder: str         # the class that saved it: RobertaForMaskedLM, RobertaForSequenceClassification, ...
+    num_labels: object  # a classifier's outputs, or None
+    layout: str         # "ours" (checkpoint.pt) or "hf" (config.json + model.safetensors / pytorch_model.bin)
+    source: str         # the file the weights and config come from, as errors name it
+
+
+def read_weights(path):
+    """roberta.load_pretrained's reading: the Weights of a train.py/finetune.py folder (checkpoint.pt) or a
+    Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint folder")
+    if os.path.isfile(os.path.join(path, "checkpoint.pt")):
+        return read_ours(os.path.join(path, "checkpoint.pt"))
+    return read_hf(path)
+
+
+def read_ours(source):
+    """The Weights of a train.py/finetune.py folder's checkpoint.pt, each part checked to be of its kind (a
+    crafted file whose checksum was made to fit is refused in one line, not a traceback)."""
+    ckpt = read_checkpoint(source)
+    state, config, holder, labels = ckpt["model"], ckpt["config"], ckpt.get("class", "RobertaForMaskedLM"), \
+        ckpt.get("num_labels")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{source}: its model is not a state dict (names to tensors)")
+    if not isinstance(config, dict) or not isinstance(holder, str) or \
+            not (labels is None or (type(labels) is int and labels >= 1)):
+        raise ValueError(f"{source}: its config, class or num_labels is not of its kind (a dict, a class name, a "
+                         f"whole number)")
+    return Weights(config, state, holder, labels, "ours", source)
+
+
+def read_hf(path):
+    """The Weights of a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin), the
+    state still in Hugging Face's names."""
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: neither checkpoint.pt nor config.json found")
+    config = files.read_json(config_path)
+    cfg = hf.config_from_hf(config, config_path)  # checked: an object, the sizes whole numbers, ...
+    if os.path.isfile(os.path.join(path, "model.safetensors")):
+        state = hf.load_safetensors(os.path.join(path, "model.safetensors"))
+    elif os.path.isfile(os.path.join(path, "pytorch_model.bin")):
+        state = read_checkpoint(os.path.join(path, "pytorch_model.bin"), ours=False)
+    else:
+        raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
+    labels = config.get("id2label")
+    return Weights(cfg, state, (config.get("architectures") or ["RobertaModel"])[0], len(labels) if labels else None,
+                   "hf", config_path)
+
+
+SIZES = {"vocab_size": 1, "hidden_size": 1, "num_layers": 1, "num_heads": 1, "ffn_size": 1, "max_positions": 1,
+         "pad_id": 0}  # RobertaConfig's whole numbers, and the least each can be
+RATES = {"dropout": (0, 1), "attention_dropout": (0, 1), "layer_norm_eps": (0, 1), "init_std": (0, 10)}
+
+
+def check_config(cfg, state, source):
+    """A model's configuration (a RobertaConfig) as a file gives it, checked before a model is built from it: whole numbers of at
+    least SIZES, rates in [low, high), the hidden size a multiple of the heads, the padding id a token, and no
+    larger a model than the weights beside it hold (a crafted size would otherwise allocate without end)."""
+    bad = next((k for k, low in SIZES.items() if type(getattr(cfg, k)) is not int or getattr(cfg, k) < low), None) \
+        or next((k for k, (low, high) in RATES.items() if isinstance(getattr(cfg, k), bool) or
+                 not isinstance(getattr(cfg, k), (int, float)) or not low <= getattr(cfg, k) < high), None)
+    if bad:
+        raise ValueError(f"{source}: {bad} is {getattr(cfg, bad)!r}: not a value a RoBERTa config can have")
+    if cfg.hidden_size % cfg.num_heads or cfg.pad_id >= cfg.vocab_size:
+        raise ValueError(f"{source}: " + (f"hidden size {cfg.hidden_size} is not a multiple of {cfg.num_heads} heads"
+                                          if cfg.hidden_size % cfg.num_heads else
+                                          f"pad id {cfg.pad_id} is outside the vocabulary of {cfg.vocab_size}"))
+    h = cfg.hidden_size
+    needs = (cfg.vocab_size + cfg.max_positions) * h + cfg.num_layers * (4 * h * h + 2 * h * cfg.ffn_size)
+    holds = sum(t.numel() for t in state.values())
+    if needs > holds:
+        raise ValueError(f"{source}: its configuration describes a model of at least {needs:,} weights, but the "
+                         f"checkpoint holds {holds:,}")
+
+
+HEAD_NAMES = {"lm_head": "LM head", "classifier": "classification head", "qa": "span head",
+              "answerable": "answerability head", "nsp": "next-sentence head"}
+
+
+def check_heads(model, state, path, holder):
+    """Refuse to load a model whose task head the checkpoint does not hold (it would be random)."""
+    missing = sorted({k.split(".")[0] for k in model.state_dict() if k not in state and not k.startswith("roberta.")})
+    if missing:
+        heads = " and ".join(HEAD_NAMES.get(h, h) for h in missing)
+        raise ValueError(f"{path}: the checkpoint holds a {holder}; its {heads} {'is' if len(missing) == 1 else 'are'}"
+                         f" untrained (not in the checkpoint), so it cannot serve as a {type(model).__name__}")
+
+
+def load_state(model, weights, source="checkpoint", verbose=True, new_head_ok=True):
+    """Copy `weights` (read_weights) into `model`: Hugging Face's names mapped to ours, shapes must match; a
+    missing head is left at its initialisation (new_head_ok=False: refused, check_heads)."""
+    state = weights.state if weights.layout == "ours" else hf.from_hf_state(weights.state, type(model).__name__, source)
+    if not new_head_ok:
+        check_heads(model, state, source, weights.holder)
+    own = model.state_dict()
+    for key, t in state.items():
+        if key in own and own[key].shape != t.shape:
+            raise ValueError(f"{source}: {key} has shape {list(t.shape)} in the checkpoint but "
+                             f"{list(own[key].shape)} in the model")
+    missing = [k for k in own if k not in state]
+    if any(k.startswith("roberta.") for k in missing):
+        raise ValueError(f"{source}: encoder weights missing from the checkpoint, e.g. "
+                         f"{next(k for k in missing if k.startswith('roberta.'))}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    unused = sorted({k.split(".")[0] for k in state if k not in own})
+    if verbose and missing:
+        heads = sorted({k.split(".")[0] for k in missing})
+        print(f"{source}: newly initialised {', '.join(heads)} ({len(missing)} tensors not in the checkpoint)"
+              + (f"; unused from the checkpoint: {', '.join(unused)}" if unused else ""), file=sys.stderr)

@@ -1,0 +1,453 @@
+"""experiments.py's runs: the commands it types (each printed, so that any run can be repeated by hand) and
+their progress lines, every run of an experiment planned (arm x seed: its folder and train.py options),
+where each stands (finished, interrupted, of other code), the hash of the code, and one run taken from
+wherever it stands to its record: trained (train.py), evaluated on the fixed held-out masks, finetuned
+(finetune.py, with --glue); or failed, with the command to rerun it.
+
+    runs = runner.plan(exp, scale, args, prepared)
+    record = runner.do_run(runs[0], 1, len(runs), exp, scale, args)
+"""
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import bpe
+import data
+import experiments
+import roberta
+from machinery.interop import checkpoints
+from machinery.lab import text_figures
+from machinery.basics import files, speed
+from machinery.scale import prepared
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+
+
+# ---------------------------------------------------------------------------------------- commands
+PRINT_LOCK = threading.Lock()
+PROGRESS_SECONDS = 30            # a running run's progress line, this often
+
+
+def say(text):
+    """Print whole lines, one writer at a time: runs side by side (--jobs) never share a line."""
+    with PRINT_LOCK:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def script(name):
+    """A project script as a user types it: `train.py` from the repository, its path from elsewhere."""
+    return os.path.relpath(os.path.join(ROOT, name))
+
+
+def shown(argv):
+    """The command as a user would type it."""
+    return shlex.join(["python", *argv[1:]])
+
+
+def execute(argv, log_path, env_threads=0, progress=None):
+    """Run a command (argv[0] is python), its output into log_path; (exit code, last line of its errors).
+    `progress`, when given, is called every PROGRESS_SECONDS while the command runs (the runner's
+    progress lines)."""
+    env = dict(os.environ)
+    if env_threads and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(env_threads)
+    with open(log_path, "a") as log:
+        log.write(f"$ {shown(argv)}\n")
+        log.flush()
+        start = log.tell()
+        proc = subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=log, text=True, env=env,
+                                cwd=os.getcwd())
+        while True:
+            try:
+                proc.wait(timeout=PROGRESS_SECONDS)
+                break
+            except subprocess.TimeoutExpired:
+                if progress:
+                    progress()
+            except BaseException:  # Ctrl-C: stop the child too, then go
+                proc.kill()
+                proc.wait()
+                raise
+    with open(log_path, errors="replace") as f:
+        f.seek(start)
+        text = f.read()
+    lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error") or "Error" in line]
+    return proc.returncode, (errors or lines or [f"exit code {proc.returncode}"])[-1].strip()
+
+
+def duration(seconds):
+    """A duration as a student reads it: 45 s, 3 min 20 s, 1 h 05 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_line(label, run, elapsed):
+    """One run's progress from its log.jsonl: step, loss, speed and the time left; None before its first log."""
+    last = last_record(run)
+    if "step" not in last:
+        return f"{label}: starting ({duration(elapsed)})"
+    steps = run.options["max_steps"]
+    text = f"{label}: step {last['step']:,}/{steps:,} ({last['step'] / steps:.0%})"
+    if isinstance(last.get("loss"), (int, float)):
+        text += f", loss {last['loss']:.3f}"
+    tps = last.get("tokens_per_s")
+    if isinstance(tps, (int, float)) and tps > 0:
+        left = (steps - last["step"]) * run.options["batch_size"] * run.options["seq_len"] / tps
+        text += f", {tps:,.0f} tokens/s, ETA {duration(left)}"
+    return text + f" ({duration(elapsed)} so far)"
+
+
+
+
+# ---------------------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    arm: "experiments.Arm"
+    seed: int
+    folder: str
+    options: dict                # train.py options of this run
+    data: str                    # the data.py folder it trains on
+    heldout: str                 # the data.py folder whose held-out split evaluates it (the same for all
+                                 # arms of one tokenizer)
+    flags: tuple = ()            # train.py options without a value, from --train-args
+    corpus: str = ""             # bits-per-byte experiments: the corpus whose held-out lines it is scored on
+
+    @property
+    def argv(self):
+        """The train.py command of this run."""
+        argv = ["python", script("train.py"), "--data", self.data, "--out", self.folder]
+        for key, value in self.options.items():
+            argv += flag(key, value).split(" ", 1)
+        return argv + list(self.flags)
+
+
+def flag(key, value):
+    """An option as typed: ("max_steps", 800) -> "--max-steps 800"; floats to 6 significant digits."""
+    return f"--{key.replace('_', '-')} " + (f"{value:.6g}" if isinstance(value, float) else str(value))
+
+
+def apply(options, changes):
+    """options with `changes` applied: a Times multiplies the current value (rounded for whole numbers)."""
+    out = dict(options)
+    for key, value in changes.items():
+        if isinstance(value, experiments.Times):
+            value = value.factor * out[key]
+            value = max(1, round(value)) if isinstance(out[key], int) else value
+        out[key] = value
+    return out
+
+
+def base_options(exp, scale, steps_factor=1.0):
+    """The train.py options every arm of `exp` starts from at this scale."""
+    return apply(apply(scale.train, exp.base), {"max_steps": experiments.Times(steps_factor)})
+
+
+def parse_train_args(text):
+    """--train-args "--dropout 0 --no-compile" -> ({"dropout": 0}, ["--no-compile"])."""
+    try:
+        words, options, flags = shlex.split(text or ""), {}, []
+    except ValueError as err:  # "No closing quotation": say which option, and what it read
+        raise ValueError(f"--train-args: {err} in {text!r}") from None
+    for i, word in enumerate(words):
+        if not word.startswith("--"):
+            continue
+        if i + 1 < len(words) and not words[i + 1].startswith("--"):
+            value = words[i + 1]
+            for kind in (int, float):
+                try:
+                    value = kind(value)
+                    break
+                except ValueError:
+                    pass
+            options[word[2:].replace("-", "_")] = value
+        else:
+            flags.append(word)
+    return options, flags
+
+
+def plan(exp, scale, args, prepared):
+    """Every run of the experiment: arm x seed, with its folder and train.py options."""
+    base = base_options(exp, scale, args.steps_factor)
+    extra, flags = parse_train_args(args.train_args)
+    runs = []
+    for arm in exp.arms:
+        options = {**apply(base, arm.options), **extra}
+        steps = options["max_steps"]
+        options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
+        options.update(log_interval=max(1, steps // 40), eval_interval=max(1, steps // 8),
+                       save_interval=max(1, steps // 4), eval_sequences=scale.eval_sequences)
+        if args.device:
+            options["device"] = args.device
+        own = char_key(arm, args.vocab_size or scale.vocab_size)  # its own tokenizer's data
+        for seed in range(args.seeds or scale.seeds):
+            runs.append(Run(arm, seed, os.path.join(args.out, exp.name, arm.name, f"seed{seed}"),
+                            {**options, "seed": seed}, prepared.folders[own or arm.data or exp.data],
+                            prepared.folders[own or "full"], tuple(flags),
+                            prepared.corpus if exp.metric == "bits_per_byte" else ""))
+    return runs
+
+
+def char_key(arm, vocab):
+    """The data key of an arm with its own tokenizer ("char2458"), or None for the scale's byte-level BPE."""
+    return f"char{max(bpe.MIN_VOCAB, round(arm.vocab * vocab))}" if arm.tokenizer == "characters" else None
+
+
+def chosen_arms(exp, names):
+    """The arms to run: all, or those --arms names."""
+    if not names:
+        return exp.arms
+    known = {a.name: a for a in exp.arms}
+    for name in names.split(","):
+        if name not in known:
+            raise ValueError(f"--arms: {name!r} is not an arm of {exp.name} ({', '.join(known)})")
+    return [a for a in exp.arms if a.name in names.split(",")]
+
+
+CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
+
+
+def code_hash(root=ROOT):
+    """The version of the code a run ran with: a hash of the six core modules, machinery/**/*.py, the held-out texts and
+    experiments.py. Not of experiments.py's declarations (from its "the experiments" line to its "scales"
+    line): a run's settings are its command, compared on their own, so adding an arm or an experiment reruns
+    nothing."""
+    paths = [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
+        sorted(glob.glob(os.path.join(root, "machinery", "**", "*.py"), recursive=True)) + \
+        sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt")))
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            text = f.read()
+        if os.path.basename(path) == "experiments.py":
+            text = re.sub(rb"\n# -+ the experiments\n.*?\n# -+ scales\n", b"", text, flags=re.S)
+        h.update(os.path.relpath(path, root).encode() + b"\0" + text + b"\0")
+    return h.hexdigest()[:12]
+
+
+def run_status(run, command, overwrite, code=None):
+    """"finished", "evaluate" (trained, not evaluated), "resume", "new", "stale" (its folder holds this run
+    made with other code: trained again) or "conflict" (another run's folder)."""
+    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
+    checkpoint = os.path.join(run.folder, "checkpoint.pt")
+    if overwrite:
+        return "new"
+    if record is None:
+        return "conflict" if os.path.isfile(checkpoint) else "new"
+    if record.get("command") != shown(command):
+        return "conflict"
+    if code and record.get("code") != code and (os.path.isfile(checkpoint) or record.get("status") == "finished"):
+        return "stale"
+    if record.get("status") == "finished":
+        return "finished"
+    if not os.path.isfile(checkpoint):
+        return "new"
+    step = checkpoints.read_checkpoint(checkpoint).get("state", {}).get("step", 0)
+    return "evaluate" if step >= run.options["max_steps"] else "resume"
+
+
+def earlier_record(run):
+    """The record of a run of these settings that finished or failed before, or None."""
+    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
+    if record and record.get("command") == shown(run.argv) and record.get("status") in ("finished",
+                                                                                                     "failed"):
+        return record
+    return None
+
+
+def check_conflicts(runs, overwrite):
+    """Before any work: refuse to touch a folder that holds another run (unless --overwrite)."""
+    for run in runs:
+        if run_status(run, run.argv, overwrite) == "conflict":
+            raise ValueError(f"{run.folder} holds a run with other settings than `{shown(run.argv)}`; "
+                             f"pass --overwrite to replace it, or choose another --out")
+
+
+def train_run(run, status, threads, overwrite, label, code):
+    """Train (or resume) one run with train.py, a progress line every PROGRESS_SECONDS; (ok, the last error)."""
+    command = run.argv
+    os.makedirs(run.folder, exist_ok=True)
+    flags = ["--resume"] if status == "resume" else (["--overwrite"] if overwrite or status == "stale" else [])
+    write_run(run, {"command": shown(command), "status": "running", "code": code})
+    t0 = time.time()
+    exit_code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads,
+                              progress=lambda: say(progress_line(label, run, time.time() - t0)))
+    return exit_code == 0, last
+
+
+def write_run(run, record):
+    files.write_atomic(os.path.join(run.folder, "run.json"), json.dumps(record, indent=2))
+
+
+def curve(run):
+    """(step, sequences x length seen, held-out loss at the run's own masking) from train.py's log."""
+    points, path = [], os.path.join(run.folder, "log.jsonl")
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                if isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"]):
+                    tokens = r["step"] * run.options["batch_size"] * run.options["seq_len"]
+                    points.append([r["step"], tokens, r["valid_loss"]])
+    return points
+
+
+def logged_nsp(run):
+    """Whether the run's log.jsonl shows an NSP loss (a pair format with its NSP loss on)."""
+    path = os.path.join(run.folder, "log.jsonl")
+    with open(path) if os.path.isfile(path) else open(os.devnull) as f:
+        return any("nsp_loss" in line for line in f)
+
+
+def last_record(run):
+    path = os.path.join(run.folder, "log.jsonl")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    return lines[-1] if lines else {}
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", corpus="", valid_fraction=0.0):
+    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (its examples built in
+    `fmt`), with standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte
+    of the masked tokens. With `corpus`: bits per byte with the <unk> cost counted (text_figures), on
+    the corpus's held-out lines and on the non-English and code texts, under "texts"."""
+    tok = bpe.Tokenizer.load(folder)
+    model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
+    checkpoints.check_tokenizer(folder, tok)  # the tokenizer its checkpoint.pt recorded
+    tokens, ends, meta = prepared.load_split(data_dir, "valid")
+    prepared.check_tokenizer(meta, tok, data_dir, folder)
+    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
+    texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
+    n = out["targets"]
+    loss = out["loss_sum"] / n
+    acc = out["correct"] / n
+    byte_len = np.array([len(tok.vocab.get(i, b"")) for i in range(len(tok))], dtype=np.int64)
+    target_bytes = sum(int(byte_len[labels[labels != -100].numpy()].sum()) for _, labels in batches)
+    figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
+               "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
+               "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": fmt}
+    if texts:  # <unk> counted: the English figure replaces the one above
+        figures.update(texts=texts, bits_per_byte=texts["english"]["bits_per_byte"])
+    return figures
+
+
+def finetune_run(run, glue, scale, log_path, fresh, threads):
+    """Downstream scores of a finished run (finetune.py); {task: accuracy or an error line}. `fresh`: the
+    run was (re)trained now, so earlier finetuning results in its folder are stale."""
+    scores = {}
+    for task, folder, _ in experiments.GLUE_TASKS:
+        task_dir = os.path.join(glue, folder)
+        if not all(os.path.isfile(os.path.join(task_dir, f)) for f in ("train.tsv", "dev.tsv")):
+            continue
+        out = os.path.join(run.folder, f"glue-{task}")
+        argv = ["python", script("finetune.py"), "--task", task, "--data", task_dir, "--checkpoint", run.folder,
+                "--out", out, "--seed", str(run.seed), "--no-progress"]
+        for key, value in scale.finetune.items():
+            argv += flag(key, value).split(" ", 1)
+        metrics = None if fresh else files.read_json(os.path.join(out, "metrics.json"), missing=True)
+        if metrics is None:
+            if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
+                shutil.rmtree(out)
+            say(f"    {shown(argv)}")
+            code, last = execute(argv, log_path, threads)
+            metrics = files.read_json(os.path.join(out, "metrics.json"), missing=True)
+            if code != 0 or metrics is None:
+                scores[task] = {"error": last, "command": shown(argv)}
+                continue
+        dev = next(iter(metrics["dev"].values()))
+        scores[task] = {"accuracy": dev["accuracy"], "command": shown(argv)}
+    return scores
+
+
+def do_run(run, i, total, exp, scale, args):
+    """One run from wherever it stands to its record: trained, evaluated, finetuned; or failed."""
+    command = run.argv
+    label = f"[{exp.name}] {i}/{total} {run.arm.name} seed {run.seed}"
+    code = code_hash()
+    if code != args.code:
+        say(f"{label}: warning: the code changed since this experiment started ({args.code} -> {code}); this "
+            f"run uses the new code, and the report will say that its runs mix code versions")
+    status = run_status(run, command, args.overwrite, code)
+    if status == "finished":
+        return skip_run(run, label, scale, args)
+    threads = scale.threads or speed.threads_for(args.jobs)
+    announce(run, label, status, threads, code, args.overwrite)
+    record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder, "code": code}
+    t0 = time.time()
+    if status != "evaluate":
+        ok, last = train_run(run, status, threads, args.overwrite, label, code)
+        if not ok:
+            return fail_run(run, record, last, label)
+    return finish_run(run, record, t0, status, label, scale, args, threads)
+
+
+def skip_run(run, label, scale, args):
+    """A run that finished before: its record, finetuned now if --glue is new to it."""
+    say(f"{label}: finished before, skipped ({shown(run.argv)})")
+    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
+    if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
+        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"), False,
+                                      speed.threads_for(args.jobs))
+        write_run(run, record)
+    return {**record, "skipped": True}
+
+
+def announce(run, label, status, threads, code, overwrite):
+    """The line that says what happens to a run now, and the train.py command that does it."""
+    if status == "stale":
+        was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
+        doing = f"training again: it ran with other code (code {was}, now {code})"
+    else:
+        doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
+    flags = ["--resume"] if status == "resume" else ["--overwrite"] if overwrite or status == "stale" else []
+    say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
+        + (f"\n    {shown(run.argv + flags)}" if status != "evaluate" else ""))
+
+
+def fail_run(run, record, last, label):
+    """A run whose train.py failed: marked failed, with its last error and the command that reruns it."""
+    rerun = shown(run.argv + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt")) else []))
+    record.update(status="failed", error=last, rerun=rerun, curve=curve(run), log=os.path.join(run.folder, "train.out"))
+    write_run(run, record)
+    say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
+    return record
+
+
+def finish_run(run, record, t0, status, label, scale, args, threads):
+    """A trained run: evaluated on the fixed held-out masks, finetuned with --glue, its record written."""
+    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device,
+                               run.options.get("format", "full-sentences"), run.corpus, scale.valid_fraction)
+    last = last_record(run)
+    record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(run),
+                  epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=logged_nsp(run),
+                  sequences_seen=run.options["max_steps"] * run.options["batch_size"])
+    if args.finetune_on:
+        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"),
+                                      status != "evaluate", threads)
+    write_run(run, record)
+    say(f"{label}: done: held-out loss {heldout['loss']:.4f} [se {heldout['loss_se']:.4f}], accuracy "
+        f"{heldout['accuracy']:.1f}% ({heldout['targets']:,} masked tokens), {record['seconds']:.0f} s")
+    return record

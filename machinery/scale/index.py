@@ -1,0 +1,273 @@
+"""The examples index kept beside the data at the paper's scale.
+
+At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
+and kept beside the data in data_dir/roberta-index/; every start then maps them into memory in milliseconds. Below
+data.SPEC_BELOW lines, data.examples (the plain formats) builds them at every start. The training run asks
+for them through cached_examples (machinery/interop/run_folder.py).
+"""
+import json
+import os
+import re
+import socket
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+import numpy as np
+
+import data
+from machinery.scale import fast_formats, prepared
+from machinery.basics import files
+
+INDEX_VERSION = 3  # raise it when a builder's rule changes: every kept index is then rebuilt (3: checksums)
+FOLDER = "roberta-index"  # beside the data: a name of this project's, so that no folder of the user's is taken for it
+NAMES = re.compile(r"(train|valid)-[a-z-]+-\d+(-\d+)?\.(json|rows|len)$")  # its files (and their files.temp_name)
+CHECK_CHUNK = 1 << 26  # a kept file's checksum is a CRC-32 per 64 MiB: checked in parallel, a damage located
+
+
+class ExampleIndex(NamedTuple):
+    examples: np.ndarray  # one row per example, the fields of `stored_dtype`
+    lengths: np.ndarray   # np.int32 tokens per example (example_lengths)
+
+
+def stored_dtype(fmt):
+    """The fields a kept index stores for a format: 16 bytes a block, 33 a pair (collate reads no others)."""
+    fields = [("a_start", np.int64), ("a_end", np.int64)]
+    if data.FORMATS[fmt].pairs:
+        fields += [("b_start", np.int64), ("b_end", np.int64), ("next", np.int8)]
+    return np.dtype(fields)
+
+
+def source_fingerprint(data_dir, split):
+    """What a kept index was built from: meta.json's tokenizer and counts, and the .bin's and .idx's size,
+    modification time and hash of their ends. Data changed in any of these makes the index stale."""
+    meta = prepared.read_meta(data_dir)
+    out = {"tokenizer_sha256": meta["tokenizer_sha256"], "counts": meta[split]}
+    for kind in ("bin", "idx"):
+        path = os.path.join(data_dir, f"{split}.{kind}")
+        out[kind] = [os.path.getsize(path), os.stat(path).st_mtime_ns, prepared.ends_digest(path)]
+    return out
+
+
+def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
+    """data.examples of a prepared folder's split, built once and kept in data_dir/roberta-index/, memory-mapped when
+    read: an ExampleIndex (examples, lengths) whose rows have the fields of `stored_dtype(fmt)`.
+
+    Below data.SPEC_BELOW lines (the classroom's corpora) nothing is kept: data.examples builds the examples
+    at every start with the plain Python formats of data.py, in well under a second, so that an edit to a
+    format takes effect at once (a kept index would hide it: its key knows INDEX_VERSION, not the edit).
+
+    A kept index is used only when it was built from this very data (`source_fingerprint`) by these rules
+    (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt,
+    or, with build=False, refused with a ValueError. In a job of many processes only one builds it (rank 0;
+    on each node its local rank 0 when the nodes have copies of the data, not one shared folder):
+
+        if rank == 0:
+            index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed)  # builds if needed
+        torch.distributed.barrier()
+        ex, lengths = index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, build=False)
+
+    A folder that cannot be written to gets no index: every process builds the examples in memory."""
+    data.check_examples(tokens, line_ends, fmt, seq_len, eos_id)
+    if len(line_ends) == 0:
+        return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))
+    if len(line_ends) < data.SPEC_BELOW:
+        check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
+        return in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed)
+    pairs = data.FORMATS[fmt].pairs
+    path = os.path.join(data_dir, FOLDER, f"{split}-{fmt}-{seq_len}" + (f"-{seed}" if pairs else ""))
+    want = {"version": INDEX_VERSION, "format": fmt, "seq_len": seq_len, "seed": seed if pairs else None,
+            "source": source_fingerprint(data_dir, split)}
+    index, why = _open_index(path, want, fmt)
+    if index is not None:
+        return index
+    if not _writable(os.path.dirname(path)):
+        print(f"warning: {data_dir} cannot be written to: the examples are built in memory at every start",
+              file=sys.stderr)
+        return in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed)
+    if not build:
+        raise ValueError(f"{path}.json: the examples index is {why}: one process builds it (build=True) before "
+                         f"the others read it")
+    if why != "missing":
+        print(f"{path}: the examples index is {why}: rebuilding it", file=sys.stderr)
+    check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
+    _write_index(path, want, fast_formats.build_examples(line_ends, fmt, seq_len, seed), fmt)
+    index, why = _open_index(path, want, fmt)
+    if index is None:
+        raise ValueError(f"{path}: the examples index is {why} just after it was built (another process?)")
+    return index
+
+
+def remove(data_dir):
+    """Remove the examples index kept beside the data (data.py replacing the data: it no longer fits): only files
+    this module writes, in its own folder, which goes too once empty. Anything else there stays."""
+    folder = os.path.join(data_dir, FOLDER)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    for name in os.listdir(folder):
+        if NAMES.match(files.TEMP.sub("", name)) and os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+    if not os.listdir(folder):
+        os.rmdir(folder)
+
+
+def check_line_ends(line_ends, path, chunk=1 << 24):
+    """The line ends of a split (its .idx file, `path`) rise at every line (each line holds its </s> at least),
+    checked a chunk at a time before any example is built from them; else a ValueError names the file and the
+    first line where they do not."""
+    previous = 0
+    for first in range(0, len(line_ends), chunk):
+        part = np.asarray(line_ends[first:first + chunk], dtype=np.int64)
+        bad = np.flatnonzero(np.diff(part, prepend=previous) <= 0)
+        if bad.size:
+            i = int(bad[0])
+            before = previous if i == 0 else int(part[i - 1])
+            raise ValueError(f"{path}: the line ends are not increasing at line {first + i:,} ({before:,} then "
+                             f"{int(part[i]):,}): not a split written by data.py (prepare the data again)")
+        previous = int(part[-1])
+
+
+def in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed):
+    """The examples built now: by data.py's plain formats below data.SPEC_BELOW lines, else by their numpy twins."""
+    if len(line_ends) >= data.SPEC_BELOW:
+        ex = fast_formats.examples(line_ends, fmt, seq_len, seed)
+    else:
+        ex = data.examples(tokens, line_ends, fmt, seq_len, eos_id, seed)
+    return ExampleIndex(ex, data.example_lengths(ex, fmt, seq_len).astype(np.int32))
+
+
+def _writable(folder):
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def _open_index(path, want, fmt):
+    """(ExampleIndex memory-mapped, None) when the index at `path` is the one wanted and whole, else (None, why)."""
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None, "unreadable (its .json is damaged)"
+    if not isinstance(info, dict) or {k: info.get(k) for k in want} != want:
+        return None, "stale (built from other data, or by another version of data.py)"
+    dtype, n = stored_dtype(fmt), info.get("count")
+    for ext, size in ((".rows", dtype.itemsize), (".len", 4)):
+        if not isinstance(n, int) or not os.path.isfile(path + ext) or os.path.getsize(path + ext) != n * size:
+            return None, f"torn (its {ext} file is missing or of the wrong size)"
+    for ext in (".rows", ".len"):
+        damaged = _verify(path + ext, (info.get("crc32") or {}).get(ext))
+        if damaged:
+            return None, f"corrupt ({path}{ext} {damaged})"
+    sample = _sample_rows(path + ".rows", dtype, n)
+    if np.any(sample["a_start"] >= sample["a_end"]) or np.any(sample["a_end"] > want["source"]["counts"]["tokens"]):
+        return None, "corrupt (rows outside the token stream)"
+    return ExampleIndex(np.memmap(path + ".rows", dtype, mode="r"), np.memmap(path + ".len", np.int32, mode="r")), None
+
+
+class Checksum:
+    """CRC-32s of a file's bytes, one per CHECK_CHUNK, fed as the file is written (update) or read (of_file)."""
+
+    def __init__(self):
+        self.crcs, self.crc, self.filled = [], 0, 0
+
+    def update(self, buf):
+        buf = memoryview(buf).cast("B")
+        while len(buf):
+            take = min(len(buf), CHECK_CHUNK - self.filled)
+            self.crc, self.filled = zlib.crc32(buf[:take], self.crc), self.filled + take
+            buf = buf[take:]
+            if self.filled == CHECK_CHUNK:
+                self.crcs.append(self.crc)
+                self.crc, self.filled = 0, 0
+
+    def value(self):
+        return self.crcs + ([self.crc] if self.filled else [])
+
+
+def _chunk_crc(fd, start, size):
+    """The CRC-32 of `size` bytes of an open file from `start` (os.pread and zlib let other threads run)."""
+    crc, done = 0, 0
+    while done < size:
+        buf = os.pread(fd, min(size - done, 1 << 24), start + done)
+        if not buf:
+            break
+        crc, done = zlib.crc32(buf, crc), done + len(buf)
+    return crc
+
+
+_verified = {}  # path -> (inode, size, mtime) of the kept files this process has checked whole: checked once a process
+
+
+def _verify(path, want):
+    """None when the file's bytes match the CRC-32s `want` written when it was built (checked whole, the chunks
+    in parallel, once a process); else what is wrong, as "does not match its checksum at bytes a-b"."""
+    stat = os.stat(path)
+    if _verified.get(path) == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
+        return None
+    chunks = range(0, stat.st_size, CHECK_CHUNK)
+    if not isinstance(want, list) or len(want) != len(chunks):
+        return "has no checksum of the right length"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1, max(1, len(chunks)))) as pool:
+            got = list(pool.map(lambda start: _chunk_crc(fd, start, CHECK_CHUNK), chunks))
+    finally:
+        os.close(fd)
+    for start, a, b in zip(chunks, got, want):
+        if a != b:
+            return (f"does not match the checksum written when it was built (bytes {start:,} to "
+                    f"{min(start + CHECK_CHUNK, stat.st_size):,})")
+    _verified[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return None
+
+
+def _sample_rows(path, dtype, n, count=1024):
+    """`count` rows spread over a file of n rows, read with file I/O: a cheap look, nothing kept mapped."""
+    rows = []
+    with open(path, "rb") as f:
+        for i in range(0, n, max(1, n // count)):
+            f.seek(i * dtype.itemsize)
+            rows.append(f.read(dtype.itemsize))
+    return np.frombuffer(b"".join(rows), dtype)
+
+
+def _write_index(path, info, parts, fmt):
+    """Write the examples and their lengths a window at a time under temporary names, then rename them; the
+    .json comes last (and goes first), so that its presence means a whole index."""
+    if os.path.exists(path + ".json"):
+        os.remove(path + ".json")
+    files.sweep(os.path.dirname(path))  # what builders killed on this machine left
+    dtype, n = stored_dtype(fmt), 0
+    sums = {".rows": Checksum(), ".len": Checksum()}
+    try:
+        with open(files.temp_name(path + ".rows"), "wb") as rows, \
+                open(files.temp_name(path + ".len"), "wb") as lengths:
+            for ex in parts:
+                kept = np.empty(len(ex), dtype)
+                for field in dtype.names:
+                    kept[field] = ex[field]
+                for f, ext, part in ((rows, ".rows", kept.tobytes()), (lengths, ".len", data.example_lengths(
+                        ex, fmt, info["seq_len"]).astype(np.int32).tobytes())):
+                    f.write(part)
+                    sums[ext].update(part)
+                n += len(ex)
+            for f in (rows, lengths):
+                f.flush()
+                os.fsync(f.fileno())
+        for ext in (".rows", ".len"):
+            os.replace(files.temp_name(path + ext), path + ext)
+    finally:
+        for ext in (".rows", ".len"):
+            if os.path.exists(files.temp_name(path + ext)):
+                os.remove(files.temp_name(path + ext))
+    info = {**info, "count": n, "crc32": {ext: c.value() for ext, c in sums.items()}}
+    files.write_atomic(path + ".json", json.dumps(info, indent=1))
+    for ext in (".rows", ".len"):  # written by this process: no need to read them back to check them
+        stat = os.stat(path + ext)
+        _verified[path + ext] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)

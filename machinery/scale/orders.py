@@ -1,0 +1,128 @@
+"""An epoch's order and its batches at the paper's scale, computed as they are asked for: the fast twin of
+data.budget_batches (tests/test_machinery_index.py holds them equal).
+
+An epoch's order of 0.8B sentence pairs is computed slice by slice (Shuffle), and its batches are found as they
+are asked for (Ragged), so that neither is ever held whole. A leaf: it imports nothing of the project.
+"""
+import numpy as np
+import torch
+
+SHUFFLE_ABOVE = 1 << 27  # examples: an epoch's order above this many is computed slice by slice (Shuffle)
+
+
+def epoch_order(n, seed, epoch):
+    """The random order of n examples in one epoch, fixed by (seed, epoch). Up to SHUFFLE_ABOVE (2**27)
+    examples it is torch.randperm, held as np.int32 (512 MB at most); beyond, a Shuffle that computes any slice
+    of the order when it is asked for, so that no process holds the order of a 40B-token epoch (0.8B sentence
+    pairs: 3.2 GB, and two minutes to draw)."""
+    key = seed * 1_000_003 + epoch
+    if n > SHUFFLE_ABOVE:
+        return Shuffle(n, key)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(key), dtype=torch.int32).numpy()
+
+
+class Shuffle:
+    """A random permutation of range(n) that is computed, not stored: order[a:b] for any slice. A
+    Feistel network (4 rounds, keyed by `key`) is a bijection of the 2**(2h) >= n integers below it;
+    a value that lands at n or beyond is sent through again until it falls below n ("cycle walking"),
+    which keeps it a bijection of range(n). Memory and time are the slice's."""
+
+    ROUNDS = 4
+
+    def __init__(self, n, key):
+        self.n, self.half = n, max(1, ((n - 1).bit_length() + 1) // 2)
+        self.keys = np.random.default_rng(key).integers(0, 2 ** 63, self.ROUNDS, dtype=np.uint64)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, part):
+        if not isinstance(part, slice):
+            raise TypeError("a Shuffle is read in slices: order[a:b]")
+        x = self._encrypt(np.arange(*part.indices(self.n), dtype=np.uint64))
+        out = np.flatnonzero(x >= self.n)
+        while out.size:
+            x[out] = self._encrypt(x[out])
+            out = out[x[out] >= self.n]
+        return x.astype(np.int64)
+
+    def _encrypt(self, x):
+        half, mask = np.uint64(self.half), np.uint64((1 << self.half) - 1)
+        left, right = x >> half, x & mask
+        for key in self.keys:
+            left, right = right, left ^ (_mix(right ^ key) & mask)
+        return (left << half) | right
+
+
+def _mix(z):
+    """splitmix64's finalizer: every bit of the output depends on every bit of z (uint64 arithmetic wraps)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+class Ragged:
+    """The batches of one epoch's order, found as they are asked for: batch i is order[bounds[i]:bounds[i+1]],
+    the batches of data.budget_batches (the plain loop), without ever holding them all.
+
+    A batch takes examples until the next would take it over `budget`, counting each example's length
+    (`lengths`), or one per example when `lengths` is None, so that a budget of B is B examples a batch.
+    The order is scanned a chunk at a time, and only as far as the batches asked for: the start of a run
+    costs nothing, whatever the epoch's size. A resumed run passes where its next batch begins (`first`,
+    and `offset` in the order, as train.py saves them); without `offset`, the batches before `first` are
+    found again. An incomplete last batch is dropped. len(), [i], [a:b], iteration; get(i) is None past the end.
+    """
+
+    def __init__(self, order, lengths, budget, first=0, offset=None, chunk=1 << 22):
+        self.order, self.lengths, self.budget, self.chunk = order, lengths, budget, chunk
+        self.first = first if offset is not None else 0
+        self.bounds = [offset or 0]  # bounds[k]: where batch first + k begins
+        self.done = False
+        self.get(first)  # an offset saved with the run is trusted; without one, find the batches before
+
+    def get(self, i):
+        while not self.done and i + 1 - self.first >= len(self.bounds):
+            self._scan()
+        k = i - self.first
+        if k < 0:
+            raise IndexError(f"batch {i} comes before batch {self.first}, where this run resumed")
+        return self.order[self.bounds[k]:self.bounds[k + 1]] if k + 1 < len(self.bounds) else None
+
+    def start(self, i):
+        """Where batch i begins in the order (the end of the epoch's last batch for i == len(self))."""
+        while not self.done and i - self.first >= len(self.bounds):
+            self._scan()
+        return self.bounds[i - self.first]
+
+    def __len__(self):
+        while not self.done:
+            self._scan()
+        return self.first + len(self.bounds) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        batch = self.get(i if i >= 0 else len(self) + i)
+        if batch is None or i < -len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
+        return batch
+
+    def __iter__(self):
+        return (self[i] for i in range(self.first, len(self)))
+
+    def _scan(self):
+        """Add the batches that end in the next chunk of the order (a longer chunk if none does)."""
+        start, n = self.bounds[-1], len(self.order)
+        part = slice(start, min(start + self.chunk, n))
+        weights = np.ones(part.stop - part.start, np.int64) if self.lengths is None else self.lengths[self.order[part]]
+        total = np.cumsum(weights, dtype=np.int64)
+        whole, at, used = part.stop == n, 0, 0  # whole: the chunk reaches the end of the epoch
+        while at < len(total):
+            end = max(int(np.searchsorted(total, used + self.budget, side="right")), at + 1)
+            if end >= len(total) and (not whole or total[-1] - used < self.budget):
+                break  # the batch goes on in the next chunk, or is the epoch's incomplete tail
+            self.bounds.append(start + end)
+            at, used = end, int(total[end - 1])
+        self.done = whole
+        self.chunk = self.chunk if at else 2 * self.chunk  # a batch longer than a chunk: a longer chunk
+
