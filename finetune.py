@@ -249,7 +249,8 @@ SHAPE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size", "ma
 
 def make_model(args):
     """(model, tokenizer): the task's head, freshly initialised, on --checkpoint's encoder, or on --init-from's
-    (Section 5.1: RTE, STS-B and MRPC start from the MNLI model)."""
+    (Section 5.1: RTE, STS-B and MRPC start from the MNLI model). --random-init keeps the checkpoint's config and
+    tokenizer but re-initialises every weight (roberta.init_weights): the control pretraining must beat."""
     model, tok = evaluate.load_checkpoint(args.checkpoint, HEADS[family(args.task)], num_labels=num_labels(args.task))
     if args.init_from:
         source, source_tok = evaluate.load_checkpoint(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
@@ -258,6 +259,9 @@ def make_model(args):
             raise ValueError(f"--init-from {args.init_from}: not the same model size and tokenizer as --checkpoint "
                              f"{args.checkpoint}")
         model.roberta.load_state_dict(source.roberta.state_dict())
+    if getattr(args, "random_init", False):  # the control: what finetuning alone reaches, without pretraining
+        torch.manual_seed(args.seed)  # the model a fresh construction gives for the seed (the same head, too)
+        model.load_state_dict(type(model)(model.cfg, *[n for n in [num_labels(args.task)] if n]).state_dict())
     return model, tok
 
 
@@ -334,6 +338,7 @@ def finetune(args):
     summary = {"task": args.task, "primary_metric": primary_metric(args.task), "best_epoch": best[1], "dev": best[2],
                "hyperparameters": {k: getattr(args, k) for k in ("lr", "batch_size", "weight_decay", "epochs",
                                                                   "warmup_ratio", "seed", "max_seq_len")},
+               "random_init": bool(getattr(args, "random_init", False)),
                "history": history}
     files.write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(summary, indent=2))
     return summary

@@ -79,6 +79,8 @@ def parser():
                    help="inputs per forward on dev (default: %(default)s)")
     p.add_argument("--init-from", type=cli.path_arg,
                    help="start the encoder from this finetuned (MNLI) model's folder (default: --checkpoint's)")
+    p.add_argument("--random-init", action="store_true",
+                   help="the control: --checkpoint's config and tokenizer, every weight freshly initialised")
     p.add_argument("--sweep", action="store_true",
                    help="Table 10's grid of lr x batch size, median over seeds; a run folder per point in --out "
                         "(refused before any run where one holds results, unless --overwrite)")
@@ -95,6 +97,8 @@ def work(args):
     for option, path in (("--checkpoint", args.checkpoint), ("--init-from", args.init_from)):
         if path and os.path.realpath(path) == os.path.realpath(args.out):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
+    if args.random_init and args.init_from:
+        raise ValueError("--random-init and --init-from: a random-init control starts from no trained weights")
     out, task_dir = os.path.realpath(args.out), os.path.realpath(args.data)
     if out == task_dir or out.startswith(task_dir.rstrip(os.sep) + os.sep):
         raise ValueError(f"--out {args.out} is {'the' if out == task_dir else 'inside the'} --data folder: the run "
