@@ -322,7 +322,7 @@ def finetune(args):
     print(notes.getvalue(), end="", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     opt = roberta.adamw(model.to(device), args.lr, args.weight_decay)
-    task_files.clear_out(args.out)  # an earlier run's outputs go (--overwrite): the log is this run's alone
+    task_files.clear_out(args.out, args.overwrite)  # an earlier run's outputs go (--overwrite): the log is this run's
     best, history, step = None, [], 0
     for epoch in range(args.epochs):
         step = train_epoch(args, model, opt, tok, inputs, epoch, step)
@@ -330,8 +330,7 @@ def finetune(args):
                    for name, items in dev_sets.items()}
         metrics = {name: m for name, (_, m) in results.items()}
         history.append({"epoch": epoch + 1, "step": step, **metrics})
-        with open(os.path.join(args.out, "log.jsonl"), "a") as f:
-            f.write(json.dumps(history[-1]) + "\n")
+        files.append(os.path.join(args.out, "log.jsonl"), json.dumps(history[-1]) + "\n")
         score = metrics[next(iter(metrics))][primary_metric(args.task)]
         if best is None or score > best[0]:
             best = (score, epoch + 1, metrics)

@@ -40,7 +40,7 @@ def test_kept_index_equals_the_examples_and_is_read_back(corpus, tmp_path, monke
     monkeypatch.setattr(fast_formats, "build_examples", None)  # a second start builds nothing: it maps the files
     again = kept.cached_examples(folder, tokens, ends, "segment-pair", 64, tok.eos_id, seed=3, build=False)
     assert np.array_equal(again.examples["b_start"], built["segment-pair"]["b_start"])
-    names = sorted(os.listdir(folder / "index"))
+    names = sorted(os.listdir(folder / kept.FOLDER))
     assert "train-full-sentences-64.rows" in names and "train-sentence-pair-64-3.json" in names
     assert not [n for n in names if n.endswith(".tmp")]
 
@@ -51,7 +51,7 @@ def test_stale_or_damaged_index_is_rebuilt_or_refused(corpus, tmp_path, monkeypa
     args = (folder, tokens, ends, "doc-sentences", 32, tok.eos_id)
     want = data.examples(*args[1:])
     kept.cached_examples(*args)
-    path = folder / "index" / "train-doc-sentences-32"
+    path = folder / kept.FOLDER / "train-doc-sentences-32"
     stat = os.stat(folder / "train.idx")
 
     def damage_rows():
@@ -108,7 +108,7 @@ def test_a_row_damaged_in_the_middle_of_a_large_kept_index_is_caught(tmp_path, m
     tokens, ends = synthetic_folder(tmp_path / "data", 2_500_000)
     args = (tmp_path / "data", tokens, ends, "full-sentences", 8, 2)
     built = kept.cached_examples(*args)
-    rows = tmp_path / "data" / "index" / "train-full-sentences-8.rows"
+    rows = tmp_path / "data" / kept.FOLDER / "train-full-sentences-8.rows"
     n = len(built.examples)
     assert os.path.getsize(rows) > 5 << 20 and n > 300_000
     want = np.array(built.examples)
@@ -151,7 +151,7 @@ def test_line_ends_that_do_not_rise_are_named(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "SPEC_BELOW", 0)
     with pytest.raises(ValueError, match=message):
         kept.cached_examples(tmp_path / "data", tokens, ends, "doc-sentences", 64, tok.eos_id)
-    assert not os.path.exists(tmp_path / "data" / "index") or not os.listdir(tmp_path / "data" / "index")
+    assert not os.path.exists(tmp_path / "data" / kept.FOLDER) or not os.listdir(tmp_path / "data" / kept.FOLDER)
     with pytest.raises(ValueError, match="not increasing at line 0"):
         kept.check_line_ends(np.array([0, 3]), "x.idx")
 
@@ -162,7 +162,7 @@ def test_unwritable_folder_builds_in_memory(corpus, tmp_path, monkeypatch, capsy
     index = kept.cached_examples(folder, tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
     assert "cannot be written to" in capsys.readouterr().err
     assert np.array_equal(index.examples, data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
-    assert not (folder / "index").exists() or not os.listdir(folder / "index")
+    assert not (folder / kept.FOLDER).exists() or not os.listdir(folder / kept.FOLDER)
 
 
 
@@ -254,7 +254,7 @@ def test_below_the_threshold_nothing_is_kept_and_an_edit_to_a_format_takes_effec
     assert len(ends) < data.SPEC_BELOW
     got = kept.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id, build=False)
     assert np.array_equal(got.examples, data.examples(tokens, ends, "full-sentences", 64, tok.eos_id))
-    assert not (tmp_path / "data" / "index").exists()
+    assert not (tmp_path / "data" / kept.FOLDER).exists()
     halves = lambda lines, documents, seq_len, seed: data.full_sentences(lines, documents, seq_len // 2, seed)  # noqa: E731
     monkeypatch.setitem(data.FORMATS, "full-sentences", data.FORMATS["full-sentences"]._replace(build=halves))
     edited = kept.cached_examples(tmp_path / "data", tokens, ends, "full-sentences", 64, tok.eos_id)

@@ -56,6 +56,12 @@ def wait_for(condition, proc, seconds=30):
         time.sleep(0.002)
 
 
+def temp_of(folder, name, pid):
+    """The temporary file or folder NAME of process `pid` in `folder` (files.temp_name), or None."""
+    found = [p for p in folder.glob(f"{name}.{files.MARK}.*") if files.TEMP.search(p.name).group(2) == str(pid)]
+    return found[0] if found else None
+
+
 def refused_by(result, folder, pid):
     """One line naming the folder and the holder's pid, exit status 1, no traceback."""
     err = result.stderr
@@ -72,7 +78,7 @@ def test_two_data_py_into_one_folder(tok_dir, tmp_path):
     first = subprocess.Popen(command("data.py", "--input", tok_dir / "big.txt", "--tokenizer", tok_dir / "tok",
                                      "--out", out, "--workers", "1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
-    wait_for(lambda: (out / f"prepare.{first.pid}.tmp").exists(), first)  # holds the lock, and writes
+    wait_for(lambda: temp_of(out, "prepare", first.pid), first)  # holds the lock, and writes
     os.kill(first.pid, signal.SIGSTOP)  # held still while the second tries
     try:
         second = subprocess.run(command("data.py", "--input", tok_dir / "small.txt", "--tokenizer", tok_dir / "tok",
@@ -95,35 +101,40 @@ def test_two_data_py_into_one_folder(tok_dir, tmp_path):
 @pytest.mark.slow
 def test_a_killed_writer_blocks_no_one_and_its_leftovers_go(tok_dir, tmp_path):
     """kill -9 of data.py midway: the next data.py takes the folder, and removes the dead one's temporary
-    folder and files (NAME.<pid>.tmp), not a live process's nor other files."""
+    folder and files (files.temp_name), not a live process's nor other files."""
     out = tmp_path / "data"
     first = subprocess.Popen(command("data.py", "--input", tok_dir / "big.txt", "--tokenizer", tok_dir / "tok",
                                      "--out", out, "--workers", "2"), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
-    wait_for(lambda: (out / f"prepare.{first.pid}.tmp" / "train.bin").exists(), first)
+    wait_for(lambda: temp_of(out, "prepare", first.pid) and (temp_of(out, "prepare", first.pid) / "train.bin").exists(),
+             first)
     first.kill()
     first.wait()
-    (out / f"checkpoint.pt.{first.pid}.tmp").write_text("left by a killed run")
-    (out / f"meta.json.{os.getpid()}.tmp").write_text("a live process's")
+    left = temp_of(out, "prepare", first.pid).name.replace("prepare.", "checkpoint.pt.")
+    (out / left).write_text("left by a killed run")
+    live = os.path.basename(files.temp_name(out / "meta.json"))
+    (out / live).write_text("a live process's")
     (out / "notes.tmp").write_text("not a temporary file of ours")
+    (out / f"draft.{first.pid}.tmp").write_text("a user's, named as temporary files once were")
     r = subprocess.run(command("data.py", "--input", tok_dir / "small.txt", "--tokenizer", tok_dir / "tok",
                                "--out", out, "--workers", "1"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     names = os.listdir(out)
-    assert f"prepare.{first.pid}.tmp" not in names and f"checkpoint.pt.{first.pid}.tmp" not in names
-    assert f"meta.json.{os.getpid()}.tmp" in names and "notes.tmp" in names
+    assert not temp_of(out, "prepare", first.pid) and left not in names
+    assert live in names and "notes.tmp" in names and f"draft.{first.pid}.tmp" in names
     assert json.loads((out / "meta.json").read_text())["inputs"] == [str(tok_dir / "small.txt")]
 
 
 def test_a_rewrite_removes_the_kept_index_and_leaves_meta_last(tok_dir, tmp_path, monkeypatch):
     """preparation.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
     last file to arrive (its modification time is the newest)."""
+    from machinery.scale import index
     out = tmp_path / "data"
     preparation.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
-    (out / "index").mkdir()
-    (out / "index" / "train-full-sentences-64.json").write_text("{}")
+    (out / index.FOLDER).mkdir()
+    (out / index.FOLDER / "train-full-sentences-64.json").write_text("{}")
     preparation.prepare([str(tok_dir / "corpus.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
-    assert not (out / "index").exists() and not lock.held(out)  # the lock is given back at the end
+    assert not (out / index.FOLDER).exists() and not lock.held(out)  # the lock is given back at the end
     times = {name: os.stat(out / name).st_mtime_ns for name in os.listdir(out) if name != ".lock"}
     assert max(times, key=times.get) == "meta.json"
     assert json.loads((out / "meta.json").read_text())["inputs"] == [str(tok_dir / "corpus.txt")]
@@ -156,7 +167,7 @@ def test_lock_in_process():
     with tempfile.TemporaryDirectory() as d:
         folder = os.path.join(d, "run")
         assert lock.hold(folder, "test") is lock.hold(folder, "test") and lock.held(folder)
-        assert open(os.path.join(folder, ".lock")).read() == f"test (pid {os.getpid()})"
+        assert open(os.path.join(folder, ".lock")).read() == f"test (pid {os.getpid()}) on {files.HOST}\n"
         lock.abandon(folder)
         assert not os.path.exists(folder) and not lock.held(folder)
         for made in (True, False):  # a refusal inside lock.writing leaves what it found
@@ -178,17 +189,19 @@ def test_lock_in_process():
 
 
 def test_sweep_removes_only_dead_processes_files(tmp_path):
+    """Only names of this project's temporary files (files.temp_name), of a process of this machine that is gone."""
     dead = subprocess.Popen([sys.executable, "-c", ""])
     dead.wait()
-    for name in (f"a.{dead.pid}.tmp", f"b.{os.getpid()}.tmp", "c.tmp", f"d.{dead.pid}.tmp.keep",
-                 f"e.otherhost.{dead.pid}.tmp"):
+    ours = files.temp_name("x").split(".", 1)[1].replace(f".{os.getpid()}.", f".{dead.pid}.")  # a dead one's suffix
+    live = files.temp_name("b").rsplit("/", 1)[-1]
+    other_host = ours.replace(f".{files.HOST}.", ".otherhost.")
+    for name in (f"a.{ours}", live, "c.tmp", f"d.{ours}.keep", f"e.{other_host}", f"f.{dead.pid}.tmp"):
         (tmp_path / name).write_text("x")
-    (tmp_path / f"prepare.{dead.pid}.tmp").mkdir()
-    (tmp_path / f"prepare.{dead.pid}.tmp" / "train.bin").write_text("x")
-    assert sorted(files.sweep(tmp_path, "thishost")) == []  # only NAME.thishost.<pid>.tmp
-    assert sorted(files.sweep(tmp_path)) == [f"a.{dead.pid}.tmp", f"e.otherhost.{dead.pid}.tmp",
-                                            f"prepare.{dead.pid}.tmp"]
-    assert sorted(os.listdir(tmp_path)) == [f"b.{os.getpid()}.tmp", "c.tmp", f"d.{dead.pid}.tmp.keep"]
+    (tmp_path / f"prepare.{ours}").mkdir()
+    (tmp_path / f"prepare.{ours}" / "train.bin").write_text("x")
+    assert sorted(files.sweep(tmp_path)) == [f"a.{ours}", f"prepare.{ours}"]
+    assert sorted(os.listdir(tmp_path)) == sorted([live, "c.tmp", f"d.{ours}.keep", f"e.{other_host}",
+                                                   f"f.{dead.pid}.tmp"])
 
 
 # ---------------------------------------------------------------- one clear line

@@ -73,12 +73,16 @@ def check_out(folder, overwrite, finished=("vocab.json", "merges.txt"), what="a 
 
 
 def run(work):
-    """Call `work()`; bad input (OSError, ValueError) ends the process with one line, `error: ...`, exit 1."""
+    """Call `work()`; bad input (OSError, ValueError) ends the process with one line, `error: ...`, exit 1. The
+    folders it locked to write give back what their lock made (lock.abandon: a refusal leaves no folder)."""
+    from machinery.basics import lock
     try:
         return work()
     except (OSError, ValueError) as err:
+        lock.abandon_all()
         sys.exit(f"error: {describe(err)}")
     except KeyboardInterrupt:
+        lock.abandon_all()
         sys.exit("error: interrupted")
 
 

@@ -2,14 +2,18 @@
 
     write_atomic("out/meta.json", json.dumps(meta))          # a reader sees the old file or the new one
     write_atomic("out/checkpoint.pt", lambda f: torch.save(ckpt, f))
-    sweep("out")                                             # NAME.<pid>.tmp of processes that are gone
+    append("out/log.jsonl", line)                            # a full disk: one line, what is intact
+    sweep("out")                                             # temporary files of processes that are gone
     for line in read_lines("corpus.txt"): ...                # streaming, UTF-8 checked, \\r\\n and \\r read as \\n
     text = read_text("vocab.json")                           # whole, \\r\\n and \\r read as \\n
 """
+import errno
 import json
 import os
 import re
+import secrets
 import shutil
+import socket
 
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark: not text, dropped at the start of a file
 
@@ -18,28 +22,100 @@ def write_atomic(path, data):
     """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file, as
     `lambda f: torch.save(ckpt, f)`) to `path` all at once: a reader, or a run killed midway,
     sees the old file or the new one, never half of one. The data goes to a temporary file in the same
-    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`."""
+    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`.
+    A full disk is a WriteFailed of one line: the folder, the file, and that the previous file is intact."""
     path = os.fspath(path)
-    tmp = temp_name(path)
+    tmp, before, sink = temp_name(path), os.path.exists(path), None
     try:
         with open(tmp, "wb") as f:
             if callable(data):  # a function that writes to the open file (torch.save of a checkpoint)
-                data(f)
+                sink = _Sink(f)
+                data(sink)
             else:
                 f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if os.path.lexists(tmp):
             os.remove(tmp)
+        cause = sink.error if sink is not None and sink.error is not None else e  # torch: a RuntimeError
+        if isinstance(cause, OSError) and (cause is not e or cause.errno in FULL):
+            raise write_failed(cause, os.path.dirname(os.path.abspath(path)), os.path.basename(path),
+                               f"the previous {os.path.basename(path)} is intact" if before else
+                               "nothing was written") from None
         raise
 
 
+def append(path, text):
+    """Append UTF-8 text to a file (a log's line). A full disk is a WriteFailed of one line: the folder, the file,
+    and that its earlier lines are intact (a torn last line is for its reader to drop)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        if e.errno not in FULL:
+            raise
+        raise write_failed(e, os.path.dirname(os.path.abspath(path)), os.path.basename(path),
+                           "its earlier lines are intact") from None
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)  # the disk, not the path: said in one line
+
+
+class WriteFailed(OSError):
+    """A write that failed midway (a full disk), as one line: the folder, what failed, what is intact."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def write_failed(cause, folder, what, intact):
+    """WriteFailed("FOLDER: could not write WHAT (No space left on device); INTACT"), the cause's errno kept."""
+    err = WriteFailed(f"{folder}: could not write {what} ({cause.strerror or cause}); {intact}")
+    err.errno, err.strerror = cause.errno, cause.strerror
+    return err
+
+
+class _Sink:
+    """An open file as a writer function sees it, keeping the first OSError of a write: torch.save's zip writer
+    reports a full disk as a RuntimeError ("unexpected pos"), which hides the reason."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, b):
+        try:
+            return self.f.write(b)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+# A temporary file is NAME.roberta-tmp.<host>.<pid>.<token>.tmp: the marker, the machine and process that write
+# it, and a random token of that process. Only such names are ever swept, and only once their process is gone:
+# a user's own draft.123.tmp is never touched.
+MARK = "roberta-tmp"
+HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
+TEMP = re.compile(r"\." + MARK + r"\.(.+)\.(\d+)\.([0-9a-f]{8})\.tmp$")
+_token = secrets.token_hex(4)
+
+
+def _new_token():
+    global _token
+    _token = secrets.token_hex(4)
+
+
+os.register_at_fork(after_in_child=_new_token)
+
+
 def temp_name(path):
-    """The temporary name of `path` while this process writes it: PATH.<pid>.tmp (sweep removes it once the
-    process is gone)."""
-    return f"{os.fspath(path)}.{os.getpid()}.tmp"
+    """The temporary name of `path` while this process writes it: PATH.roberta-tmp.<host>.<pid>.<token>.tmp
+    (sweep removes it once the process is gone)."""
+    return f"{os.fspath(path)}.{MARK}.{HOST}.{os.getpid()}.{_token}.tmp"
 
 
 def alive(pid):
@@ -57,19 +133,18 @@ def alive(pid):
     return True
 
 
-def sweep(folder, host=None):
-    """Remove what dead processes left in `folder`: files and folders named NAME.<pid>.tmp (NAME.<host>.<pid>.tmp
-    with `host`, for files of a folder that several machines share) whose process no longer runs. Returns the
-    names removed."""
-    pattern = re.compile((r"\." + re.escape(host) if host else "") + r"\.(\d+)\.tmp$")
+def sweep(folder):
+    """Remove what dead processes of this project left in `folder`: files and folders named by temp_name, written
+    on this machine by a process that no longer runs (another machine's, sharing the folder, are left: whether
+    they run cannot be known here). Returns the names removed."""
     removed = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
-        found = pattern.search(entry.name)
-        if not found or alive(int(found.group(1))):
+        found = TEMP.search(entry.name)
+        if not found or found.group(1) != HOST or alive(int(found.group(2))):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

@@ -1,54 +1,155 @@
 """One writer per folder: an OS lock on FOLDER/.lock, released when the process ends, so a killed run never
 blocks the next one. Writers hold it exclusively; readers (training opening prepared data) share it, so a
-folder is never read while it is being rewritten. The holder writes who it is into the file, so that a
-refusal can name it. A writer that takes the lock first removes what dead processes left in the folder (their
-temporary files, files.sweep): it knows that no one else writes there.
+folder is never read while it is being rewritten. Every holder, readers included, writes who it is into the
+file, so that a refusal can name the processes that hold the folder (the records of processes gone are left
+out). A writer that takes the lock first removes what dead processes left in the folder (their temporary
+files, files.sweep): it knows that no one else writes there.
+
+The lock file is this project's own: a .lock that is a symbolic link, a folder, a hard link to another file or
+a file of other text is refused, never followed nor rewritten.
 
     lock.hold("out/run", "train.py")                  # a writer; ValueError if anyone else holds the folder
     lock.hold("data/", "train.py", shared=True)       # a reader; ValueError while a writer holds it
     lock.release("out/run")                           # or let the process end
-    lock.abandon("out/run")                           # refused before writing: a folder made for it goes
-    with lock.writing("tok/", "bpe.py train"): ...    # hold, release; a failure before writing leaves no folder
+    lock.abandon("out/run")                           # refused: what hold made (the lock file, the folder) goes
+    with lock.writing("tok/", "bpe.py train"): ...    # hold, release; a failure leaves no folder made for it
 """
 import contextlib
+import errno
 import fcntl
 import os
+import re
+import stat
+from typing import NamedTuple
 
 from machinery.basics import files
 
 NAME = ".lock"
-_held = {}  # real path of the folder -> the open lock file: the lock lasts while the file is open
+RECORD = re.compile(r"(?P<what>.*) \(pid (?P<pid>\d+)\)( on (?P<host>\S+))?(?P<reading> reading it)?")
+
+
+class Held(NamedTuple):
+    file: object        # the open lock file: the lock lasts while it is open
+    shared: bool        # a reader's
+    made_folder: bool   # hold made the folder
+    made_file: bool     # hold made the lock file
+
+
+_held = {}  # real path of the folder -> Held
 
 
 def hold(folder, what, shared=False):
-    """Take the folder's lock (creating the folder if needed), or raise ValueError naming the holder."""
+    """Take the folder's lock (creating the folder if needed), or raise ValueError naming the holders."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ValueError(f"{folder}: a file is in the way (it must be a folder)")
-    os.makedirs(folder, exist_ok=True)
     key = os.path.realpath(folder)
     if key in _held:  # this process holds it already
-        return _held[key]
+        if _held[key].shared and not shared:
+            raise ValueError(f"{folder}: this process reads it (as its data) and cannot also write it: choose "
+                             f"another folder")
+        return _held[key].file
+    made_folder = not os.path.exists(folder)
+    os.makedirs(folder, exist_ok=True)
     while True:
-        f = open(os.path.join(folder, NAME), "a+")
+        f, made_file = _open(folder, shared)
+        if f is None:
+            continue  # removed by its holder between our open and our look: again
         try:
             fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+            holders = ", ".join(_holders(f)) or "another process"
             f.close()
-            raise ValueError(f"{folder} is in use by {holder}: wait for it to finish, or choose another "
+            raise ValueError(f"{folder} is in use by {holders}: wait for it to finish, or choose another "
                              f"folder") from None
         if _still_there(f, folder):
             break
         f.close()  # its holder removed the file (abandon, writing) between our open and our lock: again
-    if not shared:  # a reader leaves the writer's name alone: it would be stale once the reader is gone
-        f.seek(0)
-        f.truncate()
-        f.write(f"{what} (pid {os.getpid()})")
-        f.flush()
-        files.sweep(folder)
-    _held[key] = f
+    try:
+        _record(f, folder, what, shared)
+    except BaseException:
+        f.close()
+        raise
+    _held[key] = Held(f, shared, made_folder, made_file)
     return f
+
+
+def _open(folder, shared):
+    """The folder's lock file, opened without following a link (created if absent), and whether it was made
+    now ((None, False): removed meanwhile); a .lock that is not a plain file of its own is a ValueError."""
+    path = os.path.join(folder, NAME)
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO never waits
+    made = True
+    try:
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            made = False
+            try:
+                fd = os.open(path, flags)
+            except OSError as e:
+                if not shared or e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # a reader may
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise not_ours(folder, "a symbolic link" if e.errno == errno.ELOOP else "not a file") from None
+        raise
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
+        os.close(fd)
+        return None, False
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise not_ours(folder, "not a file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file")
+    return os.fdopen(fd, "a+" if os.O_RDWR & fcntl.fcntl(fd, fcntl.F_GETFL) else "r", encoding="utf-8",
+                     errors="replace"), made
+
+
+def not_ours(folder, why):
+    return ValueError(f"{os.path.join(folder, NAME)} is not a lock file of this project ({why}): it is left as it "
+                      f"is; move it away, or choose another folder")
+
+
+def _read(f, limit=1 << 16):
+    f.seek(0)
+    return f.read(limit)
+
+
+def _record(f, folder, what, shared):
+    """Write who holds the folder: a writer replaces the records (theirs are gone), a reader adds its own. A
+    file of other text than records is refused before it is rewritten; a writer then sweeps the folder."""
+    text = _read(f)
+    lines = text.splitlines()[:-1] if len(text) >= 1 << 16 else text.splitlines()  # a cut last line unchecked
+    if any(line.strip() and not RECORD.fullmatch(line.strip()) for line in lines):
+        raise not_ours(folder, "it holds other text")
+    if not f.writable():  # a reader of a folder it may not write to: it holds the lock, unrecorded
+        return
+    record = f"{what} (pid {os.getpid()}) on {files.HOST}" + (" reading it" if shared else "")
+    if not shared:
+        f.truncate(0)
+    elif text and not text.endswith("\n"):  # a record of an earlier version, without its line end
+        record = "\n" + record
+    f.write(record + "\n")  # O_APPEND: at the end, whole, even beside other readers
+    f.flush()
+    if not shared:
+        files.sweep(folder)
+
+
+def _holders(f):
+    """The records of the processes that may hold the lock: those gone (on this machine) are left out."""
+    names = []
+    for line in _read(f, -1).splitlines():
+        found = RECORD.fullmatch(line.strip())
+        if not found:
+            continue
+        host, pid = found.group("host") or files.HOST, int(found.group("pid"))
+        if host == files.HOST and (not files.alive(pid) or pid == os.getpid()):  # gone, or this process: stale
+            continue
+        name = f"{found.group('what')} (pid {found.group('pid')})" + (f" on {host}" if host != files.HOST else "") \
+            + (" reading it" if found.group("reading") else "")
+        if name not in names:
+            names.append(name)
+    return names
 
 
 @contextlib.contextmanager
@@ -56,19 +157,11 @@ def writing(folder, what):
     """`with lock.writing(out, "bpe.py train"): ...`: hold the folder's lock while the block writes it, and give
     it back after. A block that fails (a refusal, before it writes) leaves what it found: a folder made for the
     lock goes when nothing but the lock file is in it, and a lock file made for it goes."""
-    made = not os.path.exists(folder)
-    lock_made = made or not os.path.exists(os.path.join(folder, NAME))
     hold(folder, what)
     try:
         yield
     except BaseException:
-        if made:
-            abandon(folder)
-        elif lock_made and held(folder):
-            try:
-                os.remove(os.path.join(folder, NAME))  # while still held: a waiter sees it gone (_still_there)
-            except OSError:
-                pass
+        abandon(folder)
         raise
     finally:
         release(folder)
@@ -77,7 +170,7 @@ def writing(folder, what):
 def _still_there(f, folder):
     """Whether the locked file is still FOLDER/.lock (not one removed while we waited for it)."""
     try:
-        return os.stat(os.path.join(folder, NAME)).st_ino == os.fstat(f.fileno()).st_ino
+        return os.stat(os.path.join(folder, NAME), follow_symlinks=False).st_ino == os.fstat(f.fileno()).st_ino
     except FileNotFoundError:
         return False
 
@@ -85,9 +178,9 @@ def _still_there(f, folder):
 def _forget():
     """In a forked child (an encoding worker, a batch loader): the locks stay the parent's alone, so that they
     go when the parent dies, even while the child lives on. Closing the child's copy of the file releases nothing."""
-    for f in _held.values():
+    for h in _held.values():
         try:
-            f.close()
+            h.file.close()
         except OSError:
             pass
     _held.clear()
@@ -96,28 +189,37 @@ def _forget():
 os.register_at_fork(after_in_child=_forget)
 
 
-def held(folder):
-    """Whether this process holds the folder's lock."""
-    return os.path.realpath(folder) in _held
+def held(folder, exclusive=False):
+    """Whether this process holds the folder's lock (exclusive: as a writer)."""
+    h = _held.get(os.path.realpath(folder))
+    return h is not None and not (exclusive and h.shared)
 
 
 def abandon(folder):
-    """Give back the lock of a folder made for a run that was refused before it wrote anything: the folder goes
-    too when nothing but the lock file is in it, so that a refusal leaves nothing behind."""
-    f = _held.pop(os.path.realpath(folder), None)
+    """Give back the lock of a run refused or failed: what `hold` made goes, the lock file and, when nothing else
+    is in it, the folder, so that a refusal leaves nothing behind. A reader's lock is only given back."""
+    h = _held.pop(os.path.realpath(folder), None)
+    if h is None:
+        return
     try:
-        if f is not None and os.listdir(folder) == [NAME]:
+        if h.made_file and not h.shared:
             os.remove(os.path.join(folder, NAME))  # while still held: no one else can have taken it
-            os.rmdir(folder)
+            if h.made_folder:
+                os.rmdir(folder)  # only when empty
     except OSError:
         pass
     finally:
-        if f is not None:
-            f.close()
+        h.file.close()
+
+
+def abandon_all():
+    """abandon every folder this process holds as a writer (a command that failed: cli.run)."""
+    for key in [k for k, h in _held.items() if not h.shared]:
+        abandon(key)
 
 
 def release(folder):
     """Give the folder's lock back (a no-op when this process does not hold it)."""
-    f = _held.pop(os.path.realpath(folder), None)
-    if f is not None:
-        f.close()
+    h = _held.pop(os.path.realpath(folder), None)
+    if h is not None:
+        h.file.close()

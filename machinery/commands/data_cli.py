@@ -36,8 +36,9 @@ def download_main(argv):
 
 
 def prepare_command(args):
-    meta = preparation.prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
-                        args.overwrite, args.errors)
+    with preparation.stopped_by_sigterm():  # as Ctrl-C: the workers end quietly, --out stays as it was
+        meta = preparation.prepare(args.input, args.tokenizer, args.out, args.valid_fraction, args.workers,
+                                   args.overwrite, args.errors)
     print(f"{args.out}: train {meta['train']['tokens']:,} tokens in {meta['train']['documents']:,} documents, "
           f"valid {meta['valid']['tokens']:,} tokens in {meta['valid']['documents']:,} documents")
 

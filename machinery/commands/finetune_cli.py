@@ -26,6 +26,7 @@ def check_sweep(args):
     cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
     for *_, out in finetune.sweep_runs(args):
         cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")
+        task_files.check_empty(out, args.overwrite)
 
 
 # ---------------------------------------------------------------------------------------- the options
@@ -98,10 +99,15 @@ def work(args):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
     if args.random_init and args.init_from:
         raise ValueError("--random-init and --init-from: a random-init control starts from no trained weights")
+    out, task_dir = os.path.realpath(args.out), os.path.realpath(args.data)
+    if out == task_dir or out.startswith(task_dir.rstrip(os.sep) + os.sep):
+        raise ValueError(f"--out {args.out} is {'the' if out == task_dir else 'inside the'} --data folder: the run "
+                         f"would write among the task's files; choose another --out")
     if args.sweep:
         check_sweep(args)
     else:
         cli.check_out(args.out, args.overwrite, finetune.FINISHED, "a finetuning run's results")
+        task_files.check_empty(args.out, args.overwrite)
     with lock.writing(args.out, "finetune.py"):  # one writer: a second finetune.py into --out is refused
         if args.sweep:
             print(json.dumps(finetune.sweep(args), indent=2))

@@ -11,6 +11,7 @@ import bpe
 import evaluate
 import roberta
 from machinery.basics import cli, files
+from machinery.basics import lock
 from machinery.interop import checkpoints, hf
 
 LABELS = {task: spec.labels for task, spec in evaluate.GLUE.items()}  # an older finetuned checkpoint's label order
@@ -34,6 +35,9 @@ def tokenizer_configs(max_positions):
     return {"tokenizer_config.json": config, "special_tokens_map.json": {**SPECIAL_TOKENS, "mask_token": MASK_TOKEN}}
 
 
+EXPORTED = ("config.json", "model.safetensors", *TOKENIZER_FILES, *tokenizer_configs(512))  # what export writes
+
+
 def check_export(checkpoint, out, overwrite):
     """Before any work: the checkpoint folder exists; --out is another folder, or can become one, and
     holds no exported model unless --overwrite."""
@@ -41,7 +45,7 @@ def check_export(checkpoint, out, overwrite):
         raise FileNotFoundError(f"{checkpoint}: no such checkpoint folder")
     if os.path.isdir(out) and os.path.samefile(out, checkpoint):
         raise ValueError(f"--out {out} is the checkpoint folder itself: export to another folder")
-    cli.check_out(out, overwrite, finished=("config.json", "model.safetensors"), what="an exported model")
+    cli.check_out(out, overwrite, finished=EXPORTED, what="an exported model")  # no file of the user's replaced
 
 
 def read_vocab(checkpoint, vocab_size):
@@ -85,10 +89,29 @@ def export(checkpoint, out, overwrite=False):
     return model
 
 
-
 def export_command(args):
-    model = export(args.checkpoint, args.out, args.overwrite)
+    check_export(args.checkpoint, args.out, args.overwrite)  # before the lock: a refusal makes no folder
+    with lock.writing(args.out, "roberta.py export"):  # one writer: a second export, or a run, into --out is refused
+        before = {name for name in EXPORTED if os.path.lexists(os.path.join(args.out, name))}
+        try:
+            model = export(args.checkpoint, args.out, args.overwrite)
+        except files.WriteFailed as e:  # a full disk: this export's files go, or say what is mixed
+            raise export_failed(e, args.out, before) from None
     print(f"{args.out}: {type(model).__name__}, {roberta.num_parameters(model):,} parameters")
+
+
+def export_failed(err, out, before):
+    """A write of the export failed (a full disk): with no export there before, the files it wrote go (nothing
+    was exported); else the folder mixes the previous export and this one's files, said so."""
+    written = [n for n in EXPORTED if os.path.lexists(os.path.join(out, n)) and n not in before]
+    if not before:
+        for name in written:
+            os.remove(os.path.join(out, name))
+        intact = "nothing was exported"
+    else:
+        intact = (f"{out} now mixes the previous export with this one's files: export again (--overwrite) once "
+                  f"there is room")
+    return files.write_failed(err, out, "the export", intact)
 
 
 def parser():

@@ -136,6 +136,8 @@ def save(path, ckpt):
     before = os.path.isfile(path)
     try:
         files.write_atomic(path, lambda f: torch.save(ckpt, f))
+    except files.WriteFailed:  # a full disk, said in one line already
+        raise
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
         if isinstance(e, RuntimeError) and "writ" not in str(e).lower():
             raise

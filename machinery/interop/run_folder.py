@@ -74,6 +74,38 @@ def hold_out(cfg):
     lock.hold(cfg.out, "train.py")
 
 
+def check_out_apart(cfg):
+    """--out is not --data, nor a folder inside it: a run writes a folder of its own, which data.py may not
+    replace under it (every process checks, before any lock is asked)."""
+    out, data_dir = os.path.realpath(cfg.out), os.path.realpath(cfg.data)
+    if out == data_dir or out.startswith(data_dir.rstrip(os.sep) + os.sep):
+        raise ValueError(f"--out {cfg.out} is {'the' if out == data_dir else 'inside the'} --data folder "
+                         f"{cfg.data}: a run writes a folder of its own; choose another --out")
+
+
+RUN_FILES = ("log.jsonl", "train_config.json")  # what a run rewrites beside its checkpoint (and the tokenizer's)
+
+
+def check_not_users(cfg, tok_hash):
+    """A folder that is not a run of train.py's (no train_config.json) is not written into without --overwrite
+    when it holds a file the run would replace: a log.jsonl, or another tokenizer's files, may be the user's."""
+    if os.path.isfile(os.path.join(cfg.out, "train_config.json")):
+        return
+    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(cfg.out, name))]
+    if not held and any(os.path.lexists(os.path.join(cfg.out, name)) for name in TOKENIZER_FILES):
+        try:
+            same = prepared.tokenizer_hash(bpe.Tokenizer.load(cfg.out)) == tok_hash
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        held = [] if same else [next(n for n in TOKENIZER_FILES if os.path.lexists(os.path.join(cfg.out, n)))]
+    if held:
+        raise ValueError(f"--out {cfg.out} holds {held[0]} but is not a train.py run (no train_config.json): pass "
+                         f"--overwrite to write there anyway, or choose another --out")
+
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "char_bpe.json")
+
+
 def targets(counts, step, cfg):
     """The update's [masked targets, real tokens] over every process, refused when no token was masked."""
     if not counts[0]:
@@ -131,6 +163,7 @@ def read_resume(cfg, tok_hash):
     if not os.path.isfile(path):
         raise ValueError(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
                          f"node shares)")
+    check_out_apart(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
         hold_out(cfg)  # one run per folder
     ckpt = checkpoints.read_checkpoint(path)
@@ -240,10 +273,13 @@ def init_out(cfg, tok, model_cfg, world, start_step):
 
 def check_fresh_out(cfg, master):
     """A new run: refuse an --out that holds a checkpoint, unless --overwrite (then start again there)."""
+    check_out_apart(cfg)
     if master:
         hold_out(cfg)  # one run per folder
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
     if not os.path.isfile(ckpt):
+        if not cfg.overwrite:
+            check_not_users(cfg, prepared.read_meta(cfg.data).get("tokenizer_sha256"))
         return
     if not cfg.overwrite:
         raise ValueError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
@@ -257,8 +293,7 @@ def check_fresh_out(cfg, master):
 def log(path, record):
     """Append a record to log.jsonl: strict JSON, a non-finite number written as a string ("nan", "inf")."""
     record = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-    with open(path, "a") as f:
-        f.write(json.dumps(record, allow_nan=False) + "\n")
+    files.append(path, json.dumps(record, allow_nan=False) + "\n")
 
 
 def keep_log_until(path, step):

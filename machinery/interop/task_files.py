@@ -65,9 +65,21 @@ def write_predictions(task, out, name, pred):
 OUTPUTS = ("metrics.json", "checkpoint.pt", "log.jsonl", "predictions.json", "na_prob.json")  # + *_predictions.tsv
 
 
-def clear_out(folder):
+def check_empty(folder, overwrite):
+    """A finetuning run's --out is empty (but for its lock and temporary files), unless --overwrite: a file
+    there may be the user's own (a run's outputs would replace their predictions.json or log.jsonl)."""
+    if overwrite or not os.path.isdir(folder):
+        return
+    others = sorted(n for n in os.listdir(folder) if n != ".lock" and not files.TEMP.search(n))
+    if others:
+        raise FileExistsError(f"--out {folder} is not empty ({others[0]}) and holds no finished finetuning run: "
+                              f"pass --overwrite to write there anyway, or choose an empty folder")
+
+
+def clear_out(folder, overwrite=False):
     """A new finetuning run's folder: made, and emptied of an earlier run's outputs (--overwrite), so that
-    its log and predictions are this run's alone."""
+    its log and predictions are this run's alone. A folder not empty is refused without --overwrite."""
+    check_empty(folder, overwrite)
     os.makedirs(folder, exist_ok=True)
     for name in os.listdir(folder):
         if name in OUTPUTS or name.endswith("_predictions.tsv"):

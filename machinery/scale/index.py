@@ -1,12 +1,13 @@
 """The examples index kept beside the data at the paper's scale.
 
 At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
-and kept beside the data in data_dir/index/; every start then maps them into memory in milliseconds. Below
+and kept beside the data in data_dir/roberta-index/; every start then maps them into memory in milliseconds. Below
 data.SPEC_BELOW lines, data.examples (the plain formats) builds them at every start. The training run asks
 for them through cached_examples (machinery/interop/run_folder.py).
 """
 import json
 import os
+import re
 import socket
 import sys
 import zlib
@@ -20,6 +21,8 @@ from machinery.scale import fast_formats, prepared
 from machinery.basics import files
 
 INDEX_VERSION = 3  # raise it when a builder's rule changes: every kept index is then rebuilt (3: checksums)
+FOLDER = "roberta-index"  # beside the data: a name of this project's, so that no folder of the user's is taken for it
+NAMES = re.compile(r"(train|valid)-[a-z-]+-\d+(-\d+)?\.(json|rows|len)$")  # its files (and their files.temp_name)
 CHECK_CHUNK = 1 << 26  # a kept file's checksum is a CRC-32 per 64 MiB: checked in parallel, a damage located
 
 
@@ -48,7 +51,7 @@ def source_fingerprint(data_dir, split):
 
 
 def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
-    """data.examples of a prepared folder's split, built once and kept in data_dir/index/, memory-mapped when
+    """data.examples of a prepared folder's split, built once and kept in data_dir/roberta-index/, memory-mapped when
     read: an ExampleIndex (examples, lengths) whose rows have the fields of `stored_dtype(fmt)`.
 
     Below data.SPEC_BELOW lines (the classroom's corpora) nothing is kept: data.examples builds the examples
@@ -73,7 +76,7 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
         check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
         return in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed)
     pairs = data.FORMATS[fmt].pairs
-    path = os.path.join(data_dir, "index", f"{split}-{fmt}-{seq_len}" + (f"-{seed}" if pairs else ""))
+    path = os.path.join(data_dir, FOLDER, f"{split}-{fmt}-{seq_len}" + (f"-{seed}" if pairs else ""))
     want = {"version": INDEX_VERSION, "format": fmt, "seq_len": seq_len, "seed": seed if pairs else None,
             "source": source_fingerprint(data_dir, split)}
     index, why = _open_index(path, want, fmt)
@@ -94,6 +97,19 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
     if index is None:
         raise ValueError(f"{path}: the examples index is {why} just after it was built (another process?)")
     return index
+
+
+def remove(data_dir):
+    """Remove the examples index kept beside the data (data.py replacing the data: it no longer fits): only files
+    this module writes, in its own folder, which goes too once empty. Anything else there stays."""
+    folder = os.path.join(data_dir, FOLDER)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return
+    for name in os.listdir(folder):
+        if NAMES.match(files.TEMP.sub("", name)) and os.path.isfile(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+    if not os.listdir(folder):
+        os.rmdir(folder)
 
 
 def check_line_ends(line_ends, path, chunk=1 << 24):
@@ -226,11 +242,12 @@ def _write_index(path, info, parts, fmt):
     .json comes last (and goes first), so that its presence means a whole index."""
     if os.path.exists(path + ".json"):
         os.remove(path + ".json")
-    files.sweep(os.path.dirname(path), socket.gethostname())  # what builders killed on this machine left
-    tmp, dtype, n = f".{socket.gethostname()}.{os.getpid()}.tmp", stored_dtype(fmt), 0  # one per builder
+    files.sweep(os.path.dirname(path))  # what builders killed on this machine left
+    dtype, n = stored_dtype(fmt), 0
     sums = {".rows": Checksum(), ".len": Checksum()}
     try:
-        with open(path + ".rows" + tmp, "wb") as rows, open(path + ".len" + tmp, "wb") as lengths:
+        with open(files.temp_name(path + ".rows"), "wb") as rows, \
+                open(files.temp_name(path + ".len"), "wb") as lengths:
             for ex in parts:
                 kept = np.empty(len(ex), dtype)
                 for field in dtype.names:
@@ -244,11 +261,11 @@ def _write_index(path, info, parts, fmt):
                 f.flush()
                 os.fsync(f.fileno())
         for ext in (".rows", ".len"):
-            os.replace(path + ext + tmp, path + ext)
+            os.replace(files.temp_name(path + ext), path + ext)
     finally:
         for ext in (".rows", ".len"):
-            if os.path.exists(path + ext + tmp):
-                os.remove(path + ext + tmp)
+            if os.path.exists(files.temp_name(path + ext)):
+                os.remove(files.temp_name(path + ext))
     info = {**info, "count": n, "crc32": {ext: c.value() for ext, c in sums.items()}}
     files.write_atomic(path + ".json", json.dumps(info, indent=1))
     for ext in (".rows", ".len"):  # written by this process: no need to read them back to check them

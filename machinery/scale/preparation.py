@@ -4,14 +4,20 @@ splits, written whole or not at all.
 
 One writer at a time: prepare holds --out's lock (machinery/basics/lock.py) from its checks to its end, so a
 second data.py, or a train.py reading the folder, is refused. The files are written into a temporary folder
-of --out's own (prepare.<pid>.tmp) and moved into place only when complete: meta.json goes first and comes
-back last, so a folder without it reads as incomplete, and the kept examples index of the old data goes too."""
+of --out's own (prepare.roberta-tmp.<host>.<pid>.<token>.tmp, files.temp_name) and moved into place, by renames
+alone, only when complete: meta.json goes first and comes back last, so a folder without it reads as
+incomplete, and the kept examples index of the old data goes too. A full disk stops it before anything of
+--out is replaced, in one line; so do Ctrl-C and SIGTERM, whose workers end without a traceback. A failure
+leaves no folder made for the run, and a folder that is not data.py's is not written over without --overwrite."""
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 from collections import deque
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import active_children, get_all_start_methods, get_context
 
 import numpy as np
 
@@ -19,6 +25,8 @@ import bpe
 import data
 from machinery.basics import files, lock
 from machinery.scale import prepared
+from machinery.scale import index
+
 
 def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, overwrite=False,
             errors="strict", chunk_lines=2000, verbose=True):
@@ -37,7 +45,39 @@ _worker_tok = None
 
 def _init_worker(tokenizer_dir):
     global _worker_tok  # one per worker process
+    quiet_worker()
     _worker_tok = bpe.Tokenizer.load(tokenizer_dir)
+
+
+def quiet_worker():
+    """A worker stops without a traceback: Ctrl-C is its parent's to handle (which then ends the pool), SIGTERM
+    (the pool's end) ends it at once, and so do a result pipe its parent closed and (Linux) its parent's death."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # its parent gone midway: no BrokenPipeError, an end
+    if sys.platform.startswith("linux"):
+        import ctypes
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm():
+    """SIGTERM (a scheduler, `kill`) stops data.prepare as Ctrl-C does: as a KeyboardInterrupt, so that the
+    workers are ended, the temporary folder removed and --out left as it was (its refusal is one line)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        before = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _encode(lines):
@@ -52,7 +92,10 @@ def encoded_chunks(chunks, tok, tokenizer_dir, workers):
             yield split, data.encode_lines(lines, tok)
         return
     method = "fork" if "fork" in get_all_start_methods() else "spawn"  # fork: workers start at once
-    with get_context(method).Pool(workers, _init_worker, (tokenizer_dir,)) as pool:
+    before = set(active_children())
+    pool = get_context(method).Pool(workers, _init_worker, (tokenizer_dir,))
+    procs = [p for p in active_children() if p not in before]
+    try:
         pending = deque()
         for split, lines in chunks:
             pending.append((split, pool.apply_async(_encode, (lines,))))
@@ -62,6 +105,24 @@ def encoded_chunks(chunks, tok, tokenizer_dir, workers):
         while pending:
             split, result = pending.popleft()
             yield split, result.get()
+    except BaseException:  # Ctrl-C, SIGTERM, a failed write, the consumer gone (GeneratorExit)
+        stop(pool, procs)
+        raise
+    pool.terminate()  # every result read: the workers wait for work, and go
+
+
+def stop(pool, procs):
+    """End a pool midway, at once: its workers killed, then its own end (Pool.terminate) given a second in a
+    thread of its own. Pool.terminate alone can wait forever for a worker blocked writing a large result that
+    no one reads any more, and a worker killed there holds the result queue's lock for good."""
+    for p in procs:
+        p.kill()
+    try:
+        ender = threading.Thread(target=pool.terminate, daemon=True)
+        ender.start()
+        ender.join(1)
+    except RuntimeError:  # the interpreter is ending: no new thread; the workers are gone already
+        pass
 
 
 def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors):
@@ -83,10 +144,37 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
         if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
             if prepared.read_meta(out_dir).get("tokenizer_sha256") != digest:
                 raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
+        elif not overwrite:
+            check_not_users(out_dir, digest)
     except BaseException:
-        let_go(out_dir)
+        let_go(out_dir, failed=True)
         raise
     return digest
+
+
+def split_files():
+    return [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")]
+
+
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "char_bpe.json")
+
+
+def check_not_users(out_dir, digest):
+    """A folder without meta.json (not data.py's) whose files data.py would replace is refused: a split file, or
+    a tokenizer other than this one, may be the user's own."""
+    found = [n for n in split_files() if os.path.lexists(os.path.join(out_dir, n))]
+    if found:
+        raise ValueError(f"--out {out_dir} holds {found[0]} but no meta.json (not data.py's data): pass "
+                         f"--overwrite to replace it, or choose another folder")
+    tokenizer_files = [n for n in TOKENIZER_FILES if os.path.lexists(os.path.join(out_dir, n))]
+    if tokenizer_files:
+        try:
+            same = prepared.tokenizer_hash(bpe.Tokenizer.load(out_dir)) == digest
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            raise ValueError(f"--out {out_dir} holds {tokenizer_files[0]} of another tokenizer: pass --overwrite to "
+                             f"replace it, or choose another folder")
 
 
 _taken = set()  # the folders whose lock prepare took (and so gives back): not one its caller already held
@@ -94,16 +182,17 @@ _taken = set()  # the folders whose lock prepare took (and so gives back): not o
 
 def hold(out_dir):
     """Take --out's lock for prepare (a ValueError naming the holder if another process has it)."""
-    if not lock.held(out_dir):
+    if not lock.held(out_dir, exclusive=True):
         lock.hold(out_dir, "data.py")
         _taken.add(os.path.realpath(out_dir))
 
 
-def let_go(out_dir):
-    """Give back the lock `hold` took (one the caller held before stays held)."""
+def let_go(out_dir, failed=False):
+    """Give back the lock `hold` took (one the caller held before stays held); after a failure, what the lock
+    made goes with it (lock.abandon: a folder made for the run, left empty)."""
     if os.path.realpath(out_dir) in _taken:
         _taken.discard(os.path.realpath(out_dir))
-        lock.release(out_dir)
+        (lock.abandon if failed else lock.release)(out_dir)
 
 
 def temp_folder(out_dir):
@@ -140,9 +229,20 @@ class SplitWriter:
 
 
 def give_up(out_dir):
-    """After a failure: the temporary folder removed, the lock given back; --out as it was."""
+    """After a failure: the temporary folder removed, the lock given back; --out as it was (a folder made for
+    the run goes)."""
     shutil.rmtree(temp_folder(out_dir), ignore_errors=True)
-    let_go(out_dir)
+    let_go(out_dir, failed=True)
+
+
+def write_failed(err, out_dir):
+    """A full disk while the data is written, as one line: --out and what is intact (all is written in the
+    temporary folder, which goes: the data there before stays whole)."""
+    if not isinstance(err, OSError) or err.errno not in files.FULL:
+        return err
+    intact = (f"the data already in {out_dir} is intact" if os.path.isfile(os.path.join(out_dir, "meta.json"))
+              else "nothing was kept")
+    return files.write_failed(err, out_dir, "the prepared data", intact)
 
 
 def write_splits(out_dir, dtype, encoded, inputs, verbose=True):
@@ -159,26 +259,32 @@ def write_splits(out_dir, dtype, encoded, inputs, verbose=True):
         writer.close()
         if writer.counts["train"]["tokens"] == 0:
             raise ValueError(f"no text in {', '.join(inputs)}: the input is empty")
-    except BaseException:
+    except BaseException as e:
+        if hasattr(encoded, "close"):  # a generator of worker processes: they end now, not when it is collected
+            encoded.close()
         if writer is not None:
             for f in writer.files.values():
-                f.close()
+                with contextlib.suppress(OSError):  # a full disk: the close's flush fails again
+                    f.close()
         give_up(out_dir)
-        raise
+        failed = write_failed(e, out_dir)
+        if failed is e:
+            raise
+        raise failed from None
     return writer.counts
 
 
-def install(out_dir, meta):
-    """Move the finished files of the temporary folder into out_dir: meta.json removed first and written last
-    (a folder without it reads as incomplete), and the kept examples index of the old data removed."""
+def install(out_dir):
+    """Move the finished files of the temporary folder into out_dir, renames alone (no disk space needed):
+    meta.json removed first and moved in last (a folder without it reads as incomplete), and the kept examples
+    index of the old data removed."""
     tmp = temp_folder(out_dir)
     if os.path.isfile(os.path.join(out_dir, "meta.json")):
         os.remove(os.path.join(out_dir, "meta.json"))
-    shutil.rmtree(os.path.join(out_dir, "index"), ignore_errors=True)  # built from the old data: it no longer fits
-    tokenizer_files = [n for n in ("vocab.json", "merges.txt", "char_bpe.json") if os.path.isfile(os.path.join(tmp, n))]
-    for name in [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")] + tokenizer_files:
+    index.remove(out_dir)  # built from the old data: it no longer fits
+    tokenizer_files = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(tmp, n))]
+    for name in split_files() + tokenizer_files + ["meta.json"]:
         os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-    files.write_atomic(os.path.join(out_dir, "meta.json"), json.dumps(meta, indent=2))
     shutil.rmtree(tmp)
 
 
@@ -190,9 +296,15 @@ def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
     try:
         tok.save(temp_folder(out_dir))
-        install(out_dir, meta)
-    finally:
+        files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), json.dumps(meta, indent=2))
+        install(out_dir)
+    except BaseException as e:
         give_up(out_dir)
+        failed = write_failed(e, out_dir)
+        if failed is e:
+            raise
+        raise failed from None
+    let_go(out_dir)
     if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
         print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
               f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "
