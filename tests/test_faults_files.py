@@ -3,7 +3,6 @@ the user's, an index/ folder of the user's, a run's --out holding the user's fil
 refusal that names who holds a folder (readers too), an export with no lock, a refused run's folder left
 behind, data.py stopped by a signal, and a disk that fills up mid-write, on a real small filesystem (tmpfs,
 mounted here when the tests run as root; skipped otherwise)."""
-import json
 import os
 import random
 import re
@@ -24,7 +23,7 @@ from machinery.commands import data_cli, finetune_cli, roberta_cli, train_cli
 from machinery.interop import checkpoints
 from machinery.scale import index, preparation
 
-TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "1",
+TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "0",
         "--log-interval", "1", "--eval-interval", "100", "--eval-sequences", "4", "--device", "cpu", "--dropout", "0"]
 WORDS = ("the a river stone light cold bright runs falls over under near far old new green small large sings "
          "holds keeps moves").split()

@@ -8,7 +8,6 @@ for them through cached_examples (machinery/interop/run_folder.py).
 import json
 import os
 import re
-import socket
 import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
