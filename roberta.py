@@ -217,21 +217,15 @@ class RobertaForMaskedLM(nn.Module):
         The LM head runs on the targets only, as fairseq's masked_tokens: with 15% masking, 85% of the
         vocabulary projection is never computed. reduction="sum": the summed loss (train.py divides by the
         update's targets). `nsp_labels` (pair formats) add the next-sentence loss, or return it beside the sum.
-
-        `target_slots` (for torch.compile): the LM head runs on this many positions, the targets first and
-        then positions the loss ignores (label -100), so that no shape depends on the data; the same loss.
-        None: on the targets exactly, a shape the data decides (under torch.compile, a graph break)."""
+        `target_slots` (torch.compile): that many positions, the targets first: no shape the data decides."""
         x = self.roberta(input_ids, attention_mask, padded)
         weight = self.roberta.embeddings.tokens.weight
         if labels is None:
             return self.lm_head(x, weight)
         targets = labels.ne(-100)
-        if target_slots is None:
-            x_t, y_t = x[targets], labels[targets]  # [N, H], [N]: the N targets
-        else:  # a stable sort puts the targets (False) first, in order; the rest of the slots have label -100
-            slots = torch.argsort(~targets.flatten(), stable=True)[:target_slots]  # [S] of the B*T positions
-            x_t, y_t = x.flatten(0, 1)[slots], labels.flatten()[slots]  # [B, T, H] -> [B*T, H] -> [S, H]; [S]
-        loss = F.cross_entropy(self.lm_head(x_t, weight).float(), y_t, reduction="sum")  # -100 adds nothing
+        at = targets.view(-1) if target_slots is None else labels.flatten().eq(-100).argsort(stable=True)[:target_slots]
+        logits = self.lm_head(x.flatten(0, 1)[at], weight)  # [B, T, H] -> [B*T, H] -> [targets or slots, H]
+        loss = F.cross_entropy(logits.float(), labels.flatten()[at], reduction="sum")  # label -100: ignored
         nsp = None if nsp_labels is None else \
             F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
         if reduction == "sum":

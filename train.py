@@ -211,46 +211,34 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     tr = Trainer(cfg, model, body, opt, scaler, amp_dtype, device, rank, world, cpu_group)
-    # torch.compile (--compile; on by default on CUDA): every micro-batch given one shape, so that the step compiles
-    # once, here, by a warm-up on that shape, and never recompiles (machinery: eager where compiling fails)
-    return speed.compile_trainer(tr, micro, forward_backward, rank == 0), state
-
-
-def forward_backward(tr, micro_batch, n_targets, n_sequences):
-    """Forward and backward of one micro-batch, its loss normalised by the targets of the whole update (and
-    the NSP loss by its sequences). Returns its loss sums (MLM, NSP or None), on the device."""
-    inputs, labels, nsp, padded, weight = micro_batch
-    if tr.static is None:
-        inputs, labels, nsp = (t if t is None else t.to(tr.device, non_blocking=True) for t in (inputs, labels, nsp))
-        slots = None
-    else:  # compiled: the one shape of the step, and the LM head on a fixed number of slots (machinery)
-        inputs, labels, nsp, padded, slots = tr.static.fit(inputs, labels, nsp, padded, tr.device)
-    # forward in mixed precision (--amp), the loss summed over this micro-batch's targets
-    with torch.autocast(tr.device.type, dtype=tr.amp_dtype or torch.float32, enabled=tr.amp_dtype is not None):
-        out = tr.model(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded, target_slots=slots)
-        mlm, nsp_loss = out if isinstance(out, tuple) else (out, None)
-        # the normalisation: divided by the targets of the WHOLE update (all micro-batches, all processes),
-        # so any split gives the same gradient; times `world` because DDP averages gradients over processes
-        loss = mlm / max(n_targets, 1) * tr.world
-        if nsp_loss is not None:
-            loss = loss + nsp_loss * weight / n_sequences * tr.world
-        # backward, through the loss scaler for fp16 (small gradients would underflow)
-        (tr.scaler.scale(loss) if tr.scaler else loss).backward()
-    return mlm.detach(), None if nsp_loss is None else nsp_loss.detach() * weight
+    return speed.compile_trainer(tr, micro, train_step), state  # torch.compile (machinery: one shape, a warm-up)
 
 
 def train_step(tr, batch, n_targets):
     """One optimizer update by gradient accumulation over `batch` (Section 4.3). Returns the loss sums [MLM, NSP]
     over every process and whether they are finite, both on the device (no host sync)."""
     sums = torch.zeros(2, dtype=torch.float64, device=tr.device)
-    for i, micro_batch in enumerate(batch.micro_batches):
+    for i, (inputs, labels, nsp, padded, weight) in enumerate(batch.micro_batches):
+        # to the device; compiled, in one shape, the LM head on a fixed number of slots: no recompiles (machinery)
+        inputs, labels, nsp, padded, slots = speed.to_device(tr.static, inputs, labels, nsp, padded, tr.device)
         # DDP all-reduces the gradients in backward: only in the last micro-batch's (no_sync on the others)
         last = i == len(batch.micro_batches) - 1
-        with tr.model.no_sync() if tr.world > 1 and not last else contextlib.nullcontext():
-            mlm, nsp_loss = forward_backward(tr, micro_batch, n_targets, batch.n_sequences)
-        sums[0] += mlm
+        sync = tr.model.no_sync() if tr.world > 1 and not last else contextlib.nullcontext()
+        # forward in mixed precision (--amp), the loss summed over this micro-batch's targets
+        with sync, torch.autocast(tr.device.type, dtype=tr.amp_dtype or torch.float32,
+                                  enabled=tr.amp_dtype is not None):
+            out = tr.model(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded, target_slots=slots)
+            mlm, nsp_loss = out if isinstance(out, tuple) else (out, None)
+            # the normalisation: divided by the targets of the WHOLE update (all micro-batches, all processes),
+            # so any split gives the same gradient; times `world` because DDP averages gradients over processes
+            loss = mlm / max(n_targets, 1) * tr.world
+            if nsp_loss is not None:
+                loss = loss + nsp_loss * weight / batch.n_sequences * tr.world
+            # backward, through the loss scaler for fp16 (small gradients would underflow)
+            (tr.scaler.scale(loss) if tr.scaler else loss).backward()
+        sums[0] += mlm.detach()
         if nsp_loss is not None:
-            sums[1] += nsp_loss
+            sums[1] += nsp_loss.detach() * weight
     if tr.world > 1:
         dist.all_reduce(sums)
     finite = torch.isfinite(sums).all()

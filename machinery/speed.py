@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import torch
@@ -193,9 +194,9 @@ class StaticShape(NamedTuple):
 
     def slots(self, count):
         """LM-head positions for `count` targets: the binomial mean + 6 standard deviations of the targets of
-        rows x width positions, rounded up to a multiple of 8 (1/0.15 of the LM head's work at 15% masking for
-        base's 32 x 512, 1.5x for tiny's 8 x 32); a micro-batch with more targets (about 1 in 10^9) doubles it,
-        and that compiles one more graph."""
+        rows x width positions, rounded up to a multiple of 8. At 15% masking, base's 32 x 512 gets 2,736 of
+        16,384 positions (16.7%; the exact targets average 15%), tiny's 8 x 32 gets 80 of 256 (31%). A
+        micro-batch with more targets (about 1 in 10^9) doubles it, and that compiles one more graph."""
         positions = self.rows * self.width
         mean = positions * self.rate
         slots = min(positions, 8 * math.ceil((mean + 6 * math.sqrt(mean * (1 - self.rate))) / 8))
@@ -221,8 +222,8 @@ class StaticShape(NamedTuple):
         return inputs, labels, nsp, padded, slots
 
     def example(self, vocab_size, pairs, padded):
-        """A micro-batch of this shape for the warm-up, as train.py's batches come (CPU tensors): ordinary
-        tokens, the expected number of targets, a next-sentence label per row when `pairs`."""
+        """A micro-batch of this shape for the warm-up, as train.py's batches come (CPU tensors): one token
+        repeated, the expected number of targets, a next-sentence label per row when `pairs`."""
         ids = torch.full((self.rows, self.width), vocab_size - 1)
         labels = torch.full_like(ids, -100)
         labels.view(-1)[:max(1, round(self.rows * self.width * self.rate))] = 0  # [rows * width] view
@@ -230,20 +231,43 @@ class StaticShape(NamedTuple):
         return ids, labels, nsp, padded, 1.0
 
 
-def compile_trainer(tr, micro, forward_backward, master, backend="inductor"):
-    """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows
-    of --seq-len, both graphs (unpadded and padded) compiled now by `forward_backward` (train.py's) on an
-    example of that shape. The Trainer unchanged when not compiling, or where compiling fails."""
+def to_device(static, inputs, labels, nsp, padded, device):
+    """A micro-batch of CPU tensors on `device`: (inputs, labels, nsp, padded, target slots). Eager (static None):
+    as it is, no slots; compiled: in the StaticShape."""
+    if static is None:
+        return (*(t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp)), padded, None)
+    return static.fit(inputs, labels, nsp, padded, device)
+
+
+class _NoStep:
+    """An optimizer that does not step, for the warm-up: the weights and Adam's moments stay as they are."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def step(self):
+        pass
+
+    def zero_grad(self, set_to_none=True):
+        self.model.zero_grad(set_to_none=set_to_none)
+
+
+def compile_trainer(tr, micro, train_step, backend="inductor"):
+    """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows of
+    --seq-len; both graphs (unpadded, padded) compiled now, by `train_step` (train.py's) on an example of that
+    shape, without its optimizer step or loss scaler. The Trainer unchanged when not compiling, or where compiling
+    fails (with a warning)."""
     if not wants_compile(tr.cfg, tr.device):
         return tr
     body = tr.body.cfg
     static = StaticShape(micro, tr.cfg.seq_len, tr.cfg.masking.rate, body.pad_id)
 
     def warm_up(compiled):
+        warm = tr._replace(model=compiled, static=static, opt=_NoStep(tr.body), scaler=None)
         for padded in (False, True):
             example = static.example(body.vocab_size, body.next_sentence_head, padded)
-            forward_backward(tr._replace(model=compiled, static=static), example, 1, micro)
-    compiled = maybe_compile(tr.model, tr.cfg, tr.device, master, warm_up, backend)
+            train_step(warm, SimpleNamespace(micro_batches=[example], n_sequences=micro), 1)
+    compiled = maybe_compile(tr.model, tr.cfg, tr.device, tr.rank == 0, warm_up, backend)
     return tr if compiled is tr.model else tr._replace(model=compiled, static=static)
 
 
