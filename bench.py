@@ -302,7 +302,7 @@ def ours_step(model, ids, labels, amp, compile):
     """train_step for our model, torch.compile'd if asked; where compiling fails (no C compiler, an
     unsupported device), eager, with a one-line warning."""
     if compile:  # the LM head on a fixed number of slots, as train.py's compiled step: no graph break
-        slots = speed.StaticShape(*ids.shape, 0.15, model.cfg.pad_id).slots(int(labels.ne(-100).sum()))
+        slots = speed.StaticShape(*ids.shape, model.cfg.pad_id).slots(int(labels.ne(-100).sum()))
         try:
             return train_step(torch.compile(model), lambda m, i, y: m(i, labels=y, padded=False, target_slots=slots),
                               ids, labels, amp)  # its warm-up compiles

@@ -179,9 +179,10 @@ def maybe_compile(model, cfg, device, master, warm_up=None, backend="inductor"):
 
 
 class StaticShape(NamedTuple):
-    """The one shape every compiled micro-batch is given, so that torch.compile compiles train.py's step twice
-    (without and with padding) at the start and never again, whatever the batch: [rows, width] tokens, the LM
-    head on `slots(count)` positions (roberta.RobertaForMaskedLM's target_slots).
+    """The one shape every compiled micro-batch is given, so that torch.compile compiles train.py's step at the
+    start (two graphs, see compile_trainer) and never again, whatever the batch: [rows, width] tokens, and the
+    LM head on `slots(count)` positions (roberta.RobertaForMaskedLM's target_slots), a size the graphs take as
+    a variable (a dynamic shape), so that any number of targets runs them.
 
     A micro-batch with fewer rows gets copies of its first row with no targets (label -100, no next-sentence
     label): they change neither the loss nor the gradients, and need no attention mask, as padding rows would.
@@ -189,20 +190,12 @@ class StaticShape(NamedTuple):
     runs whole, and formats of short sequences (sentence-pair) run at --seq-len, not at their longest row."""
     rows: int
     width: int
-    rate: float      # the masking rate (the expected share of targets)
     pad_id: int
 
     def slots(self, count):
-        """LM-head positions for `count` targets: the binomial mean + 6 standard deviations of the targets of
-        rows x width positions, rounded up to a multiple of 8. At 15% masking, base's 32 x 512 gets 2,736 of
-        16,384 positions (16.7%; the exact targets average 15%), tiny's 8 x 32 gets 80 of 256 (31%). A
-        micro-batch with more targets (about 1 in 10^9) doubles it, and that compiles one more graph."""
-        positions = self.rows * self.width
-        mean = positions * self.rate
-        slots = min(positions, 8 * math.ceil((mean + 6 * math.sqrt(mean * (1 - self.rate))) / 8))
-        while slots < count:
-            slots = min(positions, 2 * slots)
-        return slots
+        """LM-head positions for `count` targets: rounded up to a multiple of 8 (aligned matrices), at least 8 (a
+        size of 0 or 1 would get a graph of its own), at most every position."""
+        return min(self.rows * self.width, 8 * max(1, math.ceil(count / 8)))
 
     def fit(self, inputs, labels, nsp, padded, device):
         """A micro-batch of CPU tensors (as train.py's batch thread makes them) on `device`, in this shape:
@@ -221,12 +214,12 @@ class StaticShape(NamedTuple):
             padded = True
         return inputs, labels, nsp, padded, slots
 
-    def example(self, vocab_size, pairs, padded):
+    def example(self, vocab_size, pairs, padded, targets):
         """A micro-batch of this shape for the warm-up, as train.py's batches come (CPU tensors): one token
-        repeated, the expected number of targets, a next-sentence label per row when `pairs`."""
+        repeated, `targets` of them targets, a next-sentence label per row when `pairs`."""
         ids = torch.full((self.rows, self.width), vocab_size - 1)
         labels = torch.full_like(ids, -100)
-        labels.view(-1)[:max(1, round(self.rows * self.width * self.rate))] = 0  # [rows * width] view
+        labels.view(-1)[:targets] = 0  # [rows * width] view
         nsp = torch.zeros(self.rows, dtype=torch.long) if pairs else None
         return ids, labels, nsp, padded, 1.0
 
@@ -254,19 +247,22 @@ class _NoStep:
 
 def compile_trainer(tr, micro, train_step, backend="inductor"):
     """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows of
-    --seq-len; both graphs (unpadded, padded) compiled now, by `train_step` (train.py's) on an example of that
-    shape, without its optimizer step or loss scaler. The Trainer unchanged when not compiling, or where compiling
-    fails (with a warning)."""
+    --seq-len, compiled now by `train_step` (train.py's, without its optimizer step or loss scaler) on an example
+    of that shape, unpadded and padded: two graphs, the number of target slots a variable in both (a dynamic
+    shape, by dynamo's dynamic_sources). The Trainer unchanged when not compiling, or where compiling fails (with
+    a warning)."""
     if not wants_compile(tr.cfg, tr.device):
         return tr
     body = tr.body.cfg
-    static = StaticShape(micro, tr.cfg.seq_len, tr.cfg.masking.rate, body.pad_id)
+    static = StaticShape(micro, tr.cfg.seq_len, body.pad_id)
+    targets = static.slots(round(micro * tr.cfg.seq_len * tr.cfg.masking.rate))  # as many as usual
 
     def warm_up(compiled):
         warm = tr._replace(model=compiled, static=static, opt=_NoStep(tr.body), scaler=None)
-        for padded in (False, True):
-            example = static.example(body.vocab_size, body.next_sentence_head, padded)
-            train_step(warm, SimpleNamespace(micro_batches=[example], n_sequences=micro), 1)
+        with torch.compiler.config.patch(dynamic_sources="L['target_slots']"):  # RobertaForMaskedLM.forward's
+            for padded in (False, True):
+                example = static.example(body.vocab_size, body.next_sentence_head, padded, targets)
+                train_step(warm, SimpleNamespace(micro_batches=[example], n_sequences=micro), targets)
     compiled = maybe_compile(tr.model, tr.cfg, tr.device, tr.rank == 0, warm_up, backend)
     return tr if compiled is tr.model else tr._replace(model=compiled, static=static)
 
