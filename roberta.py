@@ -211,18 +211,21 @@ class RobertaForMaskedLM(nn.Module):
         self.nsp = ClassificationHead(cfg, 2) if cfg.next_sentence_head else None
         init_weights(self, cfg.init_std)
 
-    def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None, padded=None):
+    def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None, padded=None,
+                target_slots=None):
         """Logits [B, T, V]; or, with labels (-100 = not a target), the cross-entropy over the targets.
         The LM head runs on the targets only, as fairseq's masked_tokens: with 15% masking, 85% of the
         vocabulary projection is never computed. reduction="sum": the summed loss (train.py divides by the
-        update's targets). `nsp_labels` (pair formats) add the next-sentence loss, or return it beside the sum."""
+        update's targets). `nsp_labels` (pair formats) add the next-sentence loss, or return it beside the sum.
+        `target_slots` (torch.compile): that many positions, the targets first: no shape the data decides."""
         x = self.roberta(input_ids, attention_mask, padded)
         weight = self.roberta.embeddings.tokens.weight
         if labels is None:
             return self.lm_head(x, weight)
         targets = labels.ne(-100)
-        logits = self.lm_head(x[targets], weight)
-        loss = F.cross_entropy(logits.float(), labels[targets], reduction="sum")
+        at = targets.view(-1) if target_slots is None else labels.flatten().eq(-100).argsort(stable=True)[:target_slots]
+        logits = self.lm_head(x.flatten(0, 1)[at], weight)  # [B, T, H] -> [B*T, H] -> [targets or slots, H]
+        loss = F.cross_entropy(logits.float(), labels.flatten()[at], reduction="sum")  # label -100: ignored
         nsp = None if nsp_labels is None else \
             F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
         if reduction == "sum":

@@ -189,9 +189,10 @@ class Trainer(NamedTuple):
     rank: int
     world: int
     cpu_group: object
+    static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
-def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt):
+def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
     """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
     model_cfg = roberta.RobertaConfig.preset(
         cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
@@ -208,9 +209,9 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt):
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
-    model = speed.maybe_compile(model, cfg, device, rank == 0)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-    return Trainer(cfg, model, body, opt, scaler, amp_dtype, device, rank, world, cpu_group), state
+    tr = Trainer(cfg, model, body, opt, scaler, amp_dtype, device, rank, world, cpu_group)
+    return speed.compile_trainer(tr, micro, train_step), state  # torch.compile (machinery: one shape, a warm-up)
 
 
 def train_step(tr, batch, n_targets):
@@ -218,14 +219,15 @@ def train_step(tr, batch, n_targets):
     over every process and whether they are finite, both on the device (no host sync)."""
     sums = torch.zeros(2, dtype=torch.float64, device=tr.device)
     for i, (inputs, labels, nsp, padded, weight) in enumerate(batch.micro_batches):
-        inputs, labels, nsp = (t if t is None else t.to(tr.device, non_blocking=True) for t in (inputs, labels, nsp))
+        # to the device; compiled, in one shape, the LM head on a fixed number of slots: no recompiles (machinery)
+        inputs, labels, nsp, padded, slots = speed.to_device(tr.static, inputs, labels, nsp, padded, tr.device)
         # DDP all-reduces the gradients in backward: only in the last micro-batch's (no_sync on the others)
         last = i == len(batch.micro_batches) - 1
         sync = tr.model.no_sync() if tr.world > 1 and not last else contextlib.nullcontext()
         # forward in mixed precision (--amp), the loss summed over this micro-batch's targets
         with sync, torch.autocast(tr.device.type, dtype=tr.amp_dtype or torch.float32,
                                   enabled=tr.amp_dtype is not None):
-            out = tr.model(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded)
+            out = tr.model(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded, target_slots=slots)
             mlm, nsp_loss = out if isinstance(out, tuple) else (out, None)
             # the normalisation: divided by the targets of the WHOLE update (all micro-batches, all processes),
             # so any split gives the same gradient; times `world` because DDP averages gradients over processes
@@ -324,7 +326,7 @@ def _train(cfg, rank, world, device, cpu_group):
     tokens, line_ends, meta, tok = run_folder.open_data(cfg)
     tok_hash = meta["tokenizer_sha256"]
     ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
-    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt)
+    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
     ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),

@@ -129,7 +129,7 @@ def test_cli_bad_input_as_a_command(args, message):  # one real process; CASES (
 
 def test_cli_help_names_every_default():
     commands = next(a for a in bench.parser()._actions if isinstance(a, bench.argparse._SubParsersAction)).choices
-    assert set(commands) == {"bpe", "model", "data", "train", "overlap", "startup"}
+    assert set(commands) == {"bpe", "model", "data", "train", "overlap", "startup", "compile", "gpu"}
     for command, p in commands.items():
         for action in p._actions:
             if action.dest != "help":

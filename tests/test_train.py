@@ -405,15 +405,17 @@ def test_background_preparation_changes_no_number(prepared, tmp_path):
 
 
 def test_a_compiler_that_fails_falls_back_to_eager(monkeypatch, capsys):
-    def broken(model):
+    def broken(model, **kwargs):
         def call(*args, **kwargs):
             raise RuntimeError("no C++ compiler here")
         return call
     monkeypatch.setattr(torch, "compile", broken)
     model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=100))
+    tr = train.Trainer(train.TrainConfig(compile=True, seq_len=16), model, model, roberta.adamw(model, 1e-3, 0.01),
+                       None, None, torch.device("cpu"), 0, 1, None)
     before = torch.get_rng_state()
-    got = speed.maybe_compile(model, train.TrainConfig(compile=True), torch.device("cpu"), master=True)
-    assert got is model and "torch.compile failed (RuntimeError: no C++ compiler here); training eagerly" in \
+    got = speed.compile_trainer(tr, 2, train.train_step)  # its warm-up calls the model
+    assert got is tr and "torch.compile failed (RuntimeError: no C++ compiler here); training eagerly" in \
         capsys.readouterr().err
     assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
 

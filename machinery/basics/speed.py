@@ -1,15 +1,20 @@
-"""Speed: MFU (model FLOPs utilisation, as PaLM and nanoGPT define it) and the torch.compile probe.
+"""Speed: MFU (model FLOPs utilisation, as PaLM and nanoGPT define it), and torch.compile for train.py's step:
+one shape for every micro-batch (StaticShape), a warm-up that compiles it at the start, a graph counter.
 
 MFU = model FLOPs per second / the device's peak FLOP/s for the dtype. The model FLOPs come from the
 shapes (flops_per_token); the peak from NVIDIA's datasheets for known GPUs, else a measured matmul.
 train.py logs tokens/s and MFU through a Meter; bench.py prints them for the bare step.
 """
+import math
 import os
 import re
 import sys
 import time
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 
 def cpus_allowed():
@@ -173,19 +178,24 @@ class Meter:
         return tps, min(mfu, 1.0)  # never above 1: a measured peak can still be low; MFU is then a lower bound
 
 
-def maybe_compile(model, cfg, device, master):
-    """torch.compile (on by default on CUDA). Compiling happens at the first call, so one forward and
-    backward on a short sequence try it here, with the random state put back and the gradients dropped;
-    where it fails (no compiler toolchain, an unsupported platform) the run goes on eagerly, with a warning."""
-    if not (cfg.compile if cfg.compile is not None else device.type == "cuda"):
+# ---------------------------------------------------------------------------------------- torch.compile
+def wants_compile(cfg, device):
+    """--compile: on by default on CUDA (--compile/--no-compile decide)."""
+    return cfg.compile if cfg.compile is not None else device.type == "cuda"
+
+
+def maybe_compile(model, cfg, device, master, warm_up=None, backend="inductor"):
+    """torch.compile (on by default on CUDA). Compiling happens at a model's first call: `warm_up(compiled)`
+    makes those calls now, on the shapes training will use, with the random state put back and the gradients
+    dropped, so that a failure shows here (no compiler toolchain, an unsupported platform): the run then goes
+    on eagerly, with a warning. Without warm_up, compiling waits for the first step."""
+    if not wants_compile(cfg, device):
         return model
     try:
-        compiled, body_cfg = torch.compile(model), getattr(model, "module", model).cfg
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            ids = torch.full((1, 16), body_cfg.pad_id + 1, device=device)
-            nsp = torch.zeros(1, dtype=torch.long, device=device) if body_cfg.next_sentence_head else None
-            out = compiled(ids, labels=ids, reduction="sum", nsp_labels=nsp, padded=False)
-            sum(out if isinstance(out, tuple) else [out]).backward()
+        compiled = torch.compile(model, backend=backend)
+        if warm_up is not None:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                warm_up(compiled)
         return compiled
     except Exception as e:
         if master:
@@ -194,3 +204,116 @@ def maybe_compile(model, cfg, device, master):
         return model
     finally:
         model.zero_grad(set_to_none=True)
+
+
+class StaticShape(NamedTuple):
+    """The one shape every compiled micro-batch is given, so that torch.compile compiles train.py's step at the
+    start (two graphs, see compile_trainer) and never again, whatever the batch: [rows, width] tokens, and the
+    LM head on `slots(count)` positions (roberta.RobertaForMaskedLM's target_slots), a size the graphs take as
+    a variable (a dynamic shape), so that any number of targets runs them.
+
+    A micro-batch with fewer rows gets copies of its first row with no targets (label -100, no next-sentence
+    label): they change neither the loss nor the gradients, and need no attention mask, as padding rows would.
+    Fewer columns get padding (then the batch is padded). The cost: the partial last micro-batch of an update
+    runs whole, and formats of short sequences (sentence-pair) run at --seq-len, not at their longest row."""
+    rows: int
+    width: int
+    pad_id: int
+
+    def slots(self, count):
+        """LM-head positions for `count` targets: rounded up to a multiple of 8 (aligned matrices), at least 8 (a
+        size of 0 or 1 would get a graph of its own), at most every position."""
+        return min(self.rows * self.width, 8 * max(1, math.ceil(count / 8)))
+
+    def fit(self, inputs, labels, nsp, padded, device):
+        """A micro-batch of CPU tensors (as train.py's batch thread makes them) on `device`, in this shape:
+        (inputs, labels, nsp, padded, target slots). Its targets are counted on the CPU (no device sync); the
+        rows and columns are added on the device (the copies stay asynchronous from pinned memory)."""
+        slots = self.slots(int(labels.ne(-100).sum()))
+        inputs, labels, nsp = (t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp))
+        B, T = inputs.shape
+        if B < self.rows:  # copies of the first row, without targets
+            inputs = torch.cat([inputs, inputs[:1].expand(self.rows - B, T)])  # [B, T] -> [rows, T]
+            labels = F.pad(labels, (0, 0, 0, self.rows - B), value=-100)  # [B, T] -> [rows, T]
+            nsp = None if nsp is None else F.pad(nsp, (0, self.rows - B), value=-100)  # [B] -> [rows]
+        if T < self.width:  # padding on the right
+            inputs = F.pad(inputs, (0, self.width - T), value=self.pad_id)  # [rows, T] -> [rows, width]
+            labels = F.pad(labels, (0, self.width - T), value=-100)  # [rows, T] -> [rows, width]
+            padded = True
+        return inputs, labels, nsp, padded, slots
+
+    def example(self, vocab_size, pairs, padded, targets):
+        """A micro-batch of this shape for the warm-up, as train.py's batches come (CPU tensors): one token
+        repeated, `targets` of them targets, a next-sentence label per row when `pairs`."""
+        ids = torch.full((self.rows, self.width), vocab_size - 1)
+        labels = torch.full_like(ids, -100)
+        labels.view(-1)[:targets] = 0  # [rows * width] view
+        nsp = torch.zeros(self.rows, dtype=torch.long) if pairs else None
+        return ids, labels, nsp, padded, 1.0
+
+
+def to_device(static, inputs, labels, nsp, padded, device):
+    """A micro-batch of CPU tensors on `device`: (inputs, labels, nsp, padded, target slots). Eager (static None):
+    as it is, no slots; compiled: in the StaticShape."""
+    if static is None:
+        return (*(t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp)), padded, None)
+    return static.fit(inputs, labels, nsp, padded, device)
+
+
+class _NoStep:
+    """An optimizer that does not step, for the warm-up: the weights and Adam's moments stay as they are."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def step(self):
+        pass
+
+    def zero_grad(self, set_to_none=True):
+        self.model.zero_grad(set_to_none=set_to_none)
+
+
+def compile_trainer(tr, micro, train_step, backend="inductor"):
+    """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows of
+    --seq-len, compiled now by `train_step` (train.py's, without its optimizer step or loss scaler) on an example
+    of that shape, unpadded and padded: two graphs, the number of target slots a variable in both (a dynamic
+    shape, by dynamo's dynamic_sources). The Trainer unchanged when not compiling, or where compiling fails (with
+    a warning)."""
+    if not wants_compile(tr.cfg, tr.device):
+        return tr
+    body = tr.body.cfg
+    static = StaticShape(micro, tr.cfg.seq_len, body.pad_id)
+    targets = static.slots(round(micro * tr.cfg.seq_len * tr.cfg.masking.rate))  # as many as usual
+
+    def warm_up(compiled):
+        warm = tr._replace(model=compiled, static=static, opt=_NoStep(tr.body), scaler=None)
+        with torch.compiler.config.patch(dynamic_sources="L['target_slots']"):  # RobertaForMaskedLM.forward's
+            for padded in (False, True):
+                example = static.example(body.vocab_size, body.next_sentence_head, padded, targets)
+                train_step(warm, SimpleNamespace(micro_batches=[example], n_sequences=micro), targets)
+    compiled = maybe_compile(tr.model, tr.cfg, tr.device, tr.rank == 0, warm_up, backend)
+    return tr if compiled is tr.model else tr._replace(model=compiled, static=static)
+
+
+class GraphCounter:
+    """A torch.compile backend that counts: the graphs compiled (`ids`, torch's compile ids "frame/compile"),
+    graph breaks (each break starts another frame), recompiles (a frame compiled again: its guards failed),
+    and graph calls (`runs`: a step of k graphs calls k). `backend`: the compiler that does the work."""
+
+    def __init__(self, backend="inductor"):
+        self.backend, self.ids, self.runs = backend, [], 0
+
+    def __call__(self, gm, example_inputs):
+        self.ids.append(torch._guards.CompileContext.current_compile_id())
+        compiled = torch._dynamo.lookup_backend(self.backend)(gm, example_inputs)
+
+        def run(*args):
+            self.runs += 1
+            return compiled(*args)
+        return run
+
+    def frames(self):
+        return len({i.frame_id for i in self.ids})
+
+    def recompiles(self):
+        return sum(i.frame_compile_id > 0 for i in self.ids)
