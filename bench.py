@@ -539,7 +539,7 @@ def _start(folder, fmt, build, batch_size):
     batches = data.epoch_batches(kept.lengths, batch_size, 0, 0,
                                  batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
     assert batches.get(0) is not None  # what train.py asks for first
-    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(index.lengths)
+    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(kept.lengths)
 
 
 def _first_batch(path, n, batch_size, offset):

@@ -311,7 +311,7 @@ class Tokenizer:
             ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
         if len(ids) > LONG_PIECE:  # a long word (a base64 blob, a minified line): the plain loop is quadratic
             from machinery.scale import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
-            fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)
+            fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)  # machinery: the same merges, indexed
             if fast is not None:  # None: merges not learned in rank order, left to the plain loop
                 return fast
         return self.apply_merges(ids)
@@ -401,7 +401,7 @@ class Tokenizer:
         from machinery.interop import vocab_files  # machinery: finding the two files, every entry checked
         if vocab_files.is_char_bpe(directory):  # Section 4.4's other arm: a character-level BPE, in one file
             return cls(*vocab_files.read_chars(directory), characters=True)
-        vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))
+        vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))  # machinery: every entry checked
         try:
             return cls({i: token_to_bytes(t) for t, i in token_ids.items()}, merges)
         except ValueError as e:
@@ -411,8 +411,8 @@ class Tokenizer:
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
         from machinery.interop import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
         if self.characters:  # Section 4.4's other arm: char_bpe.json
-            return vocab_files.write_chars(directory, self.vocab, self.merges)
-        vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
+            return vocab_files.write_chars(directory, self.vocab, self.merges)  # machinery: written atomically
+        vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)  # machinery: atomically
 
 
 if __name__ == "__main__":  # machinery: the command line (bpe.py train / encode), its checks, one-line errors

@@ -40,7 +40,7 @@ def read_documents(paths, errors="strict"):
             if b"\x00" in f.read(1 << 16):
                 raise ValueError(f"{path}: looks binary (NUL bytes), not a text corpus")
         in_document = False
-        for line in files.read_lines(path, errors):
+        for line in files.read_lines(path, errors):  # machinery: any line ending; bad bytes named
             line = line.strip()
             if line:
                 in_document = True

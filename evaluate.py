@@ -298,14 +298,14 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
     train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
     model, tok = load_checkpoint(path, need_trained_head=True, verbose=False)
-    trained = checkpoints.train_settings(path)
+    trained = checkpoints.train_settings(path)  # machinery: what the run recorded (seq_len, masking)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
     if not MIN_SEQ_LEN <= seq_len <= positions:
         raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
     masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-    tokens, ends, meta = prepared.load_split(data_dir, split)
-    prepared.check_tokenizer(meta, tok, data_dir, path)
+    tokens, ends, meta = prepared.load_split(data_dir, split)  # machinery: a prepared split, read and checked
+    prepared.check_tokenizer(meta, tok, data_dir, path)  # machinery: the data's tokenizer is the model's
     if tokens.size == 0:
         raise ValueError(f"{data_dir}: the {split} split is empty")
     out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)

@@ -276,7 +276,7 @@ def setup(args):
         if getattr(args, k) is None:
             setattr(args, k, v)
     torch.manual_seed(args.seed)
-    train_items, dev_sets = task_files.read_task(args.task, args.data)  # bad data fails before the model loads
+    train_items, dev_sets = task_files.read_task(args.task, args.data)  # machinery: read, checked, before the model
     train_items = train_items[:args.max_train_examples]
     dev_sets = {name: items[:args.max_eval_examples] for name, items in dev_sets.items()}
     model, tok = make_model(args)
@@ -316,13 +316,13 @@ def train_epoch(args, model, opt, tok, inputs, epoch, step):
 def finetune(args):
     """One finetuning run: train, evaluate on dev after every epoch, keep the best epoch's model and its dev
     predictions; returns the summary written to metrics.json."""
-    cli.check_out(args.out, args.overwrite, FINISHED, "a finetuning run's results")
+    cli.check_out(args.out, args.overwrite, FINISHED, "a finetuning run's results")  # machinery: no results overwritten
     with contextlib.redirect_stderr(io.StringIO()) as notes:  # the loader's notes (a new head) are shown
         model, tok, inputs, dev_sets, dev_inputs = setup(args)  # once the run starts: a refusal is one line
     print(notes.getvalue(), end="", file=sys.stderr)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     opt = roberta.adamw(model.to(device), args.lr, args.weight_decay)
-    task_files.clear_out(args.out, args.overwrite)  # an earlier run's outputs go (--overwrite): the log is this run's
+    task_files.clear_out(args.out, args.overwrite)  # machinery: an earlier run's outputs go (--overwrite)
     best, history, step = None, [], 0
     for epoch in range(args.epochs):
         step = train_epoch(args, model, opt, tok, inputs, epoch, step)
@@ -330,7 +330,7 @@ def finetune(args):
                    for name, items in dev_sets.items()}
         metrics = {name: m for name, (_, m) in results.items()}
         history.append({"epoch": epoch + 1, "step": step, **metrics})
-        files.append(os.path.join(args.out, "log.jsonl"), json.dumps(history[-1]) + "\n")
+        files.append(os.path.join(args.out, "log.jsonl"), json.dumps(history[-1]) + "\n")  # machinery: full disk
         score = metrics[next(iter(metrics))][primary_metric(args.task)]
         if best is None or score > best[0]:
             best = (score, epoch + 1, metrics)
@@ -340,20 +340,20 @@ def finetune(args):
                                                                   "warmup_ratio", "seed", "max_seq_len")},
                "random_init": bool(getattr(args, "random_init", False)),
                "history": history}
-    files.write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(summary, indent=2))
+    files.write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(summary, indent=2))  # machinery: atomic
     return summary
 
 
 def save_best(args, model, tok, results):
     """checkpoint.pt (loadable by roberta.load_pretrained), the tokenizer files and the dev predictions."""
-    checkpoints.save(os.path.join(args.out, "checkpoint.pt"),
+    checkpoints.save(os.path.join(args.out, "checkpoint.pt"),  # machinery: atomic, checksummed
                      {"model": model.state_dict(), "config": asdict(model.cfg), "class": type(model).__name__,
                       "num_labels": num_labels(args.task), "task": args.task,
                       "id2label": GLUE[args.task].labels if args.task in GLUE else None,  # output i: label i
-                      "tokenizer_sha256": prepared.tokenizer_hash(tok)})  # loading checks the folder's tokenizer is it
+                      "tokenizer_sha256": prepared.tokenizer_hash(tok)})  # machinery: checked on load
     tok.save(args.out)
     for name, (pred, _) in results.items():
-        task_files.write_predictions(args.task, args.out, name, pred)
+        task_files.write_predictions(args.task, args.out, name, pred)  # machinery: the official formats
 
 
 def sweep_runs(args, grid=SWEEP):
@@ -373,11 +373,13 @@ def sweep(args):
                                                  "out": out}))
         first_dev = summary["dev"][next(iter(summary["dev"]))]
         scores.setdefault((lr, batch_size), []).append(first_dev[summary["primary_metric"]])
-    results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)} for (lr, bs), s in scores.items()]
+    results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)}
+               for (lr, bs), s in scores.items()]  # Section 5.1: the median over seeds of each setting
     for r in results:
         print(f"lr {r['lr']} batch {r['batch_size']}: median {r['median']:.2f} over seeds {r['scores']}")
     best = max(results, key=lambda r: r["median"])
-    files.write_atomic(os.path.join(args.out, "sweep.json"), json.dumps({"settings": results, "best": best}, indent=2))
+    best_json = json.dumps({"settings": results, "best": best}, indent=2)
+    files.write_atomic(os.path.join(args.out, "sweep.json"), best_json)  # machinery: atomic
     return best
 
 

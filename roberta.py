@@ -328,7 +328,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
 def save_pretrained(model, directory):
     """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it)."""
     from machinery.interop import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
-    hf.save_pretrained(model, directory)
+    hf.save_pretrained(model, directory)  # machinery: HF's names, config.json, safetensors
 
 
 # ---------------------------------------------------------------------------------------- training helpers

@@ -169,7 +169,7 @@ def updates(ts, cfg, micro, rank, world, epoch, position, found):
 
 def heldout_set(cfg, tok, micro, rank, world):
     """The fixed held-out batches of this process, built once (None when the valid split is empty)."""
-    tokens, line_ends, _ = prepared.load_split(cfg.data, "valid")
+    tokens, line_ends, _ = prepared.load_split(cfg.data, "valid")  # machinery: read and checked
     if tokens.size == 0:
         return None
     return data.heldout_batches(tokens, line_ends, tok, cfg.seq_len, micro, cfg.masking, rank, world,
@@ -205,7 +205,7 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
     if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
         state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
     if rank == 0:
-        run_folder.init_out(cfg, tok, body.cfg, world, state["step"])
+        run_folder.init_out(cfg, tok, body.cfg, world, state["step"])  # machinery: train_config.json, tokenizer
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
@@ -269,7 +269,7 @@ class Monitor:
         self.tr, self.state, self.heldout, self.tok_hash = tr, state, heldout, tok_hash
         self.bad = torch.zeros((), device=tr.device)  # non-finite losses in a row
         self.skipped = torch.full((), float(state["skipped"]), device=tr.device)
-        self.meter = speed.Meter(tr.body.cfg, tr.cfg.seq_len, tr.cfg.masking.rate, tr.device,
+        self.meter = speed.Meter(tr.body.cfg, tr.cfg.seq_len, tr.cfg.masking.rate, tr.device,  # machinery: MFU
                                  tr.amp_dtype or torch.float32, tr.world)
         self.bar = tqdm(total=tr.cfg.max_steps, initial=state["step"], disable=tr.rank != 0, dynamic_ncols=True)
 
@@ -281,19 +281,20 @@ class Monitor:
         record = {}
         if step % cfg.log_interval == 0 or last:
             self.state["skipped"] = int(self.skipped.item())
+            # machinery: the log's record: loss, lr, tokens/s, MFU, held-out figures
             record = run_folder.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
             record = {"step": step, **record, **evaluate(tr, self.heldout)}
         if record and tr.rank == 0:
-            run_folder.log(os.path.join(cfg.out, "log.jsonl"), record)
+            run_folder.log(os.path.join(cfg.out, "log.jsonl"), record)  # machinery: one JSON line, flushed
         self.bar.update(1)
         if record and (int(self.bad.item()) >= cfg.max_bad_steps or last and self.bad.item()):  # or ends on a skip
             raise ValueError(f"{int(self.bad.item())} non-finite losses in a row at step {step}: stopping; the last "
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
             self.state["skipped"] = int(self.skipped.item())
-            run_folder.save(tr, self.state, self.tok_hash)  # with every process's random states
+            run_folder.save(tr, self.state, self.tok_hash)  # machinery: atomic, with every process's random states
 
     def close(self):
         self.bar.close()
@@ -323,10 +324,12 @@ def _train(cfg, rank, world, device, cpu_group):
     # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
     micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
     run_folder.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
-    tokens, line_ends, meta, tok = run_folder.open_data(cfg)
+    tokens, line_ends, meta, tok = run_folder.open_data(cfg)  # machinery: the data folder, locked and checked
     tok_hash = meta["tokenizer_sha256"]
+    # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
     ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
     tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
+    # machinery: data.examples, kept in an index at the paper's scale
     ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),

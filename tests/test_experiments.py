@@ -299,7 +299,7 @@ def test_glue_finetunes_finished_runs(out, tmp_path):
     command.main(["masking", "--arms", "dynamic", *QUICK, "--out", out, "--glue", glue])
     run = next(r for r in results(out, "masking")["runs"] if r["arm"] == "dynamic" and r["seed"] == 0)
     assert 0 <= run["glue"]["sst2"]["accuracy"] <= 100 and "finetune.py --task sst2" in run["glue"]["sst2"]["command"]
-    assert os.path.isfile(os.path.join(run["folder"], "glue-sst-2", "metrics.json"))
+    assert os.path.isfile(os.path.join(run["folder"], "glue-sst2", "metrics.json"))
     assert "SST2 acc. % (ours)" in report(out, "masking")
 
 
@@ -349,7 +349,7 @@ def test_bad_input_is_a_value_error():
 def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
     """experiments.py and its machinery import each other module style: any of them can be imported first; run
     as a script, the machinery sees the script's own declarations (each arm's Times applied: list's times)."""
-    firsts = ("experiments", "machinery.lab.runner", "machinery.lab.datasets", "machinery.lab.report")
+    firsts = ("experiments", "machinery.lab.runner", "machinery.lab.datasets", "machinery.lab.reports")
     procs = [subprocess.Popen([sys.executable, "-c", f"import {first}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, cwd=ROOT) for first in firsts]  # side by side: each is a second of imports
     script = subprocess.Popen([sys.executable, "experiments.py", "list"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -392,9 +392,9 @@ def test_every_exercise_command_runs_in_quick_mode(out, tmp_path):
     commands = [line for ex in exercises() for line in re.findall(r"```bash\n(.*?)```", ex, re.S)[0].splitlines()]
     assert len(commands) == len(exercises())
 
-    def run(command):
-        argv = shlex.split(command)
-        assert argv[:2] == ["python", "experiments.py"], command
+    def run(line):
+        argv = shlex.split(line)
+        assert argv[:2] == ["python", "experiments.py"], line
         argv = argv[2:]
         if "--out" in argv:  # a variant of its own, beside the baseline, on the same prepared data
             i = argv.index("--out") + 1

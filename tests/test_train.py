@@ -196,7 +196,7 @@ def test_bf16_static_masking_and_nsp_formats(prepared, tmp_path):
 def test_bad_inputs(prepared, tmp_path, capsys):
     out = tmp_path / "run"
     cases = [
-        (["--data", tmp_path / "nowhere", "--out", out, *TINY], "meta.json missing"),
+        (["--data", tmp_path / "nowhere", "--out", out, *TINY], "nowhere: no such folder"),
         (["--data", prepared, "--out", out, *TINY, "--micro-batch-size", "3"], "not divisible"),
         (["--data", prepared, "--out", out, *TINY[2:], "--config", "huge"], "unknown --config"),
         (["--data", prepared, "--out", out, *TINY, "--amp", "fp16"], "needs a GPU"),
