@@ -32,12 +32,8 @@ HOLDER = ("import sys, time; from machinery.basics import lock; lock.hold(sys.ar
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny models gain nothing from a second, and on a loaded machine threads wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    pass
 
 
 def text(lines, seed=0):

@@ -16,6 +16,7 @@ import evaluate
 import finetune
 import roberta
 from conftest import ROOT, shared_path
+from test_train import train_here
 from machinery.basics import lock
 from machinery.commands import evaluate_cli, roberta_cli, train_cli
 from machinery.interop import char_bpe, checkpoints, task_files
@@ -127,20 +128,6 @@ def test_a_finetuned_folder_records_its_tokenizer_and_is_checked(toks, tmp_path)
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "100", "--eval-sequences", "8", "--device", "cpu", "--dropout", "0",
         "--prefetch", "0"]
-
-def train_here(capsys, *args):
-    """train.main in this process: (exit code, stderr). The locks it took are given back."""
-    args = [str(a) for a in args]
-    try:
-        train_cli.main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:
-        for option in ("--out", "--data"):
-            lock.release(args[args.index(option) + 1])
-    err = capsys.readouterr().err
-    return code, err + (f"{code}\n" if isinstance(code, str) else "")
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, toks):

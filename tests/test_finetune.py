@@ -27,11 +27,8 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    pass
 
 
 def run(script, *args, check=True):
@@ -54,18 +51,6 @@ def tiny_roberta(tmp_path_factory):
 
 TEXT = ["A man plays the guitar.", "Someone plays music.", "The quick brown fox jumps over the lazy dog.",
         "Is it raining in Paris today?", "What is the capital of France?"] * 20
-
-
-@pytest.fixture(scope="module")
-def micro_roberta(tmp_path_factory):
-    """A tiny model with a 300-token vocabulary and 64 positions (small checkpoints, quick runs)."""
-    d = tmp_path_factory.mktemp("micro")
-    tok = bpe.Tokenizer.train(TEXT, 300, min_frequency=1)
-    torch.manual_seed(0)
-    cfg = roberta.RobertaConfig.preset("tiny", vocab_size=len(tok), max_positions=64)
-    roberta.save_pretrained(roberta.RobertaForMaskedLM(cfg), d)
-    tok.save(d)
-    return d
 
 
 # ---------------------------------------------------------------- SQuAD offsets

@@ -246,6 +246,15 @@ def squad_training(examples, path):
     return kept
 
 
+def unanswered(path, ids, predictions):
+    """The question ids without a prediction; none of them answered is refused (the file is for other data)."""
+    missing = [i for i in ids if i not in predictions]
+    if ids and len(missing) == len(ids):
+        raise ValueError(f"{path}: none of its {len(predictions)} question ids is in the data "
+                         f"(e.g. {next(iter(predictions), 'none')!r} vs {ids[0]!r})")
+    return missing
+
+
 def check_squad_predictions(examples, predictions, path):
     """Predictions the official script can score: answers are strings, and some are for these questions.
     Missing questions are not scored (the official script's numbers), with a warning that counts them."""
@@ -253,10 +262,7 @@ def check_squad_predictions(examples, predictions, path):
     if bad is not None:
         raise ValueError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not a string "
                          f"(\"\" for no answer)")
-    missing = [e["id"] for e in examples if e["id"] not in predictions]
-    if len(missing) == len(examples):
-        raise ValueError(f"{path}: none of its {len(predictions)} question ids is in the data "
-                         f"(e.g. {next(iter(predictions), 'none')!r} vs {examples[0]['id']!r})")
+    missing = unanswered(path, [e["id"] for e in examples], predictions)
     if missing:
         print(f"warning: {path}: no prediction for {len(missing)} of the {len(examples)} questions (e.g. "
               f"{missing[0]!r}): the official v2.0 script's scores, over the {len(examples) - len(missing)} "
@@ -309,10 +315,7 @@ def check_race_predictions(questions, predictions, path):
     bad = next((q for q, a in predictions.items() if a not in ("A", "B", "C", "D")), None)
     if bad is not None:
         raise ValueError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not one of A, B, C, D")
-    missing = [q["qid"] for q in questions if q["qid"] not in predictions]
-    if len(missing) == len(questions):
-        raise ValueError(f"{path}: none of its {len(predictions)} question ids is in the data "
-                         f"(e.g. {next(iter(predictions), 'none')!r} vs {questions[0]['qid']!r})")
+    missing = unanswered(path, [q["qid"] for q in questions], predictions)
     if missing:
         print(f"warning: {path}: no prediction for {len(missing)} of the {len(questions)} questions (e.g. "
               f"{missing[0]!r}); they count as wrong", file=sys.stderr)
