@@ -91,11 +91,14 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x, mask):
+        """Each head: softmax(q k^T / sqrt(d) + mask) v, d = H / heads; a key where `mask` ([B, 1, 1, T]) is
+        False (padding) gets -inf. PyTorch's fused kernel computes exactly this, without the [T, T] matrix."""
         B, T, H = x.shape
+        # [B, T, 3H] -> [B, T, 3, heads, d] -> [3, B, heads, T, d]: q, k and v, each [B, heads, T, d]
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, T, H))
+                                           dropout_p=self.dropout if self.training else 0.0)  # [B, heads, T, d]
+        return self.proj(y.transpose(1, 2).reshape(B, T, H))  # the heads side by side again: [B, T, H]
 
 
 class Layer(nn.Module):
