@@ -384,10 +384,12 @@ def two_nodes(args, out, beside=()):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["full-sentences", "doc-sentences", "segment-pair", "sentence-pair"])
+@pytest.mark.parametrize("fmt", ["doc-sentences", "sentence-pair"])
 def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):
-    """Every format on two "nodes" logs the losses of one process (sentence-pair: token-budget batches that can
-    hold a single example, so one node's share is empty and it still joins every collective)."""
+    """The token-budget formats, blocks and pairs, on two "nodes" log the losses of one process (sentence-pair:
+    batches that can hold a single example, so one node's share is empty and it still joins every collective).
+    Fixed-size batches across processes: test_two_processes_equal_one (full-sentences); the pair collation is
+    sentence-pair's."""
     micro = 3 if data.FORMATS[fmt].by_tokens else 2  # fixed-size batches: a divisor of the batch of 8
     args = ["--data", prepared, "--max-steps", 3, "--micro-batch-size", micro, "--format", fmt, *TINY]
     two_nodes(args, tmp_path / "two", beside=["--out", tmp_path / "one", *args])
