@@ -36,7 +36,7 @@ def run_experiment(exp, args):
     runner.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
     args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
     prepared = datasets.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen,
-                                       exp.arms)
+                                exp.arms)
     planned = runner.plan(exp, scale, args, prepared)
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
     runner.check_conflicts(runs, args.overwrite)
@@ -63,8 +63,8 @@ def downstream_folder(exp, args):
     folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, experiments.GLUE_DOWNLOAD)
     if os.path.isfile(os.path.join(folder, "SST-2", "train.tsv")):
         return folder
-    runner.say(f"[{exp.name}] SST-2 is not here, so the downstream score is left out: `python data.py "
-                        f"download {experiments.GLUE_DOWNLOAD}` fetches it (or pass --glue DIR); running the MLM part only")
+    runner.say(f"[{exp.name}] SST-2 is not here, so the downstream score is left out: `python data.py download "
+               f"{experiments.GLUE_DOWNLOAD}` fetches it (or pass --glue DIR); running the MLM part only")
     return None
 
 
@@ -100,7 +100,8 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "arm_baselines": unigram,
             "not_run": [a.name for a in exp.arms if a.name not in ran],
-            "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records, "arms": arms, "verdicts": verdicts,
+            "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records,
+            "arms": arms, "verdicts": verdicts,
             "verdict": reports.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
             "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
@@ -195,8 +196,8 @@ def text_file(text):
 
 
 def glue_folder(text):
-    missing = [f"{folder}/{f}" for _, folder, required in experiments.GLUE_TASKS if required for f in ("train.tsv", "dev.tsv")
-               if not os.path.isfile(os.path.join(text, folder, f))]
+    missing = [f"{folder}/{f}" for _, folder, required in experiments.GLUE_TASKS if required
+               for f in ("train.tsv", "dev.tsv") if not os.path.isfile(os.path.join(text, folder, f))]
     if missing:
         raise argparse.ArgumentTypeError(f"{text}: no {' or '.join(missing)} there (a GLUE folder holds one "
                                          f"folder per task: SST-2/, RTE/, ...)")
@@ -237,7 +238,7 @@ def main(argv=None):
         return list_experiments()
     if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
         return print(reports.summary([e.name for e in experiments.EXPERIMENTS], args.out))
-    chosen = experiments.EXPERIMENTS if args.experiment == "all" else [e for e in experiments.EXPERIMENTS if e.name == args.experiment]
+    chosen = [e for e in experiments.EXPERIMENTS if args.experiment in ("all", e.name)]
     failed = cli.run(lambda: run_all(chosen, args))  # bad input: one line, `error: ...`
     if failed:
         sys.exit(f"error: {failed} run(s) failed; the report marks them and names the command to rerun")
