@@ -72,6 +72,13 @@ class Arm:
     says: str = ""                    # ... and why you expect it (shown beside the verdict)
     tokenizer: str = ""               # "" = the scale's byte-level BPE; "characters": a character-level BPE
     vocab: float = 1.0                # its vocabulary, as a share of the scale's
+    finetune: str = ""                # finetune.py options of its own ("--random-init": the control below)
+
+
+# The downstream control: the same SST-2 finetuning from a randomly initialised encoder (finetune.py --random-init;
+# its one update of pretraining is never used). A downstream score counts in a verdict only where the pretrained
+# arms beat it; it runs only when SST-2 is here.
+CONTROL = Arm("random-init", {"max_steps": 1}, finetune="--random-init")
 
 
 @dataclass
@@ -113,7 +120,7 @@ class Experiment:
 EXPERIMENTS = [
     Experiment(
         "masking", "Does dynamic masking (a new mask each epoch) beat BERT's static masking (10 fixed masks)?",
-        arms=[Arm("static", {"masking": "static"}), Arm("dynamic", {"masking": "dynamic"})],
+        arms=[Arm("static", {"masking": "static"}), Arm("dynamic", {"masking": "dynamic"}), CONTROL],
         claims=[Claim("dynamic", "static", "dynamic masking is comparable or slightly better than static "
                                            "(Section 4.1)")],
         paper=PaperTable(
@@ -129,7 +136,8 @@ EXPERIMENTS = [
     Experiment(
         "formats", "Which input format is best: sentence pairs with NSP, or packed full sentences without it?",
         arms=[Arm("segment-pair", {"format": "segment-pair"}), Arm("sentence-pair", {"format": "sentence-pair"}),
-              Arm("full-sentences", {"format": "full-sentences"}), Arm("doc-sentences", {"format": "doc-sentences"})],
+              Arm("full-sentences", {"format": "full-sentences"}), Arm("doc-sentences", {"format": "doc-sentences"}),
+              CONTROL],
         claims=[Claim("segment-pair", "sentence-pair", "using individual sentences hurts performance"),
                 Claim("full-sentences", "segment-pair", "removing the NSP loss matches or slightly improves "
                                                         "performance"),
@@ -154,7 +162,7 @@ EXPERIMENTS = [
         "batch-size", "At an equal number of sequences seen, do larger batches (lr scaled up) train better?",
         arms=[Arm("bsz-256", {}),
               Arm("bsz-2k", {"batch_size": Times(8), "max_steps": Times(1 / 8), "lr": Times(7)}),
-              Arm("bsz-8k", {"batch_size": Times(32), "max_steps": Times(1 / 32), "lr": Times(10)})],
+              Arm("bsz-8k", {"batch_size": Times(32), "max_steps": Times(1 / 32), "lr": Times(10)}), CONTROL],
         claims=[Claim("bsz-2k", "bsz-256", "batch 2K beats 256 at the same number of sequences (perplexity "
                                            "3.68 vs 3.99)"),
                 Claim("bsz-8k", "bsz-256", "batch 8K beats 256 (perplexity 3.77 vs 3.99)"),
@@ -176,7 +184,7 @@ EXPERIMENTS = [
         "text-encoding", "Byte-level BPE (RoBERTa) or character-level BPE (BERT): what does each cost on English, "
                          "on other languages and on code?",
         arms=[Arm("byte-level", {}), Arm("char-level", tokenizer="characters"),
-              Arm("char-level-0.6x", tokenizer="characters", vocab=0.6)],
+              Arm("char-level-0.6x", tokenizer="characters", vocab=0.6), CONTROL],
         claims=[Claim("char-level-0.6x", "byte-level", "byte-level BPE (50K) is slightly worse than BERT's "
                                                        "character-level BPE (30K) on some end tasks (Section 4.4)"),
                 Claim("char-level", "byte-level", "not in the paper: character units beat bytes at an equal "

@@ -1,6 +1,7 @@
 """experiments.py: every experiment end to end in --quick mode, finished runs skipped, an interrupted run
 resumed, --overwrite, a failed run marked with its command, bad input, and every command of EXERCISES.md
 (so that the exercises cannot rot)."""
+import collections
 import importlib
 import json
 import os
@@ -19,7 +20,7 @@ from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
 from machinery.interop import checkpoints
 from machinery.commands import corpora
-from machinery.lab import command, reports, runner, stats
+from machinery.lab import command, datasets, reports, runner, stats
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "4"]
 NAMES = [e.name for e in experiments.EXPERIMENTS]
@@ -547,3 +548,17 @@ def test_mfu_never_above_one(monkeypatch):
     assert mfu == 1.0 and meter.peak == 5e6 and meter.remeasured
     meter.count(1)
     assert meter.read()[1] <= 1
+
+
+def test_the_downstream_control_runs_only_with_a_downstream_score():
+    """experiments.CONTROL (finetune.py --random-init) is planned where SST-2 is finetuned, and not otherwise."""
+    exp = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
+    assert experiments.CONTROL in exp.arms and experiments.CONTROL.finetune == "--random-init"
+    prepared = datasets.Prepared(folders=collections.defaultdict(lambda: "data"), tokenizer="tok", corpus="",
+                                 commands=[])
+    args = command.parser().parse_args(["masking", "--seeds", "1"])
+    args.finetune_on = None
+    assert "random-init" not in {r.arm.name for r in runner.plan(exp, experiments.SCALES["classroom"], args, prepared)}
+    args.finetune_on = "glue"
+    runs = runner.plan(exp, experiments.SCALES["classroom"], args, prepared)
+    assert [r.arm.name for r in runs] == ["static", "dynamic", "random-init"]

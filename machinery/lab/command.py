@@ -99,7 +99,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "arm_baselines": unigram,
-            "not_run": [a.name for a in exp.arms if a.name not in ran],
+            "not_run": [a.name for a in exp.arms if a.name not in ran and (args.finetune_on or not a.finetune)],
             "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records,
             "arms": arms, "verdicts": verdicts,
             "verdict": reports.overall(verdicts), "failed_now": failed_now,

@@ -190,6 +190,8 @@ def plan(exp, scale, args, prepared):
     extra, flags = parse_train_args(args.train_args)
     runs = []
     for arm in exp.arms:
+        if arm.finetune and not getattr(args, "finetune_on", None):
+            continue  # the downstream control runs only where there is a downstream score to control
         options = {**apply(base, arm.options), **extra}
         steps = options["max_steps"]
         options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
@@ -367,6 +369,7 @@ def finetune_run(run, glue, scale, log_path, fresh, threads):
                 "--out", out, "--seed", str(run.seed), "--no-progress"]
         for key, value in scale.finetune.items():
             argv += flag(key, value).split(" ", 1)
+        argv += shlex.split(run.arm.finetune)  # the control's --random-init
         metrics = None if fresh else files.read_json(os.path.join(out, "metrics.json"), missing=True)
         if metrics is None:
             if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
