@@ -29,6 +29,7 @@ The paper's metric where it used one: masking, formats, batch-size and text-enco
 checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
 SST-2 comes from --glue DIR, else from `python data.py download glue-sst-2`; without it (or with
 --mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the other experiments too.
+With SST-2 those four also run CONTROL, the same finetuning from random weights, which SST-2 must beat to count.
 
 Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table
 beside ours, the verdicts), loss.png when matplotlib is installed, and one folder per run
