@@ -279,6 +279,7 @@ SCALES = {
 # (task, folder, required with --glue). SST-2 only: RTE's 277 dev examples give one run's accuracy a standard
 # error of 3 points, at chance for a classroom model, more than any gap between arms at this scale.
 GLUE_TASKS = [("sst2", "SST-2", True)]
+DEFAULT_OUT = "experiments"  # where the runs, results.json and report.md go (--out)
 GLUE_DOWNLOAD = "glue-sst-2"     # `python data.py download glue-sst-2` writes SST-2/ into the cache's folder of that name
 
 

@@ -20,7 +20,6 @@ from machinery.scale.prepared import read_meta
 
 
 # ---------------------------------------------------------------------------------------- one experiment
-DEFAULT_OUT = "experiments"
 
 
 def run_experiment(exp, args):
@@ -144,13 +143,13 @@ def write_outputs(exp, scale, args, results, runs):
 
 def is_variant(args):
     """A run that is not the experiment as declared: some arms, more options, or its own --out."""
-    return bool(args.arms or args.train_args or os.path.normpath(args.out) != DEFAULT_OUT)
+    return bool(args.arms or args.train_args or os.path.normpath(args.out) != experiments.DEFAULT_OUT)
 
 
 def invocation(exp, args):
     """This experiment's command as typed: its name and every option that differs from the default."""
     argv = ["python", "experiments.py", exp.name]
-    for name, default in (("scale", "classroom"), ("seeds", None), ("glue", None), ("out", DEFAULT_OUT),
+    for name, default in (("scale", "classroom"), ("seeds", None), ("glue", None), ("out", experiments.DEFAULT_OUT),
                           ("corpus", None), ("vocab_size", None), ("train_args", None), ("device", None),
                           ("arms", None), ("steps_factor", 1.0), ("jobs", 1)):
         value = getattr(args, name)

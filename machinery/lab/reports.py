@@ -385,7 +385,6 @@ def header(exp, results, runs, base):
     if results["scale"] == "quick":
         lines += [QUICK_NOTICE, ""]
     if results.get("variant"):
-        from machinery.lab.command import DEFAULT_OUT  # (command imports this module)
         words = shlex.split(results["invocation"])[3:]
         kept = [w for i, w in enumerate(words) if not (w in PLUMBING or i and words[i - 1] in PLUMBING
                                                        or w in ("--quick", "--overwrite", "--scale"))]
@@ -394,7 +393,7 @@ def header(exp, results, runs, base):
         baseline = f"python experiments.py {exp.name}" + (" --quick" if results["scale"] == "quick" else "")
         lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`. Its question: {changed} "
                   f"Compare each row with the same row of the baseline report, "
-                  f"`{os.path.join(DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`). "
+                  f"`{os.path.join(experiments.DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`). "
                   f"The experiment's own question:", ""]
     lines += [f"**Question.** {exp.question}", ""]
     if results.get("not_run"):
