@@ -1,0 +1,154 @@
+"""bench.py's measuring tools: timing (best of interleaved runs), peak memory in a fresh process, one training
+step with or without AMP, transformers' twin of a model, and the built-in corpus prepared; shared by bench.py's
+benchmarks and the compile and GPU ones (bench_device.py)."""
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+import bpe
+import roberta
+from machinery.basics import cli, files
+from machinery.commands import corpora
+from machinery.scale import preparation
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+
+
+def timed(fn, *args, repeat=5):
+    """(best seconds of `repeat` runs, result). The machine is shared and noisy: the minimum is the
+    figure that reproduces."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def interleaved(steps, rounds):
+    """Best seconds of each step function, run in turns so that machine noise hits all of them alike."""
+    best = [float("inf")] * len(steps)
+    for _ in range(rounds):
+        for i, step in enumerate(steps):
+            best[i] = min(best[i], timed(step, repeat=1)[0])
+    return best
+
+
+def peak_mb(status=None):
+    """Peak resident memory in MB from /proc/PID/status (this process's by default). Linux's VmHWM, not
+    ru_maxrss: ru_maxrss survives exec, so a process started from a big one reports its parent's peak."""
+    if status is None:
+        with open("/proc/self/status") as f:
+            status = f.read()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+
+
+def measured_in(fn, args, conn):
+    t = time.perf_counter()
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
+        conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
+        return
+    conn.send((time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
+
+
+def returned(fn, args, conn):
+    try:
+        conn.send(fn(*args))
+    except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
+        conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
+
+
+def in_fresh_process(fn, *args, measured=measured_in):
+    """Run fn(*args) in a fresh process: (seconds, its peak memory in MB, its largest child's peak in MB);
+    with measured=returned, what fn returns."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=measured, args=(fn, args, child))
+    p.start()
+    p.join()  # the result is a few numbers: the child has sent them before it exits
+    result = parent.recv() if parent.poll() else f"exit code {p.exitcode}"
+    if isinstance(result, str):
+        raise RuntimeError(f"the measured process failed: {result}")
+    return result
+
+
+def run_command(args, what):
+    """Run a command of this project (a Python script and its options) and return its stdout; a failure
+    is one line naming the command and its last line of error."""
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RuntimeError(f"{what} failed (exit code {r.returncode}): {last}")
+    return r.stdout
+
+
+
+# ------------------------------------------------------------------------------------------ a training step
+AMP_DTYPES = {"none": torch.float32, "bf16": torch.bfloat16}
+
+
+def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):
+    """Random ordinary tokens (no padding), 15% of them targets, on `device`."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, cfg.vocab_size - 1, (batch, seq_len), generator=g)
+    labels = torch.where(torch.rand(batch, seq_len, generator=g) < 0.15, ids, -100)
+    return ids.to(device), labels.to(device)
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(model, loss_fn, ids, labels, amp):
+    """A closure running one training step: forward + backward + AdamW as train.py builds it (fused where
+    the device has it). On a GPU it waits for the device before and after, so a timer sees the whole step."""
+    device = ids.device
+    opt = roberta.adamw(model, lr=1e-4, weight_decay=0.01)
+
+    def step():
+        synchronize(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = loss_fn(model, ids, labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        synchronize(device)
+    step()  # warm-up: allocations, optimizer state, compilation
+    return step
+
+
+def ours_loss(model, ids, labels):
+    return model(ids, labels=labels, padded=False)  # the batch has no padding: attention without a mask
+
+
+def hf_loss(model, ids, labels):
+    return model(input_ids=ids, labels=labels).loss
+
+
+def hf_twin(model):
+    """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
+    import transformers
+    from machinery.interop import hf
+    transformers.logging.set_verbosity_error()
+    twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
+        k: v for k, v in hf.hf_config(model).items() if k != "architectures"}))
+    missing, unexpected = twin.load_state_dict(hf.to_hf_state(model), strict=False)
+    assert not unexpected and all("decoder" in k for k in missing), (missing, unexpected)
+    return twin.to(next(model.parameters()).device).train()
+
+
+
+def builtin_data(folder, vocab_size):
+    """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
+    corpus = corpora.builtin_corpus(os.path.join(folder, "corpus.txt"))
+    bpe.Tokenizer.train(files.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
+    preparation.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
+    return os.path.join(folder, "data")
