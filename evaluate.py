@@ -1,4 +1,4 @@
-"""Evaluation: the downstream tasks' official metrics (Section 5), and a pretrained model's perplexity.
+"""Evaluation: the downstream tasks' official metrics (Section 5), and loading a checkpoint to score.
 
     python evaluate.py perplexity --checkpoint DIR --data DIR
     python evaluate.py fill-mask --checkpoint DIR "The capital of France is <mask>."
@@ -12,7 +12,7 @@ correlation, Pearson and Spearman, their textbook definitions, of a predictions 
 classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
 (it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
 and high-school questions too. Files are read and checked by machinery/interop/task_files.py; the command line
-(a checkpoint's labels by its id2label) is machinery/commands/evaluate_cli.py.
+(a checkpoint's labels by its id2label; the held-out perplexity of a checkpoint) is machinery/commands/evaluate_cli.py.
 """
 import collections
 import math
@@ -27,7 +27,6 @@ import bpe
 import data
 import roberta
 from machinery.interop import checkpoints  # machinery: a run folder's files checked, what its run recorded
-from machinery.scale import prepared
 
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
@@ -288,33 +287,6 @@ def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_
     checkpoints.check_tokenizer(path, tok)  # machinery: the very tokenizer it trained with (the recorded hash)
     checkpoints.check_specials(path, tok, model.cfg.pad_id)  # machinery: RoBERTa's special tokens, its <pad>
     return model, tok
-
-
-# ---------------------------------------------------------------------------------------- pretraining checks
-MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few tokens besides <s> and </s>
-
-
-def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
-    """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
-    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
-    model, tok = load_checkpoint(path, need_trained_head=True, verbose=False)
-    trained = checkpoints.train_settings(path)  # machinery: what the run recorded (seq_len, masking)
-    positions = model.cfg.max_positions
-    seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
-    if not MIN_SEQ_LEN <= seq_len <= positions:
-        raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
-    masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-    tokens, ends, meta = prepared.load_split(data_dir, split)  # machinery: a prepared split, read and checked
-    prepared.check_tokenizer(meta, tok, data_dir, path)  # machinery: the data's tokenizer is the model's
-    if tokens.size == 0:
-        raise ValueError(f"{data_dir}: the {split} split is empty")
-    out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)
-    total, count = out["loss_sum"], out["targets"]
-    if count == 0:
-        raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
-    se = math.sqrt(max(out["loss_sq_sum"] / count - (total / count) ** 2, 0) / count)  # of the mean, over targets
-    return {"loss": total / count, "loss_se": se, "ppl": math.exp(total / count) if total < 709 * count else "inf",
-            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len}
 
 
 if __name__ == "__main__":  # machinery: the command line, the files' checks, one-line errors

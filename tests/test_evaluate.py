@@ -422,4 +422,4 @@ def test_perplexity_of_a_loss_past_709_is_inf_not_an_overflow(bad, capsys, monke
     out = json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
     assert out["loss"] == 800.0 and out["ppl"] == "inf"
     monkeypatch.setattr(data, "evaluate_mlm", diverged(708.0))
-    assert evaluate.perplexity(str(bad / "mlm"), str(bad / "data"))["ppl"] == pytest.approx(np.exp(708.0))
+    assert evaluate_cli.perplexity(str(bad / "mlm"), str(bad / "data"))["ppl"] == pytest.approx(np.exp(708.0))

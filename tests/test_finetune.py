@@ -366,7 +366,7 @@ def test_perplexity_and_fill_mask(tmp_path):
     r = run("evaluate.py", "perplexity", "--checkpoint", tmp_path / "run", "--data", tmp_path / "data", "--seq-len", 32)
     out = json.loads(r.stdout)
     assert out["ppl"] == pytest.approx(np.exp(out["loss"])) and 1 < out["ppl"] < 1000 and out["targets"] > 0
-    here = evaluate.perplexity(str(tmp_path / "run"), str(tmp_path / "data"))  # by default: trained at 32
+    here = evaluate_cli.perplexity(str(tmp_path / "run"), str(tmp_path / "data"))  # by default: trained at 32
     assert here == {k: out[k] for k in here}, (here, out)
     assert out["unigram_ppl"] > 1 and 0 <= out["most_frequent_accuracy"] <= 1 and out["loss_se"] > 0
     r = run("evaluate.py", "fill-mask", "--checkpoint", tmp_path / "run", "--top-k", 3, "A <mask> statement.")

@@ -42,9 +42,35 @@ def task_arg(among=evaluate.TASKS, kind="task"):
     return parse
 
 
+MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few tokens besides <s> and </s>
+
+
+def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
+    """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
+    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
+    model, tok = evaluate.load_checkpoint(path, need_trained_head=True, verbose=False)
+    trained = checkpoints.train_settings(path)
+    positions = model.cfg.max_positions
+    seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
+    if not MIN_SEQ_LEN <= seq_len <= positions:
+        raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
+    masking = masking_of(path)
+    tokens, ends, meta = prepared.load_split(data_dir, split)
+    prepared.check_tokenizer(meta, tok, data_dir, path)
+    if tokens.size == 0:
+        raise ValueError(f"{data_dir}: the {split} split is empty")
+    out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)
+    total, count = out["loss_sum"], out["targets"]
+    if count == 0:
+        raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
+    se = math.sqrt(max(out["loss_sq_sum"] / count - (total / count) ** 2, 0) / count)  # of the mean, over targets
+    return {"loss": total / count, "loss_se": se, "ppl": math.exp(total / count) if total < 709 * count else "inf",
+            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len}
+
+
 def perplexity_command(args):
     checkpoint, data_dir = perplexity_folders(args.checkpoint, args.data)
-    result = evaluate.perplexity(checkpoint, data_dir, args.split, args.seq_len, args.batch_size)
+    result = perplexity(checkpoint, data_dir, args.split, args.seq_len, args.batch_size)
     rate = masking_of(checkpoint).rate
     if rate != data.Masking.rate:  # the demo trains at 40%: its own report scores 15% masks, so its figure is lower
         print(f"{checkpoint}: {rate:.0%} of the held-out tokens masked, the rate it trained at (BERT's 15% gives "
@@ -179,7 +205,7 @@ def add_pretraining_commands(sub):
                         "cache/demo/data)")
     s.add_argument("--split", default="valid", choices=["train", "valid"],
                    help="the split of --data to evaluate (default: %(default)s)")
-    low = evaluate.MIN_SEQ_LEN
+    low = MIN_SEQ_LEN
     s.add_argument("--seq-len", type=cli.number(int, low),
                    help=f"tokens per sequence, at least {low} and at most the model's positions (default: the "
                         f"length the checkpoint trained at; a Hugging Face model's positions)")
