@@ -49,6 +49,7 @@ class TrainConfig:
     clip_grad: float = 0.0         # the paper does not clip
     amp: str = "none"              # none | bf16 | fp16 (GPU only)
     format: str = "full-sentences"
+    tokens_per_batch: int = 0      # doc-sentences, sentence-pair: tokens per update (0: batch-size x seq-len)
     masking: "data.Masking" = field(default_factory=lambda: data.Masking())  # rate, split, dynamic (Section 4.1)
     dropout: float = 0.1
     max_positions: int = 512       # the model's position table (RoBERTa: 512)
@@ -128,7 +129,7 @@ class Batch(NamedTuple):
 def global_batches(cfg, lengths, epoch, position=0, offset=0):
     """An epoch's global batches in an order fixed by (seed, epoch), found as they are needed: --batch-size
     sequences each, or for the token-budget formats as many as fit batch-size x seq-len tokens (Section 4.2)."""
-    budget = cfg.batch_size * cfg.seq_len if data.FORMATS[cfg.format].by_tokens else None
+    budget = (cfg.tokens_per_batch or cfg.batch_size * cfg.seq_len) if data.FORMATS[cfg.format].by_tokens else None
     found = data.epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, budget, position, offset)
     if position == 0 and found.get(0) is None:
         raise ValueError(f"{cfg.data}: too little data for one batch of {cfg.batch_size} sequences of {cfg.seq_len}")
@@ -277,6 +278,7 @@ class Monitor:
         cfg, tr = self.tr.cfg, self.tr
         self.bad, self.skipped = (self.bad + 1) * ~finite, self.skipped + ~finite
         self.meter.count(counts[1])
+        self.state["tokens_seen"] = self.state.get("tokens_seen", 0) + int(counts[1])  # real tokens, no padding
         last = step == cfg.max_steps
         record = {}
         if step % cfg.log_interval == 0 or last:

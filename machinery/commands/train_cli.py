@@ -59,6 +59,8 @@ def options(recipes=train.RECIPES):
         ("clip_grad", cli.number(float, 0, 10 ** 6), "max gradient norm (0: none, as the paper), in [0, 1e6]"),
         ("amp", ["none", "bf16", "fp16"], "mixed precision (fp16 needs a GPU and uses a loss scaler)"),
         ("format", list(data.FORMATS), "input format of Section 4.2 (the pair formats add the NSP loss)"),
+        ("tokens_per_batch", cli.number(int, 0), "doc-sentences and sentence-pair: tokens per update, as many "
+                                                 "sequences as fit (Section 4.2; 0: batch-size x seq-len)"),
         ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
         ("mask_rate", mask_rate, "share of tokens that become targets, in (0, 1) (Section 4.1)"),
         ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged (three shares >= 0, summing "

@@ -324,7 +324,8 @@ def log_record(tr, step, sums, counts, meter, state, lr):
     loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
     tps, mfu = meter.read()
     record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr,
-              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"]}
+              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"],
+              "tokens_seen": state.get("tokens_seen", 0)}
     if not math.isfinite(loss):
         record["skipped"] = "non-finite loss"
     if nsp_sum:

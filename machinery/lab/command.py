@@ -34,8 +34,7 @@ def run_experiment(exp, args):
     args.code = runner.code_hash()
     runner.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
     args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
-    prepared = datasets.prepare(scale, args, any((a.data or exp.data) == "slice" for a in chosen), chosen,
-                                exp.arms)
+    prepared = datasets.prepare(scale, args, {a.data or exp.data for a in chosen} | {exp.heldout}, chosen, exp.arms)
     planned = runner.plan(exp, scale, args, prepared)
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
     runner.check_conflicts(runs, args.overwrite)
@@ -237,7 +236,7 @@ def main(argv=None):
         return list_experiments()
     if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
         return print(reports.summary([e.name for e in experiments.EXPERIMENTS], args.out))
-    chosen = [e for e in experiments.EXPERIMENTS if args.experiment in ("all", e.name)]
+    chosen = [e for e in experiments.EXPERIMENTS if args.experiment == e.name or (args.experiment == "all" and e.claims)]
     failed = cli.run(lambda: run_all(chosen, args))  # bad input: one line, `error: ...`
     if failed:
         sys.exit(f"error: {failed} run(s) failed; the report marks them and names the command to rerun")

@@ -1,10 +1,12 @@
 """experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user
 would type (bpe.py train, data.py), each printed: the corpus (--corpus, WikiText-103 or the built-in one),
-the tokenizer, the data folders ("full", and "slice": every n-th training document with the full data's
-held-out split, so that every arm is evaluated on the same held-out documents), and the baselines on the
-held-out masks every run is evaluated on.
+the tokenizer (trained on the training documents only: the held-out text is new to it too), the data folders
+("full"; "slice": every n-th training document with the full data's held-out split, so that every arm is
+evaluated on the same held-out documents; "tune": the training documents split again, a share of them held
+out for choosing settings, never the reported held-out ones), and the baselines on the held-out masks every run
+is evaluated on.
 
-    prepared = datasets.prepare(scale, args, needs_slice=True)
+    prepared = datasets.prepare(scale, args, needs={"slice"})
     prepared.folders["full"], prepared.commands
 """
 import hashlib
@@ -30,7 +32,7 @@ QUICK_CORPUS_CHARS = 150_000     # the quick scale's corpus: the first documents
 class Prepared:
     """The prepared data of a scale: the tokenizer and the data folders, and the commands that made them."""
     tokenizer: str
-    folders: dict                # "full" / "slice" -> data.py folder
+    folders: dict                # "full" / "slice" / "tune" / "char<N>" -> data.py folder
     commands: list
     corpus: str
 
@@ -88,9 +90,10 @@ def corpus_key(scale, args):
     return f"{os.path.splitext(os.path.basename(args.corpus))[0]}-{h.hexdigest()[:8]}"
 
 
-def prepare(scale, args, needs_slice, arms=(), every_arm=()):
-    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/; a character-
-    level tokenizer and its data for each of `arms` that has one (`every_arm`'s folders are named)."""
+def prepare(scale, args, needs, arms=(), every_arm=()):
+    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/ (`needs`: the
+    other folders to make, "slice" and "tune"); a character-level tokenizer and its data for each of `arms`
+    that has one (`every_arm`'s folders are named)."""
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
     folder = os.path.join(args.out, "_data", key)
     parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
@@ -106,19 +109,27 @@ def prepare(scale, args, needs_slice, arms=(), every_arm=()):
     tok = os.path.join(folder, f"bpe{vocab}")
     full = os.path.join(tok, "full")
     bpe_py, data_py = runner.script("bpe.py"), runner.script("data.py")
-    prepare_step("tokenizer", ["python", bpe_py, "train", "--input", corpus, "--vocab-size", str(vocab),
+    train_text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands)
+    prepare_step("tokenizer", ["python", bpe_py, "train", "--input", train_text, "--vocab-size", str(vocab),
                                "--out", tok], lambda: os.path.isfile(os.path.join(tok, "merges.txt")), log_path,
                  commands)
     prepare_step("data", ["python", data_py, "--input", corpus, "--tokenizer", tok, "--out", full,
                           "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
                  lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path, commands)
-    folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}")}
-    if needs_slice:
+    folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}"), "tune": os.path.join(tok, "tune")}
+    if "slice" in needs:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
+    if "tune" in needs:  # the training documents alone, a share of them held out for choosing settings
+        text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands)
+        prepare_step("tuning split", ["python", data_py, "--input", text, "--tokenizer", tok, "--out",
+                                      folders["tune"], "--valid-fraction", str(scale.valid_fraction), "--workers",
+                                      str(scale.workers)],
+                     lambda: os.path.isfile(os.path.join(folders["tune"], "meta.json")), log_path, commands)
     keys = sorted({runner.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
     with ThreadPoolExecutor(2) as pool:  # side by side (each command is its own process)
-        made = list(pool.map(lambda key: prepare_characters(scale, corpus, os.path.join(folder, key), int(key[4:]),
-                                                            os.path.join(folder, f"prepare-{key}.log")), keys))
+        made = list(pool.map(lambda key: prepare_characters(scale, corpus, train_text, os.path.join(folder, key),
+                                                            int(key[4:]), os.path.join(folder, f"prepare-{key}.log")),
+                             keys))
     for key, (full, typed) in zip(keys, made):
         folders[key] = full
         commands += typed
@@ -129,11 +140,11 @@ def prepare(scale, args, needs_slice, arms=(), every_arm=()):
     return Prepared(tok, folders, commands, corpus)
 
 
-def prepare_characters(scale, corpus, tok, vocab, log_path):
-    """A character-level BPE of `vocab` tokens (bpe.py train --characters) and the corpus prepared with it,
-    the same documents held out; (its data folder, the commands)."""
+def prepare_characters(scale, corpus, train_text, tok, vocab, log_path):
+    """A character-level BPE of `vocab` tokens (bpe.py train --characters) trained on the training documents
+    (`train_text`) and the corpus prepared with it, the same documents held out; (its data folder, the commands)."""
     full, commands = os.path.join(tok, "full"), []
-    prepare_step("character-level tokenizer", ["python", runner.script("bpe.py"), "train", "--input", corpus,
+    prepare_step("character-level tokenizer", ["python", runner.script("bpe.py"), "train", "--input", train_text,
                                                "--vocab-size", str(vocab), "--out", tok, "--characters"],
                  lambda: os.path.isfile(os.path.join(tok, "char_bpe.json")), log_path, commands)
     prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok,
@@ -143,13 +154,11 @@ def prepare_characters(scale, corpus, tok, vocab, log_path):
     return full, commands
 
 
-def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
-    """Less data: every n-th training document of the full split (data.split_documents, as data.py splits),
-    prepared by data.py, and the full data's held-out split beside it, so that every arm is evaluated on
-    the same held-out documents."""
-    text = out + ".txt"
-    commands.append(f"(every {scale.slice_every}th training document of {corpus} into {text}, "
-                    f"as data.split_documents splits it)")
+def training_text(scale, corpus, text, every, commands):
+    """Every `every`-th training document of the corpus (data.split_documents, as data.py splits it) written to
+    `text` once: what the tokenizer learns from (every=1), and the less-data slice."""
+    which = "the training documents" if every == 1 else f"every {every}th training document"
+    commands.append(f"({which} of {corpus} into {text}, as data.split_documents splits it)")
     if not os.path.isfile(text):
         docs, current = [], []
         for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction):
@@ -159,8 +168,14 @@ def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
                     if line == "":
                         docs.append(current)
                         current = []
-        kept = [line for doc in docs[::scale.slice_every] for line in doc]
-        files.write_atomic(text, "\n".join(kept))
+        files.write_atomic(text, "\n".join(line for doc in docs[::every] for line in doc))
+    return text
+
+
+def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
+    """Less data: every n-th training document of the full split, prepared by data.py, and the full data's
+    held-out split beside it, so that every arm is evaluated on the same held-out documents."""
+    text = training_text(scale, corpus, out + ".txt", scale.slice_every, commands)
     prepare_step("less data", ["python", runner.script("data.py"), "--input", text, "--tokenizer", tok,
                                "--out", out, "--valid-fraction", "0", "--workers", str(scale.workers)],
                  lambda: os.path.isfile(os.path.join(out, "meta.json")), log_path, commands)
@@ -204,11 +219,11 @@ def heldout_masks(folder, fmt, seq_len):
 
 
 def arm_baselines(planned):
-    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data, its input format):
+    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data, FULL-SENTENCES blocks):
     the learning gate's reference (reports.learning_ratios). {arm: loss}; arms whose data is absent left out."""
     out, done = {}, {}
     for run in planned:
-        key = (run.heldout, run.options.get("format", "full-sentences"), run.options["seq_len"])
+        key = (run.heldout, "full-sentences", run.options["seq_len"])  # every arm scored on the same blocks
         if run.arm.name in out or not os.path.isfile(os.path.join(run.heldout, "meta.json")):
             continue
         if key not in done:

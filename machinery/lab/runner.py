@@ -188,11 +188,13 @@ def plan(exp, scale, args, prepared):
     """Every run of the experiment: arm x seed, with its folder and train.py options."""
     base = base_options(exp, scale, args.steps_factor)
     extra, flags = parse_train_args(args.train_args)
+    per_update = update_tokens(exp, base, prepared)
     runs = []
     for arm in exp.arms:
         if arm.finetune and not getattr(args, "finetune_on", None):
             continue  # the downstream control runs only where there is a downstream score to control
         options = {**apply(base, arm.options), **extra}
+        options.update(per_update.get(options.get("format"), {}))
         steps = options["max_steps"]
         options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
         options.update(log_interval=max(1, steps // 40), eval_interval=max(1, steps // 8),
@@ -200,12 +202,29 @@ def plan(exp, scale, args, prepared):
         if args.device:
             options["device"] = args.device
         own = char_key(arm, args.vocab_size or scale.vocab_size)  # its own tokenizer's data
-        for seed in range(args.seeds or scale.seeds):
+        for seed in range(args.seeds or exp.seeds or scale.seeds):
             runs.append(Run(arm, seed, os.path.join(args.out, exp.name, arm.name, f"seed{seed}"),
                             {**options, "seed": seed}, prepared.folders[own or arm.data or exp.data],
-                            prepared.folders[own or "full"], tuple(flags),
+                            prepared.folders[own or exp.heldout], tuple(flags),
                             prepared.corpus if exp.metric == "bits_per_byte" else ""))
     return runs
+
+
+def update_tokens(exp, base, prep):
+    """Section 4.2's equal tokens per update (exp.equal_tokens): {format: the train.py options that give its
+    updates as many tokens as FULL-SENTENCES' batches (batch x their mean length) on the training data}: a
+    token budget for the formats batched by tokens (half an example over: a batch stops short of the example
+    that would overflow it), a batch scaled by the mean length for SEGMENT-PAIR."""
+    if not exp.equal_tokens:
+        return {}
+    folder, seq_len = prep.folders[exp.data], base["seq_len"]
+    tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
+    tokens, ends, _ = prepared.load_split(folder, "train")
+    mean = {fmt: float(data.example_lengths(data.examples(tokens, ends, fmt, seq_len, tok.eos_id), fmt, seq_len).mean())
+            for fmt in {a.options.get("format", "full-sentences") for a in exp.arms}}
+    budget = round(base["batch_size"] * mean["full-sentences"])  # a budget batch closes before the example that
+    return {fmt: {"tokens_per_batch": round(budget + length / 2)} if data.FORMATS[fmt].by_tokens else  # overflows
+            {"batch_size": max(1, round(budget / length))} for fmt, length in mean.items() if fmt != "full-sentences"}
 
 
 def char_key(arm, vocab):
@@ -310,6 +329,16 @@ def curve(run):
                     tokens = r["step"] * run.options["batch_size"] * run.options["seq_len"]
                     points.append([r["step"], tokens, r["valid_loss"]])
     return points
+
+
+def tokens_seen(run):
+    """The real tokens (padding not counted) of every update the run trained on, from its log.jsonl, or None."""
+    path = os.path.join(run.folder, "log.jsonl")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return next((r["tokens_seen"] for r in reversed(records) if "tokens_seen" in r), None)
 
 
 def logged_nsp(run):
@@ -441,12 +470,12 @@ def fail_run(run, record, last, label):
 
 def finish_run(run, record, t0, status, label, scale, args, threads):
     """A trained run: evaluated on the fixed held-out masks, finetuned with --glue, its record written."""
-    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device,
-                               run.options.get("format", "full-sentences"), run.corpus, scale.valid_fraction)
+    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device, corpus=run.corpus,
+                               valid_fraction=scale.valid_fraction)
     last = last_record(run)
     record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(run),
                   epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=logged_nsp(run),
-                  sequences_seen=run.options["max_steps"] * run.options["batch_size"])
+                  sequences_seen=run.options["max_steps"] * run.options["batch_size"], tokens_seen=tokens_seen(run))
     if args.finetune_on:
         record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"),
                                       status != "evaluate", threads)

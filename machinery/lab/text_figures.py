@@ -61,6 +61,7 @@ def text_figures(model, tok, lines, seq_len, device, versions=MASK_VERSIONS):
     return {"bits_per_byte": bits / max(spelled, 1.0), "targets": int(targets),
             "unk_share_of_tokens": 100 * int((tokens == tok.unk_id).sum()) / max(ordinary, 1),
             "unk_share_of_bytes": 100 * sum(unknown) / max(text_bytes, 1),
+            "coverage": 100 * (1 - len(unknown) / max(sum(len(line) for line in lines), 1)),  # characters spelled
             "unk_cost_share": 100 * UNKNOWN_BITS_PER_BYTE * unk_len * unk_targets / max(bits, 1e-9),
             "bytes_per_token": text_bytes / max(ordinary, 1)}
 
