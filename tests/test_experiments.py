@@ -23,7 +23,7 @@ from machinery.commands import corpora
 from machinery.lab import command, datasets, reports, runner, stats
 
 QUICK = ["--quick", "--seeds", "1", "--jobs", "4"]
-NAMES = [e.name for e in experiments.EXPERIMENTS]
+NAMES = [e.name for e in experiments.EXPERIMENTS if e.claims]  # what `all` runs (batch-size-grid by name only)
 
 
 @pytest.fixture(scope="module")
@@ -76,22 +76,26 @@ def test_quick_mode_runs_every_experiment_end_to_end(out, name):
 
 
 def same_masks(run):
-    """A run scored on the shared held-out masks: FULL-SENTENCES blocks of the scale's byte-level BPE."""
-    return run["heldout"]["format"] == "full-sentences" and "/char" not in run["command"]
+    """A run scored on the shared held-out masks: blocks of the scale's sequence length (batch-size's are 64
+    tokens) and byte-level BPE."""
+    seq_len = experiments.SCALES["quick"].train["seq_len"]
+    return f"--seq-len {seq_len} " in run["command"] and "/char" not in run["command"]
 
 
 @pytest.mark.slow
 def test_every_experiment_is_evaluated_on_the_same_heldout_masks(out):
-    """Same sequence length, same held-out documents, same 15% masks: one target count for all; the formats'
-    arms on their own formats' inputs, the text-encoding arms with their own tokenizers (bits per byte)."""
+    """Same sequence length, same held-out documents, same 15% masks: one target count for all, the formats'
+    arms too (each scored on the same FULL-SENTENCES blocks, whatever it trained on); the text-encoding arms
+    with their own tokenizers (bits per byte)."""
     runs = [run for name in NAMES for run in results(out, name)["runs"]]
     assert len({run["heldout"]["targets"] for run in runs if same_masks(run)}) == 1
-    formats = {run["arm"]: run["heldout"] for run in results(out, "formats")["runs"]}
-    assert all(h["format"] == arm for arm, h in formats.items())
-    assert formats["segment-pair"]["targets"] != formats["full-sentences"]["targets"]
+    formats = [run for run in results(out, "formats")["runs"]]
+    assert len(formats) >= 4 and all(same_masks(run) and run["heldout"]["format"] == "full-sentences" for run in formats)
     text = {run["arm"]: run["heldout"]["texts"] for run in results(out, "text-encoding")["runs"]}
     assert text["byte-level"]["non_english"]["unk_share_of_tokens"] == 0
+    assert text["byte-level"]["non_english"]["coverage"] == 100
     assert text["char-level"]["non_english"]["unk_share_of_tokens"] > 10  # CJK, Cyrillic ... are not in its alphabet
+    assert text["char-level"]["non_english"]["coverage"] < 90
     assert text["char-level"]["non_english"]["unk_cost_share"] > 0  # <unk> targets were scored, and paid for
 
 
@@ -201,7 +205,8 @@ def test_data_slice_and_equal_sequences(out):
     sizes of Table 3 see the same number of sequences."""
     r = results(out, "data-and-steps")
     full, less = r["data"]["full"], r["data"]["slice"]
-    assert less["documents"] == -(-full["documents"] // 10) and less["tokens"] < full["tokens"]
+    every = experiments.SCALES["quick"].slice_every
+    assert less["documents"] == -(-full["documents"] // every) and less["tokens"] < full["tokens"]
     seen = {run["arm"]: run["sequences_seen"] for run in results(out, "batch-size")["runs"]}
     assert len(set(seen.values())) == 1
     steps = {run["arm"]: json.load(open(os.path.join(run["folder"], "train_config.json")))["train"]["max_steps"]
@@ -562,3 +567,74 @@ def test_the_downstream_control_runs_only_with_a_downstream_score():
     args.finetune_on = "glue"
     runs = runner.plan(exp, experiments.SCALES["classroom"], args, prepared)
     assert [r.arm.name for r in runs] == ["static", "dynamic", "random-init"]
+
+
+# ---------------------------------------------------------------- the paper's controls (issue: experiments that can tell)
+@pytest.mark.slow
+def test_tokenizers_learn_from_the_training_documents_only(out):
+    """The tokenizer (and a character-level one) is trained on the training documents alone, written as data.py
+    splits them: the held-out documents are new to it, as to the model."""
+    r = results(out, "text-encoding")
+    trains = [c for c in r["preparation"] if " train " in c and "bpe.py" in c]
+    assert trains and all("train.txt" in c for c in trains) and not any("corpus.txt" in c for c in trains)
+    folder = os.path.join(out, "_data", "builtin-quick")
+    scale = experiments.SCALES["quick"]
+    docs = list(datasets.data.split_documents(datasets.data.read_documents([os.path.join(folder, "corpus.txt")]),
+                                              scale.valid_fraction))
+    held = [line for split, lines in docs if split == "valid" for line in lines if line.strip()]
+    kept = [line for split, lines in docs if split == "train" for line in lines]
+    with open(os.path.join(folder, "train.txt"), encoding="utf-8") as f:
+        text = f.read()
+    assert text == "\n".join(kept)
+    assert held and sum(line not in set(kept) for line in held) > len(held) // 2  # held-out text is absent
+
+
+@pytest.mark.slow
+def test_formats_get_equal_tokens_per_update(out):
+    """Section 4.2: DOC-SENTENCES and SENTENCE-PAIR take as many sequences as fit FULL-SENTENCES' tokens per update,
+    SEGMENT-PAIR a batch scaled by its mean length: over an epoch's batches each format's mean tokens per update is
+    that of FULL-SENTENCES' (it was batch x seq-len for the budget formats, more than FULL-SENTENCES' blocks hold)."""
+    exp = next(e for e in experiments.EXPERIMENTS if e.name == "formats")
+    scale = experiments.SCALES["quick"]
+    base = {**runner.base_options(exp, scale), "batch_size": 8, "seq_len": 64}  # the classroom's 8 a batch: finer steps
+    args = command.parser().parse_args(["formats", *QUICK, "--out", out, "--mlm-only"])
+    args.code, args.finetune_on = "x", None
+    prep = datasets.prepare(scale, args, {"full"})
+    fitted = runner.update_tokens(exp, base, prep)
+    assert set(fitted) == {"doc-sentences", "sentence-pair", "segment-pair"}
+    tok = datasets.bpe.Tokenizer.load(prep.tokenizer)
+    tokens, ends, _ = datasets.prepared.load_split(prep.folders["full"], "train")
+    per_update = {}
+    for fmt in ["full-sentences", *fitted]:
+        lengths = datasets.data.example_lengths(datasets.data.examples(tokens, ends, fmt, base["seq_len"], tok.eos_id),
+                                                fmt, base["seq_len"])
+        budget = fitted.get(fmt, {}).get("tokens_per_batch")
+        size = fitted.get(fmt, {}).get("batch_size", base["batch_size"])
+        batches = datasets.data.epoch_batches(lengths, size, 0, 0, budget)
+        per_update[fmt] = statistics.fmean(int(lengths[b].sum()) for b in (batches.get(i) for i in range(len(batches))))
+    target = per_update["full-sentences"]
+    for fmt in ("doc-sentences", "sentence-pair"):  # budget batches: their mean, within 1%
+        assert per_update[fmt] == pytest.approx(target, rel=0.01), (fmt, per_update, fitted)
+    mean = per_update["segment-pair"] / fitted["segment-pair"]["batch_size"]  # a whole number of pairs: the nearest
+    assert abs(per_update["segment-pair"] - target) <= mean / 2 + 1e-9, per_update
+    r = results(out, "formats")
+    assert all(run["tokens_seen"] > 0 for run in r["runs"])  # the run table's "tokens seen"
+    assert "tokens seen" in report(out, "formats")
+
+
+def test_the_lr_grid_is_chosen_on_the_tuning_split_never_the_reported_heldout():
+    """batch-size-grid trains and scores on the tuning split (training documents held aside), one seed per point;
+    batch-size trains on the same documents and is scored on the reported held-out documents."""
+    folders = {"full": "F", "slice": "S", "tune": "T"}
+    prep = datasets.Prepared("tok", folders, [], "corpus.txt")
+    by_name = {e.name: e for e in experiments.EXPERIMENTS}
+    args = command.parser().parse_args(["batch-size", "--out", "o"])
+    args.finetune_on = None
+    grid = runner.plan(by_name["batch-size-grid"], experiments.SCALES["classroom"], args, prep)
+    assert {(r.data, r.heldout, r.seed) for r in grid} == {("T", "T", 0)}
+    assert sorted({(r.options["batch_size"], r.options["lr"]) for r in grid}) == sorted(
+        (4 * experiments.BATCHES[name], lr) for name, lrs in experiments.GRID_LR.items() for lr in lrs)
+    final = runner.plan(by_name["batch-size"], experiments.SCALES["classroom"], args, prep)
+    assert {(r.data, r.heldout) for r in final} == {("T", "F")}
+    assert len({r.options["batch_size"] * r.options["max_steps"] for r in final if not r.arm.finetune}) == 1
+    assert {r.arm.name: r.options["lr"] for r in final if not r.arm.finetune} == experiments.TUNED_LR

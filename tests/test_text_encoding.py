@@ -98,6 +98,7 @@ def test_bits_per_byte_counts_the_unk_cost(char_tok):
     assert out["bits_per_byte"] == pytest.approx((nats / math.log(2) + 8 * unk_len * unk_targets) / spelled)
     assert out["unk_share_of_tokens"] == pytest.approx(100 * 3 * 6 / sum(len(char_tok.encode(x)) for x in lines))
     assert 0 < out["unk_cost_share"] < 100
+    assert out["coverage"] == pytest.approx(100 * (1 - 3 * 6 / sum(len(x) for x in lines)))  # 3 unknown per pair
 
 
 def test_heldout_texts_are_non_english_and_code():

@@ -690,3 +690,19 @@ def test_the_demo_takes_the_cpus_other_work_leaves_free(monkeypatch):
     assert idle_cpus(seconds=0, read_stat=unreadable) == 2  # all the allowed CPUs; OMP_NUM_THREADS overrides
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert demo.set_threads() == 2  # asked for, whatever the load
+
+
+def test_tokens_per_batch_sets_the_budget_of_the_token_formats(prepared):
+    """--tokens-per-batch: DOC-SENTENCES' and SENTENCE-PAIR's updates take as many sequences as fit that many
+    tokens (Section 4.2's equal tokens per update), in place of batch-size x seq-len; other formats ignore it."""
+    tokens, ends, _ = folder_checks.load_split(str(prepared), "train")
+    tok = bpe.Tokenizer.load(os.path.join(os.path.dirname(prepared), "tok"))
+    for fmt, budget in (("doc-sentences", 100), ("sentence-pair", 300)):
+        cfg = train.TrainConfig(data=str(prepared), format=fmt, seq_len=32, batch_size=8, tokens_per_batch=budget)
+        lengths = data.example_lengths(data.examples(tokens, ends, fmt, 32, tok.eos_id), fmt, 32)
+        found = train.global_batches(cfg, lengths, 0)
+        sums = [int(lengths[found.get(i)].sum()) for i in range(len(found))]
+        assert max(sums) <= budget < max(sums) + lengths.max() and len(found) > 1
+    cfg = train.TrainConfig(data=str(prepared), seq_len=32, batch_size=8, tokens_per_batch=100)
+    lengths = data.example_lengths(data.examples(tokens, ends, cfg.format, 32, tok.eos_id), cfg.format, 32)
+    assert len(train.global_batches(cfg, lengths, 0).get(0)) == 8

@@ -304,7 +304,7 @@ def settings_cell(run, train_args=""):
     """What sets this arm apart, as train.py flags: its own options (after Times), its data, and --train-args
     (every run's)."""
     parts = [f"--data {run.data}"] if run.arm.data else []
-    return " ".join(parts + [runner.flag(key, run.options[key]) for key in run.arm.options]
+    return " ".join(parts + [runner.flag(key, run.options[key]) for key in (*run.arm.options, *run.fitted)]
                     + ([train_args] if train_args else []))
 
 
@@ -353,18 +353,22 @@ def text_table(results):
     texts = [r for r in results["runs"] if r.get("status") == "finished" and (r.get("heldout") or {}).get("texts")]
     if not texts:
         return []
-    lines = ["| arm | held-out text | bits/byte (<unk> cost counted) | <unk> % of tokens | <unk> % of bytes | "
-             "% of the bits spent on <unk> | bytes per token |", "|---|---|---|---|---|---|---|"]
+    lines = ["| arm | held-out text | coverage: % of characters spelled | bits/byte (<unk> cost counted) | "
+             "<unk> % of tokens | <unk> % of bytes | % of the bits spent on <unk> | bytes per token |",
+             "|---|---|---|---|---|---|---|---|"]
     for arm in dict.fromkeys(r["arm"] for r in texts):
         for name in texts[0]["heldout"]["texts"]:
             figures = [r["heldout"]["texts"][name] for r in texts if r["arm"] == arm]
             mean = {k: statistics.fmean(f[k] for f in figures) for k in figures[0]}
             sd = statistics.stdev(f["bits_per_byte"] for f in figures) if len(figures) > 1 else 0.0
-            lines.append(f"| {arm} | {name.replace('_', '-')} | {mean['bits_per_byte']:.3f} ± {sd:.3f} | "
+            cover = f"{mean['coverage']:.2f}" if "coverage" in mean else "-"
+            lines.append(f"| {arm} | {name.replace('_', '-')} | {cover} | {mean['bits_per_byte']:.3f} ± {sd:.3f} | "
                          f"{mean['unk_share_of_tokens']:.2f} | {mean['unk_share_of_bytes']:.2f} | "
                          f"{mean['unk_cost_share']:.1f} | {mean['bytes_per_token']:.2f} |")
-    return lines + ["", "Means over seeds (± the seeds' standard deviation). An <unk> costs the model's loss on it "
-                        "plus 8 bits per byte of the character it hides.", ""]
+    return lines + ["", "Means over seeds (± the seeds' standard deviation). Coverage, the universality figure: the "
+                        "share of the text's characters the tokenizer spells (the rest become <unk>; the tokenizers "
+                        "learned from the training documents only). An <unk> costs the model's loss on it plus 8 bits "
+                        "per byte of the character it hides (the % of the bits spent on <unk>).", ""]
 
 
 def report(exp, results, runs, base):
@@ -548,7 +552,7 @@ def runs_section(results):
     tasks = [t for t in downstream_tasks() if any("accuracy" in r.get("glue", {}).get(t, {}) for r in results["runs"])]
     head = ["arm", "seed", "status", "held-out loss [se]", "ppl ÷ unigram ppl", "masked acc. %", "bits/byte"] + \
         [f"bits/byte, {k.replace('_', '-')}" for k in texts] + [f"{t.upper()} acc. %" for t in tasks] + \
-        ["epochs", "seconds"]
+        ["tokens seen", "epochs", "seconds"]
     lines += ["## Runs", "", "Every run's own figures: the values the verdicts test (a paired test pairs the rows "
               "of one seed), printed to enough digits to recompute each test and its p from this table.", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -564,7 +568,8 @@ def runs_section(results):
             cells += ["-"] * (4 + len(texts))
         cells += [f"{r['glue'][t]['accuracy']:.3f}" if "accuracy" in r.get("glue", {}).get(t, {}) else "-"
                   for t in tasks]
-        lines.append("| " + " | ".join(cells + [str(r.get("epochs", "-")), str(r.get("seconds", "-"))]) + " |")
+        seen = f"{r['tokens_seen']:,}" if r.get("tokens_seen") else "-"  # real tokens of every update, no padding
+        lines.append("| " + " | ".join(cells + [seen, str(r.get("epochs", "-")), str(r.get("seconds", "-"))]) + " |")
     return lines + ["", "## Commands", "", "Preparation:", "", "```"] + results["preparation"] + [
         "```", "", "Each run (rerun any one by hand; add --resume to continue one that was interrupted):", "", "```"
     ] + [r["command"] for r in results["runs"]] + ["```", ""]

@@ -31,7 +31,7 @@ import roberta
 from machinery.interop import checkpoints
 from machinery.lab import text_figures
 from machinery.basics import files, speed
-from machinery.scale import prepared
+from machinery.scale import orders, prepared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
@@ -130,6 +130,7 @@ class Run:
                                  # arms of one tokenizer)
     flags: tuple = ()            # train.py options without a value, from --train-args
     corpus: str = ""             # bits-per-byte experiments: the corpus whose held-out lines it is scored on
+    fitted: tuple = ()           # options the plan set for this arm (equal tokens per update), shown with its own
 
     @property
     def argv(self):
@@ -194,7 +195,8 @@ def plan(exp, scale, args, prepared):
         if arm.finetune and not getattr(args, "finetune_on", None):
             continue  # the downstream control runs only where there is a downstream score to control
         options = {**apply(base, arm.options), **extra}
-        options.update(per_update.get(options.get("format"), {}))
+        fitted = per_update.get(options.get("format"), {})
+        options.update(fitted)
         steps = options["max_steps"]
         options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
         options.update(log_interval=max(1, steps // 40), eval_interval=max(1, steps // 8),
@@ -206,25 +208,37 @@ def plan(exp, scale, args, prepared):
             runs.append(Run(arm, seed, os.path.join(args.out, exp.name, arm.name, f"seed{seed}"),
                             {**options, "seed": seed}, prepared.folders[own or arm.data or exp.data],
                             prepared.folders[own or exp.heldout], tuple(flags),
-                            prepared.corpus if exp.metric == "bits_per_byte" else ""))
+                            prepared.corpus if exp.metric == "bits_per_byte" else "", tuple(fitted)))
     return runs
 
 
 def update_tokens(exp, base, prep):
     """Section 4.2's equal tokens per update (exp.equal_tokens): {format: the train.py options that give its
-    updates as many tokens as FULL-SENTENCES' batches (batch x their mean length) on the training data}: a
-    token budget for the formats batched by tokens (half an example over: a batch stops short of the example
-    that would overflow it), a batch scaled by the mean length for SEGMENT-PAIR."""
+    updates as many tokens as FULL-SENTENCES' batches on the training data}: a batch scaled by the mean length
+    for SEGMENT-PAIR; for the formats batched by tokens, the budget whose batches over an epoch hold that many
+    on average (a batch stops short of the example that would overflow it, so the budget is a little more,
+    found by trying each up to one sequence more: the mean jumps where one more full-length example fits)."""
     if not exp.equal_tokens:
         return {}
-    folder, seq_len = prep.folders[exp.data], base["seq_len"]
+    folder, seq_len, size = prep.folders[exp.data], base["seq_len"], base["batch_size"]
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
     tokens, ends, _ = prepared.load_split(folder, "train")
-    mean = {fmt: float(data.example_lengths(data.examples(tokens, ends, fmt, seq_len, tok.eos_id), fmt, seq_len).mean())
-            for fmt in {a.options.get("format", "full-sentences") for a in exp.arms}}
-    budget = round(base["batch_size"] * mean["full-sentences"])  # a budget batch closes before the example that
-    return {fmt: {"tokens_per_batch": round(budget + length / 2)} if data.FORMATS[fmt].by_tokens else  # overflows
-            {"batch_size": max(1, round(budget / length))} for fmt, length in mean.items() if fmt != "full-sentences"}
+    lengths = {fmt: data.example_lengths(data.examples(tokens, ends, fmt, seq_len, tok.eos_id), fmt, seq_len)
+               for fmt in {a.options.get("format", "full-sentences") for a in exp.arms} | {"full-sentences"}}
+    target = size * float(lengths["full-sentences"].mean())
+    out = {}
+    for fmt, length in lengths.items():
+        if fmt == "full-sentences":
+            continue
+        if not data.FORMATS[fmt].by_tokens:
+            out[fmt] = {"batch_size": max(1, round(target / float(length.mean())))}
+            continue
+        order = orders.epoch_order(len(length), 0, 0).tolist()
+        mean = {b: float(np.mean([length[x].sum() for x in data.budget_batches(order, length, b)]))
+                for b in range(round(target), round(target) + seq_len + 1)}  # steps where full examples fit
+        budget = min(mean, key=lambda b: abs(mean[b] - target))
+        out[fmt] = {"tokens_per_batch": round(budget)}
+    return out
 
 
 def char_key(arm, vocab):
