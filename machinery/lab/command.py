@@ -165,7 +165,7 @@ def estimate_minutes(exp, scale):
     seconds = 0.0
     for arm in exp.arms:
         o = runner.apply(base, arm.options)
-        seconds += scale.seeds * (o["max_steps"] * o["batch_size"] * o["seq_len"] / scale.tokens_per_s
+        seconds += (exp.seeds or scale.seeds) * (o["max_steps"] * o["batch_size"] * o["seq_len"] / scale.tokens_per_s
                                   + scale.overhead_s + (scale.finetune_s if exp.downstream else 0))
     return seconds / 60
 
