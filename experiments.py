@@ -30,7 +30,8 @@ The paper's metric where it used one: masking, formats, batch-size and text-enco
 checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
 SST-2 comes from --glue DIR, else from `python data.py download glue-sst-2`; without it (or with
 --mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the other experiments too.
-With SST-2 those four also run CONTROL, the same finetuning from random weights, which SST-2 must beat to count.
+With SST-2 every experiment also runs CONTROL, the same finetuning from random weights, which SST-2 must beat
+to count.
 
 Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table
 beside ours, the verdicts), loss.png when matplotlib is installed, and one folder per run
@@ -238,7 +239,8 @@ EXPERIMENTS = [
     Experiment(
         "data-and-steps", "Does more data help at the same number of steps, and more steps on the same data?",
         arms=[Arm("less-data", {}, data="slice"), Arm("more-data", {}),
-              Arm("more-data-3x-steps", {"max_steps": Times(3)}), Arm("more-data-5x-steps", {"max_steps": Times(5)})],
+              Arm("more-data-3x-steps", {"max_steps": Times(3)}), Arm("more-data-5x-steps", {"max_steps": Times(5)}),
+              CONTROL],
         claims=[Claim("more-data", "less-data", "more data improves performance at the same steps (16GB -> 160GB)"),
                 Claim("more-data-3x-steps", "more-data", "pretraining longer helps (100K -> 300K steps)"),
                 Claim("more-data-5x-steps", "more-data-3x-steps", "pretraining even longer helps (300K -> 500K)")],
@@ -257,7 +259,7 @@ EXPERIMENTS = [
     Experiment(
         "mask-rate", "Is 15% the right share of tokens to mask, or do 30% and 40% train better?",
         arms=[Arm("rate-15", {"mask_rate": 0.15}), Arm("rate-30", {"mask_rate": 0.30}),
-              Arm("rate-40", {"mask_rate": 0.40})],
+              Arm("rate-40", {"mask_rate": 0.40}), CONTROL],
         claims=[Claim("rate-40", "rate-15", "Wettig et al. 2023 (arXiv:2202.08005): masking 40% outperforms "
                                             "15% for BERT-large, on GLUE and SQuAD"),
                 Claim("rate-30", "rate-15", "the same trend at 30%")],
