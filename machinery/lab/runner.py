@@ -212,6 +212,9 @@ def plan(exp, scale, args, prepared):
     return runs
 
 
+SAMPLE_TOKENS = 2_000_000       # equal tokens per update: the mean lengths measured on this many training tokens
+
+
 def update_tokens(exp, base, prep):
     """Section 4.2's equal tokens per update (exp.equal_tokens): {format: the train.py options that give its
     updates as many tokens as FULL-SENTENCES' batches on the training data}: a batch scaled by the mean length
@@ -223,6 +226,8 @@ def update_tokens(exp, base, prep):
     folder, seq_len, size = prep.folders[exp.data], base["seq_len"], base["batch_size"]
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
     tokens, ends, _ = prepared.load_split(folder, "train")
+    lines = int(np.searchsorted(ends, SAMPLE_TOKENS)) + 1  # the mean lengths of the first 2M tokens' examples
+    tokens, ends = tokens[:int(ends[min(lines, len(ends)) - 1])], ends[:lines]
     lengths = {fmt: data.example_lengths(data.examples(tokens, ends, fmt, seq_len, tok.eos_id), fmt, seq_len)
                for fmt in {a.options.get("format", "full-sentences") for a in exp.arms} | {"full-sentences"}}
     target = size * float(lengths["full-sentences"].mean())
