@@ -211,7 +211,7 @@ def test_data_slice_and_equal_sequences(out):
     assert len(set(seen.values())) == 1
     steps = {run["arm"]: json.load(open(os.path.join(run["folder"], "train_config.json")))["train"]["max_steps"]
              for run in r["runs"]}
-    assert steps["more-data-5x-steps"] == 5 * steps["more-data"] == 5 * steps["less-data"]
+    assert steps["more-data-3x-steps"] == 3 * steps["more-data"] == 3 * steps["less-data"]
 
 
 @pytest.mark.slow
