@@ -288,7 +288,7 @@ class Scale:
     measured: bool               # tokens_per_s measured (True) or assumed (False)
     workers: int = 2
     threads: int = 0             # OMP_NUM_THREADS for the runs (0: torch's choice; with --jobs, cores / jobs)
-    finetune_s: float = 0        # per run, when finetuned on SST-2 (for the time estimates of `list`)
+    finetune_s: float = 0        # per run when finetuned on SST-2, two side by side (for the time estimates of `list`)
 
 
 SCALES = {
@@ -297,7 +297,7 @@ SCALES = {
                        vocab_size=4096, valid_fraction=0.05, slice_every=4, corpus="builtin", seeds=3,
                        eval_sequences=100_000, tokens_per_s=25_000, overhead_s=6, measured=True,
                        finetune=dict(epochs=3, max_train_examples=1000, batch_size=32, lr=3e-4, max_seq_len=64),
-                       finetune_s=25),
+                       finetune_s=18),
     "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4,
                              max_steps=2000, amp="bf16", device="cuda"),
                  vocab_size=32768, valid_fraction=0.005, slice_every=10, corpus="wikitext-103", seeds=3,
