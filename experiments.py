@@ -174,7 +174,7 @@ EXPERIMENTS = [
              ("FULL-SENTENCES", "full-sentences", ["90.4/79.1", "84.7", "92.5", "64.8"]),
              ("DOC-SENTENCES", "doc-sentences", ["90.6/79.7", "84.7", "92.7", "65.6"]),
              ("BERT-base", None, ["88.5/76.3", "84.3", "92.8", "64.3"])]),
-        base={"max_steps": Times(0.75)}, downstream=True, equal_tokens=True,
+        downstream=True, equal_tokens=True,
         note="Equal tokens per update, as the paper: FULL-SENTENCES' blocks set the budget (batch x their mean "
              "length); DOC-SENTENCES and SENTENCE-PAIR take as many sequences as fit it (--tokens-per-batch), "
              "SEGMENT-PAIR a batch scaled by its mean length (the tokens each arm saw are in the run table). "
