@@ -86,7 +86,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     verdicts = reports.judge(exp, arms, unigram, quick=scale.name == "quick")
     finished = [r for r in records if r.get("status") == "finished"]
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
-            "seeds": args.seeds or scale.seeds, "train_args": args.train_args,
+            "seeds": args.seeds or exp.seeds or scale.seeds, "train_args": args.train_args,
             "paper": None if exp.paper is None else {"source": exp.paper.source, "caption": exp.paper.caption,
                                                      "columns": exp.paper.columns, "rows": exp.paper.rows},
             "preparation": prepared.commands,

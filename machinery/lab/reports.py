@@ -434,9 +434,9 @@ def heldout_sentence(results, runs):
     if len(targets) <= 1 and len({r.heldout for r in runs}) == 1:
         return (f"Every run is evaluated on the same {results['heldout_targets']:,} masked held-out tokens (15%, "
                 f"fixed masks, `{runs[0].heldout}`).")
-    return ("Every run is evaluated on the same held-out documents, each arm on inputs built its own way (its "
-            "input format, or its tokenizer: see the note below the table), 15% of their tokens masked with one "
-            "fixed seed; the masked tokens therefore differ between arms.")
+    return ("Every run is evaluated on the same held-out documents, cut into tokens by each arm's own tokenizer "
+            "(see the note below the table), 15% of their tokens masked with one fixed seed; the masked tokens "
+            "therefore differ between arms.")
 
 
 def level_text(alpha):
