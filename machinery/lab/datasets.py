@@ -120,8 +120,7 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     if "slice" in needs:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
     if "tune" in needs:  # the training documents alone, a share of them held out for choosing settings
-        text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands)
-        prepare_step("tuning split", ["python", data_py, "--input", text, "--tokenizer", tok, "--out",
+        prepare_step("tuning split", ["python", data_py, "--input", train_text, "--tokenizer", tok, "--out",
                                       folders["tune"], "--valid-fraction", str(scale.valid_fraction), "--workers",
                                       str(scale.workers)],
                      lambda: os.path.isfile(os.path.join(folders["tune"], "meta.json")), log_path, commands)

@@ -350,16 +350,6 @@ def curve(run):
     return points
 
 
-def tokens_seen(run):
-    """The real tokens (padding not counted) of every update the run trained on, from its log.jsonl, or None."""
-    path = os.path.join(run.folder, "log.jsonl")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    return next((r["tokens_seen"] for r in reversed(records) if "tokens_seen" in r), None)
-
-
 def logged_nsp(run):
     """Whether the run's log.jsonl shows an NSP loss (a pair format with its NSP loss on)."""
     path = os.path.join(run.folder, "log.jsonl")
@@ -494,7 +484,8 @@ def finish_run(run, record, t0, status, label, scale, args, threads):
     last = last_record(run)
     record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(run),
                   epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=logged_nsp(run),
-                  sequences_seen=run.options["max_steps"] * run.options["batch_size"], tokens_seen=tokens_seen(run))
+                  sequences_seen=run.options["max_steps"] * run.options["batch_size"],
+                  tokens_seen=last.get("tokens_seen"))  # real tokens of every update, no padding
     if args.finetune_on:
         record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"),
                                       status != "evaluate", threads)
