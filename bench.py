@@ -36,7 +36,9 @@ import roberta
 from machinery.basics import cli, files, speed
 from machinery.commands import bench_device
 from machinery.commands.bench_tools import (timed, interleaved, peak_mb, returned, in_fresh_process, run_command, mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, AMP_DTYPES)
-from machinery.scale import index, orders, preparation, prepared
+from machinery.datafolder import index, preparation
+from machinery.fast import orders
+from machinery.formats import prepared
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")

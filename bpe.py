@@ -17,7 +17,7 @@ merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file bo
 The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
 the most frequent pair again and again: the plain loop first, then PairCounts, the same merges faster);
 the Tokenizer (encode, decode, and train/load/save on top of the functions above; the files are read and
-checked in machinery/interop/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
+checked in machinery/formats/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -44,7 +44,7 @@ SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0-3, as fairseq's dictionary
 MASK = "<mask>"                                # the last id, as RoBERTa appends it
 MIN_VOCAB = len(SPECIALS) + 256 + 1            # the specials, one token per byte, <mask>: 261
 INF = float("inf")
-LONG_PIECE = 100  # bytes: a longer pre-token is merged by machinery/scale/fast_bpe.py (the same ids, faster)
+LONG_PIECE = 100  # bytes: a longer pre-token is merged by machinery/fast/fast_bpe.py (the same ids, faster)
 
 
 # ---------------------------------------------------------------- bytes and their printable spelling
@@ -277,7 +277,7 @@ class Tokenizer:
 
     characters=True: Section 4.4's other arm, a character-level BPE as BERT's vocabulary was built. Its units
     are the characters before the first merge (its alphabet); a character outside it becomes <unk>.
-    (machinery/interop/char_bpe.py trains one: `python bpe.py train --characters`.)"""
+    (machinery/commands/char_bpe.py trains one: `python bpe.py train --characters`.)"""
 
     def __init__(self, vocab, merges, characters=False):
         self.vocab = dict(vocab)    # id -> bytes
@@ -310,7 +310,7 @@ class Tokenizer:
         else:
             ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
         if len(ids) > LONG_PIECE:  # a long word (a base64 blob, a minified line): the plain loop is quadratic
-            from machinery.scale import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
+            from machinery.fast import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
             fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)  # machinery: the same merges, indexed
             if fast is not None:  # None: merges not learned in rank order, left to the plain loop
                 return fast
@@ -398,7 +398,7 @@ class Tokenizer:
     def load(cls, directory):
         """Read vocab.json + merges.txt (RoBERTa / Hugging Face names) or encoder.json + vocab.bpe (GPT-2):
         each token's printable spelling (bytes_to_unicode) with its id, and the merges in rank order."""
-        from machinery.interop import vocab_files  # machinery: finding the two files, every entry checked
+        from machinery.formats import vocab_files  # machinery: finding the two files, every entry checked
         if vocab_files.is_char_bpe(directory):  # Section 4.4's other arm: a character-level BPE, in one file
             return cls(*vocab_files.read_chars(directory), characters=True)
         vocab_path, token_ids, merges = vocab_files.read(os.fspath(directory))  # machinery: every entry checked
@@ -409,7 +409,7 @@ class Tokenizer:
 
     def save(self, directory):
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
-        from machinery.interop import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        from machinery.formats import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
         if self.characters:  # Section 4.4's other arm: char_bpe.json
             return vocab_files.write_chars(directory, self.vocab, self.merges)  # machinery: written atomically
         vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)  # machinery: atomically

@@ -14,7 +14,7 @@ adds one more </s> (the "extra separator token between documents" of FULL-SENTEN
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
 
 Each format of Section 4.2 is a short loop over lines and documents in the table FORMATS (at the paper's
-scale, the same rows come from numpy: machinery/scale/fast_formats.py). Each batch is masked afresh when served
+scale, the same rows come from numpy: machinery/datafolder/fast_formats.py). Each batch is masked afresh when served
 (dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by `mask_tokens` under `Masking`.
 """
 import os
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from machinery.basics import files  # machinery: text read line by line, one error line for a bad file
-from machinery.scale import orders  # machinery: an epoch's order and batches, computed as they are asked for
+from machinery.fast import orders  # machinery: an epoch's order and batches, computed as they are asked for
 
 SPLITS = ("train", "valid")
 
@@ -196,7 +196,7 @@ class Format(NamedTuple):
 
 
 # Section 4.2 and Table 2. Adding a format: a builder above, a row here (and, for corpora of SPEC_BELOW lines
-# or more, its numpy twin in machinery/scale/fast_formats.py).
+# or more, its numpy twin in machinery/datafolder/fast_formats.py).
 FORMATS = {
     "full-sentences": Format(full_sentences, pairs=False, by_tokens=False),
     "doc-sentences": Format(doc_sentences, pairs=False, by_tokens=True),
@@ -227,7 +227,7 @@ def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
 
 def examples(tokens, line_ends, fmt, seq_len, eos_id, seed=0, limit=None):
     """The training examples of one input format (Section 4.2), an array of EXAMPLE rows (the first `limit`).
-    At the paper's scale the same rows come from machinery/scale/fast_formats.py, kept in an index (index.py)."""
+    At the paper's scale the same rows come from machinery/datafolder/fast_formats.py, kept in an index (index.py)."""
     check_examples(tokens, line_ends, fmt, seq_len, eos_id)
     lines, documents = lines_and_documents(np.asarray(line_ends).tolist())
     rows = FORMATS[fmt].build(lines, documents, seq_len, seed) if lines else []
@@ -285,7 +285,7 @@ def budget_batches(order, lengths, budget):
     """Section 4.2: with DOC-SENTENCES "we dynamically increase the batch size to achieve a similar number of total
     tokens as FULL-SENTENCES". The plain loop: walk the epoch's order, and start a new batch where the next
     example would take this one over `budget` tokens (a batch holds one example at least); an incomplete last
-    batch is dropped. machinery/scale/orders.Ragged finds the same batches a chunk at a time (tested equal)."""
+    batch is dropped. machinery/fast/orders.Ragged finds the same batches a chunk at a time (tested equal)."""
     batches, start, used = [], 0, 0
     for k, i in enumerate(order):
         if k > start and used + lengths[i] > budget:  # the next example would not fit: close the batch
@@ -297,7 +297,7 @@ def budget_batches(order, lengths, budget):
     return batches
 
 
-def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, offset=None):
+def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, offset=0):
     """The global batches of one epoch: arrays of example indices in a random order fixed by (seed, epoch).
 
     With `token_budget` (doc-sentences, sentence-pair) a batch takes examples until it would exceed

@@ -11,7 +11,7 @@ Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accu
 correlation, Pearson and Spearman, their textbook definitions, of a predictions file or of a finetuned
 classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
 (it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
-and high-school questions too. Files are read and checked by machinery/interop/task_files.py; the command line
+and high-school questions too. Files are read and checked by machinery/formats/task_files.py; the command line
 (a checkpoint's labels by its id2label; the held-out perplexity of a checkpoint) is machinery/commands/evaluate_cli.py.
 """
 import collections
@@ -26,7 +26,7 @@ import torch
 import bpe
 import data
 import roberta
-from machinery.interop import checkpoints  # machinery: a run folder's files checked, what its run recorded
+from machinery.formats import checkpoints  # machinery: a run folder's files checked, what its run recorded
 
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)

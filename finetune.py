@@ -34,8 +34,8 @@ import evaluate
 import roberta
 from evaluate import GLUE, SQUAD, forward, glue_features, glue_predict  # batched outputs; GLUE's inputs, predictions
 from machinery.basics import cli, files  # machinery: --out, --max-seq-len checks; atomic writes
-from machinery.interop import checkpoints, task_files  # machinery: a run folder's model and tokenizer, checked; task files
-from machinery.scale import prepared
+from machinery.formats import checkpoints, task_files  # machinery: a run folder's model and tokenizer, checked; task files
+from machinery.formats import prepared
 
 # Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
 # (roberta.adamw).
@@ -276,7 +276,8 @@ def setup(args):
         if getattr(args, k) is None:
             setattr(args, k, v)
     torch.manual_seed(args.seed)
-    train_items, dev_sets = task_files.read_task(args.task, args.data)  # machinery: read, checked, before the model
+    spec = GLUE.get(args.task) or SQUAD.get(args.task)  # the files' names, columns, labels (None for RACE)
+    train_items, dev_sets = task_files.read_task(family(args.task), spec, args.data)  # machinery: read, checked
     train_items = train_items[:args.max_train_examples]
     dev_sets = {name: items[:args.max_eval_examples] for name, items in dev_sets.items()}
     model, tok = make_model(args)
@@ -353,7 +354,7 @@ def save_best(args, model, tok, results):
                       "tokenizer_sha256": prepared.tokenizer_hash(tok)})  # machinery: checked on load
     tok.save(args.out)
     for name, (pred, _) in results.items():
-        task_files.write_predictions(args.task, args.out, name, pred)  # machinery: the official formats
+        task_files.write_predictions(family(args.task), args.out, name, pred)  # machinery: the official formats
 
 
 def sweep_runs(args, grid=SWEEP):

@@ -317,7 +317,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
     """`cls` (None: the class the checkpoint holds) with the weights of a train.py/finetune.py folder or a
     Hugging Face RoBERTa folder. A head the checkpoint lacks starts fresh, and verbose says so;
     new_head_ok=False refuses it (a finetuned classifier has no trained LM head to fill masks with)."""
-    from machinery.interop import checkpoints  # machinery: both folder layouts, their names, shapes and errors
+    from machinery.formats import checkpoints  # machinery: both folder layouts, their names, shapes and errors
     weights = checkpoints.read_weights(path)  # machinery: either folder layout, read and checked
     cls = cls or CLASSES.get(weights.holder, RobertaForMaskedLM)
     cfg = RobertaConfig.from_dict(weights.config)
@@ -330,7 +330,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
 
 def save_pretrained(model, directory):
     """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it)."""
-    from machinery.interop import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
+    from machinery.formats import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
     hf.save_pretrained(model, directory)  # machinery: HF's names, config.json, safetensors
 
 

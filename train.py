@@ -29,8 +29,8 @@ import bpe
 import data
 import roberta
 from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
-from machinery.interop import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
-from machinery.scale import prepared
+from machinery.formats import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
+from machinery.formats import prepared
 
 
 @dataclass
@@ -203,8 +203,8 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
     opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
-    if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
-        state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
+    if ckpt:
+        state = {**state, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
     if rank == 0:
         run_folder.init_out(cfg, tok, body.cfg, world, state["step"])  # machinery: train_config.json, tokenizer
     model = body
@@ -283,8 +283,12 @@ class Monitor:
         record = {}
         if step % cfg.log_interval == 0 or last:
             self.state["skipped"] = int(self.skipped.item())
-            # machinery: the log's record: loss, lr, tokens/s, MFU, held-out figures
-            record = run_folder.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
+            # the logged loss: the update's mean over every masked target, on every process (footnote 8), so any
+            # process count gives the same number; NSP's (SEGMENT-PAIR, SENTENCE-PAIR) is a mean over sequences
+            (mlm_sum, nsp_sum), (n_targets, _, n_sequences) = sums.tolist(), counts  # the logged step's host sync
+            loss, nsp_loss = mlm_sum / n_targets + nsp_sum / n_sequences, nsp_sum / n_sequences
+            # machinery: the log's record: loss, lr, tokens/s, MFU, epoch
+            record = run_folder.log_record(tr, step, loss, nsp_loss, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
             record = {"step": step, **record, **evaluate(tr, self.heldout)}
@@ -312,27 +316,33 @@ def evaluate(tr, heldout):
 
 
 # ---------------------------------------------------------------------------------------- training
-def train(cfg):
-    """Pretrain as `cfg` says (resuming from cfg.out with cfg.resume); returns (model, tokenizer)."""
+def train(cfg, examples=None):
+    """Pretrain as `cfg` says (resuming from cfg.out with cfg.resume); returns (model, tokenizer). `examples`: the
+    training split's (data.examples, their lengths) when the caller keeps them (the command line keeps them in an
+    index beside the data at the paper's scale); else they are built here."""
     rank, world, device, cpu_group = setup_distributed(cfg.device)
     try:
-        return _train(cfg, rank, world, device, cpu_group)
+        return _train(cfg, rank, world, device, cpu_group, examples)
     finally:
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(cfg, rank, world, device, cpu_group):
+def _train(cfg, rank, world, device, cpu_group, examples):
     # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
     micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
-    run_folder.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
-    tokens, line_ends, meta, tok = run_folder.open_data(cfg)  # machinery: the data folder, locked and checked
+    # machinery: settings that would fail later, refused now; --data held for reading
+    run_folder.check_settings(cfg, world, device, micro, data.check_format(cfg.format).by_tokens)
+    tok = bpe.Tokenizer.load(cfg.data)
+    tokens, line_ends, meta = run_folder.open_data(cfg, tok)  # machinery: the training split, checked
     tok_hash = meta["tokenizer_sha256"]
     # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
-    ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
+    ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0, tok)
     tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
-    # machinery: data.examples, kept in an index at the paper's scale
-    ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
+    if examples is None:  # Section 4.2: the examples of the --format, each with its length in tokens
+        ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
+        examples = ex, data.example_lengths(ex, cfg.format, cfg.seq_len)
+    ts = TrainSet(tokens, *examples, tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
@@ -343,8 +353,11 @@ def _train(cfg, rank, world, device, cpu_group):
             epoch, position, offset, batch = ahead.next()
             for group in tr.opt.param_groups:
                 group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
-            # the targets of the whole update, every process: the loss is normalised by them (machinery: refuses none)
-            n_targets, n_tokens = run_folder.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
+            # the targets of the whole update, every process: the loss is normalised by them
+            n_targets, n_tokens = all_sum(batch.counts, world, cpu_group)
+            if not n_targets:
+                raise ValueError(f"step {step}: the masking selected no targets in the whole update ({int(n_tokens):,} "
+                                 f"tokens at --mask-rate {cfg.masking.rate:g}): raise --mask-rate or --batch-size")
             sums, finite = train_step(tr, batch, n_targets)
             state.update(step=step, epoch=epoch, position=position, offset=offset)
             # log, evaluate on the fixed held-out set, stop after too many bad steps, save

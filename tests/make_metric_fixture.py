@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import evaluate  # noqa: E402
-from machinery.interop import task_files  # noqa: E402
+from machinery.formats import task_files  # noqa: E402
 
 SQUAD_CASES = [  # (file under shared/data, with no-answer probabilities, threshold)
     ("squad/dev-v1.1.json", False, 1.0),
@@ -83,7 +83,7 @@ def main(shared, official):
                                      "official": json.load(f)})
     for i, task in enumerate(GLUE_TASKS):
         folder = evaluate.GLUE[task][0]
-        gold = [label for _, label in task_files.read_glue(task, os.path.join(shared, "glue", folder, "dev.tsv"))]
+        gold = [label for _, label in task_files.read_glue(evaluate.GLUE[task], os.path.join(shared, "glue", folder, "dev.tsv"))]
         pred = glue_predictions(task, gold, seed=100 + i)
         if task == "stsb":
             p, g = [float(x) for x in pred], [float(x) for x in gold]

@@ -1,4 +1,4 @@
-"""Long pre-tokens and the two twins of bpe.py: machinery/scale/fast_bpe.py against the plain merge loop
+"""Long pre-tokens and the two twins of bpe.py: machinery/fast/fast_bpe.py against the plain merge loop
 (Tokenizer.apply_merges), PairCounts + learn_merges against learn_merges_naive; and that a long word costs
 about the same per character at any length (the plain loop's cost per character grows with the length)."""
 import ast
@@ -12,7 +12,7 @@ import pytest
 
 import bpe
 from conftest import ROOT
-from machinery.scale import fast_bpe
+from machinery.fast import fast_bpe
 
 CJK = "".join(chr(c) for c in range(0x4E00, 0x4E00 + 300))
 ALPHABETS = {  # (name, alphabet): the long words of the equality tests are drawn from these
@@ -115,7 +115,7 @@ def test_positions_of_a_rank_are_merged_left_to_right():
 
 
 def test_fast_bpe_imports_no_core_module():
-    with open(os.path.join(ROOT, "machinery", "scale", "fast_bpe.py"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "machinery", "fast", "fast_bpe.py"), encoding="utf-8") as f:
         tree = ast.parse(f.read())
     names = {n.module if isinstance(n, ast.ImportFrom) else a.name
              for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}

@@ -9,7 +9,7 @@ import torch
 import bpe
 import evaluate
 import roberta
-from machinery.interop import checkpoints
+from machinery.formats import checkpoints
 
 
 @pytest.fixture(scope="module")

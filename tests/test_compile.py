@@ -16,7 +16,7 @@ import roberta
 import train
 from machinery.commands import corpora, train_cli
 from machinery.basics import files, speed
-from machinery.scale import preparation
+from machinery.datafolder import preparation
 
 V = 100  # vocabulary of the small models here
 

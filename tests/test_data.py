@@ -14,7 +14,8 @@ import data
 from conftest import ROOT, shared_path
 from machinery.basics import baselines, files
 from machinery.commands import corpora, data_cli
-from machinery.scale import fast_formats, preparation, prepared
+from machinery.datafolder import fast_formats, preparation
+from machinery.formats import prepared
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 import experiments
 from conftest import ROOT, shared_path
 from experiments import Arm, Claim, Experiment
-from machinery.interop import checkpoints
+from machinery.formats import checkpoints
 from machinery.commands import corpora
 from machinery.lab import command, datasets, reports, runner, stats
 

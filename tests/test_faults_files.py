@@ -20,8 +20,8 @@ import roberta
 from conftest import ROOT
 from machinery.basics import files, lock
 from machinery.commands import data_cli, finetune_cli, roberta_cli, train_cli
-from machinery.interop import checkpoints
-from machinery.scale import index, preparation
+from machinery.formats import checkpoints
+from machinery.datafolder import index, preparation
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "4", "--lr", "1e-3", "--warmup-steps", "0",
         "--log-interval", "1", "--eval-interval", "100", "--eval-sequences", "4", "--device", "cpu", "--dropout", "0"]

@@ -19,8 +19,10 @@ from conftest import ROOT, shared_path
 from test_train import train_here
 from machinery.basics import lock
 from machinery.commands import evaluate_cli, roberta_cli, train_cli
-from machinery.interop import char_bpe, checkpoints, task_files
-from machinery.scale import preparation, prepared
+from machinery.commands import char_bpe
+from machinery.formats import checkpoints, task_files
+from machinery.datafolder import preparation
+from machinery.formats import prepared
 
 HF_MLM = os.path.join(ROOT, "tests", "fixtures", "hf_tiny", "mlm")  # made by tests/make_model_fixture.py
 WORDS = ("the a cat dog sat ran on under mat tree quickly slowly red blue big small house garden river bird "
@@ -204,7 +206,7 @@ def test_resume_of_a_forged_checkpoint_is_refused(pretrained, tmp_path, capsys):
     before = snapshot(run)
     code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 9, *TINY, "--resume")
     assert code not in (0, None) and len(err.strip().splitlines()) == 1, err
-    assert "no data_fingerprint" in err and "it is not resumed" in err and snapshot(run) == before
+    assert "saved by an older train.py" in err and "start a new run" in err and snapshot(run) == before
     forge(run / "checkpoint.pt", lambda c: c.update(data_fingerprint={}, tokenizer_sha256="0123456789abcdef"))
     code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 9, *TINY, "--resume")
     assert code not in (0, None) and len(err.strip().splitlines()) == 1, err
@@ -234,7 +236,7 @@ def test_squad_answers_not_at_answer_start_are_skipped_counted_and_named(tmp_pat
         qa("good", "the mat", 15), qa("shifted", "the mat", 14), qa("outside", "mat", 400), qa("past", "river.", 33),
         qa("shifted2", "cat", 0), {"id": "none", "question": "Where?", "answers": []}])
     squad_file(folder / "dev-v1.1.json", [qa("dev", "the mat", 3)])  # dev: scored by text, its offset not read
-    train_set, dev = task_files.read_task("squad1", str(folder))
+    train_set, dev = task_files.read_task("squad", evaluate.SQUAD["squad1"], str(folder))
     warning = capsys.readouterr().err.strip().splitlines()
     assert [e["id"] for e in train_set] == ["good"] and [e["id"] for e in dev["dev"]] == ["dev"]
     assert len(warning) == 1 and warning[0].startswith(f"warning: {train_file}: 5 of 6 questions skipped: "), warning

@@ -17,8 +17,8 @@ import train
 from conftest import ROOT, shared_path
 from machinery.basics import files
 from machinery.commands import corpora, evaluate_cli, finetune_cli, roberta_cli
-from machinery.interop import checkpoints, task_files
-from machinery.scale import preparation
+from machinery.formats import checkpoints, task_files
+from machinery.datafolder import preparation
 
 
 # One thread, in this process and in the commands it runs: tiny models gain nothing from a second one,
@@ -94,7 +94,7 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
         "--out", out, "--epochs", 1, "--max-train-examples", 4000, "--lr", "1e-3", "--batch-size", 32,
         "--max-seq-len", 32, "--no-progress")
     metrics = json.loads((out / "metrics.json").read_text())
-    gold = [lab for _, lab in task_files.read_glue("sst2", shared_path("glue", "SST-2", "dev.tsv"))]
+    gold = [lab for _, lab in task_files.read_glue(evaluate.GLUE["sst2"], shared_path("glue", "SST-2", "dev.tsv"))]
     majority = 100 * max(gold.count("0"), gold.count("1")) / len(gold)
     assert metrics["dev"]["dev"]["accuracy"] > majority + 5
     # the predictions file is the GLUE submission format, and evaluate.py scores it the same
@@ -147,7 +147,7 @@ def test_mnli_matched_and_mismatched_and_qqp(micro_roberta, tmp_path):
         assert lines[0] == "index\tprediction" and len(lines) == n + 1 and lines[1].split("\t")[1] in labels
     qqp = tmp_path / "qqp.tsv"
     qqp.write_text("id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n7\t1\t2\tHow?\tWhy?\t0\n8\t3\t4\tA?\tA?\t1\n")
-    assert task_files.read_glue("qqp", qqp) == [(["How?", "Why?"], "0"), (["A?", "A?"], "1")]
+    assert task_files.read_glue(evaluate.GLUE["qqp"], qqp) == [(["How?", "Why?"], "0"), (["A?", "A?"], "1")]
     assert set(evaluate.glue_metrics("qqp", ["0", "1"], ["0", "1"])) == {"accuracy", "f1"}
 
 
@@ -310,7 +310,7 @@ def test_a_finetuned_classifier_keeps_its_labels_through_export_and_evaluation(b
     names into config.json (not LABEL_i); `evaluate.py glue --checkpoint` scores the run folder and the export
     as the run scored itself, without training."""
     dev = json.loads((bad / "done" / "metrics.json").read_text())["dev"]["dev"]
-    assert checkpoints.id2label(bad / "done", roberta_cli.LABELS) == ["entailment", "not_entailment"]
+    assert checkpoints.id2label(bad / "done") == ["entailment", "not_entailment"]
     roberta_cli.export(str(bad / "done"), str(tmp_path / "hf"))
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["id2label"] == {"0": "entailment", "1": "not_entailment"}

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 import experiments
-from machinery.commands import corpora, data_cli, demo, evaluate_cli, train_cli
-from machinery.interop import task_files
+from machinery.commands import corpora, data_cli, demo, evaluate_cli, finetune_cli, train_cli
 from machinery.lab import command
 
 
@@ -110,8 +109,8 @@ def test_experiments_find_sst2_where_data_py_download_puts_it(tmp_path, monkeypa
 
 def test_a_missing_task_folder_names_the_download_that_makes_it(tmp_path):
     with pytest.raises(ValueError) as e:
-        task_files.read_task("sst2", str(tmp_path / "GLUE" / "SST-2"))
+        finetune_cli.check_data("sst2", str(tmp_path / "GLUE" / "SST-2"))
     assert "no such data folder (`python data.py download glue-sst-2` puts it in " in str(e.value)
     assert str(e.value).endswith(os.path.join("glue-sst-2", "SST-2") + ")")
     with pytest.raises(ValueError, match=r"download squad2` puts it in \S+squad2\)"):
-        task_files.read_task("squad2", str(tmp_path / "squad"))
+        finetune_cli.check_data("squad2", str(tmp_path / "squad"))

@@ -1,10 +1,10 @@
-"""The numpy builders of machinery/scale/fast_formats.py give exactly the rows of data.py's plain Python formats
+"""The numpy builders of machinery/datafolder/fast_formats.py give exactly the rows of data.py's plain Python formats
 (the specification): a change to one without the other fails here."""
 import numpy as np
 import pytest
 
 import data
-from machinery.scale import fast_formats, index
+from machinery.datafolder import fast_formats, index
 from test_data import random_stream
 
 

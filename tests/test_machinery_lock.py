@@ -16,7 +16,8 @@ import data
 from conftest import ROOT
 from machinery.commands import corpora
 from machinery.basics import files, lock
-from machinery.scale import preparation, prepared
+from machinery.datafolder import preparation
+from machinery.formats import prepared
 
 HOLDER = ("import sys, time; from machinery.basics import lock; lock.hold(sys.argv[1], 'the holder'); "
           "print('held', flush=True); time.sleep(60)")
@@ -128,7 +129,7 @@ def test_a_killed_writer_blocks_no_one_and_its_leftovers_go(tok_dir, tmp_path):
 def test_a_rewrite_removes_the_kept_index_and_leaves_meta_last(tok_dir, tmp_path, monkeypatch):
     """preparation.prepare over a folder: the old data's examples index goes (it no longer fits), and meta.json is the
     last file to arrive (its modification time is the newest)."""
-    from machinery.scale import index
+    from machinery.datafolder import index
     out = tmp_path / "data"
     preparation.prepare([str(tok_dir / "small.txt")], str(tok_dir / "tok"), str(out), verbose=False, workers=1)
     (out / index.FOLDER).mkdir()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import evaluate
 import roberta
 from conftest import ROOT
-from machinery.interop import checkpoints, hf
+from machinery.formats import checkpoints, hf
 from machinery.commands import roberta_cli
 from machinery.basics import speed
 from roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForMultipleChoice, RobertaForQuestionAnswering,

@@ -1,4 +1,4 @@
-"""Section 4.4's other arm: the character-level BPE (machinery/interop/char_bpe.py), <unk> as a prediction target, and
+"""Section 4.4's other arm: the character-level BPE (machinery/commands/char_bpe.py), <unk> as a prediction target, and
 the text-encoding experiment's bits per byte with the <unk> cost counted (machinery/lab/text_figures.py)."""
 import math
 import os
@@ -13,7 +13,7 @@ import bpe
 import data
 import roberta
 from conftest import ROOT
-from machinery.interop import char_bpe
+from machinery.commands import char_bpe
 from machinery.lab import text_figures
 
 TEXT = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "", "the mat and the log"] * 20

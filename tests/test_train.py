@@ -13,11 +13,12 @@ import data
 import roberta
 import train
 from conftest import ROOT
-from machinery.interop import checkpoints, run_folder
+from machinery.formats import checkpoints, run_folder
 from machinery.commands import corpora, train_cli
 from machinery.basics import files, lock, speed
-from machinery.scale import orders, preparation
-from machinery.scale import prepared as folder_checks
+from machinery.fast import orders
+from machinery.datafolder import preparation
+from machinery.formats import prepared as folder_checks
 
 TINY = ["--config", "tiny", "--seq-len", "32", "--batch-size", "8", "--lr", "1e-3", "--warmup-steps", "2",
         "--log-interval", "1", "--eval-interval", "4", "--eval-sequences", "16", "--device", "cpu", "--dropout", "0"]
@@ -284,15 +285,15 @@ BAD = [  # (options, what the one-line error must say)
     (["--clip-grad", "nan"], "--clip-grad: must be in [0, 1000000]"),
     (["--dropout", "1"], "--dropout: must be in [0, 0.99]"),
     (["--dropout", "nan"], "--dropout: must be in [0, 0.99]"),
-    (["--mask-rate", "0"], "--mask-rate: must be in (0, 1)"),
-    (["--mask-rate", "1"], "--mask-rate: must be in (0, 1), got 1"),
-    (["--mask-rate", "nan"], "--mask-rate: must be in (0, 1)"),
-    (["--mask-rate=-inf"], "--mask-rate: must be in (0, 1)"),
-    (["--mask-split", "0.5,0.5"], "--mask-split: expected three shares"),
-    (["--mask-split", "0.8,0.1,0.2"], "--mask-split: expected three shares"),
-    (["--mask-split", "nan,0.5,0.5"], "--mask-split: expected three shares"),
-    (["--mask-split", "1.5,-0.5,0"], "--mask-split: expected three shares"),
-    (["--mask-split", "inf,0,0"], "--mask-split: expected three shares"),
+    (["--mask-rate", "0"], "--mask-rate: the masking rate must be in (0, 1)"),
+    (["--mask-rate", "1"], "--mask-rate: the masking rate must be in (0, 1), got 1"),
+    (["--mask-rate", "nan"], "--mask-rate: the masking rate must be in (0, 1)"),
+    (["--mask-rate=-inf"], "--mask-rate: the masking rate must be in (0, 1)"),
+    (["--mask-split", "0.5,0.5"], "--mask-split: the mask/random/keep split must be 3 shares"),
+    (["--mask-split", "0.8,0.1,0.2"], "--mask-split: the mask/random/keep split must be 3 shares"),
+    (["--mask-split", "nan,0.5,0.5"], "--mask-split: the mask/random/keep split must be 3 shares"),
+    (["--mask-split", "1.5,-0.5,0"], "--mask-split: the mask/random/keep split must be 3 shares"),
+    (["--mask-split", "inf,0,0"], "--mask-split: the mask/random/keep split must be 3 shares"),
     (["--prepare-delay", "inf"], "--prepare-delay: must be in [0, 60]"),
     (["--prepare-delay", "61"], "--prepare-delay: must be in [0, 60]"),
     (["--out", ""], "--out: expected a path"),

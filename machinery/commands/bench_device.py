@@ -16,7 +16,7 @@ import data
 import roberta
 import train
 from machinery.basics import files, speed
-from machinery.scale import prepared
+from machinery.formats import prepared
 from machinery.commands.bench_tools import timed, interleaved, mlm_batch, synchronize, train_step, hf_twin, builtin_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository

@@ -14,7 +14,7 @@ import bpe
 import roberta
 from machinery.basics import cli, files
 from machinery.commands import corpora
-from machinery.scale import preparation
+from machinery.datafolder import preparation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
@@ -136,7 +136,7 @@ def hf_loss(model, ids, labels):
 def hf_twin(model):
     """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
     import transformers
-    from machinery.interop import hf
+    from machinery.formats import hf
     transformers.logging.set_verbosity_error()
     twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
         k: v for k, v in hf.hf_config(model).items() if k != "architectures"}))

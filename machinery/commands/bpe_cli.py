@@ -8,7 +8,8 @@ import os
 import bpe
 from machinery.basics import cli, lock
 from machinery.basics.files import read_lines
-from machinery.interop import char_bpe, vocab_files
+from machinery.commands import char_bpe
+from machinery.formats import vocab_files
 
 
 def check_inputs(paths):

@@ -9,7 +9,7 @@ import sys
 
 from machinery.basics import cli
 from machinery.commands.corpora import DATASETS, DEFAULT_CACHE, download
-from machinery.scale import preparation
+from machinery.datafolder import preparation
 
 
 MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that only wait for the cores

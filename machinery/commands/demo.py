@@ -24,8 +24,9 @@ import data
 import train
 from machinery.basics import baselines, cli, files, speed
 from machinery.commands import corpora
-from machinery.interop import checkpoints
-from machinery.scale import preparation, prepared
+from machinery.formats import checkpoints
+from machinery.datafolder import preparation
+from machinery.formats import prepared
 
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),

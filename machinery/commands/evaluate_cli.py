@@ -20,8 +20,8 @@ import evaluate
 import roberta
 from machinery.basics import baselines, cli, files
 from machinery.commands import demo
-from machinery.interop import checkpoints, task_files
-from machinery.scale import prepared
+from machinery.formats import checkpoints, task_files
+from machinery.formats import prepared
 
 
 def check_task(task, among=evaluate.TASKS, kind="task"):
@@ -139,8 +139,8 @@ def glue_command(args):
         return
     if args.max_seq_len or args.batch_size:
         raise ValueError("--max-seq-len and --batch-size say how --checkpoint predicts: not with --predictions")
-    gold = [label for _, label in task_files.read_glue(args.task, args.data)]
-    pred = task_files.read_glue_predictions(args.predictions, args.task, len(gold))
+    gold = [label for _, label in task_files.read_glue(evaluate.GLUE[args.task], args.data)]
+    pred = task_files.read_glue_predictions(args.predictions, evaluate.GLUE[args.task], len(gold))
     print(json.dumps(evaluate.glue_metrics(args.task, pred, gold), indent=2))
 
 
@@ -151,9 +151,9 @@ def checkpoint_predictions(args):
     if not os.path.exists(args.data):
         raise ValueError(f"{args.data}: no such file or folder")
     if os.path.isdir(args.data):
-        dev_sets = task_files.read_glue_dev(args.task, args.data)
+        dev_sets = task_files.read_glue_dev(evaluate.GLUE[args.task], args.data)
     else:
-        dev_sets = {os.path.basename(args.data).rsplit(".", 1)[0]: task_files.read_glue(args.task, args.data)}
+        dev_sets = {os.path.basename(args.data).rsplit(".", 1)[0]: task_files.read_glue(evaluate.GLUE[args.task], args.data)}
     model, tok = evaluate.load_checkpoint(args.checkpoint, roberta.RobertaForSequenceClassification, need_trained_head=True,
                                   verbose=False)
     labels = output_labels(args.task, args.checkpoint, model.num_labels)
@@ -177,7 +177,7 @@ def output_labels(task, checkpoint, outputs):
     if outputs != (len(labels) if labels else 1):
         raise ValueError(f"{checkpoint}: a classifier with {outputs} output{'s' * (outputs != 1)}, but {task} has "
                          + (f"{len(labels)} labels" if labels else "a score to regress (1 output)"))
-    names = checkpoints.id2label(checkpoint, {t: g.labels for t, g in evaluate.GLUE.items()}) if labels else None
+    names = checkpoints.id2label(checkpoint) if labels else None
     if names is None:
         return labels
     by_name = {label.lower(): label for label in labels}

@@ -15,8 +15,8 @@ import sys
 import evaluate
 import finetune
 from machinery.basics import cli, lock
-from machinery.commands import evaluate_cli
-from machinery.interop import task_files
+from machinery.commands import corpora, evaluate_cli
+from machinery.formats import task_files
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -93,7 +93,16 @@ def parser():
     return p
 
 
+def check_data(task, folder):
+    """A task's --data folder is there; else the error says where `python data.py download` puts it."""
+    if not os.path.isdir(folder):
+        glue = evaluate.GLUE.get(task)
+        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder"
+                         + corpora.where_is(task, glue.folder if glue else None))
+
+
 def work(args):
+    check_data(args.task, args.data)
     for option, path in (("--checkpoint", args.checkpoint), ("--init-from", args.init_from)):
         if path and os.path.realpath(path) == os.path.realpath(args.out):
             raise ValueError(f"--out {args.out} is the {option} folder: the run would replace that model")
@@ -122,7 +131,7 @@ def majority_baseline(task, folder, max_eval=None):
     label, scored by the official metrics ({} for regression, SQuAD and RACE)."""
     if task not in evaluate.GLUE or evaluate.GLUE[task].labels is None:
         return {}
-    train, devs = task_files.read_task(task, folder)
+    train, devs = task_files.read_task("glue", evaluate.GLUE[task], folder)
     label = collections.Counter(lab for _, lab in train).most_common(1)[0][0]
     scores = {name: evaluate.glue_metrics(task, [label] * len(ex[:max_eval]), [lab for _, lab in ex[:max_eval]])
               for name, ex in devs.items()}

@@ -8,13 +8,11 @@ import os
 import sys
 
 import bpe
-import evaluate
 import roberta
 from machinery.basics import cli, files
 from machinery.basics import lock
-from machinery.interop import checkpoints, hf
+from machinery.formats import checkpoints, hf
 
-LABELS = {task: spec.labels for task, spec in evaluate.GLUE.items()}  # an older finetuned checkpoint's label order
 
 
 # What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
@@ -78,7 +76,7 @@ def export(checkpoint, out, overwrite=False):
     if blobs is not None:  # the tokenizer its checkpoint.pt recorded, not other files of the same size
         checkpoints.check_tokenizer(checkpoint, bpe.Tokenizer.load(checkpoint))
     classifier = isinstance(model, roberta.RobertaForSequenceClassification)
-    hf.save_pretrained(model, out, checkpoints.id2label(checkpoint, LABELS) if classifier else None)  # not LABEL_i
+    hf.save_pretrained(model, out, checkpoints.id2label(checkpoint) if classifier else None)  # not LABEL_i
     if blobs is None:
         print(f"warning: {checkpoint} has no {' and '.join(TOKENIZER_FILES)}: {out} has no tokenizer", file=sys.stderr)
         return model

@@ -13,32 +13,27 @@ import data
 import train
 from machinery.basics import baselines, cli
 from machinery.commands import demo
-from machinery.scale import prepared
+from machinery.datafolder import index
+from machinery.formats import prepared
 
 
 def fail(message):
     raise argparse.ArgumentTypeError(message)
 
 
-def mask_split(text):
-    try:
-        parts = tuple(float(x) for x in text.split(","))
-        data.Masking(split=parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three shares (<mask>,random,unchanged) summing to 1, "
-                                         f"like 0.8,0.1,0.1; got {text!r}") from None
-    return parts
-
-
-def mask_rate(text):
-    """The masking rate: in (0, 1), as data.Masking accepts it (NaN fails the comparison too)."""
-    try:
-        value = float(text)
-    except ValueError:
-        fail(f"expected a number, got {text!r}")
-    if not 0 < value < 1:
-        fail(f"must be in (0, 1), got {text}")
-    return value
+def masking(field, parse, expected):
+    """An option of data.Masking's `field`: parsed, then checked by data.Masking itself."""
+    def check(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            fail(f"expected {expected}, got {text!r}")
+        try:
+            data.Masking(**{field: value})
+        except ValueError as e:
+            fail(str(e))
+        return value
+    return check
 
 
 def options(recipes=train.RECIPES):
@@ -62,9 +57,9 @@ def options(recipes=train.RECIPES):
         ("tokens_per_batch", cli.number(int, 0), "doc-sentences and sentence-pair: tokens per update, as many "
                                                  "sequences as fit (Section 4.2; 0: batch-size x seq-len)"),
         ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
-        ("mask_rate", mask_rate, "share of tokens that become targets, in (0, 1) (Section 4.1)"),
-        ("mask_split", mask_split, "of the targets: shown as <mask>, random, unchanged (three shares >= 0, summing "
-                                      "to 1)"),
+        ("mask_rate", masking("rate", float, "a number"), "share of tokens that become targets, in (0, 1) (Section 4.1)"),
+        ("mask_split", masking("split", lambda t: tuple(float(x) for x in t.split(",")), "numbers like 0.8,0.1,0.1"),
+         "of the targets: shown as <mask>, random, unchanged (three shares >= 0, summing to 1)"),
         ("dropout", cli.number(float, 0, 0.99), "dropout, also on attention weights, in [0, 0.99]"),
         ("max_positions", cli.number(int, 8, 65536), "the model's position table (RoBERTa: 512); for a new model only"),
         ("seed", cli.number(int, 0, 2 ** 31 - 1), "seed of the initialisation, data order, masks and dropout"),
@@ -121,7 +116,8 @@ def main(argv=None):
     def pretrain():
         if args.data:
             cfg = config_from_args(args)
-            return run_summary(*train.train(cfg), cfg)  # held-out perplexity beside the unigram's
+            model, tok = train.train(cfg, index.run_examples(cfg))  # kept beside the data at the paper's scale
+            return run_summary(model, tok, cfg)  # held-out perplexity beside the unigram's
         cfg = demo.setup(args)  # no --data: the demo's corpus, tokenizer and data, made once
         model, tok = train.train(cfg)
         demo.report(model, tok, cfg)

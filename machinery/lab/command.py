@@ -16,7 +16,7 @@ import experiments
 from machinery.basics import cli, files, lock
 from machinery.commands import corpora
 from machinery.lab import datasets, reports, runner
-from machinery.scale.prepared import read_meta
+from machinery.formats.prepared import read_meta
 
 
 # ---------------------------------------------------------------------------------------- one experiment

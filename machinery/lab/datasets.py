@@ -23,7 +23,7 @@ import data
 from machinery.basics import baselines, files
 from machinery.commands import corpora
 from machinery.lab import runner
-from machinery.scale import prepared
+from machinery.formats import prepared
 
 QUICK_CORPUS_CHARS = 150_000     # the quick scale's corpus: the first documents of the built-in one
 

@@ -28,10 +28,11 @@ import bpe
 import data
 import experiments
 import roberta
-from machinery.interop import checkpoints
+from machinery.formats import checkpoints
 from machinery.lab import text_figures
 from machinery.basics import files, speed
-from machinery.scale import orders, prepared
+from machinery.fast import orders
+from machinery.formats import prepared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 

@@ -25,8 +25,8 @@ from typing import NamedTuple
 import torch
 
 from machinery.basics import files
-from machinery.interop import hf, vocab_files
-from machinery.scale import prepared  # the tokenizer's fingerprint (tokenizer_hash), as data.py records it
+from machinery.formats import hf, vocab_files
+from machinery.formats import prepared  # the tokenizer's fingerprint (tokenizer_hash), as data.py records it
 
 WEIGHTS = ("checkpoint.pt", "config.json")   # ours (train.py, finetune.py), Hugging Face's
 
@@ -99,19 +99,15 @@ def train_settings(path):
     return settings if isinstance(settings, dict) else {}
 
 
-# finetune.py's MNLI order until its checkpoints recorded id2label (the released heads' order since)
-OLD_ORDER = {"mnli": ("contradiction", "entailment", "neutral")}
-
-
-def id2label(path, task_labels=None):
-    """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label; an older
-    one only its task, whose order it trained in: task_labels[task]), a Hugging Face folder in config.json.
-    None where the folder names none, or only transformers' defaults (LABEL_0, LABEL_1, ...)."""
+def id2label(path):
+    """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label), a Hugging
+    Face folder in config.json. None where the folder names none, or only transformers' defaults (LABEL_0, ...)."""
     if os.path.isfile(os.path.join(os.fspath(path), "checkpoint.pt")):
         ckpt = recorded(path)
-        task = ckpt.get("task")
-        trained = OLD_ORDER.get(task) or (task_labels or {}).get(task)
-        names = ckpt.get("id2label", trained)
+        if ckpt.get("task") and "id2label" not in ckpt:
+            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: saved by an older finetune.py (no "
+                             f"id2label: the order of its labels is not recorded); finetune it again")
+        names = ckpt.get("id2label")
         if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
             raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: id2label is not a list of label names")
         return list(names) if names else None

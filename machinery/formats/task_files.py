@@ -1,12 +1,13 @@
 """The downstream datasets' files, read and checked, and the prediction files finetune.py writes.
 
-    train, dev = read_task("rte", "glue/RTE")                  # (train examples, {dev set name: examples})
-    rows = read_glue("rte", "glue/RTE/dev.tsv")                # [(texts, label)]
+    train, dev = read_task("glue", evaluate.GLUE["rte"], "glue/RTE")  # (train examples, {dev set name: examples})
+    rows = read_glue(evaluate.GLUE["rte"], "glue/RTE/dev.tsv")      # [(texts, label)]
     questions = read_squad("squad/dev-v2.0.json")              # [{id, question, context, answers, is_impossible}]
     questions = read_race("RACE/dev")                          # [{qid, level, article, question, options, label}]
-    write_predictions("rte", "runs/rte", "dev", predictions)   # the formats evaluate.py reads
+    write_predictions("glue", "runs/rte", "dev", predictions)  # the formats evaluate.py reads
 
-Every error is a ValueError whose message names the file (and line) and what is wrong.
+Every error is a ValueError whose message names the file (and line) and what is wrong. A leaf: a task's row of
+evaluate.GLUE or evaluate.SQUAD (its files' names, columns and labels) comes in as an argument.
 """
 import csv
 import glob
@@ -16,9 +17,7 @@ import math
 import os
 import sys
 
-import evaluate
 from machinery.basics import files
-from machinery.commands import corpora  # where data.py download puts a task's data
 
 
 def check_file(path):
@@ -36,27 +35,27 @@ def shown(value, width=40):
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
-def read_task(task, folder):
-    """(train examples, {dev set name: examples}) of a task's folder, as each dataset is distributed."""
+def read_task(family, t, folder):
+    """(train examples, {dev set name: examples}) of a task's folder, as each dataset is distributed. family: glue,
+    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE)."""
     if not os.path.isdir(folder):
-        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder"
-                         + corpora.where_is(task, evaluate.GLUE[task].folder if task in evaluate.GLUE else None))
-    if task in evaluate.GLUE:
-        return read_glue(task, os.path.join(folder, "train.tsv")), read_glue_dev(task, folder)
-    if task in evaluate.SQUAD:
-        version = evaluate.SQUAD[task].version
+        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder")
+    if family == "glue":
+        return read_glue(t, os.path.join(folder, "train.tsv")), read_glue_dev(t, folder)
+    if family == "squad":
+        version = t.version
         train, dev = (os.path.join(folder, f"{split}-{version}.json") for split in ("train", "dev"))
         return squad_training(read_squad(train), train), {"dev": read_squad(dev)}
     return read_race(os.path.join(folder, "train")), {"dev": read_race(os.path.join(folder, "dev"))}
 
 
-def write_predictions(task, out, name, pred):
+def write_predictions(family, out, name, pred):
     """A dev set's predictions in the formats evaluate.py reads: GLUE's submission TSV (<name>_predictions.tsv);
     SQuAD's official predictions.json (and na_prob.json for 2.0); RACE's predictions.json."""
-    if task in evaluate.GLUE:
+    if family == "glue":
         write_glue_predictions(os.path.join(out, f"{name}_predictions.tsv"), pred)
         return
-    answers, na = pred if task in evaluate.SQUAD else (pred, None)
+    answers, na = pred if family == "squad" else (pred, None)
     files.write_atomic(os.path.join(out, "predictions.json"), json.dumps(answers))
     if na is not None:
         files.write_atomic(os.path.join(out, "na_prob.json"), json.dumps(na))
@@ -87,9 +86,9 @@ def clear_out(folder, overwrite=False):
 
 
 # ---------------------------------------------------------------------------------------- GLUE
-def parse_label(task, text, where):
+def parse_label(t, text, where):
     """A label as the task's files write it: one of its labels, or a finite number (STS-B)."""
-    labels = evaluate.GLUE[task].labels
+    labels = t.labels
     if labels is None:
         try:
             value = float(text)
@@ -103,9 +102,9 @@ def parse_label(task, text, where):
     return text
 
 
-def read_glue_dev(task, folder):
+def read_glue_dev(t, folder):
     """{dev set name: examples} of a GLUE task's folder: dev (MNLI: dev_matched and dev_mismatched)."""
-    return {name[:-4]: read_glue(task, os.path.join(folder, name)) for name in evaluate.GLUE[task].dev_files}
+    return {name[:-4]: read_glue(t, os.path.join(folder, name)) for name in t.dev_files}
 
 
 def tsv_rows(path):
@@ -117,25 +116,24 @@ def tsv_rows(path):
         raise ValueError(f"{path}: not a TSV file ({e})") from None
 
 
-def glue_columns(task, path, header, labelled):
+def glue_columns(t, path, header, labelled):
     """(text column indices, label column index or None) of a GLUE file, found by header names."""
-    t = evaluate.GLUE[task]
     if not isinstance(t.label_column, str):  # no header (CoLA)
         return list(t.text_columns), t.label_column if labelled else None
     try:
         return [header.index(c) for c in t.text_columns], header.index(t.label_column) if labelled else None
     except ValueError:
-        raise ValueError(f"{path}: header {header[:6]} lacks the {task} columns "
+        raise ValueError(f"{path}: header {header[:6]} lacks the {t.folder} columns "
                          f"{list(t.text_columns) + [t.label_column]}") from None
 
 
-def read_glue(task, path, labelled=True):
+def read_glue(t, path, labelled=True):
     """A GLUE TSV as a list of (texts, label) with label None when the file has no labels (test sets)."""
     rows = tsv_rows(path)
-    has_header = isinstance(evaluate.GLUE[task].label_column, str)
+    has_header = isinstance(t.label_column, str)
     if has_header and not rows:
         raise ValueError(f"{path}: empty (no header)")
-    text_idx, label_idx = glue_columns(task, path, rows[0] if has_header else None, labelled)
+    text_idx, label_idx = glue_columns(t, path, rows[0] if has_header else None, labelled)
     need = max(text_idx + ([label_idx] if label_idx is not None else []))
     out = []
     for n, row in enumerate(rows[1:] if has_header else rows, 2 if has_header else 1):
@@ -143,14 +141,14 @@ def read_glue(task, path, labelled=True):
             continue
         if len(row) <= need:
             raise ValueError(f"{path}:{n}: expected at least {need + 1} tab-separated columns, got {len(row)}")
-        label = None if label_idx is None else parse_label(task, row[label_idx].strip(), f"{path}:{n}")
+        label = None if label_idx is None else parse_label(t, row[label_idx].strip(), f"{path}:{n}")
         out.append(([row[i] for i in text_idx], label))
     if not out:
         raise ValueError(f"{path}: no examples")
     return out
 
 
-def read_glue_predictions(path, task, n):
+def read_glue_predictions(path, t, n):
     """GLUE submission TSV: header index<TAB>prediction, one row per example in file order; every
     prediction one of the task's labels (STS-B: a number)."""
     text = files.read_text(check_file(path), dataset=True)
@@ -165,7 +163,7 @@ def read_glue_predictions(path, task, n):
             raise ValueError(f"{path}:{n_line}: expected 'index<TAB>prediction', got {row}")
         if int(row[0]) in pred:
             raise ValueError(f"{path}:{n_line}: index {row[0]} a second time")
-        parse_label(task, row[1].strip(), f"{path}:{n_line}")
+        parse_label(t, row[1].strip(), f"{path}:{n_line}")
         pred[int(row[0])] = row[1].strip()
     if sorted(pred) != list(range(n)):
         raise ValueError(f"{path}: predictions for indices 0..{n - 1} (the {n} dev examples) expected, got "

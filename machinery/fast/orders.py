@@ -69,16 +69,15 @@ class Ragged:
     (`lengths`), or one per example when `lengths` is None, so that a budget of B is B examples a batch.
     The order is scanned a chunk at a time, and only as far as the batches asked for: the start of a run
     costs nothing, whatever the epoch's size. A resumed run passes where its next batch begins (`first`,
-    and `offset` in the order, as train.py saves them); without `offset`, the batches before `first` are
-    found again. An incomplete last batch is dropped. len(), [i], [a:b], iteration; get(i) is None past the end.
+    and `offset` in the order, as train.py saves them). An incomplete last batch is dropped. len(), [i], [a:b], iteration; get(i) is None past the end.
     """
 
-    def __init__(self, order, lengths, budget, first=0, offset=None, chunk=1 << 22):
+    def __init__(self, order, lengths, budget, first=0, offset=0, chunk=1 << 22):
         self.order, self.lengths, self.budget, self.chunk = order, lengths, budget, chunk
-        self.first = first if offset is not None else 0
-        self.bounds = [offset or 0]  # bounds[k]: where batch first + k begins
+        self.first = first
+        self.bounds = [offset]  # bounds[k]: where batch first + k begins
         self.done = False
-        self.get(first)  # an offset saved with the run is trusted; without one, find the batches before
+        self.get(first)
 
     def get(self, i):
         while not self.done and i + 1 - self.first >= len(self.bounds):

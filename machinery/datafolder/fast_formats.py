@@ -196,7 +196,7 @@ BUILDERS = {
 def build_examples(line_ends, fmt, seq_len, seed=0):
     """The examples a window of lines at a time (memory: a window, whatever the corpus size)."""
     if fmt not in BUILDERS:  # a new row of data.FORMATS: its plain Python builder serves smaller corpora only
-        raise ValueError(f"format {fmt!r} has no numpy builder in machinery/scale/fast_formats.py (BUILDERS), which "
+        raise ValueError(f"format {fmt!r} has no numpy builder in machinery/datafolder/fast_formats.py (BUILDERS), which "
                          f"corpora of data.SPEC_BELOW ({data.SPEC_BELOW:,}) lines or more need")
     build, n, entry = BUILDERS[fmt], len(line_ends), 0
     docs = _documents(line_ends) if data.FORMATS[fmt].pairs and n else None

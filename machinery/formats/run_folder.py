@@ -1,6 +1,6 @@
-"""A pretraining run's plumbing: the checks before any heavy work (settings, the data folder, the examples
-index built once per node), checkpoint.pt with the training state, the logged record (tokens/s, MFU),
-log.jsonl cut back on resume, the random states saved per process.
+"""A pretraining run's folder and its checks: the settings refused before any heavy work, the data folder held
+for reading, checkpoint.pt with the training state and every process's random states, log.jsonl (cut back on
+resume). A leaf: it imports nothing of the core (the tokenizer and the model come in as objects).
 
 train.py calls these; `--resume` continues to the losses an uninterrupted run would have logged because
 everything that decides the next update (model, optimizer, loss scale, data position, random states) is
@@ -15,17 +15,17 @@ from dataclasses import asdict
 import torch
 import torch.distributed as dist
 
-import bpe
-import data
 from machinery.basics import files, lock
-from machinery.interop import checkpoints
-from machinery.scale import index, prepared
+from machinery.formats import checkpoints, prepared
 
 
 # ---------------------------------------------------------------------------------------- before any heavy work
-def check_settings(cfg, world, device, micro):
-    """Settings that depend on the process count or the device, before any heavy work."""
-    if not data.check_format(cfg.format).by_tokens and cfg.batch_size % (micro * world):
+def check_settings(cfg, world, device, micro, by_tokens):
+    """Settings that depend on the process count or the device, before any heavy work; --data is then held for
+    reading (data.py cannot rewrite it while the run lasts)."""
+    if not cfg.data:
+        raise ValueError("--data is required (a folder written by data.py), or run `python train.py` for the demo")
+    if not by_tokens and cfg.batch_size % (micro * world):
         raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by --micro-batch-size {micro} "
                          f"x {world} processes")
     if cfg.amp == "fp16" and device.type != "cuda":
@@ -33,35 +33,20 @@ def check_settings(cfg, world, device, micro):
     if cfg.seq_len > cfg.max_positions:
         raise ValueError(f"--seq-len {cfg.seq_len} is longer than the model's {cfg.max_positions} positions "
                          f"(pass --max-positions to build a model with more)")
-
-
-def open_data(cfg):
-    if not cfg.data:
-        raise ValueError("--data is required (a folder written by data.py), or run `python train.py` for the demo")
     if os.path.isdir(cfg.data):  # a reader: refused while data.py rewrites the folder (lock.py)
         try:
             lock.hold(cfg.data, "train.py", shared=True)
         except OSError:  # a read-only folder: no lock file can be made there, and no data.py can rewrite it
             pass
-    tok = bpe.Tokenizer.load(cfg.data)
+
+
+def open_data(cfg, tok):
+    """The training split of --data (prepared.open_prepared: checked against `tok`) and its meta.json."""
     tokens, line_ends, meta = prepared.open_prepared(cfg.data, tok)
     if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
         print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
               file=sys.stderr)
-    return tokens, line_ends, meta, tok
-
-
-def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
-    """The training examples and their lengths, built once and kept beside the data (index.cached_examples):
-    the first process of each node builds it if needed, the others wait, then map it."""
-    args = (cfg.data, tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
-    if world == 1:
-        return index.cached_examples(*args)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        index.cached_examples(*args)
-    dist.barrier(group=cpu_group)
-    return index.cached_examples(*args, build=False)
-
+    return tokens, line_ends, meta
 
 
 RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
@@ -69,8 +54,6 @@ RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positi
 
 def hold_out(cfg):
     """--out's lock, taken by the first process before anything is written there: one run per folder."""
-    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
-        raise ValueError(f"--out {cfg.out}: a file is in the way (it must be a folder)")
     lock.hold(cfg.out, "train.py")
 
 
@@ -81,37 +64,6 @@ def check_out_apart(cfg):
     if out == data_dir or out.startswith(data_dir.rstrip(os.sep) + os.sep):
         raise ValueError(f"--out {cfg.out} is {'the' if out == data_dir else 'inside the'} --data folder "
                          f"{cfg.data}: a run writes a folder of its own; choose another --out")
-
-
-RUN_FILES = ("log.jsonl", "train_config.json")  # what a run rewrites beside its checkpoint (and the tokenizer's)
-
-
-def check_not_users(cfg, tok_hash):
-    """A folder that is not a run of train.py's (no train_config.json) is not written into without --overwrite
-    when it holds a file the run would replace: a log.jsonl, or another tokenizer's files, may be the user's."""
-    if os.path.isfile(os.path.join(cfg.out, "train_config.json")):
-        return
-    held = [name for name in RUN_FILES if os.path.lexists(os.path.join(cfg.out, name))]
-    if not held and any(os.path.lexists(os.path.join(cfg.out, name)) for name in TOKENIZER_FILES):
-        try:
-            same = prepared.tokenizer_hash(bpe.Tokenizer.load(cfg.out)) == tok_hash
-        except (OSError, ValueError, KeyError, TypeError):
-            same = False
-        held = [] if same else [next(n for n in TOKENIZER_FILES if os.path.lexists(os.path.join(cfg.out, n)))]
-    if held:
-        raise ValueError(f"--out {cfg.out} holds {held[0]} but is not a train.py run (no train_config.json): pass "
-                         f"--overwrite to write there anyway, or choose another --out")
-
-
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "char_bpe.json")
-
-
-def targets(counts, step, cfg):
-    """The update's [masked targets, real tokens] over every process, refused when no token was masked."""
-    if not counts[0]:
-        raise ValueError(f"step {step}: the masking selected no targets in the whole update ({int(counts[1]):,} "
-                         f"tokens at --mask-rate {cfg.masking.rate:g}): raise --mask-rate or --batch-size")
-    return counts
 
 
 def check_finite(trainer, step):
@@ -182,17 +134,21 @@ def read_resume(cfg, tok_hash):
     return ckpt
 
 
+MASKING_OPTIONS = {"rate": "--mask-rate", "split": "--mask-split", "dynamic": "--masking"}
+
+
 def masking_change(was, now):
-    """(option, then, now) of the first masking setting that differs, named by the option that sets it
-    (--mask-rate, --mask-split, --masking); equal values when none does."""
+    """(option, then, now) of the first field of data.Masking that differs, every field compared (one a student
+    adds too), named by the option that sets it; equal values when none does."""
     if not isinstance(was, dict):
         return "--masking", was, now
-    shown = {"rate": lambda v: v, "split": lambda v: list(v) if isinstance(v, (list, tuple)) else v,
-             "dynamic": lambda v: {True: "dynamic", False: "static"}.get(v, v)}
-    for field, option in (("rate", "--mask-rate"), ("split", "--mask-split"), ("dynamic", "--masking")):
-        then, this = shown[field](was.get(field)), shown[field](now[field])
+    was, now = (json.loads(json.dumps(v)) for v in (was, now))  # tuples and lists alike
+    for field in [*now, *(f for f in was if f not in now)]:
+        then, this = was.get(field), now.get(field)
         if then != this:
-            return option, then, this
+            if field == "dynamic":
+                then, this = ({True: "dynamic", False: "static"}.get(v, v) for v in (then, this))
+            return MASKING_OPTIONS.get(field, f"the masking's {field}"), then, this
     return "--masking", None, None
 
 
@@ -203,9 +159,9 @@ def check_pretraining(ckpt, path):
             raise ValueError(f"{path}: a finetuned model (finetune.py's, {ckpt.get('task') or ckpt.get('class')}), not "
                              f"a pretraining run: train.py --resume continues only train.py's checkpoints")
         raise ValueError(f"{path}: a model without training state (not a train.py checkpoint)")
-    if not isinstance(ckpt.get("data_fingerprint"), dict):
-        raise ValueError(f"{path}: saved before checkpoints recorded their data (no data_fingerprint), so --resume "
-                         f"cannot check that --data is what it trained on: it is not resumed (start a new run)")
+    if not isinstance(ckpt.get("data_fingerprint"), dict) or "offset" not in ckpt["state"]:
+        raise ValueError(f"{path}: saved by an older train.py (no record of its data or of its place in the epoch): "
+                         f"--resume cannot continue it exactly (start a new run)")
 
 
 UPDATE_KEYS = ("lr", "warmup_steps", "max_steps", "weight_decay", "clip_grad", "amp")  # the updates, not the data
@@ -262,8 +218,6 @@ def init_out(cfg, tok, model_cfg, world, start_step):
     finished run read back (resumed at its --max-steps) writes nothing."""
     if cfg.resume and start_step >= cfg.max_steps:
         return
-    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
-        raise ValueError(f"--out {cfg.out}: a file is in the way (it must be a folder)")
     os.makedirs(cfg.out, exist_ok=True)
     tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
     keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
@@ -271,7 +225,7 @@ def init_out(cfg, tok, model_cfg, world, start_step):
     files.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
 
 
-def check_fresh_out(cfg, master):
+def check_fresh_out(cfg, master, tok):
     """A new run: refuse an --out that holds a checkpoint, unless --overwrite (then start again there)."""
     check_out_apart(cfg)
     if master:
@@ -279,7 +233,7 @@ def check_fresh_out(cfg, master):
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
     if not os.path.isfile(ckpt):
         if not cfg.overwrite:
-            check_not_users(cfg, prepared.read_meta(cfg.data).get("tokenizer_sha256"))
+            prepared.check_not_users(cfg.out, ("log.jsonl",), "train_config.json", "a train.py run", tok)
         return
     if not cfg.overwrite:
         raise ValueError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
@@ -318,18 +272,16 @@ def keep_log_until(path, step):
     files.write_atomic(path, "".join(kept))
 
 
-def log_record(tr, step, sums, counts, meter, state, lr):
-    """The logged step's numbers (the one host sync of a logged step)."""
-    (mlm_sum, nsp_sum), (n_targets, _, n_sequences) = sums.tolist(), counts
-    loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
+def log_record(tr, step, loss, nsp_loss, meter, state, lr):
+    """The logged step's record: its losses (train.py's), lr, tokens/s, MFU, epoch, skipped updates."""
     tps, mfu = meter.read()
     record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr,
               "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"],
               "tokens_seen": state.get("tokens_seen", 0)}
     if not math.isfinite(loss):
         record["skipped"] = "non-finite loss"
-    if nsp_sum:
-        record["nsp_loss"] = round(nsp_sum / n_sequences, 6)
+    if nsp_loss:
+        record["nsp_loss"] = round(nsp_loss, 6)
     if tr.scaler:
         record["loss_scale"] = tr.scaler.get_scale()
     return record

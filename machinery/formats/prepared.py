@@ -19,6 +19,28 @@ def tokenizer_hash(tok):
     return h.hexdigest()[:16]
 
 
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "char_bpe.json")  # a tokenizer's files, of either kind
+
+
+def check_not_users(folder, own, marker, who, tok):
+    """A folder that is not `who`'s (no `marker` file in it) is not written into without --overwrite when it holds
+    a file the writer would replace: one of `own`, or another tokenizer's files than `tok`'s (the user's, perhaps).
+    The folder's tokenizer is read by `tok`'s own class."""
+    if os.path.isfile(os.path.join(folder, marker)):
+        return
+    held = [name for name in own if os.path.lexists(os.path.join(folder, name))]
+    theirs = [name for name in TOKENIZER_FILES if os.path.lexists(os.path.join(folder, name))]
+    if not held and theirs:
+        try:
+            same = tokenizer_hash(type(tok).load(folder)) == tokenizer_hash(tok)
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        held = [] if same else theirs
+    if held:
+        raise ValueError(f"--out {folder} holds {held[0]} but is not {who} (no {marker}): pass --overwrite to write "
+                         f"there anyway, or choose another --out")
+
+
 META_KEYS = {"tokenizer_sha256": str, "vocab_size": int, "dtype": str, "train": dict, "valid": dict}
 
 
@@ -66,14 +88,31 @@ def open_prepared(data_dir, tok):
     the largest id data.py recorded in meta.json (a pass over 40B tokens would take a process ~12 s to a minute)."""
     tokens, line_ends, meta = load_split(data_dir, "train")
     check_tokenizer(meta, tok, data_dir)
-    for split, ids in (("train", tokens), ("valid", load_split(data_dir, "valid")[0])):
+    for split, (ids, ends) in (("train", (tokens, line_ends)), ("valid", load_split(data_dir, "valid")[:2])):
         path, recorded = os.path.join(data_dir, f"{split}.bin"), meta[split].get("max_id")
         if ids.size < SCAN_BELOW or not isinstance(recorded, int):
             check_ids(ids, len(tok), path)
+            check_line_ends(ends, path[:-4] + ".idx")  # above SCAN_BELOW: checked once, as its index is built
         elif recorded >= len(tok):
             raise ValueError(f"{path}: holds token id {recorded:,} (meta.json), outside the vocabulary of {len(tok):,} "
                              f"tokens (a damaged or mixed folder; rerun data.py)")
     return tokens, line_ends, meta
+
+
+def check_line_ends(line_ends, path, chunk=1 << 24):
+    """The line ends of a split (its .idx file, `path`) rise at every line (each line holds its </s> at least),
+    checked a chunk at a time before any example is built from them; else a ValueError names the file and the
+    first line where they do not."""
+    previous = 0
+    for first in range(0, len(line_ends), chunk):
+        part = np.asarray(line_ends[first:first + chunk], dtype=np.int64)
+        bad = np.flatnonzero(np.diff(part, prepend=previous) <= 0)
+        if bad.size:
+            i = int(bad[0])
+            before = previous if i == 0 else int(part[i - 1])
+            raise ValueError(f"{path}: the line ends are not increasing at line {first + i:,} ({before:,} then "
+                             f"{int(part[i]):,}): not a split written by data.py (prepare the data again)")
+        previous = int(part[-1])
 
 
 CHUNK = 1 << 26  # tokens per vectorised pass (128 MiB of uint16)

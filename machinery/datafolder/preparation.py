@@ -24,8 +24,8 @@ import numpy as np
 import bpe
 import data
 from machinery.basics import files, lock
-from machinery.scale import prepared
-from machinery.scale import index
+from machinery.formats import prepared
+from machinery.datafolder import index
 
 
 def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, overwrite=False,
@@ -145,7 +145,7 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
             if prepared.read_meta(out_dir).get("tokenizer_sha256") != digest:
                 raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
         elif not overwrite:
-            check_not_users(out_dir, digest)
+            prepared.check_not_users(out_dir, split_files(), "meta.json", "data.py's data", tok)
     except BaseException:
         let_go(out_dir, failed=True)
         raise
@@ -154,27 +154,6 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
 
 def split_files():
     return [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")]
-
-
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "char_bpe.json")
-
-
-def check_not_users(out_dir, digest):
-    """A folder without meta.json (not data.py's) whose files data.py would replace is refused: a split file, or
-    a tokenizer other than this one, may be the user's own."""
-    found = [n for n in split_files() if os.path.lexists(os.path.join(out_dir, n))]
-    if found:
-        raise ValueError(f"--out {out_dir} holds {found[0]} but no meta.json (not data.py's data): pass "
-                         f"--overwrite to replace it, or choose another folder")
-    tokenizer_files = [n for n in TOKENIZER_FILES if os.path.lexists(os.path.join(out_dir, n))]
-    if tokenizer_files:
-        try:
-            same = prepared.tokenizer_hash(bpe.Tokenizer.load(out_dir)) == digest
-        except (OSError, ValueError, KeyError, TypeError):
-            same = False
-        if not same:
-            raise ValueError(f"--out {out_dir} holds {tokenizer_files[0]} of another tokenizer: pass --overwrite to "
-                             f"replace it, or choose another folder")
 
 
 _taken = set()  # the folders whose lock prepare took (and so gives back): not one its caller already held
@@ -282,7 +261,7 @@ def install(out_dir):
     if os.path.isfile(os.path.join(out_dir, "meta.json")):
         os.remove(os.path.join(out_dir, "meta.json"))
     index.remove(out_dir)  # built from the old data: it no longer fits
-    tokenizer_files = [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(tmp, n))]
+    tokenizer_files = [n for n in prepared.TOKENIZER_FILES if os.path.isfile(os.path.join(tmp, n))]
     for name in split_files() + tokenizer_files + ["meta.json"]:
         os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
     shutil.rmtree(tmp)

@@ -8,7 +8,7 @@ transformers' Auto* classes and pipeline("fill-mask") load as they load roberta-
     state = from_hf_state(load_safetensors("roberta-base/model.safetensors"), "RobertaForMaskedLM")
 
 A leaf: it imports nothing of the project's models. A model is read by its state_dict(), its cfg and its class
-name. roberta.load_pretrained reads a folder through machinery/interop/checkpoints.py, which uses these;
+name. roberta.load_pretrained reads a folder through machinery/formats/checkpoints.py, which uses these;
 `python roberta.py export` (machinery/commands/roberta_cli.py) writes one.
 """
 import json

@@ -2,9 +2,10 @@
 
 At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
 and kept beside the data in data_dir/roberta-index/; every start then maps them into memory in milliseconds. Below
-data.SPEC_BELOW lines, data.examples (the plain formats) builds them at every start. The training run asks
-for them through cached_examples (machinery/interop/run_folder.py).
+data.SPEC_BELOW lines, data.examples (the plain formats) builds them at every start. train.py's command line
+passes them to train.train (run_examples): an index is a cache, above the core, which the core does not import.
 """
+import fcntl
 import json
 import os
 import re
@@ -15,13 +16,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+import bpe
 import data
-from machinery.scale import fast_formats, prepared
+from machinery.datafolder import fast_formats
+from machinery.formats import prepared
 from machinery.basics import files
 
 INDEX_VERSION = 3  # raise it when a builder's rule changes: every kept index is then rebuilt (3: checksums)
 FOLDER = "roberta-index"  # beside the data: a name of this project's, so that no folder of the user's is taken for it
-NAMES = re.compile(r"(train|valid)-[a-z-]+-\d+(-\d+)?\.(json|rows|len)$")  # its files (and their files.temp_name)
+NAMES = re.compile(r"((train|valid)-[a-z-]+-\d+(-\d+)?\.(json|rows|len)|\.build-lock)$")  # its files (and their files.temp_name)
 CHECK_CHUNK = 1 << 26  # a kept file's checksum is a CRC-32 per 64 MiB: checked in parallel, a damage located
 
 
@@ -49,6 +52,24 @@ def source_fingerprint(data_dir, split):
     return out
 
 
+def run_examples(cfg):
+    """train.train's `examples` for a TrainConfig's data: kept beside a large folder's split, built by the first of
+    the node's processes to take the index's lock while the others wait, then mapped by each; None below
+    data.SPEC_BELOW lines (train.py builds them itself, in well under a second) or without --data."""
+    if not cfg.data or not os.path.isfile(os.path.join(cfg.data, "meta.json")):
+        return None  # train.py says what is missing
+    tokens, line_ends, _ = prepared.load_split(cfg.data, "train")
+    if len(line_ends) < data.SPEC_BELOW:
+        return None
+    args = (cfg.data, tokens, line_ends, cfg.format, cfg.seq_len, bpe.Tokenizer.load(cfg.data).eos_id, cfg.seed)
+    folder = os.path.join(cfg.data, FOLDER)
+    if not _writable(folder):
+        return cached_examples(*args)  # built in memory: nothing to wait for
+    with open(os.path.join(folder, ".build-lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes, or when its process dies
+        return cached_examples(*args)
+
+
 def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
     """data.examples of a prepared folder's split, built once and kept in data_dir/roberta-index/, memory-mapped when
     read: an ExampleIndex (examples, lengths) whose rows have the fields of `stored_dtype(fmt)`.
@@ -59,20 +80,15 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
 
     A kept index is used only when it was built from this very data (`source_fingerprint`) by these rules
     (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt,
-    or, with build=False, refused with a ValueError. In a job of many processes only one builds it (rank 0;
-    on each node its local rank 0 when the nodes have copies of the data, not one shared folder):
-
-        if rank == 0:
-            index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed)  # builds if needed
-        torch.distributed.barrier()
-        ex, lengths = index.cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed, build=False)
+    or, with build=False, refused with a ValueError. In a job of many processes one builds it while the others
+    wait (run_examples: a lock on the index's folder).
 
     A folder that cannot be written to gets no index: every process builds the examples in memory."""
     data.check_examples(tokens, line_ends, fmt, seq_len, eos_id)
     if len(line_ends) == 0:
         return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))
     if len(line_ends) < data.SPEC_BELOW:
-        check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
+        prepared.check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
         return in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed)
     pairs = data.FORMATS[fmt].pairs
     path = os.path.join(data_dir, FOLDER, f"{split}-{fmt}-{seq_len}" + (f"-{seed}" if pairs else ""))
@@ -90,7 +106,7 @@ def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, s
                          f"the others read it")
     if why != "missing":
         print(f"{path}: the examples index is {why}: rebuilding it", file=sys.stderr)
-    check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
+    prepared.check_line_ends(line_ends, os.path.join(data_dir, f"{split}.idx"))
     _write_index(path, want, fast_formats.build_examples(line_ends, fmt, seq_len, seed), fmt)
     index, why = _open_index(path, want, fmt)
     if index is None:
@@ -109,22 +125,6 @@ def remove(data_dir):
             os.remove(os.path.join(folder, name))
     if not os.listdir(folder):
         os.rmdir(folder)
-
-
-def check_line_ends(line_ends, path, chunk=1 << 24):
-    """The line ends of a split (its .idx file, `path`) rise at every line (each line holds its </s> at least),
-    checked a chunk at a time before any example is built from them; else a ValueError names the file and the
-    first line where they do not."""
-    previous = 0
-    for first in range(0, len(line_ends), chunk):
-        part = np.asarray(line_ends[first:first + chunk], dtype=np.int64)
-        bad = np.flatnonzero(np.diff(part, prepend=previous) <= 0)
-        if bad.size:
-            i = int(bad[0])
-            before = previous if i == 0 else int(part[i - 1])
-            raise ValueError(f"{path}: the line ends are not increasing at line {first + i:,} ({before:,} then "
-                             f"{int(part[i]):,}): not a split written by data.py (prepare the data again)")
-        previous = int(part[-1])
 
 
 def in_memory(tokens, line_ends, fmt, seq_len, eos_id, seed):

@@ -1,0 +1,1 @@
+"""Above the core: a data folder written, its examples index, the formats in numpy."""

@@ -1,0 +1,1 @@
+"""Leaves below the core: the files the project writes and other tools share."""

@@ -1,1 +1,0 @@
-"""Files other tools share: Hugging Face folders, checkpoints, vocabulary files, task files, run folders."""
