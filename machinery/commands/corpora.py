@@ -91,6 +91,9 @@ DATASETS = {
 }
 
 
+DEMO_OUT = os.path.join("out", "demo")          # the demo's run folder (train.py --out's default without --data)
+DEMO_CACHE = os.path.join("cache", "demo")      # its corpus, tokenizer and prepared data
+DEMO_DATA = os.path.join(DEMO_CACHE, "data")    # the prepared data (what train.py --data and evaluate.py --data take)
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "roberta-reference")  # data.py download's --cache
 
 

@@ -31,9 +31,7 @@ from machinery.formats import prepared
 DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
             warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
             eval_interval=850, save_interval=850)
-OUT = os.path.join("out", "demo")            # the demo's run folder (train.py --out's default without --data)
-CACHE = os.path.join("cache", "demo")        # its corpus, tokenizer and prepared data
-DATA = os.path.join(CACHE, "data")           # the prepared data (what train.py --data and evaluate.py --data take)
+OUT, CACHE, DATA = corpora.DEMO_OUT, corpora.DEMO_CACHE, corpora.DEMO_DATA
 
 
 def make_data(cache=CACHE):

@@ -19,7 +19,7 @@ import data
 import evaluate
 import roberta
 from machinery.basics import baselines, cli, files
-from machinery.commands import demo
+from machinery.commands import corpora
 from machinery.formats import checkpoints, task_files
 from machinery.formats import prepared
 
@@ -83,10 +83,10 @@ def perplexity_command(args):
 def perplexity_folders(checkpoint, data_dir):
     """--checkpoint (default: the demo's run folder) and --data (default: the data it trained on, as its
     checkpoint.pt records): `python evaluate.py perplexity` alone scores the demo."""
-    if checkpoint is None and not os.path.isfile(os.path.join(demo.OUT, "checkpoint.pt")):
-        raise ValueError(f"no --checkpoint given and no demo run in {demo.OUT}: run `python train.py` (the demo) "
-                         f"first, or pass --checkpoint DIR --data DIR")
-    checkpoint = checkpoint or demo.OUT
+    if checkpoint is None and not os.path.isfile(os.path.join(corpora.DEMO_OUT, "checkpoint.pt")):
+        raise ValueError(f"no --checkpoint given and no demo run in {corpora.DEMO_OUT}: run `python train.py` (the "
+                         f"demo) first, or pass --checkpoint DIR --data DIR")
+    checkpoint = checkpoint or corpora.DEMO_OUT
     if data_dir is None:
         data_dir = checkpoints.train_settings(checkpoint).get("data")
         if not data_dir or not os.path.isfile(os.path.join(data_dir, "meta.json")):
