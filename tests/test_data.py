@@ -148,6 +148,30 @@ def test_bad_inputs(tmp_path, corpus, capsys):
         prepared.load_split(tmp_path, "train")
 
 
+def test_nul_bytes_anywhere_are_refused(tmp_path, corpus):
+    """UTF-16 text after 100 KB of UTF-8 is valid UTF-8 byte for byte: its NUL bytes name it, wherever they are."""
+    d, _, _, _ = corpus
+    (tmp_path / "mixed.txt").write_bytes(b"plain text\n" * 10_000 + "late text\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"mixed.txt: looks binary \(a NUL byte on line 10,001\)"):
+        preparation.prepare([str(tmp_path / "mixed.txt")], str(d / "tok"), str(tmp_path / "out"), workers=1,
+                            verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_named_pipe_is_read_as_it_is_fed(tmp_path, corpus):
+    """data.py --input a FIFO reads it once, as bpe.py does: the data of the same text in a file."""
+    import threading
+    d, path, _, _ = corpus
+    os.mkfifo(tmp_path / "pipe")
+    feeder = threading.Thread(target=lambda: (tmp_path / "pipe").write_bytes(open(path, "rb").read()), daemon=True)
+    feeder.start()
+    preparation.prepare([str(tmp_path / "pipe")], str(d / "tok"), str(tmp_path / "out"), valid_fraction=0.05,
+                        workers=1, verbose=False)
+    feeder.join()
+    for name in ("train.bin", "valid.bin", "train.idx"):
+        assert (tmp_path / "out" / name).read_bytes() == (d / "data" / name).read_bytes(), name
+
+
 def test_failed_run_leaves_no_complete_looking_output(tmp_path, corpus):
     d, _, _, _ = corpus
     (tmp_path / "ok.txt").write_text("fine\n")

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark: not text, dropped at the start of a file
 
@@ -178,6 +179,14 @@ def _raw_lines(f, size=1 << 20):
             pending.append(last)
     if pending:
         yield b"".join(pending)
+
+
+def is_pipe(path):
+    """A named pipe (mkfifo, or /dev/stdin fed by a shell pipe): it has no size, and what is read is gone."""
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def read_lines(path, errors="strict"):

@@ -137,8 +137,9 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     digest = prepared.tokenizer_hash(tok)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
-    for path in inputs:
-        next(data.read_documents([path], errors), None)  # a missing or binary file fails before anything is written
+    for path in inputs:  # a missing or binary file fails before anything is written
+        if not files.is_pipe(path):  # (what is read from a pipe here would be lost)
+            next(data.read_documents([path], errors), None)
     hold(out_dir)
     try:
         if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
