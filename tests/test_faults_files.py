@@ -3,6 +3,8 @@ the user's, an index/ folder of the user's, a run's --out holding the user's fil
 refusal that names who holds a folder (readers too), an export with no lock, a refused run's folder left
 behind, data.py stopped by a signal, and a disk that fills up mid-write, on a real small filesystem (tmpfs,
 mounted here when the tests run as root; skipped otherwise)."""
+import json
+import math
 import os
 import random
 import re
@@ -323,6 +325,14 @@ def test_export_takes_the_lock_and_replaces_no_file_of_the_users(made, tmp_path,
     assert tree(out) == {"vocab.json": b"my vocabulary"}
     code, err = exits(capsys, roberta_cli.main, ["export", "--checkpoint", model, "--out", tmp_path / "new"])
     assert code == 0 and (tmp_path / "new" / "model.safetensors").exists(), err
+
+
+def test_json_written_is_strict():
+    """JSON has no NaN or Infinity (json.dumps writes them; other readers refuse them): files.json_text, which
+    every JSON the project writes goes through, writes a figure that is not finite as a string."""
+    text = files.json_text({"loss": math.nan, "ppl": (math.inf, -math.inf, 2.5), "ok": [1, "x", None]}, indent=1)
+    refuse = lambda name: pytest.fail(f"not JSON: {name}")  # noqa: E731
+    assert json.loads(text, parse_constant=refuse) == {"loss": "nan", "ppl": ["inf", "-inf", 2.5], "ok": [1, "x", None]}
 
 
 # ---------------------------------------------------------------- a refusal leaves nothing behind

@@ -85,7 +85,7 @@ def export(checkpoint, out, overwrite=False):
     for name, blob in zip(TOKENIZER_FILES, blobs):
         files.write_atomic(os.path.join(out, name), blob)
     for name, content in tokenizer_configs(model.cfg.max_positions).items():
-        files.write_atomic(os.path.join(out, name), json.dumps(content, indent=2))
+        files.write_atomic(os.path.join(out, name), files.json_text(content, indent=2))
     return model
 
 

@@ -268,7 +268,7 @@ def init_out(cfg, tok, model_cfg, world, start_step):
     tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
     keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
     settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world}
-    files.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
+    files.write_atomic(os.path.join(cfg.out, "train_config.json"), files.json_text(settings, indent=2))
 
 
 def check_fresh_out(cfg, master):

@@ -59,9 +59,9 @@ def write_predictions(task, out, name, pred):
         write_glue_predictions(os.path.join(out, f"{name}_predictions.tsv"), pred)
         return
     answers, na = pred if task in evaluate.SQUAD else (pred, None)
-    files.write_atomic(os.path.join(out, "predictions.json"), json.dumps(answers))
+    files.write_atomic(os.path.join(out, "predictions.json"), files.json_text(answers))
     if na is not None:
-        files.write_atomic(os.path.join(out, "na_prob.json"), json.dumps(na))
+        files.write_atomic(os.path.join(out, "na_prob.json"), files.json_text(na))
 
 
 OUTPUTS = ("metrics.json", "checkpoint.pt", "log.jsonl", "predictions.json", "na_prob.json")  # + *_predictions.tsv

@@ -10,7 +10,6 @@ incomplete, and the kept examples index of the old data goes too. A full disk st
 --out is replaced, in one line; so do Ctrl-C and SIGTERM, whose workers end without a traceback. A failure
 leaves no folder made for the run, and a folder that is not data.py's is not written over without --overwrite."""
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -297,7 +296,7 @@ def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
     try:
         tok.save(temp_folder(out_dir))
-        files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), json.dumps(meta, indent=2))
+        files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), files.json_text(meta, indent=2))
         install(out_dir)
     except BaseException as e:
         give_up(out_dir)
