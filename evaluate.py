@@ -282,8 +282,8 @@ def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_
     checkpoints.check_folder(path)  # machinery: weights and tokenizer files there, before the slow load
     model = roberta.load_pretrained(path, cls, num_labels, verbose, new_head_ok=not need_trained_head)
     bad = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
-    if bad is not None:  # a diverged or damaged model: every score of it would be NaN
-        raise ValueError(f"{path}: its weight {bad} holds NaN or infinity: nothing to evaluate")
+    if bad is not None:  # every score of it, every finetuning from it, would be NaN
+        raise ValueError(f"{path}: its weight {bad} holds NaN or infinity (a diverged or damaged model)")
     tok = bpe.Tokenizer.load(path)
     if model.cfg.vocab_size != len(tok):
         raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "

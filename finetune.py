@@ -266,7 +266,7 @@ def make_model(args):
 
 
 # ---------------------------------------------------------------------------------------- training
-FINISHED = ("metrics.json", "checkpoint.pt")  # a folder holding either holds a run's results
+FINISHED = ("metrics.json",)  # written last: a run's results (a checkpoint.pt alone: a run stopped midway)
 
 
 def setup(args):

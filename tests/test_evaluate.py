@@ -367,7 +367,7 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
     (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/nowhere"], "nowhere: no such folder"),
     (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data2"], "prepared with another tokenizer"),
     (["perplexity", "--checkpoint", "{d}/nan", "--data", "{d}/data"],
-     "nan: its weight roberta.embeddings.tokens.weight holds NaN or infinity: nothing to evaluate"),
+     "nan: its weight roberta.embeddings.tokens.weight holds NaN or infinity (a diverged or damaged model)"),
     (["fill-mask", "--checkpoint", "{d}/nan", "a <mask>"], "nan: its weight roberta.embeddings.tokens.weight holds NaN"),
     (["perplexity", "--checkpoint", "{d}/overflow", "--data", "{d}/data"],
      "/data is not finite: its outputs overflow (NaN or infinity)"),

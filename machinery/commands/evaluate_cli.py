@@ -78,7 +78,7 @@ def perplexity_command(args):
               f"fewer targets, each with more context: a lower perplexity, as the demo's report shows)",
               file=sys.stderr)
     print(files.json_text({**result, "mask_rate": rate,
-                      **heldout_baselines(checkpoint, data_dir, args.split, result["seq_len"])}, indent=2))
+                           **heldout_baselines(checkpoint, data_dir, args.split, result["seq_len"])}, indent=2))
 
 
 def perplexity_folders(checkpoint, data_dir):

@@ -113,7 +113,7 @@ def work(args):
         else:
             summary = finetune.finetune(args)
             print(files.json_text({"best_epoch": summary["best_epoch"], "dev": summary["dev"],
-                              **majority_baseline(args.task, args.data, args.max_eval_examples)}, indent=2))
+                                   **majority_baseline(args.task, args.data, args.max_eval_examples)}, indent=2))
 
 
 def majority_baseline(task, folder, max_eval=None):

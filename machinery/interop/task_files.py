@@ -69,13 +69,31 @@ OUTPUTS = ("metrics.json", "checkpoint.pt", "log.jsonl", "predictions.json", "na
 
 def check_empty(folder, overwrite):
     """A finetuning run's --out is empty (but for its lock and temporary files), unless --overwrite: a file
-    there may be the user's own (a run's outputs would replace their predictions.json or log.jsonl)."""
+    there may be the user's own (a run's outputs would replace their predictions.json or log.jsonl), or a run
+    stopped midway (named as such)."""
     if overwrite or not os.path.isdir(folder):
         return
     others = sorted(n for n in os.listdir(folder) if n != ".lock" and not files.TEMP.search(n))
+    done = epochs_done(folder) if others else None
+    if done:
+        raise FileExistsError(f"--out {folder} holds a finetuning run stopped after epoch {done} (its log.jsonl and "
+                              f"the best checkpoint.pt so far; no metrics.json): pass --overwrite to run it again "
+                              f"from the start, or choose another folder")
     if others:
         raise FileExistsError(f"--out {folder} is not empty ({others[0]}) and holds no finished finetuning run: "
                               f"pass --overwrite to write there anyway, or choose an empty folder")
+
+
+def epochs_done(folder):
+    """The epochs logged by the finetuning run in `folder` (with its checkpoint.pt; a finished one's metrics.json is
+    refused before); None if it holds no such run (no checkpoint.pt, or a log.jsonl that is not finetune.py's)."""
+    if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
+        return None
+    try:
+        log = files.read_text(os.path.join(folder, "log.jsonl"))
+        return max(json.loads(line)["epoch"] for line in log.splitlines())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def clear_out(folder, overwrite=False):
