@@ -459,6 +459,8 @@ def test_a_checkpoint_whose_state_step_is_not_a_count_is_refused_on_resume(pretr
 @pytest.mark.parametrize("options, words", [
     (["--mask-rate", "0.2"], "--mask-rate was 0.15, now 0.2: the run would not continue the same data"),
     (["--masking", "static"], "--masking was dynamic, now static"),
+    (["--max-positions", "256"], "--max-positions was 512, now 256: the run would not continue the same model (its "
+                                 "position table)"),
     (["--dropout", "0.1"], "its model differs from this run's --config tiny (dropout 0.0 then, 0.1 now; "),
     (["--config", "small"], "hidden_size 128 then, 256 now"),
 ])

@@ -4,7 +4,7 @@ log.jsonl cut back on resume, the random states saved per process.
 
 train.py calls these; `--resume` continues to the losses an uninterrupted run would have logged because
 everything that decides the next update (model, optimizer, loss scale, data position, random states) is
-saved, and the settings that decide the data are checked to be unchanged (RESUME_KEYS).
+saved, and the settings that decide the data and the model's shape are checked to be unchanged (RESUME_KEYS).
 """
 import json
 import math
@@ -64,7 +64,8 @@ def examples_index(cfg, tokens, line_ends, tok, world, cpu_group):
 
 
 
-RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
+RESUME_KEYS = {"batch_size": "data", "seq_len": "data", "format": "data", "masking": "data", "seed": "data",
+               "max_positions": "model (its position table)"}  # what a change would not continue
 
 
 def hold_out(cfg):
@@ -177,7 +178,8 @@ def read_resume(cfg, tok_hash):
         option, was, now = masking_change(was, asdict(now)) if key == "masking" else \
             ("--" + key.replace("_", "-"), was, now)
         if was != now:
-            raise ValueError(f"{path}: {option} was {was}, now {now}: the run would not continue the same data")
+            raise ValueError(f"{path}: {option} was {was}, now {now}: the run would not continue the same "
+                             f"{RESUME_KEYS[key]}")
     check_steps(ckpt, path, cfg)
     return ckpt
 
