@@ -467,6 +467,24 @@ def test_failed_download_leaves_nothing(tmp_path):
     assert not (tmp_path / "cache" / "gone").exists()
 
 
+def test_a_download_cache_that_cannot_be_made_names_home_and_the_option(tmp_path, monkeypatch, capsys):
+    """A service account (HOME unset, its home not writable): the line names the cache, HOME and --cache."""
+    (tmp_path / "home").write_text("a file, where a folder should be")
+    cache = str(tmp_path / "home" / ".cache" / "roberta-reference")
+    monkeypatch.setattr(data_cli, "DEFAULT_CACHE", cache)
+    monkeypatch.delenv("HOME", raising=False)
+    r = run_here(capsys, "download", "tinyshakespeare")
+    assert r.stderr == (f"error: {cache}: the download cache cannot be made there (Not a directory): it lies in this "
+                        f"account's home directory, as HOME is unset; pass --cache DIR, or set HOME, to keep the "
+                        f"datasets elsewhere\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    r = run_here(capsys, "download", "tinyshakespeare")
+    assert f"it lies under HOME ({tmp_path / 'home'}); pass --cache DIR" in r.stderr
+    mine = tmp_path / "home" / "mine"
+    r = run_here(capsys, "download", "tinyshakespeare", "--cache", str(mine))
+    assert r.returncode == 1 and f"--cache {mine}: the download cache cannot be made there" in r.stderr
+
+
 # ---------------------------------------------------------------- the vectorised builders equal the loops
 def reference_blocks(tokens, line_ends, eos_id, seq_len, within_documents):
     """data.py's loop of 3563ce3, one block at a time: the specification of FULL- and DOC-SENTENCES."""
