@@ -385,7 +385,7 @@ def synthetic_corpus(folder, n_tokens, seed=0):
     meta = {"tokenizer_sha256": "synthetic", "vocab_size": 50265, "dtype": "uint16", "bos_id": 0, "pad_id": 1,
             "eos_id": 2, "mask_id": 50264, "train": {"tokens": done, "lines": lines, "documents": docs},
             "valid": {"tokens": 0, "lines": 0, "documents": 0}}
-    files.write_atomic(os.path.join(folder, "meta.json"), json.dumps(meta))
+    files.write_atomic(os.path.join(folder, "meta.json"), files.json_text(meta))
     return done
 
 

@@ -34,13 +34,12 @@ SPLITS = ("train", "valid")
 def read_documents(paths, errors="strict"):
     """Yield stripped lines; "" marks a document end (blank lines, and the end of every file)."""
     for path in paths:
-        if not os.path.isfile(path):
+        if not (os.path.isfile(path) or files.is_pipe(path)):  # a named pipe is read once, as it is fed
             raise FileNotFoundError(f"{path}: no such file" if not os.path.isdir(path) else f"{path}: a folder, not a text file")
-        with open(path, "rb") as f:
-            if b"\x00" in f.read(1 << 16):
-                raise ValueError(f"{path}: looks binary (NUL bytes), not a text corpus")
         in_document = False
-        for line in files.read_lines(path, errors):  # machinery: any line ending; bad bytes named
+        for n, line in enumerate(files.read_lines(path, errors), 1):  # machinery: any line ending; bad bytes named
+            if "\x00" in line:  # UTF-8 allows NUL; text has none: UTF-16, or a binary file, anywhere in it
+                raise ValueError(f"{path}: looks binary (a NUL byte on line {n:,}), not a text corpus")
             line = line.strip()
             if line:
                 in_document = True

@@ -277,9 +277,13 @@ def fill_mask(model, tok, text, k=5):
 def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
     """(model, tokenizer) of a run folder: train.py's, finetune.py's, or a Hugging Face RoBERTa folder. A model
     is only as good as the tokenizer that feeds it, so the two load together and must agree. cls=None: the
-    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained)."""
+    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained).
+    Weights that are not finite are refused."""
     checkpoints.check_folder(path)  # machinery: weights and tokenizer files there, before the slow load
     model = roberta.load_pretrained(path, cls, num_labels, verbose, new_head_ok=not need_trained_head)
+    bad = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
+    if bad is not None:  # every score of it, every finetuning from it, would be NaN
+        raise ValueError(f"{path}: its weight {bad} holds NaN or infinity (a diverged or damaged model)")
     tok = bpe.Tokenizer.load(path)
     if model.cfg.vocab_size != len(tok):
         raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "

@@ -266,7 +266,7 @@ def make_model(args):
 
 
 # ---------------------------------------------------------------------------------------- training
-FINISHED = ("metrics.json", "checkpoint.pt")  # a folder holding either holds a run's results
+FINISHED = ("metrics.json",)  # written last: a run's results (a checkpoint.pt alone: a run stopped midway)
 
 
 def setup(args):
@@ -331,7 +331,7 @@ def finetune(args):
                    for name, items in dev_sets.items()}
         metrics = {name: m for name, (_, m) in results.items()}
         history.append({"epoch": epoch + 1, "step": step, **metrics})
-        files.append(os.path.join(args.out, "log.jsonl"), json.dumps(history[-1]) + "\n")  # machinery: full disk
+        files.append(os.path.join(args.out, "log.jsonl"), files.json_text(history[-1]) + "\n")  # machinery: full disk
         score = metrics[next(iter(metrics))][primary_metric(args.task)]
         if best is None or score > best[0]:
             best = (score, epoch + 1, metrics)
@@ -341,7 +341,7 @@ def finetune(args):
                                                                   "warmup_ratio", "seed", "max_seq_len")},
                "random_init": bool(getattr(args, "random_init", False)),
                "history": history}
-    files.write_atomic(os.path.join(args.out, "metrics.json"), json.dumps(summary, indent=2))  # machinery: atomic
+    files.write_atomic(os.path.join(args.out, "metrics.json"), files.json_text(summary, indent=2))  # machinery: atomic
     return summary
 
 
@@ -379,7 +379,7 @@ def sweep(args):
     for r in results:
         print(f"lr {r['lr']} batch {r['batch_size']}: median {r['median']:.2f} over seeds {r['scores']}")
     best = max(results, key=lambda r: r["median"])
-    best_json = json.dumps({"settings": results, "best": best}, indent=2)
+    best_json = files.json_text({"settings": results, "best": best}, indent=2)
     files.write_atomic(os.path.join(args.out, "sweep.json"), best_json)  # machinery: atomic
     return best
 

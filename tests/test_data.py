@@ -149,6 +149,30 @@ def test_bad_inputs(tmp_path, corpus, capsys):
         prepared.load_split(tmp_path, "train")
 
 
+def test_nul_bytes_anywhere_are_refused(tmp_path, corpus):
+    """UTF-16 text after 100 KB of UTF-8 is valid UTF-8 byte for byte: its NUL bytes name it, wherever they are."""
+    d, _, _, _ = corpus
+    (tmp_path / "mixed.txt").write_bytes(b"plain text\n" * 10_000 + "late text\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"mixed.txt: looks binary \(a NUL byte on line 10,001\)"):
+        preparation.prepare([str(tmp_path / "mixed.txt")], str(d / "tok"), str(tmp_path / "out"), workers=1,
+                            verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_named_pipe_is_read_as_it_is_fed(tmp_path, corpus):
+    """data.py --input a FIFO reads it once, as bpe.py does: the data of the same text in a file."""
+    import threading
+    d, path, _, _ = corpus
+    os.mkfifo(tmp_path / "pipe")
+    feeder = threading.Thread(target=lambda: (tmp_path / "pipe").write_bytes(open(path, "rb").read()), daemon=True)
+    feeder.start()
+    preparation.prepare([str(tmp_path / "pipe")], str(d / "tok"), str(tmp_path / "out"), valid_fraction=0.05,
+                        workers=1, verbose=False)
+    feeder.join()
+    for name in ("train.bin", "valid.bin", "train.idx"):
+        assert (tmp_path / "out" / name).read_bytes() == (d / "data" / name).read_bytes(), name
+
+
 def test_failed_run_leaves_no_complete_looking_output(tmp_path, corpus):
     d, _, _, _ = corpus
     (tmp_path / "ok.txt").write_text("fine\n")
@@ -442,6 +466,24 @@ def test_failed_download_leaves_nothing(tmp_path):
     with pytest.raises(OSError, match="could not fetch"):
         corpora.download("gone", tmp_path / "cache", registry, verbose=False)
     assert not (tmp_path / "cache" / "gone").exists()
+
+
+def test_a_download_cache_that_cannot_be_made_names_home_and_the_option(tmp_path, monkeypatch, capsys):
+    """A service account (HOME unset, its home not writable): the line names the cache, HOME and --cache."""
+    (tmp_path / "home").write_text("a file, where a folder should be")
+    cache = str(tmp_path / "home" / ".cache" / "roberta-reference")
+    monkeypatch.setattr(data_cli, "DEFAULT_CACHE", cache)
+    monkeypatch.delenv("HOME", raising=False)
+    r = run_here(capsys, "download", "tinyshakespeare")
+    assert r.stderr == (f"error: {cache}: the download cache cannot be made there (Not a directory): it lies in this "
+                        f"account's home directory, as HOME is unset; pass --cache DIR, or set HOME, to keep the "
+                        f"datasets elsewhere\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    r = run_here(capsys, "download", "tinyshakespeare")
+    assert f"it lies under HOME ({tmp_path / 'home'}); pass --cache DIR" in r.stderr
+    mine = tmp_path / "home" / "mine"
+    r = run_here(capsys, "download", "tinyshakespeare", "--cache", str(mine))
+    assert r.returncode == 1 and f"--cache {mine}: the download cache cannot be made there" in r.stderr
 
 
 # ---------------------------------------------------------------- the vectorised builders equal the loops

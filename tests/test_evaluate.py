@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -231,6 +232,14 @@ TEXT = ["The quick brown fox jumps over the lazy dog.", "A tiny corpus for a tin
         "Every line is a sentence; a blank line ends a document.", ""] * 40
 
 
+def diverged(cfg, name, value):
+    """An MLM whose weight `name` is all `value`."""
+    model = roberta.RobertaForMaskedLM(cfg)
+    with torch.no_grad():
+        dict(model.named_parameters())[name].fill_(value)
+    return model
+
+
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     """A small pretrained checkpoint (train.py's checkpoint.pt, trained 'at 16 tokens'), a finetuned
@@ -242,7 +251,9 @@ def bad(tmp_path_factory):
     for name, model, extra in (("mlm", roberta.RobertaForMaskedLM(cfg), {"train": {"seq_len": 16}}),
                                ("cls", roberta.RobertaForSequenceClassification(cfg, 2), {"num_labels": 2}),
                                ("cls_yes_no", roberta.RobertaForSequenceClassification(cfg, 2),
-                                {"num_labels": 2, "task": "rte", "id2label": ("yes", "no")})):
+                                {"num_labels": 2, "task": "rte", "id2label": ("yes", "no")}),
+                               ("nan", diverged(cfg, "roberta.embeddings.tokens.weight", math.nan), {}),
+                               ("overflow", diverged(cfg, "lm_head.norm.weight", 1e38), {})):  # finite, NaN out
         (d / name).mkdir()
         checkpoints.save(d / name / "checkpoint.pt", {"model": model.state_dict(), "config": asdict(cfg),
                                                      "class": type(model).__name__, **extra})
@@ -357,6 +368,13 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
     (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/race"], "meta.json missing"),
     (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/nowhere"], "nowhere: no such folder"),
     (["perplexity", "--checkpoint", "{d}/mlm", "--data", "{d}/data2"], "prepared with another tokenizer"),
+    (["perplexity", "--checkpoint", "{d}/nan", "--data", "{d}/data"],
+     "nan: its weight roberta.embeddings.tokens.weight holds NaN or infinity (a diverged or damaged model)"),
+    (["fill-mask", "--checkpoint", "{d}/nan", "a <mask>"], "nan: its weight roberta.embeddings.tokens.weight holds NaN"),
+    (["perplexity", "--checkpoint", "{d}/overflow", "--data", "{d}/data"],
+     "/data is not finite: its outputs overflow (NaN or infinity)"),
+    (["fill-mask", "--checkpoint", "{d}/overflow", "a <mask>"],
+     "overflow: its probabilities for <mask> are not finite: its outputs overflow (NaN or infinity)"),
 ]
 
 

@@ -3,6 +3,8 @@ the user's, an index/ folder of the user's, a run's --out holding the user's fil
 refusal that names who holds a folder (readers too), an export with no lock, a refused run's folder left
 behind, data.py stopped by a signal, and a disk that fills up mid-write, on a real small filesystem (tmpfs,
 mounted here when the tests run as root; skipped otherwise)."""
+import json
+import math
 import os
 import random
 import re
@@ -323,6 +325,20 @@ def test_export_takes_the_lock_and_replaces_no_file_of_the_users(made, tmp_path,
     assert tree(out) == {"vocab.json": b"my vocabulary"}
     code, err = exits(capsys, roberta_cli.main, ["export", "--checkpoint", model, "--out", tmp_path / "new"])
     assert code == 0 and (tmp_path / "new" / "model.safetensors").exists(), err
+    (tmp_path / "bare").mkdir()  # weights without a tokenizer: the earlier export's tokenizer goes
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(model / name, tmp_path / "bare")
+    code, err = exits(capsys, roberta_cli.main, ["export", "--checkpoint", tmp_path / "bare", "--out", tmp_path / "new",
+                                                 "--overwrite"])
+    assert code == 0 and sorted(set(os.listdir(tmp_path / "new")) - {".lock"}) == ["config.json", "model.safetensors"]
+
+
+def test_json_written_is_strict():
+    """JSON has no NaN or Infinity (json.dumps writes them; other readers refuse them): files.json_text, which
+    every JSON the project writes goes through, writes a figure that is not finite as a string."""
+    text = files.json_text({"loss": math.nan, "ppl": (math.inf, -math.inf, 2.5), "ok": [1, "x", None]}, indent=1)
+    refuse = lambda name: pytest.fail(f"not JSON: {name}")  # noqa: E731
+    assert json.loads(text, parse_constant=refuse) == {"loss": "nan", "ppl": ["inf", "-inf", 2.5], "ok": [1, "x", None]}
 
 
 # ---------------------------------------------------------------- a refusal leaves nothing behind
@@ -473,6 +489,23 @@ def test_a_full_disk_while_exporting_is_one_line(made, small_disk, tmp_path, cap
     line = one_line(*exits(capsys, roberta_cli.main, ["export", "--checkpoint", model, "--out", out]))
     assert line == f"error: {out}: could not write the export (No space left on device); nothing was exported"
     assert not out.exists()
+
+
+def test_export_overwrite_on_a_full_disk_leaves_the_old_export_whole(made, small_disk, tmp_path, capsys):
+    """export --overwrite writes the new export aside and moves it in by renames: a full disk midway leaves the
+    export already there whole (not a folder mixing two models), and no temporary files."""
+    model = tmp_path / "model"
+    roberta.save_pretrained(roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=300,
+                                                                                    max_positions=64)), model)
+    bpe.Tokenizer.load(made / "tok").save(model)
+    out = small_disk / "hf"
+    assert exits(capsys, roberta_cli.main, ["export", "--checkpoint", model, "--out", out])[0] == 0
+    before = tree(out)
+    fill(small_disk, 200_000)
+    line = one_line(*exits(capsys, roberta_cli.main, ["export", "--checkpoint", model, "--out", out, "--overwrite"]))
+    assert line == (f"error: {out}: could not write the export (No space left on device); the export already in "
+                    f"{out} is intact")
+    assert tree(out) == before
 
 
 @pytest.mark.slow

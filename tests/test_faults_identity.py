@@ -260,6 +260,46 @@ def test_real_squad_answers_are_all_where_they_say(capsys):
     assert len(task_files.squad_training(examples, path)) == len(examples) == 10570
     assert capsys.readouterr().err == ""
 
+def test_task_files_are_checked_against_the_task(tmp_path, capsys):
+    """STS-B's gold scores lie in 0..5 (a prediction may not); SQuAD 1.1 has no impossible questions; a context is
+    never empty; a SQuAD 2.0 question marked impossible has no answers. Each counted, in one line with the first."""
+    sts = tmp_path / "sts.tsv"
+    sts.write_text("index\tsentence1\tsentence2\tscore\n0\ta\tb\t4.5\n1\ta\tb\t7.0\n2\ta\tb\t-1\n3\ta\tb\t0\n")
+    assert one_line(task_files.read_glue, evaluate.GLUE["stsb"], str(sts)) == \
+        f"{sts}:3: score '7.0' is outside STS-B's 0 to 5 (and 1 more of its 4 rows)"
+    (tmp_path / "pred.tsv").write_text("index\tprediction\n0\t5.3\n1\t-0.2\n")  # a regressor's outputs: fine
+    assert task_files.read_glue_predictions(str(tmp_path / "pred.tsv"), evaluate.GLUE["stsb"], 2) == ["5.3", "-0.2"]
+    impossible = {"id": "imp", "question": "Where?", "answers": [], "is_impossible": True}
+    both = {**qa("both", "the mat", 15), "is_impossible": True}
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    squad_file(v1 / "train-v1.1.json", [qa("good", "the mat", 15), impossible])
+    squad_file(v1 / "dev-v1.1.json", [qa("dev", "the mat", 15)])
+    assert one_line(task_files.read_task, "squad", evaluate.SQUAD["squad1"], str(v1)) == (
+        f"{v1 / 'train-v1.1.json'}: 1 of its 2 questions have is_impossible true (first: id imp): SQuAD 1.1 has no "
+        f"such questions (a SQuAD 2.0 file? --task squad2)")
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    squad_file(v2 / "train-v2.0.json", [qa("good", "the mat", 15), impossible, both])
+    squad_file(v2 / "dev-v2.0.json", [qa("dev", "the mat", 15)])
+    train_set, _ = task_files.read_task("squad", evaluate.SQUAD["squad2"], str(v2))
+    assert [e["id"] for e in train_set] == ["good", "imp"]
+    assert "1 of 3 questions skipped: 1 answers, yet marked impossible (first: id both)" in capsys.readouterr().err
+    squad_file(v2 / "dev-v2.0.json", [qa("dev", "the mat", 15)], context=" ")
+    assert one_line(task_files.read_task, "squad", evaluate.SQUAD["squad2"], str(v2)) == \
+        f"{v2 / 'dev-v2.0.json'}: 1 of its 1 questions have an empty context (first: id dev)"
+
+@pytest.mark.parametrize("question, options, answer, why", [
+    (7, ["a", "b", "c", "d"], "A", "its question is not a text"),
+    ("Why?", ["a", "b", "c"], "A", 'its options are ["a", "b", "c"], not 4 texts'),
+    ("Why?", ["a", "b", "c", "d"], "E", 'its answer is "E", not one of A, B, C, D')])
+def test_race_says_which_part_of_a_question_is_wrong(tmp_path, question, options, answer, why):
+    (tmp_path / "middle").mkdir()
+    path = tmp_path / "middle" / "1.txt"
+    path.write_text(json.dumps({"id": "1.txt", "article": "A text.", "questions": ["Fine?", question],
+                                "options": [["a", "b", "c", "d"], options], "answers": ["B", answer]}))
+    assert one_line(task_files.read_race, str(tmp_path)) == f"{path}: question 1: {why}"
+
 # ---------------------------------------------------------------- malformed Hugging Face files
 def hf_copy(tmp_path, config=None, weights=None):
     """A copy of the tiny Hugging Face MLM with config.json and/or model.safetensors replaced (bytes or an object)."""
@@ -421,6 +461,8 @@ def test_a_checkpoint_whose_state_step_is_not_a_count_is_refused_on_resume(pretr
 @pytest.mark.parametrize("options, words", [
     (["--mask-rate", "0.2"], "--mask-rate was 0.15, now 0.2: the run would not continue the same data"),
     (["--masking", "static"], "--masking was dynamic, now static"),
+    (["--max-positions", "256"], "--max-positions was 512, now 256: the run would not continue the same model (its "
+                                 "position table)"),
     (["--dropout", "0.1"], "its model differs from this run's --config tiny (dropout 0.0 then, 0.1 now; "),
     (["--config", "small"], "hidden_size 128 then, 256 now"),
 ])

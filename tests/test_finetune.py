@@ -305,6 +305,21 @@ def test_overwrite_replaces_a_run_and_a_sweep_refuses_a_finished_one(bad, micro_
     assert err.count("\n") == 1 and tree(tmp_path / "sweep") == before and len(os.listdir(tmp_path / "sweep")) == 1
 
 
+def test_a_run_stopped_midway_is_named_as_such(bad, micro_roberta, capsys, tmp_path):
+    """A run killed after its first epoch left its log and best checkpoint, no metrics.json: a rerun is refused
+    naming what is there, and --overwrite runs it again."""
+    shutil.copytree(bad / "done", tmp_path / "run")
+    os.remove(tmp_path / "run" / "metrics.json")
+    argv = ["--task", "rte", "--data", bad / "good", "--checkpoint", micro_roberta, "--max-seq-len", 32,
+            "--epochs", 1, "--no-progress", "--out", tmp_path / "run"]
+    code, err = cli(argv, capsys)
+    assert code != 0 and err.count("\n") == 1 and (
+        f"--out {tmp_path / 'run'} holds a finetuning run stopped after epoch 1 (its log.jsonl and the best "
+        f"checkpoint.pt so far; no metrics.json): pass --overwrite to run it again from the start") in err, err
+    finetune_cli.main([str(a) for a in argv + ["--overwrite"]])
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] == 1
+
+
 def test_a_finetuned_classifier_keeps_its_labels_through_export_and_evaluation(bad, capsys, tmp_path):
     """finetune.py's checkpoint records its id2label (output i: the task's label i); the export writes those
     names into config.json (not LABEL_i); `evaluate.py glue --checkpoint` scores the run folder and the export

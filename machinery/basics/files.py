@@ -1,6 +1,6 @@
 """Files, safely: atomic writes, what dead processes left removed, and text read with errors that name the file.
 
-    write_atomic("out/meta.json", json.dumps(meta))          # a reader sees the old file or the new one
+    write_atomic("out/meta.json", json_text(meta))           # a reader sees the old file or the new one; strict JSON
     write_atomic("out/checkpoint.pt", lambda f: torch.save(ckpt, f))
     append("out/log.jsonl", line)                            # a full disk: one line, what is intact
     sweep("out")                                             # temporary files of processes that are gone
@@ -9,11 +9,13 @@
 """
 import errno
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import socket
+import stat
 
 BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark: not text, dropped at the start of a file
 
@@ -180,6 +182,14 @@ def _raw_lines(f, size=1 << 20):
         yield b"".join(pending)
 
 
+def is_pipe(path):
+    """A named pipe (mkfifo, or /dev/stdin fed by a shell pipe): it has no size, and what is read is gone."""
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def read_lines(path, errors="strict"):
     """Yield the lines of a UTF-8 text file, streaming, each ending with "\\n" (but perhaps the last): \\r\\n and a
     lone \\r are line ends too, and a byte-order mark at the start is dropped. A decoding error names the file
@@ -218,6 +228,23 @@ def read_text(path, dataset=False):
     if not text.strip() and not dataset:
         raise ValueError(f"{path}: empty file")
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def json_text(value, **options):
+    """`value` as strict JSON text (json.dumps' options): a number that is not finite, which JSON cannot hold
+    (json.dumps would write NaN or Infinity, which other readers refuse), is written as the string "nan", "inf"
+    or "-inf": still there to read, never taken for a number."""
+    return json.dumps(_finite(value), allow_nan=False, **options)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_json(path, what=None, missing=False):

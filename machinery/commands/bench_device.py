@@ -300,6 +300,6 @@ def bench_gpu(args):
     args.device = "cuda"
     r = gpu_results(args, torch.device("cuda"))
     text = gpu_markdown(r)
-    files.write_atomic(os.path.splitext(out)[0] + ".json", json.dumps(r, indent=1) + "\n")
+    files.write_atomic(os.path.splitext(out)[0] + ".json", files.json_text(r, indent=1) + "\n")
     files.write_atomic(out, text)
     print(text + f"\nwritten: {out} and {os.path.splitext(out)[0]}.json")

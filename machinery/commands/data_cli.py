@@ -32,7 +32,25 @@ def download_main(argv):
     p.add_argument("--cache", default=DEFAULT_CACHE,
                    help="where datasets are kept (default: %(default)s)")
     args = p.parse_args(argv)
-    cli.run(lambda: print(download(args.name, args.cache)))
+    cli.run(lambda: print(download(args.name, check_cache(args.cache))))
+
+
+def check_cache(cache):
+    """--cache, made if need be; else one line naming it, why, and how to choose another folder (the default one
+    lies in HOME, or, HOME unset, in the account's home directory: a service account's may not be writable)."""
+    try:
+        os.makedirs(cache, exist_ok=True)
+        why = None if os.access(cache, os.W_OK | os.X_OK) else "not writable"
+    except OSError as e:
+        why = e.strerror or str(e)
+    if why is None:
+        return cache
+    if cache != DEFAULT_CACHE:
+        raise OSError(f"--cache {cache}: the download cache cannot be made there ({why}); choose another folder")
+    home = f"under HOME ({os.environ['HOME']})" if os.environ.get("HOME") else \
+        "in this account's home directory, as HOME is unset"
+    raise OSError(f"{cache}: the download cache cannot be made there ({why}): it lies {home}; pass --cache DIR, "
+                  f"or set HOME, to keep the datasets elsewhere")
 
 
 def prepare_command(args):

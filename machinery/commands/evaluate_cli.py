@@ -7,7 +7,6 @@ of a finetuned classifier's own predictions.
     python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/   # no training
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -63,6 +62,8 @@ def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     total, count = out["loss_sum"], out["targets"]
     if count == 0:
         raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
+    if not math.isfinite(total):
+        raise ValueError(f"{path}: its loss on {data_dir} is not finite: its outputs overflow (NaN or infinity)")
     se = math.sqrt(max(out["loss_sq_sum"] / count - (total / count) ** 2, 0) / count)  # of the mean, over targets
     return {"loss": total / count, "loss_se": se, "ppl": math.exp(total / count) if total < 709 * count else "inf",
             "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len}
@@ -76,8 +77,8 @@ def perplexity_command(args):
         print(f"{checkpoint}: {rate:.0%} of the held-out tokens masked, the rate it trained at (BERT's 15% gives "
               f"fewer targets, each with more context: a lower perplexity, as the demo's report shows)",
               file=sys.stderr)
-    print(json.dumps({**result, "mask_rate": rate,
-                      **heldout_baselines(checkpoint, data_dir, args.split, result["seq_len"])}, indent=2))
+    print(files.json_text({**result, "mask_rate": rate,
+                           **heldout_baselines(checkpoint, data_dir, args.split, result["seq_len"])}, indent=2))
 
 
 def perplexity_folders(checkpoint, data_dir):
@@ -118,7 +119,11 @@ def fill_mask_command(args):
     model, tok = evaluate.load_checkpoint(args.checkpoint, need_trained_head=True, verbose=False)
     if args.top_k > model.cfg.vocab_size:
         raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
-    for token, prob in evaluate.fill_mask(model, tok, args.text, args.top_k):
+    top = evaluate.fill_mask(model, tok, args.text, args.top_k)
+    if not all(math.isfinite(prob) for _, prob in top):
+        raise ValueError(f"{args.checkpoint}: its probabilities for <mask> are not finite: its outputs overflow "
+                         f"(NaN or infinity)")
+    for token, prob in top:
         print(f"{prob:.4f}\t{token!r}")
 
 
@@ -129,19 +134,19 @@ def squad_command(args):
                                    args.na_prob_file) if args.na_prob_file else None
     task_files.check_squad_predictions(examples, predictions, args.predictions)
     metrics = evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh, tuned_apart=True)
-    print(json.dumps(metrics, indent=2))  # exact, f1: these answers' scores; the best thresholds set apart
+    print(files.json_text(metrics, indent=2))  # exact, f1: these answers' scores; the best thresholds set apart
 
 
 def glue_command(args):
     if args.checkpoint:
         scores = {name: metrics for name, (_, metrics) in checkpoint_predictions(args).items()}
-        print(json.dumps(scores.popitem()[1] if len(scores) == 1 else scores, indent=2))
+        print(files.json_text(scores.popitem()[1] if len(scores) == 1 else scores, indent=2))
         return
     if args.max_seq_len or args.batch_size:
         raise ValueError("--max-seq-len and --batch-size say how --checkpoint predicts: not with --predictions")
     gold = [label for _, label in task_files.read_glue(evaluate.GLUE[args.task], args.data)]
     pred = task_files.read_glue_predictions(args.predictions, evaluate.GLUE[args.task], len(gold))
-    print(json.dumps(evaluate.glue_metrics(args.task, pred, gold), indent=2))
+    print(files.json_text(evaluate.glue_metrics(args.task, pred, gold), indent=2))
 
 
 def checkpoint_predictions(args):
@@ -192,7 +197,7 @@ def race_command(args):
     questions = task_files.read_race(args.data)
     predictions = files.read_json(args.predictions, "answers")
     task_files.check_race_predictions(questions, predictions, args.predictions)
-    print(json.dumps(evaluate.race_metrics(questions, predictions), indent=2))
+    print(files.json_text(evaluate.race_metrics(questions, predictions), indent=2))
 
 
 def add_pretraining_commands(sub):

@@ -8,13 +8,12 @@ Table 10's grid, and one-line errors.
 """
 import argparse
 import collections
-import json
 import os
 import sys
 
 import evaluate
 import finetune
-from machinery.basics import cli, lock
+from machinery.basics import cli, files, lock
 from machinery.commands import corpora, evaluate_cli
 from machinery.formats import task_files
 
@@ -119,11 +118,11 @@ def work(args):
         task_files.check_empty(args.out, args.overwrite)
     with lock.writing(args.out, "finetune.py"):  # one writer: a second finetune.py into --out is refused
         if args.sweep:
-            print(json.dumps(finetune.sweep(args), indent=2))
+            print(files.json_text(finetune.sweep(args), indent=2))
         else:
             summary = finetune.finetune(args)
-            print(json.dumps({"best_epoch": summary["best_epoch"], "dev": summary["dev"],
-                              **majority_baseline(args.task, args.data, args.max_eval_examples)}, indent=2))
+            print(files.json_text({"best_epoch": summary["best_epoch"], "dev": summary["dev"],
+                                   **majority_baseline(args.task, args.data, args.max_eval_examples)}, indent=2))
 
 
 def majority_baseline(task, folder, max_eval=None):

@@ -5,6 +5,7 @@ Auto* classes and pipeline("fill-mask") load as they load roberta-base.
 """
 import json
 import os
+import shutil
 import sys
 
 import bpe
@@ -69,47 +70,44 @@ def read_vocab(checkpoint, vocab_size):
 def export(checkpoint, out, overwrite=False):
     """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
     config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
-    tokenizer with the configuration transformers needs."""
+    tokenizer with the configuration transformers needs. All is written in a temporary folder inside --out,
+    then moved in by renames alone (no disk space needed): a failed write (a full disk) leaves --out as it was."""
     check_export(checkpoint, out, overwrite)
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
     blobs = read_vocab(checkpoint, model.cfg.vocab_size)
     if blobs is not None:  # the tokenizer its checkpoint.pt recorded, not other files of the same size
         checkpoints.check_tokenizer(checkpoint, bpe.Tokenizer.load(checkpoint))
     classifier = isinstance(model, roberta.RobertaForSequenceClassification)
-    hf.save_pretrained(model, out, checkpoints.id2label(checkpoint) if classifier else None)  # not LABEL_i
+    tmp = files.temp_name(os.path.join(out, "export"))  # swept once this process is gone (files.sweep)
+    try:
+        hf.save_pretrained(model, tmp, checkpoints.id2label(checkpoint) if classifier else None)  # not LABEL_i
+        if blobs is not None:
+            for name, blob in zip(TOKENIZER_FILES, blobs):
+                files.write_atomic(os.path.join(tmp, name), blob)
+            for name, content in tokenizer_configs(model.cfg.max_positions).items():
+                files.write_atomic(os.path.join(tmp, name), files.json_text(content, indent=2))
+        for name in EXPORTED:  # an earlier export's file this one lacks (its tokenizer) goes: no mixed folder
+            if os.path.exists(os.path.join(tmp, name)):
+                os.replace(os.path.join(tmp, name), os.path.join(out, name))
+            elif os.path.lexists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if blobs is None:
         print(f"warning: {checkpoint} has no {' and '.join(TOKENIZER_FILES)}: {out} has no tokenizer", file=sys.stderr)
-        return model
-    for name, blob in zip(TOKENIZER_FILES, blobs):
-        files.write_atomic(os.path.join(out, name), blob)
-    for name, content in tokenizer_configs(model.cfg.max_positions).items():
-        files.write_atomic(os.path.join(out, name), json.dumps(content, indent=2))
     return model
 
 
 def export_command(args):
     check_export(args.checkpoint, args.out, args.overwrite)  # before the lock: a refusal makes no folder
     with lock.writing(args.out, "roberta.py export"):  # one writer: a second export, or a run, into --out is refused
-        before = {name for name in EXPORTED if os.path.lexists(os.path.join(args.out, name))}
+        before = any(os.path.lexists(os.path.join(args.out, name)) for name in EXPORTED)
         try:
             model = export(args.checkpoint, args.out, args.overwrite)
-        except files.WriteFailed as e:  # a full disk: this export's files go, or say what is mixed
-            raise export_failed(e, args.out, before) from None
+        except files.WriteFailed as e:  # a full disk: nothing of this export is in --out
+            intact = f"the export already in {args.out} is intact" if before else "nothing was exported"
+            raise files.write_failed(e, args.out, "the export", intact) from None
     print(f"{args.out}: {type(model).__name__}, {roberta.num_parameters(model):,} parameters")
-
-
-def export_failed(err, out, before):
-    """A write of the export failed (a full disk): with no export there before, the files it wrote go (nothing
-    was exported); else the folder mixes the previous export and this one's files, said so."""
-    written = [n for n in EXPORTED if os.path.lexists(os.path.join(out, n)) and n not in before]
-    if not before:
-        for name in written:
-            os.remove(os.path.join(out, name))
-        intact = "nothing was exported"
-    else:
-        intact = (f"{out} now mixes the previous export with this one's files: export again (--overwrite) once "
-                  f"there is room")
-    return files.write_failed(err, out, "the export", intact)
 
 
 def parser():

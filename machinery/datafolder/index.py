@@ -266,7 +266,7 @@ def _write_index(path, info, parts, fmt):
             if os.path.exists(files.temp_name(path + ext)):
                 os.remove(files.temp_name(path + ext))
     info = {**info, "count": n, "crc32": {ext: c.value() for ext, c in sums.items()}}
-    files.write_atomic(path + ".json", json.dumps(info, indent=1))
+    files.write_atomic(path + ".json", files.json_text(info, indent=1))
     for ext in (".rows", ".len"):  # written by this process: no need to read them back to check them
         stat = os.stat(path + ext)
         _verified[path + ext] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)

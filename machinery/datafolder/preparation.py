@@ -10,7 +10,6 @@ incomplete, and the kept examples index of the old data goes too. A full disk st
 --out is replaced, in one line; so do Ctrl-C and SIGTERM, whose workers end without a traceback. A failure
 leaves no folder made for the run, and a folder that is not data.py's is not written over without --overwrite."""
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -137,8 +136,9 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     digest = prepared.tokenizer_hash(tok)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
-    for path in inputs:
-        next(data.read_documents([path], errors), None)  # a missing or binary file fails before anything is written
+    for path in inputs:  # a missing or binary file fails before anything is written
+        if not files.is_pipe(path):  # (what is read from a pipe here would be lost)
+            next(data.read_documents([path], errors), None)
     hold(out_dir)
     try:
         if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
@@ -275,7 +275,7 @@ def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
     try:
         tok.save(temp_folder(out_dir))
-        files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), json.dumps(meta, indent=2))
+        files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), files.json_text(meta, indent=2))
         install(out_dir)
     except BaseException as e:
         give_up(out_dir)

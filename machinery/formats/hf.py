@@ -238,7 +238,7 @@ def save_safetensors(tensors, path):
         header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = files.json_text(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
     files.write_atomic(path, lambda f: [f.write(b) for b in [struct.pack("<Q", len(head)), head, *blobs]])
 
@@ -247,5 +247,5 @@ def save_pretrained(model, directory, id2label=None):
     """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it);
     id2label: a classifier's label names by output."""
     os.makedirs(directory, exist_ok=True)
-    files.write_atomic(os.path.join(directory, "config.json"), json.dumps(hf_config(model, id2label), indent=2))
+    files.write_atomic(os.path.join(directory, "config.json"), files.json_text(hf_config(model, id2label), indent=2))
     save_safetensors(to_hf_state(model), os.path.join(directory, "model.safetensors"))

@@ -4,7 +4,7 @@ resume). A leaf: it imports nothing of the core (the tokenizer and the model com
 
 train.py calls these; `--resume` continues to the losses an uninterrupted run would have logged because
 everything that decides the next update (model, optimizer, loss scale, data position, random states) is
-saved, and the settings that decide the data are checked to be unchanged (RESUME_KEYS).
+saved, and the settings that decide the data and the model's shape are checked to be unchanged (RESUME_KEYS).
 """
 import json
 import math
@@ -49,7 +49,8 @@ def open_data(cfg, tok):
     return tokens, line_ends, meta
 
 
-RESUME_KEYS = ("batch_size", "seq_len", "format", "masking", "seed", "max_positions")
+RESUME_KEYS = {"batch_size": "data", "seq_len": "data", "format": "data", "masking": "data", "seed": "data",
+               "max_positions": "model (its position table)"}  # what a change would not continue
 
 
 def hold_out(cfg):
@@ -129,7 +130,8 @@ def read_resume(cfg, tok_hash):
         option, was, now = masking_change(was, asdict(now)) if key == "masking" else \
             ("--" + key.replace("_", "-"), was, now)
         if was != now:
-            raise ValueError(f"{path}: {option} was {was}, now {now}: the run would not continue the same data")
+            raise ValueError(f"{path}: {option} was {was}, now {now}: the run would not continue the same "
+                             f"{RESUME_KEYS[key]}")
     check_steps(ckpt, path, cfg)
     return ckpt
 
@@ -222,7 +224,7 @@ def init_out(cfg, tok, model_cfg, world, start_step):
     tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
     keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
     settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world}
-    files.write_atomic(os.path.join(cfg.out, "train_config.json"), json.dumps(settings, indent=2))
+    files.write_atomic(os.path.join(cfg.out, "train_config.json"), files.json_text(settings, indent=2))
 
 
 def check_fresh_out(cfg, master, tok):

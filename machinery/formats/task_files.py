@@ -45,7 +45,8 @@ def read_task(family, t, folder):
     if family == "squad":
         version = t.version
         train, dev = (os.path.join(folder, f"{split}-{version}.json") for split in ("train", "dev"))
-        return squad_training(read_squad(train), train), {"dev": read_squad(dev)}
+        return (squad_training(check_squad(read_squad(train), train, t.no_answer), train),
+                {"dev": check_squad(read_squad(dev), dev, t.no_answer)})
     return read_race(os.path.join(folder, "train")), {"dev": read_race(os.path.join(folder, "dev"))}
 
 
@@ -56,9 +57,9 @@ def write_predictions(family, out, name, pred):
         write_glue_predictions(os.path.join(out, f"{name}_predictions.tsv"), pred)
         return
     answers, na = pred if family == "squad" else (pred, None)
-    files.write_atomic(os.path.join(out, "predictions.json"), json.dumps(answers))
+    files.write_atomic(os.path.join(out, "predictions.json"), files.json_text(answers))
     if na is not None:
-        files.write_atomic(os.path.join(out, "na_prob.json"), json.dumps(na))
+        files.write_atomic(os.path.join(out, "na_prob.json"), files.json_text(na))
 
 
 OUTPUTS = ("metrics.json", "checkpoint.pt", "log.jsonl", "predictions.json", "na_prob.json")  # + *_predictions.tsv
@@ -66,13 +67,31 @@ OUTPUTS = ("metrics.json", "checkpoint.pt", "log.jsonl", "predictions.json", "na
 
 def check_empty(folder, overwrite):
     """A finetuning run's --out is empty (but for its lock and temporary files), unless --overwrite: a file
-    there may be the user's own (a run's outputs would replace their predictions.json or log.jsonl)."""
+    there may be the user's own (a run's outputs would replace their predictions.json or log.jsonl), or a run
+    stopped midway (named as such)."""
     if overwrite or not os.path.isdir(folder):
         return
     others = sorted(n for n in os.listdir(folder) if n != ".lock" and not files.TEMP.search(n))
+    done = epochs_done(folder) if others else None
+    if done:
+        raise FileExistsError(f"--out {folder} holds a finetuning run stopped after epoch {done} (its log.jsonl and "
+                              f"the best checkpoint.pt so far; no metrics.json): pass --overwrite to run it again "
+                              f"from the start, or choose another folder")
     if others:
         raise FileExistsError(f"--out {folder} is not empty ({others[0]}) and holds no finished finetuning run: "
                               f"pass --overwrite to write there anyway, or choose an empty folder")
+
+
+def epochs_done(folder):
+    """The epochs logged by the finetuning run in `folder` (with its checkpoint.pt; a finished one's metrics.json is
+    refused before); None if it holds no such run (no checkpoint.pt, or a log.jsonl that is not finetune.py's)."""
+    if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
+        return None
+    try:
+        log = files.read_text(os.path.join(folder, "log.jsonl"))
+        return max(json.loads(line)["epoch"] for line in log.splitlines())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def clear_out(folder, overwrite=False):
@@ -86,8 +105,12 @@ def clear_out(folder, overwrite=False):
 
 
 # ---------------------------------------------------------------------------------------- GLUE
-def parse_label(t, text, where):
-    """A label as the task's files write it: one of its labels, or a finite number (STS-B)."""
+SCORES = (0.0, 5.0)  # STS-B's gold similarity scores: 0 (unrelated) to 5 (the same meaning)
+
+
+def parse_label(t, text, where, gold=False):
+    """A label as the task's files write it: one of its labels, or a finite number (STS-B: a gold score in SCORES;
+    a prediction may fall outside)."""
     labels = t.labels
     if labels is None:
         try:
@@ -96,6 +119,8 @@ def parse_label(t, text, where):
             value = math.nan
         if not math.isfinite(value):
             raise ValueError(f"{where}: score {text!r} is not a number")
+        if gold and not SCORES[0] <= value <= SCORES[1]:
+            raise ValueError(f"{where}: score {text!r} is outside {t.folder}'s {SCORES[0]:g} to {SCORES[1]:g}")
         return value
     if text not in labels:
         raise ValueError(f"{where}: label {text!r} is not one of {', '.join(labels)}")
@@ -135,14 +160,21 @@ def read_glue(t, path, labelled=True):
         raise ValueError(f"{path}: empty (no header)")
     text_idx, label_idx = glue_columns(t, path, rows[0] if has_header else None, labelled)
     need = max(text_idx + ([label_idx] if label_idx is not None else []))
-    out = []
+    out, bad = [], []  # bad: why each wrong label is refused
     for n, row in enumerate(rows[1:] if has_header else rows, 2 if has_header else 1):
         if not row:
             continue
         if len(row) <= need:
             raise ValueError(f"{path}:{n}: expected at least {need + 1} tab-separated columns, got {len(row)}")
-        label = None if label_idx is None else parse_label(t, row[label_idx].strip(), f"{path}:{n}")
+        try:
+            label = None if label_idx is None else parse_label(t, row[label_idx].strip(), f"{path}:{n}", gold=True)
+        except ValueError as e:
+            bad.append(str(e))
+            continue
         out.append(([row[i] for i in text_idx], label))
+    if bad:
+        more = f" (and {len(bad) - 1:,} more of its {len(out) + len(bad):,} rows)" if len(bad) > 1 else ""
+        raise ValueError(bad[0] + more)
     if not out:
         raise ValueError(f"{path}: no examples")
     return out
@@ -210,11 +242,26 @@ def read_squad(path):
     return out
 
 
+def check_squad(examples, path, no_answer):
+    """A SQuAD file's questions, refused (one line: how many, the first id) where they are not the task's:
+    an empty context (nothing to find an answer in), or a question marked impossible in a SQuAD 1.1 task
+    (no_answer False: it has no such questions, and its training would drop them without a word)."""
+    for why, wrong, hint in (("an empty context", lambda e: not e["context"].strip(), ""),
+                             ("is_impossible true", lambda e: e["is_impossible"] and not no_answer,
+                              ": SQuAD 1.1 has no such questions (a SQuAD 2.0 file? --task squad2)")):
+        ids = [e["id"] for e in examples if wrong(e)]
+        if ids:
+            raise ValueError(f"{path}: {len(ids):,} of its {len(examples):,} questions have {why} "
+                             f"(first: id {ids[0]}){hint}")
+    return examples
+
+
 def answer_problem(e):
     """Why a SQuAD question cannot train the span head (None when it can): its first answer, the one finetune.py
-    trains on, must be its text found at answer_start in the context (or the question marked impossible)."""
+    trains on, must be its text found at answer_start in the context; or it is marked impossible, with no
+    answer (SQuAD 2.0 lists none for those: one with answers trains neither way)."""
     if e["is_impossible"]:
-        return None
+        return "answers, yet marked impossible" if e["answers"] else None
     if not e["answers"]:
         return "no answer, and not marked impossible"
     start, text = e["answers"][0]["answer_start"], e["answers"][0]["text"]
@@ -291,9 +338,12 @@ def race_passage(path, level):
         raise ValueError(f"{path}: questions, options and answers must be lists of the same length")
     out = []
     for i, (q, o, ans) in enumerate(zip(qs, opts, answers)):
-        if not isinstance(q, str) or not isinstance(o, list) or len(o) != 4 or \
-                not all(isinstance(x, str) for x in o) or ans not in ("A", "B", "C", "D"):
-            raise ValueError(f"{path}: question {i} needs a text, 4 options and an answer in A-D")
+        why = ("its question is not a text" if not isinstance(q, str) else
+               f"its options are {shown(o)}, not 4 texts"
+               if not isinstance(o, list) or len(o) != 4 or not all(isinstance(x, str) for x in o) else
+               f"its answer is {shown(ans)}, not one of A, B, C, D" if ans not in ("A", "B", "C", "D") else None)
+        if why:
+            raise ValueError(f"{path}: question {i}: {why}")
         out.append({"qid": f"{doc['id']}-{i}", "level": level, "article": doc["article"], "question": q,
                     "options": o, "label": "ABCD".index(ans)})
     return out

@@ -8,7 +8,7 @@ holds one merge per line in rank order ('Ġt he') after a '#version' line.
 import json
 import os
 
-from machinery.basics.files import read_json, read_text, write_atomic
+from machinery.basics.files import json_text, read_json, read_text, write_atomic
 
 VOCAB_FILES = (("vocab.json", "merges.txt"),   # RoBERTa's and Hugging Face's names
                ("encoder.json", "vocab.bpe"))  # GPT-2's names
@@ -74,7 +74,7 @@ def write(directory, tokens, merges):
     os.makedirs(directory, exist_ok=True)
     vocab = {tokens[i]: i for i in sorted(tokens)}
     lines = ["#version: 0.2"] + [f"{tokens[a]} {tokens[b]}" for a, b in merges]
-    write_atomic(os.path.join(directory, "vocab.json"), json.dumps(vocab, ensure_ascii=False))
+    write_atomic(os.path.join(directory, "vocab.json"), json_text(vocab, ensure_ascii=False))
     write_atomic(os.path.join(directory, "merges.txt"), "\n".join(lines) + "\n")
 
 
@@ -104,7 +104,7 @@ def write_chars(directory, vocab, merges):
             "tokens": [vocab[i].decode("utf-8", "surrogatepass") for i in range(len(vocab))],
             "merges": [[a, b, new] for (a, b), new in merges.items()]}
     os.makedirs(directory, exist_ok=True)
-    write_atomic(os.path.join(directory, CHAR_BPE_FILE), json.dumps(spec, ensure_ascii=False))
+    write_atomic(os.path.join(directory, CHAR_BPE_FILE), json_text(spec, ensure_ascii=False))
 
 
 def read(directory):

@@ -3,7 +3,6 @@ judged, its report written), and the options. experiments.py holds the declarati
 `python experiments.py` hands over to main here.
 """
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -133,7 +132,7 @@ def write_outputs(exp, scale, args, results, runs):
     """results.json, report.md and loss.png (when matplotlib is installed) in OUT/<name>/; (report, png)."""
     folder = os.path.join(args.out, exp.name)
     os.makedirs(folder, exist_ok=True)
-    files.write_atomic(os.path.join(folder, "results.json"), json.dumps(results, indent=2))
+    files.write_atomic(os.path.join(folder, "results.json"), files.json_text(results, indent=2))
     base = runner.base_options(exp, scale, args.steps_factor)
     files.write_atomic(os.path.join(folder, "report.md"), reports.report(exp, results, runs, base))
     png = reports.plot(exp, results, os.path.join(folder, "loss.png"))

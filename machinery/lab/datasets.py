@@ -10,7 +10,6 @@ is evaluated on.
     prepared.folders["full"], prepared.commands
 """
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -194,7 +193,7 @@ def graft_heldout(source, target):
         os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))
     meta_t["valid"] = meta_s["valid"]
     meta_t["heldout_from"] = os.path.abspath(source)
-    files.write_atomic(os.path.join(target, "meta.json"), json.dumps(meta_t, indent=2))
+    files.write_atomic(os.path.join(target, "meta.json"), files.json_text(meta_t, indent=2))
 
 
 

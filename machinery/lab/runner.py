@@ -335,7 +335,7 @@ def train_run(run, status, threads, overwrite, label, code):
 
 
 def write_run(run, record):
-    files.write_atomic(os.path.join(run.folder, "run.json"), json.dumps(record, indent=2))
+    files.write_atomic(os.path.join(run.folder, "run.json"), files.json_text(record, indent=2))
 
 
 def curve(run):
