@@ -193,7 +193,7 @@ class Trainer(NamedTuple):
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
-def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
+def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro, examples):
     """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
     model_cfg = roberta.RobertaConfig.preset(
         cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
@@ -204,7 +204,8 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
     if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
-        state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
+        state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device,
+                                                                  examples)}
     if rank == 0:
         run_folder.init_out(cfg, tok, body.cfg, world, state["step"])  # machinery: train_config.json, tokenizer
     model = body
@@ -330,9 +331,9 @@ def _train(cfg, rank, world, device, cpu_group):
     tok_hash = meta["tokenizer_sha256"]
     # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
     ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
-    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
     # machinery: data.examples, kept in an index at the paper's scale
     ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
+    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro, len(ts.lengths))
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
