@@ -383,7 +383,15 @@ def two_nodes(args, out, beside=()):
     assert all(p.returncode == 0 for p in procs), "".join(e[-2000:] for e in errors)
 
 
-def test_a_lost_peer_error_becomes_one_line_and_other_errors_pass(tmp_path, monkeypatch):
+@pytest.fixture
+def sigterm_kept():
+    """This process's SIGTERM handler, put back after a test that lets train_cli.peers_kept replace it."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_a_lost_peer_error_becomes_one_line_and_other_errors_pass(tmp_path, monkeypatch, sigterm_kept):
     cfg = train.TrainConfig(out=str(tmp_path))
     gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
                         "[127.0.0.1]:5528. This is typically caused by a remote worker crashing.\nmore")
@@ -403,6 +411,11 @@ def test_a_lost_peer_error_becomes_one_line_and_other_errors_pass(tmp_path, monk
         with pytest.raises(RuntimeError) as e, train_cli.peers_kept(cfg):
             raise err
         assert e.value is err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun stops the other processes with SIGTERM
+    with pytest.raises(SystemExit, match=r"^error: rank 1 was stopped \(SIGTERM: torchrun .*; rerun the same command "
+                                         r"with --resume"), train_cli.peers_kept(cfg):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import contextlib
 import math
 import os
 import re
+import signal
 import sys
 from dataclasses import asdict
 
@@ -134,19 +135,27 @@ def main(argv=None):
 @contextlib.contextmanager
 def peers_kept(cfg):
     """A process of a distributed run whose peer is lost (killed, or its machine gone: torch.distributed's error in
-    the next collective) stops in one line: which process, and how to resume."""
+    the next collective; under torchrun, the SIGTERM it sends the others) stops in one line: which, and how to resume."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(
+            f"error: rank {rank} was stopped (SIGTERM: torchrun stops every process of a run when one ends, and its "
+            f"report names which); {how_to_resume(cfg)}"))
     try:
         yield
     except RuntimeError as err:
-        world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
         if world == 1 or not (isinstance(err, dist.DistError) or "by peer" in str(err)):
             raise
         who = f"rank {1 - rank}" if world == 2 else "a process"  # more: gloo names its address, not its rank
         why = re.sub(r"^\[[^]]*\] *", "", (str(err).splitlines() or [""])[0]).split(". ")[0][:100]
-        saved = os.path.isfile(os.path.join(cfg.out, "checkpoint.pt"))
         raise ValueError(f"lost {who} of the {world} processes of this run ({why}): rank {rank} stops too; "
-                         + (f"rerun the same command with --resume to continue from the last checkpoint in {cfg.out}"
-                            if saved else "no checkpoint was saved yet: rerun the same command")) from None
+                         f"{how_to_resume(cfg)}") from None
+
+
+def how_to_resume(cfg):
+    if os.path.isfile(os.path.join(cfg.out, "checkpoint.pt")):
+        return f"rerun the same command with --resume to continue from the last checkpoint in {cfg.out}"
+    return "no checkpoint was saved yet: rerun the same command"
 
 
 def run_summary(model, tok, cfg):
