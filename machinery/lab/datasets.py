@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bpe
 import data
@@ -37,7 +37,7 @@ class Prepared:
     folders: dict                # "full" / "slice" / "tune" / "char<N>" -> data.py folder
     commands: list
     corpus: str
-    codes: dict                  # the code that prepared each folder (runner.code_hash of the preparation's)
+    codes: dict = field(default_factory=dict)  # the code that prepared each folder (preparation_code)
 
 
 def preparation_code(root=runner.ROOT):
