@@ -24,7 +24,9 @@ masked once with a fixed seed (data.heldout_batches), whatever the run trained o
 the same masked tokens for every arm, except where an arm has its own tokenizer (text-encoding: scored in
 bits per byte of the same text). Every tokenizer learns from the training documents only. Finished runs are skipped when their
 settings and code match (each records a hash of the source files; a run of other code is trained again),
-interrupted ones resumed (train.py --resume); --overwrite trains finished ones again.
+interrupted ones resumed (train.py --resume); --overwrite trains finished ones again. The data likewise: each
+prepared file records the hash of the preparation's code (bpe.py, data.py and what they import), and is
+prepared again after an edit there.
 
 The paper's metric where it used one: masking, formats, batch-size and text-encoding finetune every
 checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.

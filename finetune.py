@@ -19,7 +19,6 @@ and metrics.json.
 import argparse
 import contextlib
 import io
-import json
 import math
 import os
 import statistics

@@ -193,7 +193,7 @@ class Trainer(NamedTuple):
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
-def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
+def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro, n_examples):
     """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
     model_cfg = roberta.RobertaConfig.preset(
         cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
@@ -204,7 +204,7 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
     if ckpt:
-        state = {**state, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
+        state = {**state, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device, n_examples)}
     if rank == 0:
         run_folder.init_out(cfg, tok, body.cfg, world, state["step"])  # machinery: train_config.json, tokenizer
     model = body
@@ -338,11 +338,11 @@ def _train(cfg, rank, world, device, cpu_group, examples):
     tok_hash = meta["tokenizer_sha256"]
     # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
     ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0, tok)
-    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
     if examples is None:  # Section 4.2: the examples of the --format, each with its length in tokens
         ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
         examples = ex, data.example_lengths(ex, cfg.format, cfg.seq_len)
     ts = TrainSet(tokens, *examples, tok)
+    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro, len(ts.lengths))
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)

@@ -519,6 +519,57 @@ def test_a_finished_run_of_other_code_is_stale(tmp_path):
     assert runner.run_status(run, run.argv, False, "abc") == "stale"
 
 
+def test_preparation_code_is_the_code_the_preparation_runs(tmp_path):
+    """The preparation's hash reads bpe.py, data.py and the modules they import: an edit there changes it, an
+    edit to training only does not."""
+    import shutil
+    for name in runner.CORE + ["experiments.py"]:
+        shutil.copy(os.path.join(ROOT, name), tmp_path / name)
+    shutil.copytree(os.path.join(ROOT, "machinery"), tmp_path / "machinery", ignore=shutil.ignore_patterns("__pycache__"))
+    before = datasets.preparation_code(str(tmp_path))
+    assert before == datasets.preparation_code()
+    for name, changes in (("train.py", False), ("data.py", True), ("machinery/basics/files.py", True)):
+        with open(tmp_path / name, "a") as f:
+            f.write("# an edit\n")
+        assert (datasets.preparation_code(str(tmp_path)) != before) == changes, name
+        before = datasets.preparation_code(str(tmp_path))
+
+
+def test_a_prepared_file_of_other_code_is_made_again(tmp_path, capsys):
+    made, log, typed = tmp_path / "made.txt", str(tmp_path / "log"), []
+    argv = ["python", "-c", f"import sys; open({str(made)!r}, 'a').write(' '.join(sys.argv[1:]) + '|')"]
+    for code in ("c1", "c1", "c2"):
+        datasets.prepare_step("step", argv, str(made), datasets.Stamps(str(tmp_path), code), log, typed)
+    assert made.read_text() == "|--overwrite|"  # made, skipped (the same code), made again (an edit)
+    assert "step: made by other code (preparation code c1, now c2): made again" in capsys.readouterr().out
+    assert datasets.Stamps(str(tmp_path), "c2").fresh(str(made)) and typed == [runner.shown(argv)] * 3
+
+
+@pytest.mark.slow
+def test_an_edit_to_the_preparation_prepares_again(tmp_path, monkeypatch, capsys):
+    """Issue 32: after an edit to data.py's preparation, every prepared file is made again, and the report's
+    figures name the code of the data."""
+    docs = list(corpora.reference_topics())[:20]
+    (tmp_path / "corpus.txt").write_text("\n".join(line for doc in docs for line in doc + [""]))
+    args = command.parser().parse_args(["masking", "--quick", "--vocab-size", "300", "--out", str(tmp_path / "o"),
+                                        "--corpus", str(tmp_path / "corpus.txt")])
+    scale = experiments.SCALES["quick"]
+    first, code = datasets.prepare(scale, args, {"slice"}), datasets.preparation_code()
+    assert set(first.codes.values()) == {code}
+    monkeypatch.setattr(datasets, "preparation_code", lambda root=None: "0123456789ab")  # as if data.py changed
+    capsys.readouterr()
+    again = datasets.prepare(scale, args, {"slice"})
+    printed = capsys.readouterr().out
+    for what in ("training text", "tokenizer", "data", "less data"):
+        assert f"  {what}: made by other code (preparation code {code}, now 0123456789ab): made again" in printed
+    assert again.codes == {"full": "0123456789ab", "slice": "0123456789ab"} and printed.count("--overwrite") == 3
+    stamps = json.load(open(os.path.join(os.path.dirname(again.tokenizer), "code.json")))
+    assert set(stamps.values()) == {"0123456789ab"} and len(stamps) == 5  # train.txt, merges, full, slice text, slice
+    capsys.readouterr()
+    datasets.prepare(scale, args, {"slice"})
+    assert "made" not in capsys.readouterr().out  # the same code again: nothing to do
+
+
 @pytest.mark.slow
 def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
     o = sharing_data(out, tmp_path / "o")

@@ -20,7 +20,7 @@ from test_train import train_here
 from machinery.basics import lock
 from machinery.commands import evaluate_cli, roberta_cli, train_cli
 from machinery.commands import char_bpe
-from machinery.formats import checkpoints, task_files
+from machinery.formats import checkpoints, run_folder, task_files
 from machinery.datafolder import preparation
 from machinery.formats import prepared
 
@@ -450,13 +450,53 @@ def test_a_crafted_checkpoint_with_its_checksum_recomputed_is_one_line(toks, tmp
     message = one_line(evaluate.load_checkpoint, run)
     assert message.startswith(f"{run / 'checkpoint.pt'}: ") and words in message, message
 
-def test_a_checkpoint_whose_state_step_is_not_a_count_is_refused_on_resume(pretrained, tmp_path, capsys):
+def garbage_rng(c):
+    c["rng"][0]["cpu"] = torch.randint(0, 256, c["rng"][0]["cpu"].shape, dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["state"].update(step="6"), "its training state's step is '6', not a step count"),
+    (lambda c: c["state"].update(epoch=7), "its training state's epoch is 7, not a count in 0..6"),
+    (lambda c: c["state"].update(position=-1), "its training state's position is -1, not a count"),
+    (lambda c: c["state"].update(offset="3"), "its training state's offset is '3', not a count"),
+    (lambda c: c["state"].update(offset=10 ** 9), "its training state's offset 1000000000 (at position"),
+    (lambda c: c["state"].update(skipped=1.5), "its training state's skipped is 1.5, not a count in 0..6"),
+    (lambda c: c["state"].update(tokens_seen=-5), "its training state's tokens_seen is -5"),
+    (lambda c: c.update(rng=[]), "its rng is not every process's random states"),
+    (lambda c: c.update(rng=[{"cpu": torch.zeros(3)}]), "its rng is not every process's random states"),
+    (garbage_rng, "its rng is not every process's random states"),
+    (lambda c: c.update(data_fingerprint={1: 2}), "its data_fingerprint is not a record of its data"),
+    (lambda c: c.update(config=[1]), "its config is not a dict of the model's settings"),
+    (lambda c: c["model"].pop("lm_head.bias"), "its model is not this model's weights (lm_head.bias:"),
+    (lambda c: c["model"].update({"lm_head.bias": torch.zeros(3)}), "its model is not this model's weights (lm_head"),
+    (lambda c: c["optimizer"].update(param_groups=[]), "its optimizer is not AdamW's state for this model"),
+    (lambda c: c["optimizer"]["param_groups"][0].update(betas=(2.0, 0.9)), "its optimizer is not AdamW's state"),
+    (lambda c: c["optimizer"]["param_groups"][0].update(eps="small"), "its optimizer is not AdamW's state"),
+    (lambda c: c["optimizer"]["state"][0].update(exp_avg=torch.zeros(3)), "its optimizer state of parameter 0 is not"),
+    (lambda c: c["optimizer"]["state"].update({10 ** 6: {}}), "its optimizer state of parameter 1000000 is not"),
+])
+def test_a_crafted_training_state_is_refused_on_resume_in_one_line(pretrained, tmp_path, capsys, edit, words):
+    """Issue 32: every field --resume restores is checked for its type and range, and refused in one line naming
+    the file and the field (an empty rng was an IndexError, an offset past its epoch 'negative dimensions')."""
     prepared, run = pretrained
     run = copy_run(run, tmp_path)
-    forge(run / "checkpoint.pt", lambda c: c["state"].update(step="6"))
+    forge(run / "checkpoint.pt", edit)
+    before = snapshot(run)
     code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 9, *TINY, "--resume")
     assert code not in (0, None) and len(err.strip().splitlines()) == 1, err
-    assert "its training state's step is '6', not a step count" in err
+    assert f"{run / 'checkpoint.pt'}: " in err and words in err, err
+    assert snapshot(run) == before
+
+def test_a_crafted_loss_scaler_state_is_one_line():
+    """fp16's loss scaler (a GPU's; a CPU one here): its state's numbers checked like AdamW's settings."""
+    model = torch.nn.Linear(2, 2)
+    opt, scaler = torch.optim.AdamW(model.parameters()), torch.amp.GradScaler("cpu")
+    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict()}
+    run_folder.check_restorable(ckpt, model, opt, scaler, "run/checkpoint.pt")  # its own state passes
+    for bad in ({"scale": float("nan")}, {"growth_interval": "2000"}, {"backoff_factor": -0.5}):
+        message = one_line(run_folder.check_restorable, {**ckpt, "scaler": {**ckpt["scaler"], **bad}}, model, opt,
+                           scaler, "run/checkpoint.pt")
+        assert message == "run/checkpoint.pt: its scaler is not a loss scaler's state (a damaged or crafted file)"
 
 @pytest.mark.parametrize("options, words", [
     (["--mask-rate", "0.2"], "--mask-rate was 0.15, now 0.2: the run would not continue the same data"),

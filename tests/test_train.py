@@ -384,6 +384,70 @@ def two_nodes(args, out, beside=()):
     assert all(p.returncode == 0 for p in procs), "".join(e[-2000:] for e in errors)
 
 
+@pytest.fixture
+def sigterm_kept():
+    """This process's SIGTERM handler, put back after a test that lets train_cli.peers_kept replace it."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_a_lost_peer_error_becomes_one_line_and_other_errors_pass(tmp_path, monkeypatch, sigterm_kept):
+    cfg = train.TrainConfig(out=str(tmp_path))
+    gloo = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                        "[127.0.0.1]:5528. This is typically caused by a remote worker crashing.\nmore")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError) as e, train_cli.peers_kept(cfg):
+        raise gloo
+    assert str(e.value) == ("lost rank 0 of the 2 processes of this run (Connection closed by peer [127.0.0.1]:5528): "
+                            "rank 1 stops too; no checkpoint was saved yet: rerun the same command")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"^lost a process of the 4 .* rank 1 stops too; rerun the same command with "
+                                         r"--resume to continue from the last checkpoint in "), train_cli.peers_kept(cfg):
+        raise gloo
+    for world, err in (("4", RuntimeError("a bug")), ("1", gloo)):  # not a lost peer: as it was
+        monkeypatch.setenv("WORLD_SIZE", world)
+        with pytest.raises(RuntimeError) as e, train_cli.peers_kept(cfg):
+            raise err
+        assert e.value is err
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun stops the other processes with SIGTERM
+    with pytest.raises(SystemExit, match=r"^error: rank 1 was stopped \(SIGTERM: torchrun .*; rerun the same command "
+                                         r"with --resume"), train_cli.peers_kept(cfg):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+
+@pytest.mark.slow
+def test_a_lost_peer_is_one_line_naming_it_and_how_to_resume(prepared, tmp_path):
+    """Issue 32: two ranks started by hand (env rendezvous, no torchrun), the first (which holds the rendezvous
+    store) killed mid-run: the other stops in one line, no traceback, naming the lost rank and --resume."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
+           "WORLD_SIZE": "2"}
+    args = ["--data", prepared, "--out", tmp_path / "run", "--max-steps", 10 ** 5, "--save-interval", 2, *TINY]
+    procs = [subprocess.Popen(command(args), cwd=ROOT, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "run" / "checkpoint.pt").exists():  # training, a checkpoint saved
+            assert time.time() < deadline and all(p.poll() is None for p in procs), "the run did not start"
+            time.sleep(0.1)
+        procs[0].kill()
+        start = time.time()
+        err = procs[1].communicate(timeout=60)[1]
+        assert procs[1].returncode not in (0, None) and time.time() - start < 60
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+        assert lines[0].startswith("error: lost rank 0 of the 2 processes of this run (") and lines[0].endswith(
+            f"rank 1 stops too; rerun the same command with --resume to continue from the last checkpoint in "
+            f"{tmp_path / 'run'}"), lines[0]
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["doc-sentences", "sentence-pair"])
 def test_two_nodes_equal_one_process(prepared, tmp_path, fmt):

@@ -3,11 +3,15 @@ TrainConfig it makes, and main (`python train.py` hands over here). Defaults com
 train.RECIPES, nowhere else.
 """
 import argparse
+import contextlib
 import math
 import os
 import re
+import signal
 import sys
 from dataclasses import asdict
+
+import torch.distributed as dist
 
 import data
 import train
@@ -114,14 +118,39 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
 
     def pretrain():
-        if args.data:
-            cfg = config_from_args(args)
+        cfg = config_from_args(args) if args.data else demo.setup(args)  # no --data: the demo's data, made once
+        with peers_kept(cfg):
             model, tok = train.train(cfg, index.run_examples(cfg))  # kept beside the data at the paper's scale
+        if args.data:
             return run_summary(model, tok, cfg)  # held-out perplexity beside the unigram's
-        cfg = demo.setup(args)  # no --data: the demo's corpus, tokenizer and data, made once
-        model, tok = train.train(cfg)
         demo.report(model, tok, cfg)
     cli.run(pretrain)
+
+
+@contextlib.contextmanager
+def peers_kept(cfg):
+    """A process of a distributed run whose peer is lost (killed, or its machine gone: torch.distributed's error in
+    the next collective; under torchrun, the SIGTERM it sends the others) stops in one line: which, and how to resume."""
+    world, rank = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+    if world > 1:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(
+            f"error: rank {rank} was stopped (SIGTERM: torchrun stops every process of a run when one ends, and its "
+            f"report names which); {how_to_resume(cfg)}"))
+    try:
+        yield
+    except RuntimeError as err:
+        if world == 1 or not (isinstance(err, dist.DistError) or "by peer" in str(err)):
+            raise
+        who = f"rank {1 - rank}" if world == 2 else "a process"  # more: gloo names its address, not its rank
+        why = re.sub(r"^\[[^]]*\] *", "", (str(err).splitlines() or [""])[0]).split(". ")[0][:100]
+        raise ValueError(f"lost {who} of the {world} processes of this run ({why}): rank {rank} stops too; "
+                         f"{how_to_resume(cfg)}") from None
+
+
+def how_to_resume(cfg):
+    if os.path.isfile(os.path.join(cfg.out, "checkpoint.pt")):
+        return f"rerun the same command with --resume to continue from the last checkpoint in {cfg.out}"
+    return "no checkpoint was saved yet: rerun the same command"
 
 
 def run_summary(model, tok, cfg):

@@ -121,6 +121,7 @@ def read_resume(cfg, tok_hash):
         hold_out(cfg)  # one run per folder
     ckpt = checkpoints.read_checkpoint(path)
     check_pretraining(ckpt, path)
+    check_state(ckpt, path)
     if ckpt.get("tokenizer_sha256") != tok_hash:
         raise ValueError(f"{path}: trained with tokenizer {str(ckpt.get('tokenizer_sha256'))[:12]}, but --data "
                          f"{cfg.data} was prepared with tokenizer {tok_hash[:12]}")
@@ -164,6 +165,8 @@ def check_pretraining(ckpt, path):
     if not isinstance(ckpt.get("data_fingerprint"), dict) or "offset" not in ckpt["state"]:
         raise ValueError(f"{path}: saved by an older train.py (no record of its data or of its place in the epoch): "
                          f"--resume cannot continue it exactly (start a new run)")
+    if not all(isinstance(k, str) for k in ckpt["data_fingerprint"]):
+        raise ValueError(f"{path}: its data_fingerprint is not a record of its data (a damaged or crafted file)")
 
 
 UPDATE_KEYS = ("lr", "warmup_steps", "max_steps", "weight_decay", "clip_grad", "amp")  # the updates, not the data
@@ -172,15 +175,103 @@ UPDATE_KEYS = ("lr", "warmup_steps", "max_steps", "weight_decay", "clip_grad", "
 def check_steps(ckpt, path, cfg):
     """A --max-steps at or beyond the checkpoint's step: refused below it, before anything in --out changes. At it,
     the run is finished: it is read back (the demo's second run), nothing trained and nothing written."""
-    step = ckpt["state"].get("step")
-    if type(step) is not int or step < 0:
-        raise ValueError(f"{path}: its training state's step is {step!r}, not a step count (a damaged or crafted file)")
+    step = ckpt["state"]["step"]
     if step > cfg.max_steps:
         raise ValueError(f"{path}: the run is at step {step:,}, already past --max-steps {cfg.max_steps:,}; nothing "
                          f"was changed (a --max-steps above {step:,} trains it further)")
     if step == cfg.max_steps and int(os.environ.get("RANK", 0)) == 0:
         print(f"note: {path}: the run is finished (step {step:,}, its --max-steps): read back, nothing trained or "
               f"written", file=sys.stderr)
+
+
+def count(value, high=None):
+    """Whether `value` is a whole number in 0..high."""
+    return type(value) is int and 0 <= value and (high is None or value <= high)
+
+
+def check_state(ckpt, path):
+    """The training state and random states a resume restores, each of its type and in its range, before any heavy
+    work: a damaged or crafted file is refused in one line naming the field, not a traceback where it is used."""
+    state, step = ckpt["state"], ckpt["state"].get("step")
+    if not count(step):
+        raise ValueError(f"{path}: its training state's step is {step!r}, not a step count (a damaged or crafted file)")
+    fields = {"epoch": step, "position": None, "skipped": step, "tokens_seen": None, "offset": None}  # and their most
+    for field, high in fields.items():
+        value = state.get(field, 0)
+        if not count(value, high):
+            raise ValueError(f"{path}: its training state's {field} is {value!r}, not a count in 0.."
+                             f"{'' if high is None else high} (a damaged or crafted file)")
+    rng = ckpt.get("rng")
+    if not isinstance(rng, list) or not rng or not all(isinstance(r, dict) and random_state(r.get("cpu"))
+                                                       and byte_tensor(r.get("cuda")) for r in rng):
+        raise ValueError(f"{path}: its rng is not every process's random states (a list of cpu and cuda states; a "
+                         f"damaged or crafted file)")
+
+
+def byte_tensor(value):
+    return torch.is_tensor(value) and value.dtype == torch.uint8 and value.dim() == 1
+
+
+def random_state(value):
+    """Whether `value` is a CPU generator's state (tried on a generator of its own)."""
+    try:
+        torch.Generator().set_state(value)
+        return byte_tensor(value)
+    except (TypeError, RuntimeError):
+        return False
+
+
+def check_position(state, examples, path):
+    """A resumed data position inside its epoch of `examples` examples: its next batch at most `offset` examples in
+    (each batch takes one at least)."""
+    offset = state["offset"]
+    if not state["position"] <= offset <= examples:
+        raise ValueError(f"{path}: its training state's offset {offset} (at position {state['position']}) is not a "
+                         f"place in an epoch of {examples:,} examples (a damaged or crafted file)")
+
+
+def check_restorable(ckpt, model, opt, scaler, path):
+    """The weights, optimizer and loss-scaler states are this model's: every tensor of its shape, AdamW's settings
+    numbers, its moments per parameter (torch would load a wrong shape and fail at the first update)."""
+    own, weights = model.state_dict(), ckpt["model"]
+    names = set(weights) ^ set(own) if isinstance(weights, dict) else {"not a dict"}  # one name too many or missing
+    bad = min(names, key=str, default=None) or \
+        next((k for k in own if not torch.is_tensor(weights[k]) or weights[k].shape != own[k].shape), None)
+    if bad:
+        raise ValueError(f"{path}: its model is not this model's weights ({bad}: a damaged or crafted file)")
+    now, saved = opt.state_dict(), ckpt["optimizer"]
+    shapes = {i: p.shape for ours, g in zip(now["param_groups"], opt.param_groups) for i, p in zip(ours["params"],
+                                                                                                   g["params"])}
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not (isinstance(groups, list) and len(groups) == len(now["param_groups"]) and isinstance(saved.get("state"), dict)
+            and all(isinstance(g, dict) and g.get("params") == ours["params"] and all(setting(g.get(k), v) for k, v in
+                                                                                      ours.items())
+                    for g, ours in zip(groups, now["param_groups"]))):
+        raise ValueError(f"{path}: its optimizer is not AdamW's state for this model (its parameter groups or "
+                         f"settings; a damaged or crafted file)")
+    for i, moments in saved["state"].items():
+        if i not in shapes or not isinstance(moments, dict) or not all(
+                torch.is_tensor(moments.get(k)) and moments[k].shape == shapes[i] for k in ("exp_avg", "exp_avg_sq")) \
+                or not (torch.is_tensor(moments.get("step")) and moments["step"].numel() == 1 and moments["step"] >= 0):
+            raise ValueError(f"{path}: its optimizer state of parameter {i!r} is not AdamW's (a step, and two moments "
+                             f"of the parameter's shape; a damaged or crafted file)")
+    wanted = scaler.state_dict() if scaler and ckpt.get("scaler") else {}
+    if wanted and not (isinstance(ckpt["scaler"], dict) and all(setting(ckpt["scaler"].get(k), v) for k, v in
+                                                                 wanted.items())):
+        raise ValueError(f"{path}: its scaler is not a loss scaler's state (a damaged or crafted file)")
+
+
+def setting(value, like):
+    """Whether a saved setting `value` is of the kind of ours (`like`): a flag, a number >= 0, a pair of numbers in
+    [0, 1) (AdamW's betas), or the same."""
+    if like is None or isinstance(like, bool):
+        return value is None or isinstance(value, bool)
+    if isinstance(like, (int, float)):
+        return type(value) in (int, float) and math.isfinite(value) and value >= 0
+    if isinstance(like, tuple):
+        return isinstance(value, (tuple, list)) and len(value) == len(like) and all(
+            type(v) in (int, float) and 0 <= v < 1 for v in value)
+    return type(value) is type(like)
 
 
 def check_same_data(ckpt, path, data_dir):
@@ -191,20 +282,28 @@ def check_same_data(ckpt, path, data_dir):
                          f"not continue the same data")
 
 
-def restore(ckpt, model, opt, scaler, cfg, rank, device):
-    """Load the model, optimizer, loss scaler and this process's random states; returns the training state."""
+def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
+    """Load the model, optimizer, loss scaler and this process's random states (checked first, and the data position
+    inside an epoch of `examples`); returns the training state."""
+    path = os.path.join(cfg.out, "checkpoint.pt")
+    check_position(ckpt["state"], examples, path)
+    if not isinstance(ckpt["config"], dict):
+        raise ValueError(f"{path}: its config is not a dict of the model's settings (a damaged or crafted file)")
     if ckpt["config"] != asdict(model.cfg):
         now = asdict(model.cfg)
         diff = [f"{k} {v} then, {now.get(k)} now" for k, v in ckpt["config"].items() if v != now.get(k)]
         raise ValueError(f"{cfg.out}: its model differs from this run's --config {cfg.config} ({'; '.join(diff)}): "
                          f"give the --config, --dropout and --max-positions it was trained with")
+    check_restorable(ckpt, model, opt, scaler, path)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    if scaler and ckpt["scaler"]:
+    if scaler and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
     rng = ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0]
     torch.set_rng_state(rng["cpu"])
     if device.type == "cuda" and rng["cuda"].numel():
+        if rng["cuda"].numel() != torch.cuda.get_rng_state(device).numel():
+            raise ValueError(f"{path}: its rng's cuda state is not a GPU generator's (a damaged or crafted file)")
         torch.cuda.set_rng_state(rng["cuda"], device)
     changed = [f"--{k.replace('_', '-')} {ckpt['train'][k]} -> {getattr(cfg, k)}" for k in UPDATE_KEYS
                if k in ckpt["train"] and ckpt["train"][k] != getattr(cfg, k)]

@@ -94,6 +94,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "heldout_targets": shared_targets(exp, finished),
             "invocation": invocation(exp, args), "variant": is_variant(args),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
+            "data_codes": sorted(set(prepared.codes.values())),
             "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "arm_baselines": unigram,
             "not_run": [a.name for a in exp.arms if a.name not in ran and (args.finetune_on or not a.finetune)],

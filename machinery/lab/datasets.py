@@ -4,18 +4,21 @@ the tokenizer (trained on the training documents only: the held-out text is new 
 ("full"; "slice": every n-th training document with the full data's held-out split, so that every arm is
 evaluated on the same held-out documents; "tune": the training documents split again, a share of them held
 out for choosing settings, never the reported held-out ones), and the baselines on the held-out masks every run
-is evaluated on.
+is evaluated on. Every file and folder it makes records the code that made it (Stamps): made by other code,
+it is made again.
 
     prepared = datasets.prepare(scale, args, needs={"slice"})
     prepared.folders["full"], prepared.commands
 """
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bpe
 import data
@@ -34,20 +37,61 @@ class Prepared:
     folders: dict                # "full" / "slice" / "tune" / "char<N>" -> data.py folder
     commands: list
     corpus: str
+    codes: dict = field(default_factory=dict)  # the code that prepared each folder (preparation_code)
 
 
-def prepare_step(what, argv, done, log_path, record):
-    """One preparation command, skipped when its output exists; a failure stops the experiment."""
+def preparation_code(root=runner.ROOT):
+    """The version of the preparation's code: runner.code_hash of bpe.py, data.py, the built-in corpora, every
+    project module they import, and this file (not what it imports: the runs' own machinery)."""
+    return runner.code_hash(root, runner.imported(["bpe.py", "data.py", "machinery/commands/corpora.py"], root)
+                            + ["machinery/lab/datasets.py"])
+
+
+class Stamps:
+    """The code that made each prepared file under OUT/_data/<corpus>/: {its path there: code} in code.json."""
+    lock = threading.Lock()  # the character-level tokenizers are prepared side by side
+
+    def __init__(self, folder, code):
+        self.path, self.code = os.path.join(folder, "code.json"), code
+
+    def made(self, path):
+        """The code that made `path`, or None (not recorded)."""
+        stamps = files.read_json(self.path, missing=True) or {}
+        return stamps.get(os.path.relpath(path, os.path.dirname(self.path)))
+
+    def fresh(self, path):
+        """Whether `path` is there, made by this code."""
+        return os.path.exists(path) and self.made(path) == self.code
+
+    def record(self, path):
+        with self.lock:
+            stamps = files.read_json(self.path, missing=True) or {}
+            stamps[os.path.relpath(path, os.path.dirname(self.path))] = self.code
+            files.write_atomic(self.path, json.dumps(stamps, indent=2, sort_keys=True))
+
+    def again(self, what, path):
+        """Whether `path` is to be made (again): absent, or made by other code (said in one line)."""
+        if os.path.exists(path) and not self.fresh(path):
+            runner.say(f"  {what}: made by other code (preparation code {self.made(path) or 'not recorded'}, "
+                       f"now {self.code}): made again")
+        return not self.fresh(path)
+
+
+def prepare_step(what, argv, made, stamps, log_path, record):
+    """One preparation command, skipped when its output (the file `made`) exists and this code made it; made by
+    other code, it runs again with --overwrite. A failure stops the experiment."""
     record.append(runner.shown(argv))
-    if done():
+    if not stamps.again(what, made):
         return
+    argv = argv + (["--overwrite"] if os.path.exists(made) else [])
     runner.say(f"  {what}: {runner.shown(argv)}")
     code, last = runner.execute(argv, log_path)
-    if code != 0 or not done():
+    if code != 0 or not os.path.isfile(made):
         raise ValueError(f"{what} failed ({last}); its output is in {log_path}")
+    stamps.record(made)
 
 
-def corpus_file(scale, args, folder, commands):
+def corpus_file(scale, args, folder, commands, stamps):
     """The text the experiments train on: --corpus, WikiText-103 (gpu), or the built-in corpus."""
     if args.corpus:
         return os.path.abspath(args.corpus)
@@ -63,7 +107,7 @@ def corpus_file(scale, args, folder, commands):
     path = os.path.join(folder, "corpus.txt")
     if scale.corpus == "builtin-quick":
         commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)")
-        if not os.path.isfile(path):
+        if stamps.again("corpus", path):
             lines, size = [], 0
             for doc in corpora.reference_topics():
                 if size > QUICK_CORPUS_CHARS:
@@ -71,11 +115,13 @@ def corpus_file(scale, args, folder, commands):
                 lines += doc + [""]
                 size += sum(len(line) + 1 for line in doc)
             files.write_atomic(path, "\n".join(lines))
+            stamps.record(path)
         return path
     commands.append(f"python -c \"from machinery.commands import corpora; corpora.builtin_corpus('{path}')\"")
-    if not os.path.isfile(path):
+    if stamps.again("corpus", path):
         runner.say(f"  corpus: {commands[-1]}")
         corpora.builtin_corpus(path)
+        stamps.record(path)
     return path
 
 
@@ -94,70 +140,65 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     other folders to make, "slice" and "tune"); a character-level tokenizer and its data for each of `arms`
     that has one (`every_arm`'s folders are named)."""
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
-    folder = os.path.join(args.out, "_data", key)
+    folder, code = os.path.join(args.out, "_data", key), preparation_code()
     parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
-    stamp = os.path.join(parent, f"bpe{vocab}", "code.txt")  # the code that prepared it (bpe.py, data.py, ...)
-    if not os.path.isfile(os.path.join(folder, f"bpe{vocab}", "full", "meta.json")) and \
-            os.path.isfile(os.path.join(parent, f"bpe{vocab}", "full", "meta.json")) and \
-            os.path.isfile(stamp) and open(stamp).read().strip() == args.code:
+    if not Stamps(folder, code).fresh(os.path.join(folder, f"bpe{vocab}", "full", "meta.json")) and \
+            Stamps(parent, code).fresh(os.path.join(parent, f"bpe{vocab}", "full", "meta.json")):
         folder = parent  # --out experiments/variant, the same code: the baseline's data (experiments/_data)
     os.makedirs(folder, exist_ok=True)
-    commands, log_path = [], os.path.join(folder, "prepare.log")
-    corpus = corpus_file(scale, args, folder, commands)
-    vocab = args.vocab_size or scale.vocab_size
+    commands, log_path, stamps = [], os.path.join(folder, "prepare.log"), Stamps(folder, code)
+    corpus = corpus_file(scale, args, folder, commands, stamps)
     tok = os.path.join(folder, f"bpe{vocab}")
     full = os.path.join(tok, "full")
     bpe_py, data_py = runner.script("bpe.py"), runner.script("data.py")
-    train_text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands)
+    train_text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands, stamps)
     prepare_step("tokenizer", ["python", bpe_py, "train", "--input", train_text, "--vocab-size", str(vocab),
-                               "--out", tok], lambda: os.path.isfile(os.path.join(tok, "merges.txt")), log_path,
-                 commands)
+                               "--out", tok], os.path.join(tok, "merges.txt"), stamps, log_path, commands)
     prepare_step("data", ["python", data_py, "--input", corpus, "--tokenizer", tok, "--out", full,
                           "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
-                 lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path, commands)
+                 os.path.join(full, "meta.json"), stamps, log_path, commands)
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}"), "tune": os.path.join(tok, "tune")}
     if "slice" in needs:
-        prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands)
+        prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands, stamps)
     if "tune" in needs:  # the training documents alone, a share of them held out for choosing settings
         prepare_step("tuning split", ["python", data_py, "--input", train_text, "--tokenizer", tok, "--out",
                                       folders["tune"], "--valid-fraction", str(scale.valid_fraction), "--workers",
                                       str(scale.workers)],
-                     lambda: os.path.isfile(os.path.join(folders["tune"], "meta.json")), log_path, commands)
+                     os.path.join(folders["tune"], "meta.json"), stamps, log_path, commands)
     keys = sorted({runner.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
     with ThreadPoolExecutor(2) as pool:  # side by side (each command is its own process)
         made = list(pool.map(lambda key: prepare_characters(scale, corpus, train_text, os.path.join(folder, key),
-                                                            int(key[4:]), os.path.join(folder, f"prepare-{key}.log")),
-                             keys))
+                                                            int(key[4:]), os.path.join(folder, f"prepare-{key}.log"),
+                                                            stamps), keys))
     for key, (full, typed) in zip(keys, made):
         folders[key] = full
         commands += typed
     for key in {runner.char_key(a, vocab) for a in every_arm} - {None} - set(folders):  # the others':
         folders[key] = os.path.join(folder, key, "full")  # where they are, for the runs made before
-    if not os.path.isfile(os.path.join(tok, "code.txt")):
-        files.write_atomic(os.path.join(tok, "code.txt"), args.code)
-    return Prepared(tok, folders, commands, corpus)
+    codes = {k: stamps.made(os.path.join(v, "meta.json")) or "not recorded" for k, v in folders.items()
+             if os.path.isfile(os.path.join(v, "meta.json"))}
+    return Prepared(tok, folders, commands, corpus, codes)
 
 
-def prepare_characters(scale, corpus, train_text, tok, vocab, log_path):
+def prepare_characters(scale, corpus, train_text, tok, vocab, log_path, stamps):
     """A character-level BPE of `vocab` tokens (bpe.py train --characters) trained on the training documents
     (`train_text`) and the corpus prepared with it, the same documents held out; (its data folder, the commands)."""
     full, commands = os.path.join(tok, "full"), []
     prepare_step("character-level tokenizer", ["python", runner.script("bpe.py"), "train", "--input", train_text,
                                                "--vocab-size", str(vocab), "--out", tok, "--characters"],
-                 lambda: os.path.isfile(os.path.join(tok, "char_bpe.json")), log_path, commands)
+                 os.path.join(tok, "char_bpe.json"), stamps, log_path, commands)
     prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok,
                           "--out", full, "--valid-fraction", str(scale.valid_fraction), "--workers",
-                          str(scale.workers)], lambda: os.path.isfile(os.path.join(full, "meta.json")), log_path,
-                 commands)
+                          str(scale.workers)], os.path.join(full, "meta.json"), stamps, log_path, commands)
     return full, commands
 
 
-def training_text(scale, corpus, text, every, commands):
+def training_text(scale, corpus, text, every, commands, stamps):
     """Every `every`-th training document of the corpus (data.split_documents, as data.py splits it) written to
     `text` once: what the tokenizer learns from (every=1), and the less-data slice."""
     which = "the training documents" if every == 1 else f"every {every}th training document"
     commands.append(f"({which} of {corpus} into {text}, as data.split_documents splits it)")
-    if not os.path.isfile(text):
+    if stamps.again("training text", text):
         docs, current = [], []
         for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction):
             for line in lines:
@@ -167,16 +208,17 @@ def training_text(scale, corpus, text, every, commands):
                         docs.append(current)
                         current = []
         files.write_atomic(text, "\n".join(line for doc in docs[::every] for line in doc))
+        stamps.record(text)
     return text
 
 
-def prepare_slice(scale, corpus, tok, full, out, log_path, commands):
+def prepare_slice(scale, corpus, tok, full, out, log_path, commands, stamps):
     """Less data: every n-th training document of the full split, prepared by data.py, and the full data's
     held-out split beside it, so that every arm is evaluated on the same held-out documents."""
-    text = training_text(scale, corpus, out + ".txt", scale.slice_every, commands)
+    text = training_text(scale, corpus, out + ".txt", scale.slice_every, commands, stamps)
     prepare_step("less data", ["python", runner.script("data.py"), "--input", text, "--tokenizer", tok,
                                "--out", out, "--valid-fraction", "0", "--workers", str(scale.workers)],
-                 lambda: os.path.isfile(os.path.join(out, "meta.json")), log_path, commands)
+                 os.path.join(out, "meta.json"), stamps, log_path, commands)
     commands.append(f"(the held-out split of {full} copied into {out})")
     graft_heldout(full, out)
 

@@ -422,10 +422,17 @@ def header(exp, results, runs, base):
     return lines + [
         f"**Ours** ({results['scale']} scale, {seeds}): `train.py {options}` "
         f"(warmup 10% of the steps) and each arm's options below, on the {exp.data} data unless an arm says "
-        f"otherwise (training data, {sizes}). " + heldout_sentence(results, runs) + " Cells: mean ± standard "
+        f"otherwise (training data, {sizes}; {code_sentence(results)}). " + heldout_sentence(results, runs) +
+        " Cells: mean ± standard "
         "deviation over seeds [the held-out standard error of one run's figure, mean over seeds]; ppl = exp(mean "
         "loss). The standard error says how well this sample of masked tokens pins down one model's loss; the "
         "verdicts compare arms by the spread over seeds.", ""]
+
+
+def code_sentence(results):
+    """The code of the runs and of their data (hashes of the source files, runner.code_hash)."""
+    runs, data = ", ".join(results.get("codes") or ["none"]), ", ".join(results.get("data_codes") or ["not recorded"])
+    return f"the runs ran with code {runs}, their data was prepared by code {data}"
 
 
 def heldout_sentence(results, runs):

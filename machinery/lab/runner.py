@@ -7,6 +7,7 @@ wherever it stands to its record: trained (train.py), evaluated on the fixed hel
     runs = runner.plan(exp, scale, args, prepared)
     record = runner.do_run(runs[0], 1, len(runs), exp, scale, args)
 """
+import ast
 import glob
 import hashlib
 import json
@@ -266,12 +267,13 @@ def chosen_arms(exp, names):
 CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
 
 
-def code_hash(root=ROOT):
+def code_hash(root=ROOT, paths=None):
     """The version of the code a run ran with: a hash of the six core modules, machinery/**/*.py, the held-out texts and
-    experiments.py. Not of experiments.py's declarations (from its "the experiments" line to its "scales"
-    line): a run's settings are its command, compared on their own, so adding an arm or an experiment reruns
-    nothing."""
-    paths = [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
+    experiments.py (or of `paths`, relative to root). Not of experiments.py's declarations (from its "the
+    experiments" line to its "scales" line): a run's settings are its command, compared on their own, so adding an
+    arm or an experiment reruns nothing."""
+    paths = [os.path.join(root, name) for name in paths] if paths is not None else \
+        [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
         sorted(glob.glob(os.path.join(root, "machinery", "**", "*.py"), recursive=True)) + \
         sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt")))
     h = hashlib.sha256()
@@ -282,6 +284,31 @@ def code_hash(root=ROOT):
             text = re.sub(rb"\n# -+ the experiments\n.*?\n# -+ scales\n", b"", text, flags=re.S)
         h.update(os.path.relpath(path, root).encode() + b"\0" + text + b"\0")
     return h.hexdigest()[:12]
+
+
+def imported(paths, root=ROOT):
+    """`paths` (relative to root) and every project file they import, directly or through each other, wherever
+    the import stands (its lines read, not run): the source of what they run."""
+    seen, todo = set(), list(paths)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        with open(os.path.join(root, path), "rb") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                for candidate in (name.replace(".", "/") + ".py", name.replace(".", "/") + "/__init__.py"):
+                    if os.path.isfile(os.path.join(root, candidate)):
+                        todo.append(candidate)
+    return sorted(seen)
 
 
 def run_status(run, command, overwrite, code=None):
