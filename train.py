@@ -18,7 +18,7 @@ Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); va
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
+from evaluate import load_checkpoint  # a run folder or a Hugging Face folder with its tokenizer, read and checked
 from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
 from machinery.interop import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
 from machinery.scale import prepared
@@ -65,6 +66,7 @@ class TrainConfig:
     prepare_delay: float = 0.0     # seconds added to each update's preparation (to benchmark the overlap)
     resume: bool = False
     overwrite: bool = False
+    init_from: str = ""            # continue pretraining from these weights: a Hugging Face or run folder
 
 
 # Pretraining recipes. base and large are Table 9 (8K sequences of 512 tokens per update, 500K updates);
@@ -177,6 +179,40 @@ def heldout_set(cfg, tok, micro, rank, world):
                                 cfg.eval_sequences)
 
 
+# ---------------------------------------------------------------------------------------- the starting weights
+class Start(NamedTuple):
+    """Where a continued run (--init-from) starts."""
+    model: torch.nn.Module   # PATH's model, as a RobertaForMaskedLM
+    state: dict              # what it gives: its encoder, and its LM head where PATH has one
+    lineage: dict            # path, class, weights_sha256: recorded in train_config.json and checkpoint.pt
+
+
+def init_from(cfg, tok_hash):
+    """--init-from PATH: continue masked-LM training from released or earlier weights instead of random ones, as
+    domain- and task-adaptive pretraining do (Gururangan et al., 2020, on RoBERTa). PATH is a Hugging Face RoBERTa
+    folder or a train.py/finetune.py run folder (evaluate.load_checkpoint reads and checks either); --data must be
+    prepared with its tokenizer. A finetuned model gives its encoder only. Nothing is written here."""
+    model, tok = load_checkpoint(cfg.init_from, verbose=False)
+    lineage = run_folder.lineage(cfg.init_from)  # machinery: PATH, its class, its weights' fingerprint
+    run_folder.check_start(cfg, prepared.tokenizer_hash(tok), tok_hash, model.cfg.max_positions)  # machinery: one line
+    whole = lineage["class"] == "RobertaForMaskedLM"
+    return Start(model, {k: v for k, v in model.state_dict().items() if whole or k.startswith("roberta.")}, lineage)
+
+
+def model_config(cfg, tok, start, ckpt):
+    """(cfg, the model's RobertaConfig): --config's sizes; a continued run's are PATH's (on resume the checkpoint's),
+    its positions and path then recorded in cfg. --dropout and --format's NSP head are this run's."""
+    lineage = start.lineage if start else ckpt and ckpt["state"].get("init_from")
+    if lineage:
+        sizes = roberta.RobertaConfig.from_dict(ckpt["config"]) if ckpt else start.model.cfg
+        cfg = replace(cfg, init_from=lineage["path"], max_positions=sizes.max_positions)
+    else:
+        sizes = roberta.RobertaConfig.preset(cfg.config, vocab_size=len(tok), pad_id=tok.pad_id,
+                                             max_positions=cfg.max_positions)
+    return cfg, replace(sizes, dropout=cfg.dropout, attention_dropout=cfg.dropout,
+                        next_sentence_head=data.FORMATS[cfg.format].pairs)
+
+
 # ---------------------------------------------------------------------------------------- one update
 class Trainer(NamedTuple):
     """What the training steps share."""
@@ -193,20 +229,22 @@ class Trainer(NamedTuple):
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
-def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
-    """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
-    model_cfg = roberta.RobertaConfig.preset(
-        cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
-        max_positions=cfg.max_positions, next_sentence_head=data.FORMATS[cfg.format].pairs)
+def make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro, start):
+    """The model (from --init-from's weights when given), optimizer and loss scaler, restored from `ckpt` when
+    resuming; (Trainer, training state)."""
     torch.manual_seed(cfg.seed)
     body = roberta.RobertaForMaskedLM(model_cfg).to(device)
-    opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)
+    state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0, "init_from": start and start.lineage}
+    if start and not ckpt:  # a head PATH lacks keeps its fresh initialisation, and is said to be new
+        new = body.load_state_dict(start.state, strict=False).missing_keys
+        if rank == 0:  # machinery: what loaded, what is new, the --config sizes PATH's override
+            run_folder.say_start(cfg, start.lineage, new, vars(model_cfg), roberta.PRESETS[cfg.config])
+    opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)  # fresh: --init-from takes weights only
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
     if ckpt:  # a checkpoint saved before offsets were has none: its epoch's batches are then found again
         state = {**state, "offset": None, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device)}
-    if rank == 0:
-        run_folder.init_out(cfg, tok, body.cfg, world, state["step"])  # machinery: train_config.json, tokenizer
+    if rank == 0:  # machinery: train_config.json (with the lineage), the tokenizer
+        run_folder.init_out(cfg, tok, body.cfg, world, state["step"], state.get("init_from"))
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
@@ -328,9 +366,12 @@ def _train(cfg, rank, world, device, cpu_group):
     run_folder.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
     tokens, line_ends, meta, tok = run_folder.open_data(cfg)  # machinery: the data folder, locked and checked
     tok_hash = meta["tokenizer_sha256"]
-    # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
-    ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
-    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
+    start = init_from(cfg, tok_hash) if cfg.init_from else None  # PATH's weights, checked before anything is written
+    # machinery: a resume's checkpoint, checked against these settings, data and start; or a fresh --out
+    ckpt = run_folder.read_resume(cfg, tok_hash, start and start.lineage) if cfg.resume else \
+        run_folder.check_fresh_out(cfg, rank == 0)
+    cfg, model_cfg = model_config(cfg, tok, start, ckpt)
+    tr, state = make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro, start)
     # machinery: data.examples, kept in an index at the paper's scale
     ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
