@@ -410,7 +410,9 @@ def bench_continue(args):
                          str(args.steps), "--warmup-steps", str(args.steps), "--lr", str(args.lr), "--log-interval", "1",
                          *run], f"train.py --init-from ({name})")
             losses.append(logged_losses(out))
-    last = f"{before[max(before)]:.3f} at its step {max(before):,}" if before else "none (no log.jsonl beside it)"
+    tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
+    last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
+        f"{min(tail):.3f} to {max(tail):.3f})" if before else "none (no log.jsonl beside it)"
     print(f"source: {args.init_from or f'a tiny run of {args.source_steps} updates, exported'}; its last logged "
           f"loss: {last}\n")
     print("| start | " + " | ".join(f"update {s}" for s in losses[0]) + " |\n|---|" + "---|" * len(losses[0]))

@@ -179,3 +179,16 @@ def test_two_processes_equal_one_and_the_other_formats_and_bf16_start_from_the_s
                                                                        "--format", "doc-sentences"])
     assert abs(losses(tmp_path / "bf16")[1] - one[1]) < 0.05
     assert losses(tmp_path / "doc")[1] < 6.0  # a random start is above ln(500) = 6.2
+
+
+@pytest.mark.slow
+def test_bench_continue_puts_the_first_losses_beside_the_source_and_a_random_start(texts, capsys):
+    import bench
+    bench.main(["continue", "--init-from", str(texts / "src"), "--data", str(texts / "other"), "--steps", "2",
+                "--batch-size", "8", "--seq-len", "32", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert f"its last logged loss: {losses(texts / 'src')[30]:.3f} at its step 30" in out
+    rows = {line.split(" | ")[0][2:]: [float(v) for v in line.strip(" |").split(" | ")[1:]]
+            for line in out.splitlines() if line.startswith("| continued") or line.startswith("| random")}
+    continued, random = rows["continued from the source"], rows["random weights, same sizes"]
+    assert len(continued) == len(random) == 2 and continued[0] < random[0] - 0.5
