@@ -330,8 +330,8 @@ def check_start(cfg, path_tok_hash, tok_hash, positions):
     is written."""
     if path_tok_hash != tok_hash:
         raise ValueError(f"--data {cfg.data} was prepared with tokenizer {tok_hash[:12]}, not --init-from "
-                         f"{cfg.init_from}'s tokenizer {path_tok_hash[:12]} (its vocab.json + merges.txt): prepare your "
-                         f"text with it: python data.py --tokenizer {cfg.init_from} --input FILE --out DIR")
+                         f"{cfg.init_from}'s tokenizer {path_tok_hash[:12]} (its vocab.json + merges.txt): prepare "
+                         f"your text with it: python data.py --tokenizer {cfg.init_from} --input FILE --out DIR")
     if cfg.seq_len > positions:
         raise ValueError(f"--seq-len {cfg.seq_len} is longer than the {positions} positions of --init-from "
                          f"{cfg.init_from}'s model")
@@ -351,8 +351,8 @@ def say_start(cfg, lineage, new, sizes, recipe):
           file=sys.stderr)
     if any(sizes[k] != recipe[k] for k in SHAPE):
         shape = lambda d: ", ".join(f"{name} {d[k]}" for k, name in SHAPE.items())  # noqa: E731
-        print(f"note: the model's sizes are --init-from's ({shape(sizes)}), not --config {cfg.config}'s ({shape(recipe)})"
-              f": --config gives only the recipe", file=sys.stderr)
+        print(f"note: the model's sizes are --init-from's ({shape(sizes)}), not --config {cfg.config}'s "
+              f"({shape(recipe)}): --config gives only the recipe", file=sys.stderr)
 
 
 def log(path, record):
