@@ -394,7 +394,8 @@ def bench_continue(args):
     run = ["--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--dropout", "0", "--device",
            args.device, "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9)]
     with tempfile.TemporaryDirectory() as tmp:
-        source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))  # commands run in ROOT
+        # the commands run in the repository's folder: paths made absolute
+        source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))
         if source is None:
             data_dir = data_dir or builtin_data(tmp, args.vocab_size)
             src, source = os.path.join(tmp, "src"), os.path.join(tmp, "hf")
@@ -404,11 +405,11 @@ def bench_continue(args):
         before = logged_losses(src if args.init_from is None else source)
         losses = []
         for name in ("continued", "random"):
-            start, out = source if name == "continued" else random_twin(source, os.path.join(tmp, "weights")), \
-                os.path.join(tmp, name)
+            start = source if name == "continued" else random_twin(source, os.path.join(tmp, "weights"))
+            out = os.path.join(tmp, name)
             run_command(["train.py", "--init-from", start, "--data", data_dir, "--out", out, "--max-steps",
-                         str(args.steps), "--warmup-steps", str(args.steps), "--lr", str(args.lr), "--log-interval", "1",
-                         *run], f"train.py --init-from ({name})")
+                         str(args.steps), "--warmup-steps", str(args.steps), "--lr", str(args.lr),
+                         "--log-interval", "1", *run], f"train.py --init-from ({name})")
             losses.append(logged_losses(out))
     tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
     last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
@@ -612,7 +613,8 @@ COMMANDS = [
                                                     "the exact targets (default: off; several more compiles)")),
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
-    ("continue", "train.py --init-from: the continued run's first losses beside its source's last and a random start's", [
+    ("continue", "train.py --init-from: the continued run's first losses beside its source's last and a random "
+                 "start's", [
         ("--init-from", dict(type=cli.path_arg, default=None, help="a run or Hugging Face folder (default: a tiny run "
                                                                    "on the built-in corpus, made here and exported)")),
         ("--data", dict(type=cli.path_arg, default=None, help="prepared with the source's tokenizer (default: the "
@@ -622,7 +624,8 @@ COMMANDS = [
         ("--steps", dict(type=cli.number(int, 1), default=5, help="updates of each continued run (default: "
                                                                   "%(default)s)")),
         ("--lr", dict(type=cli.number(float, 0, 1, low_open=True), default=1e-4,
-                      help="peak learning rate of the continued runs, reached at the last update (default: %(default)s)")),
+                      help="peak learning rate of the continued runs, reached at the last update (default: "
+                           "%(default)s)")),
         ("--batch-size", dict(type=cli.number(int, 1), default=16, help="sequences per update (default: %(default)s)")),
         ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=64,
                            help="tokens per sequence (default: %(default)s)")),
@@ -693,7 +696,8 @@ def main(argv=None):
     try:
         check(args)
         {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
-         "overlap": bench_overlap, "continue": bench_continue, "startup": bench_startup, "compile": bench_device.bench_compile,
+         "overlap": bench_overlap, "continue": bench_continue, "startup": bench_startup,
+         "compile": bench_device.bench_compile,
          "gpu": bench_device.bench_gpu}[args.what](args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
         sys.exit(f"error: {cli.describe(err).strip().splitlines()[0]}")

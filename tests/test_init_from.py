@@ -56,7 +56,8 @@ def test_a_continued_run_starts_where_its_source_ended_with_its_lineage(texts, t
     continued, said = start(capsys, texts, tmp_path / "cont", "--init-from", texts / "src")
     assert "loaded its encoder and LM head" in said and "fresh optimizer" in said
     assert abs(continued[1] - source_last) < 0.6 and continued[1] < random[1] - 0.5, (continued, source_last, random)
-    lineage = {"path": str(texts / "src"), "class": "RobertaForMaskedLM", "weights_sha256": sha(texts / "src" / "checkpoint.pt")}
+    lineage = {"path": str(texts / "src"), "class": "RobertaForMaskedLM",
+               "weights_sha256": sha(texts / "src" / "checkpoint.pt")}
     settings = json.loads((tmp_path / "cont" / "train_config.json").read_text())
     assert settings["init_from"] == lineage and settings["train"]["init_from"] == str(texts / "src")
     assert torch.load(tmp_path / "cont" / "checkpoint.pt", weights_only=True)["state"]["init_from"] == lineage
@@ -135,6 +136,9 @@ def test_a_hugging_face_folder_continues_with_its_sizes_its_head_and_its_lineage
     settings = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert settings["model"]["hidden_size"] == 128 and settings["model"]["max_positions"] == 64
     assert settings["init_from"]["weights_sha256"] == sha(micro_roberta / "model.safetensors")
+    code, err = train_here(capsys, "--data", micro_data / "own", "--out", tmp_path / "run", "--max-steps", 3, *TINY,
+                           "--init-from", micro_roberta)  # into a run's folder: only with --resume or --overwrite
+    assert code and "already holds a checkpoint" in err
     cfg = train.TrainConfig(data=str(micro_data / "own"), init_from=str(micro_roberta), seq_len=32)
     given = train.init_from(cfg, settings_hash(micro_data / "own")).state
     source = roberta.load_pretrained(str(micro_roberta), verbose=False).state_dict()
@@ -153,6 +157,8 @@ def test_the_classroom_recipe_export_continue_finetune(texts, tmp_path, capsys):
     sst2 = shared_path("glue", "SST-2")
     roberta_cli.main(["export", "--checkpoint", str(texts / "src"), "--out", str(tmp_path / "hf")])
     start(capsys, texts, tmp_path / "cont", "--init-from", tmp_path / "hf", steps=3)
+    roberta_cli.main(["export", "--checkpoint", str(tmp_path / "cont"), "--out", str(tmp_path / "cont-hf")])
+    assert roberta.load_pretrained(str(tmp_path / "cont-hf"), verbose=False).cfg.hidden_size == 128
     finetune_cli.main(["--task", "sst2", "--data", sst2, "--checkpoint", str(tmp_path / "cont"), "--out",
                        str(tmp_path / "sst2"), "--epochs", "1", "--max-train-examples", "32", "--max-eval-examples",
                        "32", "--no-progress"])
