@@ -7,6 +7,8 @@
     python bench.py overlap  # how much of a slow batch preparation train.py's background thread hides
     python bench.py startup  # start-up of the examples index per format at 10M-1B tokens (the paper's scale)
     python bench.py compile  # train.py's step eager vs torch.compile'd, with its graphs, breaks and recompiles
+    python bench.py continue # train.py --init-from: the continued run's first losses beside its source's last and
+                             # a random start's (the check that the weights loaded)
     python bench.py gpu      # the GPU table (base, seq 512): train.py vs the bare step vs transformers, MFU,
                              # bf16 vs fp16, the batch thread's overlap; written to docs/gpu-benchmark.md
 
@@ -32,6 +34,7 @@ import torch
 
 import bpe
 import data
+import evaluate
 import roberta
 from machinery.basics import cli, files, speed
 from machinery.commands import bench_device
@@ -366,6 +369,62 @@ def bench_overlap(args):
         print(f"| {name} | {s * 1000:.1f} | {hidden} |")
 
 
+# ------------------------------------------------------------------------------------------ continued pretraining
+def logged_losses(folder):
+    """{step: loss} of a run folder's log.jsonl ({} without one: a Hugging Face folder)."""
+    path = os.path.join(folder, "log.jsonl")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return {r["step"]: r["loss"] for r in records if isinstance(r.get("loss"), float)}
+
+
+def random_twin(source, folder):
+    """A Hugging Face folder with `source`'s sizes and tokenizer but fresh weights (seed 0): the random start."""
+    model, tok = evaluate.load_checkpoint(source, verbose=False)
+    torch.manual_seed(0)
+    roberta.save_pretrained(roberta.RobertaForMaskedLM(model.cfg), folder)
+    tok.save(folder)
+    return folder
+
+
+def bench_continue(args):
+    """train.py --init-from's check that the weights loaded: the continued run's first losses beside its source's
+    last logged loss and beside a random start of the same sizes (the same data, order and masks). Without
+    --init-from the source is made here: a tiny run on the built-in corpus, exported as a Hugging Face folder."""
+    run = ["--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--dropout", "0", "--device",
+           args.device, "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9)]
+    with tempfile.TemporaryDirectory() as tmp:
+        # the commands run in the repository's folder: paths made absolute
+        source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))
+        if source is None:
+            data_dir = data_dir or builtin_data(tmp, args.vocab_size)
+            src, source = os.path.join(tmp, "src"), os.path.join(tmp, "hf")
+            run_command(["train.py", "--data", data_dir, "--out", src, "--max-steps", str(args.source_steps),
+                         "--warmup-steps", str(max(args.source_steps // 10, 1)), *run], "the source run")
+            run_command(["roberta.py", "export", "--checkpoint", src, "--out", source], "roberta.py export")
+        before = logged_losses(src if args.init_from is None else source)
+        losses = []
+        for name in ("continued", "random"):
+            start = source if name == "continued" else random_twin(source, os.path.join(tmp, "weights"))
+            out = os.path.join(tmp, name)
+            run_command(["train.py", "--init-from", start, "--data", data_dir, "--out", out, "--max-steps",
+                         str(args.steps), "--warmup-steps", str(args.steps), "--lr", str(args.lr),
+                         "--log-interval", "1", *run], f"train.py --init-from ({name})")
+            losses.append(logged_losses(out))
+    tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
+    last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
+        f"{min(tail):.3f} to {max(tail):.3f})" if before else "none (no log.jsonl beside it)"
+    print(f"source: {args.init_from or f'a tiny run of {args.source_steps} updates, exported'}; its last logged "
+          f"loss: {last}\n")
+    print("| start | " + " | ".join(f"update {s}" for s in losses[0]) + " |\n|---|" + "---|" * len(losses[0]))
+    for name, row in zip(("continued from the source", "random weights, same sizes"), losses):
+        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
+    gap = f"{losses[0][1] - before[max(before)]:+.3f} nats from the source's last; " if before else ""
+    print(f"\nfirst update: {gap}{losses[1][1] - losses[0][1]:.3f} nats below the random start")
+
+
 # ------------------------------------------------------------------------------------------ start-up at scale
 def synthetic_corpus(folder, n_tokens, seed=0):
     """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50
@@ -556,6 +615,26 @@ COMMANDS = [
                                                     "the exact targets (default: off; several more compiles)")),
         ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
                           help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+    ("continue", "train.py --init-from: the continued run's first losses beside its source's last and a random "
+                 "start's", [
+        ("--init-from", dict(type=cli.path_arg, default=None, help="a run or Hugging Face folder (default: a tiny run "
+                                                                   "on the built-in corpus, made here and exported)")),
+        ("--data", dict(type=cli.path_arg, default=None, help="prepared with the source's tokenizer (default: the "
+                                                              "built-in corpus; needed with --init-from)")),
+        ("--source-steps", dict(type=cli.number(int, 1), default=300,
+                                help="updates of the source made here (default: %(default)s)")),
+        ("--steps", dict(type=cli.number(int, 1), default=5, help="updates of each continued run (default: "
+                                                                  "%(default)s)")),
+        ("--lr", dict(type=cli.number(float, 0, 1, low_open=True), default=1e-4,
+                      help="peak learning rate of the continued runs, reached at the last update (default: "
+                           "%(default)s)")),
+        ("--batch-size", dict(type=cli.number(int, 1), default=16, help="sequences per update (default: %(default)s)")),
+        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=64,
+                           help="tokens per sequence (default: %(default)s)")),
+        ("--vocab-size", dict(type=VOCAB_SIZE, default=2048,
+                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
+        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
+                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
     ("gpu", "the GPU table: train.py vs the bare compiled step vs transformers, MFU, bf16 vs fp16, overlap", [
         ("--config", dict(choices=list(roberta.PRESETS), default="base", help="model size (default: %(default)s)")),
         ("--batch-size", dict(type=cli.number(int, 4), default=32,
@@ -606,6 +685,9 @@ def check(args):
             raise ValueError("--compare-hf needs transformers, which is not installed") from None
     if "bf16" in getattr(args, "amp", []) and args.device != "cpu" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(args.device)} has no bfloat16; use --amp none")
+    if args.what == "continue" and args.init_from and not args.data:
+        raise ValueError("--init-from needs --data: a folder prepared with its tokenizer (python data.py --tokenizer "
+                         f"{args.init_from} ...)")
     if args.what == "startup" and min(args.tokens) < args.batch_size * 600:  # one update: batch-size x 512 tokens
         raise ValueError(f"--tokens {min(args.tokens):,}: too few for one update of --batch-size {args.batch_size} "
                          f"sequences of 512 tokens (at least {args.batch_size * 600:,})")
@@ -616,7 +698,8 @@ def main(argv=None):
     try:
         check(args)
         {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
-         "overlap": bench_overlap, "startup": bench_startup, "compile": bench_device.bench_compile,
+         "overlap": bench_overlap, "continue": bench_continue, "startup": bench_startup,
+         "compile": bench_device.bench_compile,
          "gpu": bench_device.bench_gpu}[args.what](args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
         sys.exit(f"error: {cli.describe(err).strip().splitlines()[0]}")

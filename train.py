@@ -18,7 +18,7 @@ Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); va
 import contextlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +28,7 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
+from evaluate import load_checkpoint  # a run folder or a Hugging Face folder with its tokenizer, read and checked
 from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
 from machinery.formats import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
 from machinery.formats import prepared
@@ -65,6 +66,7 @@ class TrainConfig:
     prepare_delay: float = 0.0     # seconds added to each update's preparation (to benchmark the overlap)
     resume: bool = False
     overwrite: bool = False
+    init_from: str = ""            # continue pretraining from these weights: a Hugging Face or run folder
 
 
 # Pretraining recipes. base and large are Table 9 (8K sequences of 512 tokens per update, 500K updates);
@@ -177,6 +179,40 @@ def heldout_set(cfg, tok, micro, rank, world):
                                 cfg.eval_sequences)
 
 
+# ---------------------------------------------------------------------------------------- the starting weights
+class Start(NamedTuple):
+    """Where a continued run (--init-from) starts."""
+    model: torch.nn.Module   # PATH's model, as a RobertaForMaskedLM
+    state: dict              # what it gives: its encoder, and its LM head where PATH has one
+    lineage: dict            # path, class, weights_sha256: recorded in train_config.json and checkpoint.pt
+
+
+def init_from(cfg, tok_hash):
+    """--init-from PATH: continue masked-LM training from released or earlier weights instead of random ones, as
+    domain- and task-adaptive pretraining do (Gururangan et al., 2020, on RoBERTa). PATH is a Hugging Face RoBERTa
+    folder or a train.py/finetune.py run folder (evaluate.load_checkpoint reads and checks either); --data must be
+    prepared with its tokenizer. A finetuned model gives its encoder only. Nothing is written here."""
+    model, tok = load_checkpoint(cfg.init_from, verbose=False)
+    lineage = run_folder.lineage(cfg.init_from)  # machinery: PATH, its class, its weights' fingerprint
+    run_folder.check_start(cfg, prepared.tokenizer_hash(tok), tok_hash, model.cfg.max_positions)  # machinery: one line
+    whole = lineage["class"] == "RobertaForMaskedLM"
+    return Start(model, {k: v for k, v in model.state_dict().items() if whole or k.startswith("roberta.")}, lineage)
+
+
+def model_config(cfg, tok, start, ckpt):
+    """(cfg, the model's RobertaConfig): --config's sizes; a continued run's are PATH's (on resume the checkpoint's),
+    its positions and path then recorded in cfg. --dropout and --format's NSP head are this run's."""
+    lineage = start.lineage if start else ckpt and ckpt["state"].get("init_from")
+    if lineage:
+        sizes = roberta.RobertaConfig.from_dict(ckpt["config"]) if ckpt else start.model.cfg
+        cfg = replace(cfg, init_from=lineage["path"], max_positions=sizes.max_positions)
+    else:
+        sizes = roberta.RobertaConfig.preset(cfg.config, vocab_size=len(tok), pad_id=tok.pad_id,
+                                             max_positions=cfg.max_positions)
+    return cfg, replace(sizes, dropout=cfg.dropout, attention_dropout=cfg.dropout,
+                        next_sentence_head=data.FORMATS[cfg.format].pairs)
+
+
 # ---------------------------------------------------------------------------------------- one update
 class Trainer(NamedTuple):
     """What the training steps share."""
@@ -193,20 +229,22 @@ class Trainer(NamedTuple):
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
-def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro, n_examples):
-    """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
-    model_cfg = roberta.RobertaConfig.preset(
-        cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
-        max_positions=cfg.max_positions, next_sentence_head=data.FORMATS[cfg.format].pairs)
+def make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro, start, n_examples):
+    """The model (from --init-from's weights when given), optimizer and loss scaler, restored from `ckpt` when
+    resuming (its data position checked against the epoch's `n_examples`); (Trainer, training state)."""
     torch.manual_seed(cfg.seed)
     body = roberta.RobertaForMaskedLM(model_cfg).to(device)
-    opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)
+    state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0, "init_from": start and start.lineage}
+    if start and not ckpt:  # a head PATH lacks keeps its fresh initialisation, and is said to be new
+        new = body.load_state_dict(start.state, strict=False).missing_keys
+        if rank == 0:  # machinery: what loaded, what is new, the --config sizes PATH's override
+            run_folder.say_start(cfg, start.lineage, new, vars(model_cfg), roberta.PRESETS[cfg.config])
+    opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)  # fresh: --init-from takes weights only
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
-    state = {"step": 0, "epoch": 0, "position": 0, "offset": 0, "skipped": 0}
     if ckpt:
         state = {**state, **run_folder.restore(ckpt, body, opt, scaler, cfg, rank, device, n_examples)}
-    if rank == 0:
-        run_folder.init_out(cfg, tok, body.cfg, world, state["step"])  # machinery: train_config.json, tokenizer
+    if rank == 0:  # machinery: train_config.json (with the lineage), the tokenizer
+        run_folder.init_out(cfg, tok, body.cfg, world, state["step"], state.get("init_from"))
     model = body
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
@@ -328,7 +366,9 @@ def train(cfg, examples=None):
             dist.destroy_process_group()
 
 
-def _train(cfg, rank, world, device, cpu_group, examples):
+def start(cfg, rank, world, device, cpu_group, examples):
+    """Everything checked before anything is written, then the model and the training examples:
+    (Trainer, training state, TrainSet, micro-batch size, the tokenizer's fingerprint)."""
     # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
     micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
     # machinery: settings that would fail later, refused now; --data held for reading
@@ -336,17 +376,26 @@ def _train(cfg, rank, world, device, cpu_group, examples):
     tok = bpe.Tokenizer.load(cfg.data)
     tokens, line_ends, meta = run_folder.open_data(cfg, tok)  # machinery: the training split, checked
     tok_hash = meta["tokenizer_sha256"]
-    # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
-    ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0, tok)
+    begin = init_from(cfg, tok_hash) if cfg.init_from else None  # PATH's weights, checked before anything is written
+    # machinery: a resume's checkpoint, checked against these settings, data and start; or a fresh --out
+    ckpt = run_folder.read_resume(cfg, tok_hash, begin and begin.lineage) if cfg.resume else \
+        run_folder.check_fresh_out(cfg, rank == 0, tok)
+    cfg, model_cfg = model_config(cfg, tok, begin, ckpt)
     if examples is None:  # Section 4.2: the examples of the --format, each with its length in tokens
         ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
         examples = ex, data.example_lengths(ex, cfg.format, cfg.seq_len)
     ts = TrainSet(tokens, *examples, tok)
-    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro, len(ts.lengths))
+    tr, state = make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro, begin, len(ts.lengths))
+    return tr, state, ts, micro, tok_hash
+
+
+def _train(cfg, rank, world, device, cpu_group, examples):
+    tr, state, ts, micro, tok_hash = start(cfg, rank, world, device, cpu_group, examples)
+    cfg = tr.cfg  # a continued run's sizes are its start's (--init-from)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
-    monitor = Monitor(tr, state, heldout_set(cfg, tok, micro, rank, world), tok_hash)
+    monitor = Monitor(tr, state, heldout_set(cfg, ts.tok, micro, rank, world), tok_hash)
     try:
         for step in range(state["step"] + 1, cfg.max_steps + 1):
             # the next update's data, made in the background while the last update ran
@@ -367,7 +416,7 @@ def _train(cfg, rank, world, device, cpu_group, examples):
         monitor.close()
     if world > 1:  # leave together: a process that exits while another still saves can abort it
         dist.barrier(group=cpu_group)
-    return tr.body, tok
+    return tr.body, ts.tok
 
 
 if __name__ == "__main__":  # machinery: the command line (options, checks, the demo), one-line errors

@@ -97,6 +97,8 @@ CASES = [  # (name, arguments, expected message)
     ("startup too few for the batch", ["startup", "--tokens", "20000", "--batch-size", "64"],
      "--tokens 20,000: too few for one update of --batch-size 64 sequences of 512 tokens (at least 38,400)"),
     ("startup tokens inf", ["startup", "--tokens", "inf"], "--tokens: expected a whole number"),
+    ("continue without data", ["continue", "--init-from", "run"], "--init-from needs --data: a folder prepared with"),
+    ("continue steps 0", ["continue", "--steps", "0"], "--steps: must be at least 1, got 0"),
 ]
 try:
     import transformers  # noqa: F401
@@ -129,7 +131,7 @@ def test_cli_bad_input_as_a_command(args, message):  # one real process; CASES (
 
 def test_cli_help_names_every_default():
     commands = next(a for a in bench.parser()._actions if isinstance(a, bench.argparse._SubParsersAction)).choices
-    assert set(commands) == {"bpe", "model", "data", "train", "overlap", "startup", "compile", "gpu"}
+    assert set(commands) == {"bpe", "model", "data", "train", "overlap", "startup", "compile", "gpu", "continue"}
     for command, p in commands.items():
         for action in p._actions:
             if action.dest != "help":

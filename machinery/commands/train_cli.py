@@ -73,6 +73,10 @@ def options(recipes=train.RECIPES):
         ("save_interval", cli.number(int, 1), "save checkpoint.pt every N updates"),
         ("device", lambda name: name if re.fullmatch(r"cpu|cuda(:\d+)?", name) else fail(
             f"expected cpu, cuda or cuda:N, got {name!r}"), "cpu, cuda or cuda:N"),
+        ("init_from", cli.path_arg, "continue pretraining from the weights of a Hugging Face RoBERTa folder or a "
+                                    "train.py/finetune.py run folder: its model sizes (not --config's), its LM head "
+                                    "where it has one, a fresh optimizer, schedule and data order; --data must be "
+                                    "prepared with its tokenizer"),
         ("prefetch", cli.number(int, 0), "updates prepared ahead by a background thread (0: none, in the loop)"),
         ("prepare_delay", cli.number(float, 0, 60), "seconds added to each update's preparation, in [0, 60], "
                                                 "to measure how much of it the background thread hides (bench.py)"),
@@ -89,7 +93,8 @@ def parse(argv, recipes=train.RECIPES):
         f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available", "data": "none: the built-in demo",
-                "micro_batch_size": "batch-size / processes, no accumulation"}
+                "micro_batch_size": "batch-size / processes, no accumulation",
+                "init_from": "none: random weights"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
         recipe = " (tiny's; --config changes it)" if any(name in r for r in recipes.values()) else ""

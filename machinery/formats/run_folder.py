@@ -6,6 +6,7 @@ train.py calls these; `--resume` continues to the losses an uninterrupted run wo
 everything that decides the next update (model, optimizer, loss scale, data position, random states) is
 saved, and the settings that decide the data and the model's shape are checked to be unchanged (RESUME_KEYS).
 """
+import hashlib
 import json
 import math
 import os
@@ -30,7 +31,7 @@ def check_settings(cfg, world, device, micro, by_tokens):
                          f"x {world} processes")
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs a GPU (it loses range on CPU); use --amp bf16")
-    if cfg.seq_len > cfg.max_positions:
+    if cfg.seq_len > cfg.max_positions and not cfg.init_from:  # --init-from: PATH's positions (check_start)
         raise ValueError(f"--seq-len {cfg.seq_len} is longer than the model's {cfg.max_positions} positions "
                          f"(pass --max-positions to build a model with more)")
     if os.path.isdir(cfg.data):  # a reader: refused while data.py rewrites the folder (lock.py)
@@ -104,7 +105,7 @@ def rng_state(device):
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.zeros(0, dtype=torch.uint8)}
 
 
-def read_resume(cfg, tok_hash):
+def read_resume(cfg, tok_hash, lineage=None):
     """The checkpoint to resume, checked against this run's settings before any heavy work and before anything in
     --out changes: a train.py checkpoint (not finetune.py's) that records its data; the same tokenizer, data and
     RESUME_KEYS; a --max-steps beyond its step. Other settings changed since (--lr, --max-steps, ...) are said in
@@ -126,7 +127,10 @@ def read_resume(cfg, tok_hash):
         raise ValueError(f"{path}: trained with tokenizer {str(ckpt.get('tokenizer_sha256'))[:12]}, but --data "
                          f"{cfg.data} was prepared with tokenizer {tok_hash[:12]}")
     check_same_data(ckpt, path, cfg.data)
+    check_same_start(ckpt, path, lineage)
     for key in RESUME_KEYS:
+        if key == "max_positions" and ckpt["state"].get("init_from"):  # a continued run's are its start's
+            continue
         was, now = ckpt["train"].get(key), getattr(cfg, key)
         option, was, now = masking_change(was, asdict(now)) if key == "masking" else \
             ("--" + key.replace("_", "-"), was, now)
@@ -153,6 +157,17 @@ def masking_change(was, now):
                 then, this = ({True: "dynamic", False: "static"}.get(v, v) for v in (then, this))
             return MASKING_OPTIONS.get(field, f"the masking's {field}"), then, this
     return "--masking", None, None
+
+
+def check_same_start(ckpt, path, lineage):
+    """--resume with --init-from (`lineage`: what it names now): the run was continued from those very weights."""
+    then = ckpt["state"].get("init_from")
+    if lineage is None or isinstance(then, dict) and then.get("weights_sha256") == lineage["weights_sha256"]:
+        return
+    was = f"continued from {then['path']} (weights {then['weights_sha256']})" if isinstance(then, dict) else \
+        "started from random weights"
+    raise ValueError(f"{path}: {was}, not from --init-from {lineage['path']} (weights {lineage['weights_sha256']}): "
+                     f"--resume goes on from the run's own start (leave out --init-from)")
 
 
 def check_pretraining(ckpt, path):
@@ -313,7 +328,7 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
     return dict(ckpt["state"])
 
 
-def init_out(cfg, tok, model_cfg, world, start_step):
+def init_out(cfg, tok, model_cfg, world, start_step, lineage=None):
     """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
     on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically). A
     finished run read back (resumed at its --max-steps) writes nothing."""
@@ -322,7 +337,7 @@ def init_out(cfg, tok, model_cfg, world, start_step):
     os.makedirs(cfg.out, exist_ok=True)
     tok.save(cfg.out)  # the folder is all evaluate.py and finetune.py need
     keep_log_until(os.path.join(cfg.out, "log.jsonl"), start_step)
-    settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world}
+    settings = {"train": asdict(cfg), "model": asdict(model_cfg), "processes": world, "init_from": lineage}
     files.write_atomic(os.path.join(cfg.out, "train_config.json"), files.json_text(settings, indent=2))
 
 
@@ -343,6 +358,56 @@ def check_fresh_out(cfg, master, tok):
         for name in ("checkpoint.pt", "log.jsonl"):
             if os.path.exists(os.path.join(cfg.out, name)):
                 os.remove(os.path.join(cfg.out, name))
+
+
+# ---------------------------------------------------------------------------------------- --init-from
+def lineage(path):
+    """What a continued run (--init-from) records of its start, in train_config.json and checkpoint.pt: PATH,
+    the class its weights were saved from, and the sha256 of its weights file (the file checkpoints.read_weights
+    reads: checkpoint.pt, model.safetensors or pytorch_model.bin)."""
+    name = next(n for n in ("checkpoint.pt", "model.safetensors", "pytorch_model.bin")
+                if os.path.isfile(os.path.join(path, n)))
+    h = hashlib.sha256()
+    with open(os.path.join(path, name), "rb") as f:
+        while block := f.read(1 << 24):
+            h.update(block)
+    if name == "checkpoint.pt":
+        ckpt = checkpoints.recorded(path)
+        kind = "finetuned " * bool(ckpt.get("task")) + str(ckpt.get("class", "RobertaForMaskedLM"))
+    else:
+        kind = (files.read_json(os.path.join(path, "config.json")).get("architectures") or ["RobertaModel"])[0]
+    return {"path": os.path.abspath(path), "class": kind, "weights_sha256": h.hexdigest()[:16]}
+
+
+def check_start(cfg, path_tok_hash, tok_hash, positions):
+    """--init-from PATH can continue on --data: the data was prepared with PATH's tokenizer (the fingerprint data.py
+    records in meta.json, prepared.tokenizer_hash), and --seq-len fits PATH's positions. Refused before anything
+    is written."""
+    if path_tok_hash != tok_hash:
+        raise ValueError(f"--data {cfg.data} was prepared with tokenizer {tok_hash[:12]}, not --init-from "
+                         f"{cfg.init_from}'s tokenizer {path_tok_hash[:12]} (its vocab.json + merges.txt): prepare "
+                         f"your text with it: python data.py --tokenizer {cfg.init_from} --input FILE --out DIR")
+    if cfg.seq_len > positions:
+        raise ValueError(f"--seq-len {cfg.seq_len} is longer than the {positions} positions of --init-from "
+                         f"{cfg.init_from}'s model")
+
+
+SHAPE = {"hidden_size": "hidden", "num_layers": "layers", "num_heads": "heads", "ffn_size": "FFN"}
+
+
+def say_start(cfg, lineage, new, sizes, recipe):
+    """What a continued run says as it starts (first process): what PATH gave (its encoder, and its LM head where
+    it has one: a finetuned model gives its encoder only), what is new, and --config's sizes where PATH's differ.
+    `new`: the model's tensors PATH did not give; `sizes`, `recipe`: the model's and --config's sizes (dicts)."""
+    heads = sorted({k.split(".")[0] for k in new})
+    what = "loaded its encoder and LM head" if "lm_head" not in heads else "loaded its encoder only"
+    print(f"note: --init-from {cfg.init_from} ({lineage['class']}, weights {lineage['weights_sha256']}): {what}"
+          + (f"; new: {', '.join(heads)}" if heads else "") + "; a fresh optimizer, schedule and data order",
+          file=sys.stderr)
+    if any(sizes[k] != recipe[k] for k in SHAPE):
+        shape = lambda d: ", ".join(f"{name} {d[k]}" for k, name in SHAPE.items())  # noqa: E731
+        print(f"note: the model's sizes are --init-from's ({shape(sizes)}), not --config {cfg.config}'s "
+              f"({shape(recipe)}): --config gives only the recipe", file=sys.stderr)
 
 
 def log(path, record):
