@@ -396,7 +396,8 @@ def measured(t, better, worse, cell=False):
     digits, sign = (1 if t["metric"] == "sst2" else 3 if cell else 4), (1 if t["difference"] >= 0 else -1)
     text = f"{name}: {better if sign > 0 else worse} better by {abs(t['difference']):.{digits}f}{unit}"
     if t.get("p") is None:  # e.g. SST-2 at chance: every run predicts one label, the same accuracy in every seed
-        return text + " in every seed alike (zero spread, no t-test)"
+        same = f"{name}: {better} and {worse} the same" if abs(t["difference"]) < 0.5 * 10 ** -digits else text
+        return same + " in every seed (zero spread, no t-test)"
     low, high = sorted((sign * t["low"], sign * t["high"]))
     interval = f"[{low:+.{digits}f}, {high:+.{digits}f}]" if cell else \
         f"({level_text(t['alpha'])} CI {low:+.{digits}f} to {high:+.{digits}f}; {t['test']}, p = {t['p']:.2g}, " \
