@@ -460,11 +460,15 @@ def runs_section(results):
 
 # ---------------------------------------------------------------------------------------- the suite
 def model_of(run):
-    """What a run's model is: its command less where it is written, and its code. Runs of two experiments
-    with the same key are one model (full-sentences, byte-level and rate-15; the random-init control)."""
+    """Which model a run is: runs with the same seed and held-out loss to the last digit, on as many masked
+    tokens, are one model trained twice (full-sentences, byte-level and rate-15 are; so are random-init controls
+    of the same data); a run without MLM figures is its command less where it is written."""
+    h = run.get("heldout") or {}
+    if "loss" in h:
+        return run["seed"], h["loss"], h.get("targets")
     words = shlex.split(run["command"])
     at = words.index("--out") if "--out" in words else len(words)
-    return shlex.join(words[:at] + words[at + 2:]), run.get("code")
+    return shlex.join(words[:at] + words[at + 2:])
 
 
 def suite_holm(found):
