@@ -17,9 +17,6 @@ import experiments
 from machinery.basics import files
 from machinery.lab import runner, stats
 
-PLUMBING = ("--seeds", "--jobs", "--out", "--glue", "--device", "--arms")  # options that do not change a run's result
-
-
 # ---------------------------------------------------------------------------------------- statistics
 ALPHA = 0.05                     # two-sided, familywise over every test of an experiment (Holm)
 METRICS = {  # the figures a verdict can use: name, whether lower is better, the equivalence margin, its unit
@@ -209,7 +206,6 @@ def finish(entry, ratios, controls, control_ran, quick):
     else:
         proxy = any(not t["counted"] for t in entry["tests"]) or (entry["proxy"] and not downstream)
         entry["verdict"] = base + (" (MLM proxy)" if proxy and not base.startswith("no verdict") else "")
-    entry["proxy"] = entry["verdict"].endswith("(MLM proxy)")
     return entry
 
 
@@ -232,12 +228,11 @@ def overall(verdicts):
 
 
 # ---------------------------------------------------------------------------------------- report
-def fmt(stat, digits, scale=1.0):
+def fmt(stat, digits):
+    """mean ± sd over seeds ("-" without a run; the value alone from one)."""
     if not stat or stat["n"] == 0:
         return "-"
-    if stat["n"] == 1:
-        return f"{stat['mean'] * scale:.{digits}f}"
-    return f"{stat['mean'] * scale:.{digits}f} ± {stat['sd'] * scale:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
 
 
 def arm_cells(summary, glue, ratio=None):
@@ -341,26 +336,19 @@ def header(exp, results):
     if results["scale"] == "quick":
         lines += [QUICK_NOTICE, ""]
     if results.get("variant"):
-        words = shlex.split(results["invocation"])[3:]
-        kept = [w for i, w in enumerate(words) if not (w in PLUMBING or i and words[i - 1] in PLUMBING
-                                                       or w in ("--quick", "--overwrite", "--scale"))]
-        changed = f"what does `{shlex.join(kept)}`, and any edit to the code made for it, change?" if kept else \
-            "what does the edit to the code made for it change?"
         baseline = f"python experiments.py {exp.name}" + (" --quick" if results["scale"] == "quick" else "")
-        lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`. Its question: {changed} "
-                  f"Compare each row with the same row of the baseline report, "
-                  f"`{os.path.join(experiments.DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`). "
-                  f"The experiment's own question:", ""]
+        lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`: what do its options, "
+                  f"and any edit to the code made for it, change? Compare each row with the same row of the baseline "
+                  f"report, `{os.path.join(experiments.DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`).", ""]
     lines += [f"**Question.** {exp.question}", ""]
     if results.get("not_run"):
         lines += [f"Arms not run here: {', '.join(results['not_run'])} (see the baseline report).", ""]
     if len(results.get("codes", [])) > 1:
         by_code = {c: sorted({f"{r['arm']} seed {r['seed']}" for r in results["runs"]
                               if (r.get("code") or "not recorded") == c}) for c in results["codes"]}
-        lines += ["**Mixed code.** These runs ran with different versions of the code (a hash of the project's "
-                  "source files): " + "; ".join(f"{c}: {', '.join(runs)}" for c, runs in by_code.items())
-                  + f". The code now is {results['code']}: rerun the command (`{results['invocation']}`, without "
-                    f"--arms) and runs of other code are trained again.", ""]
+        lines += ["**Mixed code.** These runs ran with different versions of the code: " + "; ".join(
+            f"{c}: {', '.join(runs)}" for c, runs in by_code.items()) + f". The code now is {results['code']}: rerun "
+                  f"the command (`{results['invocation']}`, without --arms) to train runs of other code again.", ""]
     elif results.get("codes") and results["code"] not in results["codes"]:
         lines += [f"**Code.** The runs ran with code {results['codes'][0]}; this report was made from them by code "
                   f"{results['code']} (`--report-only`, which trains nothing).", ""]
@@ -383,11 +371,6 @@ def setup(exp, results, runs, base):
         f"The method, the verdict rules and the legend: [docs/experiments/README.md]({METHOD}).", ""]
 
 
-def level_text(alpha):
-    """A confidence level in words: 1 - 0.05 / 3 -> "98.33%"."""
-    return f"{100 * (1 - alpha):.4g}%"
-
-
 def measured(t, better, worse, cell=False):
     """One metric's test in the direction measured: the arm that did better and by how much, the interval
     at the level the test was held to (turned with it), the test, p and the Holm-adjusted p; in a table
@@ -400,7 +383,7 @@ def measured(t, better, worse, cell=False):
         return same + " in every seed (zero spread, no t-test)"
     low, high = sorted((sign * t["low"], sign * t["high"]))
     interval = f"[{low:+.{digits}f}, {high:+.{digits}f}]" if cell else \
-        f"({level_text(t['alpha'])} CI {low:+.{digits}f} to {high:+.{digits}f}; {t['test']}, p = {t['p']:.2g}, " \
+        f"({100 * (1 - t['alpha']):.4g}% CI {low:+.{digits}f} to {high:+.{digits}f}; {t['test']}, p = {t['p']:.2g}, " \
         f"Holm p = {t['adjusted_p']:.2g})"
     return f"{text} {interval}" + ("" if t.get("counted", True) else " [not counted]")
 
