@@ -10,7 +10,6 @@ the whole suite's tests, a model shared between experiments counted once).
 """
 import math
 import os
-import shlex
 import statistics
 
 import experiments
@@ -445,13 +444,9 @@ def runs_section(results):
 def model_of(run):
     """Which model a run is: runs with the same seed and held-out loss to the last digit, on as many masked
     tokens, are one model trained twice (full-sentences, byte-level and rate-15 are; so are random-init controls
-    of the same data); a run without MLM figures is its command less where it is written."""
+    of the same data); a run without MLM figures is its command."""
     h = run.get("heldout") or {}
-    if "loss" in h:
-        return run["seed"], h["loss"], h.get("targets")
-    words = shlex.split(run["command"])
-    at = words.index("--out") if "--out" in words else len(words)
-    return shlex.join(words[:at] + words[at + 2:])
+    return (run["seed"], h["loss"], h.get("targets")) if "loss" in h else run["command"]
 
 
 def suite_holm(found):
