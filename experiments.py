@@ -40,22 +40,10 @@ beside ours, the verdicts), loss.png when matplotlib is installed, and one folde
 (<arm>/seed<k>/: train.py's checkpoint and log.jsonl, run.json with the command and the numbers).
 
 A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
-SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py):
-    the paired t-test when both arms finished the same seeds (run k of every arm starts from seed k), else
-    Welch's t-test; two-sided; every test of an experiment (each claim x metric, and each pretrained arm
-    against a `random-init` control's SST-2 when one ran) corrected together by Holm at 5% familywise;
-    the report prints each difference with its interval at the level its test was held to, p and the
-    Holm-adjusted p, and the equivalence test (TOST) against the metric's margin (reports.METRICS).
-    "reproduced"                    significant, in the paper's order
-    "not reproduced at this scale"  significant, in the opposite order
-    "equivalent within ±M"          not significant, and TOST rejects: the interval lies inside ±M
-    "not significant"               neither (which does not mean comparable)
-    "mixed: the metrics disagree"   one metric each way
-    "no verdict: zero spread"       every per-seed difference alike: no t-test
-    "inconclusive: ARM did not learn"  ARM's held-out ppl is 0.8x the unigram baseline's or more
-    "... (MLM proxy)"               SST-2 not counted: no random-init control ran, or an arm does not beat it
-A --quick run gives no verdicts. 3 seeds by default; a finding that needs more (--seeds 5) says so
-through its interval.
+SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py): a t-test, Holm over the
+experiment's tests, the learning gate, SST-2 only past a random-init control; "reproduced" only for the
+paper's own claims ("consistent with SOURCE" for a claim beyond it). The method, every verdict word and the
+report's legend are stated once, in docs/experiments/README.md. A --quick run gives no verdicts.
 """
 from dataclasses import dataclass, field
 
@@ -92,6 +80,8 @@ class Claim:
     worse: str
     says: str                         # the finding, in the paper's words or close to them
     metric: str = ""                  # "" = the experiment's; another held-out figure (reports.METRICS) alone
+    source: str = ""                  # whose claim, when not the paper's: its verdict says "consistent with
+                                      # SOURCE" (or "contrary to SOURCE"), never "reproduced"
 
 
 @dataclass
@@ -219,8 +209,9 @@ EXPERIMENTS = [
               Arm("char-level-0.6x", tokenizer="characters", vocab=0.6), CONTROL],
         claims=[Claim("char-level-0.6x", "byte-level", "byte-level BPE (50K) is slightly worse than BERT's "
                                                        "character-level BPE (30K) on some end tasks (Section 4.4)"),
-                Claim("char-level", "byte-level", "not in the paper: character units beat bytes at an equal "
-                                                  "vocabulary size (is it the unit or the size?)"),
+                Claim("char-level", "byte-level", "character units beat bytes at an equal vocabulary size (is the "
+                                                  "gap the unit or the size?)", source="the unit hypothesis (not "
+                                                                                      "in the paper)"),
                 Claim("byte-level", "char-level-0.6x", "a universal encoding: byte-level BPE spells any text, so "
                                                        "it models non-English text better", metric="bpb_non_english"),
                 Claim("byte-level", "char-level-0.6x", "... and code", metric="bpb_code")],
@@ -265,8 +256,8 @@ EXPERIMENTS = [
         arms=[Arm("rate-15", {"mask_rate": 0.15}), Arm("rate-30", {"mask_rate": 0.30}),
               Arm("rate-40", {"mask_rate": 0.40}), CONTROL],
         claims=[Claim("rate-40", "rate-15", "Wettig et al. 2023 (arXiv:2202.08005): masking 40% outperforms "
-                                            "15% for BERT-large, on GLUE and SQuAD"),
-                Claim("rate-30", "rate-15", "the same trend at 30%")],
+                                            "15% for BERT-large, on GLUE and SQuAD", source="Wettig et al."),
+                Claim("rate-30", "rate-15", "the same trend at 30%", source="Wettig et al.")],
         note="Every arm is evaluated on the same held-out masks at 15%, whatever rate it trained at. Wettig et "
              "al. find that larger models favour higher rates: a tiny model may not."),
 ]

@@ -2,11 +2,14 @@
 intervals at the level tested, equivalence by TOST, no verdict from zero spread, the learning gate, SST-2
 only past a random-init control, every per-seed value in the report, and no verdict words from --quick.
 Pure Python on made-up seeds' values: no training."""
+import json
 import math
+import os
 import re
 
 import pytest
 
+from conftest import ROOT
 from experiments import Arm, Claim, Experiment
 from machinery.lab import reports, runner, stats
 
@@ -157,7 +160,8 @@ def test_sst2_unchecked_without_a_random_init_control():
     assert v["verdict"] == "reproduced (MLM proxy)" and v["downstream"] == "unchecked: no random-init control ran"
     loss, sst2 = v["tests"]
     assert loss["counted"] and not sst2["counted"] and sst2["verdict"] == "not reproduced at this scale"
-    assert "not counted in the verdict" in reports.test_text(sst2) and "not counted" not in reports.test_text(loss)
+    assert reports.measured(sst2, "a", "b").endswith("[not counted]") and "not counted" not in \
+        reports.measured(loss, "a", "b")
     (mlm_only,) = reports.judge(DOWN, [arm("a", LOSS["a"]), arm("b", LOSS["b"])])  # no SST-2 measured at all
     assert mlm_only["verdict"] == "reproduced (MLM proxy)"
 
@@ -210,7 +214,7 @@ def render(exp, losses, sst2=None, unigram=None, scale="classroom"):
     results = {"experiment": exp.name, "scale": scale, "seeds": 3, "train_args": None, "data": {},
                "heldout_targets": 1000, "invocation": f"python experiments.py {exp.name}", "variant": False,
                "codes": ["c0"], "code": "c0", "not_run": [], "glue": "glue" if sst2 else None,
-               "sst2_dev_examples": None, "runs": records, "arms": arms, "verdicts": verdicts,
+               "runs": records, "arms": arms, "verdicts": verdicts,
                "verdict": reports.overall(verdicts), "failed_now": 0, "wall_seconds": 60, "run_seconds": 60,
                "preparation": ["python bpe.py train"], "arm_baselines": unigram,
                "baselines": {"unigram_loss": 4.3, "most_frequent": ".", "most_frequent_accuracy": 3.0}}
@@ -249,15 +253,33 @@ def test_every_verdict_recomputes_from_the_report_alone():
     assert [t["p"] for t in made] == pytest.approx(raw, rel=1e-3)  # the values as printed: p to ~3 digits
     assert [t["adjusted_p"] for t in made] == pytest.approx([h["adjusted"] for h in stats.holm(raw)], rel=1e-3)
     for t in made:  # and the report prints them
-        assert f"p = {t['p']:.2g}, Holm-adjusted p = {t['adjusted_p']:.2g}" in text
+        assert f"p = {t['p']:.2g}, Holm p = {t['adjusted_p']:.2g}" in text
 
 
-def test_the_report_shows_the_correction_the_margins_and_each_arms_ratio():
-    exp = Experiment("r", "?", arms=[Arm("a"), Arm("b")], claims=[Claim("a", "b", "a beats b")])
+def test_the_report_is_the_arms_then_one_line_per_verdict_then_the_runs():
+    """The table of arms first, then one line per claim in the direction measured (whichever arm won), then
+    the runs; the method and the legend are linked, stated once in docs/experiments/README.md."""
+    exp = Experiment("r", "?", arms=[Arm("a"), Arm("b")], claims=[Claim("a", "b", "a beats b"),
+                                                                  Claim("b", "a", "b beats a")])
     text, results = render(exp, {"a": [4.00, 4.02, 3.99], "b": [4.10, 4.13, 4.09]}, unigram={"a": 4.3, "b": 4.3})
-    assert "Holm's step-down method" in text and "Holm-adjusted p = " in text and "Equivalence margins" in text
+    assert text.index("| Arm |") < text.index("## Verdicts") < text.index("## Runs")
     assert "**inconclusive: b did not learn**" in text and "| 0.82 (did not learn) |" in text
-    assert re.search(r"held-out MLM loss: \+0\.\d{4} nats in the claim's favour \(95% CI", text)
+    lines = [line for line in text.splitlines() if line.startswith("- *")]
+    assert len(lines) == 2 and all(re.search(r"held-out MLM loss: a better by 0\.\d{4} nats \(9[0-9.]+% CI \+0\.\d{4} "
+                                             r"to \+0\.\d{4}; paired t-test, p = .+, Holm p = ", line) for line in lines)
+    assert "Holm's step-down" not in text and f"]({reports.METHOD})" in text
+    with open(os.path.normpath(os.path.join(ROOT, "docs", "experiments", reports.METHOD)), encoding="utf-8") as f:
+        assert "## How to read a report" in f.read()  # the link works from docs/experiments/ and OUT/<name>/
+
+
+def test_a_claim_beyond_the_paper_is_consistent_with_its_source_never_reproduced():
+    exp = Experiment("w", "?", arms=[Arm("a"), Arm("b")], claims=[Claim("a", "b", ".", source="Wettig et al."),
+                                                                  Claim("b", "a", ".", source="Wettig et al.")])
+    arms = [arm("a", [4.00, 4.02, 3.99]), arm("b", [4.10, 4.13, 4.09])]
+    assert [v["verdict"] for v in reports.judge(exp, arms)] == ["consistent with Wettig et al.",
+                                                                "contrary to Wettig et al."]
+    down = Experiment("w", "?", arms=exp.arms, claims=exp.claims[:1], downstream=True)
+    assert reports.judge(down, arms)[0]["verdict"] == "consistent with Wettig et al. (MLM proxy)"
 
 
 def test_a_quick_report_says_so_at_the_top_and_gives_no_verdict_words():
@@ -268,4 +290,31 @@ def test_a_quick_report_says_so_at_the_top_and_gives_no_verdict_words():
     assert results["verdicts"][0]["verdict"] == reports.QUICK and results["verdict"] == reports.QUICK
     for word in ("reproduced", "not significant", "equivalent within", "mixed", "inconclusive"):
         assert word not in text, word
-    assert "held-out MLM loss: +0.1" in text  # the numbers stay
+    assert "held-out MLM loss: a better by 0.1" in text  # the numbers stay
+
+
+def test_the_summary_adds_holm_over_the_suite_and_counts_a_shared_model_once(tmp_path):
+    """Two experiments of the same runs (as full-sentences, byte-level and rate-15 are one model): the suite's
+    family holds each distinct test once, so its Holm p is each experiment's own, and the control count is over
+    2 distinct models, not 4. Another model of `a` (other figures) in the second experiment adds its tests."""
+    exp = Experiment("r", "?", arms=[Arm("a"), Arm("b"), Arm("random-init")], claims=[Claim("a", "b", ".")])
+    _, results = render(exp, {"a": [4.01, 4.03, 3.98], "b": [4.10, 4.14, 4.08]},
+                        {"a": [80.3, 82.0, 79.7], "b": [78.2, 79.9, 80.0], "random-init": [50.9, 51.7, 49.9]})
+
+    def summary(second):
+        for name, res in (("masking", results), ("formats", second)):
+            os.makedirs(tmp_path / name, exist_ok=True)
+            (tmp_path / name / "results.json").write_text(json.dumps(res))
+        text = reports.summary(["masking", "formats", "mask-rate"], str(tmp_path))
+        return [line.split(" | ") for line in text.splitlines() if line.startswith("| `")], text
+
+    rows, text = summary(results)
+    assert len(rows) == 2 and rows[0][2:] == rows[1][2:] and rows[0][4] == rows[0][5]  # Holm: experiment = suite
+    assert "of 2 distinct pretrained models" in text and "over the suite's 4 distinct tests" in text
+    other = json.loads(json.dumps(results))
+    for r in other["runs"]:
+        if r["arm"] == "a":
+            r["heldout"]["loss"] += 0.001
+    rows, text = summary(other)
+    assert "of 3 distinct pretrained models" in text and "over the suite's 7 distinct tests" in text
+    assert rows[0][4] != rows[0][5]  # more tests in the suite's family: a larger Holm p

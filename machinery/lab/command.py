@@ -98,7 +98,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "arm_baselines": unigram,
             "not_run": [a.name for a in exp.arms if a.name not in ran and (args.finetune_on or not a.finetune)],
-            "glue": args.finetune_on, "sst2_dev_examples": dev_examples(args.finetune_on, scale), "runs": records,
+            "glue": args.finetune_on, "runs": records,
             "arms": arms, "verdicts": verdicts,
             "verdict": reports.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
@@ -118,15 +118,6 @@ def earlier_wall(exp, args):
     """--report-only: the wall time of the invocation that trained the runs (its results.json), kept."""
     earlier = files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}
     return earlier.get("wall_seconds", 0.0)
-
-
-def dev_examples(glue, scale):
-    """How many SST-2 dev sentences score each finetuned run (the scale's cap, or the whole dev file)."""
-    if not glue:
-        return None
-    with open(os.path.join(glue, "SST-2", "dev.tsv"), encoding="utf-8") as f:
-        rows = sum(1 for line in f if line.strip()) - 1  # the header
-    return min(rows, scale.finetune.get("max_eval_examples", rows))
 
 
 def write_outputs(exp, scale, args, results, runs):

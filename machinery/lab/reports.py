@@ -1,8 +1,8 @@
-"""experiments.py's results: the statistics over seeds, the verdict of each claim (the rule is in
-experiments.py's docstring and RULE below: Holm over every test of an experiment, intervals at the level
-tested, equivalence by TOST, no verdict from zero spread, the learning gate, SST-2 only past the random-init
-control), the paper's own gap beside it, and the report (report.md: the paper's table beside ours, the
-verdicts, every run's figures and command) and the plot (loss.png, when matplotlib is installed).
+"""experiments.py's results: the statistics over seeds, each claim's verdict, the report and the summary.
+The method, the verdict rules and the report's legend are stated once, in docs/experiments/README.md (each
+report links to it, METHOD); the rules' code is here: `measure` and `decide` (one test and its word), `judge`
+(Holm over an experiment's tests, the learning gate, SST-2 past the random-init control), `summary` (Holm over
+the whole suite's tests, a model shared between experiments counted once).
 
     arms = [reports.arm_summary(records, arm) for arm in exp.arms]
     verdicts = reports.judge(exp, arms, unigram={"static": 6.85, "dynamic": 6.85})
@@ -10,16 +10,11 @@ verdicts, every run's figures and command) and the plot (loss.png, when matplotl
 """
 import math
 import os
-import re
-import shlex
 import statistics
 
 import experiments
 from machinery.basics import files
 from machinery.lab import runner, stats
-
-PLUMBING = ("--seeds", "--jobs", "--out", "--glue", "--device", "--arms")  # options that do not change a run's result
-
 
 # ---------------------------------------------------------------------------------------- statistics
 ALPHA = 0.05                     # two-sided, familywise over every test of an experiment (Holm)
@@ -30,31 +25,22 @@ METRICS = {  # the figures a verdict can use: name, whether lower is better, the
     "bpb_code": ("bits per byte on code", True, 0.005, " bits/byte"),
     "sst2": ("SST-2 dev accuracy", False, 0.5, " points"),
 }
-MARGINS = ("Equivalence margins: 0.01 nats of held-out MLM loss (a 1% change of perplexity); 0.005 bits per "
-           "byte (about the same share of English bits per byte); 0.5 points of SST-2 accuracy (the paper's "
-           "own SST-2 gaps are 0.1 to 0.8 points).")
 CONTROL = "random-init"          # finetuned from random weights: SST-2 counts only where the pretrained arms beat it
 LEARNED_BELOW = 0.8              # an arm learned: its held-out ppl under 0.8 x the unigram baseline's
 QUICK = "no verdict: a --quick run cannot answer the question"
+METHOD = "../../docs/experiments/README.md"  # from OUT/<name>/report.md and docs/experiments/<name>.md alike
 
 
 def downstream_tasks():
     return [task for task, _, _ in experiments.GLUE_TASKS]
 
 
-def summarize(values):
-    """(mean, sample standard deviation, n) of the finished runs' values."""
-    n = len(values)
-    if n == 0:
-        return None, None, 0
-    return statistics.fmean(values), (statistics.stdev(values) if n > 1 else 0.0), n
-
-
 def stat(pairs):
-    """A metric over an arm's finished runs: mean, sd, n, and each value with its seed (for the tests)."""
-    pairs = sorted(pairs)
-    mean, sd, n = summarize([v for _, v in pairs])
-    return {"mean": mean, "sd": sd, "n": n, "seeds": [s for s, _ in pairs], "values": [v for _, v in pairs]}
+    """A metric over an arm's finished runs: mean, sample sd, n, and each value with its seed (for the tests)."""
+    values = [v for _, v in sorted(pairs)]
+    return {"mean": statistics.fmean(values) if values else None, "n": len(values),
+            "sd": None if not values else statistics.stdev(values) if len(values) > 1 else 0.0,
+            "seeds": [s for s, _ in sorted(pairs)], "values": values}
 
 
 def arm_summary(records, arm):
@@ -62,7 +48,7 @@ def arm_summary(records, arm):
     scored = [r for r in finished if r.get("heldout")]  # a random-init control has SST-2 but no MLM figures
     out = {"arm": arm.name, "finished": len(finished),
            "failed": sum(r["arm"] == arm.name and r.get("status") == "failed" for r in records)}
-    for key in ("loss", "loss_se", "ppl", "accuracy", "accuracy_se", "bits_per_byte"):
+    for key in ("loss", "loss_se", "accuracy", "accuracy_se", "bits_per_byte"):
         out[key] = stat([(r["seed"], r["heldout"][key]) for r in scored])
     for key in sorted({k for r in scored for k in r["heldout"].get("texts", {})}):
         out[f"bpb_{key}"] = stat([(r["seed"], r["heldout"]["texts"][key]["bits_per_byte"]) for r in scored
@@ -75,7 +61,7 @@ def arm_summary(records, arm):
     return out
 
 
-def measure(better, worse, key="loss", lower_is_better=None):
+def measure(better, worse, key="loss"):
     """One metric of a claim (`better` beats `worse`) measured, before any level is set: the paired t-test
     when both arms finished the same seeds (run k of each arm shares seed k: its initialisation, and its
     data order where the arms read the same batches; the seeds are independent, so the differences are
@@ -86,15 +72,14 @@ def measure(better, worse, key="loss", lower_is_better=None):
     if b["n"] < 2 or w["n"] < 2:
         return {"metric": key, "verdict": "no verdict: one seed per arm gives no spread (use --seeds 3)"}
     same = b.get("seeds") is not None and b["seeds"] == w.get("seeds")
-    lower = METRICS[key][1] if lower_is_better is None else lower_is_better
-    first, second = (b["values"], w["values"]) if lower else (w["values"], b["values"])
+    first, second = (b["values"], w["values"]) if METRICS[key][1] else (w["values"], b["values"])
     test = {"metric": key, **stats.compare(first, second, paired_runs=same)}
     if test["zero_spread"]:  # every paired difference alike (or every run): no t-test, no verdict
         test["verdict"] = "no verdict: zero spread"
     return test
 
 
-def decide(test, level, adjusted=None, alpha=ALPHA):
+def decide(test, level, adjusted=None):
     """A measured test's word at the level it was held to (Holm's, `level`): its interval at 1 - level;
     "reproduced" when p < level in the claim's direction, "not reproduced at this scale" in the other;
     else "equivalent within ±M" when TOST rejects at level / 2 (exactly when that interval lies inside the
@@ -102,19 +87,18 @@ def decide(test, level, adjusted=None, alpha=ALPHA):
     if test.get("p") is None:
         return test
     _, _, margin, unit = METRICS[test["metric"]]
-    t = {**stats.interval(test, 1 - level), "alpha": level, "family_alpha": alpha, "margin": margin,
-         "adjusted_p": test["p"] if adjusted is None else adjusted, "tost_p": stats.tost(test, margin)}
-    t["within_margin"] = t["tost_p"] < level / 2
+    t = {**stats.interval(test, 1 - level), "alpha": level, "tost_p": stats.tost(test, margin),
+         "adjusted_p": test["p"] if adjusted is None else adjusted}
     if t["p"] < level:
         t["verdict"] = "reproduced" if t["difference"] > 0 else "not reproduced at this scale"
     else:
-        t["verdict"] = f"equivalent within ±{margin:g}{unit}" if t["within_margin"] else "not significant"
+        t["verdict"] = f"equivalent within ±{margin:g}{unit}" if t["tost_p"] < level / 2 else "not significant"
     return t
 
 
-def verdict(better, worse, key="loss", lower_is_better=None, alpha=ALPHA):
+def verdict(better, worse, key="loss", alpha=ALPHA):
     """One metric's test of a claim on its own (a family of one test, at `alpha`): `measure`, `decide`."""
-    return decide(measure(better, worse, key, lower_is_better), alpha, alpha=alpha)
+    return decide(measure(better, worse, key), alpha)
 
 
 def combined(tests):
@@ -144,41 +128,6 @@ def learning_ratios(arms, unigram):
             if a["arm"] != CONTROL and a["loss"]["n"] and unigram.get(a["arm"]) is not None}
 
 
-def paper_gap(exp, claim):
-    """The paper's own gap for a claim, per metric column, signed so that + is the claim's direction."""
-    if exp.paper is None:
-        return []
-    rows = {arm: values for _, arm, values in exp.paper.rows if arm}
-    if claim.better not in rows or claim.worse not in rows:
-        return []
-    gaps = []
-    for (title, kind), b, w in zip(exp.paper.columns, rows[claim.better], rows[claim.worse]):
-        if kind == "setting":
-            continue
-        names = [title] if "/" not in b else [f"{title.split()[0]} {v}" for v in re.findall(r"\d\.\d", title)]
-        for name, x, y in zip(names, b.split("/"), w.split("/")):
-            gaps.append((name, round((-1 if kind == "lower" else 1) * (float(x) - float(y)), 2)))
-    return gaps
-
-
-def paper_gap_note(gaps, glue_sd=None):
-    """What the paper's own gap says: mixed signs, or under half a point (medians of 5 seeds, no spread)."""
-    if not gaps:
-        return ""
-    values = [g for _, g in gaps]
-    listed = ", ".join(f"{name} {g:+g}" if g else f"{name} 0" for name, g in gaps)
-    notes = []
-    if max(values) <= 0:
-        notes.append("the paper's own numbers do not show this order")
-    elif min(values) < 0:
-        notes.append("its sign changes between columns: the paper itself does not order these arms consistently")
-    elif max(values) < 0.5:
-        notes.append("under half a point on every column, from medians of 5 seeds reported without a spread")
-    if glue_sd is not None and max(abs(v) for v in values) < glue_sd:
-        notes.append(f"smaller than our seeds' spread of SST-2 accuracy ({glue_sd:.1f} points)")
-    return f"the paper's gap: {listed}" + (f" ({'; '.join(notes)})" if notes else "")
-
-
 def claims_of(exp):
     """The experiment's claims, and those its arms carry in one line (Arm(..., beats="rate-15", says="..."))."""
     return exp.claims + [experiments.Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}")
@@ -190,7 +139,8 @@ def judge(exp, arms, unigram=None, quick=False):
     finetuned. Every test this makes (each claim x metric, each pretrained arm against the random-init
     control on SST-2) is one family, corrected by Holm at ALPHA (`decide` at each test's level); then each
     claim's word (`finish`): the learning gate (`unigram`: arm -> the unigram loss on its held-out masks),
-    SST-2 counted only where both arms beat the control, `combined` over the metrics that count."""
+    SST-2 counted only where both arms beat the control, `combined` over the metrics that count, in the
+    words of the claim's source (`claim_word`)."""
     by_name = {a["arm"]: a for a in arms}
     entries = []
     for claim in claims_of(exp):
@@ -199,12 +149,9 @@ def judge(exp, arms, unigram=None, quick=False):
         better, worse = by_name[claim.better], by_name[claim.worse]
         keys = [claim.metric] if claim.metric else \
             [exp.metric] + [task for task in downstream_tasks() if task in better and task in worse]
-        entry = {"better": claim.better, "worse": claim.worse, "says": claim.says,
-                 "tests": [measure(better, worse, key) for key in keys], "paper_gap": paper_gap(exp, claim),
-                 "proxy": bool(exp.downstream and not claim.metric)}
-        sds = [a["sst2"]["sd"] for a in (better, worse) if a.get("sst2", {}).get("n", 0) > 1]
-        entry["paper_note"] = paper_gap_note(entry["paper_gap"], max(sds) if sds else None)
-        entries.append(entry)
+        entries.append({"better": claim.better, "worse": claim.worse, "says": claim.says, "source": claim.source,
+                        "tests": [measure(better, worse, key) for key in keys],
+                        "proxy": bool(exp.downstream and not claim.metric)})
     controls = control_tests(entries, by_name)
     family = [t for t in [t for e in entries for t in e["tests"]] + controls if t.get("p") is not None]
     for t, h in zip(family, stats.holm([t["p"] for t in family], ALPHA)):
@@ -245,7 +192,7 @@ def finish(entry, ratios, controls, control_ran, quick):
         "significantly"
     entry["ratios"] = {a: ratios.get(a) for a in arms}
     entry["controls"] = [c for c in controls if c["arm"] in arms]
-    base = combined([t for t in entry["tests"] if t["counted"]])
+    base = claim_word(combined([t for t in entry["tests"] if t["counted"]]), entry["source"])
     not_learned = [a for a in arms if ratios.get(a) is not None and ratios[a] >= LEARNED_BELOW]
     if base.startswith(("no verdict: an arm", "no verdict: one seed")):
         entry["verdict"] = base
@@ -258,8 +205,14 @@ def finish(entry, ratios, controls, control_ran, quick):
     else:
         proxy = any(not t["counted"] for t in entry["tests"]) or (entry["proxy"] and not downstream)
         entry["verdict"] = base + (" (MLM proxy)" if proxy and not base.startswith("no verdict") else "")
-    entry["proxy"] = entry["verdict"].endswith("(MLM proxy)")
     return entry
+
+
+def claim_word(word, source):
+    """A claim beyond the paper (its `source`, e.g. Wettig et al.) is never "reproduced": its significant
+    words are "consistent with SOURCE" and "contrary to SOURCE"."""
+    words = {"reproduced": f"consistent with {source}", "not reproduced at this scale": f"contrary to {source}"}
+    return words.get(word, word) if source else word
 
 
 def overall(verdicts):
@@ -274,12 +227,11 @@ def overall(verdicts):
 
 
 # ---------------------------------------------------------------------------------------- report
-def fmt(stat, digits, scale=1.0):
+def fmt(stat, digits):
+    """mean ± sd over seeds ("-" without a run; the value alone from one)."""
     if not stat or stat["n"] == 0:
         return "-"
-    if stat["n"] == 1:
-        return f"{stat['mean'] * scale:.{digits}f}"
-    return f"{stat['mean'] * scale:.{digits}f} ± {stat['sd'] * scale:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}" + (f" ± {stat['sd']:.{digits}f}" if stat["n"] > 1 else "")
 
 
 def arm_cells(summary, glue, ratio=None):
@@ -333,18 +285,14 @@ def table(exp, results, runs):
             cells = [label, *values, settings] + arm_cells(arms[arm], glue, ratios.get(arm))
         lines.append("| " + " | ".join(cells) + " |")
     b = results.get("baselines")
-    if b:
-        lines += ["", f"**Baselines on the same masks** (what a model learns first): the unigram distribution of "
-                      f"the training tokens, held-out loss {b['unigram_loss']:.3f} (ppl {math.exp(b['unigram_loss']):.1f}); "
-                      f"always guessing {b['most_frequent']!r}, accuracy {b['most_frequent_accuracy']:.1f}%. A model near "
-                      f"these has learned little beyond how often each token occurs. The learning gate: an arm whose "
-                      f"held-out ppl is {LEARNED_BELOW:g}x the unigram ppl on its own masked tokens or more (the "
-                      f"column ppl ÷ unigram ppl) did not learn, and no claim about it gets a verdict."]
+    if b:  # arms scored on inputs of their own (format, tokenizer) have their own unigram baseline
         own = {arm: loss for arm, loss in (results.get("arm_baselines") or {}).items()
                if abs(loss - b["unigram_loss"]) > 1e-9}
-        if own:  # arms scored on inputs of their own (format, tokenizer): their own unigram baseline
-            lines[-1] += " Arms scored on inputs of their own, their unigram loss there: " + \
-                ", ".join(f"{arm} {loss:.3f}" for arm, loss in own.items()) + "."
+        lines += ["", f"**Baselines on the same masks**: the unigram distribution of the training tokens, held-out "
+                      f"loss {b['unigram_loss']:.3f} (ppl {math.exp(b['unigram_loss']):.1f}); always guessing "
+                      f"{b['most_frequent']!r}, accuracy {b['most_frequent_accuracy']:.1f}%."
+                  + (" Arms scored on inputs of their own, their unigram loss there: "
+                     + ", ".join(f"{arm} {loss:.3f}" for arm, loss in own.items()) + "." if own else "")]
     return lines
 
 
@@ -365,17 +313,15 @@ def text_table(results):
             lines.append(f"| {arm} | {name.replace('_', '-')} | {cover} | {mean['bits_per_byte']:.3f} ± {sd:.3f} | "
                          f"{mean['unk_share_of_tokens']:.2f} | {mean['unk_share_of_bytes']:.2f} | "
                          f"{mean['unk_cost_share']:.1f} | {mean['bytes_per_token']:.2f} |")
-    return lines + ["", "Means over seeds (± the seeds' standard deviation). Coverage, the universality figure: the "
-                        "share of the text's characters the tokenizer spells (the rest become <unk>; the tokenizers "
-                        "learned from the training documents only). An <unk> costs the model's loss on it plus 8 bits "
-                        "per byte of the character it hides (the % of the bits spent on <unk>).", ""]
+    return lines + [""]
 
 
 def report(exp, results, runs, base):
-    """report.md: the question, the paper's table beside ours, the verdicts, every run and command."""
-    return "\n".join(header(exp, results, runs, base) + table(exp, results, runs) + [""] + text_table(results)
-                     + ([f"*{exp.note}*", ""] if exp.note else []) + verdict_lines(results)
-                     + runs_section(results))
+    """report.md: the table of arms, one line per verdict, every run and its command (the method, the rules
+    and the legend: METHOD)."""
+    note = [f"*{exp.note}*", ""] if exp.note else []
+    return "\n".join(header(exp, results) + table(exp, results, runs) + [""] + setup(exp, results, runs, base)
+                     + text_table(results) + note + verdict_lines(results) + runs_section(results))
 
 
 QUICK_NOTICE = ("**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus "
@@ -383,50 +329,46 @@ QUICK_NOTICE = ("**A --quick run: it cannot answer the question.** Its models tr
                 "gives no verdicts. Run without --quick (the classroom scale: 3 seeds, minutes per run) for them.")
 
 
-def header(exp, results, runs, base):
-    paper = exp.paper
-    lines = [f"# {exp.name}: {paper.source if paper else 'beyond the paper'}", ""]
+def header(exp, results):
+    """The title, the question, and what the reader must know first: a --quick run, a variant, mixed code."""
+    lines = [f"# {exp.name}: {exp.paper.source if exp.paper else 'beyond the paper'}", ""]
     if results["scale"] == "quick":
         lines += [QUICK_NOTICE, ""]
     if results.get("variant"):
-        words = shlex.split(results["invocation"])[3:]
-        kept = [w for i, w in enumerate(words) if not (w in PLUMBING or i and words[i - 1] in PLUMBING
-                                                       or w in ("--quick", "--overwrite", "--scale"))]
-        changed = f"what does `{shlex.join(kept)}`, and any edit to the code made for it, change?" if kept else \
-            "what does the edit to the code made for it change?"
         baseline = f"python experiments.py {exp.name}" + (" --quick" if results["scale"] == "quick" else "")
-        lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`. Its question: {changed} "
-                  f"Compare each row with the same row of the baseline report, "
-                  f"`{os.path.join(experiments.DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`). "
-                  f"The experiment's own question:", ""]
+        lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`: what do its options, "
+                  f"and any edit to the code made for it, change? Compare each row with the same row of the baseline "
+                  f"report, `{os.path.join(experiments.DEFAULT_OUT, exp.name, 'report.md')}` (made by `{baseline}`).", ""]
     lines += [f"**Question.** {exp.question}", ""]
     if results.get("not_run"):
         lines += [f"Arms not run here: {', '.join(results['not_run'])} (see the baseline report).", ""]
     if len(results.get("codes", [])) > 1:
         by_code = {c: sorted({f"{r['arm']} seed {r['seed']}" for r in results["runs"]
                               if (r.get("code") or "not recorded") == c}) for c in results["codes"]}
-        lines += ["**Mixed code.** These runs ran with different versions of the code (a hash of the project's "
-                  "source files): " + "; ".join(f"{c}: {', '.join(runs)}" for c, runs in by_code.items())
-                  + f". The code now is {results['code']}: rerun the command (`{results['invocation']}`, without "
-                    f"--arms) and runs of other code are trained again.", ""]
+        lines += ["**Mixed code.** These runs ran with different versions of the code: " + "; ".join(
+            f"{c}: {', '.join(runs)}" for c, runs in by_code.items()) + f". The code now is {results['code']}: rerun "
+                  f"the command (`{results['invocation']}`, without --arms) to train runs of other code again.", ""]
     elif results.get("codes") and results["code"] not in results["codes"]:
-        lines += [f"**Code.** The runs ran with code {results['codes'][0]} (a hash of the project's source files); "
-                  f"this report and its verdicts were made from them by code {results['code']} "
-                  f"(`--report-only`, which trains nothing).", ""]
-    if paper:
-        lines += [f"**The paper** ({paper.source}): {paper.caption}", ""]
+        lines += [f"**Code.** The runs ran with code {results['codes'][0]}; this report was made from them by code "
+                  f"{results['code']} (`--report-only`, which trains nothing).", ""]
+    return lines
+
+
+def setup(exp, results, runs, base):
+    """The paper's setting and ours: train.py's options, the data, what every run is scored on."""
+    paper = [f"**The paper** ({exp.paper.source}): {exp.paper.caption}", ""] if exp.paper else []
     sizes = "; ".join(f"{name}: {d['tokens']:,} tokens in {d['documents']:,} documents"
                       for name, d in results["data"].items())
-    seeds = f"{results['seeds']} seed{'s' if results['seeds'] != 1 else ''} per arm"
-    options = " ".join(runner.flag(k, v) for k, v in base.items())
-    return lines + [
-        f"**Ours** ({results['scale']} scale, {seeds}): `train.py {options}` "
-        f"(warmup 10% of the steps) and each arm's options below, on the {exp.data} data unless an arm says "
-        f"otherwise (training data, {sizes}; {code_sentence(results)}). " + heldout_sentence(results, runs) +
-        " Cells: mean ± standard "
-        "deviation over seeds [the held-out standard error of one run's figure, mean over seeds]; ppl = exp(mean "
-        "loss). The standard error says how well this sample of masked tokens pins down one model's loss; the "
-        "verdicts compare arms by the spread over seeds.", ""]
+    targets = {r["heldout"]["targets"] for r in results["runs"] if r.get("status") == "finished" and r.get("heldout")}
+    scored = f"the same {results['heldout_targets']:,} masked held-out tokens (15%, fixed masks, `{runs[0].heldout}`)" \
+        if len(targets) <= 1 and len({r.heldout for r in runs}) == 1 else \
+        "the same held-out documents, cut into tokens by each arm's own tokenizer (15% masked, one fixed seed)"
+    return paper + [
+        f"**Ours** ({results['scale']} scale, {results['seeds']} seed{'s' if results['seeds'] != 1 else ''} per arm): "
+        f"`train.py {' '.join(runner.flag(k, v) for k, v in base.items())}` and each arm's options, on the "
+        f"{exp.data} data unless an arm says otherwise (training data, {sizes}; {code_sentence(results)}); every run "
+        f"scored on {scored}. "
+        f"The method, the verdict rules and the legend: [docs/experiments/README.md]({METHOD}).", ""]
 
 
 def code_sentence(results):
@@ -435,115 +377,41 @@ def code_sentence(results):
     return f"the runs ran with code {runs}, their data was prepared by code {data}"
 
 
-def heldout_sentence(results, runs):
-    """What every run is scored on: the same masked tokens, or each arm its own (format or tokenizer)."""
-    targets = {r["heldout"]["targets"] for r in results["runs"] if r.get("status") == "finished" and r.get("heldout")}
-    if len(targets) <= 1 and len({r.heldout for r in runs}) == 1:
-        return (f"Every run is evaluated on the same {results['heldout_targets']:,} masked held-out tokens (15%, "
-                f"fixed masks, `{runs[0].heldout}`).")
-    return ("Every run is evaluated on the same held-out documents, cut into tokens by each arm's own tokenizer "
-            "(see the note below the table), 15% of their tokens masked with one fixed seed; the masked tokens "
-            "therefore differ between arms.")
-
-
-def level_text(alpha):
-    """A confidence level in words: 1 - 0.05 / 3 -> "98.33%"."""
-    return f"{100 * (1 - alpha):.4g}%"
-
-
-def test_text(t):
-    """One metric's test in words: the difference in the claim's direction, its interval at the level the
-    test was held to (Holm's), p and the Holm-adjusted p, the equivalence test's p, the word."""
-    name, _, margin, unit = METRICS[t["metric"]]
-    digits = 1 if t["metric"] == "sst2" else 4
-    word = f": {t['verdict']}" if t.get("verdict") else ""
+def measured(t, better, worse, cell=False):
+    """One metric's test in the direction measured: the arm that did better and by how much, the interval
+    at the level the test was held to (turned with it), the test, p and the Holm-adjusted p; in a table
+    `cell`, the arm, the gap and the interval."""
+    name, _, _, unit = METRICS[t["metric"]]
+    digits, sign = (1 if t["metric"] == "sst2" else 3 if cell else 4), (1 if t["difference"] >= 0 else -1)
+    text = f"{name}: {better if sign > 0 else worse} better by {abs(t['difference']):.{digits}f}{unit}"
     if t.get("p") is None:  # e.g. SST-2 at chance: every run predicts one label, the same accuracy in every seed
-        return f"{name}: {t['difference']:+.{digits}f}{unit} in every seed alike (zero spread, no t-test{word})"
-    text = (f"{name}: {t['difference']:+.{digits}f}{unit} in the claim's favour ({level_text(t['alpha'])} CI "
-            f"{t['low']:+.{digits}f} to {t['high']:+.{digits}f}; {t['test']}, p = {t['p']:.2g}, Holm-adjusted "
-            f"p = {t['adjusted_p']:.2g} against {t['family_alpha']:g}, i.e. this test held to {t['alpha']:.3g}; "
-            f"equivalence (TOST, ±{margin:g}{unit}): p = {t['tost_p']:.2g} against {t['alpha'] / 2:.3g}{word}; "
-            f"these runs resolve about {t['resolves']:.{digits}f}{unit}")
-    return text + (")" if t.get("counted", True) else "; not counted in the verdict)")
+        same = f"{name}: {better} and {worse} the same" if abs(t["difference"]) < 0.5 * 10 ** -digits else text
+        return same + " in every seed (zero spread, no t-test)"
+    low, high = sorted((sign * t["low"], sign * t["high"]))
+    interval = f"[{low:+.{digits}f}, {high:+.{digits}f}]" if cell else \
+        f"({100 * (1 - t['alpha']):.4g}% CI {low:+.{digits}f} to {high:+.{digits}f}; {t['test']}, p = {t['p']:.2g}, " \
+        f"Holm p = {t['adjusted_p']:.2g})"
+    return f"{text} {interval}" + ("" if t.get("counted", True) else " [not counted]")
 
 
 def verdict_lines(results):
-    lines = [f"**Verdict: {results['verdict']}.**", "",
-             f"Time: {results['run_seconds'] / 60:.1f} min of runs in all (each run's training and evaluation, "
-             f"added up); this invocation took {results['wall_seconds'] / 60:.1f} min.", ""]
+    """The experiment's verdict, one line per claim (its finding, each metric as measured, the word), the
+    arms against the random-init control, the time."""
+    lines = ["## Verdicts", "", f"**Verdict: {results['verdict']}.**", ""]
     for v in results["verdicts"]:
-        text = f"- *{v['better']} beats {v['worse']}* ({v['says']}): **{v['verdict']}**"
-        tests = [t for t in v.get("tests", []) if "difference" in t]
-        if tests:
-            text += "; " + "; ".join(test_text(t) for t in tests)
-        if v.get("downstream") and v["downstream"] != "counted":
-            text += f". SST-2 {v['downstream']}" + ("" if v["verdict"].startswith("no verdict") else
-                                                   ": the verdict rests on the MLM figure")
-        if v["paper_note"]:
-            text += f". {v['paper_note'][0].upper()}{v['paper_note'][1:]}"
-        lines.append(text + ".")
-    rules = [] if results["scale"] == "quick" else [RULE, "", MARGINS, ""]  # no verdicts: no words to explain
-    return lines + [""] + downstream_lines(results) + rules + finetuning_noise(results)
-
-
-def downstream_lines(results):
-    """The random-init control: each pretrained arm's SST-2 against it, or why SST-2 is unchecked."""
-    tested = [v for v in results["verdicts"] if v.get("downstream")]
-    if not tested:
-        return []
-    controls = {}
-    for v in results["verdicts"]:
-        for c in v.get("controls", []):
-            controls.setdefault((c["arm"], c["metric"]), c)
-    if not controls:
-        return [f"**Downstream check.** No `{CONTROL}` control ran here (the same finetuning from random "
-                "weights), so nothing shows that SST-2 accuracy measures pretraining at this scale: SST-2 is "
-                "unchecked, each verdict rests on the MLM figure (marked MLM proxy), and SST-2's numbers are "
-                "shown beside it, not counted.", ""]
-    return [f"**Downstream check.** SST-2 counts in a claim only where both its arms beat the `{CONTROL}` control "
-            "(the same finetuning from random weights) significantly, in the same Holm family: "
-            + "; ".join(f"{arm} beats {CONTROL}: " + test_text(c) for (arm, _), c in controls.items()) + ".", ""]
-
-
-def finetuning_noise(results):
-    """How big an SST-2 difference these runs can resolve, and why: the dev set's size and the seeds' spread."""
-    tests = [t for v in results["verdicts"] for t in v.get("tests", [])
-             if t.get("metric") == "sst2" and "resolves" in t]
-    scores = [a["sst2"] for a in results["arms"] if a.get("sst2", {}).get("n")]
-    if not tests or not scores or not results.get("sst2_dev_examples"):
-        return []
-    n, acc = results["sst2_dev_examples"], statistics.fmean(s["mean"] for s in scores) / 100
-    sampling = 100 * math.sqrt(acc * (1 - acc) / n)
-    spread = max((s["sd"] for s in scores if s["n"] > 1), default=0.0)
-    resolves = [t["resolves"] for t in tests]
-    gaps = sorted(abs(g) for v in results["verdicts"] for name, g in v.get("paper_gap", []) if name == "SST-2")
-    paper = f"; the paper's own SST-2 gaps for these claims are {gaps[0]:g} to {gaps[-1]:g} points" if gaps else ""
-    return [f"**Finetuning noise.** Each run's SST-2 accuracy is measured on {n:,} dev sentences: at "
-            f"{100 * acc:.1f}% the sampling error alone is {sampling:.1f} points (binomial standard error). "
-            f"Over seeds (pretraining and finetuning together) an arm's accuracy spreads by up to {spread:.1f} "
-            f"points (standard deviation), so these SST-2 tests resolve differences of about "
-            f"{min(resolves):.1f} to {max(resolves):.1f} points (the intervals' half-widths, each at its test's "
-            f"level)" + paper + ".", ""]
-
-
-RULE = ("Verdicts: every test of this report (each claim x metric, and each pretrained arm against the "
-        "random-init control on SST-2 when one ran) is two-sided, and the tests are corrected together by "
-        "Holm's step-down method at 5% familywise: the smallest p is held to 5% / m (m tests), the next to "
-        "5% / (m - 1), and so on until one fails; it and every larger p fail. A test is significant exactly when "
-        "its Holm-adjusted p is below 5%, and its interval is printed at the level it was held to, so it "
-        "excludes 0 exactly then. The test is the paired t-test when both arms finished the same seeds (run k "
-        "of every arm starts from seed k: the same initialisation, and the same data order where the arms read "
-        "the same batches; the seeds are independent, so the per-seed differences are independent draws), else "
-        "Welch's t-test. reproduced: significant in the paper's order; not reproduced at this scale: significant "
-        "in the opposite order; equivalent within ±M: not significant, and the equivalence test (TOST: two "
-        "one-sided t-tests against the metric's margin M, each at half the test's level) rejects, i.e. the "
-        "interval lies inside ±M; not significant: neither, which does not mean comparable; mixed: the metrics "
-        "disagree. No verdict: zero spread: every per-seed difference is the same (or every run of both arms), "
-        "so there is no t-test. Inconclusive: ARM did not learn: its held-out ppl is 0.8x the unigram ppl or "
-        "more (the learning gate), so the claim says nothing about pretraining. (MLM proxy): the verdict rests "
-        "on the MLM figure alone: SST-2 unchecked (no random-init control ran) or excluded (an arm does not beat "
-        "the control). A difference "
-        "smaller than the 'resolves' figure (the interval's half-width) cannot be told from noise with these runs.")
+        tests = [measured(t, v["better"], v["worse"]) for t in v.get("tests", []) if "difference" in t]
+        lines.append(f"- *{v['better']} beats {v['worse']}* ({v['says']}): " + "; ".join(tests)
+                     + f" → **{v['verdict']}**.")
+    controls = {(c["arm"], c["metric"]): c for v in results["verdicts"] for c in v.get("controls", [])}
+    if controls:
+        lines += ["", f"**Downstream check** (SST-2 counts in a claim only where both its arms beat `{CONTROL}`): "
+                  + "; ".join(f"{arm} against it, " + measured(c, arm, CONTROL)
+                              + (": beats it" if c.get("verdict") == "reproduced" else "")
+                              for (arm, _), c in controls.items()) + "."]
+    elif any(v.get("downstream", "").startswith("unchecked") for v in results["verdicts"]):
+        lines += ["", f"**Downstream check**: no `{CONTROL}` control ran, so SST-2 is shown, not counted."]
+    return lines + ["", f"Time: {results['run_seconds'] / 60:.1f} min of runs in all (each run's training and "
+                        f"evaluation, added up); this invocation took {results['wall_seconds'] / 60:.1f} min.", ""]
 
 
 def runs_section(results):
@@ -560,9 +428,7 @@ def runs_section(results):
     head = ["arm", "seed", "status", "held-out loss [se]", "ppl ÷ unigram ppl", "masked acc. %", "bits/byte"] + \
         [f"bits/byte, {k.replace('_', '-')}" for k in texts] + [f"{t.upper()} acc. %" for t in tasks] + \
         ["tokens seen", "epochs", "seconds"]
-    lines += ["## Runs", "", "Every run's own figures: the values the verdicts test (a paired test pairs the rows "
-              "of one seed), printed to enough digits to recompute each test and its p from this table.", "",
-              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["## Runs", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["runs"]:
         h = r.get("heldout") or {}
         cells = [r["arm"], str(r["seed"]), str(r.get("status"))]
@@ -578,35 +444,61 @@ def runs_section(results):
         seen = f"{r['tokens_seen']:,}" if r.get("tokens_seen") else "-"  # real tokens of every update, no padding
         lines.append("| " + " | ".join(cells + [seen, str(r.get("epochs", "-")), str(r.get("seconds", "-"))]) + " |")
     return lines + ["", "## Commands", "", "Preparation:", "", "```"] + results["preparation"] + [
-        "```", "", "Each run (rerun any one by hand; add --resume to continue one that was interrupted):", "", "```"
-    ] + [r["command"] for r in results["runs"]] + ["```", ""]
+        "```", "", "Each run:", "", "```"] + [r["command"] for r in results["runs"]] + ["```", ""]
 
 
-def short_test(t):
-    """One test in a table cell: difference [interval at the test's level], p (Holm-adjusted p)."""
-    d = 1 if t["metric"] == "sst2" else 3
-    name = METRICS[t["metric"]][0]
-    if t.get("p") is None or t["se"] == 0:
-        return f"{name} {t['difference']:+.{d}f} in every seed alike"
-    return (f"{name} {t['difference']:+.{d}f} [{t['low']:+.{d}f}, {t['high']:+.{d}f}], p = {t['p']:.2g} "
-            f"(Holm {t.get('adjusted_p', t['p']):.2g})" + ("" if t.get("counted", True) else " not counted"))
+# ---------------------------------------------------------------------------------------- the suite
+def model_of(run):
+    """Which model a run is: runs with the same seed and held-out loss to the last digit, on as many masked
+    tokens, are one model trained twice (full-sentences, byte-level and rate-15 are; so are random-init controls
+    of the same data); a run without MLM figures is its command."""
+    h = run.get("heldout") or {}
+    return (run["seed"], h["loss"], h.get("targets")) if "loss" in h else run["command"]
+
+
+def suite_holm(found):
+    """Holm over the whole suite ({name: results}): one test per distinct comparison (a metric and the two arms'
+    models), so that a test repeated by experiments sharing a model counts once. {id(test): (comparison, Holm)}."""
+    keyed = []
+    for res in found.values():
+        model = {arm: frozenset(model_of(r) for r in res["runs"] if r["arm"] == arm and r.get("status") == "finished")
+                 for arm in {r["arm"] for r in res["runs"]}}
+        for v in res["verdicts"]:
+            keyed += [((t["metric"], model.get(v["better"]), model.get(v["worse"])), t) for t in v["tests"]]
+            keyed += [((c["metric"], model.get(c["arm"]), model.get(CONTROL)), c) for c in v.get("controls", [])]
+    family = {k: t["p"] for k, t in keyed if t.get("p") is not None}
+    holm = dict(zip(family, stats.holm(list(family.values()), ALPHA)))
+    return {id(t): (k, holm.get(k)) for k, t in keyed}
 
 
 def summary(names, out):
-    """One markdown table of every claim's verdict in OUT/<name>/results.json: BENCHMARKS.md's, from the runs."""
-    lines = ["| experiment | claim | verdict | difference in the claim's favour [interval at the level tested], p "
-             "(Holm-adjusted p) (test) | runs |", "|---|---|---|---|---|"]
-    for name in names:
-        results = files.read_json(os.path.join(out, name, "results.json"), missing=True)
-        if not results:
-            continue
-        minutes = f"{results['seeds']} seeds, {results['wall_seconds'] / 60:.1f} min"
-        for v in results["verdicts"]:
-            tests = "; ".join(short_test(t) for t in v.get("tests", []) if "difference" in t)
-            test = next((t["test"] for t in v.get("tests", []) if "test" in t), "")
-            lines.append(f"| `{name}` | {v['better']} beats {v['worse']} | **{v['verdict']}** | {tests} ({test}) "
-                         f"| {minutes} |")
-    return "\n".join(lines) if len(lines) > 2 else f"no results.json under {out}/: run an experiment first"
+    """Every claim of OUT/<name>/results.json in one table (BENCHMARKS.md's): each metric as measured, p, Holm
+    in its experiment and over the whole suite; then how many distinct pretrained models beat the control."""
+    found = {name: r for name in names if (r := files.read_json(os.path.join(out, name, "results.json"), missing=True))}
+    if not found:
+        return f"no results.json under {out}/: run an experiment first"
+    suite = suite_holm(found)
+    lines = ["| experiment | claim | as measured [interval at the level tested] | p | Holm p: experiment | Holm p: "
+             "suite | verdict |", "|---|---|---|---|---|---|---|"]
+    for name, res in found.items():
+        for v in res["verdicts"]:
+            cells = [(measured(t, v["better"], v["worse"], cell=True), p_text(t.get("p")), p_text(t.get("p") and t["adjusted_p"]),
+                      p_text((suite[id(t)][1] or {}).get("adjusted"))) for t in v["tests"] if "difference" in t]
+            columns = ["; ".join(column) for column in zip(*cells)] or ["-"] * 4
+            lines.append(f"| `{name}` | {v['better']} beats {v['worse']} | {' | '.join(columns)} | **{v['verdict']}** |")
+    controls = {suite[id(c)][0]: (c, suite[id(c)][1]) for res in found.values() for v in res["verdicts"]
+                for c in v.get("controls", []) if c.get("p") is not None}  # one per distinct model
+    if controls:
+        alone = sum(c["difference"] > 0 and c["p"] < ALPHA for c, _ in controls.values())
+        held = sum(c["difference"] > 0 and h["adjusted"] < ALPHA for c, h in controls.values())
+        lines += ["", f"Against the `{CONTROL}` control on SST-2: {alone} of {len(controls)} distinct pretrained models "
+                      f"beat it at p < {ALPHA:g}, {held} after Holm over the suite's {len({k for k, h in suite.values() if h})} "
+                      f"distinct tests (a model shared between experiments, the same runs, counted once)."]
+    return "\n".join(lines)
+
+
+def p_text(p):
+    return "-" if p is None else f"{p:.2g}"
 
 
 def plot(exp, results, path):
