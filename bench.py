@@ -498,92 +498,76 @@ def device_spec(text):
     return text
 
 
-# (command, help, [(option, argparse keywords)]): each option's help states its default
+def option(name, default, help, low=1, high=None, **keywords):
+    """One option of COMMANDS: a whole number in [low, high] unless `keywords` say otherwise; its help states
+    its default."""
+    return name, {"type": cli.number(int, low, high), "default": default, **keywords,
+                  "help": f"{help} (default: %(default)s)"}
+
+
+DEVICE = option("--device", DEFAULT_DEVICE, "cpu, cuda or cuda:N; cuda when available", type=device_spec)
+BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
+
+
+def config(default):
+    return option("--config", default, "model size", type=None, choices=list(roberta.PRESETS))
+
+
+def loop_options(steps):
+    """bench.py train's and overlap's: train.py runs N and 3N updates, twice each."""
+    return [config("tiny"), option("--batch-size", 8, "sequences per step"),
+            option("--seq-len", 128, "tokens per sequence", 8, MAX_POSITIONS),
+            option("--steps", steps, "N: train.py runs N and 3N updates, twice each"), BUILTIN_VOCAB, DEVICE]
+
+
+# (command, help, [(option, argparse keywords)])
 COMMANDS = [
-    ("bpe", "tokenizer training and encoding", [
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8000, help="vocabulary to train (default: %(default)s)"))]),
+    ("bpe", "tokenizer training and encoding", [option("--vocab-size", 8000, "vocabulary to train", type=VOCAB_SIZE)]),
     ("model", "training step speed and MFU", [
         ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
                         help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
         ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
                        help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
-        ("--steps", dict(type=cli.number(int, 1), default=5,
-                         help="timed steps of each model, interleaved; the best is reported (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)")),
+        option("--steps", 5, "timed steps of each model, interleaved; the best is reported"), DEVICE,
         ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
         ("--compare-hf", dict(action="store_true",
                               help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
     ("data", "corpus preparation and masking speed, peak memory", [
-        ("--workers", dict(type=cli.number(int, 1, 1024), default=2, help="encoding processes (default: %(default)s)")),
-        ("--copies", dict(type=cli.number(int, 1, 1000), default=8,
-                          help="the large corpus: this many copies of the ~8 MB mix (default: %(default)s)"))]),
-    ("train", "train.py's loop overhead over the bare step", [
-        ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=128,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=150,
-                         help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+        option("--workers", 2, "encoding processes", 1, 1024),
+        option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
+    ("train", "train.py's loop overhead over the bare step", loop_options(150)),
     ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
                                "100M; the issue's table adds 1e9)")),
         ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
                            help="input formats (default: all four)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8192,
-                              help="sequences per update, for the epoch's order (default: %(default)s, Table 9)")),
-        ("--epoch-examples", dict(type=cli.number(int, 0, 4 * 10 ** 9), default=0,
-                                  help="also order an epoch of this many examples, as 40B tokens of sentence "
-                                       "pairs give (800000000), from a synthetic file (default: skipped)"))]),
+        option("--batch-size", 8192, "sequences per update, for the epoch's order (Table 9)"),
+        option("--epoch-examples", 0, "also order an epoch of this many examples, as 40B tokens of sentence pairs "
+                                      "give (800000000), from a synthetic file; 0: skipped", 0, 4 * 10 ** 9)]),
     ("compile", "train.py's step eager vs torch.compile'd: time, graphs per forward, recompiles", [
         ("--configs", dict(nargs="+", choices=list(roberta.PRESETS), default=["tiny", "small"],
                            help="model sizes (default: tiny small)")),
-        ("--batch-size", dict(type=cli.number(int, 4), default=8, help="sequences per update (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 16, MAX_POSITIONS), default=128,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=5,
-                         help="timed rounds of 4 updates per kind, interleaved; the best (default: %(default)s)")),
-        ("--backend", dict(choices=["inductor", "aot_eager", "eager"], default="inductor",
-                           help="torch.compile's backend (default: %(default)s; aot_eager: dynamo's graphs without "
-                                "compiling kernels)")),
+        option("--batch-size", 8, "sequences per update", 4), option("--seq-len", 128, "tokens per sequence", 16,
+                                                                      MAX_POSITIONS),
+        option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
+        option("--backend", "inductor", "torch.compile's backend (aot_eager: dynamo's graphs without compiling "
+                                        "kernels)", type=None, choices=["inductor", "aot_eager", "eager"]),
         ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
                                                     "the exact targets (default: off; several more compiles)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+        DEVICE]),
     ("gpu", "the GPU table: train.py vs the bare compiled step vs transformers, MFU, bf16 vs fp16, overlap", [
-        ("--config", dict(choices=list(roberta.PRESETS), default="base", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 4), default=32,
-                              help="sequences per update, one micro-batch (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 16, MAX_POSITIONS), default=512,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 8), default=40,
-                         help="updates per train.py run, the last quarter timed (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--run-timeout", dict(type=cli.number(int, 10), default=300,
-                               help="seconds each train.py run may take (default: %(default)s)")),
-        ("--out", dict(type=cli.path_arg, default=bench_device.GPU_OUT,
-                       help="the markdown table, a .json of every figure beside it (default: %(default)s)")),
+        config("base"), option("--batch-size", 32, "sequences per update, one micro-batch", 4),
+        option("--seq-len", 512, "tokens per sequence", 16, MAX_POSITIONS),
+        option("--steps", 40, "updates per train.py run, the last quarter timed", 8), BUILTIN_VOCAB,
+        option("--run-timeout", 300, "seconds each train.py run may take", 10),
+        option("--out", bench_device.GPU_OUT, "the markdown table, a .json of every figure beside it",
+               type=cli.path_arg),
         ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
-    ("overlap", "how much of a slow batch preparation train.py's background thread hides", [
-        ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=128,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=100,
-                         help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
+    ("overlap", "how much of a slow batch preparation train.py's background thread hides", loop_options(100) + [
         ("--delay", dict(type=cli.number(float, 0, 10, low_open=True), default=0.03,
-                         help="seconds added to each update's preparation (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+                         help="seconds added to each update's preparation (default: %(default)s)"))]),
 ]
 
 
