@@ -1,15 +1,9 @@
-"""Hugging Face interop: RoBERTa's parameter names and config.json as transformers spells them, the
-safetensors format read and written without the library, and the export of a run folder that
-transformers' Auto* classes and pipeline("fill-mask") load as they load roberta-base.
+"""Hugging Face interop: RoBERTa's parameter names and config.json as transformers spells them, and the
+safetensors format read and written without the library, so that transformers loads an export as it loads
+roberta-base. A leaf: a model is read by its state_dict(), its cfg and its class name.
 
-    state = to_hf_state(model)                 # our names -> transformers' (q/k/v split)
     save_pretrained(model, "out/")             # config.json + model.safetensors
-    config = config_from_hf(json_dict, "roberta-base/config.json")   # RobertaConfig's fields, checked
     state = from_hf_state(load_safetensors("roberta-base/model.safetensors"), "RobertaForMaskedLM")
-
-A leaf: it imports nothing of the project's models. A model is read by its state_dict(), its cfg and its class
-name. roberta.load_pretrained reads a folder through machinery/formats/checkpoints.py, which uses these;
-`python roberta.py export` (machinery/commands/roberta_cli.py) writes one.
 """
 import json
 import math
@@ -75,8 +69,7 @@ def to_hf_state(model):
 
 def from_hf_state(state, class_name, source="checkpoint"):
     """A Hugging Face RoBERTa state dict in our names for our class `class_name` (the inverse of `to_hf_state`);
-    `source` names the file in
-    the errors of one whose query, key and value, or token-type row, do not fit together."""
+    `source` names the file in the errors."""
     state = {k.replace(".gamma", ".weight").replace(".beta", ".bias"): v for k, v in state.items()}
     if not any(k.startswith("roberta.") for k in state):  # saved from a bare RobertaModel
         state = {("roberta." + k if k.startswith(("embeddings.", "encoder.", "pooler.")) else k): v
