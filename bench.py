@@ -125,16 +125,18 @@ def bpe_training_rows(lines, vocab_size):
     return rows, len(tok.merges)
 
 
+def encode_cold(tok, texts):
+    """Every text encoded from an empty pre-token cache."""
+    tok.cache.clear()
+    return [tok.encode(s) for s in texts]
+
+
 def bpe_encoding_rows(lines):
     """Table rows for encoding line by line from an empty cache, on the released RoBERTa / GPT-2 files;
     ours and tiktoken interleaved."""
     roberta_tok = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
     gpt2_tok = bpe.Tokenizer.load(os.path.join(SHARED, "gpt2"))
-
-    def encode_cold(tok):
-        tok.cache.clear()  # every run starts with an empty pre-token cache
-        return [tok.encode(s) for s in lines]
-    t, ids = timed(encode_cold, roberta_tok)
+    t, ids = timed(encode_cold, roberta_tok, lines)
     rows = [("encode", OURS_ROBERTA, t)]
     try:
         import tiktoken
@@ -142,10 +144,11 @@ def bpe_encoding_rows(lines):
         ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
                                                 os.path.join(SHARED, "gpt2", "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
+        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok, lines), lambda: [enc.encode_ordinary(s) for s in lines]],
+                                   5)
         rows += [("encode", OURS_GPT2, ours), ("encode", TIKTOKEN, theirs)]
     except ImportError:
-        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok)[0]), ("encode", TIKTOKEN, None)]
+        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok, lines)[0]), ("encode", TIKTOKEN, None)]
     try:
         from transformers import RobertaTokenizer
         hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"), os.path.join(SHARED, "roberta", "merges.txt"))
@@ -167,15 +170,11 @@ def long_word_rows(tok, seed=0):
     import string
     rng = random.Random(seed)
     word = "".join(rng.choice(string.ascii_letters) for _ in range(max(LONG_WORDS)))
-
-    def encode_cold(w):
-        tok.cache.clear()
-        return tok.encode(w)
     rows = []
     for n in LONG_WORDS:
         w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
         ids = [tok.byte_ids[b] for b in w.encode()]
-        t, out = timed(encode_cold, w, repeat=repeat)
+        t, (out,) = timed(encode_cold, tok, [w], repeat=repeat)
         plain = timed(tok.apply_merges, ids, repeat=2) if n <= PLAIN_UP_TO else None
         if plain is not None and plain[1] != out:
             raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
@@ -220,13 +219,6 @@ def ours_step(model, ids, labels, amp, compile):
     return train_step(model, ours_loss, ids, labels, amp)
 
 
-def mfu_peak(device, amp, first):
-    """MFU's denominator: speed.peak_flops, the device's dense spec peak for the dtype or a measured one.
-    A measured peak is measured again for each row and the highest kept: noise only ever lowers it."""
-    peak, label = speed.peak_flops(device, AMP_DTYPES[amp])
-    return (max(peak, first[0]), label) if label == "measured peak" else (peak, label)
-
-
 def model_row(args, device, peaks, name, batch, seq_len):
     """Print one table row per --amp for a config, batch and sequence length."""
     cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
@@ -241,7 +233,8 @@ def model_row(args, device, peaks, name, batch, seq_len):
         if twin is not None:
             steps.append(train_step(twin, hf_loss, ids, labels, amp))
         seconds = interleaved(steps, args.steps)
-        peak, _ = mfu_peak(device, amp, peaks[amp])
+        peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak, or measured:
+        peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest kept (noise lowers it)
         row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | {flops / seconds[0] / peak:.1%} |"
         row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |" if twin is not None else " - | - |"
         print(row, flush=True)
