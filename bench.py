@@ -10,11 +10,9 @@
     python bench.py gpu      # the GPU table (base, seq 512): train.py vs the bare step vs transformers, MFU,
                              # bf16 vs fp16, the batch thread's overlap; written to docs/gpu-benchmark.md
 
-Peers are optional: a peer that is not installed is reported as such. `bpe` and `data` read ~8 MB of
-English from public datasets (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and
-RoBERTa's and GPT-2's tokenizer files, found in the shared data folder beside the repository; where it is
-absent, the tests that need it skip and these two benchmarks stop with a one-line error naming what is
-missing.
+Peers are optional (one not installed is reported as such). `bpe` and `data` read ~8 MB of English
+(WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files
+from the shared data folder beside the repository; without it they stop with a one-line error.
 """
 import argparse
 import glob

@@ -54,9 +54,7 @@ def family(task):
 
 def num_labels(task):
     """A GLUE classifier's outputs: its labels, or 1 (STS-B regresses a score); None for the other heads."""
-    if task not in GLUE:
-        return None
-    return len(GLUE[task].labels) if GLUE[task].labels else 1
+    return (len(GLUE[task].labels or ()) or 1) if task in GLUE else None
 
 
 def primary_metric(task):
