@@ -66,8 +66,7 @@ def training_peak_mb(lines, vocab_size):
     as `python bpe.py train` does."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(lines)
+        files.write_atomic(path, "".join(lines))
         code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
         return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
@@ -287,8 +286,7 @@ def bench_data(args):
     tokenizer = os.path.join(SHARED, "roberta")
     with tempfile.TemporaryDirectory() as tmp:
         small, out = os.path.join(tmp, "mix.txt"), os.path.join(tmp, "out")
-        with open(small, "w", encoding="utf-8") as f:
-            f.writelines(lines)
+        files.write_atomic(small, "".join(lines))
         mb = os.path.getsize(small) / 1e6
         print("| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
         for copies in (1, args.copies):
