@@ -210,30 +210,20 @@ def _sample_rows(path, dtype, n, count=1024):
 
 
 def _write_index(path, info, parts, fmt):
-    """Write the examples and their lengths a window at a time under temporary names, then rename them; the
-    .json comes last (and goes first), so that its presence means a whole index."""
+    """Write the examples and their lengths a window at a time, each file whole or not at all (files.write_atomic);
+    the .json comes last (and goes first), so that its presence means a whole index."""
     if os.path.exists(path + ".json"):
         os.remove(path + ".json")
     files.sweep(os.path.dirname(path))  # what builders killed on this machine left
     dtype, n = stored_dtype(fmt), 0
-    try:
-        with open(files.temp_name(path + ".rows"), "wb") as rows, \
-                open(files.temp_name(path + ".len"), "wb") as lengths:
-            for ex in parts:
-                kept = np.empty(len(ex), dtype)
-                for field in dtype.names:
-                    kept[field] = ex[field]
-                rows.write(kept.tobytes())
-                lengths.write(data.example_lengths(ex, fmt, info["seq_len"]).astype(np.int32).tobytes())
-                n += len(ex)
-            for f in (rows, lengths):
-                f.flush()
-                os.fsync(f.fileno())
-        for ext in (".rows", ".len"):
-            os.replace(files.temp_name(path + ext), path + ext)
-    finally:
-        for ext in (".rows", ".len"):
-            if os.path.exists(files.temp_name(path + ext)):
-                os.remove(files.temp_name(path + ext))
+
+    def write(rows, lengths):
+        nonlocal n
+        for ex in parts:
+            rows.write(ex[list(dtype.names)].astype(dtype).tobytes())
+            lengths.write(data.example_lengths(ex, fmt, info["seq_len"]).astype(np.int32).tobytes())
+            n += len(ex)
+    files.write_atomic(path + ".rows", lambda rows: files.write_atomic(  # .len is renamed first: no .json yet
+        path + ".len", lambda lengths: write(rows, lengths)))
     info = {**info, "count": n, "crc32": {ext: _crcs(path + ext) for ext in (".rows", ".len")}}
     files.write_atomic(path + ".json", json.dumps(info, indent=1))
