@@ -299,24 +299,19 @@ def bench_data(args):
 
 
 # ------------------------------------------------------------------------------------------ the training loop
-def train_py_seconds(data_dir, out, steps, args, extra=()):
-    """Wall seconds of `python train.py` for `steps` updates, logging every step, evaluating only at the end;
-    eager and fp32, as the bare step."""
-    t = time.perf_counter()
-    run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len),
-                 "--batch-size", str(args.batch_size), "--max-steps", str(steps), "--log-interval", "1",
-                 "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9), "--eval-sequences", "8",
-                 "--device", args.device, "--amp", "none", "--no-compile", *extra], "train.py")
-    return time.perf_counter() - t
-
-
 def loop_seconds(data_dir, folder, args, extra=()):
-    """Seconds per update of train.py's loop: runs of N and 3N updates, twice each; the difference of the
-    fastest runs is 2N updates, with start-up and the final evaluation cancelled out."""
+    """Seconds per update of `python train.py` (logging every step, evaluating only at the end; eager and fp32, as
+    the bare step): runs of N and 3N updates, twice each; the difference of the fastest runs is 2N updates, with
+    start-up and the final evaluation cancelled out."""
     best = {}
     for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
-        seconds = train_py_seconds(data_dir, os.path.join(folder, f"out{i}"), steps, args, extra)
-        best[steps] = min(best.get(steps, float("inf")), seconds)
+        t = time.perf_counter()
+        run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", os.path.join(folder, f"out{i}"),
+                     "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--max-steps", str(steps),
+                     "--log-interval", "1", "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9),
+                     "--eval-sequences", "8", "--device", args.device, "--amp", "none", "--no-compile", *extra],
+                    "train.py")
+        best[steps] = min(best.get(steps, float("inf")), time.perf_counter() - t)
         shutil.rmtree(os.path.join(folder, f"out{i}"))
     return (best[3 * args.steps] - best[args.steps]) / (2 * args.steps)
 

@@ -236,7 +236,8 @@ def make_model(args):
     """(model, tokenizer): the task's head, freshly initialised, on --checkpoint's encoder, or on --init-from's
     (Section 5.1: RTE, STS-B and MRPC start from the MNLI model). --random-init keeps the checkpoint's config and
     tokenizer but re-initialises every weight (roberta.init_weights): the control pretraining must beat."""
-    model, tok = evaluate.load_checkpoint(args.checkpoint, FAMILIES[family(args.task)].head, num_labels=num_labels(args.task))
+    head = FAMILIES[family(args.task)].head
+    model, tok = evaluate.load_checkpoint(args.checkpoint, head, num_labels=num_labels(args.task))
     if args.init_from:
         source, source_tok = evaluate.load_checkpoint(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
         if [getattr(source.cfg, k) for k in SHAPE] != [getattr(model.cfg, k) for k in SHAPE] or \

@@ -157,7 +157,9 @@ def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14, ma
     model.eval()
     for s, e in zip(starts.tolist(), line_ends.tolist()):
         ids = np.asarray(tokens[s:min(e - 1, s + max_len)], dtype=np.int64)
-        words = np.array([p for p, t in enumerate(ids.tolist()) if is_word(tok.decode([t]))], dtype=np.int64)
+        pieces = [tok.decode([t]) for t in ids.tolist()]  # whole words of 4 letters or more (not 'the', 'a')
+        words = np.array([p for p, w in enumerate(pieces) if w[:1] == " " and w[1:].isalpha() and len(w) >= 5],
+                         dtype=np.int64)
         if words.size == 0:
             continue
         batch = np.tile(np.concatenate([[tok.bos_id], ids, [tok.eos_id]]), (len(words), 1))
@@ -175,9 +177,3 @@ def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14, ma
         if all(len(v) == per_kind for v in found.values()):
             break
     return found[True] + found[False]
-
-
-def is_word(piece):
-    """A whole word of 4 letters or more with its leading space (not 'the' or 'a', which any baseline guesses)."""
-    return piece.startswith(" ") and piece[1:].isalpha() and len(piece) >= 5
-

@@ -135,9 +135,9 @@ def json_kind(value):
             int: "a whole number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def check_hf_config(d, source):
-    """A config.json's dict, checked for what config_from_hf reads: an object, the sizes whole numbers, the rates
-    numbers, architectures a list of names and id2label an object (one line naming the file otherwise)."""
+def config_from_hf(d, source):
+    """Our RobertaConfig's fields from a Hugging Face config.json's dict `d` (read from `source`), checked: an
+    object, the sizes whole numbers, the rates numbers, architectures a list of names, id2label an object."""
     if not isinstance(d, dict):
         raise ValueError(f"{source}: expected a JSON object (a model's configuration), got {json_kind(d)}")
     if d.get("model_type") != "roberta":
@@ -155,11 +155,6 @@ def check_hf_config(d, source):
         raise ValueError(f"{source}: architectures is {json_kind(names)}, expected a list of class names")
     if not isinstance(d.get("id2label", {}), dict):
         raise ValueError(f"{source}: id2label is {json_kind(d['id2label'])}, expected an object (output -> label)")
-
-
-def config_from_hf(d, source):
-    """Our RobertaConfig's fields from a Hugging Face config.json's dict `d` (read from `source`)."""
-    check_hf_config(d, source)
     if d.get("hidden_act", "gelu") != "gelu" or d.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{source}: only exact GELU and absolute positions are RoBERTa "
                          f"(hidden_act={d.get('hidden_act')!r})")
