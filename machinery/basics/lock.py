@@ -89,11 +89,10 @@ def _open(folder, shared):
             raise not_ours(folder, "a symbolic link" if e.errno == errno.ELOOP else "not a file") from None
         raise
     info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
-        os.close(fd)
-        return None, False
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:  # removed by its holder meanwhile
+            return None, False
         raise not_ours(folder, "not a file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file")
     return os.fdopen(fd, "a+" if os.O_RDWR & fcntl.fcntl(fd, fcntl.F_GETFL) else "r", encoding="utf-8",
                      errors="replace"), made
@@ -120,8 +119,6 @@ def _record(f, folder, what, shared):
     record = f"{what} (pid {os.getpid()}) on {files.HOST}" + (" reading it" if shared else "")
     if not shared:
         f.truncate(0)
-    elif text and not text.endswith("\n"):  # a record of an earlier version, without its line end
-        record = "\n" + record
     f.write(record + "\n")  # O_APPEND: at the end, whole, even beside other readers
     f.flush()
     if not shared:
