@@ -1,14 +1,5 @@
-"""Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run.
-
-    python bench.py bpe      # tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer
-    python bench.py model    # training-step tokens/s and MFU, optionally vs transformers (--compare-hf)
-    python bench.py data     # corpus preparation MB/s, peak memory, masking + batching tokens/s
-    python bench.py train    # what train.py's loop adds to the bare training step
-    python bench.py overlap  # how much of a slow batch preparation train.py's background thread hides
-    python bench.py startup  # start-up of the examples index per format at 10M-1B tokens (the paper's scale)
-    python bench.py compile  # train.py's step eager vs torch.compile'd, with its graphs, breaks and recompiles
-    python bench.py gpu      # the GPU table (base, seq 512): train.py vs the bare step vs transformers, MFU,
-                             # bf16 vs fp16, the batch thread's overlap; written to docs/gpu-benchmark.md
+"""Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run
+(`python bench.py COMMAND`, the commands below).
 
 Peers are optional (one not installed is reported as such). `bpe` and `data` read ~8 MB of English
 (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files
@@ -141,8 +132,8 @@ def bpe_encoding_rows(lines):
         ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
                                                 os.path.join(SHARED, "gpt2", "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok, lines), lambda: [enc.encode_ordinary(s) for s in lines]],
-                                   5)
+        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok, lines),
+                                    lambda: [enc.encode_ordinary(s) for s in lines]], 5)
         rows += [("encode", OURS_GPT2, ours), ("encode", TIKTOKEN, theirs)]
     except ImportError:
         rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok, lines)[0]), ("encode", TIKTOKEN, None)]
@@ -506,8 +497,9 @@ def loop_options(steps):
 
 # (command, help, [(option, argparse keywords)])
 COMMANDS = [
-    ("bpe", "tokenizer training and encoding", [option("--vocab-size", 8000, "vocabulary to train", type=VOCAB_SIZE)]),
-    ("model", "training step speed and MFU", [
+    ("bpe", "tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer", [
+        option("--vocab-size", 8000, "vocabulary to train", type=VOCAB_SIZE)]),
+    ("model", "training-step tokens/s and MFU, optionally vs transformers (--compare-hf)", [
         ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
                         help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
@@ -517,10 +509,10 @@ COMMANDS = [
         ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
         ("--compare-hf", dict(action="store_true",
                               help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
-    ("data", "corpus preparation and masking speed, peak memory", [
+    ("data", "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
-    ("train", "train.py's loop overhead over the bare step", loop_options(150)),
+    ("train", "what train.py's loop adds to the bare training step", loop_options(150)),
     ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
@@ -541,7 +533,8 @@ COMMANDS = [
         ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
                                                     "the exact targets (default: off; several more compiles)")),
         DEVICE]),
-    ("gpu", "the GPU table: train.py vs the bare compiled step vs transformers, MFU, bf16 vs fp16, overlap", [
+    ("gpu", "the GPU table (docs/gpu-benchmark.md): train.py vs the bare compiled step vs transformers, MFU, bf16 "
+            "vs fp16, overlap", [
         config("base"), option("--batch-size", 32, "sequences per update, one micro-batch", 4),
         option("--seq-len", 512, "tokens per sequence", 16, MAX_POSITIONS),
         option("--steps", 40, "updates per train.py run, the last quarter timed", 8), BUILTIN_VOCAB,
