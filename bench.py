@@ -1,22 +1,9 @@
-"""Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run.
+"""Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run
+(`python bench.py COMMAND`, the commands below).
 
-    python bench.py bpe      # tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer
-    python bench.py model    # training-step tokens/s and MFU, optionally vs transformers (--compare-hf)
-    python bench.py data     # corpus preparation MB/s, peak memory, masking + batching tokens/s
-    python bench.py train    # what train.py's loop adds to the bare training step
-    python bench.py overlap  # how much of a slow batch preparation train.py's background thread hides
-    python bench.py startup  # start-up of the examples index per format at 10M-1B tokens (the paper's scale)
-    python bench.py compile  # train.py's step eager vs torch.compile'd, with its graphs, breaks and recompiles
-    python bench.py continue # train.py --init-from: the continued run's first losses beside its source's last and
-                             # a random start's (the check that the weights loaded)
-    python bench.py gpu      # the GPU table (base, seq 512): train.py vs the bare step vs transformers, MFU,
-                             # bf16 vs fp16, the batch thread's overlap; written to docs/gpu-benchmark.md
-
-Peers are optional: a peer that is not installed is reported as such. `bpe` and `data` read ~8 MB of
-English from public datasets (WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and
-RoBERTa's and GPT-2's tokenizer files, found in the shared data folder beside the repository; where it is
-absent, the tests that need it skip and these two benchmarks stop with a one-line error naming what is
-missing.
+Peers are optional (one not installed is reported as such). `bpe` and `data` read ~8 MB of English
+(WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files
+from the shared data folder beside the repository; without it they stop with a one-line error.
 """
 import argparse
 import glob
@@ -71,8 +58,7 @@ def training_peak_mb(lines, vocab_size):
     as `python bpe.py train` does."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
-        with open(path, "w", encoding="utf-8") as f:
-            f.writelines(lines)
+        files.write_atomic(path, "".join(lines))
         code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
         return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
@@ -128,16 +114,18 @@ def bpe_training_rows(lines, vocab_size):
     return rows, len(tok.merges)
 
 
+def encode_cold(tok, texts):
+    """Every text encoded from an empty pre-token cache."""
+    tok.cache.clear()
+    return [tok.encode(s) for s in texts]
+
+
 def bpe_encoding_rows(lines):
     """Table rows for encoding line by line from an empty cache, on the released RoBERTa / GPT-2 files;
     ours and tiktoken interleaved."""
     roberta_tok = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
     gpt2_tok = bpe.Tokenizer.load(os.path.join(SHARED, "gpt2"))
-
-    def encode_cold(tok):
-        tok.cache.clear()  # every run starts with an empty pre-token cache
-        return [tok.encode(s) for s in lines]
-    t, ids = timed(encode_cold, roberta_tok)
+    t, ids = timed(encode_cold, roberta_tok, lines)
     rows = [("encode", OURS_ROBERTA, t)]
     try:
         import tiktoken
@@ -145,10 +133,11 @@ def bpe_encoding_rows(lines):
         ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
                                                 os.path.join(SHARED, "gpt2", "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
+        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok, lines),
+                                    lambda: [enc.encode_ordinary(s) for s in lines]], 5)
         rows += [("encode", OURS_GPT2, ours), ("encode", TIKTOKEN, theirs)]
     except ImportError:
-        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok)[0]), ("encode", TIKTOKEN, None)]
+        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok, lines)[0]), ("encode", TIKTOKEN, None)]
     try:
         from transformers import RobertaTokenizer
         hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"), os.path.join(SHARED, "roberta", "merges.txt"))
@@ -170,15 +159,11 @@ def long_word_rows(tok, seed=0):
     import string
     rng = random.Random(seed)
     word = "".join(rng.choice(string.ascii_letters) for _ in range(max(LONG_WORDS)))
-
-    def encode_cold(w):
-        tok.cache.clear()
-        return tok.encode(w)
     rows = []
     for n in LONG_WORDS:
         w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
         ids = [tok.byte_ids[b] for b in w.encode()]
-        t, out = timed(encode_cold, w, repeat=repeat)
+        t, (out,) = timed(encode_cold, tok, [w], repeat=repeat)
         plain = timed(tok.apply_merges, ids, repeat=2) if n <= PLAIN_UP_TO else None
         if plain is not None and plain[1] != out:
             raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
@@ -223,13 +208,6 @@ def ours_step(model, ids, labels, amp, compile):
     return train_step(model, ours_loss, ids, labels, amp)
 
 
-def mfu_peak(device, amp, first):
-    """MFU's denominator: speed.peak_flops, the device's dense spec peak for the dtype or a measured one.
-    A measured peak is measured again for each row and the highest kept: noise only ever lowers it."""
-    peak, label = speed.peak_flops(device, AMP_DTYPES[amp])
-    return (max(peak, first[0]), label) if label == "measured peak" else (peak, label)
-
-
 def model_row(args, device, peaks, name, batch, seq_len):
     """Print one table row per --amp for a config, batch and sequence length."""
     cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
@@ -244,7 +222,8 @@ def model_row(args, device, peaks, name, batch, seq_len):
         if twin is not None:
             steps.append(train_step(twin, hf_loss, ids, labels, amp))
         seconds = interleaved(steps, args.steps)
-        peak, _ = mfu_peak(device, amp, peaks[amp])
+        peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak, or measured:
+        peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest kept (noise lowers it)
         row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | {flops / seconds[0] / peak:.1%} |"
         row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |" if twin is not None else " - | - |"
         print(row, flush=True)
@@ -299,8 +278,7 @@ def bench_data(args):
     tokenizer = os.path.join(SHARED, "roberta")
     with tempfile.TemporaryDirectory() as tmp:
         small, out = os.path.join(tmp, "mix.txt"), os.path.join(tmp, "out")
-        with open(small, "w", encoding="utf-8") as f:
-            f.writelines(lines)
+        files.write_atomic(small, "".join(lines))
         mb = os.path.getsize(small) / 1e6
         print("| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
         for copies in (1, args.copies):
@@ -313,24 +291,19 @@ def bench_data(args):
 
 
 # ------------------------------------------------------------------------------------------ the training loop
-def train_py_seconds(data_dir, out, steps, args, extra=()):
-    """Wall seconds of `python train.py` for `steps` updates, logging every step, evaluating only at the end;
-    eager and fp32, as the bare step."""
-    t = time.perf_counter()
-    run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len),
-                 "--batch-size", str(args.batch_size), "--max-steps", str(steps), "--log-interval", "1",
-                 "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9), "--eval-sequences", "8",
-                 "--device", args.device, "--amp", "none", "--no-compile", *extra], "train.py")
-    return time.perf_counter() - t
-
-
 def loop_seconds(data_dir, folder, args, extra=()):
-    """Seconds per update of train.py's loop: runs of N and 3N updates, twice each; the difference of the
-    fastest runs is 2N updates, with start-up and the final evaluation cancelled out."""
+    """Seconds per update of `python train.py` (logging every step, evaluating only at the end; eager and fp32, as
+    the bare step): runs of N and 3N updates, twice each; the difference of the fastest runs is 2N updates, with
+    start-up and the final evaluation cancelled out."""
     best = {}
     for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
-        seconds = train_py_seconds(data_dir, os.path.join(folder, f"out{i}"), steps, args, extra)
-        best[steps] = min(best.get(steps, float("inf")), seconds)
+        t = time.perf_counter()
+        run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", os.path.join(folder, f"out{i}"),
+                     "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--max-steps", str(steps),
+                     "--log-interval", "1", "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9),
+                     "--eval-sequences", "8", "--device", args.device, "--amp", "none", "--no-compile", *extra],
+                    "train.py")
+        best[steps] = min(best.get(steps, float("inf")), time.perf_counter() - t)
         shutil.rmtree(os.path.join(folder, f"out{i}"))
     return (best[3 * args.steps] - best[args.steps]) / (2 * args.steps)
 
@@ -557,112 +530,91 @@ def device_spec(text):
     return text
 
 
-# (command, help, [(option, argparse keywords)]): each option's help states its default
+def option(name, default, help, low=1, high=None, **keywords):
+    """One option of COMMANDS: a whole number in [low, high] unless `keywords` say otherwise; its help states
+    its default."""
+    return name, {"type": cli.number(int, low, high), "default": default, **keywords,
+                  "help": f"{help} (default: %(default)s)"}
+
+
+DEVICE = option("--device", DEFAULT_DEVICE, "cpu, cuda or cuda:N; cuda when available", type=device_spec)
+BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
+
+
+def config(default):
+    return option("--config", default, "model size", type=None, choices=list(roberta.PRESETS))
+
+
+def loop_options(steps):
+    """bench.py train's and overlap's: train.py runs N and 3N updates, twice each."""
+    return [config("tiny"), option("--batch-size", 8, "sequences per step"),
+            option("--seq-len", 128, "tokens per sequence", 8, MAX_POSITIONS),
+            option("--steps", steps, "N: train.py runs N and 3N updates, twice each"), BUILTIN_VOCAB, DEVICE]
+
+
+# (command, help, [(option, argparse keywords)])
 COMMANDS = [
-    ("bpe", "tokenizer training and encoding", [
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8000, help="vocabulary to train (default: %(default)s)"))]),
-    ("model", "training step speed and MFU", [
+    ("bpe", "tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer", [
+        option("--vocab-size", 8000, "vocabulary to train", type=VOCAB_SIZE)]),
+    ("model", "training-step tokens/s and MFU, optionally vs transformers (--compare-hf)", [
         ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
                         help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
         ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
                        help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
-        ("--steps", dict(type=cli.number(int, 1), default=5,
-                         help="timed steps of each model, interleaved; the best is reported (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)")),
+        option("--steps", 5, "timed steps of each model, interleaved; the best is reported"), DEVICE,
         ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
         ("--compare-hf", dict(action="store_true",
                               help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
-    ("data", "corpus preparation and masking speed, peak memory", [
-        ("--workers", dict(type=cli.number(int, 1, 1024), default=2, help="encoding processes (default: %(default)s)")),
-        ("--copies", dict(type=cli.number(int, 1, 1000), default=8,
-                          help="the large corpus: this many copies of the ~8 MB mix (default: %(default)s)"))]),
-    ("train", "train.py's loop overhead over the bare step", [
-        ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=128,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=150,
-                         help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+    ("data", "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
+        option("--workers", 2, "encoding processes", 1, 1024),
+        option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
+    ("train", "what train.py's loop adds to the bare training step", loop_options(150)),
     ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
                                "100M; the issue's table adds 1e9)")),
         ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
                            help="input formats (default: all four)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8192,
-                              help="sequences per update, for the epoch's order (default: %(default)s, Table 9)")),
-        ("--epoch-examples", dict(type=cli.number(int, 0, 4 * 10 ** 9), default=0,
-                                  help="also order an epoch of this many examples, as 40B tokens of sentence "
-                                       "pairs give (800000000), from a synthetic file (default: skipped)"))]),
+        option("--batch-size", 8192, "sequences per update, for the epoch's order (Table 9)"),
+        option("--epoch-examples", 0, "also order an epoch of this many examples, as 40B tokens of sentence pairs "
+                                      "give (800000000), from a synthetic file; 0: skipped", 0, 4 * 10 ** 9)]),
     ("compile", "train.py's step eager vs torch.compile'd: time, graphs per forward, recompiles", [
         ("--configs", dict(nargs="+", choices=list(roberta.PRESETS), default=["tiny", "small"],
                            help="model sizes (default: tiny small)")),
-        ("--batch-size", dict(type=cli.number(int, 4), default=8, help="sequences per update (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 16, MAX_POSITIONS), default=128,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=5,
-                         help="timed rounds of 4 updates per kind, interleaved; the best (default: %(default)s)")),
-        ("--backend", dict(choices=["inductor", "aot_eager", "eager"], default="inductor",
-                           help="torch.compile's backend (default: %(default)s; aot_eager: dynamo's graphs without "
-                                "compiling kernels)")),
+        option("--batch-size", 8, "sequences per update", 4), option("--seq-len", 128, "tokens per sequence", 16,
+                                                                      MAX_POSITIONS),
+        option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
+        option("--backend", "inductor", "torch.compile's backend (aot_eager: dynamo's graphs without compiling "
+                                        "kernels)", type=None, choices=["inductor", "aot_eager", "eager"]),
         ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
                                                     "the exact targets (default: off; several more compiles)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+        DEVICE]),
     ("continue", "train.py --init-from: the continued run's first losses beside its source's last and a random "
                  "start's", [
-        ("--init-from", dict(type=cli.path_arg, default=None, help="a run or Hugging Face folder (default: a tiny run "
-                                                                   "on the built-in corpus, made here and exported)")),
-        ("--data", dict(type=cli.path_arg, default=None, help="prepared with the source's tokenizer (default: the "
-                                                              "built-in corpus; needed with --init-from)")),
-        ("--source-steps", dict(type=cli.number(int, 1), default=300,
-                                help="updates of the source made here (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=5, help="updates of each continued run (default: "
-                                                                  "%(default)s)")),
-        ("--lr", dict(type=cli.number(float, 0, 1, low_open=True), default=1e-4,
-                      help="peak learning rate of the continued runs, reached at the last update (default: "
-                           "%(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=16, help="sequences per update (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=64,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=2048,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
-    ("gpu", "the GPU table: train.py vs the bare compiled step vs transformers, MFU, bf16 vs fp16, overlap", [
-        ("--config", dict(choices=list(roberta.PRESETS), default="base", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 4), default=32,
-                              help="sequences per update, one micro-batch (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 16, MAX_POSITIONS), default=512,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 8), default=40,
-                         help="updates per train.py run, the last quarter timed (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--run-timeout", dict(type=cli.number(int, 10), default=300,
-                               help="seconds each train.py run may take (default: %(default)s)")),
-        ("--out", dict(type=cli.path_arg, default=bench_device.GPU_OUT,
-                       help="the markdown table, a .json of every figure beside it (default: %(default)s)")),
+        option("--init-from", None, "a run or Hugging Face folder; none: a tiny run on the built-in corpus, made here "
+               "and exported", type=cli.path_arg),
+        option("--data", None, "prepared with the source's tokenizer (needed with --init-from); none: the built-in "
+               "corpus", type=cli.path_arg),
+        option("--source-steps", 300, "updates of the source made here"),
+        option("--steps", 5, "updates of each continued run"),
+        option("--lr", 1e-4, "peak learning rate of the continued runs, reached at the last update",
+               type=cli.number(float, 0, 1, low_open=True)),
+        option("--batch-size", 16, "sequences per update"),
+        option("--seq-len", 64, "tokens per sequence", 8, MAX_POSITIONS),
+        option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
+    ("gpu", "the GPU table (docs/gpu-benchmark.md): train.py vs the bare compiled step vs transformers, MFU, bf16 "
+            "vs fp16, overlap", [
+        config("base"), option("--batch-size", 32, "sequences per update, one micro-batch", 4),
+        option("--seq-len", 512, "tokens per sequence", 16, MAX_POSITIONS),
+        option("--steps", 40, "updates per train.py run, the last quarter timed", 8), BUILTIN_VOCAB,
+        option("--run-timeout", 300, "seconds each train.py run may take", 10),
+        option("--out", bench_device.GPU_OUT, "the markdown table, a .json of every figure beside it",
+               type=cli.path_arg),
         ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
-    ("overlap", "how much of a slow batch preparation train.py's background thread hides", [
-        ("--config", dict(choices=list(roberta.PRESETS), default="tiny", help="model size (default: %(default)s)")),
-        ("--batch-size", dict(type=cli.number(int, 1), default=8, help="sequences per step (default: %(default)s)")),
-        ("--seq-len", dict(type=cli.number(int, 8, MAX_POSITIONS), default=128,
-                           help="tokens per sequence (default: %(default)s)")),
-        ("--steps", dict(type=cli.number(int, 1), default=100,
-                         help="N: train.py runs N and 3N updates, twice each (default: %(default)s)")),
+    ("overlap", "how much of a slow batch preparation train.py's background thread hides", loop_options(100) + [
         ("--delay", dict(type=cli.number(float, 0, 10, low_open=True), default=0.03,
-                         help="seconds added to each update's preparation (default: %(default)s)")),
-        ("--vocab-size", dict(type=VOCAB_SIZE, default=8192,
-                              help="vocabulary trained on the built-in corpus (default: %(default)s)")),
-        ("--device", dict(type=device_spec, default=DEFAULT_DEVICE,
-                          help="cpu, cuda or cuda:N (default: cuda when available, here %(default)s)"))]),
+                         help="seconds added to each update's preparation (default: %(default)s)"))]),
 ]
 
 

@@ -14,10 +14,8 @@ Inside this module everything is token *ids* and *bytes*. The printable strings 
 merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file boundary, through
 `bytes_to_unicode`, exactly as GPT-2's encoder.py defines them.
 
-The module reads top to bottom: the printable byte spelling; training (count the pre-tokens, then merge
-the most frequent pair again and again: the plain loop first, then PairCounts, the same merges faster);
-the Tokenizer (encode, decode, and train/load/save on top of the functions above; the files are read and
-checked in machinery/formats/vocab_files.py). The command line is machinery/commands/bpe_cli.py.
+Top to bottom: the printable byte spelling; training (the plain loop, then PairCounts, the same merges
+faster); the Tokenizer. Files: machinery/formats/vocab_files.py; command line: machinery/commands/bpe_cli.py.
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -56,14 +54,8 @@ def bytes_to_unicode():
     """
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
         + list(range(ord("®"), ord("ÿ") + 1))
-    table, n = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + n)
-            n += 1
-    return table
+    shifted = iter(range(256, 512))  # the n-th byte not kept -> chr(256 + n)
+    return {b: chr(b) if b in keep else chr(next(shifted)) for b in range(256)}
 
 
 BYTE_TO_CHAR = bytes_to_unicode()
@@ -222,8 +214,9 @@ def train_bpe(texts, vocab_size, min_frequency=2, verbose=False):
 def learn_merges(pairs, vocab, n_merges, min_frequency, verbose):
     """Up to `n_merges` merges, each added to `vocab` as a new id. Returns the merges and the count of
     the most frequent pair left unmerged (0 when none is left). learn_merges_naive is the spec."""
+    from tqdm import tqdm
     merges, count = {}, 0
-    progress = _progress(n_merges, "merges", verbose)
+    progress = tqdm(total=n_merges, unit="merges", disable=not verbose, dynamic_ncols=True)
     while len(merges) < n_merges:
         pair, count = pairs.most_frequent()
         if count < min_frequency:
@@ -248,11 +241,6 @@ def shortfall(asked, got, n_merges, min_frequency, next_count):
             f"lower --min-frequency or add text")
 
 
-def _progress(total, unit, enabled):
-    from tqdm import tqdm
-    return tqdm(total=total, unit=unit, disable=not enabled, dynamic_ncols=True)
-
-
 # ---------------------------------------------------------------- the tokenizer
 def byte_ids(vocab):
     """The id of each of the 256 single-byte tokens (the first id where a special token spells one)."""
@@ -263,13 +251,6 @@ def byte_ids(vocab):
     if missing:
         raise ValueError(f"vocabulary lacks {len(missing)} of the 256 byte tokens (e.g. byte {missing[0]})")
     return [by_bytes[bytes([b])] for b in range(256)]
-
-
-def check_merges(vocab, merges):
-    for (a, b), new in merges.items():
-        for i in (a, b, new):
-            if i not in vocab:
-                raise ValueError(f"merge ({a}, {b}) -> {new} names id {i}, which is not in the vocabulary")
 
 
 class Tokenizer:
@@ -284,7 +265,9 @@ class Tokenizer:
         self.merges = dict(merges)  # (id, id) -> id, insertion order = rank
         self.ranks = {pair: rank for rank, pair in enumerate(self.merges)}
         self.pattern = regex.compile(PATTERN)
-        check_merges(self.vocab, self.merges)
+        bad = next(((pair, new) for pair, new in self.merges.items() if not {*pair, new} <= self.vocab.keys()), None)
+        if bad:
+            raise ValueError(f"merge {bad[0]} -> {bad[1]} names an id that is not in the vocabulary")
         names = {bs: i for i, bs in self.vocab.items()}
         self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id = (
             names.get(s.encode()) for s in SPECIALS + (MASK,))

@@ -12,32 +12,24 @@
       [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--mlm-only] [--out experiments/] [--overwrite]
       [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
 
-Each run gets max(1, the CPUs this process may use // --jobs) threads, and prints its step, loss and time
-left every 30 s. On a 2-core machine `--jobs 2` (two runs side by side, one thread each) is the fastest way
-through; on a shared machine, `OMP_NUM_THREADS=1 python experiments.py NAME --jobs 1`.
+Each run gets max(1, the CPUs this process may use // --jobs) threads and prints its progress every 30 s; on
+2 cores `--jobs 2` is fastest, on a shared machine `OMP_NUM_THREADS=1 python experiments.py NAME --jobs 1`.
 
-Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the
-paper's table, and the paper's claims to check. The runner types the commands a user would type
-(bpe.py, data.py, train.py, finetune.py), prints each one so any run can be repeated by hand, runs every
-arm with several seeds, and evaluates every checkpoint on the same held-out documents, 15% of their tokens
-masked once with a fixed seed (data.heldout_batches), whatever the run trained on (its format, its batch):
-the same masked tokens for every arm, except where an arm has its own tokenizer (text-encoding: scored in
-bits per byte of the same text). Every tokenizer learns from the training documents only. Finished runs are skipped when their
-settings and code match (each records a hash of the source files; a run of other code is trained again),
-interrupted ones resumed (train.py --resume); --overwrite trains finished ones again. The data likewise: each
-prepared file records the hash of the preparation's code (bpe.py, data.py and what they import), and is
-prepared again after an edit there.
+Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the paper's
+table and claims. The runner prints and runs the commands a user would type (bpe.py, data.py, train.py,
+finetune.py), every arm with several seeds, and scores every checkpoint on the same held-out documents, 15% of
+their tokens masked once (data.heldout_batches), whatever the run trained on (text-encoding's own tokenizers:
+bits per byte of the same text). Tokenizers learn from the training documents only. Finished runs whose
+settings and code (a hash of the sources) match are skipped, interrupted ones resumed; --overwrite retrains. Each prepared data file records the hash of
+the preparation's code (bpe.py, data.py and what they import) and is prepared again after an edit there.
 
-The paper's metric where it used one: masking, formats, batch-size and text-encoding finetune every
-checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
-SST-2 comes from --glue DIR, else from `python data.py download glue-sst-2`; without it (or with
---mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the other experiments too.
-With SST-2 every experiment also runs CONTROL, the same finetuning from random weights, which SST-2 must beat
-to count.
+The paper's metric where it used one: masking, formats, batch-size and text-encoding finetune every checkpoint
+on SST-2 (finetune.py, the scale's recipe), from --glue DIR, else from `python data.py download glue-sst-2`;
+without it (or with --mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the others.
+With SST-2 every experiment also runs CONTROL, the same finetuning from random weights, which must be beaten.
 
-Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table
-beside ours, the verdicts), loss.png when matplotlib is installed, and one folder per run
-(<arm>/seed<k>/: train.py's checkpoint and log.jsonl, run.json with the command and the numbers).
+Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table beside
+ours, the verdicts), loss.png (with matplotlib), and <arm>/seed<k>/ (checkpoint, log.jsonl, run.json).
 
 A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
 SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py): a t-test, Holm over the

@@ -24,6 +24,7 @@ import os
 import statistics
 import sys
 from dataclasses import asdict
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -45,23 +46,14 @@ TABLE_10 = {
 }
 SWEEP = {"lr": [1e-5, 2e-5, 3e-5], "batch_size": [16, 32]}  # Section 5.1: --sweep, the median of 5 seeds per point
 
-HEADS = {  # Section 5's heads on the encoder (roberta.py); each computes its task's loss
-    "glue": roberta.RobertaForSequenceClassification,  # <s> -> the labels: cross-entropy (STS-B: 1 output, MSE)
-    "squad": roberta.RobertaForQuestionAnswering,      # every token -> start, end (+ <s> -> answerable, SQuAD 2.0)
-    "race": roberta.RobertaForMultipleChoice,          # each option's <s> -> a score: cross-entropy over options
-}
-
-
 def family(task):
-    """The task's row of TABLE_10 and HEADS: glue, squad or race."""
+    """The task's row of TABLE_10 and FAMILIES: glue, squad or race."""
     return "glue" if task in GLUE else "squad" if task in SQUAD else "race"
 
 
 def num_labels(task):
     """A GLUE classifier's outputs: its labels, or 1 (STS-B regresses a score); None for the other heads."""
-    if task not in GLUE:
-        return None
-    return len(GLUE[task].labels) if GLUE[task].labels else 1
+    return (len(GLUE[task].labels or ()) or 1) if task in GLUE else None
 
 
 def primary_metric(task):
@@ -178,7 +170,7 @@ def squad_predict(task, model, tok, examples, features, batch_size, device):
 
 
 # ---------------------------------------------------------------------------------------- RACE (Section 5.3)
-def race_features(tok, questions, max_len, max_qa=128):
+def race_features(task, tok, questions, max_len, max_qa=128):
     """Section 5.3: each option with passage and question; question+option cut to 128 tokens. A cloze
     question ("... _ ...") has its blank filled with the option, as fairseq's RACE preprocessing does.
     Returns (the 4 options' input ids, the answer's index) per question."""
@@ -201,13 +193,13 @@ def pad_choices(groups, pad_id):
     return flat.view(len(groups), len(groups[0]), -1)
 
 
-def race_batch(tok, inputs):
+def race_batch(task, tok, inputs):
     """The 4 options of every question [questions, 4, tokens], and the answers' indices."""
     return {"input_ids": pad_choices([g for g, _ in inputs], tok.pad_id),
             "labels": torch.tensor([y for _, y in inputs])}
 
 
-def race_predict(model, tok, questions, inputs, batch_size, device):
+def race_predict(task, model, tok, questions, inputs, batch_size, device):
     """The best-scoring option per question, and its accuracy (all, middle and high school)."""
     scores = torch.cat(forward(model, inputs, lambda chunk: pad_choices([g for g, _ in chunk], tok.pad_id),
                                batch_size, device))
@@ -216,31 +208,24 @@ def race_predict(model, tok, questions, inputs, batch_size, device):
 
 
 # ---------------------------------------------------------------------------------------- every task
+class Family(NamedTuple):
+    head: type        # Section 5's head on the encoder (roberta.py); it computes the task's loss
+    batch: object     # (task, tok, inputs) -> the head's keyword arguments, targets included
+    predict: object   # (task, model, tok, items, inputs, batch size, device) -> (dev predictions, official metrics)
+
+
+FAMILIES = {
+    "glue": Family(roberta.RobertaForSequenceClassification, glue_batch, glue_predict),  # <s> -> the labels (STS-B: 1)
+    "squad": Family(roberta.RobertaForQuestionAnswering, squad_batch, squad_predict),  # tokens -> start, end (+ <s>)
+    "race": Family(roberta.RobertaForMultipleChoice, race_batch, race_predict),        # each option's <s> -> a score
+}
+
+
 def features(task, tok, items, args, train=False):
     """The model's inputs: one per example (GLUE), per question (RACE) or per window of a context (SQuAD)."""
-    if task in GLUE:
-        return glue_features(task, tok, items, args.max_seq_len)
     if task in SQUAD:
         return squad_features(tok, items, args.max_seq_len, args.doc_stride, train=train, v2=SQUAD[task].no_answer)
-    return race_features(tok, items, args.max_seq_len)
-
-
-def batch(task, tok, inputs):
-    """A training batch: the head's keyword arguments, targets included (the head returns the loss)."""
-    if task in GLUE:
-        return glue_batch(task, tok, inputs)
-    if task in SQUAD:
-        return squad_batch(task, tok, inputs)
-    return race_batch(tok, inputs)
-
-
-def predict(task, model, tok, items, inputs, batch_size, device):
-    """(dev predictions, their official metrics) of one dev set."""
-    if task in GLUE:
-        return glue_predict(task, model, tok, items, inputs, batch_size, device)
-    if task in SQUAD:
-        return squad_predict(task, model, tok, items, inputs, batch_size, device)
-    return race_predict(model, tok, items, inputs, batch_size, device)
+    return (glue_features if task in GLUE else race_features)(task, tok, items, args.max_seq_len)
 
 
 SHAPE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size", "max_positions")
@@ -250,7 +235,8 @@ def make_model(args):
     """(model, tokenizer): the task's head, freshly initialised, on --checkpoint's encoder, or on --init-from's
     (Section 5.1: RTE, STS-B and MRPC start from the MNLI model). --random-init keeps the checkpoint's config and
     tokenizer but re-initialises every weight (roberta.init_weights): the control pretraining must beat."""
-    model, tok = evaluate.load_checkpoint(args.checkpoint, HEADS[family(args.task)], num_labels=num_labels(args.task))
+    head = FAMILIES[family(args.task)].head
+    model, tok = evaluate.load_checkpoint(args.checkpoint, head, num_labels=num_labels(args.task))
     if args.init_from:
         source, source_tok = evaluate.load_checkpoint(args.init_from, roberta.RobertaForSequenceClassification, verbose=False)
         if [getattr(source.cfg, k) for k in SHAPE] != [getattr(model.cfg, k) for k in SHAPE] or \
@@ -302,7 +288,8 @@ def train_epoch(args, model, opt, tok, inputs, epoch, step):
     for idx in bar:
         for group in opt.param_groups:
             group["lr"] = roberta.linear_lr(step, args.lr, warmup, steps_per_epoch * args.epochs)
-        loss = model(**{k: v.to(device) for k, v in batch(args.task, tok, [inputs[i] for i in idx]).items()})
+        batch = FAMILIES[family(args.task)].batch(args.task, tok, [inputs[i] for i in idx])
+        loss = model(**{k: v.to(device) for k, v in batch.items()})
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -326,6 +313,7 @@ def finetune(args):
     best, history, step = None, [], 0
     for epoch in range(args.epochs):
         step = train_epoch(args, model, opt, tok, inputs, epoch, step)
+        predict = FAMILIES[family(args.task)].predict
         results = {name: predict(args.task, model, tok, items, dev_inputs[name], args.eval_batch_size, device)
                    for name, items in dev_sets.items()}
         metrics = {name: m for name, (_, m) in results.items()}

@@ -17,9 +17,9 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def number(kind, low=None, high=None, low_open=False, why=""):
-    """An argparse type: a number of `kind` (int or float) within [low, high] (or (low, high] with
-    low_open). `why` is added to the error: the reason for the range."""
+def number(kind, low=None, high=None, low_open=False, why="", high_open=False):
+    """An argparse type: a number of `kind` (int or float) within [low, high] (low_open, high_open: without the
+    bound itself). `why` is added to the error: the reason for the range."""
     def parse(text):
         try:
             value = kind(text)
@@ -27,9 +27,9 @@ def number(kind, low=None, high=None, low_open=False, why=""):
             raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
         if value != value or (low is not None and (value <= low if low_open else value < low)) \
-                or (high is not None and value > high):
+                or (high is not None and (value >= high if high_open else value > high)):
             where = f"{'>' if low_open else 'at least'} {low}" if high is None else \
-                f"in {'(' if low_open else '['}{low}, {high}]"
+                f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
             raise argparse.ArgumentTypeError(f"must be {where}{why}, got {text}")
         return value
     return parse

@@ -1,12 +1,7 @@
-"""One writer per folder: an OS lock on FOLDER/.lock, released when the process ends, so a killed run never
-blocks the next one. Writers hold it exclusively; readers (training opening prepared data) share it, so a
-folder is never read while it is being rewritten. Every holder, readers included, writes who it is into the
-file, so that a refusal can name the processes that hold the folder (the records of processes gone are left
-out). A writer that takes the lock first removes what dead processes left in the folder (their temporary
-files, files.sweep): it knows that no one else writes there.
-
-The lock file is this project's own: a .lock that is a symbolic link, a folder, a hard link to another file or
-a file of other text is refused, never followed nor rewritten.
+"""One writer per folder: an OS lock on FOLDER/.lock, released when the process ends (a killed run never blocks
+the next). Writers hold it exclusively; readers (training opening prepared data) share it. Every holder writes
+who it is into the file, so that a refusal names the live holders; a writer then sweeps what dead processes
+left (files.sweep). A .lock that is a link, a folder, a hard link or a file of other text is refused, untouched.
 
     lock.hold("out/run", "train.py")                  # a writer; ValueError if anyone else holds the folder
     lock.hold("data/", "train.py", shared=True)       # a reader; ValueError while a writer holds it
@@ -74,8 +69,7 @@ def hold(folder, what, shared=False):
 
 
 def _open(folder, shared):
-    """The folder's lock file, opened without following a link (created if absent), and whether it was made
-    now ((None, False): removed meanwhile); a .lock that is not a plain file of its own is a ValueError."""
+    """(the lock file opened without following a link, made now?); (None, False): removed meanwhile."""
     path = os.path.join(folder, NAME)
     flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO never waits
     made = True
@@ -95,11 +89,10 @@ def _open(folder, shared):
             raise not_ours(folder, "a symbolic link" if e.errno == errno.ELOOP else "not a file") from None
         raise
     info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
-        os.close(fd)
-        return None, False
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:  # removed by its holder meanwhile
+            return None, False
         raise not_ours(folder, "not a file" if not stat.S_ISREG(info.st_mode) else "a hard link to another file")
     return os.fdopen(fd, "a+" if os.O_RDWR & fcntl.fcntl(fd, fcntl.F_GETFL) else "r", encoding="utf-8",
                      errors="replace"), made
@@ -116,8 +109,7 @@ def _read(f, limit=1 << 16):
 
 
 def _record(f, folder, what, shared):
-    """Write who holds the folder: a writer replaces the records (theirs are gone), a reader adds its own. A
-    file of other text than records is refused before it is rewritten; a writer then sweeps the folder."""
+    """Write who holds the folder: a writer replaces the records, a reader adds its own; other text is refused."""
     text = _read(f)
     lines = text.splitlines()[:-1] if len(text) >= 1 << 16 else text.splitlines()  # a cut last line unchecked
     if any(line.strip() and not RECORD.fullmatch(line.strip()) for line in lines):
@@ -127,8 +119,6 @@ def _record(f, folder, what, shared):
     record = f"{what} (pid {os.getpid()}) on {files.HOST}" + (" reading it" if shared else "")
     if not shared:
         f.truncate(0)
-    elif text and not text.endswith("\n"):  # a record of an earlier version, without its line end
-        record = "\n" + record
     f.write(record + "\n")  # O_APPEND: at the end, whole, even beside other readers
     f.flush()
     if not shared:
@@ -154,9 +144,7 @@ def _holders(f):
 
 @contextlib.contextmanager
 def writing(folder, what):
-    """`with lock.writing(out, "bpe.py train"): ...`: hold the folder's lock while the block writes it, and give
-    it back after. A block that fails (a refusal, before it writes) leaves what it found: a folder made for the
-    lock goes when nothing but the lock file is in it, and a lock file made for it goes."""
+    """Hold the folder's lock while the block writes it; a block that fails gives back what hold made (abandon)."""
     hold(folder, what)
     try:
         yield
@@ -176,8 +164,7 @@ def _still_there(f, folder):
 
 
 def _forget():
-    """In a forked child (an encoding worker, a batch loader): the locks stay the parent's alone, so that they
-    go when the parent dies, even while the child lives on. Closing the child's copy of the file releases nothing."""
+    """In a forked child (an encoding worker): the locks stay the parent's alone (closing the copy releases none)."""
     for h in _held.values():
         try:
             h.file.close()
@@ -196,8 +183,8 @@ def held(folder, exclusive=False):
 
 
 def abandon(folder):
-    """Give back the lock of a run refused or failed: what `hold` made goes, the lock file and, when nothing else
-    is in it, the folder, so that a refusal leaves nothing behind. A reader's lock is only given back."""
+    """Give back the lock of a run refused or failed: the lock file `hold` made goes, and the folder it made when
+    empty, so that a refusal leaves nothing behind. A reader's lock is only given back."""
     h = _held.pop(os.path.realpath(folder), None)
     if h is None:
         return

@@ -1,16 +1,8 @@
-"""Section 4.4's other arm: a character-level BPE, as BERT's original vocabulary (30K) was built, against
-which RoBERTa chose GPT-2's byte-level BPE (50K).
-
-Its units are Unicode characters, not bytes: the alphabet is the characters of the training text, and a
-character outside it becomes <unk> (one <unk> per character). Merges are learned as bpe.py learns them
-(bpe.count_pretokens, bpe.PairCounts, bpe.learn_merges), on the same pre-tokens, so the two arms differ
-only in their units. A byte-level BPE needs no <unk>: every text is some bytes.
-
-    python bpe.py train --input corpus.txt --vocab-size 2458 --out char-tok/ --characters
-    tok = bpe.Tokenizer.load("char-tok/")        # characters=True: the folder holds char_bpe.json
-
-The tokenizer is bpe.Tokenizer with characters=True (its units as data), so that data.py, train.py and
-finetune.py use it unchanged; this module only trains one.
+"""Section 4.4's other arm: a character-level BPE, as BERT's vocabulary (30K) was built, against which RoBERTa
+chose GPT-2's byte-level BPE (50K). Its units are the training text's characters (any other character is <unk>);
+its merges are learned as bpe.py learns them, on the same pre-tokens, so the two arms differ only in their units.
+The tokenizer is bpe.Tokenizer with characters=True; this module only trains one (`python bpe.py train
+--characters`).
 """
 import bpe
 

@@ -1,11 +1,5 @@
-"""Text to pretrain on, from anywhere: a built-in English corpus that every Python install carries (no
-network), and the public datasets of the paper's experiments, fetched once with their checksums.
-
-    python data.py download NAME [--cache DIR]            # the command line: machinery/commands/data_cli.py
-    from machinery.commands import corpora; corpora.builtin_corpus("corpus.txt")
-
-It writes text (one paragraph per line, a blank line between documents) and archives; data.py turns text
-into token ids.
+"""Text to pretrain on: a built-in English corpus that every Python install carries (no network), and the public
+datasets of the paper's experiments, fetched once with their checksums (`python data.py download NAME`).
 """
 import functools
 import hashlib
@@ -53,9 +47,8 @@ def stdlib_docstrings(root=None):
 
 
 def builtin_corpus(path):
-    """A small English corpus that needs no network, from text every Python install carries: the reference
-    documentation (pydoc_data) and the standard library's docstrings, ~2.2 MB, one paragraph per line, a
-    blank line between documents (topics and modules)."""
+    """The built-in corpus written to `path`: the reference documentation and the standard library's docstrings,
+    ~2.2 MB, one paragraph per line, a blank line between documents (topics and modules)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     files.write_atomic(path, builtin_text())
     return path

@@ -3,7 +3,6 @@
     python data.py --input corpus.txt --tokenizer tok/ --out data/
     python data.py download tinyshakespeare
 """
-import argparse
 import os
 import sys
 
@@ -13,17 +12,6 @@ from machinery.datafolder import preparation
 
 
 MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that only wait for the cores
-
-
-def fraction(text):
-    """An argparse type: a share in [0, 1) (cli.number's ranges are closed: 1 itself is refused here)."""
-    try:
-        value = cli.number(float, 0, 1)(text)
-    except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(str(err).replace("[0, 1]", "[0, 1)")) from None
-    if value == 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
 
 
 def download_main(argv):
@@ -72,7 +60,7 @@ def main(argv=None):
     p.add_argument("--tokenizer", type=cli.path_arg, required=True, help="folder with vocab.json + merges.txt")
     p.add_argument("--out", type=cli.path_arg, required=True,
                    help="folder for train/valid .bin/.idx, meta.json and the tokenizer")
-    p.add_argument("--valid-fraction", type=fraction, default=0.01,
+    p.add_argument("--valid-fraction", type=cli.number(float, 0, 1, high_open=True), default=0.01,
                    help="share of the text held out, in whole documents (default: %(default)s)")
     p.add_argument("--workers", type=cli.number(int, 1, MAX_WORKERS, why=" (encoding processes)"),
                    default=os.cpu_count() or 1,

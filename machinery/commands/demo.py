@@ -1,15 +1,8 @@
-"""The built-in demo, `python train.py` with no --data: everything from text every Python install carries to
-a model that visibly learns in ~3 minutes of a 2-core CPU.
-
-train.py asks `setup` for the corpus, tokenizer and data (made once, cached under cache/demo) and the
-TrainConfig, trains with train.train(), then asks `report` for held-out numbers beside two baselines and
-fill-mask examples. Chosen by measurement (BENCHMARKS.md): a 4,096 vocabulary, small batches at a high learning
-rate, no dropout, and 40% masking rather than the paper's 15% (Wettig et al. 2023 found higher rates better;
-see `python experiments.py mask-rate`), which learns more per token of a small corpus.
-
-Two held-out perplexities: the report scores BERT's 15% masks (every run of experiments.py does too), while
-log.jsonl's valid_ppl and `python evaluate.py perplexity` mask at the rate the run trained at, the demo's 40%:
-more targets, each with less context, so a higher perplexity (about 353 against 338 for the finished demo).
+"""The built-in demo, `python train.py` with no --data: from text every Python install carries to a model that
+visibly learns in ~3 minutes of a 2-core CPU. train.py asks `setup` for the data (made once, under cache/demo)
+and the TrainConfig, trains, then asks `report` for held-out numbers beside two baselines, and fill-mask examples.
+Its settings were chosen by measurement (BENCHMARKS.md), 40% masking among them (Wettig et al. 2023; `python
+experiments.py mask-rate`); the report scores BERT's 15% masks, log.jsonl's valid_ppl the training rate's.
 """
 import math
 import os
@@ -46,7 +39,7 @@ def make_data(cache=CACHE):
         print("writing the built-in corpus: Python's reference documentation and the standard library's docstrings")
         corpora.builtin_corpus(corpus)
     if not os.path.isfile(os.path.join(tok_dir, "vocab.json")):
-        print(f"training a byte-level BPE tokenizer (vocabulary {DEMO['vocab_size']}) on the built-in corpus")
+        print(f"training a byte-level BPE tokenizer (vocabulary {vocab}) on the built-in corpus")
         bpe.Tokenizer.train(files.read_lines(corpus), vocab, verbose=True).save(tok_dir)
         files.write_atomic(stamp, str(vocab))
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
@@ -122,9 +115,8 @@ def earlier_run(out, asked):
 
 
 def set_threads():
-    """The demo's CPU threads: the CPUs this process may use (its affinity, not the machine's count) that other
-    work leaves free (speed.idle_cpus), no more than torch's own choice (its physical cores); OMP_NUM_THREADS,
-    when set, wins. Returns the count. (The last digits of the demo's numbers can change with the count.)"""
+    """The demo's CPU threads: the CPUs other work leaves free (speed.idle_cpus), at most torch's choice (its
+    physical cores); OMP_NUM_THREADS, when set, wins. Returns the count."""
     threads = speed.threads_for(1) if "OMP_NUM_THREADS" in os.environ else \
         min(torch.get_num_threads(), speed.idle_cpus())
     torch.set_num_threads(threads)
@@ -158,15 +150,16 @@ def report(model, tok, cfg):
 
 
 def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14, max_len=126):
-    """Held-out words hidden one at a time, each with its whole line (up to `max_len` tokens) as context:
-    the first `per_kind` the model gets right and wrong, as (text around <mask>, the model's guess, the
-    true word), at most one of each per line. A line's words go through the model as one batch."""
+    """Held-out words hidden one at a time, each with its whole line (up to `max_len` tokens) as context: the first
+    `per_kind` the model gets right and wrong, at most one of each per line, as (text around <mask>, guess, truth)."""
     found, starts = {True: [], False: []}, np.concatenate([[0], line_ends[:-1]])
     device = next(model.parameters()).device
     model.eval()
     for s, e in zip(starts.tolist(), line_ends.tolist()):
         ids = np.asarray(tokens[s:min(e - 1, s + max_len)], dtype=np.int64)
-        words = np.array([p for p, t in enumerate(ids.tolist()) if is_word(tok.decode([t]))], dtype=np.int64)
+        pieces = [tok.decode([t]) for t in ids.tolist()]  # whole words of 4 letters or more (not 'the', 'a')
+        words = np.array([p for p, w in enumerate(pieces) if w[:1] == " " and w[1:].isalpha() and len(w) >= 5],
+                         dtype=np.int64)
         if words.size == 0:
             continue
         batch = np.tile(np.concatenate([[tok.bos_id], ids, [tok.eos_id]]), (len(words), 1))
@@ -184,9 +177,3 @@ def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14, ma
         if all(len(v) == per_kind for v in found.values()):
             break
     return found[True] + found[False]
-
-
-def is_word(piece):
-    """A whole word of 4 letters or more with its leading space (not 'the' or 'a', which any baseline guesses)."""
-    return piece.startswith(" ") and piece[1:].isalpha() and len(piece) >= 5
-

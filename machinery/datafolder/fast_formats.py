@@ -13,9 +13,7 @@ import numpy as np
 import data
 
 
-# Examples are built a window of lines at a time, so that memory stays bounded at any corpus size (the
-# paper's 160 GB is ~1.2B lines), with numpy over each window: no Python loop over lines or examples.
-WINDOW = 1 << 16
+WINDOW = 1 << 16  # lines
 NOWHERE = np.iinfo(np.int64).max // 4  # beyond any token position or line number
 
 
@@ -180,8 +178,6 @@ def _pairs(lines, seq_len, seed, entry, docs, single_sentences):
     rows["b_start"][other], rows["b_end"][other] = _random_segment(first + nodes[other], (chunk - n_a)[other],
                                                                    docs, seed)
     return rows, (first + step[nodes[-1]] if nodes.size else first + text[min(entry - first, len(text) - 1)])
-
-
 
 
 # The fast builder of each format: (Lines, seq_len, seed, entry line, Documents) -> (EXAMPLE rows, next entry).

@@ -1,9 +1,6 @@
-"""The examples index kept beside the data at the paper's scale.
-
-At the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512) the examples are built once, by one process,
-and kept beside the data in data_dir/roberta-index/; every start then maps them into memory in milliseconds. Below
-data.SPEC_BELOW lines, data.examples (the plain formats) builds them at every start. train.py's command line
-passes them to train.train (run_examples): an index is a cache, above the core, which the core does not import.
+"""The examples index kept beside the data at the paper's scale (160 GB, ~40B tokens, ~80M blocks of 512): built
+once, by one process, and kept in data_dir/roberta-index/; every start then maps it in milliseconds. train.py's
+command line passes it to train.train (run_examples): a cache above the core, which the core does not import.
 """
 import fcntl
 import json
@@ -72,18 +69,11 @@ def run_examples(cfg):
 
 def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
     """data.examples of a prepared folder's split, built once and kept in data_dir/roberta-index/, memory-mapped when
-    read: an ExampleIndex (examples, lengths) whose rows have the fields of `stored_dtype(fmt)`.
-
-    Below data.SPEC_BELOW lines (the classroom's corpora) nothing is kept: data.examples builds the examples
-    at every start with the plain Python formats of data.py, in well under a second, so that an edit to a
-    format takes effect at once (a kept index would hide it: its key knows INDEX_VERSION, not the edit).
-
+    read: an ExampleIndex whose rows have the fields of `stored_dtype(fmt)`. Below data.SPEC_BELOW lines nothing is
+    kept (data.py's plain formats build them at every start, so that an edit to a format takes effect at once).
     A kept index is used only when it was built from this very data (`source_fingerprint`) by these rules
-    (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt,
-    or, with build=False, refused with a ValueError. In a job of many processes one builds it while the others
-    wait (run_examples: a lock on the index's folder).
-
-    A folder that cannot be written to gets no index: every process builds the examples in memory."""
+    (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt, or,
+    with build=False, refused. A folder that cannot be written to gets no index: the examples are built in memory."""
     data.check_examples(tokens, line_ends, fmt, seq_len, eos_id)
     if len(line_ends) == 0:
         return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))
@@ -169,26 +159,6 @@ def _open_index(path, want, fmt):
     return ExampleIndex(np.memmap(path + ".rows", dtype, mode="r"), np.memmap(path + ".len", np.int32, mode="r")), None
 
 
-class Checksum:
-    """CRC-32s of a file's bytes, one per CHECK_CHUNK, fed as the file is written (update) or read (of_file)."""
-
-    def __init__(self):
-        self.crcs, self.crc, self.filled = [], 0, 0
-
-    def update(self, buf):
-        buf = memoryview(buf).cast("B")
-        while len(buf):
-            take = min(len(buf), CHECK_CHUNK - self.filled)
-            self.crc, self.filled = zlib.crc32(buf[:take], self.crc), self.filled + take
-            buf = buf[take:]
-            if self.filled == CHECK_CHUNK:
-                self.crcs.append(self.crc)
-                self.crc, self.filled = 0, 0
-
-    def value(self):
-        return self.crcs + ([self.crc] if self.filled else [])
-
-
 def _chunk_crc(fd, start, size):
     """The CRC-32 of `size` bytes of an open file from `start` (os.pread and zlib let other threads run)."""
     crc, done = 0, 0
@@ -203,22 +173,25 @@ def _chunk_crc(fd, start, size):
 _verified = {}  # path -> (inode, size, mtime) of the kept files this process has checked whole: checked once a process
 
 
+def _crcs(path):
+    """The CRC-32s of a file's bytes, one per CHECK_CHUNK, the chunks read in parallel."""
+    fd, size = os.open(path, os.O_RDONLY), os.path.getsize(path)
+    try:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1, max(1, -(-size // CHECK_CHUNK)))) as pool:
+            return list(pool.map(lambda start: _chunk_crc(fd, start, CHECK_CHUNK), range(0, size, CHECK_CHUNK)))
+    finally:
+        os.close(fd)
+
+
 def _verify(path, want):
-    """None when the file's bytes match the CRC-32s `want` written when it was built (checked whole, the chunks
-    in parallel, once a process); else what is wrong, as "does not match its checksum at bytes a-b"."""
+    """None when the file's bytes match the CRC-32s `want` written when it was built (checked whole, once a
+    process); else what is wrong, as "does not match its checksum at bytes a-b"."""
     stat = os.stat(path)
     if _verified.get(path) == (stat.st_ino, stat.st_size, stat.st_mtime_ns):
         return None
-    chunks = range(0, stat.st_size, CHECK_CHUNK)
-    if not isinstance(want, list) or len(want) != len(chunks):
+    if not isinstance(want, list) or len(want) != len(range(0, stat.st_size, CHECK_CHUNK)):
         return "has no checksum of the right length"
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1, max(1, len(chunks)))) as pool:
-            got = list(pool.map(lambda start: _chunk_crc(fd, start, CHECK_CHUNK), chunks))
-    finally:
-        os.close(fd)
-    for start, a, b in zip(chunks, got, want):
+    for start, a, b in zip(range(0, stat.st_size, CHECK_CHUNK), _crcs(path), want):
         if a != b:
             return (f"does not match the checksum written when it was built (bytes {start:,} to "
                     f"{min(start + CHECK_CHUNK, stat.st_size):,})")
@@ -237,36 +210,20 @@ def _sample_rows(path, dtype, n, count=1024):
 
 
 def _write_index(path, info, parts, fmt):
-    """Write the examples and their lengths a window at a time under temporary names, then rename them; the
-    .json comes last (and goes first), so that its presence means a whole index."""
+    """Write the examples and their lengths a window at a time, each file whole or not at all (files.write_atomic);
+    the .json comes last (and goes first), so that its presence means a whole index."""
     if os.path.exists(path + ".json"):
         os.remove(path + ".json")
     files.sweep(os.path.dirname(path))  # what builders killed on this machine left
     dtype, n = stored_dtype(fmt), 0
-    sums = {".rows": Checksum(), ".len": Checksum()}
-    try:
-        with open(files.temp_name(path + ".rows"), "wb") as rows, \
-                open(files.temp_name(path + ".len"), "wb") as lengths:
-            for ex in parts:
-                kept = np.empty(len(ex), dtype)
-                for field in dtype.names:
-                    kept[field] = ex[field]
-                for f, ext, part in ((rows, ".rows", kept.tobytes()), (lengths, ".len", data.example_lengths(
-                        ex, fmt, info["seq_len"]).astype(np.int32).tobytes())):
-                    f.write(part)
-                    sums[ext].update(part)
-                n += len(ex)
-            for f in (rows, lengths):
-                f.flush()
-                os.fsync(f.fileno())
-        for ext in (".rows", ".len"):
-            os.replace(files.temp_name(path + ext), path + ext)
-    finally:
-        for ext in (".rows", ".len"):
-            if os.path.exists(files.temp_name(path + ext)):
-                os.remove(files.temp_name(path + ext))
-    info = {**info, "count": n, "crc32": {ext: c.value() for ext, c in sums.items()}}
+
+    def write(rows, lengths):
+        nonlocal n
+        for ex in parts:
+            rows.write(ex[list(dtype.names)].astype(dtype).tobytes())
+            lengths.write(data.example_lengths(ex, fmt, info["seq_len"]).astype(np.int32).tobytes())
+            n += len(ex)
+    files.write_atomic(path + ".rows", lambda rows: files.write_atomic(  # .len is renamed first: no .json yet
+        path + ".len", lambda lengths: write(rows, lengths)))
+    info = {**info, "count": n, "crc32": {ext: _crcs(path + ext) for ext in (".rows", ".len")}}
     files.write_atomic(path + ".json", files.json_text(info, indent=1))
-    for ext in (".rows", ".len"):  # written by this process: no need to read them back to check them
-        stat = os.stat(path + ext)
-        _verified[path + ext] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)

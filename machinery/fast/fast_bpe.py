@@ -10,13 +10,8 @@ order, each one's positions left to right (in "aaa" the left pair merges first, 
 which is the plain loop's order of merges, hence the same ids. A merge changes only the two pairs around
 it; a position whose pair has changed since it was indexed is skipped (lazy deletion).
 
-Cost: 0.5-0.9 us per character from 1K to 1M characters (bench.py bpe): the sorts of positions run in C
-(O(n log n), near linear as the lists come mostly sorted), the heap holds only the distinct ranks present.
-tiktoken's _educational.py keeps the plain loop; for long pieces its pull request 239 proposes a heap of
-(rank, position) entries over a linked list, as llama.cpp does: general (no rank order needed), but 2-3x
-slower than this in Python, its heap holding one entry per position.
-
-Imports no core module: bpe.py calls it with its own tables (tests/test_bpe_long.py holds the two equal).
+Cost: 0.5-0.9 us per character from 1K to 1M characters (bench.py bpe); tests/test_bpe_long.py holds the two
+loops equal. A heap of (rank, position) entries (llama.cpp) needs no rank order but is 2-3x slower in Python.
 """
 from heapq import heapify, heappop, heappush
 

@@ -62,14 +62,11 @@ def _mix(z):
 
 
 class Ragged:
-    """The batches of one epoch's order, found as they are asked for: batch i is order[bounds[i]:bounds[i+1]],
-    the batches of data.budget_batches (the plain loop), without ever holding them all.
-
-    A batch takes examples until the next would take it over `budget`, counting each example's length
-    (`lengths`), or one per example when `lengths` is None, so that a budget of B is B examples a batch.
-    The order is scanned a chunk at a time, and only as far as the batches asked for: the start of a run
-    costs nothing, whatever the epoch's size. A resumed run passes where its next batch begins (`first`,
-    and `offset` in the order, as train.py saves them). An incomplete last batch is dropped. len(), [i], [a:b], iteration; get(i) is None past the end.
+    """The batches of data.budget_batches (the plain loop), found as they are asked for: batch i is
+    order[bounds[i]:bounds[i+1]]. A batch takes examples until the next would take it over `budget`, counting
+    `lengths` (None: one per example). The order is scanned a chunk at a time, only as far as asked: a run starts
+    at no cost whatever the epoch's size. A resumed run passes its next batch (`first`) and where it begins in the
+    order (`offset`). An incomplete last batch is dropped. len(), [i], [a:b], iteration; get(i) is None past the end.
     """
 
     def __init__(self, order, lengths, budget, first=0, offset=0, chunk=1 << 22):

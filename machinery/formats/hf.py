@@ -1,15 +1,9 @@
-"""Hugging Face interop: RoBERTa's parameter names and config.json as transformers spells them, the
-safetensors format read and written without the library, and the export of a run folder that
-transformers' Auto* classes and pipeline("fill-mask") load as they load roberta-base.
+"""Hugging Face interop: RoBERTa's parameter names and config.json as transformers spells them, and the
+safetensors format read and written without the library, so that transformers loads an export as it loads
+roberta-base. A leaf: a model is read by its state_dict(), its cfg and its class name.
 
-    state = to_hf_state(model)                 # our names -> transformers' (q/k/v split)
     save_pretrained(model, "out/")             # config.json + model.safetensors
-    config = config_from_hf(json_dict, "roberta-base/config.json")   # RobertaConfig's fields, checked
     state = from_hf_state(load_safetensors("roberta-base/model.safetensors"), "RobertaForMaskedLM")
-
-A leaf: it imports nothing of the project's models. A model is read by its state_dict(), its cfg and its class
-name. roberta.load_pretrained reads a folder through machinery/formats/checkpoints.py, which uses these;
-`python roberta.py export` (machinery/commands/roberta_cli.py) writes one.
 """
 import json
 import math
@@ -75,8 +69,7 @@ def to_hf_state(model):
 
 def from_hf_state(state, class_name, source="checkpoint"):
     """A Hugging Face RoBERTa state dict in our names for our class `class_name` (the inverse of `to_hf_state`);
-    `source` names the file in
-    the errors of one whose query, key and value, or token-type row, do not fit together."""
+    `source` names the file in the errors."""
     state = {k.replace(".gamma", ".weight").replace(".beta", ".bias"): v for k, v in state.items()}
     if not any(k.startswith("roberta.") for k in state):  # saved from a bare RobertaModel
         state = {("roberta." + k if k.startswith(("embeddings.", "encoder.", "pooler.")) else k): v
@@ -142,9 +135,9 @@ def json_kind(value):
             int: "a whole number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def check_hf_config(d, source):
-    """A config.json's dict, checked for what config_from_hf reads: an object, the sizes whole numbers, the rates
-    numbers, architectures a list of names and id2label an object (one line naming the file otherwise)."""
+def config_from_hf(d, source):
+    """Our RobertaConfig's fields from a Hugging Face config.json's dict `d` (read from `source`), checked: an
+    object, the sizes whole numbers, the rates numbers, architectures a list of names, id2label an object."""
     if not isinstance(d, dict):
         raise ValueError(f"{source}: expected a JSON object (a model's configuration), got {json_kind(d)}")
     if d.get("model_type") != "roberta":
@@ -162,11 +155,6 @@ def check_hf_config(d, source):
         raise ValueError(f"{source}: architectures is {json_kind(names)}, expected a list of class names")
     if not isinstance(d.get("id2label", {}), dict):
         raise ValueError(f"{source}: id2label is {json_kind(d['id2label'])}, expected an object (output -> label)")
-
-
-def config_from_hf(d, source):
-    """Our RobertaConfig's fields from a Hugging Face config.json's dict `d` (read from `source`)."""
-    check_hf_config(d, source)
     if d.get("hidden_act", "gelu") != "gelu" or d.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(f"{source}: only exact GELU and absolute positions are RoBERTa "
                          f"(hidden_act={d.get('hidden_act')!r})")

@@ -1,6 +1,5 @@
-"""Reading a folder written by data.py (preparation.prepare), checked: meta.json has the keys data.py reads, the
-.bin and .idx files have the sizes meta.json says, and the folder's tokenizer is the one the data was made with.
-A leaf: it imports nothing of the core (a tokenizer is read through its vocab and merges)."""
+"""Reading a folder written by data.py, checked: meta.json's keys, the sizes of the .bin and .idx files, the ids and
+the tokenizer. A leaf: it imports nothing of the core (a tokenizer is read through its vocab and merges)."""
 import hashlib
 import os
 
@@ -47,11 +46,9 @@ META_KEYS = {"tokenizer_sha256": str, "vocab_size": int, "dtype": str, "train": 
 def read_meta(data_dir):
     """meta.json of a prepared folder, checked for the keys this module reads."""
     meta_path = os.path.join(data_dir, "meta.json")
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"{data_dir}: no such folder, so no prepared data (meta.json missing; run data.py "
-                                f"first)")
     if not os.path.isfile(meta_path):
-        raise FileNotFoundError(f"{data_dir}: no prepared data (meta.json missing; run data.py first)")
+        raise FileNotFoundError(f"{data_dir}: {'' if os.path.isdir(data_dir) else 'no such folder, so '}no prepared "
+                                f"data (meta.json missing; run data.py first)")
     meta = files.read_json(meta_path)
     bad = [k for k, kind in META_KEYS.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), kind)]
     if bad or any(not isinstance(meta[s].get(k), int) for s in ("train", "valid") for k in ("tokens", "lines")):
@@ -83,9 +80,8 @@ SCAN_BELOW = 1 << 28  # tokens: a split this small has every id checked (~0.05 s
 
 
 def open_prepared(data_dir, tok):
-    """The train split and its meta, the folder's tokenizer `tok` checked to be the one the data was made with, and
-    the token ids of both splits to be in its vocabulary: every id (check_ids) up to SCAN_BELOW tokens; above,
-    the largest id data.py recorded in meta.json (a pass over 40B tokens would take a process ~12 s to a minute)."""
+    """The train split and its meta, checked against the folder's tokenizer `tok`: every id (check_ids) up to
+    SCAN_BELOW tokens; above, the largest id data.py recorded in meta.json (a pass over 40B tokens takes a minute)."""
     tokens, line_ends, meta = load_split(data_dir, "train")
     check_tokenizer(meta, tok, data_dir)
     for split, (ids, ends) in (("train", (tokens, line_ends)), ("valid", load_split(data_dir, "valid")[:2])):
@@ -100,9 +96,8 @@ def open_prepared(data_dir, tok):
 
 
 def check_line_ends(line_ends, path, chunk=1 << 24):
-    """The line ends of a split (its .idx file, `path`) rise at every line (each line holds its </s> at least),
-    checked a chunk at a time before any example is built from them; else a ValueError names the file and the
-    first line where they do not."""
+    """The line ends of a split (its .idx file, `path`) rise at every line (each holds its </s> at least), checked
+    a chunk at a time; else a ValueError names the file and the first line where they do not."""
     previous = 0
     for first in range(0, len(line_ends), chunk):
         part = np.asarray(line_ends[first:first + chunk], dtype=np.int64)
@@ -119,9 +114,8 @@ CHUNK = 1 << 26  # tokens per vectorised pass (128 MiB of uint16)
 
 
 def check_ids(tokens, vocab_size, path):
-    """Every id in `tokens` (a mapped .bin) is in [0, vocab_size): one vectorised pass, a chunk at a time
-    (~2 s per GB read from memory; at 40B tokens of uint16, 80 GB: seconds to a minute, as the disk reads).
-    uint16 data needs no pass when the vocabulary holds every uint16 value."""
+    """Every id in `tokens` (a mapped .bin) is in [0, vocab_size): one vectorised pass, a chunk at a time (~2 s per
+    GB read from memory); none for uint16 data when the vocabulary holds every uint16 value."""
     if tokens.size == 0 or (tokens.dtype == np.uint16 and vocab_size >= 1 << 16):
         return
     low, high = 0, -1
@@ -134,8 +128,7 @@ def check_ids(tokens, vocab_size, path):
 
 
 def ends_digest(path, span=1 << 20):
-    """A hash of a file's first and last MiB (None when there is no file): cheap at any size. The data's
-    fingerprint here and the kept index's source fingerprint (index.py) both use it."""
+    """A hash of a file's first and last MiB (None when there is no file): cheap at any size."""
     if not os.path.isfile(path):
         return None
     h = hashlib.sha256()

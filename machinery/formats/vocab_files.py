@@ -1,9 +1,6 @@
 """bpe.py's files: vocab.json + merges.txt (RoBERTa's and Hugging Face's names) or encoder.json + vocab.bpe
 (GPT-2's), found, read and checked entry by entry, and written atomically; a character-level BPE's
 char_bpe.json (Section 4.4's other arm).
-
-vocab.json maps each token's printable spelling (bpe.bytes_to_unicode: a space is 'Ġ') to its id; merges.txt
-holds one merge per line in rank order ('Ġt he') after a '#version' line.
 """
 import json
 import os
