@@ -185,6 +185,10 @@ def test_resume_with_changed_update_settings_says_so_in_one_line(pretrained, tmp
     code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 8, *TINY[:6], "--lr", "5e-4",
                            *TINY[8:], "--resume")  # the same settings again: only the longer run is said
     assert code == 0 and "--max-steps 7 -> 8" in err and "--lr" not in err, err
+    forge(run / "checkpoint.pt", lambda c: c["train"].update(label_smoothing=0.1))  # a field a student added since
+    code, err = train_here(capsys, "--data", prepared, "--out", run, "--max-steps", 9, *TINY[:6], "--lr", "5e-4",
+                           *TINY[8:], "--resume")  # every setting is compared, not a chosen few
+    assert code == 0 and "--label-smoothing 0.1 -> None" in err and "--max-steps 8 -> 9" in err, err
 
 def test_resume_of_a_finetuned_folder_says_it_is_one(pretrained, toks, tmp_path, capsys):
     prepared, _ = pretrained

@@ -50,8 +50,11 @@ def open_data(cfg, tok):
     return tokens, line_ends, meta
 
 
-RESUME_KEYS = {"batch_size": "data", "seq_len": "data", "format": "data", "masking": "data", "seed": "data",
-               "max_positions": "model (its position table)"}  # what a change would not continue
+RESUME_KEYS = {"batch_size": "data", "seq_len": "data", "format": "data", "tokens_per_batch": "data", "masking": "data",
+               "seed": "data", "max_positions": "model (its position table)"}  # what a change would not continue
+QUIET_KEYS = ("data", "out", "resume", "overwrite", "device", "compile", "prefetch", "prepare_delay", "micro_batch_size",
+              "log_interval", "eval_interval", "eval_sequences", "save_interval", "max_bad_steps", "init_from", "config",
+              "dropout")  # where and how a run goes, or checked elsewhere: every other change is said on resume
 
 
 def hold_out(cfg):
@@ -182,9 +185,6 @@ def check_pretraining(ckpt, path):
                          f"--resume cannot continue it exactly (start a new run)")
     if not all(isinstance(k, str) for k in ckpt["data_fingerprint"]):
         raise ValueError(f"{path}: its data_fingerprint is not a record of its data (a damaged or crafted file)")
-
-
-UPDATE_KEYS = ("lr", "warmup_steps", "max_steps", "weight_decay", "clip_grad", "amp")  # the updates, not the data
 
 
 def check_steps(ckpt, path, cfg):
@@ -320,8 +320,9 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
         if rng["cuda"].numel() != torch.cuda.get_rng_state(device).numel():
             raise ValueError(f"{path}: its rng's cuda state is not a GPU generator's (a damaged or crafted file)")
         torch.cuda.set_rng_state(rng["cuda"], device)
-    changed = [f"--{k.replace('_', '-')} {ckpt['train'][k]} -> {getattr(cfg, k)}" for k in UPDATE_KEYS
-               if k in ckpt["train"] and ckpt["train"][k] != getattr(cfg, k)]
+    then, now = ckpt["train"], asdict(cfg)
+    changed = [f"--{k.replace('_', '-')} {then.get(k)} -> {now.get(k)}" for k in [*now, *(k for k in then if k not in now)]
+               if k not in RESUME_KEYS and k not in QUIET_KEYS and then.get(k) != now.get(k)]
     if changed and rank == 0 and ckpt["state"]["step"] < cfg.max_steps:  # the settings of the updates changed since
         print(f"note: {cfg.out}: resumed at step {ckpt['state']['step']:,} with {', '.join(changed)}: from here its "
               f"updates differ from the uninterrupted run's", file=sys.stderr)
