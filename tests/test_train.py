@@ -14,7 +14,7 @@ import roberta
 import train
 from conftest import ROOT
 from machinery.interop import checkpoints, run_folder
-from machinery.commands import corpora, train_cli
+from machinery.commands import corpora, roberta_cli, train_cli
 from machinery.basics import files, lock, speed
 from machinery.scale import orders, preparation
 from machinery.scale import prepared as folder_checks
@@ -205,25 +205,25 @@ def test_bad_inputs(prepared, tmp_path, capsys):
     for args, message in cases:
         code, err = run_here(capsys, *args)
         assert code not in (0, None) and message in err and "Traceback" not in err, err[-2000:]
-    run("--data", prepared, "--out", out, "--max-steps", 2, *TINY)
-    r = run("--data", prepared, "--out", out, "--max-steps", 2, *TINY, check=False)
-    assert r.returncode != 0 and "already holds a checkpoint" in r.stderr
-    r = run("--data", prepared, "--out", out, "--max-steps", 4, *TINY[:4], "--batch-size", "4", *TINY[6:],
-            "--resume", check=False)
-    assert r.returncode != 0 and "--batch-size was 8" in r.stderr
+    assert train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 2, *TINY)[0] == 0
+    code, err = run_here(capsys, "--data", prepared, "--out", out, "--max-steps", 2, *TINY)
+    assert code not in (0, None) and "already holds a checkpoint" in err
+    code, err = run_here(capsys, "--data", prepared, "--out", out, "--max-steps", 4, *TINY[:4], "--batch-size", "4",
+                         *TINY[6:], "--resume")
+    assert code not in (0, None) and "--batch-size was 8" in err
     ckpt = out / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # torn
     torn = ckpt.read_bytes()
-    r = run("--data", prepared, "--out", out, "--max-steps", 4, *TINY, "--resume", check=False)
-    assert r.returncode != 0 and "not a readable checkpoint" in r.stderr and ckpt.read_bytes() == torn
+    code, err = run_here(capsys, "--data", prepared, "--out", out, "--max-steps", 4, *TINY, "--resume")
+    assert code not in (0, None) and "not a readable checkpoint" in err and ckpt.read_bytes() == torn
 
 
 @pytest.mark.slow
-def test_non_finite_losses_skip_then_stop_keeping_the_last_checkpoint(prepared, tmp_path):
+def test_non_finite_losses_skip_then_stop_keeping_the_last_checkpoint(prepared, tmp_path, capsys):
     out = tmp_path / "nan"
-    r = run("--data", prepared, "--out", out, "--max-steps", 30, "--save-interval", 1, *TINY[:6], "--lr", "1e6",
-            *TINY[8:], check=False)
-    assert r.returncode != 0 and "non-finite losses in a row" in r.stderr and "Traceback" not in r.stderr
+    code, err = train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 30, "--save-interval", 1,
+                           *TINY[:6], "--lr", "1e6", *TINY[8:])
+    assert code not in (0, None) and "non-finite losses in a row" in err
     log = read_log(out)
     skipped = [rec for rec in log if rec.get("skipped") == "non-finite loss"]
     assert len(skipped) == 5
@@ -234,11 +234,10 @@ def test_non_finite_losses_skip_then_stop_keeping_the_last_checkpoint(prepared, 
 
 
 @pytest.mark.slow
-def test_export_to_hugging_face_layout(prepared, tmp_path):
-    run("--data", prepared, "--out", tmp_path / "run", "--max-steps", 1, *TINY)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "roberta.py"), "export", "--checkpoint",
-                        str(tmp_path / "run"), "--out", str(tmp_path / "hf")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+def test_export_to_hugging_face_layout(prepared, tmp_path, capsys):
+    """In this process (the export command as typed: tests/test_roberta.py)."""
+    assert train_here(capsys, "--data", prepared, "--out", tmp_path / "run", "--max-steps", 1, *TINY)[0] == 0
+    roberta_cli.main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "hf")])
     assert {"config.json", "model.safetensors", "vocab.json", "merges.txt"} <= set(os.listdir(tmp_path / "hf"))
     a = roberta.load_pretrained(str(tmp_path / "run"), verbose=False).eval()
     b = roberta.load_pretrained(str(tmp_path / "hf"), verbose=False).eval()
@@ -340,10 +339,10 @@ def test_the_demo_refuses_options_it_would_ignore(tmp_path):
 
 
 @pytest.mark.slow
-def test_overwrite_starts_again(prepared, tmp_path):
+def test_overwrite_starts_again(prepared, tmp_path, capsys):
     out = tmp_path / "run"
-    run("--data", prepared, "--out", out, "--max-steps", 2, *TINY)
-    run("--data", prepared, "--out", out, "--max-steps", 3, *TINY, "--overwrite")
+    assert train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 2, *TINY)[0] == 0
+    assert train_here(capsys, "--data", prepared, "--out", out, "--max-steps", 3, *TINY, "--overwrite")[0] == 0
     assert [r["step"] for r in read_log(out)] == [1, 2, 3]
 
 
