@@ -353,7 +353,7 @@ def test_squad2_answers_only_where_the_head_says_answerable(micro_roberta, monke
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
 @pytest.mark.slow
-def test_perplexity_and_fill_mask(tmp_path):
+def test_perplexity_and_fill_mask(tmp_path, capsys):
     full = corpora.builtin_corpus(str(tmp_path / "full.txt"))
     corpus = tmp_path / "corpus.txt"  # its first 4,000 lines (~300 documents): enough, and seconds faster
     corpus.write_text("".join(open(full, encoding="utf-8").readlines()[:4000]), encoding="utf-8")
@@ -369,10 +369,11 @@ def test_perplexity_and_fill_mask(tmp_path):
     here = evaluate_cli.perplexity(str(tmp_path / "run"), str(tmp_path / "data"))  # by default: trained at 32
     assert here == {k: out[k] for k in here}, (here, out)
     assert out["unigram_ppl"] > 1 and 0 <= out["most_frequent_accuracy"] <= 1 and out["loss_se"] > 0
-    r = run("evaluate.py", "fill-mask", "--checkpoint", tmp_path / "run", "--top-k", 3, "A <mask> statement.")
-    lines = r.stdout.strip().splitlines()
+    evaluate_cli.main(["fill-mask", "--checkpoint", str(tmp_path / "run"), "--top-k", "3", "A <mask> statement."])
+    lines = capsys.readouterr().out.strip().splitlines()  # in this process: the perplexity above ran as typed
     assert len(lines) == 3 and all(0 < float(line.split("\t")[0]) < 1 for line in lines)
     bpe.Tokenizer.train(["other text entirely"] * 5, 300, min_frequency=1).save(tmp_path / "tok2")
     preparation.prepare([corpus], str(tmp_path / "tok2"), str(tmp_path / "data2"), workers=1, verbose=False)
-    r = run("evaluate.py", "perplexity", "--checkpoint", tmp_path / "run", "--data", tmp_path / "data2", check=False)
-    assert r.returncode != 0 and "another tokenizer" in r.stderr
+    with pytest.raises(SystemExit) as refused:
+        evaluate_cli.main(["perplexity", "--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "data2")])
+    assert refused.value.code not in (0, None) and "another tokenizer" in str(refused.value.code)
