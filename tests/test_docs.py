@@ -120,8 +120,8 @@ def test_readme_is_the_way_in_not_the_record():
 
 
 def repository_files():
-    """The repository's files: git's list, or without git (a download) every file but caches and what .gitignore
-    leaves out at the top (a student's out/, experiments/)."""
+    """The repository's files: git's list, or without git (a download) every file but caches, what .gitignore
+    leaves out at the top (a student's out/, experiments/), hidden folders but .ci and virtual environments."""
     try:
         r = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, timeout=30)
         if r.returncode == 0 and r.stdout:
@@ -129,10 +129,12 @@ def repository_files():
     except (OSError, subprocess.SubprocessError):
         pass
     with open(os.path.join(ROOT, ".gitignore")) as f:
-        ignored = {line.strip().strip("/") for line in f if line.startswith("/")} | {".git", "__pycache__"}
+        top = {line.strip().strip("/") for line in f if line.startswith("/")}
     found = []
     for folder, dirs, names in os.walk(ROOT):
-        dirs[:] = [d for d in dirs if d not in ignored]
+        ignored = (top if folder == ROOT else set()) | {"__pycache__"}
+        dirs[:] = [d for d in dirs if d not in ignored and (d == ".ci" or not d.startswith("."))
+                   and not os.path.isfile(os.path.join(folder, d, "pyvenv.cfg"))]
         found += [os.path.relpath(os.path.join(folder, n), ROOT) for n in names if n not in ignored]
     return found
 
