@@ -2,9 +2,9 @@
 
 How it was made (once, by hand; none of these packages is needed to run the tests):
 
-    python -m venv --system-site-packages /tmp/refenv
-    /tmp/refenv/bin/pip install tiktoken==0.14.0 tokenizers==0.23.3 transformers==5.23.0
-    /tmp/refenv/bin/python tests/make_bpe_fixture.py ../shared/data
+    python -m venv --system-site-packages ../refenv
+    ../refenv/bin/pip install tiktoken==0.14.0 tokenizers==0.23.3 transformers==5.23.0
+    ../refenv/bin/python tests/make_bpe_fixture.py ../shared/data
 
 It records, for a few hundred diverse strings:
   - "gpt2":    tiktoken's GPT-2 encoding (built from GPT-2's encoder.json + vocab.bpe), encode_ordinary;

@@ -2,9 +2,9 @@
 
 How it was made (once, by hand; transformers is not needed to run the tests):
 
-    python -m venv --system-site-packages /tmp/refenv
-    /tmp/refenv/bin/pip install transformers==5.23.0
-    /tmp/refenv/bin/python tests/make_export_fixture.py          # reads ../shared/data (tiny shakespeare)
+    python -m venv --system-site-packages ../refenv
+    ../refenv/bin/pip install transformers==5.23.0
+    ../refenv/bin/python tests/make_export_fixture.py          # reads ../shared/data (tiny shakespeare)
 
 A byte-level BPE of 400 tokens is trained (bpe.Tokenizer.train) on the start of tiny shakespeare, and a
 tiny RoBERTa (2 layers, hidden 32, 64 positions; seed 0) gets random weights: what is tested is that

@@ -3,9 +3,9 @@ not the task's order, a few MNLI-format dev examples, and transformers' own pred
 
 How it was made (once, by hand; transformers is not needed to run the tests):
 
-    python -m venv --system-site-packages /tmp/refenv
-    /tmp/refenv/bin/pip install transformers==5.24.0
-    /tmp/refenv/bin/python tests/make_glue_fixture.py
+    python -m venv --system-site-packages ../refenv
+    ../refenv/bin/pip install transformers==5.24.0
+    ../refenv/bin/python tests/make_glue_fixture.py
 
 MNLI/ holds dev_matched.tsv and dev_mismatched.tsv in GLUE's MNLI layout: invented sentence pairs. model/
 holds a byte-level BPE of 300 tokens (bpe.Tokenizer.train on those sentences: vocab.json, merges.txt) and

@@ -2,9 +2,9 @@
 
 How it was made (once, by hand; none of these is needed to run the tests):
 
-    /tmp/refenv/bin/pip install scikit-learn==1.9.1 scipy==1.17.1
-    # the official SQuAD v2.0 evaluation script, saved as /tmp/official/evaluate-v2.0.py
-    /tmp/refenv/bin/python tests/make_metric_fixture.py ../shared/data /tmp/official/evaluate-v2.0.py
+    ../refenv/bin/pip install scikit-learn==1.9.1 scipy==1.17.1
+    # the official SQuAD v2.0 evaluation script, saved as ../official/evaluate-v2.0.py
+    ../refenv/bin/python tests/make_metric_fixture.py ../shared/data ../official/evaluate-v2.0.py
 
 Predictions are made deterministically (seeded) from the dev files of ../shared/data by the functions
 below, which the tests call again; the fixture keeps only the reference outputs:

@@ -2,9 +2,9 @@
 
 How it was made (once, by hand; transformers is not needed to run the tests):
 
-    python -m venv --system-site-packages /tmp/refenv
-    /tmp/refenv/bin/pip install transformers==5.23.0 safetensors
-    /tmp/refenv/bin/python tests/make_model_fixture.py
+    python -m venv --system-site-packages ../refenv
+    ../refenv/bin/pip install transformers==5.23.0 safetensors
+    ../refenv/bin/python tests/make_model_fixture.py
 
 A tiny config (vocab 100, 2 layers, hidden 32, 4 heads, FFN 64, 32 positions) with random weights
 (seed 0): every weight, bias, LayerNorm and the token-type row non-trivial, so that a missed bias, a

@@ -121,6 +121,7 @@ def test_cli_bad_input(case, tmp_path, monkeypatch, capsys):
     assert os.listdir(tmp_path) == []  # nothing written, in the temporary folder or here
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [(["model", "--runs", "tiny:1000000000000:512", "--steps", "1", "--amp",
                                              "none", "--device", "cpu"], "out of memory")])
 def test_cli_bad_input_as_a_command(args, message):  # one real process; CASES (in this process) has --steps 0

@@ -426,10 +426,10 @@ def test_damaged_prepared_folders_name_the_file(corpus, tmp_path):
         prepared.load_split(tmp_path / "nowhere", "train")
 
 
-def test_small_corpus_warns_of_an_empty_valid_split(corpus, tmp_path):
+def test_small_corpus_warns_of_an_empty_valid_split(corpus, tmp_path, capsys):
     d, _, _, _ = corpus
     (tmp_path / "small.txt").write_text("one line only\nand another\n")
-    r = run_cli("--input", str(tmp_path / "small.txt"), "--tokenizer", str(d / "tok"), "--out",
+    r = run_here(capsys, "--input", str(tmp_path / "small.txt"), "--tokenizer", str(d / "tok"), "--out",
                 str(tmp_path / "out"), "--workers", "1")
     assert r.returncode == 0 and "valid split is empty" in r.stderr
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["valid"]["tokens"] == 0

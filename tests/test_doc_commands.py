@@ -264,7 +264,7 @@ def test_the_classroom_path_runs(tmp_path, monkeypatch, capsys):
     where `data.py download glue-sst-2` would put it: no network here) and the tiny --data recipe, each as
     the README writes it plus TINY's options, one after the other in a fresh folder, as a student runs them;
     then the demo again with other options: the finished run is read back, not trained again (the same options:
-    tests/test_first_hour.py)."""
+    tests/test_first_hour.py). The demo finds its corpus written (corpora.builtin_text, read once a session)."""
     sst2 = os.path.join(SHARED, "glue", "SST-2")
     if not os.path.isdir(sst2):
         pytest.skip("needs ../shared/data/glue/SST-2 (the download needs a network)")
@@ -273,6 +273,8 @@ def test_the_classroom_path_runs(tmp_path, monkeypatch, capsys):
     cache.mkdir(parents=True)
     os.symlink(sst2, cache / "SST-2")
     env = {**os.environ, "HOME": str(home), "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    from machinery.commands import corpora, demo as demo_cli  # the demo's first step, the built-in corpus, written
+    corpora.builtin_corpus(str(tmp_path / demo_cli.CACHE / "corpus.txt"))  # by the suite's one reading of the stdlib
 
     def run(argv, command):
         if argv[0] in IN_PROCESS:  # no second of imports; the train.py commands run as processes, as typed

@@ -355,12 +355,19 @@ def test_modules_import_in_any_order_and_the_script_is_one_module(capsys):
     """experiments.py and its machinery import each other module style: any of them can be imported first; run
     as a script, the machinery sees the script's own declarations (each arm's Times applied: list's times)."""
     firsts = ("experiments", "machinery.lab.runner", "machinery.lab.datasets", "machinery.lab.reports")
-    procs = [subprocess.Popen([sys.executable, "-c", f"import {first}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=ROOT) for first in firsts]  # side by side: each is a second of imports
+    ours = ("experiments", "machinery", "bpe", "data", "roberta", "train", "finetune", "evaluate")
+    each_first = ("import importlib, sys\n"  # one process: torch imported once, this project's modules afresh each time
+                  "for first in sys.argv[1:]:\n"
+                  f"    for name in [m for m in sys.modules if m.split('.')[0] in {ours}]:\n"
+                  "        del sys.modules[name]\n"
+                  "    print(first, flush=True)\n"
+                  "    importlib.import_module(first)\n")
+    imports = subprocess.Popen([sys.executable, "-c", each_first, *firsts], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
     script = subprocess.Popen([sys.executable, "experiments.py", "list"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    for first, p in zip(firsts, procs):
-        err = p.communicate(timeout=120)[1]
-        assert p.returncode == 0 and not err, (first, err)
+    printed, err = imports.communicate(timeout=120)
+    assert imports.returncode == 0 and not err, (printed.split()[-1:], err)
+    assert printed.split() == list(firsts)
     out = script.communicate(timeout=120)[0]
     command.main(["list"])
     assert script.returncode == 0 and out == capsys.readouterr().out

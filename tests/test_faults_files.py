@@ -136,7 +136,7 @@ def test_a_lock_that_is_a_link_is_refused_never_followed(made, tmp_path, capsys)
 
 def test_a_lock_that_is_not_a_plain_file_of_records_is_refused(tmp_path):
     """A hard link to the user's file, a folder, a FIFO, a file of other text: each refused, each left as it is.
-    A .lock of records (this project's, an earlier version's without a host) is taken."""
+    A .lock of records (a dead holder's) is taken."""
     (tmp_path / "notes.txt").write_text("my notes\n")
     cases = {"hard": lambda p: os.link(tmp_path / "notes.txt", p), "folder": os.mkdir, "fifo": os.mkfifo,
              "text": lambda p: open(p, "w").write("my own lock notes\n")}
@@ -153,7 +153,7 @@ def test_a_lock_that_is_not_a_plain_file_of_records_is_refused(tmp_path):
         assert tree(tmp_path) == before and not lock.held(folder)
     old = tmp_path / "old"
     old.mkdir()
-    (old / ".lock").write_text(f"data.py (pid {dead_pid()})")  # an earlier version's record, no line end
+    (old / ".lock").write_text(f"data.py (pid {dead_pid()}) on {files.HOST}\n")  # a dead holder's record
     lock.hold(old, "reader", shared=True)
     lock.release(old)
     assert (old / ".lock").read_text().splitlines()[1] == f"reader (pid {os.getpid()}) on {files.HOST} reading it"

@@ -39,6 +39,15 @@ def run(script, *args, check=True):
     return r
 
 
+def finetune_here(*args):
+    """`python finetune.py ARGS` in this process, which must succeed (a process costs seconds of imports; the SST-2
+    recipe runs as typed)."""
+    try:
+        finetune_cli.main([str(a) for a in args])
+    except SystemExit as e:
+        assert e.code in (0, None), e.code
+
+
 @pytest.fixture(scope="module")
 def tiny_roberta(tmp_path_factory):
     """A randomly initialised tiny model with RoBERTa's vocabulary, saved in the Hugging Face layout."""
@@ -112,7 +121,7 @@ def test_sst2_one_epoch_beats_majority(tiny_roberta, tmp_path):
 @pytest.mark.slow
 def test_sweep_reports_the_median_per_setting(micro_roberta, tmp_path):
     out = tmp_path / "sweep"
-    run("finetune.py", "--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", micro_roberta,
+    finetune_here("--task", "rte", "--data", shared_path("glue", "RTE"), "--checkpoint", micro_roberta,
             "--out", out, "--epochs", 1, "--max-train-examples", 16, "--max-eval-examples", 16, "--max-seq-len", 48,
             "--sweep", "--sweep-seeds", 3, "--no-progress")
     sweep = json.loads((out / "sweep.json").read_text())
@@ -138,7 +147,7 @@ def test_mnli_matched_and_mismatched_and_qqp(micro_roberta, tmp_path):
                 for i in range(n)]
         (mnli / name).write_text(MNLI_HEADER + "".join(rows))
     out = tmp_path / "mnli_out"
-    run("finetune.py", "--task", "mnli", "--data", mnli, "--checkpoint", micro_roberta, "--out", out, "--epochs", 1,
+    finetune_here("--task", "mnli", "--data", mnli, "--checkpoint", micro_roberta, "--out", out, "--epochs", 1,
         "--max-seq-len", 32, "--batch-size", 8, "--no-progress")
     dev = json.loads((out / "metrics.json").read_text())["dev"]
     assert set(dev) == {"dev_matched", "dev_mismatched"} and "accuracy" in dev["dev_mismatched"]
@@ -158,7 +167,7 @@ def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     for name in ("train-v2.0.json", "dev-v2.0.json"):
         shutil.copy(shared_path("squad", "dev-v2.0.first5articles.json"), squad / name)
     out = tmp_path / "squad2"
-    run("finetune.py", "--task", "squad2", "--data", squad, "--checkpoint", tiny_roberta, "--out", out,
+    finetune_here("--task", "squad2", "--data", squad, "--checkpoint", tiny_roberta, "--out", out,
         "--epochs", 1, "--max-train-examples", 40, "--max-eval-examples", 30, "--max-seq-len", 128,
         "--batch-size", 8, "--no-progress")
     preds = json.loads((out / "predictions.json").read_text())
@@ -172,7 +181,7 @@ def test_squad2_and_race_runs(tiny_roberta, tmp_path):
     for split in ("train", "dev"):  # dev doubles as train: the shared data has no RACE train split
         os.symlink(shared_path("race", "dev"), race / split, target_is_directory=True)
     out = tmp_path / "race_out"
-    run("finetune.py", "--task", "race", "--data", race, "--checkpoint", tiny_roberta, "--out", out,
+    finetune_here("--task", "race", "--data", race, "--checkpoint", tiny_roberta, "--out", out,
         "--epochs", 1, "--max-train-examples", 16, "--max-eval-examples", 12, "--max-seq-len", 96,
         "--batch-size", 4, "--no-progress")
     preds = json.loads((out / "predictions.json").read_text())
@@ -368,7 +377,7 @@ def test_squad2_answers_only_where_the_head_says_answerable(micro_roberta, monke
 
 # ---------------------------------------------------------------- perplexity and fill-mask of a pretraining run
 @pytest.mark.slow
-def test_perplexity_and_fill_mask(tmp_path):
+def test_perplexity_and_fill_mask(tmp_path, capsys):
     full = corpora.builtin_corpus(str(tmp_path / "full.txt"))
     corpus = tmp_path / "corpus.txt"  # its first 4,000 lines (~300 documents): enough, and seconds faster
     corpus.write_text("".join(open(full, encoding="utf-8").readlines()[:4000]), encoding="utf-8")
@@ -384,10 +393,11 @@ def test_perplexity_and_fill_mask(tmp_path):
     here = evaluate_cli.perplexity(str(tmp_path / "run"), str(tmp_path / "data"))  # by default: trained at 32
     assert here == {k: out[k] for k in here}, (here, out)
     assert out["unigram_ppl"] > 1 and 0 <= out["most_frequent_accuracy"] <= 1 and out["loss_se"] > 0
-    r = run("evaluate.py", "fill-mask", "--checkpoint", tmp_path / "run", "--top-k", 3, "A <mask> statement.")
-    lines = r.stdout.strip().splitlines()
+    evaluate_cli.main(["fill-mask", "--checkpoint", str(tmp_path / "run"), "--top-k", "3", "A <mask> statement."])
+    lines = capsys.readouterr().out.strip().splitlines()  # in this process: the perplexity above ran as typed
     assert len(lines) == 3 and all(0 < float(line.split("\t")[0]) < 1 for line in lines)
     bpe.Tokenizer.train(["other text entirely"] * 5, 300, min_frequency=1).save(tmp_path / "tok2")
     preparation.prepare([corpus], str(tmp_path / "tok2"), str(tmp_path / "data2"), workers=1, verbose=False)
-    r = run("evaluate.py", "perplexity", "--checkpoint", tmp_path / "run", "--data", tmp_path / "data2", check=False)
-    assert r.returncode != 0 and "another tokenizer" in r.stderr
+    with pytest.raises(SystemExit) as refused:
+        evaluate_cli.main(["perplexity", "--checkpoint", str(tmp_path / "run"), "--data", str(tmp_path / "data2")])
+    assert refused.value.code not in (0, None) and "another tokenizer" in str(refused.value.code)

@@ -141,12 +141,17 @@ def test_a_rewrite_removes_the_kept_index_and_leaves_meta_last(tok_dir, tmp_path
     assert json.loads((out / "meta.json").read_text())["inputs"] == [str(tok_dir / "corpus.txt")]
 
 
+SLOW = pytest.mark.slow  # a command that imports torch: seconds to start
+
+
 @pytest.mark.parametrize("script, args", [
-    ("bpe.py", ["train", "--input", "{d}/small.txt", "--vocab-size", "300", "--out", "{out}"]),
-    ("data.py", ["--input", "{d}/small.txt", "--tokenizer", "{d}/tok", "--out", "{out}", "--workers", "1"]),
-    ("finetune.py", ["--task", "rte", "--data", "{d}", "--checkpoint", "{d}/tok", "--out", "{out}"]),
-    ("experiments.py", ["masking", "--quick", "--out", "{out}"]),
-], ids=["bpe", "data", "finetune", "experiments"])
+    pytest.param("bpe.py", ["train", "--input", "{d}/small.txt", "--vocab-size", "300", "--out", "{out}"], id="bpe"),
+    pytest.param("data.py", ["--input", "{d}/small.txt", "--tokenizer", "{d}/tok", "--out", "{out}", "--workers", "1"],
+                 id="data", marks=SLOW),
+    pytest.param("finetune.py", ["--task", "rte", "--data", "{d}", "--checkpoint", "{d}/tok", "--out", "{out}"],
+                 id="finetune", marks=SLOW),
+    pytest.param("experiments.py", ["masking", "--quick", "--out", "{out}"], id="experiments", marks=SLOW),
+])
 def test_a_held_folder_refuses_a_second_writer_until_its_holder_is_killed(tok_dir, tmp_path, script, args):
     out = tmp_path / "out"
     holder = hold_in_another_process(out)

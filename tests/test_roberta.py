@@ -160,6 +160,7 @@ def test_bf16_autocast_and_backward():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+@pytest.mark.slow
 def test_no_graph_breaks_under_compile():
     import torch._dynamo
     model = RobertaForMaskedLM(RobertaConfig.preset("tiny", vocab_size=100))
@@ -407,6 +408,7 @@ def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
     assert "the following arguments are required: --checkpoint" in run_export(capsys, "--out", out)
 
 
+@pytest.mark.slow
 def test_export_command_line(tmp_path, capsys):
     """As a user types it: one line on stderr, no traceback; --help explains every option."""
     import subprocess
