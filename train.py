@@ -28,7 +28,7 @@ import torch.distributed as dist
 import bpe
 import data
 import roberta
-from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
+from machinery.basics import batches, memory, speed  # machinery: batch thread; micro-batch size; MFU, compiling
 from machinery.interop import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
 from machinery.scale import prepared
 
@@ -41,7 +41,7 @@ class TrainConfig:
     out: str = "out"
     seq_len: int = 128
     batch_size: int = 16           # sequences per optimizer update, across all processes
-    micro_batch_size: int = 0      # sequences per forward/backward per process (0: no accumulation)
+    micro_batch_size: int = 0      # sequences per forward/backward per process (0: as many as fit)
     lr: float = 1e-3
     warmup_steps: int = 100
     max_steps: int = 1000
@@ -193,11 +193,25 @@ class Trainer(NamedTuple):
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
-def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
-    """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
-    model_cfg = roberta.RobertaConfig.preset(
+def model_config(cfg, tok):
+    return roberta.RobertaConfig.preset(
         cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
         max_positions=cfg.max_positions, next_sentence_head=data.FORMATS[cfg.format].pairs)
+
+
+def fitting_micro_batch(cfg, model_cfg, world, device, rank, cpu_group):
+    """--micro-batch-size when given; else as many of this process's sequences per update as the device's free
+    memory holds, estimated from the shapes before anything is allocated (machinery: or a one-line refusal)."""
+    if cfg.micro_batch_size:
+        return cfg.micro_batch_size
+    with torch.device("meta"):  # the parameter count, without allocating the parameters
+        n_params = roberta.num_parameters(roberta.RobertaForMaskedLM(model_cfg))
+    return memory.fitting_micro_batch(model_cfg, n_params, cfg.seq_len, cfg.amp != "none", cfg.masking.rate,
+                                      max(cfg.batch_size // world, 1), device, rank == 0, group=cpu_group)
+
+
+def make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro):
+    """The model, optimizer and loss scaler, restored from `ckpt` when resuming; (Trainer, training state)."""
     torch.manual_seed(cfg.seed)
     body = roberta.RobertaForMaskedLM(model_cfg).to(device)
     opt = roberta.adamw(body, cfg.lr, cfg.weight_decay)
@@ -212,7 +226,7 @@ def make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro):
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     tr = Trainer(cfg, model, body, opt, scaler, amp_dtype, device, rank, world, cpu_group)
-    return speed.compile_trainer(tr, micro, train_step), state  # torch.compile (machinery: one shape, a warm-up)
+    return speed.compile_trainer(tr, micro), state  # torch.compile (machinery: one shape, a warm-up, ranks agree)
 
 
 def train_step(tr, batch, n_targets):
@@ -220,7 +234,8 @@ def train_step(tr, batch, n_targets):
     over every process and whether they are finite, both on the device (no host sync)."""
     sums = torch.zeros(2, dtype=torch.float64, device=tr.device)
     for i, (inputs, labels, nsp, padded, weight) in enumerate(batch.micro_batches):
-        # to the device; compiled, in one shape, the LM head on a fixed number of slots: no recompiles (machinery)
+        # to the device, the LM head on a number of slots counted on the CPU (no host sync); compiled, in one shape
+        # with the slots rounded up: no recompiles (machinery)
         inputs, labels, nsp, padded, slots = speed.to_device(tr.static, inputs, labels, nsp, padded, tr.device)
         # DDP all-reduces the gradients in backward: only in the last micro-batch's (no_sync on the others)
         last = i == len(batch.micro_batches) - 1
@@ -248,16 +263,24 @@ def train_step(tr, batch, n_targets):
         tr.scaler.unscale_(tr.opt)
     if tr.cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(tr.body.parameters(), tr.cfg.clip_grad)
-    # the optimizer step, skipped on the device (no host sync) when the loss is not finite: GradScaler's for fp16;
-    # else opt.found_inf, fused AdamW's undocumented hook (GradScaler sets it; roberta.adamw is fused): 1 skips it
+    optimizer_step(tr, finite)
+    return sums, finite
+
+
+def optimizer_step(tr, finite):
+    """The optimizer step, skipped when the loss is not finite: by GradScaler for fp16 (which also adjusts the loss
+    scale); else by fused AdamW's found_inf, on the device (no host sync): the undocumented tensor GradScaler itself
+    sets, which torch's fused Adam/AdamW read in step() and the others refuse. An optimizer that is not fused
+    (roberta.adamw is wherever torch has the kernel) skips by reading `finite` on the host: one sync per update."""
     if tr.scaler:
-        tr.scaler.step(tr.opt)  # skips on inf/NaN gradients, and adjusts the loss scale
+        tr.scaler.step(tr.opt)
         tr.scaler.update()
-    else:
-        tr.opt.found_inf = (~finite).float()
+    elif tr.opt.defaults.get("fused"):
+        tr.opt.found_inf = (~finite).float()  # 1: the fused kernel leaves the weights and moments as they are
+        tr.opt.step()
+    elif finite:
         tr.opt.step()
     tr.opt.zero_grad(set_to_none=True)
-    return sums, finite
 
 
 # ---------------------------------------------------------------------------------------- log, evaluate, save
@@ -287,7 +310,8 @@ class Monitor:
             record = run_folder.log_record(tr, step, sums, counts, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
-            record = {"step": step, **record, **evaluate(tr, self.heldout)}
+            with self.meter.paused():  # evaluation and saving are not training: left out of tokens/s and MFU
+                record = {"step": step, **record, **evaluate(tr, self.heldout)}
         if record and tr.rank == 0:
             run_folder.log(os.path.join(cfg.out, "log.jsonl"), record)  # machinery: one JSON line, flushed
         self.bar.update(1)
@@ -296,7 +320,8 @@ class Monitor:
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
             self.state["skipped"] = int(self.skipped.item())
-            run_folder.save(tr, self.state, self.tok_hash)  # machinery: atomic, with every process's random states
+            with self.meter.paused():
+                run_folder.save(tr, self.state, self.tok_hash)  # machinery: atomic, every process's random states
 
     def close(self):
         self.bar.close()
@@ -323,32 +348,35 @@ def train(cfg):
 
 
 def _train(cfg, rank, world, device, cpu_group):
-    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
-    micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
-    run_folder.check_settings(cfg, world, device, micro)  # machinery: settings that fail later, refused now
+    # machinery: settings that fail later, refused now
+    run_folder.check_settings(cfg, world, device, cfg.micro_batch_size or max(cfg.batch_size // world, 1))
     tokens, line_ends, meta, tok = run_folder.open_data(cfg)  # machinery: the data folder, locked and checked
+    model_cfg = model_config(cfg, tok)
+    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
+    micro = fitting_micro_batch(cfg, model_cfg, world, device, rank, cpu_group)
     tok_hash = meta["tokenizer_sha256"]
     # machinery: a resume's checkpoint, checked against these settings and data; or a fresh --out
     ckpt = run_folder.read_resume(cfg, tok_hash) if cfg.resume else run_folder.check_fresh_out(cfg, rank == 0)
-    tr, state = make_trainer(cfg, tok, rank, world, device, cpu_group, ckpt, micro)
+    tr, state = make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro)
     # machinery: data.examples, kept in an index at the paper's scale
     ts = TrainSet(tokens, *run_folder.examples_index(cfg, tokens, line_ends, tok, world, cpu_group), tok)
     found = global_batches(cfg, ts.lengths, state["epoch"], state["position"], state["offset"])
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
     monitor = Monitor(tr, state, heldout_set(cfg, tok, micro, rank, world), tok_hash)
-    try:
-        for step in range(state["step"] + 1, cfg.max_steps + 1):
-            # the next update's data, made in the background while the last update ran
-            epoch, position, offset, batch = ahead.next()
-            for group in tr.opt.param_groups:
-                group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
-            # the targets of the whole update, every process: the loss is normalised by them (machinery: refuses none)
-            n_targets, n_tokens = run_folder.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
-            sums, finite = train_step(tr, batch, n_targets)
-            state.update(step=step, epoch=epoch, position=position, offset=offset)
-            # log, evaluate on the fixed held-out set, stop after too many bad steps, save
-            monitor.after_update(step, finite, sums, (n_targets, n_tokens, batch.n_sequences))
+    try:  # machinery: an out-of-memory error is one line naming the micro-batch
+        with memory.named_out_of_memory(micro, cfg.seq_len):
+            for step in range(state["step"] + 1, cfg.max_steps + 1):
+                # the next update's data, made in the background while the last update ran
+                epoch, position, offset, batch = ahead.next()
+                for group in tr.opt.param_groups:
+                    group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
+                # the targets of the whole update, every process: the loss is normalised by them (machinery: >0)
+                n_targets, n_tokens = run_folder.targets(all_sum(batch.counts, world, cpu_group), step, cfg)
+                sums, finite = train_step(tr, batch, n_targets)
+                state.update(step=step, epoch=epoch, position=position, offset=offset)
+                # log, evaluate on the fixed held-out set, stop after too many bad steps, save
+                monitor.after_update(step, finite, sums, (n_targets, n_tokens, batch.n_sequences))
     finally:
         ahead.close()
         monitor.close()

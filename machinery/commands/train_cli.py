@@ -90,7 +90,8 @@ def parse(argv, recipes=train.RECIPES):
         f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available", "data": "none: the built-in demo",
-                "micro_batch_size": "batch-size / processes, no accumulation"}
+                "micro_batch_size": "batch-size / processes if it fits the device's free memory, else the largest "
+                                    "power of two that does, said in one line"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
         recipe = " (tiny's; --config changes it)" if any(name in r for r in recipes.values()) else ""

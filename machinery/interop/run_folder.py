@@ -12,6 +12,7 @@ import os
 import sys
 from dataclasses import asdict
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -244,10 +245,12 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device):
     opt.load_state_dict(ckpt["optimizer"])
     if scaler and ckpt["scaler"]:
         scaler.load_state_dict(ckpt["scaler"])
-    rng = ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0]
-    torch.set_rng_state(rng["cpu"])
-    if device.type == "cuda" and rng["cuda"].numel():
-        torch.cuda.set_rng_state(rng["cuda"], device)
+    if rank < len(ckpt["rng"]):
+        torch.set_rng_state(ckpt["rng"][rank]["cpu"])
+        if device.type == "cuda" and ckpt["rng"][rank]["cuda"].numel():
+            torch.cuda.set_rng_state(ckpt["rng"][rank]["cuda"], device)
+    else:  # a process the saved run did not have (resumed on more): a random state of its own, from seed, step, rank
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, ckpt["state"]["step"], rank]).generate_state(1)[0]))
     changed = [f"--{k.replace('_', '-')} {ckpt['train'][k]} -> {getattr(cfg, k)}" for k in UPDATE_KEYS
                if k in ckpt["train"] and ckpt["train"][k] != getattr(cfg, k)]
     if changed and rank == 0 and ckpt["state"]["step"] < cfg.max_steps:  # the settings of the updates changed since
@@ -324,8 +327,8 @@ def log_record(tr, step, sums, counts, meter, state, lr):
     loss = mlm_sum / max(n_targets, 1) + nsp_sum / n_sequences
     tps, mfu = meter.read()
     record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr,
-              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"],
-              "tokens_seen": state.get("tokens_seen", 0)}
+              "tokens_per_s": round(tps, 1), "mfu": mfu and round(mfu, 4),  # None: unknown (speed.Meter)
+              "epoch": state["epoch"], "skipped": state["skipped"], "tokens_seen": state.get("tokens_seen", 0)}
     if not math.isfinite(loss):
         record["skipped"] = "non-finite loss"
     if nsp_sum:
