@@ -154,7 +154,7 @@ def trainer(model, micro, seq_len, rate, compiled, counter=None):
                             device="cpu", masking=data.Masking(rate=rate), dropout=0.0)
     opt = roberta.adamw(model, lr=1e-3, weight_decay=0.01)
     tr = train.Trainer(cfg, model, model, opt, None, None, torch.device("cpu"), 0, 1, None)
-    return speed.compile_trainer(tr, micro, train.train_step, backend=counter) if compiled else tr
+    return speed.compile_trainer(tr, micro, backend=counter) if compiled else tr
 
 
 def varied_batches(micro, seq_len, rate, pairs):

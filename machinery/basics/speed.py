@@ -165,7 +165,7 @@ class Meter:
 
     def __init__(self, model_cfg, seq_len, mask_rate, device, dtype, world):
         self.peak, self.label = peak_flops(device, dtype)
-        self.device, self.dtype, self.remeasured = device, dtype, False
+        self.device, self.dtype, self.remeasured = torch.device(device), dtype, False
         self.flops_per_token = 3 * flops_per_token(model_cfg, seq_len, mask_rate)
         self.world, self.t0, self.tokens = world, time.perf_counter(), 0
 
@@ -302,7 +302,7 @@ def agree_on_compiling(tr, error, micro):
     group (each process reaches it, since no warm-up runs a collective). None failed: compiled. Out of memory
     anywhere: every process stops, the first saying so in one line naming the micro-batch. Compiling failed
     everywhere (no toolchain): all eager, with a warning. On some processes only: all stop, the first saying
-    which failed, in one line. The other processes exit quietly (SystemExit 1), so the line is said once."""
+    which failed, in one line. The others wait for it to leave, then exit quietly, so the line is said once."""
     mine = error and (f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}",
                       memory.is_out_of_memory(error))
     everyone = [mine]
@@ -317,7 +317,9 @@ def agree_on_compiling(tr, error, micro):
         if tr.rank == 0:
             print(f"warning: torch.compile failed ({everyone[0][0]}); training eagerly", file=sys.stderr)
         return True
-    if tr.rank != 0:
+    if tr.rank != 0:  # wait for the first process to say why and exit (torchrun then stops this one)
+        with contextlib.suppress(Exception):
+            dist.barrier(group=tr.cpu_group)
         raise SystemExit(1)
     if out_of_memory:
         raise ValueError(memory.out_of_memory_message(micro, tr.cfg.seq_len) + " (in the compile warm-up)")

@@ -38,7 +38,7 @@ def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact
     if compiled and exact:
         tr = tr._replace(model=torch.compile(model, backend=backend))
     elif compiled:
-        tr = speed.compile_trainer(tr, micro, train.train_step, backend=backend)
+        tr = speed.compile_trainer(tr, micro, backend=backend)
         if tr.static is None:
             raise RuntimeError("torch.compile failed (see the warning above)")
     synchronize(device)
