@@ -47,7 +47,7 @@ class TrainConfig:
     max_steps: int = 1000
     weight_decay: float = 0.01
     clip_grad: float = 0.0         # the paper does not clip
-    amp: str = "none"              # none | bf16 | fp16 (GPU only)
+    amp: str = "none"              # none (fp32; TF32 matmuls on CUDA) | bf16 | fp16 (GPU only)
     format: str = "full-sentences"
     tokens_per_batch: int = 0      # doc-sentences, sentence-pair: tokens per update (0: batch-size x seq-len)
     masking: "data.Masking" = field(default_factory=lambda: data.Masking())  # rate, split, dynamic (Section 4.1)
@@ -61,6 +61,7 @@ class TrainConfig:
     max_bad_steps: int = 5         # consecutive non-finite losses before the run stops
     device: str = ""               # cpu, cuda, cuda:N; "" = cuda when available
     compile: bool = None           # torch.compile; None = on for CUDA
+    deterministic: bool = False    # torch's deterministic algorithms (exact on CPU without; docs/scale.md)
     prefetch: int = 2              # updates prepared ahead by a background thread (0: in the loop)
     prepare_delay: float = 0.0     # seconds added to each update's preparation (to benchmark the overlap)
     resume: bool = False
@@ -340,6 +341,7 @@ def evaluate(tr, heldout):
 def train(cfg):
     """Pretrain as `cfg` says (resuming from cfg.out with cfg.resume); returns (model, tokenizer)."""
     rank, world, device, cpu_group = setup_distributed(cfg.device)
+    speed.numerics(device, cfg.amp, cfg.deterministic, rank == 0)  # machinery: TF32 stated; --deterministic
     try:
         return _train(cfg, rank, world, device, cpu_group)
     finally:

@@ -197,6 +197,25 @@ class Meter:
         return tps, mfu if mfu <= 1 or self.label != "measured peak" else None
 
 
+# ---------------------------------------------------------------------------------------- numerics
+def numerics(device, amp, deterministic, master):
+    """TF32, an explicit choice: with --amp none on CUDA, float32 matmuls run on the tensor cores as TF32 (a 10-bit
+    mantissa; torch's default is full float32), said in one line, and MFU takes the TF32 peak (spec_peak). CPUs
+    have no TF32. --deterministic: torch's deterministic algorithms (an error names an op that has none), the
+    cuBLAS workspace setting they need (set before any matmul), and inductor's deterministic mode (no kernel
+    choice by timing). On a CPU the runs are exact without it; on a GPU see docs/scale.md."""
+    if device.type == "cuda" and amp == "none":
+        torch.set_float32_matmul_precision("high")
+        if master:
+            print("note: --amp none on CUDA: float32 matmuls run as TF32 (tensor cores); --amp bf16 for mixed "
+                  "precision", file=sys.stderr)
+    if deterministic:
+        import torch._inductor.config
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch._inductor.config.deterministic = True
+
+
 # ---------------------------------------------------------------------------------------- torch.compile
 def wants_compile(cfg, device):
     """--compile: on by default on CUDA (--compile/--no-compile decide)."""

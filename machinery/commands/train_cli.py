@@ -99,6 +99,9 @@ def parse(argv, recipes=train.RECIPES):
                        **typed)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on for CUDA, off on CPU)")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="torch's deterministic algorithms, for GPU runs that repeat exactly (default: off; CPU runs are "
+                        "exact without it)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a checkpoint")
     return p.parse_args(argv)
