@@ -2,13 +2,14 @@
 
     python train.py                                  # the built-in demo: corpus, tokenizer, model, run
     python train.py --config tiny --data DIR --out DIR
-    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16
+    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16 --micro-batch-size 32
 
 What the paper changes from BERT, and where it is here:
   - dynamic masking, a new mask each time a sequence is served (Section 4.1): get_batch, data.mask_batch
   - FULL-SENTENCES inputs without next-sentence prediction (Section 4.2): --format, data.FORMATS
   - large batches (Section 4.3): --batch-size sequences per update, reached by gradient accumulation
-    over --micro-batch-size per process, with no gradient all-reduce on the non-final micro-batches: train_step
+    over --micro-batch-size per process (default: as many as the device's memory holds, said in one line), with no
+    gradient all-reduce on the non-final micro-batches: train_step
   - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): roberta.adamw, lr_at
 
 The logged loss is the mean over every masked token of the whole update, on every process, so the same

@@ -22,12 +22,12 @@ def activation_bytes(model_cfg, seq_len, value_bytes, mask_rate, fused_attention
     16 bits), with `value_bytes` per value (4: fp32, 2: bf16/fp16) and 1 per dropout mask:
       per layer and token: attention 5 values of h (input, q, k, v, output projection's input) + a mask of h;
       feed-forward h + 2 x ffn (its input, the pre- and post-GELU activations) + a mask of h; 2 LayerNorm inputs
-      of h; and, unless attention is fused (flash or memory-efficient kernels, CUDA), the heads' T x T scores,
+      of h, in float32 always (autocast runs LayerNorm in float32: 38h bytes in 16 bits, not 34h); and, unless attention is fused (flash or memory-efficient kernels, CUDA), the heads' T x T scores,
       their softmax and dropout mask;
       the embeddings' sum and mask; the LM head on the masked share: 3 values of h, and per target the logits,
       their fp32 copy and log-softmax (value_bytes + 8 per vocabulary entry)."""
     h, f, a, e = model_cfg.hidden_size, model_cfg.ffn_size, model_cfg.num_heads, value_bytes
-    layer = h * (8 * e + 2) + 2 * e * f + (0 if fused_attention else a * seq_len * (2 * e + 1))
+    layer = h * (6 * e + 4 * 2 + 2) + 2 * e * f + (0 if fused_attention else a * seq_len * (2 * e + 1))
     embeddings = h * (2 * e + 1)
     lm_head = mask_rate * (3 * e * h + model_cfg.vocab_size * (e + 8))
     return int(seq_len * (model_cfg.num_layers * layer + embeddings + lm_head))

@@ -324,9 +324,9 @@ def gpu_markdown(r):
              f"{r['device']}, torch {r['torch']}; `{r['config']}`, {r['batch_size']} x {r['seq_len']} tokens per "
              f"update (one micro-batch), vocabulary {r['vocab_size']:,} (the built-in corpus, FULL-SENTENCES); "
              f"{'compiled' if r['compiled'] else 'eager'}. Every row: {r['windows']} timed windows of {r['steps']} "
-             f"updates after one untimed window, the batches in pinned memory; tokens/s min / median / max over the "
+             f"updates after one untimed window, the batches pinned on a GPU; tokens/s min / median / max over the "
              f"windows. train.py's windows are its own meter's (evaluation and saving outside them). "
-             + ("" if "error" in bare else f"MFU over {bare['peak'] / 1e12:,.1f} TFLOP/s ({bare['peak_label']}). ")
+             + ("" if "error" in bare else f"MFU over {bare['peak'] / 1e12:,.4g} TFLOP/s ({bare['peak_label']}). ")
              + f"{r['seconds']:.0f} s for the whole command.", "",
              "| what | precision | tokens/s (min / median / max) | vs the bare step | MFU | graph breaks | recompiles |",
              "|---|---|---|---|---|---|---|",
