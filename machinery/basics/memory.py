@@ -22,12 +22,13 @@ def activation_bytes(model_cfg, seq_len, value_bytes, mask_rate, fused_attention
     16 bits), with `value_bytes` per value (4: fp32, 2: bf16/fp16) and 1 per dropout mask:
       per layer and token: attention 5 values of h (input, q, k, v, output projection's input) + a mask of h;
       feed-forward h + 2 x ffn (its input, the pre- and post-GELU activations) + a mask of h; 2 LayerNorm inputs
-      of h, in float32 always (autocast runs LayerNorm in float32: 38h bytes in 16 bits, not 34h); and, unless attention is fused (flash or memory-efficient kernels, CUDA), the heads' T x T scores,
-      their softmax and dropout mask;
+      of h, in float32 always (autocast runs LayerNorm in float32: 38h bytes in 16 bits, not 34h); and, unless
+      attention is fused (flash or memory-efficient kernels, CUDA), the heads' T x T softmax, dropout mask and
+      dropout output (3 values each: PyTorch's math path) and the scaled queries and keys (2 of h);
       the embeddings' sum and mask; the LM head on the masked share: 3 values of h, and per target the logits,
       their fp32 copy and log-softmax (value_bytes + 8 per vocabulary entry)."""
     h, f, a, e = model_cfg.hidden_size, model_cfg.ffn_size, model_cfg.num_heads, value_bytes
-    layer = h * (6 * e + 4 * 2 + 2) + 2 * e * f + (0 if fused_attention else a * seq_len * (2 * e + 1))
+    layer = h * (6 * e + 4 * 2 + 2) + 2 * e * f + (0 if fused_attention else 3 * e * a * seq_len + 2 * e * h)
     embeddings = h * (2 * e + 1)
     lm_head = mask_rate * (3 * e * h + model_cfg.vocab_size * (e + 8))
     return int(seq_len * (model_cfg.num_layers * layer + embeddings + lm_head))
@@ -54,8 +55,9 @@ def free_bytes(device, meminfo="/proc/meminfo"):
 
 
 # The share of the free memory a run plans to fill: on a GPU, what the allocator's caching, cuBLAS's workspaces
-# and NCCL's buffers leave; on a CPU half, since other programs share the RAM and the kernel kills, not refuses.
-USABLE = {"cuda": 0.85, "cpu": 0.5}
+# and NCCL's buffers leave; on a CPU 40%, since other programs share the RAM and the kernel kills, not refuses
+# (at a half, base at 512 on this project's 23 GB machine took micro-batches of 8 and peaked at 9.4 GB).
+USABLE = {"cuda": 0.85, "cpu": 0.4}
 
 
 def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, device, master, free=None,
@@ -65,12 +67,14 @@ def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, d
     over all processes (so that they agree), said in one line on stderr (by the `master` process). `mixed`:
     16-bit activations (--amp). Refuses in one line when not even one sequence fits."""
     value_bytes = 2 if mixed else 4
-    per_sequence = activation_bytes(model_cfg, seq_len, value_bytes, mask_rate, fused_attention=device.type == "cuda")
+    # 25% over the formula, for the allocator and temporaries: `base` at 512 tokens in fp32 on a CPU took 0.84 GB per
+    # sequence (peak RSS of a forward and backward of 1 and of 4 sequences), the formula says 0.75
+    per_sequence = int(1.25 * activation_bytes(model_cfg, seq_len, value_bytes, mask_rate, device.type == "cuda"))
     fixed = state_bytes(n_params, mixed)
     free = free_bytes(device) if free is None else free
     if free is None:
         return share  # nothing to compare with: the whole share, as before
-    budget = free * USABLE.get(device.type, 0.5)
+    budget = free * USABLE.get(device.type, 0.4)
     micro = share
     if fixed + share * per_sequence > budget:
         micro = share & -share  # the largest power of two that divides the share
