@@ -196,6 +196,7 @@ class Trainer(NamedTuple):
 
 
 def model_config(cfg, tok):
+    """The model's shapes: the --config preset for this tokenizer and --format (next-sentence head for pairs)."""
     return roberta.RobertaConfig.preset(
         cfg.config, vocab_size=len(tok), pad_id=tok.pad_id, dropout=cfg.dropout, attention_dropout=cfg.dropout,
         max_positions=cfg.max_positions, next_sentence_head=data.FORMATS[cfg.format].pairs)
