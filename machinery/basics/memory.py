@@ -72,9 +72,7 @@ def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, d
     per_sequence = int(1.25 * activation_bytes(model_cfg, seq_len, value_bytes, mask_rate, device.type == "cuda"))
     fixed = state_bytes(n_params, mixed)
     free = free_bytes(device) if free is None else free
-    if free is None:
-        return share  # nothing to compare with: the whole share, as before
-    budget = free * USABLE.get(device.type, 0.4)
+    budget = float("inf") if free is None else free * USABLE.get(device.type, 0.4)  # None: nothing to compare with
     micro = share
     if fixed + share * per_sequence > budget:
         micro = share & -share  # the largest power of two that divides the share
@@ -92,8 +90,8 @@ def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, d
                          f"--seq-len, or --micro-batch-size 1 to try anyway")
     if micro < share and master:
         print(f"note: micro-batches of {micro} sequences ({share // micro} accumulated per update): about "
-            f"{need / GB:.1f} GB with {per_sequence / GB:.2f} GB of activations each, of {free / GB:.1f} GB free on "
-            f"{device.type}; --micro-batch-size sets it", file=sys.stderr)
+              f"{need / GB:.1f} GB with {per_sequence / GB:.2f} GB of activations each, of {free / GB:.1f} GB free "
+              f"on {device.type}; --micro-batch-size sets it", file=sys.stderr)
     return micro
 
 
