@@ -56,7 +56,8 @@ def free_bytes(device, meminfo="/proc/meminfo"):
 
 # The share of the free memory a run plans to fill: on a GPU, what the allocator's caching, cuBLAS's workspaces
 # and NCCL's buffers leave; on a CPU 40%, since other programs share the RAM and the kernel kills, not refuses
-# (at a half, base at 512 on this project's 23 GB machine took micro-batches of 8 and peaked at 9.4 GB).
+# (at a half, base at 512 on this project's 23 GB machine took micro-batches of 8 and peaked at 8.9 GB; at 40%, 4
+# and 5.4 GB: /usr/bin/time -v of docs/scale.md's command).
 USABLE = {"cuda": 0.85, "cpu": 0.4}
 
 
