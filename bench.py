@@ -607,7 +607,8 @@ COMMANDS = [
             "vs fp16, overlap", [
         config("base"), option("--batch-size", 32, "sequences per update, one micro-batch", 4),
         option("--seq-len", 512, "tokens per sequence", 16, MAX_POSITIONS),
-        option("--steps", 40, "updates per train.py run, the last quarter timed", 8), BUILTIN_VOCAB,
+        option("--steps", 10, "updates per timed window"),
+        option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
         option("--out", bench_device.GPU_OUT, "the markdown table, a .json of every figure beside it",
                type=cli.path_arg),

@@ -220,7 +220,7 @@ class RobertaForMaskedLM(nn.Module):
         The LM head runs on the targets only, as fairseq's masked_tokens: with 15% masking, 85% of the
         vocabulary projection is never computed. reduction="sum": the summed loss (train.py divides by the
         update's targets). `nsp_labels` (pair formats) add the next-sentence loss, or return it beside the sum.
-        `target_slots` (torch.compile): that many positions, the targets first: no shape the data decides."""
+        `target_slots`: that many positions, the targets first (counted on the CPU): no host sync, one graph."""
         x = self.roberta(input_ids, attention_mask, padded)
         weight = self.roberta.embeddings.tokens.weight
         if labels is None:

@@ -2,13 +2,14 @@
 
     python train.py                                  # the built-in demo: corpus, tokenizer, model, run
     python train.py --config tiny --data DIR --out DIR
-    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16
+    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16 --micro-batch-size 32
 
 What the paper changes from BERT, and where it is here:
   - dynamic masking, a new mask each time a sequence is served (Section 4.1): get_batch, data.mask_batch
   - FULL-SENTENCES inputs without next-sentence prediction (Section 4.2): --format, data.FORMATS
   - large batches (Section 4.3): --batch-size sequences per update, reached by gradient accumulation
-    over --micro-batch-size per process, with no gradient all-reduce on the non-final micro-batches: train_step
+    over --micro-batch-size per process (default: as many as the device's memory holds, said in one line), with no
+    gradient all-reduce on the non-final micro-batches: train_step
   - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): roberta.adamw, lr_at
 
 The logged loss is the mean over every masked token of the whole update, on every process, so the same
@@ -29,7 +30,7 @@ import bpe
 import data
 import roberta
 from evaluate import load_checkpoint  # a run folder or a Hugging Face folder with its tokenizer, read and checked
-from machinery.basics import batches, speed  # machinery: the batch thread; MFU, the compile probe
+from machinery.basics import batches, memory, speed  # machinery: batch thread; micro-batch size; MFU, compiling
 from machinery.formats import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
 from machinery.formats import prepared
 
@@ -42,13 +43,13 @@ class TrainConfig:
     out: str = "out"
     seq_len: int = 128
     batch_size: int = 16           # sequences per optimizer update, across all processes
-    micro_batch_size: int = 0      # sequences per forward/backward per process (0: no accumulation)
+    micro_batch_size: int = 0      # sequences per forward/backward per process (0: as many as fit)
     lr: float = 1e-3
     warmup_steps: int = 100
     max_steps: int = 1000
     weight_decay: float = 0.01
     clip_grad: float = 0.0         # the paper does not clip
-    amp: str = "none"              # none | bf16 | fp16 (GPU only)
+    amp: str = "none"              # none (fp32; TF32 matmuls on CUDA) | bf16 | fp16 (GPU only)
     format: str = "full-sentences"
     tokens_per_batch: int = 0      # doc-sentences, sentence-pair: tokens per update (0: batch-size x seq-len)
     masking: "data.Masking" = field(default_factory=lambda: data.Masking())  # rate, split, dynamic (Section 4.1)
@@ -62,6 +63,7 @@ class TrainConfig:
     max_bad_steps: int = 5         # consecutive non-finite losses before the run stops
     device: str = ""               # cpu, cuda, cuda:N; "" = cuda when available
     compile: bool = None           # torch.compile; None = on for CUDA
+    deterministic: bool = False    # torch's deterministic algorithms (exact on CPU without; docs/scale.md)
     prefetch: int = 2              # updates prepared ahead by a background thread (0: in the loop)
     prepare_delay: float = 0.0     # seconds added to each update's preparation (to benchmark the overlap)
     resume: bool = False
@@ -229,6 +231,17 @@ class Trainer(NamedTuple):
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
 
 
+def fitting_micro_batch(cfg, model_cfg, world, device, rank, cpu_group):
+    """--micro-batch-size when given; else as many of this process's sequences per update as the device's free
+    memory holds, estimated from the shapes before anything is allocated (machinery: or a one-line refusal)."""
+    if cfg.micro_batch_size:
+        return cfg.micro_batch_size
+    with torch.device("meta"):  # the parameter count, without allocating the parameters
+        n_params = roberta.num_parameters(roberta.RobertaForMaskedLM(model_cfg))
+    return memory.fitting_micro_batch(model_cfg, n_params, cfg.seq_len, cfg.amp != "none", cfg.masking.rate,
+                                      max(cfg.batch_size // world, 1), device, rank == 0, group=cpu_group)
+
+
 def make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro, start, n_examples):
     """The model (from --init-from's weights when given), optimizer and loss scaler, restored from `ckpt` when
     resuming (its data position checked against the epoch's `n_examples`); (Trainer, training state)."""
@@ -250,7 +263,7 @@ def make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micr
         model = torch.nn.parallel.DistributedDataParallel(body, device_ids=[device] if device.type == "cuda" else None)
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
     tr = Trainer(cfg, model, body, opt, scaler, amp_dtype, device, rank, world, cpu_group)
-    return speed.compile_trainer(tr, micro, train_step), state  # torch.compile (machinery: one shape, a warm-up)
+    return speed.compile_trainer(tr, micro), state  # torch.compile (machinery: one shape, a warm-up, ranks agree)
 
 
 def train_step(tr, batch, n_targets):
@@ -258,7 +271,8 @@ def train_step(tr, batch, n_targets):
     over every process and whether they are finite, both on the device (no host sync)."""
     sums = torch.zeros(2, dtype=torch.float64, device=tr.device)
     for i, (inputs, labels, nsp, padded, weight) in enumerate(batch.micro_batches):
-        # to the device; compiled, in one shape, the LM head on a fixed number of slots: no recompiles (machinery)
+        # to the device, the LM head on a number of slots counted on the CPU (no host sync); compiled, in one shape
+        # with the slots rounded up: no recompiles (machinery)
         inputs, labels, nsp, padded, slots = speed.to_device(tr.static, inputs, labels, nsp, padded, tr.device)
         # DDP all-reduces the gradients in backward: only in the last micro-batch's (no_sync on the others)
         last = i == len(batch.micro_batches) - 1
@@ -286,16 +300,24 @@ def train_step(tr, batch, n_targets):
         tr.scaler.unscale_(tr.opt)
     if tr.cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(tr.body.parameters(), tr.cfg.clip_grad)
-    # the optimizer step, skipped on the device (no host sync) when the loss is not finite: GradScaler's for fp16;
-    # else opt.found_inf, fused AdamW's undocumented hook (GradScaler sets it; roberta.adamw is fused): 1 skips it
+    optimizer_step(tr, finite)
+    return sums, finite
+
+
+def optimizer_step(tr, finite):
+    """The optimizer step, skipped when the loss is not finite: by GradScaler for fp16 (which also adjusts the loss
+    scale); else by fused AdamW's found_inf, on the device (no host sync): the undocumented tensor GradScaler itself
+    sets, which torch's fused Adam/AdamW read in step() and the others refuse. An optimizer that is not fused
+    (roberta.adamw is wherever torch has the kernel) skips by reading `finite` on the host: one sync per update."""
     if tr.scaler:
-        tr.scaler.step(tr.opt)  # skips on inf/NaN gradients, and adjusts the loss scale
+        tr.scaler.step(tr.opt)
         tr.scaler.update()
-    else:
-        tr.opt.found_inf = (~finite).float()
+    elif tr.opt.defaults.get("fused"):
+        tr.opt.found_inf = (~finite).float()  # 1: the fused kernel leaves the weights and moments as they are
+        tr.opt.step()
+    elif finite:
         tr.opt.step()
     tr.opt.zero_grad(set_to_none=True)
-    return sums, finite
 
 
 # ---------------------------------------------------------------------------------------- log, evaluate, save
@@ -329,7 +351,8 @@ class Monitor:
             record = run_folder.log_record(tr, step, loss, nsp_loss, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
-            record = {"step": step, **record, **evaluate(tr, self.heldout)}
+            with self.meter.paused():  # evaluation and saving are not training: left out of tokens/s and MFU
+                record = {"step": step, **record, **evaluate(tr, self.heldout)}
         if record and tr.rank == 0:
             run_folder.log(os.path.join(cfg.out, "log.jsonl"), record)  # machinery: one JSON line, flushed
         self.bar.update(1)
@@ -338,7 +361,8 @@ class Monitor:
                              f"good checkpoint in {cfg.out} is intact (try a lower --lr, or --amp bf16)")
         if (step % cfg.save_interval == 0 or last) and self.bad.item() == 0:  # never right after a skip
             self.state["skipped"] = int(self.skipped.item())
-            run_folder.save(tr, self.state, self.tok_hash)  # machinery: atomic, with every process's random states
+            with self.meter.paused():
+                run_folder.save(tr, self.state, self.tok_hash)  # machinery: atomic, every process's random states
 
     def close(self):
         self.bar.close()
@@ -359,6 +383,7 @@ def train(cfg, examples=None):
     training split's (data.examples, their lengths) when the caller keeps them (the command line keeps them in an
     index beside the data at the paper's scale); else they are built here."""
     rank, world, device, cpu_group = setup_distributed(cfg.device)
+    speed.numerics(device, cfg.amp, cfg.deterministic, rank == 0)  # machinery: TF32 stated; --deterministic
     try:
         return _train(cfg, rank, world, device, cpu_group, examples)
     finally:
@@ -369,10 +394,9 @@ def train(cfg, examples=None):
 def start(cfg, rank, world, device, cpu_group, examples):
     """Everything checked before anything is written, then the model and the training examples:
     (Trainer, training state, TrainSet, micro-batch size, the tokenizer's fingerprint)."""
-    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
-    micro = cfg.micro_batch_size or max(cfg.batch_size // world, 1)
     # machinery: settings that would fail later, refused now; --data held for reading
-    run_folder.check_settings(cfg, world, device, micro, data.check_format(cfg.format).by_tokens)
+    run_folder.check_settings(cfg, world, device, cfg.micro_batch_size or max(cfg.batch_size // world, 1),
+                              data.check_format(cfg.format).by_tokens)
     tok = bpe.Tokenizer.load(cfg.data)
     tokens, line_ends, meta = run_folder.open_data(cfg, tok)  # machinery: the training split, checked
     tok_hash = meta["tokenizer_sha256"]
@@ -381,6 +405,8 @@ def start(cfg, rank, world, device, cpu_group, examples):
     ckpt = run_folder.read_resume(cfg, tok_hash, begin and begin.lineage) if cfg.resume else \
         run_folder.check_fresh_out(cfg, rank == 0, tok)
     cfg, model_cfg = model_config(cfg, tok, begin, ckpt)
+    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
+    micro = fitting_micro_batch(cfg, model_cfg, world, device, rank, cpu_group)
     if examples is None:  # Section 4.2: the examples of the --format, each with its length in tokens
         ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
         examples = ex, data.example_lengths(ex, cfg.format, cfg.seq_len)
@@ -396,21 +422,23 @@ def _train(cfg, rank, world, device, cpu_group, examples):
     ahead = batches.Prefetch(updates(ts, cfg, micro, rank, world, state["epoch"], state["position"], found),
                              cfg.prefetch, pin=device.type == "cuda", delay=cfg.prepare_delay)
     monitor = Monitor(tr, state, heldout_set(cfg, ts.tok, micro, rank, world), tok_hash)
-    try:
-        for step in range(state["step"] + 1, cfg.max_steps + 1):
-            # the next update's data, made in the background while the last update ran
-            epoch, position, offset, batch = ahead.next()
-            for group in tr.opt.param_groups:
-                group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
-            # the targets of the whole update, every process: the loss is normalised by them
-            n_targets, n_tokens = all_sum(batch.counts, world, cpu_group)
-            if not n_targets:
-                raise ValueError(f"step {step}: the masking selected no targets in the whole update ({int(n_tokens):,} "
-                                 f"tokens at --mask-rate {cfg.masking.rate:g}): raise --mask-rate or --batch-size")
-            sums, finite = train_step(tr, batch, n_targets)
-            state.update(step=step, epoch=epoch, position=position, offset=offset)
-            # log, evaluate on the fixed held-out set, stop after too many bad steps, save
-            monitor.after_update(step, finite, sums, (n_targets, n_tokens, batch.n_sequences))
+    try:  # machinery: an out-of-memory error is one line naming the micro-batch
+        with memory.named_out_of_memory(micro, cfg.seq_len):
+            for step in range(state["step"] + 1, cfg.max_steps + 1):
+                # the next update's data, made in the background while the last update ran
+                epoch, position, offset, batch = ahead.next()
+                for group in tr.opt.param_groups:
+                    group["lr"] = lr_at(step - 1, cfg)  # Section 3.1: linear warmup, then linear decay
+                # the targets of the whole update, every process: the loss is normalised by them
+                n_targets, n_tokens = all_sum(batch.counts, world, cpu_group)
+                if not n_targets:
+                    raise ValueError(f"step {step}: the masking selected no targets in the whole update "
+                                     f"({int(n_tokens):,} tokens at --mask-rate {cfg.masking.rate:g}): raise "
+                                     f"--mask-rate or --batch-size")
+                sums, finite = train_step(tr, batch, n_targets)
+                state.update(step=step, epoch=epoch, position=position, offset=offset)
+                # log, evaluate on the fixed held-out set, stop after too many bad steps, save
+                monitor.after_update(step, finite, sums, (n_targets, n_tokens, batch.n_sequences))
     finally:
         ahead.close()
         monitor.close()

@@ -154,7 +154,7 @@ def trainer(model, micro, seq_len, rate, compiled, counter=None):
                             device="cpu", masking=data.Masking(rate=rate), dropout=0.0)
     opt = roberta.adamw(model, lr=1e-3, weight_decay=0.01)
     tr = train.Trainer(cfg, model, model, opt, None, None, torch.device("cpu"), 0, 1, None)
-    return speed.compile_trainer(tr, micro, train.train_step, backend=counter) if compiled else tr
+    return speed.compile_trainer(tr, micro, backend=counter) if compiled else tr
 
 
 def varied_batches(micro, seq_len, rate, pairs):
@@ -251,3 +251,43 @@ def test_bench_gpu_refuses_a_machine_without_cuda(capsys, tmp_path, monkeypatch)
     assert isinstance(message, str) and message.count("\n") == 0 and "no CUDA device" in message
     assert os.listdir(tmp_path) == []  # nothing written
 
+
+
+def gpu_args(**kw):
+    from types import SimpleNamespace
+    return SimpleNamespace(**{**dict(config="tiny", batch_size=4, seq_len=32, steps=3, windows=2, vocab_size=300,
+                                     run_timeout=300, device="cpu", compile=False), **kw})
+
+
+def test_the_batch_thread_rows_can_show_the_thread(prepared):
+    """bench.py gpu's batch-thread rows on a CPU: with a slow preparation (sleep, which leaves the CPU free) the
+    thread hides it, while the synchronous loop pays it whole; each row min <= median <= max."""
+    from machinery.commands import bench_device
+    args = gpu_args(steps=4, windows=2)
+    updates, _, tok = bench_device.train_py_updates(str(prepared), args, args.steps)
+    model = roberta.RobertaForMaskedLM(roberta.RobertaConfig.preset("tiny", vocab_size=len(tok), pad_id=tok.pad_id))
+    tr, _ = bench_device.step_trainer(model, args.batch_size, args.seq_len, "none", False)
+    step_ms = min(bench_device.windows(tr, updates, args)) / args.steps * 1000
+    rows = bench_device.thread_rows(tr, updates, args, delay=step_ms / 1000)  # synchronous: 2 steps; thread: ~1
+    assert all(x["min"] <= x["median"] <= x["max"] for x in rows.values())
+    assert rows["thread (--prefetch 2)"]["median"] < 0.8 * rows["synchronous loop"]["median"]
+
+
+@pytest.mark.slow
+def test_bench_gpu_table_on_a_cpu_survives_a_row_out_of_memory(tmp_path, monkeypatch):
+    """gpu_results and its markdown on a CPU (eager, bf16 autocast, tiny): every row in windows with their spread;
+    a row that runs out of memory is one cell, the others measured."""
+    from machinery.commands import bench_device
+
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    monkeypatch.setattr(bench_device, "transformers_eager", out_of_memory)
+    r = bench_device.gpu_results(gpu_args(), torch.device("cpu"))
+    assert set(r["rows"]) == {"thread", "transformers", "train.py bf16"}
+    assert r["rows"]["transformers"] == {"error": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB"}
+    for x in [r["bare_bf16"]["tokens_per_s"], r["rows"]["train.py bf16"]["tokens_per_s"], *r["rows"]["thread"].values()]:
+        assert 0 < x["min"] <= x["median"] <= x["max"]
+    bench_device.write_gpu_table(r, str(tmp_path / "gpu.md"))
+    text = files.read_text(tmp_path / "gpu.md")
+    assert "2 timed windows of 3 updates" in text and "| train.py | bf16 |" in text and "synchronous loop" in text
+    assert "OutOfMemoryError" in text and os.path.exists(tmp_path / "gpu.json")

@@ -596,8 +596,9 @@ def test_changed_code_reruns_and_the_report_says_so(out, tmp_path, capsys):
     assert "**Mixed code.**" in text and "0123456789ab: dynamic seed 0" in text
 
 
-def test_mfu_never_above_one(monkeypatch):
-    """A peak measured under load (too low): measured again once, the larger kept, and MFU capped at 1."""
+def test_mfu_above_one_against_a_measured_peak_is_unknown_never_capped(monkeypatch):
+    """A peak measured under load (too low): measured again once, the larger kept; MFU still above 1 is
+    reported unknown (None), not capped at 1."""
     import roberta as model_module
     from machinery.basics import speed
     peaks = iter([1e6, 5e6])  # the first measurement under load, then a better one
@@ -607,9 +608,20 @@ def test_mfu_never_above_one(monkeypatch):
     assert meter.label == "measured peak"
     meter.count(10 ** 6)
     tps, mfu = meter.read()
-    assert mfu == 1.0 and meter.peak == 5e6 and meter.remeasured
-    meter.count(1)
-    assert meter.read()[1] <= 1
+    assert mfu is None and meter.peak == 5e6 and meter.remeasured
+
+
+def test_the_meter_leaves_out_paused_time():
+    import time
+    import roberta as model_module
+    from machinery.basics import speed
+    cfg = model_module.RobertaConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, ffn_size=128)
+    meter = speed.Meter(cfg, 32, 0.15, "cpu", torch.float32, 1)
+    meter.read()
+    meter.count(1000)
+    with meter.paused():  # an evaluation or a save
+        time.sleep(0.3)
+    assert meter.read()[0] > 1000 / 0.2
 
 
 def test_the_downstream_control_runs_only_with_a_downstream_score():

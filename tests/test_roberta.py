@@ -249,10 +249,14 @@ def test_peak_flops_tf32_and_fallback_to_measurement(monkeypatch):
     for name, dtype in [("NVIDIA GeForce GTX 1080", torch.float16), ("NVIDIA A10G", torch.bfloat16),
                         ("Tesla V100-PCIE-16GB", torch.bfloat16)]:
         assert speed.spec_peak(name, dtype) is None
-    monkeypatch.setattr(speed, "matmul_peak", lambda device, dtype: 1.5e11)
+    sizes = []
+    monkeypatch.setattr(speed, "matmul_peak", lambda device, dtype, n=1024, repeat=8: sizes.append(n) or 1.5e11)
     assert speed.peak_flops("cpu", torch.bfloat16) == (1.5e11, "measured peak")
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Some Future GPU")
-    assert speed.peak_flops("cuda", torch.bfloat16) == (1.5e11, "measured peak")
+    # an unlisted GPU, and a MIG slice of a listed one (a share of its compute): measured, by a saturating product
+    for name in ("Some Future GPU", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        assert speed.peak_flops("cuda", torch.bfloat16) == (1.5e11, "measured peak")
+    assert sizes == [1024, 8192, 8192]
 
 
 def test_adamw_has_the_papers_settings_and_trains_as_before(monkeypatch):

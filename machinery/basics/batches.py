@@ -11,6 +11,13 @@ import threading
 import time
 
 
+def pinned(batch):
+    """train.py's Batch with its micro-batches' tensors in pinned (page-locked) memory, from which the copies to
+    a GPU run asynchronously."""
+    return batch._replace(micro_batches=[(*[t if t is None else t.pin_memory() for t in mb[:3]], *mb[3:])
+                                         for mb in batch.micro_batches])
+
+
 class Prefetch:
     def __init__(self, updates, prefetch, pin, delay=0.0):
         self.updates, self.pin, self.delay = updates, pin, delay
@@ -21,10 +28,7 @@ class Prefetch:
 
     def _prepared(self):
         epoch, position, offset, batch = next(self.updates)
-        if self.pin:
-            micro_batches = [(*[t.pin_memory() if t is not None else t for t in mb[:3]], *mb[3:])
-                             for mb in batch.micro_batches]
-            batch = batch._replace(micro_batches=micro_batches)
+        batch = pinned(batch) if self.pin else batch
         time.sleep(self.delay)  # 0 unless benchmarking the overlap (bench.py overlap)
         return epoch, position, offset, batch
 

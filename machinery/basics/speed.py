@@ -5,16 +5,19 @@ MFU = model FLOPs per second / the device's peak FLOP/s for the dtype. The model
 shapes (flops_per_token); the peak from NVIDIA's datasheets for known GPUs, else a measured matmul.
 train.py logs tokens/s and MFU through a Meter; bench.py prints them for the bare step.
 """
+import contextlib
 import math
 import os
 import re
 import sys
 import time
-from types import SimpleNamespace
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+from machinery.basics import memory
 
 
 def cpus_allowed():
@@ -118,7 +121,10 @@ GPU_PEAKS = [  # (regular expression on torch.cuda.get_device_name(), name, dens
 
 
 def spec_peak(device_name, dtype):
-    """(FLOP/s, label) of a known GPU's dense datasheet peak for `dtype`, or None when not in GPU_PEAKS."""
+    """(FLOP/s, label) of a known GPU's dense datasheet peak for `dtype`, or None when not in GPU_PEAKS or when
+    the device is a MIG slice (its name says "MIG"): a slice has a share of the GPU's compute, not all of it."""
+    if "MIG" in device_name:
+        return None
     if dtype == torch.float32:
         kinds = ["fp32"] if torch.get_float32_matmul_precision() == "highest" else ["tf32", "fp32"]
     else:
@@ -132,13 +138,15 @@ def spec_peak(device_name, dtype):
 
 def peak_flops(device, dtype=torch.float32):
     """The denominator of MFU, model FLOPs utilisation as PaLM and nanoGPT define it: the hardware's peak
-    FLOP/s for `dtype` matmuls. Returns (flop/s, label): a known GPU's dense datasheet figure, else (CPU,
-    unlisted GPUs) the measured matmul throughput, labelled "measured peak"."""
+    FLOP/s for `dtype` matmuls. Returns (flop/s, label): a known GPU's dense datasheet figure, else the measured
+    matmul throughput, labelled "measured peak": on a CPU a 1,024 product; on an unlisted GPU or a MIG slice one
+    of 8,192 (1.1 TFLOP each: long enough that launch overhead does not lower it, as it would a small one)."""
     device = torch.device(device)
     if device.type == "cuda":
         spec = spec_peak(torch.cuda.get_device_name(device), dtype)
         if spec is not None:
             return spec
+        return matmul_peak(device, dtype, n=8192, repeat=4), "measured peak"
     return matmul_peak(device, dtype), "measured peak"
 
 
@@ -157,15 +165,26 @@ class Meter:
 
     def __init__(self, model_cfg, seq_len, mask_rate, device, dtype, world):
         self.peak, self.label = peak_flops(device, dtype)
-        self.device, self.dtype, self.remeasured = device, dtype, False
+        self.device, self.dtype, self.remeasured = torch.device(device), dtype, False
         self.flops_per_token = 3 * flops_per_token(model_cfg, seq_len, mask_rate)
         self.world, self.t0, self.tokens = world, time.perf_counter(), 0
 
     def count(self, tokens):
         self.tokens += tokens
 
+    @contextlib.contextmanager
+    def paused(self):
+        """Time spent inside (evaluation, saving) is left out of the next read, after the device's queued work."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.t0 += time.perf_counter() - t
+
     def read(self):
-        """(tokens/s, MFU) since the last read."""
+        """(tokens/s, MFU) since the last read; MFU None (unknown) where it would exceed 1 against a measured peak."""
         elapsed, tokens = time.perf_counter() - self.t0, self.tokens
         self.t0, self.tokens = time.perf_counter(), 0
         tps = tokens / elapsed
@@ -173,37 +192,34 @@ class Meter:
         if mfu > 1 and self.label == "measured peak" and not self.remeasured:
             # above 100%: the peak was measured under other load. Measure once more, keep the larger peak
             self.remeasured = True
-            self.peak = max(self.peak, matmul_peak(self.device, self.dtype))
+            self.peak = max(self.peak, peak_flops(self.device, self.dtype)[0])
             mfu = tps * self.flops_per_token / (self.peak * self.world)
-        return tps, min(mfu, 1.0)  # never above 1: a measured peak can still be low; MFU is then a lower bound
+        return tps, mfu if mfu <= 1 or self.label != "measured peak" else None
+
+
+# ---------------------------------------------------------------------------------------- numerics
+def numerics(device, amp, deterministic, master):
+    """TF32, an explicit choice: with --amp none on CUDA, float32 matmuls run on the tensor cores as TF32 (a 10-bit
+    mantissa; torch's default is full float32), said in one line, and MFU takes the TF32 peak (spec_peak). CPUs
+    have no TF32. --deterministic: torch's deterministic algorithms (an error names an op that has none), the
+    cuBLAS workspace setting they need (set before any matmul), and inductor's deterministic mode (no kernel
+    choice by timing). On a CPU the runs are exact without it; on a GPU see docs/scale.md."""
+    if device.type == "cuda" and amp == "none":
+        torch.set_float32_matmul_precision("high")
+        if master:
+            print("note: --amp none on CUDA: float32 matmuls run as TF32 (tensor cores); --amp bf16 for mixed "
+                  "precision", file=sys.stderr)
+    if deterministic:
+        import torch._inductor.config
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch._inductor.config.deterministic = True
 
 
 # ---------------------------------------------------------------------------------------- torch.compile
 def wants_compile(cfg, device):
     """--compile: on by default on CUDA (--compile/--no-compile decide)."""
     return cfg.compile if cfg.compile is not None else device.type == "cuda"
-
-
-def maybe_compile(model, cfg, device, master, warm_up=None, backend="inductor"):
-    """torch.compile (on by default on CUDA). Compiling happens at a model's first call: `warm_up(compiled)`
-    makes those calls now, on the shapes training will use, with the random state put back and the gradients
-    dropped, so that a failure shows here (no compiler toolchain, an unsupported platform): the run then goes
-    on eagerly, with a warning. Without warm_up, compiling waits for the first step."""
-    if not wants_compile(cfg, device):
-        return model
-    try:
-        compiled = torch.compile(model, backend=backend)
-        if warm_up is not None:
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                warm_up(compiled)
-        return compiled
-    except Exception as e:
-        if master:
-            print(f"warning: torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
-                  f"training eagerly", file=sys.stderr)
-        return model
-    finally:
-        model.zero_grad(set_to_none=True)
 
 
 class StaticShape(NamedTuple):
@@ -254,45 +270,80 @@ class StaticShape(NamedTuple):
 
 def to_device(static, inputs, labels, nsp, padded, device):
     """A micro-batch of CPU tensors on `device`: (inputs, labels, nsp, padded, target slots). Eager (static None):
-    as it is, no slots; compiled: in the StaticShape."""
+    as it is, the LM head on exactly its targets, counted here on the CPU (no wait for the device); compiled: in the
+    StaticShape."""
     if static is None:
-        return (*(t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp)), padded, None)
+        slots = int(labels.ne(-100).sum())
+        return (*(t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp)), padded, slots)
     return static.fit(inputs, labels, nsp, padded, device)
 
 
-class _NoStep:
-    """An optimizer that does not step, for the warm-up: the weights and Adam's moments stay as they are."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def step(self):
-        pass
-
-    def zero_grad(self, set_to_none=True):
-        self.model.zero_grad(set_to_none=set_to_none)
-
-
-def compile_trainer(tr, micro, train_step, backend="inductor"):
+def compile_trainer(tr, micro, backend="inductor"):
     """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows of
-    --seq-len, compiled now by `train_step` (train.py's, without its optimizer step or loss scaler) on an example
-    of that shape, unpadded and padded: two graphs, the number of target slots a variable in both (a dynamic
-    shape, by dynamo's dynamic_sources). The Trainer unchanged when not compiling, or where compiling fails (with
-    a warning)."""
+    --seq-len, compiled now by a warm-up (warm_up: the compiled model's forward and backward, no optimizer), with
+    the random state put back and the gradients dropped. The processes then agree (agree_on_compiling): the
+    Trainer unchanged when not compiling, or where compiling failed everywhere (with a warning)."""
     if not wants_compile(tr.cfg, tr.device):
         return tr
-    body = tr.body.cfg
-    static = StaticShape(micro, tr.cfg.seq_len, body.pad_id)
-    targets = static.slots(round(micro * tr.cfg.seq_len * tr.cfg.masking.rate))  # as many as usual
+    static = StaticShape(micro, tr.cfg.seq_len, tr.body.cfg.pad_id)
+    compiled, error = None, None
+    try:
+        compiled = torch.compile(tr.model, backend=backend)
+        with torch.random.fork_rng(devices=[tr.device] if tr.device.type == "cuda" else []):
+            warm_up(compiled, tr, static)
+    except Exception as e:  # noqa: BLE001 (no compiler toolchain, an unsupported platform, out of memory: agreed on)
+        error = e
+    finally:
+        tr.body.zero_grad(set_to_none=True)
+    return tr if agree_on_compiling(tr, error, micro) else tr._replace(model=compiled, static=static)
 
-    def warm_up(compiled):
-        warm = tr._replace(model=compiled, static=static, opt=_NoStep(tr.body), scaler=None)
-        with torch.compiler.config.patch(dynamic_sources="L['target_slots']"):  # RobertaForMaskedLM.forward's
-            for padded in (False, True):
-                example = static.example(body.vocab_size, body.next_sentence_head, padded, targets)
-                train_step(warm, SimpleNamespace(micro_batches=[example], n_sequences=micro), targets)
-    compiled = maybe_compile(tr.model, tr.cfg, tr.device, tr.rank == 0, warm_up, backend)
-    return tr if compiled is tr.model else tr._replace(model=compiled, static=static)
+
+def warm_up(compiled, tr, static):
+    """Compile train.py's two graphs now: the compiled model's forward, called as train.py's train_step calls it
+    (autocast, keyword arguments), and its backward, on an example of the StaticShape with as many targets as
+    usual, unpadded and padded; the number of target slots a variable in both (a dynamic shape, by dynamo's
+    dynamic_sources). Under DDP's no_sync, so that it runs no collective: a process that fails here cannot
+    leave another waiting."""
+    cfg = tr.body.cfg
+    targets = static.slots(round(static.rows * static.width * tr.cfg.masking.rate))
+    no_sync = compiled.no_sync() if tr.world > 1 else contextlib.nullcontext()
+    with torch.compiler.config.patch(dynamic_sources="L['target_slots']"), no_sync:  # RobertaForMaskedLM.forward's
+        for padded in (False, True):
+            example = static.example(cfg.vocab_size, cfg.next_sentence_head, padded, targets)
+            inputs, labels, nsp, padded, slots = static.fit(*example[:4], tr.device)
+            with torch.autocast(tr.device.type, dtype=tr.amp_dtype or torch.float32, enabled=tr.amp_dtype is not None):
+                out = compiled(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded, target_slots=slots)
+                sum(out if isinstance(out, tuple) else (out,)).backward()
+
+
+def agree_on_compiling(tr, error, micro):
+    """Whether to train eagerly, the same answer on every process: the warm-ups' errors are gathered over a gloo
+    group (each process reaches it, since no warm-up runs a collective). None failed: compiled. Out of memory
+    anywhere: every process stops, the first saying so in one line naming the micro-batch. Compiling failed
+    everywhere (no toolchain): all eager, with a warning. On some processes only: all stop, the first saying
+    which failed, in one line. The others wait for it to leave, then exit quietly, so the line is said once."""
+    mine = error and (f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}",
+                      memory.is_out_of_memory(error))
+    everyone = [mine]
+    if tr.world > 1:
+        everyone = [None] * tr.world
+        dist.all_gather_object(everyone, mine, group=tr.cpu_group)
+    failed = [rank for rank, said in enumerate(everyone) if said]
+    out_of_memory = any(everyone[rank][1] for rank in failed)
+    if not failed:
+        return False
+    if len(failed) == tr.world and not out_of_memory:
+        if tr.rank == 0:
+            print(f"warning: torch.compile failed ({everyone[0][0]}); training eagerly", file=sys.stderr)
+        return True
+    if tr.rank != 0:  # wait for the first process to say why and exit (torchrun then stops this one)
+        with contextlib.suppress(Exception):
+            dist.barrier(group=tr.cpu_group)
+        raise SystemExit(1)
+    if out_of_memory:
+        raise ValueError(memory.out_of_memory_message(micro, tr.cfg.seq_len) + " (in the compile warm-up)")
+    raise ValueError(f"torch.compile failed on process {failed[0]} of {tr.world} ({everyone[failed[0]][0]}) and not "
+                     f"on the others: stopping them all; pass --no-compile to train eagerly")
 
 
 class GraphCounter:

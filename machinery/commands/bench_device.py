@@ -1,9 +1,11 @@
 """`python bench.py compile` and `python bench.py gpu`: train.py's step eager against torch.compile'd (graphs,
 breaks, recompiles), and the GPU table (train.py against the bare compiled step and transformers, MFU, bf16
 against fp16, the batch thread's overlap), written to docs/gpu-benchmark.md."""
+import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -15,7 +17,7 @@ import bpe
 import data
 import roberta
 import train
-from machinery.basics import files, speed
+from machinery.basics import batches, files, speed
 from machinery.formats import prepared
 from machinery.commands.bench_tools import timed, interleaved, mlm_batch, synchronize, train_step, hf_twin, builtin_data
 
@@ -38,7 +40,7 @@ def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact
     if compiled and exact:
         tr = tr._replace(model=torch.compile(model, backend=backend))
     elif compiled:
-        tr = speed.compile_trainer(tr, micro, train.train_step, backend=backend)
+        tr = speed.compile_trainer(tr, micro, backend=backend)
         if tr.static is None:
             raise RuntimeError("torch.compile failed (see the warning above)")
     synchronize(device)
@@ -143,32 +145,49 @@ def bench_compile(args):
 GPU_OUT = os.path.join("docs", "gpu-benchmark.md")
 
 
-def train_py_run(data_dir, out, args, amp, extra=(), env=None):
-    """`python train.py` (--compile) for --steps updates: the tokens/s and MFU its Meter logs for the second half
-    (the first half pays for first calls: allocations, kernel choices), and the graph breaks and recompiles
-    dynamo logged (TORCH_LOGS) over the whole run, its compile warm-up included. -> dict."""
-    log_interval = args.steps // 2  # the last window: the second half
+def spread(values):
+    """{min, median, max} of a row's windows (tokens/s), or of its ms per update."""
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def row(rows, name, measure, device):
+    """rows[name] = measure(), or {"error": one line} when it fails (an out-of-memory error among them): a row that
+    fails leaves the others to run, with the device's cached memory given back."""
+    try:
+        rows[name] = measure()
+    except Exception as e:  # noqa: BLE001 (the table says which row failed and why)
+        rows[name] = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
+        print(f"{name}: failed ({rows[name]['error']})", file=sys.stderr, flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def train_py_run(data_dir, out, args, amp):
+    """`python train.py` for (--windows + 1) x --steps updates, logging every --steps: the tokens/s and MFU its Meter
+    logs for each window after the first (which pays for first calls: allocations, kernel choices); evaluation and
+    saving only after the last window's log, outside its time; and the graph breaks and recompiles dynamo logged
+    (TORCH_LOGS) over the whole run, its compile warm-up included. -> dict."""
     cmd = ["train.py", "--config", args.config, "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len),
-           "--batch-size", str(args.batch_size), "--max-steps", str(args.steps), "--log-interval", str(log_interval),
-           "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9), "--eval-sequences", "8",
-           "--device", args.device, "--amp", amp, "--compile", *extra]
+           "--batch-size", str(args.batch_size), "--micro-batch-size", str(args.batch_size), "--max-steps",
+           str((args.windows + 1) * args.steps), "--log-interval", str(args.steps), "--eval-interval", str(10 ** 9),
+           "--save-interval", str(10 ** 9), "--eval-sequences", "8", "--device", args.device, "--amp", amp,
+           "--compile" if args.compile else "--no-compile"]
     t = time.perf_counter()
     r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=ROOT, timeout=args.run_timeout,
-                       env={**os.environ, "TORCH_LOGS": "graph_breaks,recompiles", **(env or {})})
+                       env={**os.environ, "TORCH_LOGS": "graph_breaks,recompiles"})
     if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"train.py --amp {amp} {' '.join(extra)} failed (exit code {r.returncode}): {last}")
-    last = json.loads(files.read_text(os.path.join(out, "log.jsonl")).splitlines()[-1])
+        raise RuntimeError(f"train.py --amp {amp} failed (exit code {r.returncode}): "
+                           f"{(r.stderr.strip().splitlines() or ['no message'])[-1]}")
+    logged = [json.loads(line) for line in files.read_text(os.path.join(out, "log.jsonl")).splitlines()][1:]
     shutil.rmtree(out)
-    return {"tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"], "wall_s": round(time.perf_counter() - t, 1),
-            "graph_breaks": r.stderr.count("Graph break in user code"),
+    return {"tokens_per_s": spread([x["tokens_per_s"] for x in logged]), "mfu": logged[-1]["mfu"],
+            "wall_s": round(time.perf_counter() - t, 1), "graph_breaks": r.stderr.count("Graph break in user code"),
             "recompiles": r.stderr.count("Recompiling function")}
 
 
 def train_py_updates(data_dir, args, n):
     """The first n updates train.py makes of `data_dir` (FULL-SENTENCES, --batch-size sequences of --seq-len in
-    one micro-batch, dynamic masking), on the CPU: [(Batch, targets)], the mean seconds one took to prepare,
-    the tokenizer."""
+    one micro-batch, dynamic masking), on the CPU: [Batch], the mean seconds one took to prepare, the tokenizer."""
     cfg = train.TrainConfig(config=args.config, data=data_dir, seq_len=args.seq_len, batch_size=args.batch_size)
     tok = bpe.Tokenizer.load(data_dir)
     tokens, line_ends, _ = prepared.open_prepared(data_dir, tok)
@@ -177,34 +196,72 @@ def train_py_updates(data_dir, args, n):
     made = train.updates(ts, cfg, args.batch_size, 0, 1, 0, 0, train.global_batches(cfg, ts.lengths, 0))
     t = time.perf_counter()
     out = [next(made)[3] for _ in range(n)]
-    return [(b, b.counts[0]) for b in out], (time.perf_counter() - t) / n, tok
+    return out, (time.perf_counter() - t) / n, tok
+
+
+def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
+    """Seconds of each of --windows windows of --steps updates through train.py's train_step, after one untimed
+    window, as train.py's loop feeds it: batches.Prefetch over `updates` (prepared `prefetch` ahead in its thread,
+    or in the loop; pinned on a GPU; `delay` of sleep added to each), the device waited for at each window's
+    ends, and with wait_each after every update too (then nothing overlaps: the synchronous baseline)."""
+    feed = itertools.cycle([(0, 0, 0, b) for b in updates])
+    ahead = batches.Prefetch(feed, prefetch, pin=tr.device.type == "cuda", delay=delay)
+    seconds = []
+    try:
+        for w in range(args.windows + 1):
+            synchronize(tr.device)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                batch = ahead.next()[3]
+                train.train_step(tr, batch, batch.counts[0])
+                if wait_each:
+                    synchronize(tr.device)
+            synchronize(tr.device)
+            seconds.append(time.perf_counter() - t)
+    finally:
+        ahead.close()
+    return seconds[1:]
 
 
 def bare_step(updates, tok, args, device):
-    """train.py's train_step alone, compiled as train.py compiles it, on train.py's first updates, bf16: its
-    seconds per update, tokens/s, MFU, graphs; and the model, for transformers' twin."""
+    """train.py's train_step alone, compiled as train.py compiles it, on train.py's updates (pinned, as the batch
+    thread pins them), bf16, in the same windows as train.py's runs: tokens/s (min/median/max over the windows),
+    MFU at the median, graphs, warm-up seconds; and the Trainer, for the batch thread's rows."""
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=len(tok), pad_id=tok.pad_id)
     torch.manual_seed(0)
     model = roberta.RobertaForMaskedLM(cfg).to(device).train()
-    counter = speed.GraphCounter()
-    tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "bf16", True, counter)
-    warm_graphs, calls = len(counter.ids), counter.runs
-    s = timed(run_updates(tr, updates), repeat=3)[0] / len(updates)
-    tokens = sum(b.counts[1] for b, _ in updates) / len(updates)
-    targets = sum(n for _, n in updates) / sum(b.counts[1] for b, _ in updates)
+    counter = speed.GraphCounter() if args.compile else None
+    tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "bf16", args.compile, counter)
+    warm_graphs = len(counter.ids) if counter else 0
+    seconds = windows(tr, updates, args)
+    tokens = sum(b.counts[1] for b in updates)  # a window's: --steps updates, the ones given
+    targets = sum(b.counts[0] for b in updates) / sum(b.counts[1] for b in updates)
     flops = 3 * speed.flops_per_token(cfg, args.seq_len, targets)
     peak, label = speed.peak_flops(device, torch.bfloat16)
-    padded = sum(mb[3] for b, _ in updates for mb in b.micro_batches) / sum(len(b.micro_batches) for b, _ in updates)
-    return {"seconds_per_update": s, "tokens_per_s": tokens / s, "mfu": tokens / s * flops / peak, "peak": peak,
-            "peak_label": label, "warm_up_s": round(warm_s, 1),
-            "graphs_per_forward": (counter.runs - calls) / (3 * len(updates)),  # 3 passes of one micro-batch each
-            "graphs_at_warm_up": warm_graphs, "recompiles_after_warm_up": len(counter.ids) - warm_graphs,
-            "graph_breaks": counter.frames() - 1, "padded_share": padded}, model
+    tps = spread([tokens / s for s in seconds])
+    return {"tokens_per_s": tps, "mfu": tps["median"] * flops / peak, "peak": peak, "peak_label": label,
+            "warm_up_s": round(warm_s, 1), "graphs_at_warm_up": warm_graphs,
+            "recompiles_after_warm_up": len(counter.ids) - warm_graphs if counter else 0,
+            "graph_breaks": counter.frames() - 1 if counter else 0}, tr
 
 
-def transformers_eager(model, micro_batch, pad_id, device):
+def thread_rows(tr, updates, args, delay):
+    """The batch thread's effect, in-process on the bare step with `delay` s of sleep added to each preparation:
+    ms per update (min/median/max over the windows) when nothing overlaps (prepared in the loop, the device
+    waited for after every update), prepared in the loop (--prefetch 0: the CPU works while the device's queue
+    runs), and in the thread (--prefetch 2)."""
+    ways = {"synchronous loop": dict(prefetch=0, wait_each=True), "in the loop (--prefetch 0)": dict(prefetch=0),
+            "thread (--prefetch 2)": dict(prefetch=2)}
+    rows = {}
+    for name, how in ways.items():
+        row(rows, name, lambda: spread([s / args.steps * 1000 for s in windows(tr, updates, args, delay=delay, **how)]),
+            tr.device)
+    return rows
+
+
+def transformers_eager(model, micro_batch, pad_id, device, args):
     """transformers' RobertaForMaskedLM, eager, bf16, with our model's weights, on one of train.py's micro-batches
-    (its padding masked): tokens/s, or None when transformers is not installed."""
+    (its padding masked), in --windows windows of --steps steps: tokens/s, or None when it is not installed."""
     try:
         import transformers  # noqa: F401
     except ImportError:
@@ -213,82 +270,94 @@ def transformers_eager(model, micro_batch, pad_id, device):
     twin = hf_twin(model)
     step = train_step(twin, lambda m, i, y: m(input_ids=i, attention_mask=i.ne(pad_id), labels=y).loss, ids, labels,
                       "bf16")
-    s = timed(step, repeat=5)[0]
-    del twin, step
-    return {"tokens_per_s": int(ids.ne(pad_id).sum()) / s, "seconds_per_step": s}
+    seconds = [timed(lambda: [step() for _ in range(args.steps)], repeat=1)[0] for _ in range(args.windows)]
+    return {"tokens_per_s": spread([int(ids.ne(pad_id).sum()) * args.steps / s for s in seconds])}
 
 
 def gpu_results(args, device):
-    """Every figure of the GPU table, in one dict (the .json beside the .md)."""
-    started = time.perf_counter()
+    """Every figure of the GPU table, in one dict (the .json beside the .md). Each row is measured on its own
+    (row): one that runs out of memory leaves the others."""
+    started, rows, delay = time.perf_counter(), {}, None
+    amps = ("bf16", "fp16") if device.type == "cuda" else ("bf16",)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
         updates, prepare_s, tok = train_py_updates(data_dir, args, args.steps)
-        bare, model = bare_step(updates[:8], tok, args, device)
-        hf = transformers_eager(model, updates[0][0].micro_batches[0][:2], tok.pad_id, device)
-        del model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        runs = {"bf16": train_py_run(data_dir, os.path.join(tmp, "bf16"), args, "bf16")}
-        if device.type == "cuda":
-            runs["fp16"] = train_py_run(data_dir, os.path.join(tmp, "fp16"), args, "fp16")
-        delay = round(bare["seconds_per_update"] / 2, 4)  # half a step: the thread can hide all of it
-        for name, extra in (("delay, thread", ()), ("delay, in the loop", ("--prefetch", "0"))):
-            runs[name] = train_py_run(data_dir, os.path.join(tmp, "o"), args, "bf16",
-                                      (*extra, "--prepare-delay", str(delay)))
-    window = args.steps - args.steps // 2  # train.py's last logged window: its tokens, real ones, as its Meter's
-    window_tokens = sum(b.counts[1] for b, _ in updates[args.steps // 2:])
-    for run in runs.values():
-        run["ms_per_update"] = window_tokens / run["tokens_per_s"] / window * 1000
+        row(rows, "bare step", lambda: bare_step(updates, tok, args, device), device)
+        got = rows.pop("bare step")
+        bare, tr = (got, None) if isinstance(got, dict) else got
+        if tr is not None:
+            step_s = sum(b.counts[1] for b in updates) / bare["tokens_per_s"]["median"] / args.steps
+            # the thread's 3 rows (1.5 steps each with the delay), transformers (eager: ~3 steps), and each train.py
+            # run: ~30 s of start and final save, its warm-up, its updates
+            n = (args.windows + 1) * args.steps
+            rest = 3 * n * 1.5 * step_s + 3 * n * step_s + len(amps) * (30 + bare["warm_up_s"] + n * step_s)
+            print(f"bench.py gpu: the bare step took {time.perf_counter() - started:.0f} s; the rest should take about "
+                  f"{rest:.0f} s", file=sys.stderr, flush=True)
+            delay = round(step_s / 2, 4)  # half a step: the thread can hide all of it
+            rows["thread"] = thread_rows(tr, updates, args, delay)
+            row(rows, "transformers", lambda: transformers_eager(tr.body, updates[0].micro_batches[0][:2], tok.pad_id,
+                                                                 device, args), device)
+            del tr
+        for amp in amps:
+            row(rows, f"train.py {amp}", lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp), device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return {"device": name, "torch": torch.__version__, "config": args.config, "seq_len": args.seq_len,
-            "batch_size": args.batch_size, "steps": args.steps, "vocab_size": args.vocab_size, "bare_bf16": bare,
-            "transformers_eager_bf16": hf, "train_py": runs, "delay_s": delay, "prepare_s": prepare_s,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "batch_size": args.batch_size, "steps": args.steps, "windows": args.windows, "vocab_size": args.vocab_size,
+            "compiled": args.compile, "bare_bf16": bare, "rows": rows, "delay_s": delay,
+            "prepare_s": prepare_s, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def tps_cells(x, base):
+    """| tokens/s min / median / max | vs the bare step's median |, or the row's error."""
+    if x is None or "error" in x:
+        return f"{'not installed' if x is None else x['error']} | - |"
+    t = x["tokens_per_s"]
+    ratio = f"{t['median'] / base['tokens_per_s']['median']:.2f}" if "error" not in base else "-"
+    return f"{t['min']:,.0f} / {t['median']:,.0f} / {t['max']:,.0f} | {ratio} |"
 
 
 def gpu_markdown(r):
     """The GPU table as markdown, from gpu_results' dict."""
-    bare, runs, delay = r["bare_bf16"], r["train_py"], r["delay_s"] * 1000
+    bare, rows = r["bare_bf16"], r["rows"]
+    mfu = lambda x: "-" if "error" in x else "unknown" if x.get("mfu") is None else f"{x['mfu']:.1%}"
     lines = ["# GPU benchmark: `python bench.py gpu`", "",
              f"{r['device']}, torch {r['torch']}; `{r['config']}`, {r['batch_size']} x {r['seq_len']} tokens per "
              f"update (one micro-batch), vocabulary {r['vocab_size']:,} (the built-in corpus, FULL-SENTENCES); "
-             f"train.py --compile, {r['steps']} updates per run, timed over the second half by its own meter. MFU over "
-             f"{bare['peak'] / 1e12:,.1f} TFLOP/s ({bare['peak_label']}). "
-             f"{r['seconds']:.0f} s for the whole command.", "",
-             "| what | precision | tokens/s | ms per update | MFU | vs the bare step | graph breaks | recompiles |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| bare compiled step (train_step alone, train.py's first updates) | bf16 | "
-             f"{bare['tokens_per_s']:,.0f} | "
-             f"{bare['seconds_per_update'] * 1000:.1f} | {bare['mfu']:.1%} | 1.00 | {bare['graph_breaks']} | "
-             f"{bare['recompiles_after_warm_up']} after the warm-up ({bare['graphs_at_warm_up']} graphs in it) |"]
+             f"{'compiled' if r['compiled'] else 'eager'}. Every row: {r['windows']} timed windows of {r['steps']} "
+             f"updates after one untimed window, the batches pinned on a GPU; tokens/s min / median / max over the "
+             f"windows. train.py's windows are its own meter's (evaluation and saving outside them). "
+             + ("" if "error" in bare else f"MFU over {bare['peak'] / 1e12:,.4g} TFLOP/s ({bare['peak_label']}). ")
+             + f"{r['seconds']:.0f} s for the whole command.", "",
+             "| what | precision | tokens/s (min / median / max) | vs the bare step | MFU | graph breaks | recompiles |",
+             "|---|---|---|---|---|---|---|",
+             f"| bare step (train_step alone, train.py's updates) | bf16 | {tps_cells(bare, bare)} {mfu(bare)} | "
+             + ("- | - |" if "error" in bare else f"{bare['graph_breaks']} | {bare['recompiles_after_warm_up']} after "
+                f"the warm-up ({bare['graphs_at_warm_up']} graphs in it) |")]
     for amp in ("bf16", "fp16"):
-        if amp in runs:
-            x = runs[amp]
-            lines.append(f"| train.py | {amp} | {x['tokens_per_s']:,.0f} | {x['ms_per_update']:.1f} | {x['mfu']:.1%} | "
-                         f"{x['tokens_per_s'] / bare['tokens_per_s']:.2f} | {x['graph_breaks']} | {x['recompiles']} in "
-                         f"the whole run (1: the padded graph, at the warm-up) |")
-    hf = r["transformers_eager_bf16"]
-    lines.append(f"| transformers RobertaForMaskedLM, eager, one micro-batch | bf16 | {hf['tokens_per_s']:,.0f} | "
-                 f"{hf['seconds_per_step'] * 1000:.1f} | - | {hf['tokens_per_s'] / bare['tokens_per_s']:.2f} | - | - |"
-                 if hf else "| transformers RobertaForMaskedLM, eager | bf16 | not installed | - | - | - | - | - |")
-    base, thread, inline = (runs[k]["ms_per_update"] for k in ("bf16", "delay, thread", "delay, in the loop"))
-    lines += ["", f"The batch thread: preparing an update (collate, mask) takes {r['prepare_s'] * 1000:.1f} ms on the "
-              f"CPU; {bare['padded_share']:.0%} of the micro-batches are padded (the built-in corpus's blocks end at "
-              f"line ends). With {delay:.1f} ms of sleep added to each preparation (half the bare step), "
-              f"train.py bf16:",
-              "", "| preparation | ms per update | of the added time, hidden |", "|---|---|---|",
-              f"| as it is, thread | {base:.1f} | |",
-              f"| +{delay:.1f} ms, in the loop (--prefetch 0) | {inline:.1f} | {1 - (inline - base) / delay:.0%} |",
-              f"| +{delay:.1f} ms, thread | {thread:.1f} | {1 - (thread - base) / delay:.0%} |", "",
-              f"Warm-up (compiling both graphs, cold or from inductor's cache as found) of the bare step: "
-              f"{bare['warm_up_s']:.0f} s; train.py runs, whole: " +
-              ", ".join(f"{k} {v['wall_s']:.0f} s" for k, v in runs.items()) + "."]
+        x = rows.get(f"train.py {amp}")
+        if x is not None:
+            lines.append(f"| train.py | {amp} | {tps_cells(x, bare)} {mfu(x)} | "
+                         + ("- | - |" if "error" in x else f"{x['graph_breaks']} | {x['recompiles']} in the run |"))
+    if "transformers" in rows:
+        lines.append(f"| transformers RobertaForMaskedLM, eager | bf16 | {tps_cells(rows['transformers'], bare)} - | "
+                     f"- | - |")
+    if rows.get("thread"):
+        lines += ["", f"The batch thread, on the bare step: preparing an update takes {r['prepare_s'] * 1000:.1f} ms on "
+                  f"the CPU; with {r['delay_s'] * 1000:.1f} ms of sleep added to each preparation (half a step):", "",
+                  "| preparation | ms per update (min / median / max) |", "|---|---|"]
+        for name, x in rows["thread"].items():
+            lines.append(f"| {name} | " + (x["error"] if "error" in x else
+                                            f"{x['min']:.1f} / {x['median']:.1f} / {x['max']:.1f}") + " |")
+    if "error" not in bare:
+        lines += ["", f"Warm-up of the bare step (compiling both graphs): {bare['warm_up_s']:.0f} s; train.py runs, "
+                  "whole: " + ", ".join(f"{k[9:]} {v['wall_s']:.0f} s" for k, v in rows.items()
+                                        if k.startswith("train.py") and "error" not in v) + "."]
     return "\n".join(lines) + "\n"
 
 
 def bench_gpu(args):
-    """The GPU table in one command (about 5 minutes on an H100/H200): refused without CUDA."""
+    """The GPU table in one command, planned to take at most 5 minutes on an H100/H200 (its own estimate after the
+    first row, the real time in the table): refused without CUDA."""
     if not torch.cuda.is_available():
         raise ValueError("bench.py gpu: no CUDA device on this machine (the CPU figures: bench.py model, "
                          "bench.py compile)")
@@ -297,8 +366,14 @@ def bench_gpu(args):
     out = args.out
     if os.path.exists(out) and not args.overwrite:
         raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
-    args.device = "cuda"
-    r = gpu_results(args, torch.device("cuda"))
+    args.device, args.compile = "cuda", True
+    print(f"bench.py gpu: the bare step, 3 batch-thread rows, transformers, train.py bf16 and fp16, each {args.windows} "
+          f"windows of {args.steps} updates after one untimed; planned for at most 5 minutes on an H100 (an estimate "
+          f"of the rest follows the first row)", file=sys.stderr, flush=True)
+    write_gpu_table(gpu_results(args, torch.device("cuda")), out)
+
+
+def write_gpu_table(r, out):
     text = gpu_markdown(r)
     files.write_atomic(os.path.splitext(out)[0] + ".json", files.json_text(r, indent=1) + "\n")
     files.write_atomic(out, text)

@@ -93,7 +93,8 @@ def parse(argv, recipes=train.RECIPES):
         f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "device": "cuda when available", "data": "none: the built-in demo",
-                "micro_batch_size": "batch-size / processes, no accumulation",
+                "micro_batch_size": "batch-size / processes if it fits the device's free memory, else the largest "
+                                    "power of two that does, said in one line",
                 "init_from": "none: random weights"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
@@ -102,6 +103,9 @@ def parse(argv, recipes=train.RECIPES):
                        **typed)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default: on for CUDA, off on CPU)")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="torch's deterministic algorithms, for GPU runs that repeat exactly (default: off; CPU runs are "
+                        "exact without it)")
     p.add_argument("--resume", action="store_true", help="continue from --out's checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a checkpoint")
     return p.parse_args(argv)

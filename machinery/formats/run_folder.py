@@ -13,6 +13,7 @@ import os
 import sys
 from dataclasses import asdict
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -314,12 +315,15 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
     opt.load_state_dict(ckpt["optimizer"])
     if scaler and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    rng = ckpt["rng"][rank] if rank < len(ckpt["rng"]) else ckpt["rng"][0]
-    torch.set_rng_state(rng["cpu"])
-    if device.type == "cuda" and rng["cuda"].numel():
-        if rng["cuda"].numel() != torch.cuda.get_rng_state(device).numel():
-            raise ValueError(f"{path}: its rng's cuda state is not a GPU generator's (a damaged or crafted file)")
-        torch.cuda.set_rng_state(rng["cuda"], device)
+    if rank < len(ckpt["rng"]):
+        rng = ckpt["rng"][rank]
+        torch.set_rng_state(rng["cpu"])
+        if device.type == "cuda" and rng["cuda"].numel():
+            if rng["cuda"].numel() != torch.cuda.get_rng_state(device).numel():
+                raise ValueError(f"{path}: its rng's cuda state is not a GPU generator's (a damaged or crafted file)")
+            torch.cuda.set_rng_state(rng["cuda"], device)
+    else:  # a process the saved run did not have (resumed on more): a random state of its own, from seed, step, rank
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, ckpt["state"]["step"], rank]).generate_state(1)[0]))
     then, now = ckpt["train"], asdict(cfg)
     changed = [f"--{k.replace('_', '-')} {then.get(k)} -> {now.get(k)}" for k in [*now, *(k for k in then if k not in now)]
                if k not in RESUME_KEYS and k not in QUIET_KEYS and then.get(k) != now.get(k)]
@@ -443,7 +447,8 @@ def log_record(tr, step, loss, nsp_loss, meter, state, lr):
     """The logged step's record: its losses (train.py's), lr, tokens/s, MFU, epoch, skipped updates."""
     tps, mfu = meter.read()
     record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr,
-              "tokens_per_s": round(tps, 1), "mfu": round(mfu, 4), "epoch": state["epoch"], "skipped": state["skipped"],
+              "tokens_per_s": round(tps, 1), "mfu": mfu and round(mfu, 4),  # None: unknown
+              "epoch": state["epoch"], "skipped": state["skipped"],
               "tokens_seen": state.get("tokens_seen", 0)}
     if not math.isfinite(loss):
         record["skipped"] = "non-finite loss"
