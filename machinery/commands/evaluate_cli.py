@@ -1,11 +1,6 @@
-"""The command line of evaluate.py: perplexity, fill-mask, and the official metrics of prediction files or
-of a finetuned classifier's own predictions.
-
-    python evaluate.py perplexity                      # the demo's run (out/demo) on its held-out data
-    python evaluate.py perplexity --checkpoint DIR --data DIR
-    python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
-    python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/   # no training
-"""
+"""The command line of evaluate.py (its docstring lists the commands): perplexity (`python evaluate.py perplexity`
+alone: the demo's run on its held-out data), fill-mask, and the official metrics of prediction files or of a
+finetuned classifier's own predictions."""
 import argparse
 import math
 import os
@@ -117,8 +112,6 @@ def heldout_baselines(checkpoint, data_dir, split, seq_len):
 
 def fill_mask_command(args):
     model, tok = evaluate.load_checkpoint(args.checkpoint, need_trained_head=True, verbose=False)
-    if args.top_k > model.cfg.vocab_size:
-        raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
     top = evaluate.fill_mask(model, tok, args.text, args.top_k)
     if not all(math.isfinite(prob) for _, prob in top):
         raise ValueError(f"{args.checkpoint}: its probabilities for <mask> are not finite: its outputs overflow "

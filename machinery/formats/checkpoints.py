@@ -45,9 +45,18 @@ def check_folder(path):
         vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
 
 
-def check_specials(path, tok, pad_id):
-    """The tokenizer has RoBERTa's special tokens (every input is framed, padded and masked with them), its <pad>
-    the model's padding id."""
+def check_pair(path, model, tok):
+    """A loaded model and its tokenizer, fit to use together: weights all finite (every score of a NaN, every
+    finetuning from it, would be NaN), one vocabulary size, the very tokenizer it trained with (check_tokenizer),
+    and RoBERTa's special tokens (every input is framed, padded and masked with them), its <pad> the model's."""
+    bad = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: its weight {bad} holds NaN or infinity (a diverged or damaged model)")
+    if model.cfg.vocab_size != len(tok):
+        raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
+                         f"{model.cfg.vocab_size:,}")
+    check_tokenizer(path, tok)
+    pad_id = model.cfg.pad_id
     ids = dict(zip(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id,
                                                               tok.mask_id)))
     missing = next((t for t, i in ids.items() if i is None), None)
