@@ -134,8 +134,6 @@ def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
     digest = prepared.tokenizer_hash(tok)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
     for path in inputs:  # a missing or binary file fails before anything is written
         if not files.is_pipe(path):  # (what is read from a pipe here would be lost)
             next(data.read_documents([path], errors), None)
@@ -207,16 +205,12 @@ class SplitWriter:
             f.close()
 
 
-def give_up(out_dir):
+def give_up(out_dir, err):
     """After a failure: the temporary folder removed, the lock given back; --out as it was (a folder made for
-    the run goes)."""
+    the run goes). Returns what to raise: `err`, or a full disk as one line, --out and what is intact (all is
+    written in the temporary folder, which goes: the data there before stays whole)."""
     shutil.rmtree(temp_folder(out_dir), ignore_errors=True)
     let_go(out_dir, failed=True)
-
-
-def write_failed(err, out_dir):
-    """A full disk while the data is written, as one line: --out and what is intact (all is written in the
-    temporary folder, which goes: the data there before stays whole)."""
     if not isinstance(err, OSError) or err.errno not in files.FULL:
         return err
     intact = (f"the data already in {out_dir} is intact" if os.path.isfile(os.path.join(out_dir, "meta.json"))
@@ -245,11 +239,7 @@ def write_splits(out_dir, dtype, encoded, inputs, verbose=True):
             for f in writer.files.values():
                 with contextlib.suppress(OSError):  # a full disk: the close's flush fails again
                     f.close()
-        give_up(out_dir)
-        failed = write_failed(e, out_dir)
-        if failed is e:
-            raise
-        raise failed from None
+        raise give_up(out_dir, e) from None
     return writer.counts
 
 
@@ -278,11 +268,7 @@ def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
         files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), files.json_text(meta, indent=2))
         install(out_dir)
     except BaseException as e:
-        give_up(out_dir)
-        failed = write_failed(e, out_dir)
-        if failed is e:
-            raise
-        raise failed from None
+        raise give_up(out_dir, e) from None
     let_go(out_dir)
     if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
         print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
