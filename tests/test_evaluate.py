@@ -317,7 +317,7 @@ EVALUATE_CASES = [  # (arguments, with {d} for the fixture's folder; what the on
     (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--checkpoint", "{d}/mlm"],
      "its classification head is untrained"),
     (["glue", "--task", "rte", "--data", "{d}/dev.tsv", "--checkpoint", "{d}/nowhere"], "no such checkpoint folder"),
-    (["glue", "--task", "rte", "--data", "{d}/nowhere", "--checkpoint", "{d}/cls"], "nowhere: no such file or folder"),
+    (["glue", "--task", "rte", "--data", "{d}/nowhere", "--checkpoint", "{d}/cls"], "nowhere: no such file"),
     (["glue", "--task", "rte", "--data", "{d}/short.tsv", "--checkpoint", "{d}/cls"],
      "short.tsv:4: expected at least 4"),
     (["glue", "--task", "rte", "--data", "{d}/race", "--checkpoint", "{d}/cls"], "race/dev.tsv: no such file"),

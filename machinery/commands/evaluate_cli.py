@@ -146,8 +146,6 @@ def checkpoint_predictions(args):
     """Section 5.1's dev scores without training: {dev set name: (predictions, official metrics)} of a finetuned
     classifier (--checkpoint) on --data, a task's folder (its dev files: MNLI's matched and mismatched) or one
     file, encoded and predicted as finetune.py does, its outputs read as the task's labels by output_labels."""
-    if not os.path.exists(args.data):
-        raise ValueError(f"{args.data}: no such file or folder")
     if os.path.isdir(args.data):
         dev_sets = task_files.read_glue_dev(evaluate.GLUE[args.task], args.data)
     else:
