@@ -84,10 +84,6 @@ def encode_lines(lines, tok):
     return np.array(tokens, dtype=np.int64), np.array(lengths, dtype=np.int64)
 
 
-def token_dtype(vocab_size):
-    return np.uint16 if vocab_size <= 1 << 16 else np.int32
-
-
 # ---------------------------------------------------------------------------------------- formats (Section 4.2)
 # An example is token ranges of the stream: segment A, segment B (pair formats only) and the
 # next-sentence label (1: B is A's true continuation, 0: B comes from another document, -1: no B).
@@ -206,8 +202,7 @@ def check_format(fmt):
 
 
 def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
-    """The arguments of `examples`, checked before any work: a known format, a sequence length of at least
-    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
+    """The arguments of `examples`, checked before any work."""
     check_format(fmt)
     if seq_len < 8:
         raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")

@@ -35,7 +35,7 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
     digest = check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors)
     chunks = data.split_documents(data.read_documents(inputs, errors), valid_fraction, chunk_lines)
     encoded = encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)
-    counts = write_splits(out_dir, data.token_dtype(len(tok)), encoded, inputs, verbose)
+    counts = write_splits(out_dir, prepared.token_dtype(len(tok)), encoded, inputs, verbose)
     return finish(out_dir, tok, digest, inputs, valid_fraction, counts)  # meta.json last
 
 
@@ -260,7 +260,7 @@ def install(out_dir):
 def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
     """The tokenizer and meta.json (last: its presence means a complete folder) beside the data, moved into
     out_dir; --out's lock given back; a warning when the valid split is empty. Returns the meta."""
-    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(data.token_dtype(len(tok))).name,
+    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(prepared.token_dtype(len(tok))).name,
             "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
     try:
