@@ -201,9 +201,8 @@ def add_pretraining_commands(sub):
                         "cache/demo/data)")
     s.add_argument("--split", default="valid", choices=["train", "valid"],
                    help="the split of --data to evaluate (default: %(default)s)")
-    low = MIN_SEQ_LEN
-    s.add_argument("--seq-len", type=cli.number(int, low),
-                   help=f"tokens per sequence, at least {low} and at most the model's positions (default: the "
+    s.add_argument("--seq-len", type=cli.number(int, MIN_SEQ_LEN),
+                   help=f"tokens per sequence, at least {MIN_SEQ_LEN} and at most the model's positions (default: the "
                         f"length the checkpoint trained at; a Hugging Face model's positions)")
     s.add_argument("--batch-size", type=cli.number(int, 1), default=8,
                    help="sequences per forward (default: %(default)s)")

@@ -229,10 +229,9 @@ def read_squad(path):
     articles = files.read_json(path, "SQuAD articles").get("data")
     try:
         out = [q for article in articles for q in squad_questions(path, article)]
-    except KeyError as e:
-        raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; missing {e})") from None
-    except TypeError as e:
-        raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; {e})") from None
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; "
+                         f"{'missing ' * isinstance(e, KeyError)}{e})") from None
     if not out:
         raise ValueError(f"{path}: no questions")
     seen = set()
