@@ -18,21 +18,13 @@ from machinery.formats import checkpoints, task_files
 from machinery.formats import prepared
 
 
-def check_task(task, among=evaluate.TASKS, kind="task"):
-    """`task` if it is one of `among` (which are `kind` tasks), else a ValueError that lists them."""
-    if task not in among:
-        what = f"{task!r} is not a {kind}" if task in evaluate.TASKS else f"unknown task {task!r}"
-        raise ValueError(f"{what}: choose one of {', '.join(among)}")
-    return task
-
-
 def task_arg(among=evaluate.TASKS, kind="task"):
-    """An argparse type: a task name among `among`."""
-    def parse(text):
-        try:
-            return check_task(text, among, kind)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+    """An argparse type: a task name among `among` (which are `kind` tasks), else an error that lists them."""
+    def parse(task):
+        if task not in among:
+            what = f"{task!r} is not a {kind}" if task in evaluate.TASKS else f"unknown task {task!r}"
+            raise argparse.ArgumentTypeError(f"{what}: choose one of {', '.join(among)}")
+        return task
     return parse
 
 
