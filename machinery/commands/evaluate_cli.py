@@ -8,7 +8,6 @@ import sys
 
 import torch
 
-import bpe
 import data
 import evaluate
 import roberta
@@ -33,39 +32,44 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
-    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
+    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`; beside them, what
+    a model learns first, on the same masks: the unigram distribution of the training tokens (its loss and
+    perplexity) and always guessing the most frequent token (its accuracy)."""
     model, tok = evaluate.load_checkpoint(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
     if not MIN_SEQ_LEN <= seq_len <= positions:
         raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
-    masking = masking_of(path)
+    masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
     tokens, ends, meta = prepared.load_split(data_dir, split)
     prepared.check_tokenizer(meta, tok, data_dir, path)
     if tokens.size == 0:
         raise ValueError(f"{data_dir}: the {split} split is empty")
-    out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)
+    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking)
+    out = data.evaluate_mlm(model, batches, detailed=True)
     total, count = out["loss_sum"], out["targets"]
     if count == 0:
         raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
     if not math.isfinite(total):
         raise ValueError(f"{path}: its loss on {data_dir} is not finite: its outputs overflow (NaN or infinity)")
     se = math.sqrt(max(out["loss_sq_sum"] / count - (total / count) ** 2, 0) / count)  # of the mean, over targets
+    base = baselines.unigram_baselines(prepared.load_split(data_dir, "train")[0], batches, tok)
     return {"loss": total / count, "loss_se": se, "ppl": math.exp(total / count) if total < 709 * count else "inf",
-            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len}
+            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len,
+            "mask_rate": masking.rate, "unigram_loss": base["unigram_loss"],
+            "unigram_ppl": math.exp(min(base["unigram_loss"], 709)), "most_frequent_token":
+            tok.decode([base["most_frequent"]]), "most_frequent_accuracy": base["most_frequent_accuracy"]}
 
 
 def perplexity_command(args):
     checkpoint, data_dir = perplexity_folders(args.checkpoint, args.data)
     result = perplexity(checkpoint, data_dir, args.split, args.seq_len, args.batch_size)
-    rate = masking_of(checkpoint).rate
-    if rate != data.Masking.rate:  # the demo trains at 40%: its own report scores 15% masks, so its figure is lower
-        print(f"{checkpoint}: {rate:.0%} of the held-out tokens masked, the rate it trained at (BERT's 15% gives "
-              f"fewer targets, each with more context: a lower perplexity, as the demo's report shows)",
+    if result["mask_rate"] != data.Masking.rate:  # the demo trains at 40%: its report scores 15% masks, a lower figure
+        print(f"{checkpoint}: {result['mask_rate']:.0%} of the held-out tokens masked, the rate it trained at (BERT's "
+              f"15% gives fewer targets, each with more context: a lower perplexity, as the demo's report shows)",
               file=sys.stderr)
-    print(files.json_text({**result, "mask_rate": rate,
-                           **heldout_baselines(checkpoint, data_dir, args.split, result["seq_len"])}, indent=2))
+    print(files.json_text(result, indent=2))
 
 
 def perplexity_folders(checkpoint, data_dir):
@@ -81,25 +85,6 @@ def perplexity_folders(checkpoint, data_dir):
             raise ValueError(f"no --data given, and {checkpoint} names no prepared data folder that is here "
                              f"({data_dir or 'none recorded'}): pass --data DIR (a folder written by data.py)")
     return checkpoint, data_dir
-
-
-def masking_of(checkpoint):
-    """The masking a train.py run trained with (its held-out masks), else BERT's."""
-    trained = checkpoints.train_settings(checkpoint)
-    return data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-
-
-def heldout_baselines(checkpoint, data_dir, split, seq_len):
-    """What a model learns first, on the same held-out masks: the unigram distribution of the training tokens
-    (its loss and perplexity) and always guessing the most frequent token (its accuracy)."""
-    tok = bpe.Tokenizer.load(data_dir)
-    masking = masking_of(checkpoint)
-    tokens, ends, _ = prepared.load_split(data_dir, split)
-    out = baselines.unigram_baselines(prepared.load_split(data_dir, "train")[0],
-                                      data.heldout_batches(tokens, ends, tok, seq_len, masking=masking), tok)
-    return {"unigram_loss": out["unigram_loss"], "unigram_ppl": math.exp(min(out["unigram_loss"], 709)),
-            "most_frequent_token": tok.decode([out["most_frequent"]]),
-            "most_frequent_accuracy": out["most_frequent_accuracy"]}
 
 
 def fill_mask_command(args):
