@@ -37,9 +37,7 @@ def shown(value, width=40):
 
 def read_task(family, t, folder):
     """(train examples, {dev set name: examples}) of a task's folder, as each dataset is distributed. family: glue,
-    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE)."""
-    if not os.path.isdir(folder):
-        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder")
+    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE); finetune_cli checks the folder."""
     if family == "glue":
         return read_glue(t, os.path.join(folder, "train.tsv")), read_glue_dev(t, folder)
     if family == "squad":
