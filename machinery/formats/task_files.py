@@ -37,7 +37,8 @@ def shown(value, width=40):
 
 def read_task(family, t, folder):
     """(train examples, {dev set name: examples}) of a task's folder, as each dataset is distributed. family: glue,
-    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE); finetune_cli checks the folder."""
+    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE); the folder checked by
+    finetune_cli."""
     if family == "glue":
         return read_glue(t, os.path.join(folder, "train.tsv")), read_glue_dev(t, folder)
     if family == "squad":
