@@ -162,18 +162,15 @@ class SplitWriter:
     """The .bin/.idx files of both splits, written in a folder of their own (the temporary folder)."""
 
     def __init__(self, out_dir, dtype):
-        self.out_dir, self.dtype = out_dir, dtype
+        self.dtype = dtype
         os.makedirs(out_dir, exist_ok=True)
-        self.files = {(s, k): open(self.path(s, k), "wb") for s in data.SPLITS for k in ("bin", "idx")}
+        self.files = {name: open(os.path.join(out_dir, name), "wb") for name in split_files()}
         self.counts = {s: {"tokens": 0, "lines": 0, "documents": 0, "max_id": -1} for s in data.SPLITS}
-
-    def path(self, split, kind):
-        return os.path.join(self.out_dir, f"{split}.{kind}")
 
     def write(self, split, tokens, lengths):
         c = self.counts[split]
-        self.files[split, "bin"].write(tokens.astype(self.dtype).tobytes())
-        self.files[split, "idx"].write((np.cumsum(lengths) + c["tokens"]).tobytes())
+        self.files[f"{split}.bin"].write(tokens.astype(self.dtype).tobytes())
+        self.files[f"{split}.idx"].write((np.cumsum(lengths) + c["tokens"]).tobytes())
         c["tokens"] += int(tokens.size)
         c["lines"] += int(lengths.size)
         c["documents"] += int(np.sum(lengths == 1) if lengths.size else 0)  # a lone </s> ends a document
