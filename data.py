@@ -19,6 +19,7 @@ scale, the same rows come from numpy: machinery/datafolder/fast_formats.py). Eac
 """
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -81,10 +82,6 @@ def encode_lines(lines, tok):
         tokens += ids
         lengths.append(len(ids))
     return np.array(tokens, dtype=np.int64), np.array(lengths, dtype=np.int64)
-
-
-def token_dtype(vocab_size):
-    return np.uint16 if vocab_size <= 1 << 16 else np.int32
 
 
 # ---------------------------------------------------------------------------------------- formats (Section 4.2)
@@ -178,16 +175,6 @@ def bert_pairs(lines, documents, seq_len, seed, single_sentences):
     return rows
 
 
-def segment_pairs(lines, documents, seq_len, seed):
-    """SEGMENT-PAIR+NSP (BERT): <s> A </s></s> B </s>, A and B runs of whole sentences, B the continuation or not."""
-    return bert_pairs(lines, documents, seq_len, seed, single_sentences=False)
-
-
-def sentence_pairs(lines, documents, seq_len, seed):
-    """SENTENCE-PAIR+NSP: the same with single sentences."""
-    return bert_pairs(lines, documents, seq_len, seed, single_sentences=True)
-
-
 class Format(NamedTuple):
     build: Callable      # (lines, documents, seq_len, seed) -> example rows (a_start, a_end, b_start, b_end, next)
     pairs: bool          # <s> A </s></s> B </s> with a next-sentence label (the NSP loss)
@@ -199,8 +186,9 @@ class Format(NamedTuple):
 FORMATS = {
     "full-sentences": Format(full_sentences, pairs=False, by_tokens=False),
     "doc-sentences": Format(doc_sentences, pairs=False, by_tokens=True),
-    "segment-pair": Format(segment_pairs, pairs=True, by_tokens=False),
-    "sentence-pair": Format(sentence_pairs, pairs=True, by_tokens=True),
+    # SEGMENT-PAIR+NSP (BERT): <s> A </s></s> B </s>, A and B runs of whole sentences; SENTENCE-PAIR+NSP: single ones
+    "segment-pair": Format(partial(bert_pairs, single_sentences=False), pairs=True, by_tokens=False),
+    "sentence-pair": Format(partial(bert_pairs, single_sentences=True), pairs=True, by_tokens=True),
 }
 # Below this many lines (the classroom's corpora: the demo's ~19,000 build in a fraction of a second) the
 # formats above build the examples; above it, their numpy twins, which give the same rows (a test checks it).
@@ -214,8 +202,7 @@ def check_format(fmt):
 
 
 def check_examples(tokens, line_ends, fmt, seq_len, eos_id):
-    """The arguments of `examples`, checked before any work: a known format, a sequence length of at least
-    8, and line ends that fit a token stream ending with </s> (data.py's files)."""
+    """The arguments of `examples`, checked before any work."""
     check_format(fmt)
     if seq_len < 8:
         raise ValueError(f"sequence length {seq_len} is too short (at least 8 tokens)")
@@ -297,12 +284,9 @@ def budget_batches(order, lengths, budget):
 
 
 def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, offset=0):
-    """The global batches of one epoch: arrays of example indices in a random order fixed by (seed, epoch).
-
-    With `token_budget` (doc-sentences, sentence-pair) a batch takes examples until it would exceed
-    the budget, so shorter examples mean more of them per batch (Section 4.2); otherwise each batch has
-    `batch_size` examples. A resumed run starts at batch `first`, `offset` examples into the order.
-    """
+    """The global batches of one epoch: arrays of example indices in a random order fixed by (seed, epoch), of
+    `batch_size` examples, or with `token_budget` as many as fit it (budget_batches). A resumed run starts at
+    batch `first`, `offset` examples into the order."""
     if batch_size < 1 or (token_budget is not None and token_budget < 1):
         raise ValueError(f"a batch needs at least one example and one token, got {batch_size} and {token_budget}")
     order = orders.epoch_order(len(lengths), seed, epoch)  # machinery: a random order, computed past 2**27 examples

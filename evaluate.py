@@ -197,8 +197,8 @@ def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0, tune
         exact[e["id"]] = max(squad_exact(g, pred) for g in golds)
         f1[e["id"]] = max(squad_f1(g, pred) for g in golds)
     na_probs = na_probs or {}
-    exact_t = {q: (float(not has_ans[q]) if na_probs.get(q, 0.0) > na_prob_thresh else s) for q, s in exact.items()}
-    f1_t = {q: (float(not has_ans[q]) if na_probs.get(q, 0.0) > na_prob_thresh else s) for q, s in f1.items()}
+    exact_t, f1_t = ({q: float(not has_ans[q]) if na_probs.get(q, 0.0) > na_prob_thresh else s
+                      for q, s in scores.items()} for scores in (exact, f1))
 
     def summary(qids, prefix=""):
         n = len(qids)
@@ -255,9 +255,7 @@ def mask_inputs(tok, text):
 @torch.no_grad()
 def mask_probabilities(model, tok, text):
     """The model's distribution over the vocabulary for the one <mask> in `text`: a [V] float tensor."""
-    ids = mask_inputs(tok, text)
-    if len(ids) > model.cfg.max_positions:
-        raise ValueError(f"the text is {len(ids)} tokens long; the model takes {model.cfg.max_positions}")
+    ids = mask_inputs(tok, text)  # longer than the model's positions: refused by roberta.Embeddings
     model.eval()
     x = torch.tensor([ids], device=next(model.parameters()).device)
     return model(x)[0, ids.index(tok.mask_id)].float().softmax(-1)
@@ -277,19 +275,11 @@ def fill_mask(model, tok, text, k=5):
 def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
     """(model, tokenizer) of a run folder: train.py's, finetune.py's, or a Hugging Face RoBERTa folder. A model
     is only as good as the tokenizer that feeds it, so the two load together and must agree. cls=None: the
-    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained).
-    Weights that are not finite are refused."""
+    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained)."""
     checkpoints.check_folder(path)  # machinery: weights and tokenizer files there, before the slow load
     model = roberta.load_pretrained(path, cls, num_labels, verbose, new_head_ok=not need_trained_head)
-    bad = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
-    if bad is not None:  # every score of it, every finetuning from it, would be NaN
-        raise ValueError(f"{path}: its weight {bad} holds NaN or infinity (a diverged or damaged model)")
     tok = bpe.Tokenizer.load(path)
-    if model.cfg.vocab_size != len(tok):
-        raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
-                         f"{model.cfg.vocab_size:,}")
-    checkpoints.check_tokenizer(path, tok)  # machinery: the very tokenizer it trained with (the recorded hash)
-    checkpoints.check_specials(path, tok, model.cfg.pad_id)  # machinery: RoBERTa's special tokens, its <pad>
+    checkpoints.check_pair(path, model, tok)  # machinery: finite weights; the very tokenizer it trained with
     return model, tok
 
 

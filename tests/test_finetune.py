@@ -263,7 +263,7 @@ FINETUNE_CASES = [  # (arguments, with {d} the fixture's folder and {m} the micr
     (RTE_RUN + ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
     (RTE_RUN + ["--epochs", "1.5"], "argument --epochs: expected a whole number"),
     (RTE_RUN + ["--warmup-ratio", "1"], "argument --warmup-ratio: must be in [0, 1), got 1"),
-    (RTE_RUN + ["--warmup-ratio", "-0.1"], "argument --warmup-ratio: must be in [0, 1]"),
+    (RTE_RUN + ["--warmup-ratio", "-0.1"], "argument --warmup-ratio: must be in [0, 1), got -0.1"),
     (RTE_RUN + ["--weight-decay", "-1"], "argument --weight-decay: must be in [0, 1]"),
     (RTE_RUN + ["--seed", "-1"], "argument --seed: must be in [0, 4294967295], got -1"),
     (RTE_RUN + ["--max-seq-len", "4"], "argument --max-seq-len: must be at least 8, got 4"),

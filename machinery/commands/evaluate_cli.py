@@ -1,11 +1,6 @@
-"""The command line of evaluate.py: perplexity, fill-mask, and the official metrics of prediction files or
-of a finetuned classifier's own predictions.
-
-    python evaluate.py perplexity                      # the demo's run (out/demo) on its held-out data
-    python evaluate.py perplexity --checkpoint DIR --data DIR
-    python evaluate.py glue --task rte --data dev.tsv --predictions preds.tsv
-    python evaluate.py glue --task mnli --data glue/MNLI --checkpoint roberta-large-mnli/   # no training
-"""
+"""The command line of evaluate.py (its docstring lists the commands): perplexity (`python evaluate.py perplexity`
+alone: the demo's run on its held-out data), fill-mask, and the official metrics of prediction files or of a
+finetuned classifier's own predictions."""
 import argparse
 import math
 import os
@@ -13,7 +8,6 @@ import sys
 
 import torch
 
-import bpe
 import data
 import evaluate
 import roberta
@@ -23,21 +17,13 @@ from machinery.formats import checkpoints, task_files
 from machinery.formats import prepared
 
 
-def check_task(task, among=evaluate.TASKS, kind="task"):
-    """`task` if it is one of `among` (which are `kind` tasks), else a ValueError that lists them."""
-    if task not in among:
-        what = f"{task!r} is not a {kind}" if task in evaluate.TASKS else f"unknown task {task!r}"
-        raise ValueError(f"{what}: choose one of {', '.join(among)}")
-    return task
-
-
 def task_arg(among=evaluate.TASKS, kind="task"):
-    """An argparse type: a task name among `among`."""
-    def parse(text):
-        try:
-            return check_task(text, among, kind)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
+    """An argparse type: a task name among `among` (which are `kind` tasks), else an error that lists them."""
+    def parse(task):
+        if task not in among:
+            what = f"{task!r} is not a {kind}" if task in evaluate.TASKS else f"unknown task {task!r}"
+            raise argparse.ArgumentTypeError(f"{what}: choose one of {', '.join(among)}")
+        return task
     return parse
 
 
@@ -46,39 +32,44 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
     """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
-    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`."""
+    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`; beside them, what
+    a model learns first, on the same masks: the unigram distribution of the training tokens (its loss and
+    perplexity) and always guessing the most frequent token (its accuracy)."""
     model, tok = evaluate.load_checkpoint(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
     seq_len = seq_len or min(trained.get("seq_len") or positions, positions)
     if not MIN_SEQ_LEN <= seq_len <= positions:
         raise ValueError(f"--seq-len {seq_len}: must be in [{MIN_SEQ_LEN}, {positions}] (the model's positions)")
-    masking = masking_of(path)
+    masking = data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
     tokens, ends, meta = prepared.load_split(data_dir, split)
     prepared.check_tokenizer(meta, tok, data_dir, path)
     if tokens.size == 0:
         raise ValueError(f"{data_dir}: the {split} split is empty")
-    out = data.evaluate_mlm(model, data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking), detailed=True)
+    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size, masking)
+    out = data.evaluate_mlm(model, batches, detailed=True)
     total, count = out["loss_sum"], out["targets"]
     if count == 0:
         raise ValueError(f"{data_dir}: the {split} split gave no masked tokens to predict at --seq-len {seq_len}")
     if not math.isfinite(total):
         raise ValueError(f"{path}: its loss on {data_dir} is not finite: its outputs overflow (NaN or infinity)")
     se = math.sqrt(max(out["loss_sq_sum"] / count - (total / count) ** 2, 0) / count)  # of the mean, over targets
+    base = baselines.unigram_baselines(prepared.load_split(data_dir, "train")[0], batches, tok)
     return {"loss": total / count, "loss_se": se, "ppl": math.exp(total / count) if total < 709 * count else "inf",
-            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len}
+            "accuracy": out["correct"] / count, "targets": count, "split": split, "seq_len": seq_len,
+            "mask_rate": masking.rate, "unigram_loss": base["unigram_loss"],
+            "unigram_ppl": math.exp(min(base["unigram_loss"], 709)), "most_frequent_token":
+            tok.decode([base["most_frequent"]]), "most_frequent_accuracy": base["most_frequent_accuracy"]}
 
 
 def perplexity_command(args):
     checkpoint, data_dir = perplexity_folders(args.checkpoint, args.data)
     result = perplexity(checkpoint, data_dir, args.split, args.seq_len, args.batch_size)
-    rate = masking_of(checkpoint).rate
-    if rate != data.Masking.rate:  # the demo trains at 40%: its own report scores 15% masks, so its figure is lower
-        print(f"{checkpoint}: {rate:.0%} of the held-out tokens masked, the rate it trained at (BERT's 15% gives "
-              f"fewer targets, each with more context: a lower perplexity, as the demo's report shows)",
+    if result["mask_rate"] != data.Masking.rate:  # the demo trains at 40%: its report scores 15% masks, a lower figure
+        print(f"{checkpoint}: {result['mask_rate']:.0%} of the held-out tokens masked, the rate it trained at (BERT's "
+              f"15% gives fewer targets, each with more context: a lower perplexity, as the demo's report shows)",
               file=sys.stderr)
-    print(files.json_text({**result, "mask_rate": rate,
-                           **heldout_baselines(checkpoint, data_dir, args.split, result["seq_len"])}, indent=2))
+    print(files.json_text(result, indent=2))
 
 
 def perplexity_folders(checkpoint, data_dir):
@@ -96,29 +87,8 @@ def perplexity_folders(checkpoint, data_dir):
     return checkpoint, data_dir
 
 
-def masking_of(checkpoint):
-    """The masking a train.py run trained with (its held-out masks), else BERT's."""
-    trained = checkpoints.train_settings(checkpoint)
-    return data.Masking(**trained["masking"]) if isinstance(trained.get("masking"), dict) else data.Masking()
-
-
-def heldout_baselines(checkpoint, data_dir, split, seq_len):
-    """What a model learns first, on the same held-out masks: the unigram distribution of the training tokens
-    (its loss and perplexity) and always guessing the most frequent token (its accuracy)."""
-    tok = bpe.Tokenizer.load(data_dir)
-    masking = masking_of(checkpoint)
-    tokens, ends, _ = prepared.load_split(data_dir, split)
-    out = baselines.unigram_baselines(prepared.load_split(data_dir, "train")[0],
-                                      data.heldout_batches(tokens, ends, tok, seq_len, masking=masking), tok)
-    return {"unigram_loss": out["unigram_loss"], "unigram_ppl": math.exp(min(out["unigram_loss"], 709)),
-            "most_frequent_token": tok.decode([out["most_frequent"]]),
-            "most_frequent_accuracy": out["most_frequent_accuracy"]}
-
-
 def fill_mask_command(args):
     model, tok = evaluate.load_checkpoint(args.checkpoint, need_trained_head=True, verbose=False)
-    if args.top_k > model.cfg.vocab_size:
-        raise ValueError(f"--top-k {args.top_k}: larger than the vocabulary ({model.cfg.vocab_size} tokens)")
     top = evaluate.fill_mask(model, tok, args.text, args.top_k)
     if not all(math.isfinite(prob) for _, prob in top):
         raise ValueError(f"{args.checkpoint}: its probabilities for <mask> are not finite: its outputs overflow "
@@ -153,8 +123,6 @@ def checkpoint_predictions(args):
     """Section 5.1's dev scores without training: {dev set name: (predictions, official metrics)} of a finetuned
     classifier (--checkpoint) on --data, a task's folder (its dev files: MNLI's matched and mismatched) or one
     file, encoded and predicted as finetune.py does, its outputs read as the task's labels by output_labels."""
-    if not os.path.exists(args.data):
-        raise ValueError(f"{args.data}: no such file or folder")
     if os.path.isdir(args.data):
         dev_sets = task_files.read_glue_dev(evaluate.GLUE[args.task], args.data)
     else:
@@ -210,9 +178,8 @@ def add_pretraining_commands(sub):
                         "cache/demo/data)")
     s.add_argument("--split", default="valid", choices=["train", "valid"],
                    help="the split of --data to evaluate (default: %(default)s)")
-    low = MIN_SEQ_LEN
-    s.add_argument("--seq-len", type=cli.number(int, low),
-                   help=f"tokens per sequence, at least {low} and at most the model's positions (default: the "
+    s.add_argument("--seq-len", type=cli.number(int, MIN_SEQ_LEN),
+                   help=f"tokens per sequence, at least {MIN_SEQ_LEN} and at most the model's positions (default: the "
                         f"length the checkpoint trained at; a Hugging Face model's positions)")
     s.add_argument("--batch-size", type=cli.number(int, 1), default=8,
                    help="sequences per forward (default: %(default)s)")

@@ -29,21 +29,11 @@ def check_sweep(args):
 
 
 # ---------------------------------------------------------------------------------------- the options
-def below_one(parse):
-    """An argparse type: `parse`'s number, and less than 1."""
-    def check(text):
-        value = parse(text)
-        if value >= 1:
-            raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-        return value
-    return check
-
-
 HYPERPARAMETERS = [  # Table 10's, whose defaults depend on the task's family
     ("--lr", cli.number(float, 0, 1, low_open=True), "peak learning rate, in (0, 1]"),
     ("--batch-size", cli.number(int, 1), "examples per update, at least 1"),
     ("--epochs", cli.number(int, 1), "passes over the training set, at least 1"),
-    ("--warmup-ratio", below_one(cli.number(float, 0, 1)), "share of the updates with a linear warmup, in [0, 1)"),
+    ("--warmup-ratio", cli.number(float, 0, 1, high_open=True), "share of the updates with a linear warmup, in [0, 1)"),
     ("--weight-decay", cli.number(float, 0, 1), "AdamW weight decay (not on biases and LayerNorms), in [0, 1]"),
 ]
 

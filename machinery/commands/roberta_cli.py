@@ -3,17 +3,14 @@ Auto* classes and pipeline("fill-mask") load as they load roberta-base.
 
     python roberta.py export --checkpoint out/ --out hf/   # + vocab.json, merges.txt, the tokenizer configuration
 """
-import json
 import os
 import shutil
 import sys
 
 import bpe
 import roberta
-from machinery.basics import cli, files
-from machinery.basics import lock
+from machinery.basics import cli, files, lock
 from machinery.formats import checkpoints, hf
-
 
 
 # What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
@@ -47,23 +44,17 @@ def check_export(checkpoint, out, overwrite):
     cli.check_out(out, overwrite, finished=EXPORTED, what="an exported model")  # no file of the user's replaced
 
 
-def read_vocab(checkpoint, vocab_size):
-    """The checkpoint's tokenizer files as bytes, checked against the model; None when it has none."""
+def read_vocab(checkpoint, model):
+    """The checkpoint's tokenizer files as bytes, checked to fit the model (checkpoints.check_pair: the size, the
+    tokenizer its checkpoint.pt recorded, RoBERTa's special tokens); None when it has none."""
     paths = [os.path.join(checkpoint, f) for f in TOKENIZER_FILES]
     if not all(os.path.isfile(p) for p in paths):
         return None
+    checkpoints.check_pair(checkpoint, model, bpe.Tokenizer.load(checkpoint))
     blobs = []
     for p in paths:
         with open(p, "rb") as f:
             blobs.append(f.read())
-    try:
-        vocab = json.loads(blobs[0])
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"{paths[0]}: not valid JSON ({e})") from None
-    missing = [t for t in ("<s>", "<pad>", "</s>", "<unk>", "<mask>") if t not in vocab]
-    if len(vocab) != vocab_size or missing:
-        raise ValueError(f"{paths[0]}: " + (f"no {missing[0]} token" if missing else
-                                            f"{len(vocab)} tokens, but the model's vocabulary is {vocab_size}"))
     return blobs
 
 
@@ -74,9 +65,7 @@ def export(checkpoint, out, overwrite=False):
     then moved in by renames alone (no disk space needed): a failed write (a full disk) leaves --out as it was."""
     check_export(checkpoint, out, overwrite)
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
-    blobs = read_vocab(checkpoint, model.cfg.vocab_size)
-    if blobs is not None:  # the tokenizer its checkpoint.pt recorded, not other files of the same size
-        checkpoints.check_tokenizer(checkpoint, bpe.Tokenizer.load(checkpoint))
+    blobs = read_vocab(checkpoint, model)
     classifier = isinstance(model, roberta.RobertaForSequenceClassification)
     tmp = files.temp_name(os.path.join(out, "export"))  # swept once this process is gone (files.sweep)
     try:

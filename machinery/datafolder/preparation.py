@@ -2,7 +2,7 @@
 before anything is written, the worker processes that encode the lines, and the .bin/.idx files of both
 splits, written whole or not at all.
 
-One writer at a time: prepare holds --out's lock (machinery/basics/lock.py) from its checks to its end, so a
+One writer at a time: prepare holds --out's lock (machinery/basics/lock.py) from its checks of --out on, so a
 second data.py, or a train.py reading the folder, is refused. The files are written into a temporary folder
 of --out's own (prepare.roberta-tmp.<host>.<pid>.<token>.tmp, files.temp_name) and moved into place, by renames
 alone, only when complete: meta.json goes first and comes back last, so a folder without it reads as
@@ -32,11 +32,14 @@ def prepare(inputs, tokenizer_dir, out_dir, valid_fraction=0.01, workers=None, o
     """`python data.py`: encode `inputs` into out_dir's train/valid files: read as documents, whole ones held out
     (data.split_documents), every line encoded (data.encode_lines), then the tokenizer and meta.json beside them."""
     tok = bpe.Tokenizer.load(tokenizer_dir)
-    digest = check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors)
-    chunks = data.split_documents(data.read_documents(inputs, errors), valid_fraction, chunk_lines)
-    encoded = encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)
-    counts = write_splits(out_dir, data.token_dtype(len(tok)), encoded, inputs, verbose)
-    return finish(out_dir, tok, digest, inputs, valid_fraction, counts)  # meta.json last
+    digest = check(tok, tokenizer_dir, inputs, valid_fraction, errors)
+    mine = not lock.held(out_dir, exclusive=True)  # a lock its caller holds stays the caller's
+    with lock.writing(out_dir, "data.py") if mine else contextlib.nullcontext():  # a failure: what it made goes
+        check_out(out_dir, tok, digest, overwrite)
+        chunks = data.split_documents(data.read_documents(inputs, errors), valid_fraction, chunk_lines)
+        encoded = encoded_chunks(chunks, tok, tokenizer_dir, workers or os.cpu_count() or 1)
+        counts = write_splits(out_dir, prepared.token_dtype(len(tok)), encoded, inputs, verbose)
+        return finish(out_dir, tok, digest, inputs, valid_fraction, counts)  # meta.json last
 
 
 _worker_tok = None
@@ -124,54 +127,30 @@ def stop(pool, procs):
         pass
 
 
-def check(tok, tokenizer_dir, inputs, out_dir, valid_fraction, overwrite, errors):
-    """Before anything is written: a tokenizer with <s>, </s> and <mask>, a valid fraction in [0, 1), an
-    --out folder that holds no data of another tokenizer (unless overwrite), inputs that are text files.
-    Takes --out's lock (held until `finish`, or a failure). Returns the tokenizer's fingerprint
-    (prepared.tokenizer_hash)."""
+def check(tok, tokenizer_dir, inputs, valid_fraction, errors):
+    """Before --out is touched: a tokenizer with <s>, </s> and <mask>, a valid fraction in [0, 1), inputs that are
+    text files. Returns the tokenizer's fingerprint (prepared.tokenizer_hash)."""
     if tok.eos_id is None or tok.bos_id is None or tok.mask_id is None:
         raise ValueError(f"{tokenizer_dir}: the tokenizer has no <s>, </s> or <mask> token")
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"--valid-fraction must be in [0, 1), got {valid_fraction}")
-    digest = prepared.tokenizer_hash(tok)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out {out_dir}: a file is in the way (it must be a folder)")
     for path in inputs:  # a missing or binary file fails before anything is written
         if not files.is_pipe(path):  # (what is read from a pipe here would be lost)
             next(data.read_documents([path], errors), None)
-    hold(out_dir)
-    try:
-        if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
-            if prepared.read_meta(out_dir).get("tokenizer_sha256") != digest:
-                raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
-        elif not overwrite:
-            prepared.check_not_users(out_dir, split_files(), "meta.json", "data.py's data", tok)
-    except BaseException:
-        let_go(out_dir, failed=True)
-        raise
-    return digest
+    return prepared.tokenizer_hash(tok)
+
+
+def check_out(out_dir, tok, digest, overwrite):
+    """With --out's lock held: it holds no data of another tokenizer, nor files of the user's (unless overwrite)."""
+    if os.path.isfile(os.path.join(out_dir, "meta.json")) and not overwrite:
+        if prepared.read_meta(out_dir).get("tokenizer_sha256") != digest:
+            raise ValueError(f"{out_dir} holds data from another tokenizer: pass --overwrite to replace it")
+    elif not overwrite:
+        prepared.check_not_users(out_dir, split_files(), "meta.json", "data.py's data", tok)
 
 
 def split_files():
     return [f"{s}.{k}" for s in data.SPLITS for k in ("bin", "idx")]
-
-
-_taken = set()  # the folders whose lock prepare took (and so gives back): not one its caller already held
-
-
-def hold(out_dir):
-    """Take --out's lock for prepare (a ValueError naming the holder if another process has it)."""
-    if not lock.held(out_dir, exclusive=True):
-        lock.hold(out_dir, "data.py")
-        _taken.add(os.path.realpath(out_dir))
-
-
-def let_go(out_dir, failed=False):
-    """Give back the lock `hold` took (one the caller held before stays held); after a failure, what the lock
-    made goes with it (lock.abandon: a folder made for the run, left empty)."""
-    if os.path.realpath(out_dir) in _taken:
-        _taken.discard(os.path.realpath(out_dir))
-        (lock.abandon if failed else lock.release)(out_dir)
 
 
 def temp_folder(out_dir):
@@ -183,18 +162,15 @@ class SplitWriter:
     """The .bin/.idx files of both splits, written in a folder of their own (the temporary folder)."""
 
     def __init__(self, out_dir, dtype):
-        self.out_dir, self.dtype = out_dir, dtype
+        self.dtype = dtype
         os.makedirs(out_dir, exist_ok=True)
-        self.files = {(s, k): open(self.path(s, k), "wb") for s in data.SPLITS for k in ("bin", "idx")}
+        self.files = {name: open(os.path.join(out_dir, name), "wb") for name in split_files()}
         self.counts = {s: {"tokens": 0, "lines": 0, "documents": 0, "max_id": -1} for s in data.SPLITS}
-
-    def path(self, split, kind):
-        return os.path.join(self.out_dir, f"{split}.{kind}")
 
     def write(self, split, tokens, lengths):
         c = self.counts[split]
-        self.files[split, "bin"].write(tokens.astype(self.dtype).tobytes())
-        self.files[split, "idx"].write((np.cumsum(lengths) + c["tokens"]).tobytes())
+        self.files[f"{split}.bin"].write(tokens.astype(self.dtype).tobytes())
+        self.files[f"{split}.idx"].write((np.cumsum(lengths) + c["tokens"]).tobytes())
         c["tokens"] += int(tokens.size)
         c["lines"] += int(lengths.size)
         c["documents"] += int(np.sum(lengths == 1) if lengths.size else 0)  # a lone </s> ends a document
@@ -207,16 +183,11 @@ class SplitWriter:
             f.close()
 
 
-def give_up(out_dir):
-    """After a failure: the temporary folder removed, the lock given back; --out as it was (a folder made for
-    the run goes)."""
-    shutil.rmtree(temp_folder(out_dir), ignore_errors=True)
-    let_go(out_dir, failed=True)
-
-
-def write_failed(err, out_dir):
-    """A full disk while the data is written, as one line: --out and what is intact (all is written in the
+def give_up(out_dir, err):
+    """After a failure: the temporary folder removed (prepare's lock.writing gives back what the lock made).
+    Returns what to raise: `err`, or a full disk as one line, --out and what is intact (all is written in the
     temporary folder, which goes: the data there before stays whole)."""
+    shutil.rmtree(temp_folder(out_dir), ignore_errors=True)
     if not isinstance(err, OSError) or err.errno not in files.FULL:
         return err
     intact = (f"the data already in {out_dir} is intact" if os.path.isfile(os.path.join(out_dir, "meta.json"))
@@ -245,11 +216,7 @@ def write_splits(out_dir, dtype, encoded, inputs, verbose=True):
             for f in writer.files.values():
                 with contextlib.suppress(OSError):  # a full disk: the close's flush fails again
                     f.close()
-        give_up(out_dir)
-        failed = write_failed(e, out_dir)
-        if failed is e:
-            raise
-        raise failed from None
+        raise give_up(out_dir, e) from None
     return writer.counts
 
 
@@ -269,8 +236,8 @@ def install(out_dir):
 
 def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
     """The tokenizer and meta.json (last: its presence means a complete folder) beside the data, moved into
-    out_dir; --out's lock given back; a warning when the valid split is empty. Returns the meta."""
-    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(data.token_dtype(len(tok))).name,
+    out_dir; a warning when the valid split is empty. Returns the meta."""
+    meta = {"tokenizer_sha256": digest, "vocab_size": len(tok), "dtype": np.dtype(prepared.token_dtype(len(tok))).name,
             "bos_id": tok.bos_id, "pad_id": tok.pad_id, "eos_id": tok.eos_id, "mask_id": tok.mask_id,
             "inputs": [os.path.abspath(p) for p in inputs], "valid_fraction": valid_fraction, **counts}
     try:
@@ -278,12 +245,7 @@ def finish(out_dir, tok, digest, inputs, valid_fraction, counts):
         files.write_atomic(os.path.join(temp_folder(out_dir), "meta.json"), files.json_text(meta, indent=2))
         install(out_dir)
     except BaseException as e:
-        give_up(out_dir)
-        failed = write_failed(e, out_dir)
-        if failed is e:
-            raise
-        raise failed from None
-    let_go(out_dir)
+        raise give_up(out_dir, e) from None
     if valid_fraction > 0 and meta["valid"]["tokens"] == 0:
         print(f"warning: {out_dir}: the valid split is empty ({meta['train']['documents']} document(s) in all, "
               f"--valid-fraction {valid_fraction}): training will not evaluate; add documents (blank-line "

@@ -45,9 +45,18 @@ def check_folder(path):
         vocab_files.find_vocab_files(path)  # which tokenizer file is missing, if one is
 
 
-def check_specials(path, tok, pad_id):
-    """The tokenizer has RoBERTa's special tokens (every input is framed, padded and masked with them), its <pad>
-    the model's padding id."""
+def check_pair(path, model, tok):
+    """A loaded model and its tokenizer, fit to use together: weights all finite (every score of a NaN, every
+    finetuning from it, would be NaN), one vocabulary size, the very tokenizer it trained with (check_tokenizer),
+    and RoBERTa's special tokens (every input is framed, padded and masked with them), its <pad> the model's."""
+    bad = next((name for name, w in model.named_parameters() if not torch.isfinite(w).all()), None)
+    if bad is not None:
+        raise ValueError(f"{path}: its weight {bad} holds NaN or infinity (a diverged or damaged model)")
+    if model.cfg.vocab_size != len(tok):
+        raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
+                         f"{model.cfg.vocab_size:,}")
+    check_tokenizer(path, tok)
+    pad_id = model.cfg.pad_id
     ids = dict(zip(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id,
                                                               tok.mask_id)))
     missing = next((t for t, i in ids.items() if i is None), None)
@@ -288,33 +297,27 @@ HEAD_NAMES = {"lm_head": "LM head", "classifier": "classification head", "qa": "
               "answerable": "answerability head", "nsp": "next-sentence head"}
 
 
-def check_heads(model, state, path, holder):
-    """Refuse to load a model whose task head the checkpoint does not hold (it would be random)."""
-    missing = sorted({k.split(".")[0] for k in model.state_dict() if k not in state and not k.startswith("roberta.")})
-    if missing:
-        heads = " and ".join(HEAD_NAMES.get(h, h) for h in missing)
-        raise ValueError(f"{path}: the checkpoint holds a {holder}; its {heads} {'is' if len(missing) == 1 else 'are'}"
-                         f" untrained (not in the checkpoint), so it cannot serve as a {type(model).__name__}")
-
-
 def load_state(model, weights, source="checkpoint", verbose=True, new_head_ok=True):
     """Copy `weights` (read_weights) into `model`: Hugging Face's names mapped to ours, shapes must match; a
-    missing head is left at its initialisation (new_head_ok=False: refused, check_heads)."""
+    missing head is left at its initialisation (new_head_ok=False: refused, as it would be random)."""
     state = weights.state if weights.layout == "ours" else hf.from_hf_state(weights.state, type(model).__name__, source)
-    if not new_head_ok:
-        check_heads(model, state, source, weights.holder)
     own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    heads = sorted({k.split(".")[0] for k in missing if not k.startswith("roberta.")})  # the task heads it lacks
+    if heads and not new_head_ok:
+        names = " and ".join(HEAD_NAMES.get(h, h) for h in heads)
+        raise ValueError(f"{source}: the checkpoint holds a {weights.holder}; its {names} "
+                         f"{'is' if len(heads) == 1 else 'are'} untrained (not in the checkpoint), so it cannot serve "
+                         f"as a {type(model).__name__}")
     for key, t in state.items():
         if key in own and own[key].shape != t.shape:
             raise ValueError(f"{source}: {key} has shape {list(t.shape)} in the checkpoint but "
                              f"{list(own[key].shape)} in the model")
-    missing = [k for k in own if k not in state]
     if any(k.startswith("roberta.") for k in missing):
         raise ValueError(f"{source}: encoder weights missing from the checkpoint, e.g. "
                          f"{next(k for k in missing if k.startswith('roberta.'))}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     unused = sorted({k.split(".")[0] for k in state if k not in own})
     if verbose and missing:
-        heads = sorted({k.split(".")[0] for k in missing})
         print(f"{source}: newly initialised {', '.join(heads)} ({len(missing)} tensors not in the checkpoint)"
               + (f"; unused from the checkpoint: {', '.join(unused)}" if unused else ""), file=sys.stderr)

@@ -40,6 +40,11 @@ def check_not_users(folder, own, marker, who, tok):
                          f"there anyway, or choose another --out")
 
 
+def token_dtype(vocab_size):
+    """The .bin files' dtype: np.uint16 when the vocabulary fits, else np.int32."""
+    return np.uint16 if vocab_size <= 1 << 16 else np.int32
+
+
 META_KEYS = {"tokenizer_sha256": str, "vocab_size": int, "dtype": str, "train": dict, "valid": dict}
 
 

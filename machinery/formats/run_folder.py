@@ -58,11 +58,6 @@ QUIET_KEYS = ("data", "out", "resume", "overwrite", "device", "compile", "prefet
               "dropout")  # where and how a run goes, or checked elsewhere: every other change is said on resume
 
 
-def hold_out(cfg):
-    """--out's lock, taken by the first process before anything is written there: one run per folder."""
-    lock.hold(cfg.out, "train.py")
-
-
 def check_out_apart(cfg):
     """--out is not --data, nor a folder inside it: a run writes a folder of its own, which data.py may not
     replace under it (every process checks, before any lock is asked)."""
@@ -123,7 +118,7 @@ def read_resume(cfg, tok_hash, lineage=None):
                          f"node shares)")
     check_out_apart(cfg)
     if int(os.environ.get("RANK", 0)) == 0:
-        hold_out(cfg)  # one run per folder
+        lock.hold(cfg.out, "train.py")  # one run per folder, before anything is written there
     ckpt = checkpoints.read_checkpoint(path)
     check_pretraining(ckpt, path)
     check_state(ckpt, path)
@@ -350,7 +345,7 @@ def check_fresh_out(cfg, master, tok):
     """A new run: refuse an --out that holds a checkpoint, unless --overwrite (then start again there)."""
     check_out_apart(cfg)
     if master:
-        hold_out(cfg)  # one run per folder
+        lock.hold(cfg.out, "train.py")  # one run per folder, before anything is written there
     ckpt = os.path.join(cfg.out, "checkpoint.pt")
     if not os.path.isfile(ckpt):
         if not cfg.overwrite:
@@ -417,8 +412,7 @@ def say_start(cfg, lineage, new, sizes, recipe):
 
 def log(path, record):
     """Append a record to log.jsonl: strict JSON, a non-finite number written as a string ("nan", "inf")."""
-    record = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-    files.append(path, json.dumps(record, allow_nan=False) + "\n")
+    files.append(path, files.json_text(record) + "\n")
 
 
 def keep_log_until(path, step):

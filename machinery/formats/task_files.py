@@ -37,9 +37,8 @@ def shown(value, width=40):
 
 def read_task(family, t, folder):
     """(train examples, {dev set name: examples}) of a task's folder, as each dataset is distributed. family: glue,
-    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE)."""
-    if not os.path.isdir(folder):
-        raise ValueError(f"{folder}: {'a file, not a' if os.path.exists(folder) else 'no such'} data folder")
+    squad or race; t: the task's row of evaluate.GLUE or evaluate.SQUAD (None for RACE); the folder checked by
+    finetune_cli."""
     if family == "glue":
         return read_glue(t, os.path.join(folder, "train.tsv")), read_glue_dev(t, folder)
     if family == "squad":
@@ -229,10 +228,9 @@ def read_squad(path):
     articles = files.read_json(path, "SQuAD articles").get("data")
     try:
         out = [q for article in articles for q in squad_questions(path, article)]
-    except KeyError as e:
-        raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; missing {e})") from None
-    except TypeError as e:
-        raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; {e})") from None
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not SQuAD's shape (data / paragraphs / qas / answers; "
+                         f"{'missing ' * isinstance(e, KeyError)}{e})") from None
     if not out:
         raise ValueError(f"{path}: no questions")
     seen = set()
