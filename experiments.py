@@ -128,8 +128,8 @@ class Experiment:
                                                  # documents) or "tune" (the tuning split: for choosing settings)
     seeds: int = 0                               # 0: the scale's
     epochs: int = 0                              # > 0: every arm trains exactly this many epochs of its data
-                                                 # (max_steps set from the data; the base's max_steps is then only
-                                                 # the time estimate of `list`)
+                                                 # (x --steps-factor; max_steps set from the data, the base's
+                                                 # max_steps then only the time estimate of `list`)
     equal_tokens: bool = False                   # every arm's update holds as many tokens as FULL-SENTENCES'
     note: str = ""                               # how to read the result
     metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
@@ -321,6 +321,7 @@ class Scale:
     update_s: float = 0.0        # per update, whatever its size (batching, masking, the optimizer), for `list`
     downstream: bool = True      # SST-2 finetuned by default where an experiment is scored downstream
     probe: dict = None           # why not, measured: the pilots' figures that the reports state
+    whole_epochs: bool = True    # Experiment.epochs honoured (False: the declared max_steps, for seconds-long runs)
 
 
 # The classroom's SST-2 probe as measured in the six experiments' runs of 2026-12-03 (BENCHMARKS.md): why it is off
@@ -343,6 +344,7 @@ SCALES = {
     "quick": Scale("quick", dict(config="tiny", seq_len=32, batch_size=4, lr=1e-3, max_steps=16, device="cpu"),
                    vocab_size=512, valid_fraction=0.1, slice_every=10, corpus="builtin-quick", seeds=2,
                    eval_sequences=24, tokens_per_s=3000, overhead_s=4, measured=True, workers=1, threads=1,
+                   whole_epochs=False,
                    finetune=dict(epochs=1, max_train_examples=64, max_eval_examples=64, batch_size=16, lr=1e-3,
                                  max_seq_len=64)),
 }

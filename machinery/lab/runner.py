@@ -222,8 +222,9 @@ def plan(exp, scale, args, prepared):
         options = {**apply(base, arm.options), **extra}
         fitted = per_update.get(options.get("format"), {})
         options.update(fitted)
-        if exp.epochs and not arm.finetune:
-            options["max_steps"] = epoch_steps(prepared.folders[arm.data or exp.data], options, exp.epochs)
+        if exp.epochs and scale.whole_epochs and not arm.finetune:
+            options["max_steps"] = epoch_steps(prepared.folders[arm.data or exp.data], options,
+                                               max(1, round(exp.epochs * args.steps_factor)))
         steps = options["max_steps"]
         options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
         options.update(log_interval=max(1, steps // 40), eval_interval=max(1, steps // 8),
