@@ -324,9 +324,8 @@ class Masking:
     rate:    the share of ordinary tokens selected as targets (BERT and RoBERTa: 15%)
     split:   of the selected, the shares shown as <mask>, as a random ordinary token, and unchanged
              (BERT's 80/10/10: the model cannot trust that an unmasked token is right)
-    dynamic: a new mask every epoch (RoBERTa) or BERT's static masking, the data duplicated 10 times
-             with 10 fixed masks (epoch e sees mask number e % static_masks)
-    static_masks: how many fixed masks static masking cycles through (BERT: 10, over 40 epochs)
+    dynamic: a new mask every epoch (RoBERTa) or BERT's static masking: `static_masks` fixed masks, epoch
+             e sees mask e % static_masks (BERT: the data duplicated 10 times, 10 masks over 40 epochs)
     """
     rate: float = 0.15
     split: tuple = (0.8, 0.1, 0.1)
@@ -339,8 +338,6 @@ class Masking:
             raise ValueError(f"the masking rate must be in (0, 1), got {self.rate}")
         if len(self.split) != 3 or min(self.split) < 0 or not abs(sum(self.split) - 1) <= 1e-6:  # NaN: refused
             raise ValueError(f"the mask/random/keep split must be 3 shares summing to 1, got {self.split}")
-        if self.static_masks < 1:
-            raise ValueError(f"static masking needs at least one mask, got {self.static_masks}")
 
 
 def special_token_mask(tokens, tok):

@@ -164,8 +164,8 @@ EXPERIMENTS = [
     Experiment(
         "masking", "Does dynamic masking (a new mask each epoch) beat BERT's static masking (fixed masks, each seen 4 "
                    "times)?",
-        arms=[Arm("static", {"masking": "static", "static_masks": STATIC_MASKS}), Arm("dynamic", {"masking": "dynamic"}),
-              CONTROL],
+        arms=[Arm("static", {"masking": "static", "static_masks": STATIC_MASKS}),
+              Arm("dynamic", {"masking": "dynamic"}), CONTROL],
         claims=[Claim("dynamic", "static", "dynamic masking is comparable or slightly better than static "
                                            "(Section 4.1)")],
         paper=PaperTable(

@@ -750,8 +750,6 @@ def test_a_static_mask_repeats_every_static_masks_epochs():
     masks = [datasets.data.mask_batch(ids, [0, 1, 2, 3], tok, 0, e, masking)[1] for e in range(6)]
     assert all(torch.equal(masks[e], masks[e + 3]) for e in range(3))
     assert not torch.equal(masks[0], masks[1])
-    with pytest.raises(ValueError, match="at least one mask"):
-        datasets.data.Masking(static_masks=0)
 
 
 def test_the_batch_sizes_learn_and_each_lr_is_bracketed():

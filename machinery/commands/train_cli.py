@@ -61,7 +61,7 @@ def options(recipes=train.RECIPES):
         ("tokens_per_batch", cli.number(int, 0), "doc-sentences and sentence-pair: tokens per update, as many "
                                                  "sequences as fit (Section 4.2; 0: batch-size x seq-len)"),
         ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
-        ("static_masks", masking("static_masks", int, "a whole number"),
+        ("static_masks", cli.number(int, 1),
          "--masking static: how many fixed masks, epoch e sees mask e %% N (BERT: 10)"),
         ("mask_rate", masking("rate", float, "a number"), "share of tokens that become targets, in (0, 1) (Section 4.1)"),
         ("mask_split", masking("split", lambda t: tuple(float(x) for x in t.split(",")), "numbers like 0.8,0.1,0.1"),

@@ -356,6 +356,9 @@ def code_hash(root=ROOT, paths=None):
     return h.hexdigest()[:12]
 
 
+AST_LOCK = threading.Lock()
+
+
 def imported(paths, root=ROOT):
     """`paths` (relative to root) and every project file they import, directly or through each other, wherever
     the import stands (its lines read, not run): the source of what they run."""
@@ -365,8 +368,8 @@ def imported(paths, root=ROOT):
         if path in seen:
             continue
         seen.add(path)
-        with open(os.path.join(root, path), "rb") as f:
-            tree = ast.parse(f.read())
+        with open(os.path.join(root, path), "rb") as f, AST_LOCK:  # CPython 3.11's ast.parse is not thread-safe
+            tree = ast.parse(f.read())                             # (gh-106905): experiments side by side
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
