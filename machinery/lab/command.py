@@ -246,12 +246,12 @@ def parser():
     p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one of: " +
                    ", ".join(e.name for e in experiments.EXPERIMENTS))
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
-                   help="classroom: <= 20 min per experiment on a 2-core CPU; gpu: ~1 hour on one GPU")
+                   help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: 3; --quick: 2)")
+    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's, classroom 5; --quick: 2)")
     p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
-                   "and its SST-2 dev accuracy tested (default for masking, formats, batch-size, text-encoding: "
-                   f"the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
+                   "and its SST-2 dev accuracy tested (default at the gpu scale for masking, formats, batch-size, "
+                   f"text-encoding: the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
     p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
     p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
                    "the runs on disk that finished (whatever code they ran with: the report names it)")
