@@ -248,7 +248,8 @@ def parser():
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's, classroom 5; --quick: 2)")
+    p.add_argument("--seeds", type=cli.number(int, 1),
+                   help="seeds per arm (default: the scale's, classroom 5; --quick: 2)")
     p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
                    "and its SST-2 dev accuracy tested (default at the gpu scale for masking, formats, batch-size, "
                    f"text-encoding: the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
