@@ -247,7 +247,7 @@ EXPERIMENTS = [
         claims=[Claim("char-level-0.6x", "byte-level", "byte-level BPE (50K) is slightly worse than BERT's "
                                                        "character-level BPE (30K) on some end tasks (Section 4.4)"),
                 Claim("char-level", "byte-level", "character units beat bytes at an equal vocabulary size (is it "
-                                                  "the unit or the size?)", beyond="this project's question"),
+                                                  "the unit or the size?)", beyond="this project's hypothesis"),
                 Claim("byte-level", "char-level-0.6x", "a universal encoding: byte-level BPE spells any text, so "
                                                        "it models non-English text better", metric="bpb_non_english"),
                 Claim("byte-level", "char-level-0.6x", "... and code", metric="bpb_code")],
