@@ -308,12 +308,13 @@ class Masking:
     rate:    the share of ordinary tokens selected as targets (BERT and RoBERTa: 15%)
     split:   of the selected, the shares shown as <mask>, as a random ordinary token, and unchanged
              (BERT's 80/10/10: the model cannot trust that an unmasked token is right)
-    dynamic: a new mask every epoch (RoBERTa) or BERT's static masking, the data duplicated 10 times
-             with 10 fixed masks (epoch e sees mask number e % 10)
+    dynamic: a new mask every epoch (RoBERTa) or BERT's static masking: `static_masks` fixed masks, epoch
+             e sees mask e % static_masks (BERT: the data duplicated 10 times, 10 masks over 40 epochs)
     """
     rate: float = 0.15
     split: tuple = (0.8, 0.1, 0.1)
     dynamic: bool = True
+    static_masks: int = 10
 
     def __post_init__(self):
         object.__setattr__(self, "split", tuple(float(x) for x in self.split))
@@ -375,8 +376,8 @@ def uniforms(keys, width, stream):
 def mask_batch(input_ids, example_ids, tok, seed, epoch, masking=Masking()):
     """Mask a batch with `mask_tokens`; every token's draws depend only on (seed, mask version, example
     index, position), so an example gets the same mask however batches are split over processes or resumed.
-    The mask version is the epoch (dynamic masking) or epoch % 10 (static)."""
-    version = epoch if masking.dynamic else epoch % 10
+    The mask version is the epoch (dynamic masking) or epoch % static_masks (static)."""
+    version = epoch if masking.dynamic else epoch % masking.static_masks
     keys = (np.asarray(example_ids, dtype=np.int64) * 1_000_003 + version) * 1_000_033 + seed
     draws = [uniforms(keys, input_ids.shape[1], stream) for stream in range(3)]  # splitmix64 hashes, no RNG state
     return mask_tokens(input_ids, tok, masking.rate, split=masking.split, draws=draws)

@@ -19,23 +19,29 @@ Each experiment is a declaration in EXPERIMENTS below: its question, its arms (t
 table and claims. The runner prints and runs the commands a user would type (bpe.py, data.py, train.py,
 finetune.py), every arm with several seeds, and scores every checkpoint on the same held-out documents, 15% of
 their tokens masked once (data.heldout_batches), whatever the run trained on (text-encoding's own tokenizers:
-bits per byte of the same text). Tokenizers learn from the training documents only. Finished runs whose
-settings and code (a hash of the sources) match are skipped, interrupted ones resumed; --overwrite retrains. Each prepared data file records the hash of
-the preparation's code (bpe.py, data.py and what they import) and is prepared again after an edit there.
+bits per byte of the same text). Tokenizers learn from the training documents only. Run k of every arm uses
+--seed k: the same initialisation, data order and masks wherever the arms read the same examples (the verdicts
+pair them). A run lives in OUT/_runs/<key>/seed<k>/, the key a hash of its train.py options and data, so the
+same run declared by two experiments (formats' full-sentences, text-encoding's byte-level, mask-rate's rate-15,
+data-and-steps' more-data) trains once. Finished runs whose settings and code (a hash of the sources) match are
+skipped, interrupted ones resumed; --overwrite retrains. Each prepared data file records the hash of the
+preparation's code (bpe.py, data.py and what they import) and is prepared again after an edit there.
 
-The paper's metric where it used one: masking, formats, batch-size and text-encoding finetune every checkpoint
-on SST-2 (finetune.py, the scale's recipe), from --glue DIR, else from `python data.py download glue-sst-2`;
-without it (or with --mlm-only) they run the MLM part and say how to get it. --glue adds SST-2 to the others.
-With SST-2 every experiment also runs CONTROL, the same finetuning from random weights, which must be beaten.
+The paper's metric where it used one: at the gpu scale masking, formats, batch-size and text-encoding finetune
+every checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
+SST-2 comes from --glue DIR, else from `python data.py download glue-sst-2`; without it (or with --mlm-only)
+they run the MLM part and say how to get it. At the classroom scale SST-2 is off unless --glue is given (each
+report says why, from Scale.probe); --glue adds SST-2 to every experiment. With SST-2 every experiment also runs
+CONTROL, the same finetuning from random weights, which SST-2 must beat to count.
 
-Outputs, in experiments/<name>/: results.json (every number and command), report.md (the paper's table beside
-ours, the verdicts), loss.png (with matplotlib), and <arm>/seed<k>/ (checkpoint, log.jsonl, run.json).
+Outputs, in experiments/<name>/: results.json (every number and command, each run's folder), report.md (the
+paper's table beside ours, the verdicts), loss.png (with matplotlib).
 
 A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
-SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py): a t-test, Holm over the
-experiment's tests, the learning gate, SST-2 only past a random-init control; "reproduced" only for the
-paper's own claims ("consistent with SOURCE" for a claim beyond it). The method, every verdict word and the
-report's legend are stated once, in docs/experiments/README.md. A --quick run gives no verdicts.
+SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py): a paired t-test, Holm over the
+experiment's tests, the learning gate in every seed, SST-2 only past a random-init control; "reproduced" only
+for the paper's own claims ("consistent with SOURCE" for a claim beyond it). The method, every verdict word and
+the report's legend are stated once, in docs/experiments/README.md. A --quick run gives no verdicts.
 """
 from dataclasses import dataclass, field
 
@@ -99,6 +105,9 @@ class Experiment:
     heldout: str = "full"                        # whose held-out split scores it: "full" (the reported held-out
                                                  # documents) or "tune" (the tuning split: for choosing settings)
     seeds: int = 0                               # 0: the scale's
+    epochs: int = 0                              # > 0: every arm trains exactly this many epochs of its data
+                                                 # (x --steps-factor; max_steps set from the data, the base's
+                                                 # max_steps then only the time estimate of `list`)
     equal_tokens: bool = False                   # every arm's update holds as many tokens as FULL-SENTENCES'
     note: str = ""                               # how to read the result
     metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
@@ -106,12 +115,20 @@ class Experiment:
 
 
 # ---------------------------------------------------------------------------------------- the experiments
-# Table 3 at classroom scale: 25,600 sequences of 64 tokens for every batch size (batches of 4, 32 and 128 stand
-# for the paper's 256, 2K and 8K), each arm at the learning rate `batch-size-grid` chose for it on the tuning
-# split (training documents no run trains on, never the reported held-out ones).
-BATCHES = {"bsz-256": 1, "bsz-2k": 8, "bsz-8k": 32}         # x the base batch, / its steps
-GRID_LR = {"bsz-256": [0.5e-3, 1e-3, 2e-3], "bsz-2k": [1e-3, 2e-3, 3.5e-3, 7e-3, 14e-3], "bsz-8k": [2e-3, 5e-3, 10e-3, 20e-3]}
-TUNED_LR = {"bsz-256": 0.001, "bsz-2k": 0.001, "bsz-8k": 0.002}  # the grid's choice (BENCHMARKS.md)
+# Section 4.1 at classroom scale: 12 epochs of the slice with 3 static masks, each seen 4 times (BERT: 40 / 10).
+MASKING_EPOCHS, STATIC_MASKS = 12, 3
+
+# Table 3 at classroom scale: 25,600 sequences of 64 tokens for every batch size; batches of 8, 16 and 32 stand
+# for the paper's 256, 2K and 8K (its ratios 1:8:32 compressed to 1:2:4, so that the largest batch still makes
+# the 800 updates a classroom model needs to leave the unigram plateau: at 1:8:32 it made 200 and did not learn
+# at any lr, and 800 updates of 32 x 128 sequences would cost the smallest batch 25,600 updates, over the
+# budget). Each arm at the lr `batch-size-grid` chose for it on the tuning split (training documents no run
+# trains on, never the reported held-out ones), 2 seeds per grid point, its choice inside its grid.
+BATCHES = {"bsz-256": 1, "bsz-2k": 2, "bsz-8k": 4}          # x the base batch, / its steps
+GRID_LR = {name: [0.5e-3, 1e-3, 2e-3] for name in BATCHES}  # the old grid's best for 4 and 32 sequences: 1e-3
+GRID_SEEDS = 2
+TUNED_LR = {"bsz-256": 0.001, "bsz-2k": 0.001, "bsz-8k": 0.001}  # to be set from `batch-size-grid` (see Power
+                                                                  # in docs/experiments/README.md)
 
 
 def batch_arm(name, lr, suffix=""):
@@ -123,8 +140,10 @@ def batch_arm(name, lr, suffix=""):
 # (seeds, evaluation, report, verdicts) follows. See EXERCISES.md.
 EXPERIMENTS = [
     Experiment(
-        "masking", "Does dynamic masking (a new mask each epoch) beat BERT's static masking (10 fixed masks)?",
-        arms=[Arm("static", {"masking": "static"}), Arm("dynamic", {"masking": "dynamic"}), CONTROL],
+        "masking", "Does dynamic masking (a new mask each epoch) beat BERT's static masking (fixed masks, each seen 4 "
+                   "times)?",
+        arms=[Arm("static", {"masking": "static", "static_masks": STATIC_MASKS}),
+              Arm("dynamic", {"masking": "dynamic"}), CONTROL],
         claims=[Claim("dynamic", "static", "dynamic masking is comparable or slightly better than static "
                                            "(Section 4.1)")],
         paper=PaperTable(
@@ -133,12 +152,13 @@ EXPERIMENTS = [
             "Masking", [("SQuAD 2.0", "higher"), ("MNLI-m", "higher"), ("SST-2", "higher")],
             [("reference", None, ["76.3", "84.3", "92.8"]), ("static", "static", ["78.3", "84.3", "92.5"]),
              ("dynamic", "dynamic", ["78.7", "84.0", "92.9"])]),
-        base={"max_steps": Times(1.25)}, data="slice", downstream=True,
-        note="BERT's static masking duplicates the data 10 times with 10 masks and trains 40 epochs, so each "
-             "mask is seen 4 times. Here the runs train on a quarter of the training documents, 12 epochs (so "
-             "each static mask is seen about 1.2 times; static and dynamic are identical for the first 10 "
-             "epochs): the smallest share on which the arms learn within the classroom budget (on a tenth, "
-             "the earlier runs' 40 epochs, they did not)."),
+        base={"max_steps": Times(1.25)}, data="slice", epochs=MASKING_EPOCHS, downstream=True,
+        note=f"BERT's static masking duplicates the data 10 times with 10 masks and trains 40 epochs, so each "
+             f"mask is seen 4 times. Here the runs train {MASKING_EPOCHS} epochs of a quarter of the training "
+             f"documents with {STATIC_MASKS} static masks, so each is seen {MASKING_EPOCHS // STATIC_MASKS} times, "
+             f"as BERT's, and dynamic masking gives every epoch a new one: a quarter is the smallest share on "
+             f"which the arms learn within the classroom budget (on a tenth, 40 epochs, they did not), so the "
+             f"repetition comes from fewer masks rather than more epochs."),
     Experiment(
         "formats", "Which input format is best: sentence pairs with NSP, or packed full sentences without it?",
         arms=[Arm("segment-pair", {"format": "segment-pair"}), Arm("sentence-pair", {"format": "sentence-pair"}),
@@ -181,19 +201,22 @@ EXPERIMENTS = [
             [("256", "bsz-256", ["1M", "1e-4", "3.99", "84.7", "92.7"]),
              ("2K", "bsz-2k", ["125K", "7e-4", "3.68", "85.2", "92.9"]),
              ("8K", "bsz-8k", ["31K", "1e-3", "3.77", "84.6", "92.8"])]),
-        base={"seq_len": 64, "batch_size": Times(0.5), "max_steps": Times(4)}, data="tune", downstream=True,
-        note="Batches of 4, 32 and 128 sequences of 64 tokens (the paper's ratios x8 and x32, steps /8 and /32): "
-             "25,600 sequences for every arm, so that the smallest batch makes 6,400 updates and the largest "
-             "200. Each arm's lr is the best of a grid of three chosen on the tuning split by `python "
-             "experiments.py batch-size-grid` (BENCHMARKS.md), warmup 10% of its updates; every arm trains on "
-             "the training documents less that split."),
+        base={"seq_len": 64, "max_steps": Times(2)}, data="tune", downstream=True,
+        note="Batches of 8, 16 and 32 sequences of 64 tokens (the paper's ratios 8 and 32 compressed to 2 and 4, "
+             "steps /2 and /4): 25,600 sequences for every arm, so that the smallest batch makes 3,200 updates and "
+             "the largest 800, the fewest with which a classroom model learned. Each arm's lr is the best of a "
+             "grid of three (2 seeds a point) chosen on the tuning split by `python experiments.py "
+             "batch-size-grid`; warmup is 10% of each arm's updates, the same share of its sequences for every "
+             "arm (not tuned: a fixed share keeps the schedules alike, and the grid's budget goes to the seeds); "
+             "every arm trains on the training documents less that split."),
     Experiment(
         "batch-size-grid", "Which lr suits each batch size? (the tuning behind batch-size; scored on the tuning "
                            "split, never the reported held-out documents)",
         arms=[batch_arm(name, lr, f"-lr{lr:g}") for name in BATCHES for lr in GRID_LR[name]], claims=[],
-        base={"seq_len": 64, "batch_size": Times(0.5), "max_steps": Times(4)}, data="tune", heldout="tune", seeds=1,
-        note="One seed per point. Each batch size takes the lr with the lowest held-out loss here (on the tuning "
-             "split: training documents that no run of batch-size trains on); batch-size declares it (TUNED_LR)."),
+        base={"seq_len": 64, "max_steps": Times(2)}, data="tune", heldout="tune", seeds=GRID_SEEDS,
+        note="Two seeds per point. Each batch size takes the lr with the lowest mean held-out loss here (on the "
+             "tuning split: training documents that no run of batch-size trains on), which must lie inside its "
+             "grid, not at an edge; batch-size declares it (TUNED_LR)."),
     Experiment(
         "text-encoding", "Byte-level BPE (RoBERTa) or character-level BPE (BERT): what does each cost on English, "
                          "on other languages and on code?",
@@ -224,11 +247,9 @@ EXPERIMENTS = [
     Experiment(
         "data-and-steps", "Does more data help at the same number of steps, and more steps on the same data?",
         arms=[Arm("less-data", {}, data="slice"), Arm("more-data", {}),
-              Arm("more-data-2x-steps", {"max_steps": Times(2)}), Arm("more-data-3x-steps", {"max_steps": Times(3)}),
-              CONTROL],
+              Arm("more-data-2x-steps", {"max_steps": Times(2)}), CONTROL],
         claims=[Claim("more-data", "less-data", "more data improves performance at the same steps (16GB -> 160GB)"),
-                Claim("more-data-2x-steps", "more-data", "pretraining longer helps (100K -> 300K steps)"),
-                Claim("more-data-3x-steps", "more-data-2x-steps", "pretraining even longer helps (300K -> 500K)")],
+                Claim("more-data-2x-steps", "more-data", "pretraining longer helps (100K -> 300K steps)")],
         paper=PaperTable(
             "Table 4 (Section 5)", "RoBERTa (BERT-large architecture) as it pretrains over more data and for "
             "longer; each row adds to the one above. Dev F1 for SQuAD, accuracy for MNLI-m and SST-2.",
@@ -237,12 +258,13 @@ EXPERIMENTS = [
             [("with BOOKS + WIKI", "less-data", ["16GB", "8K", "100K", "93.6/87.3", "89.0", "95.3"]),
              ("+ additional data", "more-data", ["160GB", "8K", "100K", "94.0/87.7", "89.3", "95.6"]),
              ("+ pretrain longer", "more-data-2x-steps", ["160GB", "8K", "300K", "94.4/88.7", "90.0", "96.1"]),
-             ("+ pretrain even longer", "more-data-3x-steps", ["160GB", "8K", "500K", "94.6/89.4", "90.2", "96.4"])]),
-        base={"max_steps": Times(0.75)},
+             ("+ pretrain even longer", None, ["160GB", "8K", "500K", "94.6/89.4", "90.2", "96.4"])]),
         note="Less data is every fourth training document (the paper: 16GB of 160GB, a tenth; on a tenth the "
              "classroom model does not learn); all arms are evaluated on the same held-out documents. The "
-             "paper's 100K, 300K and 500K steps are 1x, 2x and 3x of 1,200 updates here: at 800 updates the "
-             "1x arms stay on the unigram plateau, and 1x, 3x and 5x of 1,200 would take about 28 minutes."),
+             "paper's 100K and 300K steps are 1x and 2x of the scale's 1,600 updates here (more-data is the same "
+             "run as formats' full-sentences, trained once): at 1,200 updates one seed of less-data stayed above "
+             "the unigram baseline, and a third arm (3x) would take this experiment past 25 minutes at 5 seeds, "
+             "so the paper's 500K row is shown, not run."),
     Experiment(
         "mask-rate", "Is 15% the right share of tokens to mask, or do 30% and 40% train better?",
         arms=[Arm("rate-15", {"mask_rate": 0.15}), Arm("rate-30", {"mask_rate": 0.30}),
@@ -250,8 +272,9 @@ EXPERIMENTS = [
         claims=[Claim("rate-40", "rate-15", "Wettig et al. 2023 (arXiv:2202.08005): masking 40% outperforms "
                                             "15% for BERT-large, on GLUE and SQuAD", source="Wettig et al."),
                 Claim("rate-30", "rate-15", "the same trend at 30%", source="Wettig et al.")],
-        note="Every arm is evaluated on the same held-out masks at 15%, whatever rate it trained at. Wettig et "
-             "al. find that larger models favour higher rates: a tiny model may not."),
+        note="Every arm is evaluated on the same held-out masks at 15%, whatever rate it trained at: an MLM proxy "
+             "of Wettig et al.'s downstream claim about large models, where a 40% arm also gets 2.7x the targets "
+             "per update. They find that larger models favour higher rates: a tiny model may not."),
 ]
 
 
@@ -267,22 +290,31 @@ class Scale:
     corpus: str                  # "builtin", "builtin-quick" (its first part) or "wikitext-103"
     seeds: int
     eval_sequences: int          # held-out sequences per evaluation (train.py's curves)
-    tokens_per_s: float          # for the time estimates of `list`
+    tokens_per_s: float          # for the time estimates of `list`: one run's speed, two side by side (--jobs 2)
     overhead_s: float            # per run: start, evaluations, saving
     finetune: dict               # finetune.py options with --glue
     measured: bool               # tokens_per_s measured (True) or assumed (False)
     workers: int = 2
     threads: int = 0             # OMP_NUM_THREADS for the runs (0: torch's choice; with --jobs, cores / jobs)
     finetune_s: float = 0        # per run when finetuned on SST-2, two side by side (for the time estimates of `list`)
+    update_s: float = 0.0        # per update, whatever its size (batching, masking, the optimizer), for `list`
+    downstream: bool = True      # SST-2 finetuned by default where an experiment is scored downstream
+    probe: dict = None           # why not, measured: the pilots' figures that the reports state
+    whole_epochs: bool = True    # Experiment.epochs honoured (False: the declared max_steps, for seconds-long runs)
 
+
+# The classroom's SST-2 probe as measured in the six experiments' runs of 2026-12-03 (BENCHMARKS.md): why it is off
+# by default there. tokens_per_s and update_s above: a line through the wall times of that batch-size grid's runs
+# (4 x 64 tokens: 44 ms an update; 32 x 64: 150 ms; 128 x 64: 500 ms), one thread, two runs side by side.
+PROBE = dict(control=50.92, pretrained=(52, 59), counted=0, verdicts=16, seconds=(20, 35), share="a quarter")
 
 SCALES = {
     "classroom": Scale("classroom", dict(config="tiny", seq_len=128, batch_size=8, lr=2e-3, max_steps=1600,
                                          dropout=0.0),
-                       vocab_size=4096, valid_fraction=0.05, slice_every=4, corpus="builtin", seeds=3,
-                       eval_sequences=100_000, tokens_per_s=25_000, overhead_s=6, measured=True,
+                       vocab_size=4096, valid_fraction=0.05, slice_every=4, corpus="builtin", seeds=5,
+                       eval_sequences=100_000, tokens_per_s=17_000, update_s=0.029, overhead_s=10, measured=True,
                        finetune=dict(epochs=3, max_train_examples=1000, batch_size=32, lr=3e-4, max_seq_len=64),
-                       finetune_s=18),
+                       finetune_s=30, downstream=False, probe=PROBE),
     "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4,
                              max_steps=2000, amp="bf16", device="cuda"),
                  vocab_size=32768, valid_fraction=0.005, slice_every=10, corpus="wikitext-103", seeds=3,
@@ -291,6 +323,7 @@ SCALES = {
     "quick": Scale("quick", dict(config="tiny", seq_len=32, batch_size=4, lr=1e-3, max_steps=16, device="cpu"),
                    vocab_size=512, valid_fraction=0.1, slice_every=10, corpus="builtin-quick", seeds=2,
                    eval_sequences=24, tokens_per_s=3000, overhead_s=4, measured=True, workers=1, threads=1,
+                   whole_epochs=False,
                    finetune=dict(epochs=1, max_train_examples=64, max_eval_examples=64, batch_size=16, lr=1e-3,
                                  max_seq_len=64)),
 }

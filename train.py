@@ -91,15 +91,7 @@ def setup_distributed(device_name):
     process. cpu_group: a gloo group for the small CPU-side all-reduces (no device sync on a GPU)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    name = device_name or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available (use --device cpu)")
-    device = torch.device(name)
-    if device.type == "cuda":
-        device = torch.device("cuda", local if device.index is None else device.index)
-        if device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-        torch.cuda.set_device(device)
+    device = speed.pick_device(device_name, local)  # machinery: cuda:LOCAL_RANK when available, checked and set
     if world == 1:
         return rank, world, device, None
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -229,17 +221,6 @@ class Trainer(NamedTuple):
     world: int
     cpu_group: object
     static: object = None    # compiled: the one shape of every micro-batch (machinery: speed.StaticShape)
-
-
-def fitting_micro_batch(cfg, model_cfg, world, device, rank, cpu_group):
-    """--micro-batch-size when given; else as many of this process's sequences per update as the device's free
-    memory holds, estimated from the shapes before anything is allocated (machinery: or a one-line refusal)."""
-    if cfg.micro_batch_size:
-        return cfg.micro_batch_size
-    with torch.device("meta"):  # the parameter count, without allocating the parameters
-        n_params = roberta.num_parameters(roberta.RobertaForMaskedLM(model_cfg))
-    return memory.fitting_micro_batch(model_cfg, n_params, cfg.seq_len, cfg.amp != "none", cfg.masking.rate,
-                                      max(cfg.batch_size // world, 1), device, rank == 0, group=cpu_group)
 
 
 def make_trainer(cfg, model_cfg, tok, rank, world, device, cpu_group, ckpt, micro, start, n_examples):
@@ -405,8 +386,13 @@ def start(cfg, rank, world, device, cpu_group, examples):
     ckpt = run_folder.read_resume(cfg, tok_hash, begin and begin.lineage) if cfg.resume else \
         run_folder.check_fresh_out(cfg, rank == 0, tok)
     cfg, model_cfg = model_config(cfg, tok, begin, ckpt)
-    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3)
-    micro = fitting_micro_batch(cfg, model_cfg, world, device, rank, cpu_group)
+    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3): --micro-batch-size,
+    # else as many as the device's free memory holds (machinery: estimated before anything is allocated; ranks agree)
+    with torch.device("meta"):  # the parameter count, without allocating the parameters
+        n_params = roberta.num_parameters(roberta.RobertaForMaskedLM(model_cfg))
+    micro = cfg.micro_batch_size or memory.fitting_micro_batch(model_cfg, n_params, cfg.seq_len, cfg.amp != "none",
+                                                               cfg.masking.rate, max(cfg.batch_size // world, 1),
+                                                               device, rank == 0, group=cpu_group)
     if examples is None:  # Section 4.2: the examples of the --format, each with its length in tokens
         ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
         examples = ex, data.example_lengths(ex, cfg.format, cfg.seq_len)

@@ -102,7 +102,7 @@ def test_experiments_find_sst2_where_data_py_download_puts_it(tmp_path, monkeypa
     monkeypatch.setattr(corpora, "DEFAULT_CACHE", str(tmp_path / "cache"))
     data_cli.main(["download", name, "--cache", str(tmp_path / "cache")])
     masking = next(e for e in experiments.EXPERIMENTS if e.name == "masking")
-    found = command.downstream_folder(masking, command.parser().parse_args(["masking"]))
+    found = command.downstream_folder(masking, command.parser().parse_args(["masking"]), experiments.SCALES["gpu"])
     assert found == str(tmp_path / "cache" / name) and os.path.isfile(os.path.join(found, "SST-2", "dev.tsv"))
     assert f"python data.py download {name}" in experiments.__doc__
 

@@ -198,6 +198,21 @@ class Meter:
 
 
 # ---------------------------------------------------------------------------------------- numerics
+def pick_device(name, local_rank):
+    """--device: "" is cuda when available (this process's GPU: cuda:LOCAL_RANK), else cpu; a CUDA device is
+    checked to exist and made the current one (NCCL needs it before the process group starts)."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available (use --device cpu)")
+    device = torch.device(name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+        torch.cuda.set_device(device)
+    return device
+
+
 def numerics(device, amp, deterministic, master):
     """TF32, an explicit choice: with --amp none on CUDA, float32 matmuls run on the tensor cores as TF32 (a 10-bit
     mantissa; torch's default is full float32), said in one line, and MFU takes the TF32 peak (spec_peak). CPUs

@@ -61,6 +61,8 @@ def options(recipes=train.RECIPES):
         ("tokens_per_batch", cli.number(int, 0), "doc-sentences and sentence-pair: tokens per update, as many "
                                                  "sequences as fit (Section 4.2; 0: batch-size x seq-len)"),
         ("masking", ["dynamic", "static"], "a new mask every epoch, or one of 10 fixed masks (Section 4.1)"),
+        ("static_masks", cli.number(int, 1),
+         "--masking static: how many fixed masks, epoch e sees mask e %% N (BERT: 10)"),
         ("mask_rate", masking("rate", float, "a number"), "share of tokens that become targets, in (0, 1) (Section 4.1)"),
         ("mask_split", masking("split", lambda t: tuple(float(x) for x in t.split(",")), "numbers like 0.8,0.1,0.1"),
          "of the targets: shown as <mask>, random, unchanged (three shares >= 0, summing to 1)"),
@@ -92,7 +94,8 @@ def parse(argv, recipes=train.RECIPES):
         f"{d['masking'].rate:.0%} masking, dropout {d['dropout']}; it takes only --out, --max-steps, --seed, --device "
         f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
-                "masking": "dynamic", "device": "cuda when available", "data": "none: the built-in demo",
+                "masking": "dynamic", "static_masks": data.Masking.static_masks, "device": "cuda when available",
+                "data": "none: the built-in demo",
                 "micro_batch_size": "batch-size / processes if it fits the device's free memory, else the largest "
                                     "power of two that does, said in one line",
                 "init_from": "none: random weights"}
@@ -116,7 +119,8 @@ def config_from_args(args, recipes=train.RECIPES):
     given = {k: v for k, v in vars(args).items() if v is not None}
     masking = data.Masking(rate=given.pop("mask_rate", data.Masking.rate),
                            split=given.pop("mask_split", data.Masking.split),
-                           dynamic=given.pop("masking", "dynamic") == "dynamic")
+                           dynamic=given.pop("masking", "dynamic") == "dynamic",
+                           static_masks=given.pop("static_masks", data.Masking.static_masks))
     cfg = train.TrainConfig(**{**recipes[args.config or "tiny"], **given, "masking": masking})
     cli.warn_short_warmup(cfg)
     return cfg

@@ -140,7 +140,8 @@ def read_resume(cfg, tok_hash, lineage=None):
     return ckpt
 
 
-MASKING_OPTIONS = {"rate": "--mask-rate", "split": "--mask-split", "dynamic": "--masking"}
+MASKING_OPTIONS = {"rate": "--mask-rate", "split": "--mask-split", "dynamic": "--masking",
+                   "static_masks": "--static-masks"}
 
 
 def masking_change(was, now):

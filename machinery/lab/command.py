@@ -3,6 +3,7 @@ judged, its report written), and the options. experiments.py holds the declarati
 `python experiments.py` hands over to main here.
 """
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -32,7 +33,7 @@ def run_experiment(exp, args):
     chosen = runner.chosen_arms(exp, args.arms)
     args.code = runner.code_hash()
     runner.say(f"[{exp.name}] {exp.question}\n[{exp.name}] preparing the data ({scale.name} scale)")
-    args.finetune_on = downstream_folder(exp, args)  # SST-2's folder, or None: the MLM part only
+    args.finetune_on = downstream_folder(exp, args, scale)  # SST-2's folder, or None: the MLM part only
     prepared = datasets.prepare(scale, args, {a.data or exp.data for a in chosen} | {exp.heldout}, chosen, exp.arms)
     planned = runner.plan(exp, scale, args, prepared)
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
@@ -52,10 +53,11 @@ def run_experiment(exp, args):
     return results
 
 
-def downstream_folder(exp, args):
+def downstream_folder(exp, args, scale):
     """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (for an experiment scored
-    downstream) the download cache's; None when it is absent, or with --mlm-only: the MLM part only."""
-    if args.mlm_only or not (args.glue or exp.downstream):
+    downstream, at a scale where SST-2 is on by default) the download cache's; None when it is absent, or with
+    --mlm-only: the MLM part only."""
+    if args.mlm_only or not (args.glue or (exp.downstream and scale.downstream)):
         return None
     folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, experiments.GLUE_DOWNLOAD)
     if os.path.isfile(os.path.join(folder, "SST-2", "train.tsv")):
@@ -98,7 +100,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
             "arm_baselines": unigram,
             "not_run": [a.name for a in exp.arms if a.name not in ran and (args.finetune_on or not a.finetune)],
-            "glue": args.finetune_on, "runs": records,
+            "glue": args.finetune_on, "downstream_off": downstream_off(exp, scale, args.finetune_on), "runs": records,
             "arms": arms, "verdicts": verdicts,
             "verdict": reports.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
@@ -120,8 +122,22 @@ def earlier_wall(exp, args):
     return earlier.get("wall_seconds", 0.0)
 
 
+def downstream_off(exp, scale, glue):
+    """Why an experiment scored downstream has no SST-2 here: a sentence from the scale's measured probe."""
+    if glue or not exp.downstream or scale.downstream or not scale.probe:
+        return ""
+    p = scale.probe
+    return (f"SST-2 is off by default at the {scale.name} scale (--glue DIR adds it): in the runs that chose this, "
+            f"the random-init control stayed at {p['control']:g}% in every seed while pretrained arms reached "
+            f"{p['pretrained'][0]}-{p['pretrained'][1]}%, SST-2 counted in {p['counted']} of {p['verdicts']} "
+            f"verdicts, and each finetuning took {p['seconds'][0]}-{p['seconds'][1]} s, {p['share']} of an "
+            f"experiment's wall time: those seconds pay for more seeds.")
+
+
 def write_outputs(exp, scale, args, results, runs):
     """results.json, report.md and loss.png (when matplotlib is installed) in OUT/<name>/; (report, png)."""
+    if results.get("downstream_off"):  # the report's note says why SST-2 is not here
+        exp = dataclasses.replace(exp, note=f"{exp.note} {results['downstream_off']}".strip())
     folder = os.path.join(args.out, exp.name)
     os.makedirs(folder, exist_ok=True)
     files.write_atomic(os.path.join(folder, "results.json"), files.json_text(results, indent=2))
@@ -151,14 +167,26 @@ def invocation(exp, args):
 
 
 # ---------------------------------------------------------------------------------------- command line
-def estimate_minutes(exp, scale):
-    base = runner.base_options(exp, scale)
-    seconds = 0.0
+def run_seconds(exp, scale):
+    """{a run's settings: its estimated seconds} of every run the experiment declares by default at this scale:
+    steps x (the scale's per-update cost + tokens / its speed) + its overhead (+ SST-2 where it is on)."""
+    base, out = runner.base_options(exp, scale), {}
+    downstream = exp.downstream and scale.downstream
     for arm in exp.arms:
+        if arm.finetune and not downstream:
+            continue  # the control runs only with SST-2
         o = runner.apply(base, arm.options)
-        seconds += (exp.seeds or scale.seeds) * (o["max_steps"] * o["batch_size"] * o["seq_len"] / scale.tokens_per_s
-                                  + scale.overhead_s + (scale.finetune_s if exp.downstream else 0))
-    return seconds / 60
+        each = o["max_steps"] * (scale.update_s + o["batch_size"] * o["seq_len"] / scale.tokens_per_s) + \
+            scale.overhead_s + (scale.finetune_s if downstream else 0)
+        words = runner.option_words({k: v for k, v in o.items() if k != "max_steps" or not arm.finetune})
+        for seed in range(exp.seeds or scale.seeds):
+            out[(arm.data or exp.data, arm.tokenizer, arm.vocab, arm.finetune, *words, seed)] = each
+    return out
+
+
+def estimate_minutes(exp, scale, jobs=2):
+    """An experiment's wall time at --jobs 2, from scratch."""
+    return sum(run_seconds(exp, scale).values()) / jobs / 60
 
 
 def list_experiments():
@@ -166,9 +194,19 @@ def list_experiments():
         source = exp.paper.source if exp.paper else "beyond the paper"
         times = ", ".join(f"{name} ~{estimate_minutes(exp, s):.0f} min" + ("" if s.measured else " (assumed speed)")
                           for name, s in experiments.SCALES.items() if name != "quick")
+        scale = experiments.SCALES["classroom"]
         print(f"{exp.name:<15} {source}: {exp.question}\n{'':15} {len(exp.arms)} arms: "
-              f"{', '.join(a.name for a in exp.arms)}; {experiments.SCALES['classroom'].seeds} seeds each"
-              + ("; + SST-2 finetuning" if exp.downstream else "") + f"; {times}; --quick: seconds")
+              f"{', '.join(a.name for a in exp.arms)}; {exp.seeds or scale.seeds} seeds each"
+              + ("; + SST-2 finetuning (classroom: with --glue)" if exp.downstream else "")
+              + f"; {times} with --jobs 2; --quick: seconds")
+    for name, scale in experiments.SCALES.items():
+        if name != "quick":
+            shared = {}  # a run two experiments declare counts once
+            for exp in experiments.EXPERIMENTS:
+                if exp.claims:
+                    shared.update(run_seconds(exp, scale))
+            print(f"all, {name} scale: ~{sum(shared.values()) / 2 / 60:.0f} min with --jobs 2 (each shared run once; "
+                  f"batch-size-grid, which `all` leaves out, adds its own)")
 
 
 def experiment_name(text):
@@ -198,12 +236,13 @@ def parser():
     p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one of: " +
                    ", ".join(e.name for e in experiments.EXPERIMENTS))
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
-                   help="classroom: <= 20 min per experiment on a 2-core CPU; gpu: ~1 hour on one GPU")
+                   help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: 3; --quick: 2)")
+    p.add_argument("--seeds", type=cli.number(int, 1),
+                   help="seeds per arm (default: the scale's, classroom 5; --quick: 2)")
     p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
-                   "and its SST-2 dev accuracy tested (default for masking, formats, batch-size, text-encoding: "
-                   f"the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
+                   "and its SST-2 dev accuracy tested (default at the gpu scale for masking, formats, batch-size, "
+                   f"text-encoding: the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
     p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
     p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
                    "the runs on disk that finished (whatever code they ran with: the report names it)")

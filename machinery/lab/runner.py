@@ -137,10 +137,32 @@ class Run:
     @property
     def argv(self):
         """The train.py command of this run."""
-        argv = ["python", script("train.py"), "--data", self.data, "--out", self.folder]
-        for key, value in self.options.items():
-            argv += flag(key, value).split(" ", 1)
-        return argv + list(self.flags)
+        return ["python", script("train.py"), "--data", self.data, "--out", self.folder] + option_words(self.options) \
+            + list(self.flags)
+
+
+# An arm's option at train.py's own default is left out of its command, so that the same run declared two ways
+# (formats' --format full-sentences, mask-rate's --mask-rate 0.15, text-encoding's byte-level: none) is one command.
+TRAIN_DEFAULTS = {"format": "full-sentences", "mask_rate": data.Masking.rate, "masking": "dynamic"}
+
+
+def option_words(options):
+    """train.py options as typed, those at train.py's default (TRAIN_DEFAULTS) left out."""
+    words = []
+    for key, value in options.items():
+        if TRAIN_DEFAULTS.get(key, object()) != value:
+            words += flag(key, value).split(" ", 1)
+    return words
+
+
+def run_folder(out, data_dir, options, flags, heldout, corpus, finetune):
+    """OUT/_runs/<key>/seed<k>: the key a hash of everything that makes the run and its record (its train.py
+    options but the seed, its data, where it is scored, its finetuning), so that an arm declared by two
+    experiments is one run, trained and scored once."""
+    what = [data_dir, option_words({k: v for k, v in options.items() if k != "seed"}), list(flags), heldout, corpus,
+            finetune]
+    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:10]
+    return os.path.join(out, "_runs", key, f"seed{options['seed']}")
 
 
 def flag(key, value):
@@ -188,7 +210,8 @@ def parse_train_args(text):
 
 
 def plan(exp, scale, args, prepared):
-    """Every run of the experiment: arm x seed, with its folder and train.py options."""
+    """Every run of the experiment: arm x seed, with its folder and train.py options. Run k of every arm has
+    --seed k (train.py: its initialisation, data order, masks), so the arms of one seed are paired."""
     base = base_options(exp, scale, args.steps_factor)
     extra, flags = parse_train_args(args.train_args)
     per_update = update_tokens(exp, base, prepared)
@@ -199,6 +222,9 @@ def plan(exp, scale, args, prepared):
         options = {**apply(base, arm.options), **extra}
         fitted = per_update.get(options.get("format"), {})
         options.update(fitted)
+        if exp.epochs and scale.whole_epochs and not arm.finetune:
+            options["max_steps"] = epoch_steps(prepared.folders[arm.data or exp.data], options,
+                                               max(1, round(exp.epochs * args.steps_factor)))
         steps = options["max_steps"]
         options.setdefault("warmup_steps", max(1, round(0.1 * steps)))
         options.update(log_interval=max(1, steps // 40), eval_interval=max(1, steps // 8),
@@ -206,45 +232,89 @@ def plan(exp, scale, args, prepared):
         if args.device:
             options["device"] = args.device
         own = char_key(arm, args.vocab_size or scale.vocab_size)  # its own tokenizer's data
+        train_dir, heldout = prepared.folders[own or arm.data or exp.data], prepared.folders[own or exp.heldout]
         for seed in range(args.seeds or exp.seeds or scale.seeds):
-            runs.append(Run(arm, seed, os.path.join(args.out, exp.name, arm.name, f"seed{seed}"),
-                            {**options, "seed": seed}, prepared.folders[own or arm.data or exp.data],
-                            prepared.folders[own or exp.heldout], tuple(flags),
-                            prepared.corpus if exp.metric == "bits_per_byte" else "", tuple(fitted)))
+            seeded = {**options, "seed": seed}
+            runs.append(Run(arm, seed, run_folder(args.out, train_dir, seeded, flags, heldout, prepared.corpus,
+                                                  arm.finetune), seeded, train_dir, heldout, tuple(flags),
+                            prepared.corpus, tuple(fitted)))
     return runs
 
 
-SAMPLE_TOKENS = 2_000_000       # equal tokens per update: the mean lengths measured on this many training tokens
+def epoch_steps(folder, options, epochs):
+    """The updates of exactly `epochs` epochs of `folder`'s training examples in batches of --batch-size (an
+    epoch's incomplete last batch is dropped: data.budget_batches); the declared max_steps when the data is not
+    prepared (a plan made without it)."""
+    if not os.path.isfile(os.path.join(folder, "meta.json")):
+        return options["max_steps"]
+    tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
+    tokens, ends, _ = prepared.load_split(folder, "train")
+    n = len(data.examples(tokens, ends, options.get("format", "full-sentences"), options["seq_len"], tok.eos_id))
+    return epochs * max(1, n // options["batch_size"])
+
+
+SAMPLE_TOKENS = 2_000_000       # equal tokens: the formats' batches measured on this many training tokens
+
+
+def real_lengths(tokens, ex, fmt, seq_len, eos_id):
+    """The real tokens of each example as train.py collates it (data.collate): <s> and a block for the single-
+    segment formats; a pair without the </s> inside its segments, cut to fit, and its four special tokens."""
+    if not data.FORMATS[fmt].pairs:
+        return np.minimum(ex["a_end"] - ex["a_start"] + 1, seq_len)
+    ends = np.concatenate([[0], np.cumsum(np.asarray(tokens) == eos_id)])
+    la = ex["a_end"] - ex["a_start"] - (ends[ex["a_end"]] - ends[ex["a_start"]])
+    lb = ex["b_end"] - ex["b_start"] - (ends[ex["b_end"]] - ends[ex["b_start"]])
+    la, lb = data.truncate_pair(la, lb, seq_len - 4)
+    return la + lb + 4
+
+
+def run_tokens(tokens, ends, eos_id, fmt, options, seed=0):
+    """The real tokens a run of these options reads in its max_steps updates, epoch after epoch, as train.py
+    batches them (data.epoch_batches: budget formats by example_lengths, up to --tokens-per-batch)."""
+    seq_len, size = options["seq_len"], options["batch_size"]
+    ex = data.examples(tokens, ends, fmt, seq_len, eos_id, seed)
+    lengths, real = data.example_lengths(ex, fmt, seq_len), real_lengths(tokens, ex, fmt, seq_len, eos_id)
+    budget = (options.get("tokens_per_batch") or size * seq_len) if data.FORMATS[fmt].by_tokens else None
+    total, left, epoch = 0, options["max_steps"], 0
+    while left > 0:
+        found = data.epoch_batches(lengths, size, seed, epoch, budget)
+        sums = [int(real[found.get(i)].sum()) for i in range(min(left, len(found)))]
+        if not sums:
+            raise ValueError(f"{fmt}: too little data for one batch")
+        total, left, epoch = total + sum(sums), left - len(sums), epoch + 1
+    return total
 
 
 def update_tokens(exp, base, prep):
-    """Section 4.2's equal tokens per update (exp.equal_tokens): {format: the train.py options that give its
-    updates as many tokens as FULL-SENTENCES' batches on the training data}: a batch scaled by the mean length
-    for SEGMENT-PAIR; for the formats batched by tokens, the budget whose batches over an epoch hold that many
-    on average (a batch stops short of the example that would overflow it, so the budget is a little more,
-    found by trying each up to one sequence more: the mean jumps where one more full-length example fits)."""
+    """Section 4.2's equal tokens (exp.equal_tokens): {format: the train.py options that give its run as many
+    real tokens as FULL-SENTENCES' run (padding not counted), within 1%}: per update, a batch scaled by the mean
+    length for SEGMENT-PAIR, and for the formats batched by tokens the budget whose batches hold as many on
+    average (a batch stops short of the example that would overflow it, and counts the </s> a pair drops, so
+    the budget is found by trying each up to a sequence past the target); then the updates, so that the
+    run's total matches what whole examples per update leave over (data read as train.py reads it, seed 0)."""
     if not exp.equal_tokens:
         return {}
-    folder, seq_len, size = prep.folders[exp.data], base["seq_len"], base["batch_size"]
-    tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
+    folder, seq_len = prep.folders[exp.data], base["seq_len"]
+    eos = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder))).eos_id
     tokens, ends, _ = prepared.load_split(folder, "train")
-    lines = int(np.searchsorted(ends, SAMPLE_TOKENS)) + 1  # the mean lengths of the first 2M tokens' examples
+    lines = int(np.searchsorted(ends, SAMPLE_TOKENS)) + 1  # the first 2M tokens' lines
     tokens, ends = tokens[:int(ends[min(lines, len(ends)) - 1])], ends[:lines]
-    lengths = {fmt: data.example_lengths(data.examples(tokens, ends, fmt, seq_len, tok.eos_id), fmt, seq_len)
-               for fmt in {a.options.get("format", "full-sentences") for a in exp.arms} | {"full-sentences"}}
-    target = size * float(lengths["full-sentences"].mean())
+    target = run_tokens(tokens, ends, eos, "full-sentences", base)
     out = {}
-    for fmt, length in lengths.items():
-        if fmt == "full-sentences":
-            continue
+    for fmt in sorted({a.options.get("format", "full-sentences") for a in exp.arms} - {"full-sentences"}):
+        ex = data.examples(tokens, ends, fmt, seq_len, eos)
+        lengths, real = data.example_lengths(ex, fmt, seq_len), real_lengths(tokens, ex, fmt, seq_len, eos)
+        per_update = target / base["max_steps"]
         if not data.FORMATS[fmt].by_tokens:
-            out[fmt] = {"batch_size": max(1, round(target / float(length.mean())))}
-            continue
-        order = orders.epoch_order(len(length), 0, 0).tolist()
-        mean = {b: float(np.mean([length[x].sum() for x in data.budget_batches(order, length, b)]))
-                for b in range(round(target), round(target) + seq_len + 1)}  # steps where full examples fit
-        budget = min(mean, key=lambda b: abs(mean[b] - target))
-        out[fmt] = {"tokens_per_batch": round(budget)}
+            fitted = {"batch_size": max(1, round(per_update / float(real.mean())))}
+        else:
+            order = orders.epoch_order(len(lengths), 0, 0).tolist()
+            mean = {b: float(np.mean([real[x].sum() for x in data.budget_batches(order, lengths, b)]))
+                    for b in range(round(per_update), round(per_update * lengths.mean() / real.mean()) + seq_len + 1)}
+            fitted = {"tokens_per_batch": min(mean, key=lambda b: abs(mean[b] - per_update))}
+        options = {**base, **fitted}
+        fitted["max_steps"] = max(1, round(base["max_steps"] * target / run_tokens(tokens, ends, eos, fmt, options)))
+        out[fmt] = fitted
     return out
 
 
@@ -286,6 +356,9 @@ def code_hash(root=ROOT, paths=None):
     return h.hexdigest()[:12]
 
 
+AST_LOCK = threading.Lock()
+
+
 def imported(paths, root=ROOT):
     """`paths` (relative to root) and every project file they import, directly or through each other, wherever
     the import stands (its lines read, not run): the source of what they run."""
@@ -295,8 +368,8 @@ def imported(paths, root=ROOT):
         if path in seen:
             continue
         seen.add(path)
-        with open(os.path.join(root, path), "rb") as f:
-            tree = ast.parse(f.read())
+        with open(os.path.join(root, path), "rb") as f, AST_LOCK:  # CPython 3.11's ast.parse is not thread-safe
+            tree = ast.parse(f.read())                             # (gh-106905): experiments side by side
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -335,9 +408,8 @@ def run_status(run, command, overwrite, code=None):
 def earlier_record(run):
     """The record of a run of these settings that finished or failed before, or None."""
     record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
-    if record and record.get("command") == shown(run.argv) and record.get("status") in ("finished",
-                                                                                                     "failed"):
-        return record
+    if record and record.get("command") == shown(run.argv) and record.get("status") in ("finished", "failed"):
+        return {**record, "arm": run.arm.name}  # a shared run: the arm of this experiment that declared it
     return None
 
 
@@ -474,14 +546,15 @@ def do_run(run, i, total, exp, scale, args):
 
 
 def skip_run(run, label, scale, args):
-    """A run that finished before: its record, finetuned now if --glue is new to it."""
+    """A run that finished before (here, or in another experiment that declares the same run): its record,
+    finetuned now if --glue is new to it."""
     say(f"{label}: finished before, skipped ({shown(run.argv)})")
     record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
     if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
         record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"), False,
                                       speed.threads_for(args.jobs))
         write_run(run, record)
-    return {**record, "skipped": True}
+    return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
 
 
 def announce(run, label, status, threads, code, overwrite):

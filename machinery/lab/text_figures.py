@@ -55,10 +55,13 @@ def text_figures(model, tok, lines, seq_len, device, versions=MASK_VERSIONS):
         spelled += byte_len[labels].sum()
         unk_targets += int((labels == tok.unk_id).sum())
         targets += len(labels)
-    bits = nats / math.log(2) + UNKNOWN_BITS_PER_BYTE * unk_len * unk_targets
+    unknown_bits = UNKNOWN_BITS_PER_BYTE * unk_len * unk_targets
+    bits = nats / math.log(2) + unknown_bits
     ordinary = int(np.isin(tokens, sorted(tok.special_ids - {tok.unk_id}), invert=True).sum())
     text_bytes = sum(len(line.encode("utf-8", "surrogatepass")) for line in lines)
     return {"bits_per_byte": bits / max(spelled, 1.0), "targets": int(targets),
+            # a uniform guess over the vocabulary on the same targets, <unk> costed alike: the learning gate's
+            "uniform_bits_per_byte": (targets * math.log2(len(tok)) + unknown_bits) / max(spelled, 1.0),
             "unk_share_of_tokens": 100 * int((tokens == tok.unk_id).sum()) / max(ordinary, 1),
             "unk_share_of_bytes": 100 * sum(unknown) / max(text_bytes, 1),
             "coverage": 100 * (1 - len(unknown) / max(sum(len(line) for line in lines), 1)),  # characters spelled
