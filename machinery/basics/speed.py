@@ -232,11 +232,6 @@ def numerics(device, amp, deterministic, master):
 
 
 # ---------------------------------------------------------------------------------------- torch.compile
-def wants_compile(cfg, device):
-    """--compile: on by default on CUDA (--compile/--no-compile decide)."""
-    return cfg.compile if cfg.compile is not None else device.type == "cuda"
-
-
 class StaticShape(NamedTuple):
     """The one shape every compiled micro-batch is given, so that torch.compile compiles train.py's step at the
     start (two graphs, see compile_trainer) and never again, whatever the batch: [rows, width] tokens, and the
@@ -298,7 +293,7 @@ def compile_trainer(tr, micro, backend="inductor"):
     --seq-len, compiled now by a warm-up (warm_up: the compiled model's forward and backward, no optimizer), with
     the random state put back and the gradients dropped. The processes then agree (agree_on_compiling): the
     Trainer unchanged when not compiling, or where compiling failed everywhere (with a warning)."""
-    if not wants_compile(tr.cfg, tr.device):
+    if not (tr.cfg.compile if tr.cfg.compile is not None else tr.device.type == "cuda"):  # default: on CUDA
         return tr
     static = StaticShape(micro, tr.cfg.seq_len, tr.body.cfg.pad_id)
     compiled, error = None, None

@@ -19,9 +19,8 @@ import roberta
 import train
 from machinery.basics import batches, files, speed
 from machinery.formats import prepared
-from machinery.commands.bench_tools import timed, interleaved, mlm_batch, synchronize, train_step, hf_twin, builtin_data
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+from machinery.commands.bench_tools import ROOT, timed, interleaved, mlm_batch, synchronize, train_step, hf_twin, \
+    builtin_data
 
 
 # ------------------------------------------------------------------------------------------ torch.compile
@@ -145,8 +144,7 @@ def bench_compile(args):
 GPU_OUT = os.path.join("docs", "gpu-benchmark.md")
 
 
-def spread(values):
-    """{min, median, max} of a row's windows (tokens/s), or of its ms per update."""
+def spread(values):  # of a row's windows (tokens/s), or of its ms per update
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
@@ -316,8 +314,7 @@ def tps_cells(x, base):
     return f"{t['min']:,.0f} / {t['median']:,.0f} / {t['max']:,.0f} | {ratio} |"
 
 
-def gpu_markdown(r):
-    """The GPU table as markdown, from gpu_results' dict."""
+def gpu_markdown(r):  # gpu_results' dict as markdown
     bare, rows = r["bare_bf16"], r["rows"]
     mfu = lambda x: "-" if "error" in x else "unknown" if x.get("mfu") is None else f"{x['mfu']:.1%}"
     lines = ["# GPU benchmark: `python bench.py gpu`", "",

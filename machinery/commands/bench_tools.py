@@ -49,13 +49,11 @@ def peak_mb(status=None):
 
 
 def measured_in(fn, args, conn):
-    t = time.perf_counter()
-    try:
+    def run():
+        t = time.perf_counter()
         fn(*args)
-    except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
-        conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
-        return
-    conn.send((time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024))
+        return time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    returned(run, (), conn)
 
 
 def returned(fn, args, conn):
@@ -87,7 +85,6 @@ def run_command(args, what):
         last = (r.stderr.strip().splitlines() or ["no message"])[-1]
         raise RuntimeError(f"{what} failed (exit code {r.returncode}): {last}")
     return r.stdout
-
 
 
 # ------------------------------------------------------------------------------------------ a training step
@@ -143,7 +140,6 @@ def hf_twin(model):
     missing, unexpected = twin.load_state_dict(hf.to_hf_state(model), strict=False)
     assert not unexpected and all("decoder" in k for k in missing), (missing, unexpected)
     return twin.to(next(model.parameters()).device).train()
-
 
 
 def builtin_data(folder, vocab_size):

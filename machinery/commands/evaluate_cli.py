@@ -102,7 +102,9 @@ def squad_command(args):
     predictions = files.read_json(args.predictions, "answers")
     na = task_files.check_na_probs(files.read_json(args.na_prob_file, "no-answer probabilities"),
                                    args.na_prob_file) if args.na_prob_file else None
-    task_files.check_squad_predictions(examples, predictions, args.predictions)
+    task_files.check_predictions([e["id"] for e in examples], predictions, args.predictions,
+                                 lambda a: isinstance(a, str), 'a string ("" for no answer)',
+                                 lambda n: f": the official v2.0 script's scores, over the {n} predicted only")
     metrics = evaluate.squad_metrics(examples, predictions, na, args.na_prob_thresh, tuned_apart=True)
     print(files.json_text(metrics, indent=2))  # exact, f1: these answers' scores; the best thresholds set apart
 
@@ -164,7 +166,8 @@ def output_labels(task, checkpoint, outputs):
 def race_command(args):
     questions = task_files.read_race(args.data)
     predictions = files.read_json(args.predictions, "answers")
-    task_files.check_race_predictions(questions, predictions, args.predictions)
+    task_files.check_predictions([q["qid"] for q in questions], predictions, args.predictions,
+                                 lambda a: a in ("A", "B", "C", "D"), "one of A, B, C, D", lambda n: "; they count as wrong")
     print(files.json_text(evaluate.race_metrics(questions, predictions), indent=2))
 
 

@@ -86,11 +86,9 @@ def save(trainer, state, tok_hash):
     states (gathered to the first process, which writes). `trainer`: train.py's Trainer."""
     t = trainer
     check_finite(t, state["step"])
-    states = [None] * t.world
+    states = [rng_state(t.device)] * t.world
     if t.world > 1:
-        dist.all_gather_object(states, rng_state(t.device), group=t.cpu_group)
-    else:
-        states = [rng_state(t.device)]
+        dist.all_gather_object(states, states[0], group=t.cpu_group)
     if t.rank == 0:
         ckpt = {"model": t.body.state_dict(), "config": asdict(t.body.cfg), "class": "RobertaForMaskedLM",
                 "train": asdict(t.cfg), "optimizer": t.opt.state_dict(),
@@ -105,13 +103,9 @@ def rng_state(device):
 
 
 def read_resume(cfg, tok_hash, lineage=None):
-    """The checkpoint to resume, checked against this run's settings before any heavy work and before anything in
-    --out changes: a train.py checkpoint (not finetune.py's) that records its data; the same tokenizer, data and
-    RESUME_KEYS; a --max-steps beyond its step. Other settings changed since (--lr, --max-steps, ...) are said in
-    one line: the run then departs from the uninterrupted one.
-
-    These checks catch mix-ups, not a file crafted to pass them: its checksum and fingerprints can be recomputed
-    by anyone. What a hostile file cannot do is run code: only weights are read (checkpoints.read_checkpoint)."""
+    """The checkpoint to resume, checked before any heavy work and before anything in --out changes: a train.py
+    checkpoint of the same tokenizer, data (its fingerprint) and RESUME_KEYS, and a --max-steps at or beyond its
+    step. These catch mix-ups, not a file crafted to pass them; what a hostile file cannot do is run code."""
     path = os.path.join(cfg.out, "checkpoint.pt")
     if not os.path.isfile(path):
         raise ValueError(f"--resume: no checkpoint.pt in {cfg.out} (on several nodes --out must be a folder every "
@@ -125,7 +119,10 @@ def read_resume(cfg, tok_hash, lineage=None):
     if ckpt.get("tokenizer_sha256") != tok_hash:
         raise ValueError(f"{path}: trained with tokenizer {str(ckpt.get('tokenizer_sha256'))[:12]}, but --data "
                          f"{cfg.data} was prepared with tokenizer {tok_hash[:12]}")
-    check_same_data(ckpt, path, cfg.data)
+    differ = prepared.fingerprint_differences(ckpt["data_fingerprint"], prepared.data_fingerprint(cfg.data))
+    if differ:
+        raise ValueError(f"{path}: trained on other data than --data {cfg.data} ({'; '.join(differ)}): the run would "
+                         f"not continue the same data")
     check_same_start(ckpt, path, lineage)
     for key in RESUME_KEYS:
         if key == "max_positions" and ckpt["state"].get("init_from"):  # a continued run's are its start's
@@ -160,7 +157,7 @@ def masking_change(was, now):
 
 
 def check_same_start(ckpt, path, lineage):
-    """--resume with --init-from (`lineage`: what it names now): the run was continued from those very weights."""
+    """--resume with --init-from (`lineage`: what it names now): the run continued from those very weights."""
     then = ckpt["state"].get("init_from")
     if lineage is None or isinstance(then, dict) and then.get("weights_sha256") == lineage["weights_sha256"]:
         return
@@ -196,8 +193,7 @@ def check_steps(ckpt, path, cfg):
               f"written", file=sys.stderr)
 
 
-def count(value, high=None):
-    """Whether `value` is a whole number in 0..high."""
+def count(value, high=None):  # a whole number in 0..high
     return type(value) is int and 0 <= value and (high is None or value <= high)
 
 
@@ -286,14 +282,6 @@ def setting(value, like):
     return type(value) is type(like)
 
 
-def check_same_data(ckpt, path, data_dir):
-    """The checkpoint's data (its fingerprint, which check_pretraining found) is --data's."""
-    differ = prepared.fingerprint_differences(ckpt["data_fingerprint"], prepared.data_fingerprint(data_dir))
-    if differ:
-        raise ValueError(f"{path}: trained on other data than --data {data_dir} ({'; '.join(differ)}): the run would "
-                         f"not continue the same data")
-
-
 def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
     """Load the model, optimizer, loss scaler and this process's random states (checked first, and the data position
     inside an epoch of `examples`); returns the training state."""
@@ -368,16 +356,14 @@ def lineage(path):
     reads: checkpoint.pt, model.safetensors or pytorch_model.bin)."""
     name = next(n for n in ("checkpoint.pt", "model.safetensors", "pytorch_model.bin")
                 if os.path.isfile(os.path.join(path, n)))
-    h = hashlib.sha256()
     with open(os.path.join(path, name), "rb") as f:
-        while block := f.read(1 << 24):
-            h.update(block)
+        digest = hashlib.file_digest(f, "sha256").hexdigest()[:16]
     if name == "checkpoint.pt":
         ckpt = checkpoints.recorded(path)
         kind = "finetuned " * bool(ckpt.get("task")) + str(ckpt.get("class", "RobertaForMaskedLM"))
     else:
         kind = (files.read_json(os.path.join(path, "config.json")).get("architectures") or ["RobertaModel"])[0]
-    return {"path": os.path.abspath(path), "class": kind, "weights_sha256": h.hexdigest()[:16]}
+    return {"path": os.path.abspath(path), "class": kind, "weights_sha256": digest}
 
 
 def check_start(cfg, path_tok_hash, tok_hash, positions):

@@ -289,27 +289,20 @@ def squad_training(examples, path):
     return kept
 
 
-def unanswered(path, ids, predictions):
-    """The question ids without a prediction; none of them answered is refused (the file is for other data)."""
+def check_predictions(ids, predictions, path, fits, expected, unscored):
+    """Predictions ({question id: answer}) an official metric can score: every answer `fits` (else one line
+    saying it is not `expected`), and some for these questions (none: the file is for other data). Missing
+    questions are warned of, with what becomes of them (`unscored`, given the count of those predicted)."""
+    bad = next((q for q, a in predictions.items() if not fits(a)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not {expected}")
     missing = [i for i in ids if i not in predictions]
     if ids and len(missing) == len(ids):
         raise ValueError(f"{path}: none of its {len(predictions)} question ids is in the data "
                          f"(e.g. {next(iter(predictions), 'none')!r} vs {ids[0]!r})")
-    return missing
-
-
-def check_squad_predictions(examples, predictions, path):
-    """Predictions the official script can score: answers are strings, and some are for these questions.
-    Missing questions are not scored (the official script's numbers), with a warning that counts them."""
-    bad = next((q for q, a in predictions.items() if not isinstance(a, str)), None)
-    if bad is not None:
-        raise ValueError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not a string "
-                         f"(\"\" for no answer)")
-    missing = unanswered(path, [e["id"] for e in examples], predictions)
     if missing:
-        print(f"warning: {path}: no prediction for {len(missing)} of the {len(examples)} questions (e.g. "
-              f"{missing[0]!r}): the official v2.0 script's scores, over the {len(examples) - len(missing)} "
-              f"predicted only", file=sys.stderr)
+        print(f"warning: {path}: no prediction for {len(missing)} of the {len(ids)} questions (e.g. "
+              f"{missing[0]!r}){unscored(len(ids) - len(missing))}", file=sys.stderr)
 
 
 def check_na_probs(na_probs, path):
@@ -354,14 +347,3 @@ def read_race(folder):
     if not paths:
         raise ValueError(f"{folder}: no RACE files (expected middle/ and high/ with one JSON file per passage)")
     return [q for path in paths for q in race_passage(path, os.path.basename(os.path.dirname(path)))]
-
-
-def check_race_predictions(questions, predictions, path):
-    """Answers are letters A-D and some are for these questions; a missing one counts as wrong (warned)."""
-    bad = next((q for q, a in predictions.items() if a not in ("A", "B", "C", "D")), None)
-    if bad is not None:
-        raise ValueError(f"{path}: the answer for {bad!r} is {shown(predictions[bad])}, not one of A, B, C, D")
-    missing = unanswered(path, [q["qid"] for q in questions], predictions)
-    if missing:
-        print(f"warning: {path}: no prediction for {len(missing)} of the {len(questions)} questions (e.g. "
-              f"{missing[0]!r}); they count as wrong", file=sys.stderr)
