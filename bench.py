@@ -92,8 +92,7 @@ BPE_RATIOS = [  # (what, numerator row, denominator row): each ratio divides two
 
 
 def bpe_ratios(rows):
-    """{what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None); a ratio is
-    None where either of its measurements is missing."""
+    """{what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None): None where one is."""
     seconds = {(task, name): t for task, name, t in rows}
     return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None
             for what, a, b in BPE_RATIOS}
@@ -531,8 +530,7 @@ def device_spec(text):
 
 
 def option(name, default, help, low=1, high=None, **keywords):
-    """One option of COMMANDS: a whole number in [low, high] unless `keywords` say otherwise; its help states
-    its default."""
+    """One option of COMMANDS: a whole number in [low, high] unless `keywords` say otherwise; its default said."""
     return name, {"type": cli.number(int, low, high), "default": default, **keywords,
                   "help": f"{help} (default: %(default)s)"}
 

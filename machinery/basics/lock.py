@@ -166,10 +166,8 @@ def _still_there(f, folder):
 def _forget():
     """In a forked child (an encoding worker): the locks stay the parent's alone (closing the copy releases none)."""
     for h in _held.values():
-        try:
+        with contextlib.suppress(OSError):
             h.file.close()
-        except OSError:
-            pass
     _held.clear()
 
 

@@ -20,8 +20,7 @@ from machinery.formats import task_files
 
 # ---------------------------------------------------------------------------------------- the sweep
 def check_sweep(args):
-    """Before any run: no finished sweep in --out, nor a finished run in one of its run folders (unless
-    --overwrite)."""
+    """Before any run: no finished sweep in --out, nor a finished run in its run folders, unless --overwrite."""
     cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
     for *_, out in finetune.sweep_runs(args):
         cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")

@@ -4,6 +4,7 @@ Auto* classes and pipeline("fill-mask") load as they load roberta-base.
     python roberta.py export --checkpoint out/ --out hf/   # + vocab.json, merges.txt, the tokenizer configuration
 """
 import os
+import pathlib
 import shutil
 import sys
 
@@ -44,20 +45,6 @@ def check_export(checkpoint, out, overwrite):
     cli.check_out(out, overwrite, finished=EXPORTED, what="an exported model")  # no file of the user's replaced
 
 
-def read_vocab(checkpoint, model):
-    """The checkpoint's tokenizer files as bytes, checked to fit the model (checkpoints.check_pair: the size, the
-    tokenizer its checkpoint.pt recorded, RoBERTa's special tokens); None when it has none."""
-    paths = [os.path.join(checkpoint, f) for f in TOKENIZER_FILES]
-    if not all(os.path.isfile(p) for p in paths):
-        return None
-    checkpoints.check_pair(checkpoint, model, bpe.Tokenizer.load(checkpoint))
-    blobs = []
-    for p in paths:
-        with open(p, "rb") as f:
-            blobs.append(f.read())
-    return blobs
-
-
 def export(checkpoint, out, overwrite=False):
     """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
     config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
@@ -65,7 +52,10 @@ def export(checkpoint, out, overwrite=False):
     then moved in by renames alone (no disk space needed): a failed write (a full disk) leaves --out as it was."""
     check_export(checkpoint, out, overwrite)
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
-    blobs = read_vocab(checkpoint, model)
+    blobs = None  # the tokenizer files, checked to fit the model (its size, the one it trained with, the specials)
+    if all(os.path.isfile(os.path.join(checkpoint, name)) for name in TOKENIZER_FILES):
+        checkpoints.check_pair(checkpoint, model, bpe.Tokenizer.load(checkpoint))
+        blobs = [pathlib.Path(checkpoint, name).read_bytes() for name in TOKENIZER_FILES]
     classifier = isinstance(model, roberta.RobertaForSequenceClassification)
     tmp = files.temp_name(os.path.join(out, "export"))  # swept once this process is gone (files.sweep)
     try:

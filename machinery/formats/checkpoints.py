@@ -102,8 +102,7 @@ def recorded(path):
 
 
 def train_settings(path):
-    """The settings a train.py run recorded in its checkpoint.pt (TrainConfig as a dict: seq_len, masking,
-    ...); {} for a folder without them (a Hugging Face folder, a finetuned model)."""
+    """A train.py run's TrainConfig as its checkpoint.pt records it (a dict); {} for a folder without one."""
     settings = recorded(path).get("train")
     return settings if isinstance(settings, dict) else {}
 
@@ -133,22 +132,17 @@ def id2label(path):
 
 
 def save(path, ckpt):
-    """torch.save `ckpt` to `path` atomically: into a temporary file in the same folder (one filesystem),
-    flushed to the disk, then renamed over `path`. A reader, or a run killed midway, finds the previous
-    file or the new one, never half of one. The file carries a checksum of its contents (`checksum`),
-    verified by read_checkpoint. A failed write (a full disk) is one line naming the folder."""
+    """torch.save `ckpt` to `path` atomically (files.write_atomic: a reader finds the previous file or the new
+    one), with a checksum of its contents that read_checkpoint verifies. A failed write is one line naming the folder."""
     ckpt = {**ckpt, "checksum": checksum(ckpt)}
     before = os.path.isfile(path)
     try:
         files.write_atomic(path, lambda f: torch.save(ckpt, f))
-    except files.WriteFailed:  # a full disk, said in one line already
-        raise
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a full disk as a RuntimeError
-        if isinstance(e, RuntimeError) and "writ" not in str(e).lower():
-            raise
+        if isinstance(e, files.WriteFailed) or isinstance(e, RuntimeError) and "writ" not in str(e).lower():
+            raise  # a full disk said in one line already, or not a write that failed
         why = e.strerror if isinstance(e, OSError) and e.strerror else (str(e).splitlines() or [""])[-1].strip()[:200]
-        folder = os.path.dirname(os.path.abspath(path))
-        name = os.path.basename(path)
+        folder, name = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
         raise OSError(f"{folder}: could not write {name} ({why}); "
                       + (f"the previous {name} is intact" if before else "nothing was written")) from None
 
@@ -210,7 +204,6 @@ def unreadable(path, err):
         (text.splitlines() or [""])[0].split(". ")[0]  # not torch's advice, nor its notes after the first sentence
     first = first or ("the file ends early" if isinstance(err, EOFError) else "")
     return f"{path}: not a readable checkpoint ({type(err).__name__}: {first[:200]})"
-
 
 
 class Weights(NamedTuple):
