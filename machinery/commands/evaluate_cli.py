@@ -167,7 +167,8 @@ def race_command(args):
     questions = task_files.read_race(args.data)
     predictions = files.read_json(args.predictions, "answers")
     task_files.check_predictions([q["qid"] for q in questions], predictions, args.predictions,
-                                 lambda a: a in ("A", "B", "C", "D"), "one of A, B, C, D", lambda n: "; they count as wrong")
+                                 lambda a: a in ("A", "B", "C", "D"), "one of A, B, C, D",
+                                 lambda n: "; they count as wrong")
     print(files.json_text(evaluate.race_metrics(questions, predictions), indent=2))
 
 

@@ -133,7 +133,7 @@ def id2label(path):
 
 def save(path, ckpt):
     """torch.save `ckpt` to `path` atomically (files.write_atomic: a reader finds the previous file or the new
-    one), with a checksum of its contents that read_checkpoint verifies. A failed write is one line naming the folder."""
+    one), with a checksum of its contents that read_checkpoint verifies. A failed write: one line naming the folder."""
     ckpt = {**ckpt, "checksum": checksum(ckpt)}
     before = os.path.isfile(path)
     try:

@@ -6,6 +6,7 @@ train.py calls these; `--resume` continues to the losses an uninterrupted run wo
 everything that decides the next update (model, optimizer, loss scale, data position, random states) is
 saved, and the settings that decide the data and the model's shape are checked to be unchanged (RESUME_KEYS).
 """
+import contextlib
 import hashlib
 import json
 import math
@@ -35,11 +36,9 @@ def check_settings(cfg, world, device, micro, by_tokens):
     if cfg.seq_len > cfg.max_positions and not cfg.init_from:  # --init-from: PATH's positions (check_start)
         raise ValueError(f"--seq-len {cfg.seq_len} is longer than the model's {cfg.max_positions} positions "
                          f"(pass --max-positions to build a model with more)")
-    if os.path.isdir(cfg.data):  # a reader: refused while data.py rewrites the folder (lock.py)
-        try:
+    if os.path.isdir(cfg.data):  # a reader: refused while data.py rewrites the folder (lock.py); OSError: a
+        with contextlib.suppress(OSError):  # read-only folder, which holds no lock file and no data.py can rewrite
             lock.hold(cfg.data, "train.py", shared=True)
-        except OSError:  # a read-only folder: no lock file can be made there, and no data.py can rewrite it
-            pass
 
 
 def open_data(cfg, tok):
@@ -343,10 +342,9 @@ def check_fresh_out(cfg, master, tok):
     if not cfg.overwrite:
         raise ValueError(f"{cfg.out} already holds a checkpoint: pass --resume to continue it, --overwrite to "
                          f"start again, or choose another --out")
-    if master:
-        for name in ("checkpoint.pt", "log.jsonl"):
-            if os.path.exists(os.path.join(cfg.out, name)):
-                os.remove(os.path.join(cfg.out, name))
+    for name in ("checkpoint.pt", "log.jsonl") if master else ():
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(cfg.out, name))
 
 
 # ---------------------------------------------------------------------------------------- --init-from
