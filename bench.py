@@ -23,7 +23,7 @@ import bpe
 import data
 import evaluate
 import roberta
-from machinery.basics import cli, files, speed
+from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
 from machinery.commands.bench_tools import (timed, interleaved, peak_mb, returned, in_fresh_process, run_command, mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, AMP_DTYPES)
 from machinery.datafolder import index, preparation
@@ -243,7 +243,7 @@ def bench_model(args):
         try:
             model_row(args, device, peaks, name, batch, seq_len)
         except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the allocator's RuntimeError on a CPU
-            if not isinstance(e, torch.OutOfMemoryError) and "allocate memory" not in str(e):
+            if not memory.is_out_of_memory(e):
                 raise
             raise RuntimeError(f"{name}:{batch}:{seq_len}: out of memory on {device}; try a smaller batch") from None
 

@@ -11,7 +11,7 @@ import sys
 import bpe
 import roberta
 from machinery.basics import cli, files, lock
-from machinery.formats import checkpoints, hf
+from machinery.formats import checkpoints, hf, vocab_files
 
 
 # What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
@@ -22,7 +22,7 @@ from machinery.formats import checkpoints, hf
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                   "pad_token": "<pad>", "cls_token": "<s>"}
 MASK_TOKEN = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": False}
-TOKENIZER_FILES = ("vocab.json", "merges.txt")
+TOKENIZER_FILES = vocab_files.VOCAB_FILES[0]  # vocab.json, merges.txt
 
 
 def tokenizer_configs(max_positions):

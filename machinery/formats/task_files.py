@@ -42,8 +42,7 @@ def read_task(family, t, folder):
     if family == "glue":
         return read_glue(t, os.path.join(folder, "train.tsv")), read_glue_dev(t, folder)
     if family == "squad":
-        version = t.version
-        train, dev = (os.path.join(folder, f"{split}-{version}.json") for split in ("train", "dev"))
+        train, dev = (os.path.join(folder, f"{split}-{t.version}.json") for split in ("train", "dev"))
         return (squad_training(check_squad(read_squad(train), train, t.no_answer), train),
                 {"dev": check_squad(read_squad(dev), dev, t.no_answer)})
     return read_race(os.path.join(folder, "train")), {"dev": read_race(os.path.join(folder, "dev"))}
