@@ -500,29 +500,24 @@ def p_text(p):
 
 
 def plot(exp, results, path):
-    """Held-out loss curves (mean over seeds) and the final comparison; only when matplotlib is installed."""
+    """Held-out loss curves, each arm's mean over seeds (the final figures are the report's table); only when
+    matplotlib is installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     for arm in exp.arms:
         curves = [r["curve"] for r in results["runs"] if r["arm"] == arm.name and r.get("curve")]
         if curves:
             n = min(len(c) for c in curves)
-            left.plot([c[1] for c in curves[0][:n]], [statistics.fmean(c[k][2] for c in curves) for k in range(n)],
-                      label=arm.name, marker=".")
-    left.set(xlabel="tokens seen (sequences x length)", ylabel="held-out loss (the run's own masking)",
-             title="training curves")
-    left.legend()
-    arms = [a for a in results["arms"] if a["loss"]["n"]]
-    right.bar(range(len(arms)), [a["loss"]["mean"] for a in arms], yerr=[a["loss"]["sd"] for a in arms], capsize=4)
-    right.set_xticks(range(len(arms)), [a["arm"] for a in arms], rotation=20)
-    low = min(a["loss"]["mean"] - 3 * (a["loss"]["sd"] or 0.01) for a in arms) if arms else 0
-    right.set_ylim(bottom=max(0, low))
-    right.set(ylabel="held-out loss, same 15% masks", title="final (mean ± sd over seeds)")
+            ax.plot([c[1] for c in curves[0][:n]], [statistics.fmean(c[k][2] for c in curves) for k in range(n)],
+                    label=arm.name, marker=".")
+    ax.set(xlabel="tokens seen (sequences x length)", ylabel="held-out loss (the run's own masking)",
+           title=f"{exp.name}: training curves")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
