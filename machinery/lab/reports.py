@@ -95,17 +95,13 @@ def verdict(better, worse, key="loss", alpha=ALPHA):
 def combined(tests):
     """A claim's word from the words of the metrics that count: any without a test leaves the claim
     without a verdict; both orders: mixed; one order; all equivalent; else not significant."""
-    words = [t["verdict"] for t in tests]
-    if not words:
-        return "no verdict: an arm has no finished run"
+    words = [t["verdict"] for t in tests] or ["no verdict: an arm has no finished run"]
     missing = [w for w in words if w.startswith("no verdict")]
-    if missing:
-        return missing[0]
-    if {"reproduced", "not reproduced at this scale"} <= set(words):
+    signed = sorted({"reproduced", "not reproduced at this scale"} & set(words))
+    if missing or len(signed) == 1:
+        return (missing or signed)[0]
+    if signed:
         return "mixed: the metrics disagree"
-    found = next((w for w in ("reproduced", "not reproduced at this scale") if w in words), None)
-    if found:
-        return found
     if all(w.startswith("equivalent within ") for w in words):
         return "equivalent within " + " and ".join(dict.fromkeys(w[len("equivalent within "):] for w in words))
     return "not significant"
