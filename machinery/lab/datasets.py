@@ -1,14 +1,7 @@
-"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user
-would type (bpe.py train, data.py), each printed: the corpus (--corpus, WikiText-103 or the built-in one),
-the tokenizer (trained on the training documents only: the held-out text is new to it too), the data folders
-("full"; "slice": every n-th training document with the full data's held-out split, so that every arm is
-evaluated on the same held-out documents; "tune": the training documents split again, a share of them held
-out for choosing settings, never the reported held-out ones), and the baselines on the held-out masks every run
-is evaluated on. Every file and folder it makes records the code that made it (Stamps): made by other code,
-it is made again.
-
-    prepared = datasets.prepare(scale, args, needs={"slice"})
-    prepared.folders["full"], prepared.commands
+"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user would
+type (bpe.py train, data.py), each printed: the corpus, the tokenizer (trained on the training documents only),
+the data folders ("full", "slice", "tune") and the baselines on the held-out masks every run is scored on. Every
+file it makes records the code that made it (Stamps): made by other code, it is made again.
 """
 import hashlib
 import json
@@ -199,14 +192,10 @@ def training_text(scale, corpus, text, every, commands, stamps):
     which = "the training documents" if every == 1 else f"every {every}th training document"
     commands.append(f"({which} of {corpus} into {text}, as data.split_documents splits it)")
     if stamps.again("training text", text):
-        docs, current = [], []
-        for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction):
-            for line in lines:
-                if split == "train":
-                    current.append(line)
-                    if line == "":
-                        docs.append(current)
-                        current = []
+        train = [line for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction)
+                 if split == "train" for line in lines]
+        ends = [i + 1 for i, line in enumerate(train) if line == ""]  # every document ends with ""
+        docs = [train[a:b] for a, b in zip([0] + ends, ends)]
         files.write_atomic(text, "\n".join(line for doc in docs[::every] for line in doc))
         stamps.record(text)
     return text
@@ -236,8 +225,6 @@ def graft_heldout(source, target):
     meta_t["valid"] = meta_s["valid"]
     meta_t["heldout_from"] = os.path.abspath(source)
     files.write_atomic(os.path.join(target, "meta.json"), files.json_text(meta_t, indent=2))
-
-
 
 
 def heldout_baselines(prep, seq_len):
