@@ -430,17 +430,16 @@ def curve(records, run):
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", corpus="", valid_fraction=0.0):
-    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (its examples built in
-    `fmt`), with standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte
-    of the masked tokens. With `corpus`: bits per byte with the <unk> cost counted (text_figures), on
-    the corpus's held-out lines and on the non-English and code texts, under "texts"."""
+def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fraction=0.0):
+    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (FULL-SENTENCES blocks), with
+    standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte of the masked
+    tokens. With `corpus`: text_figures' on its held-out lines and the non-English and code texts, under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
     checkpoints.check_tokenizer(folder, tok)  # the tokenizer its checkpoint.pt recorded
     tokens, ends, meta = prepared.load_split(data_dir, "valid")
     prepared.check_tokenizer(meta, tok, data_dir, folder)
-    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
+    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
     texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
@@ -451,7 +450,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", co
     target_bytes = sum(int(byte_len[labels[labels != -100].numpy()].sum()) for _, labels in batches)
     figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
                "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
-               "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": fmt}
+               "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": "full-sentences"}
     if texts:  # <unk> counted: the English figure replaces the one above
         figures.update(texts=texts, bits_per_byte=texts["english"]["bits_per_byte"])
     return figures
@@ -468,9 +467,7 @@ def finetune_run(run, glue, scale, log_path, fresh, threads):
         out = os.path.join(run.folder, f"glue-{task}")
         argv = ["python", script("finetune.py"), "--task", task, "--data", task_dir, "--checkpoint", run.folder,
                 "--out", out, "--seed", str(run.seed), "--no-progress"]
-        for key, value in scale.finetune.items():
-            argv += flag(key, value).split(" ", 1)
-        argv += shlex.split(run.arm.finetune)  # the control's --random-init
+        argv += option_words(scale.finetune) + shlex.split(run.arm.finetune)  # the control's --random-init
         metrics = None if fresh else files.read_json(os.path.join(out, "metrics.json"), missing=True)
         if metrics is None:
             if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
