@@ -55,8 +55,7 @@ class Claim:
     worse: str
     says: str                         # the finding, in the paper's words or close to them
     metric: str = ""                  # "" = the experiment's; another held-out figure (reports.METRICS) alone
-    source: str = ""                  # whose claim, when not the paper's: its verdict says "consistent with
-                                      # SOURCE" (or "contrary to SOURCE"), never "reproduced"
+    source: str = ""                  # whose claim, when not the paper's: "consistent with SOURCE", not "reproduced"
 
 
 @dataclass
@@ -83,8 +82,7 @@ class Experiment:
                                                  # documents) or "tune" (the tuning split: for choosing settings)
     seeds: int = 0                               # 0: the scale's
     epochs: int = 0                              # > 0: every arm trains exactly this many epochs of its data
-                                                 # (x --steps-factor; max_steps set from the data, the base's
-                                                 # max_steps then only the time estimate of `list`)
+                                                 # (x --steps-factor; the base's max_steps: `list`'s estimate)
     equal_tokens: bool = False                   # every arm's update holds as many tokens as FULL-SENTENCES'
     note: str = ""                               # how to read the result
     metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)

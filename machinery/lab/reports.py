@@ -121,11 +121,10 @@ def seed_gate(arm, metric, unigram):
     per byte of non-English text or code also: under a uniform guess's over its vocabulary on the same targets."""
     fails, u = [], unigram.get(arm["arm"])
     if arm["loss"]["n"] and u is not None:
-        fails += [f"seed {s}: {math.exp(v - u):.2f}x the unigram ppl" for s, v in zip(arm["loss"]["seeds"],
-                                                                                    arm["loss"]["values"])
-                  if math.exp(v - u) >= LEARNED_BELOW]
-    uniform = dict(zip(arm.get(f"{metric}_uniform", {}).get("seeds", []),
-                       arm.get(f"{metric}_uniform", {}).get("values", [])))
+        ratios = [(s, math.exp(v - u)) for s, v in zip(arm["loss"]["seeds"], arm["loss"]["values"])]
+        fails += [f"seed {s}: {r:.2f}x the unigram ppl" for s, r in ratios if r >= LEARNED_BELOW]
+    guess = arm.get(f"{metric}_uniform", {})
+    uniform = dict(zip(guess.get("seeds", []), guess.get("values", [])))
     if uniform and arm.get(metric):
         fails += [f"seed {s}: {v:.2f} bits/byte, a uniform guess {uniform[s]:.2f}"
                   for s, v in zip(arm[metric]["seeds"], arm[metric]["values"]) if s in uniform and v >= uniform[s]]
