@@ -12,36 +12,14 @@
       [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--mlm-only] [--out experiments/] [--overwrite]
       [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
 
-Each run gets max(1, the CPUs this process may use // --jobs) threads and prints its progress every 30 s; on
-2 cores `--jobs 2` is fastest, on a shared machine `OMP_NUM_THREADS=1 python experiments.py NAME --jobs 1`.
-
 Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the paper's
-table and claims. The runner prints and runs the commands a user would type (bpe.py, data.py, train.py,
-finetune.py), every arm with several seeds, and scores every checkpoint on the same held-out documents, 15% of
-their tokens masked once (data.heldout_batches), whatever the run trained on (text-encoding's own tokenizers:
-bits per byte of the same text). Tokenizers learn from the training documents only. Run k of every arm uses
---seed k: the same initialisation, data order and masks wherever the arms read the same examples (the verdicts
-pair them). A run lives in OUT/_runs/<key>/seed<k>/, the key a hash of its train.py options and data, so the
-same run declared by two experiments (formats' full-sentences, text-encoding's byte-level, mask-rate's rate-15,
-data-and-steps' more-data) trains once. Finished runs whose settings and code (a hash of the sources) match are
-skipped, interrupted ones resumed; --overwrite retrains. Each prepared data file records the hash of the
-preparation's code (bpe.py, data.py and what they import) and is prepared again after an edit there.
-
-The paper's metric where it used one: at the gpu scale masking, formats, batch-size and text-encoding finetune
-every checkpoint on SST-2 (finetune.py, the scale's recipe) and test its dev accuracy beside the MLM figure.
-SST-2 comes from --glue DIR, else from `python data.py download glue-sst-2`; without it (or with --mlm-only)
-they run the MLM part and say how to get it. At the classroom scale SST-2 is off unless --glue is given (each
-report says why, from Scale.probe); --glue adds SST-2 to every experiment. With SST-2 every experiment also runs
-CONTROL, the same finetuning from random weights, which SST-2 must beat to count.
-
-Outputs, in experiments/<name>/: results.json (every number and command, each run's folder), report.md (the
-paper's table beside ours, the verdicts), loss.png (with matplotlib).
-
-A verdict tests a claim ("`better` beats `worse`") on each of its metrics, the held-out MLM figure and
-SST-2 accuracy, over the seeds' values (reports.judge, machinery/lab/stats.py): a paired t-test, Holm over the
-experiment's tests, the learning gate in every seed, SST-2 only past a random-init control; "reproduced" only
-for the paper's own claims ("consistent with SOURCE" for a claim beyond it). The method, every verdict word and
-the report's legend are stated once, in docs/experiments/README.md. A --quick run gives no verdicts.
+table and claims. The runner (machinery/lab) prints and runs the commands a user would type (bpe.py, data.py,
+train.py, finetune.py), run k of every arm with --seed k, into OUT/_runs/ (a run two experiments declare trains
+once; finished runs are skipped, interrupted ones resumed, those of other code and data made again), and writes
+experiments/<name>/results.json, report.md and loss.png (with matplotlib). Each run gets the CPUs // --jobs
+threads: on 2 cores `--jobs 2` is fastest, on a shared machine `OMP_NUM_THREADS=1 ... --jobs 1`. SST-2 comes
+from --glue DIR, else from `python data.py download glue-sst-2` (on by default at the gpu scale). The method,
+the design, every verdict word and the report's legend: docs/experiments/README.md.
 """
 from dataclasses import dataclass, field
 
@@ -66,9 +44,8 @@ class Arm:
     finetune: str = ""                # finetune.py options of its own ("--random-init": the control below)
 
 
-# The downstream control: the same SST-2 finetuning from a randomly initialised encoder (finetune.py --random-init;
-# its one update of pretraining is never used). A downstream score counts in a verdict only where the pretrained
-# arms beat it; it runs only when SST-2 is here.
+# The downstream control: the same SST-2 finetuning from random weights (its one update of pretraining is never
+# used), run only when SST-2 is here; SST-2 counts in a verdict only where the pretrained arms beat it.
 CONTROL = Arm("random-init", {"max_steps": 1}, finetune="--random-init")
 
 @dataclass
@@ -78,8 +55,7 @@ class Claim:
     worse: str
     says: str                         # the finding, in the paper's words or close to them
     metric: str = ""                  # "" = the experiment's; another held-out figure (reports.METRICS) alone
-    source: str = ""                  # whose claim, when not the paper's: its verdict says "consistent with
-                                      # SOURCE" (or "contrary to SOURCE"), never "reproduced"
+    source: str = ""                  # whose claim, when not the paper's: "consistent with SOURCE", not "reproduced"
 
 
 @dataclass
@@ -106,8 +82,7 @@ class Experiment:
                                                  # documents) or "tune" (the tuning split: for choosing settings)
     seeds: int = 0                               # 0: the scale's
     epochs: int = 0                              # > 0: every arm trains exactly this many epochs of its data
-                                                 # (x --steps-factor; max_steps set from the data, the base's
-                                                 # max_steps then only the time estimate of `list`)
+                                                 # (x --steps-factor; the base's max_steps: `list`'s estimate)
     equal_tokens: bool = False                   # every arm's update holds as many tokens as FULL-SENTENCES'
     note: str = ""                               # how to read the result
     metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
@@ -118,17 +93,12 @@ class Experiment:
 # Section 4.1 at classroom scale: 12 epochs of the slice with 3 static masks, each seen 4 times (BERT: 40 / 10).
 MASKING_EPOCHS, STATIC_MASKS = 12, 3
 
-# Table 3 at classroom scale: 25,600 sequences of 64 tokens for every batch size; batches of 8, 16 and 32 stand
-# for the paper's 256, 2K and 8K (its ratios 1:8:32 compressed to 1:2:4, so that the largest batch still makes
-# the 800 updates a classroom model needs to leave the unigram plateau: at 1:8:32 it made 200 and did not learn
-# at any lr, and 800 updates of 32 x 128 sequences would cost the smallest batch 25,600 updates, over the
-# budget). Each arm at the lr `batch-size-grid` chose for it on the tuning split (training documents no run
-# trains on, never the reported held-out ones), 2 seeds per grid point, its choice inside its grid.
+# Table 3 at classroom scale: batches of 8, 16 and 32 for the paper's 256, 2K and 8K (why: docs/experiments/
+# README.md, Design), each at the lr `batch-size-grid` chose for it on the tuning split, inside its grid.
 BATCHES = {"bsz-256": 1, "bsz-2k": 2, "bsz-8k": 4}          # x the base batch, / its steps
 GRID_LR = {name: [0.5e-3, 1e-3, 2e-3] for name in BATCHES}  # the old grid's best for 4 and 32 sequences: 1e-3
 GRID_SEEDS = 2
-TUNED_LR = {"bsz-256": 0.001, "bsz-2k": 0.001, "bsz-8k": 0.001}  # to be set from `batch-size-grid` (see Power
-                                                                  # in docs/experiments/README.md)
+TUNED_LR = {"bsz-256": 0.001, "bsz-2k": 0.001, "bsz-8k": 0.001}  # to be set from `batch-size-grid`
 
 
 def batch_arm(name, lr, suffix=""):

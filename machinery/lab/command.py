@@ -20,8 +20,6 @@ from machinery.formats.prepared import read_meta
 
 
 # ---------------------------------------------------------------------------------------- one experiment
-
-
 def run_experiment(exp, args):
     """One experiment: its data prepared, every chosen run trained and evaluated (--jobs side by side), the
     claims judged, and results.json, report.md and loss.png written in OUT/<name>/."""
@@ -86,25 +84,24 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     unigram = datasets.arm_baselines([r for r in planned if r.arm.name in ran])  # the learning gate's reference
     verdicts = reports.judge(exp, arms, unigram, quick=scale.name == "quick")
     finished = [r for r in records if r.get("status") == "finished"]
+    wall = round(time.time() - t0, 1) if not args.report_only else \
+        (files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}).get("wall_seconds", 0.0)
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
             "seeds": args.seeds or exp.seeds or scale.seeds, "train_args": args.train_args,
-            "paper": None if exp.paper is None else {"source": exp.paper.source, "caption": exp.paper.caption,
-                                                     "columns": exp.paper.columns, "rows": exp.paper.rows},
+            "paper": exp.paper and dataclasses.asdict(exp.paper),
             "preparation": prepared.commands,
             "data": {k: read_meta(v)["train"] for k, v in prepared.folders.items()
                      if os.path.isfile(os.path.join(v, "meta.json"))},
             "heldout_targets": shared_targets(exp, finished),
-            "invocation": invocation(exp, args), "variant": is_variant(args),
+            "invocation": invocation(exp, args),  # a variant: some arms, more options, or its own --out
+            "variant": bool(args.arms or args.train_args or os.path.normpath(args.out) != experiments.DEFAULT_OUT),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "data_codes": sorted(set(prepared.codes.values())),
-            "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]),
-            "arm_baselines": unigram,
+            "baselines": datasets.heldout_baselines(prepared, planned[0].options["seq_len"]), "arm_baselines": unigram,
             "not_run": [a.name for a in exp.arms if a.name not in ran and (args.finetune_on or not a.finetune)],
             "glue": args.finetune_on, "downstream_off": downstream_off(exp, scale, args.finetune_on), "runs": records,
-            "arms": arms, "verdicts": verdicts,
-            "verdict": reports.overall(verdicts), "failed_now": failed_now,
-            "wall_seconds": earlier_wall(exp, args) if args.report_only else round(time.time() - t0, 1),
-            "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
+            "arms": arms, "verdicts": verdicts, "verdict": reports.overall(verdicts), "failed_now": failed_now,
+            "wall_seconds": wall, "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
 
 
 def shared_targets(exp, finished):
@@ -114,12 +111,6 @@ def shared_targets(exp, finished):
     finished = [r for r in finished if r.get("heldout")]  # (a random-init control has no MLM figures)
     shared = [r for r in finished if r["arm"] not in own] or finished
     return shared[0]["heldout"]["targets"] if shared else 0
-
-
-def earlier_wall(exp, args):
-    """--report-only: the wall time of the invocation that trained the runs (its results.json), kept."""
-    earlier = files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}
-    return earlier.get("wall_seconds", 0.0)
 
 
 def downstream_off(exp, scale, glue):
@@ -145,11 +136,6 @@ def write_outputs(exp, scale, args, results, runs):
     files.write_atomic(os.path.join(folder, "report.md"), reports.report(exp, results, runs, base))
     png = reports.plot(exp, results, os.path.join(folder, "loss.png"))
     return os.path.join(folder, "report.md"), png
-
-
-def is_variant(args):
-    """A run that is not the experiment as declared: some arms, more options, or its own --out."""
-    return bool(args.arms or args.train_args or os.path.normpath(args.out) != experiments.DEFAULT_OUT)
 
 
 def invocation(exp, args):
@@ -184,15 +170,12 @@ def run_seconds(exp, scale):
     return out
 
 
-def estimate_minutes(exp, scale, jobs=2):
-    """An experiment's wall time at --jobs 2, from scratch."""
-    return sum(run_seconds(exp, scale).values()) / jobs / 60
-
-
 def list_experiments():
+    """Each experiment, its arms and its wall time at --jobs 2 from scratch per scale; then `all`'s."""
     for exp in experiments.EXPERIMENTS:
         source = exp.paper.source if exp.paper else "beyond the paper"
-        times = ", ".join(f"{name} ~{estimate_minutes(exp, s):.0f} min" + ("" if s.measured else " (assumed speed)")
+        times = ", ".join(f"{name} ~{sum(run_seconds(exp, s).values()) / 2 / 60:.0f} min"
+                          + ("" if s.measured else " (assumed speed)")
                           for name, s in experiments.SCALES.items() if name != "quick")
         scale = experiments.SCALES["classroom"]
         print(f"{exp.name:<15} {source}: {exp.question}\n{'':15} {len(exp.arms)} arms: "
@@ -200,11 +183,8 @@ def list_experiments():
               + ("; + SST-2 finetuning (classroom: with --glue)" if exp.downstream else "")
               + f"; {times} with --jobs 2; --quick: seconds")
     for name, scale in experiments.SCALES.items():
-        if name != "quick":
-            shared = {}  # a run two experiments declare counts once
-            for exp in experiments.EXPERIMENTS:
-                if exp.claims:
-                    shared.update(run_seconds(exp, scale))
+        if name != "quick":  # a run two experiments declare counts once
+            shared = {k: s for exp in experiments.EXPERIMENTS if exp.claims for k, s in run_seconds(exp, scale).items()}
             print(f"all, {name} scale: ~{sum(shared.values()) / 2 / 60:.0f} min with --jobs 2 (each shared run once; "
                   f"batch-size-grid, which `all` leaves out, adds its own)")
 

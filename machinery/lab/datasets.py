@@ -1,14 +1,7 @@
-"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user
-would type (bpe.py train, data.py), each printed: the corpus (--corpus, WikiText-103 or the built-in one),
-the tokenizer (trained on the training documents only: the held-out text is new to it too), the data folders
-("full"; "slice": every n-th training document with the full data's held-out split, so that every arm is
-evaluated on the same held-out documents; "tune": the training documents split again, a share of them held
-out for choosing settings, never the reported held-out ones), and the baselines on the held-out masks every run
-is evaluated on. Every file and folder it makes records the code that made it (Stamps): made by other code,
-it is made again.
-
-    prepared = datasets.prepare(scale, args, needs={"slice"})
-    prepared.folders["full"], prepared.commands
+"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user would
+type (bpe.py train, data.py), each printed: the corpus, the tokenizer (trained on the training documents only),
+the data folders ("full", "slice", "tune") and the baselines on the held-out masks every run is scored on. Every
+file it makes records the code that made it (Stamps): made by other code, it is made again.
 """
 import hashlib
 import json
@@ -199,14 +192,10 @@ def training_text(scale, corpus, text, every, commands, stamps):
     which = "the training documents" if every == 1 else f"every {every}th training document"
     commands.append(f"({which} of {corpus} into {text}, as data.split_documents splits it)")
     if stamps.again("training text", text):
-        docs, current = [], []
-        for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction):
-            for line in lines:
-                if split == "train":
-                    current.append(line)
-                    if line == "":
-                        docs.append(current)
-                        current = []
+        train = [line for split, lines in data.split_documents(data.read_documents([corpus]), scale.valid_fraction)
+                 if split == "train" for line in lines]
+        ends = [i + 1 for i, line in enumerate(train) if line == ""]  # every document ends with ""
+        docs = [train[a:b] for a, b in zip([0] + ends, ends)]
         files.write_atomic(text, "\n".join(line for doc in docs[::every] for line in doc))
         stamps.record(text)
     return text
@@ -238,36 +227,32 @@ def graft_heldout(source, target):
     files.write_atomic(os.path.join(target, "meta.json"), files.json_text(meta_t, indent=2))
 
 
+def baselines_on(folder, seq_len):
+    """(the unigram distribution's and the most frequent token's figures, the tokenizer) on the fixed 15% held-out
+    masks of `folder` (FULL-SENTENCES blocks, what runner.evaluate_heldout scores a run on), learned from its
+    training tokens; its tokenizer is the folder's parent."""
+    tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
+    valid, ends, _ = prepared.load_split(folder, "valid")
+    train_tokens, _, _ = prepared.load_split(folder, "train")
+    return baselines.unigram_baselines(train_tokens, data.heldout_batches(valid, ends, tok, seq_len, batch_size=32),
+                                       tok), tok
 
 
 def heldout_baselines(prep, seq_len):
     """The unigram distribution's loss and the most frequent token's accuracy on the runs' held-out masks."""
-    tok, batches, train_tokens = heldout_masks(prep.folders["full"], "full-sentences", seq_len)
-    out = baselines.unigram_baselines(train_tokens, batches, tok)
+    out, tok = baselines_on(prep.folders["full"], seq_len)
     return {**out, "most_frequent_accuracy": 100 * out["most_frequent_accuracy"],
             "most_frequent": tok.decode([out["most_frequent"]])}
 
 
-def heldout_masks(folder, fmt, seq_len):
-    """(tokenizer, the fixed 15% held-out masks of `folder` built in `fmt`, its training tokens): what a run
-    scored on `folder` is evaluated on (runner.evaluate_heldout); its tokenizer is the folder's parent."""
-    tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
-    valid, ends, _ = prepared.load_split(folder, "valid")
-    train_tokens, _, _ = prepared.load_split(folder, "train")
-    return tok, data.heldout_batches(valid, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt), \
-        train_tokens
-
-
 def arm_baselines(planned):
-    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data, FULL-SENTENCES blocks):
-    the learning gate's reference (reports.learning_ratios). {arm: loss}; arms whose data is absent left out."""
+    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data): the learning gate's
+    reference (reports.learning_ratios). {arm: loss}; arms whose data is absent left out."""
     out, done = {}, {}
     for run in planned:
-        key = (run.heldout, "full-sentences", run.options["seq_len"])  # every arm scored on the same blocks
-        if run.arm.name in out or not os.path.isfile(os.path.join(run.heldout, "meta.json")):
-            continue
-        if key not in done:
-            tok, batches, train_tokens = heldout_masks(*key)
-            done[key] = baselines.unigram_baselines(train_tokens, batches, tok)["unigram_loss"]
-        out[run.arm.name] = done[key]
+        key = (run.heldout, run.options["seq_len"])
+        if run.arm.name not in out and os.path.isfile(os.path.join(run.heldout, "meta.json")):
+            if key not in done:
+                done[key] = baselines_on(*key)[0]["unigram_loss"]
+            out[run.arm.name] = done[key]
     return out

@@ -1,12 +1,6 @@
-"""experiments.py's results: the statistics over seeds, each claim's verdict, the report and the summary.
-The method, the verdict rules and the report's legend are stated once, in docs/experiments/README.md (each
-report links to it, METHOD); the rules' code is here: `measure` and `decide` (one test and its word), `judge`
-(Holm over an experiment's tests, the learning gate, SST-2 past the random-init control), `summary` (Holm over
-the whole suite's tests, a model shared between experiments counted once).
-
-    arms = [reports.arm_summary(records, arm) for arm in exp.arms]
-    verdicts = reports.judge(exp, arms, unigram={"static": 6.85, "dynamic": 6.85})
-    text = reports.report(exp, results, runs, base)
+"""experiments.py's results: each claim's verdict (`measure`, `decide`: one test and its word; `judge`: Holm
+over an experiment's tests, the learning gate, SST-2 past the control), report.md and the suite's summary. The
+rules and the report's legend are stated once, in docs/experiments/README.md (METHOD: each report links to it).
 """
 import math
 import os
@@ -30,10 +24,7 @@ CONTROL = "random-init"          # finetuned from random weights: SST-2 counts o
 LEARNED_BELOW = 0.8              # an arm learned: its held-out ppl under 0.8 x the unigram baseline's
 QUICK = "no verdict: a --quick run cannot answer the question"
 METHOD = "../../docs/experiments/README.md"  # from OUT/<name>/report.md and docs/experiments/<name>.md alike
-
-
-def downstream_tasks():
-    return [task for task, _, _ in experiments.GLUE_TASKS]
+TASKS = [task for task, _, _ in experiments.GLUE_TASKS]  # the downstream metrics
 
 
 def stat(pairs):
@@ -57,7 +48,7 @@ def arm_summary(records, arm):
         out[f"bpb_{key}_uniform"] = stat([(r["seed"], r["heldout"]["texts"][key]["uniform_bits_per_byte"])
                                           for r in scored if "uniform_bits_per_byte" in r["heldout"]
                                           .get("texts", {}).get(key, {})])  # the gate's baseline there
-    for task in downstream_tasks():
+    for task in TASKS:
         scores = [(r["seed"], r["glue"][task]["accuracy"]) for r in finished
                   if "accuracy" in r.get("glue", {}).get(task, {})]
         if scores:
@@ -66,10 +57,8 @@ def arm_summary(records, arm):
 
 
 def measure(better, worse, key="loss"):
-    """One metric of a claim (`better` beats `worse`) measured, before any level is set: the paired t-test
-    when both arms finished the same seeds (run k of each arm shares seed k: its initialisation, and its
-    data order where the arms read the same batches; the seeds are independent, so the differences are
-    too), else Welch's. difference > 0 is the claim's direction. No test: a "no verdict: ..." word."""
+    """One metric of a claim (`better` beats `worse`), before any level is set: the paired t-test when both arms
+    finished the same seeds, else Welch's; difference > 0 is the claim's direction. No test: "no verdict: ..."."""
     b, w = better.get(key), worse.get(key)
     if not b or not w or b["n"] == 0 or w["n"] == 0:
         return {"metric": key, "verdict": "no verdict: an arm has no finished run"}
@@ -84,10 +73,7 @@ def measure(better, worse, key="loss"):
 
 
 def decide(test, level, adjusted=None):
-    """A measured test's word at the level it was held to (Holm's, `level`): its interval at 1 - level;
-    "reproduced" when p < level in the claim's direction, "not reproduced at this scale" in the other;
-    else "equivalent within ±M" when TOST rejects at level / 2 (exactly when that interval lies inside the
-    metric's margin ±M); else "not significant"."""
+    """A measured test's word at the level it was held to (Holm's, `level`), with its interval at 1 - level."""
     if test.get("p") is None:
         return test
     _, _, margin, unit = METRICS[test["metric"]]
@@ -109,17 +95,13 @@ def verdict(better, worse, key="loss", alpha=ALPHA):
 def combined(tests):
     """A claim's word from the words of the metrics that count: any without a test leaves the claim
     without a verdict; both orders: mixed; one order; all equivalent; else not significant."""
-    words = [t["verdict"] for t in tests]
-    if not words:
-        return "no verdict: an arm has no finished run"
+    words = [t["verdict"] for t in tests] or ["no verdict: an arm has no finished run"]
     missing = [w for w in words if w.startswith("no verdict")]
-    if missing:
-        return missing[0]
-    if {"reproduced", "not reproduced at this scale"} <= set(words):
+    signed = sorted({"reproduced", "not reproduced at this scale"} & set(words))
+    if missing or len(signed) == 1:
+        return (missing or signed)[0]
+    if signed:
         return "mixed: the metrics disagree"
-    found = next((w for w in ("reproduced", "not reproduced at this scale") if w in words), None)
-    if found:
-        return found
     if all(w.startswith("equivalent within ") for w in words):
         return "equivalent within " + " and ".join(dict.fromkeys(w[len("equivalent within "):] for w in words))
     return "not significant"
@@ -139,11 +121,10 @@ def seed_gate(arm, metric, unigram):
     per byte of non-English text or code also: under a uniform guess's over its vocabulary on the same targets."""
     fails, u = [], unigram.get(arm["arm"])
     if arm["loss"]["n"] and u is not None:
-        fails += [f"seed {s}: {math.exp(v - u):.2f}x the unigram ppl" for s, v in zip(arm["loss"]["seeds"],
-                                                                                    arm["loss"]["values"])
-                  if math.exp(v - u) >= LEARNED_BELOW]
-    uniform = dict(zip(arm.get(f"{metric}_uniform", {}).get("seeds", []),
-                       arm.get(f"{metric}_uniform", {}).get("values", [])))
+        ratios = [(s, math.exp(v - u)) for s, v in zip(arm["loss"]["seeds"], arm["loss"]["values"])]
+        fails += [f"seed {s}: {r:.2f}x the unigram ppl" for s, r in ratios if r >= LEARNED_BELOW]
+    guess = arm.get(f"{metric}_uniform", {})
+    uniform = dict(zip(guess.get("seeds", []), guess.get("values", [])))
     if uniform and arm.get(metric):
         fails += [f"seed {s}: {v:.2f} bits/byte, a uniform guess {uniform[s]:.2f}"
                   for s, v in zip(arm[metric]["seeds"], arm[metric]["values"]) if s in uniform and v >= uniform[s]]
@@ -157,12 +138,9 @@ def claims_of(exp):
 
 
 def judge(exp, arms, unigram=None, quick=False):
-    """Every claim's verdict. Its metrics: the experiment's MLM figure (or the claim's own), and SST-2 when
-    finetuned. Every test this makes (each claim x metric, each pretrained arm against the random-init
-    control on SST-2) is one family, corrected by Holm at ALPHA (`decide` at each test's level); then each
-    claim's word (`finish`): the learning gate (`unigram`: arm -> the unigram loss on its held-out masks),
-    SST-2 counted only where both arms beat the control, `combined` over the metrics that count, in the
-    words of the claim's source (`claim_word`)."""
+    """Every claim's verdict on its metrics (the experiment's MLM figure or the claim's own, and SST-2 when
+    finetuned): every test, each pretrained arm's against the control too, one Holm family at ALPHA; then each
+    claim's word (`finish`). `unigram`: arm -> the unigram loss on its held-out masks (the learning gate)."""
     by_name = {a["arm"]: a for a in arms}
     entries = []
     for claim in claims_of(exp):
@@ -170,7 +148,7 @@ def judge(exp, arms, unigram=None, quick=False):
             continue  # an arm not run here: the claim is the baseline report's
         better, worse = by_name[claim.better], by_name[claim.worse]
         keys = [claim.metric] if claim.metric else \
-            [exp.metric] + [task for task in downstream_tasks() if task in better and task in worse]
+            [exp.metric] + [task for task in TASKS if task in better and task in worse]
         entries.append({"better": claim.better, "worse": claim.worse, "says": claim.says, "source": claim.source,
                         "tests": [measure(better, worse, key) for key in keys],
                         "proxy": bool(exp.downstream and not claim.metric),
@@ -194,20 +172,18 @@ def control_tests(entries, by_name):
     if CONTROL not in by_name:
         return []
     pairs = dict.fromkeys((arm, t["metric"]) for e in entries for t in e["tests"] for arm in (e["better"], e["worse"])
-                          if t["metric"] in downstream_tasks())
+                          if t["metric"] in TASKS)
     return [{**measure(by_name[arm], by_name[CONTROL], task), "arm": arm} for arm, task in pairs]
 
 
 def finish(entry, ratios, controls, control_ran, quick):
-    """A claim's word: no verdict without runs (or with one seed); none from a --quick run; inconclusive when
-    an arm did not learn (the learning gate); else `combined` over the metrics that count, labelled
-    "(MLM proxy)" when the downstream metric did not count (or, for an experiment scored downstream, was
-    not measured)."""
+    """A claim's word: none without runs, or from a --quick run; inconclusive when an arm did not learn; else
+    `combined` over the metrics that count, "(MLM proxy)" when SST-2 did not count or was not measured."""
     arms = (entry["better"], entry["worse"])
     beaten = {(c["arm"], c["metric"]) for c in controls if c.get("verdict") == "reproduced"}
     for t in entry["tests"]:
-        t["counted"] = t["metric"] not in downstream_tasks() or all((a, t["metric"]) in beaten for a in arms)
-    downstream = [t for t in entry["tests"] if t["metric"] in downstream_tasks()]
+        t["counted"] = t["metric"] not in TASKS or all((a, t["metric"]) in beaten for a in arms)
+    downstream = [t for t in entry["tests"] if t["metric"] in TASKS]
     losers = [a for a in arms if not all((a, t["metric"]) in beaten for t in downstream)]
     entry["downstream"] = "" if not downstream else "counted" if not losers else \
         "unchecked: no random-init control ran" if not control_ran else \
@@ -216,8 +192,7 @@ def finish(entry, ratios, controls, control_ran, quick):
     entry["ratios"] = {a: ratios.get(a) for a in arms}
     entry["controls"] = [c for c in controls if c["arm"] in arms]
     base = claim_word(combined([t for t in entry["tests"] if t["counted"]]), entry["source"])
-    gate = entry.get("gate", {})  # judge's seed_gate: the runs of each arm that fail the learning gate
-    not_learned = [f"{a} did not learn ({'; '.join(gate[a])})" for a in arms if gate.get(a)]
+    not_learned = [f"{a} did not learn ({'; '.join(entry['gate'][a])})" for a in arms if entry["gate"].get(a)]
     if base.startswith(("no verdict: an arm", "no verdict: one seed")):
         entry["verdict"] = base
     elif quick:
@@ -348,9 +323,8 @@ def report(exp, results, runs, base):
                      + text_table(results) + note + verdict_lines(results) + runs_section(results))
 
 
-QUICK_NOTICE = ("**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus "
-                "and learn little beyond how often each token occurs; this report checks that the code runs, and "
-                "gives no verdicts. Run without --quick (the classroom scale: 3 seeds, minutes per run) for them.")
+QUICK_NOTICE = ("**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus; "
+                "this report checks that the code runs, and gives no verdicts (run without --quick for them).")
 
 
 def header(exp, results):
@@ -390,15 +364,10 @@ def setup(exp, results, runs, base):
     return paper + [
         f"**Ours** ({results['scale']} scale, {results['seeds']} seed{'s' if results['seeds'] != 1 else ''} per arm): "
         f"`train.py {' '.join(runner.flag(k, v) for k, v in base.items())}` and each arm's options, on the "
-        f"{exp.data} data unless an arm says otherwise (training data, {sizes}; {code_sentence(results)}); every run "
-        f"scored on {scored}. "
+        f"{exp.data} data unless an arm says otherwise (training data, {sizes}; the runs ran with code "
+        f"{', '.join(results.get('codes') or ['none'])}, their data was prepared by code "
+        f"{', '.join(results.get('data_codes') or ['not recorded'])}); every run scored on {scored}. "
         f"The method, the verdict rules and the legend: [docs/experiments/README.md]({METHOD}).", ""]
-
-
-def code_sentence(results):
-    """The code of the runs and of their data (hashes of the source files, runner.code_hash)."""
-    runs, data = ", ".join(results.get("codes") or ["none"]), ", ".join(results.get("data_codes") or ["not recorded"])
-    return f"the runs ran with code {runs}, their data was prepared by code {data}"
 
 
 def measured(t, better, worse, cell=False):
@@ -448,7 +417,7 @@ def runs_section(results):
                                            f"`{r['folder']}`). Rerun: `{r['rerun']}`" for r in failed] + [""]
     unigram = results.get("arm_baselines") or {}
     texts = sorted({k for r in results["runs"] for k in (r.get("heldout") or {}).get("texts", {})} - {"english"})
-    tasks = [t for t in downstream_tasks() if any("accuracy" in r.get("glue", {}).get(t, {}) for r in results["runs"])]
+    tasks = [t for t in TASKS if any("accuracy" in r.get("glue", {}).get(t, {}) for r in results["runs"])]
     head = ["arm", "seed", "status", "held-out loss [se]", "ppl ÷ unigram ppl", "masked acc. %", "bits/byte"] + \
         [f"bits/byte, {k.replace('_', '-')}" for k in texts] + [f"{t.upper()} acc. %" for t in tasks] + \
         ["tokens seen", "epochs", "seconds"]
@@ -526,29 +495,24 @@ def p_text(p):
 
 
 def plot(exp, results, path):
-    """Held-out loss curves (mean over seeds) and the final comparison; only when matplotlib is installed."""
+    """Held-out loss curves, each arm's mean over seeds (the final figures are the report's table); only when
+    matplotlib is installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))
     for arm in exp.arms:
         curves = [r["curve"] for r in results["runs"] if r["arm"] == arm.name and r.get("curve")]
         if curves:
             n = min(len(c) for c in curves)
-            left.plot([c[1] for c in curves[0][:n]], [statistics.fmean(c[k][2] for c in curves) for k in range(n)],
-                      label=arm.name, marker=".")
-    left.set(xlabel="tokens seen (sequences x length)", ylabel="held-out loss (the run's own masking)",
-             title="training curves")
-    left.legend()
-    arms = [a for a in results["arms"] if a["loss"]["n"]]
-    right.bar(range(len(arms)), [a["loss"]["mean"] for a in arms], yerr=[a["loss"]["sd"] for a in arms], capsize=4)
-    right.set_xticks(range(len(arms)), [a["arm"] for a in arms], rotation=20)
-    low = min(a["loss"]["mean"] - 3 * (a["loss"]["sd"] or 0.01) for a in arms) if arms else 0
-    right.set_ylim(bottom=max(0, low))
-    right.set(ylabel="held-out loss, same 15% masks", title="final (mean ± sd over seeds)")
+            ax.plot([c[1] for c in curves[0][:n]], [statistics.fmean(c[k][2] for c in curves) for k in range(n)],
+                    label=arm.name, marker=".")
+    ax.set(xlabel="tokens seen (sequences x length)", ylabel="held-out loss (the run's own masking)",
+           title=f"{exp.name}: training curves")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,11 +1,6 @@
-"""experiments.py's runs: the commands it types (each printed, so that any run can be repeated by hand) and
-their progress lines, every run of an experiment planned (arm x seed: its folder and train.py options),
-where each stands (finished, interrupted, of other code), the hash of the code, and one run taken from
-wherever it stands to its record: trained (train.py), evaluated on the fixed held-out masks, finetuned
-(finetune.py, with --glue); or failed, with the command to rerun it.
-
-    runs = runner.plan(exp, scale, args, prepared)
-    record = runner.do_run(runs[0], 1, len(runs), exp, scale, args)
+"""experiments.py's runs: every run of an experiment planned (arm x seed: its folder and train.py options), and
+one run taken from wherever it stands (finished, interrupted, of other code) to its record: trained (train.py,
+its command printed), evaluated on the fixed held-out masks, finetuned (finetune.py); or failed, with its rerun.
 """
 import ast
 import glob
@@ -29,11 +24,10 @@ import bpe
 import data
 import experiments
 import roberta
-from machinery.formats import checkpoints
+from machinery.formats import checkpoints, prepared
 from machinery.lab import text_figures
 from machinery.basics import files, speed
 from machinery.fast import orders
-from machinery.formats import prepared
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
@@ -103,8 +97,8 @@ def duration(seconds):
 
 
 def progress_line(label, run, elapsed):
-    """One run's progress from its log.jsonl: step, loss, speed and the time left; None before its first log."""
-    last = last_record(run)
+    """One run's progress from its log.jsonl: step, loss, speed and the time left."""
+    last = (log_records(run) or [{}])[-1]
     if "step" not in last:
         return f"{label}: starting ({duration(elapsed)})"
     steps = run.options["max_steps"]
@@ -116,8 +110,6 @@ def progress_line(label, run, elapsed):
         left = (steps - last["step"]) * run.options["batch_size"] * run.options["seq_len"] / tps
         text += f", {tps:,.0f} tokens/s, ETA {duration(left)}"
     return text + f" ({duration(elapsed)} so far)"
-
-
 
 
 # ---------------------------------------------------------------------------------------- runs
@@ -287,11 +279,9 @@ def run_tokens(tokens, ends, eos_id, fmt, options, seed=0):
 
 def update_tokens(exp, base, prep):
     """Section 4.2's equal tokens (exp.equal_tokens): {format: the train.py options that give its run as many
-    real tokens as FULL-SENTENCES' run (padding not counted), within 1%}: per update, a batch scaled by the mean
-    length for SEGMENT-PAIR, and for the formats batched by tokens the budget whose batches hold as many on
-    average (a batch stops short of the example that would overflow it, and counts the </s> a pair drops, so
-    the budget is found by trying each up to a sequence past the target); then the updates, so that the
-    run's total matches what whole examples per update leave over (data read as train.py reads it, seed 0)."""
+    real tokens as FULL-SENTENCES' run, within 1%}: per update, a batch scaled by the mean length (SEGMENT-PAIR)
+    or the tokens-per-batch budget whose batches hold as many on average (found by trying each); then the
+    updates, so that the run's total matches (data read as train.py reads it, seed 0)."""
     if not exp.equal_tokens:
         return {}
     folder, seq_len = prep.folders[exp.data], base["seq_len"]
@@ -325,13 +315,11 @@ def char_key(arm, vocab):
 
 def chosen_arms(exp, names):
     """The arms to run: all, or those --arms names."""
-    if not names:
-        return exp.arms
-    known = {a.name: a for a in exp.arms}
-    for name in names.split(","):
+    known = [a.name for a in exp.arms]
+    for name in names.split(",") if names else []:
         if name not in known:
             raise ValueError(f"--arms: {name!r} is not an arm of {exp.name} ({', '.join(known)})")
-    return [a for a in exp.arms if a.name in names.split(",")]
+    return [a for a in exp.arms if not names or a.name in names.split(",")]
 
 
 CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
@@ -421,63 +409,37 @@ def check_conflicts(runs, overwrite):
                              f"pass --overwrite to replace it, or choose another --out")
 
 
-def train_run(run, status, threads, overwrite, label, code):
-    """Train (or resume) one run with train.py, a progress line every PROGRESS_SECONDS; (ok, the last error)."""
-    command = run.argv
-    os.makedirs(run.folder, exist_ok=True)
-    flags = ["--resume"] if status == "resume" else (["--overwrite"] if overwrite or status == "stale" else [])
-    write_run(run, {"command": shown(command), "status": "running", "code": code})
-    t0 = time.time()
-    exit_code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads,
-                              progress=lambda: say(progress_line(label, run, time.time() - t0)))
-    return exit_code == 0, last
-
-
 def write_run(run, record):
     files.write_atomic(os.path.join(run.folder, "run.json"), files.json_text(record, indent=2))
 
 
-def curve(run):
-    """(step, sequences x length seen, held-out loss at the run's own masking) from train.py's log."""
-    points, path = [], os.path.join(run.folder, "log.jsonl")
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                if isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"]):
-                    tokens = r["step"] * run.options["batch_size"] * run.options["seq_len"]
-                    points.append([r["step"], tokens, r["valid_loss"]])
-    return points
-
-
-def logged_nsp(run):
-    """Whether the run's log.jsonl shows an NSP loss (a pair format with its NSP loss on)."""
-    path = os.path.join(run.folder, "log.jsonl")
-    with open(path) if os.path.isfile(path) else open(os.devnull) as f:
-        return any("nsp_loss" in line for line in f)
-
-
-def last_record(run):
+def log_records(run):
+    """The records of the run's log.jsonl (train.py's), [] before its first."""
     path = os.path.join(run.folder, "log.jsonl")
     if not os.path.isfile(path):
-        return {}
+        return []
     with open(path) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    return lines[-1] if lines else {}
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def curve(records, run):
+    """(step, sequences x length seen, held-out loss at the run's own masking) from train.py's log."""
+    size = run.options["batch_size"] * run.options["seq_len"]
+    return [[r["step"], r["step"] * size, r["valid_loss"]] for r in records
+            if isinstance(r.get("valid_loss"), (int, float)) and math.isfinite(r["valid_loss"])]
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", corpus="", valid_fraction=0.0):
-    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (its examples built in
-    `fmt`), with standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte
-    of the masked tokens. With `corpus`: bits per byte with the <unk> cost counted (text_figures), on
-    the corpus's held-out lines and on the non-English and code texts, under "texts"."""
+def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fraction=0.0):
+    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (FULL-SENTENCES blocks), with
+    standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte of the masked
+    tokens. With `corpus`: text_figures' on its held-out lines and the non-English and code texts, under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
     checkpoints.check_tokenizer(folder, tok)  # the tokenizer its checkpoint.pt recorded
     tokens, ends, meta = prepared.load_split(data_dir, "valid")
     prepared.check_tokenizer(meta, tok, data_dir, folder)
-    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32, masking=data.Masking(), fmt=fmt)
+    batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
     texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
@@ -488,7 +450,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device, fmt="full-sentences", co
     target_bytes = sum(int(byte_len[labels[labels != -100].numpy()].sum()) for _, labels in batches)
     figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
                "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
-               "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": fmt}
+               "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": "full-sentences"}
     if texts:  # <unk> counted: the English figure replaces the one above
         figures.update(texts=texts, bits_per_byte=texts["english"]["bits_per_byte"])
     return figures
@@ -505,9 +467,7 @@ def finetune_run(run, glue, scale, log_path, fresh, threads):
         out = os.path.join(run.folder, f"glue-{task}")
         argv = ["python", script("finetune.py"), "--task", task, "--data", task_dir, "--checkpoint", run.folder,
                 "--out", out, "--seed", str(run.seed), "--no-progress"]
-        for key, value in scale.finetune.items():
-            argv += flag(key, value).split(" ", 1)
-        argv += shlex.split(run.arm.finetune)  # the control's --random-init
+        argv += option_words(scale.finetune) + shlex.split(run.arm.finetune)  # the control's --random-init
         metrics = None if fresh else files.read_json(os.path.join(out, "metrics.json"), missing=True)
         if metrics is None:
             if os.path.isdir(out):  # stale, or unfinished: finetune.py refuses an existing --out
@@ -524,10 +484,10 @@ def finetune_run(run, glue, scale, log_path, fresh, threads):
 
 
 def do_run(run, i, total, exp, scale, args):
-    """One run from wherever it stands to its record: trained, evaluated, finetuned; or failed."""
-    command = run.argv
+    """One run from wherever it stands to its record: trained (a progress line every PROGRESS_SECONDS),
+    evaluated, finetuned; or failed."""
+    command, code = run.argv, code_hash()
     label = f"[{exp.name}] {i}/{total} {run.arm.name} seed {run.seed}"
-    code = code_hash()
     if code != args.code:
         say(f"{label}: warning: the code changed since this experiment started ({args.code} -> {code}); this "
             f"run uses the new code, and the report will say that its runs mix code versions")
@@ -535,12 +495,16 @@ def do_run(run, i, total, exp, scale, args):
     if status == "finished":
         return skip_run(run, label, scale, args)
     threads = scale.threads or speed.threads_for(args.jobs)
-    announce(run, label, status, threads, code, args.overwrite)
+    flags = ["--resume"] if status == "resume" else ["--overwrite"] if args.overwrite or status == "stale" else []
+    announce(run, label, status, threads, code, flags)
     record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder, "code": code}
     t0 = time.time()
     if status != "evaluate":
-        ok, last = train_run(run, status, threads, args.overwrite, label, code)
-        if not ok:
+        os.makedirs(run.folder, exist_ok=True)
+        write_run(run, {"command": shown(command), "status": "running", "code": code})
+        exit_code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads,
+                                  progress=lambda: say(progress_line(label, run, time.time() - t0)))
+        if exit_code != 0:
             return fail_run(run, record, last, label)
     return finish_run(run, record, t0, status, label, scale, args, threads)
 
@@ -557,14 +521,13 @@ def skip_run(run, label, scale, args):
     return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
 
 
-def announce(run, label, status, threads, code, overwrite):
+def announce(run, label, status, threads, code, flags):
     """The line that says what happens to a run now, and the train.py command that does it."""
     if status == "stale":
         was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
         doing = f"training again: it ran with other code (code {was}, now {code})"
     else:
         doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
-    flags = ["--resume"] if status == "resume" else ["--overwrite"] if overwrite or status == "stale" else []
     say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
         + (f"\n    {shown(run.argv + flags)}" if status != "evaluate" else ""))
 
@@ -572,7 +535,8 @@ def announce(run, label, status, threads, code, overwrite):
 def fail_run(run, record, last, label):
     """A run whose train.py failed: marked failed, with its last error and the command that reruns it."""
     rerun = shown(run.argv + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt")) else []))
-    record.update(status="failed", error=last, rerun=rerun, curve=curve(run), log=os.path.join(run.folder, "train.out"))
+    record.update(status="failed", error=last, rerun=rerun, curve=curve(log_records(run), run),
+                  log=os.path.join(run.folder, "train.out"))
     write_run(run, record)
     say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
     return record
@@ -582,9 +546,10 @@ def finish_run(run, record, t0, status, label, scale, args, threads):
     """A trained run: evaluated on the fixed held-out masks, finetuned with --glue, its record written."""
     heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device, corpus=run.corpus,
                                valid_fraction=scale.valid_fraction)
-    last = last_record(run)
-    record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(run),
-                  epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=logged_nsp(run),
+    log = log_records(run)
+    last = (log or [{}])[-1]
+    record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(log, run),
+                  epochs=last.get("epoch"), train_loss=last.get("loss"), nsp=any("nsp_loss" in r for r in log),
                   sequences_seen=run.options["max_steps"] * run.options["batch_size"],
                   tokens_seen=last.get("tokens_seen"))  # real tokens of every update, no padding
     if args.finetune_on:

@@ -1,15 +1,8 @@
-"""The experiments' statistics: Student's t distribution (no scipy), Welch's and the paired t-test, each
-with its two-sided p-value and the confidence interval of the difference at the level it is tested at; the
-equivalence test (TOST: two one-sided t-tests against a margin); Holm's step-down correction for many tests.
+"""The experiments' statistics, without scipy: Student's t distribution, Welch's and the paired t-test (two-sided
+p and the interval of the difference, second minus first), the equivalence test (TOST) and Holm's correction.
 
     test = stats.compare([6.70, 6.71, 6.69], [6.76, 6.73, 6.79], paired_runs=True)
-    test["difference"], test["low"], test["high"], test["p"], test["test"]
-    stats.holm([0.01, 0.04, 0.03])     # each test's Holm-adjusted p and the level it was held to
-    stats.tost(test, 0.01)             # p of "the difference lies within +-0.01"
-
-The difference is always second minus first (the worse arm minus the better one in experiments.py, so
-that > 0 is the claim's direction). Differences with no spread (every paired difference the same, or
-every run of both arms the same) have no t-test: compare says so (p None, "zero_spread") and gives no p.
+    stats.holm([0.01, 0.04, 0.03]), stats.tost(test, 0.01)
 """
 import math
 import statistics

@@ -1,14 +1,7 @@
-"""The text-encoding experiment's figures (Section 4.4): bits per byte of held-out text, with what an <unk>
-costs counted, and how much of the text a tokenizer cannot spell (its <unk> rate).
-
-A model's masked-LM loss is in nats per token, and tokenizers cut text into different tokens: bits per
-byte divides the loss on the masked targets by the bytes those targets spell, so that a byte-level and a
-character-level BPE are compared on the same text. An <unk> target costs the model's loss of predicting
-<unk> *plus* the unknown character itself, spelled out with no model at 8 bits per UTF-8 byte (what a
-byte-level model would pay if it had learned nothing about that character); without this, a tokenizer that
-turned every hard character into one cheap <unk> would look better for knowing less.
-
-    figures = text_figures.text_figures(model, tok, lines, seq_len=128, device="cpu")
+"""The text-encoding experiment's figures (Section 4.4): bits per byte of the masked targets of held-out text,
+so that tokenizers are compared on the same text, and the <unk> rates. An <unk> target costs the model's loss
+on it *plus* the character it hides at 8 bits per UTF-8 byte: else a tokenizer that turned every hard
+character into one cheap <unk> would look better for knowing less.
 """
 import math
 import os
@@ -69,15 +62,11 @@ def text_figures(model, tok, lines, seq_len, device, versions=MASK_VERSIONS):
             "bytes_per_token": text_bytes / max(ordinary, 1)}
 
 
-def heldout_lines(corpus, valid_fraction):
-    """The corpus's held-out lines: the documents data.py holds out (data.split_documents), as text."""
-    return [line for split, lines in data.split_documents(data.read_documents([corpus]), valid_fraction)
-            if split == "valid" for line in lines]
-
-
 def all_figures(model, tok, corpus, valid_fraction, seq_len, device):
-    """{"english": the corpus's held-out documents, masked once; "non_english", "code": the texts above}."""
-    out = {"english": text_figures(model, tok, heldout_lines(corpus, valid_fraction), seq_len, device, versions=1)}
+    """{"english": the documents data.py holds out of the corpus, masked once; "non_english", "code": TEXTS}."""
+    english = [line for split, lines in data.split_documents(data.read_documents([corpus]), valid_fraction)
+               if split == "valid" for line in lines]
+    out = {"english": text_figures(model, tok, english, seq_len, device, versions=1)}
     for name in TEXTS:
         out[name] = text_figures(model, tok, text_lines(name), seq_len, device)
     return out
