@@ -215,8 +215,10 @@ def test_training_steps_compile_at_warm_up_and_never_again(pairs):
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
+    """The built-in corpus's reference documentation (79 documents, 430 KB), a 300-token BPE, 5% held out."""
     d = tmp_path_factory.mktemp("compile")
-    corpus = corpora.builtin_corpus(str(d / "corpus.txt"))
+    corpus = str(d / "corpus.txt")
+    files.write_atomic(corpus, "".join("\n".join(doc) + "\n\n" for doc in corpora.reference_topics()))
     bpe.Tokenizer.train(itertools.islice(files.read_lines(corpus), 3000), 300).save(d / "tok")
     preparation.prepare([corpus], str(d / "tok"), str(d / "data"), valid_fraction=0.05, workers=1, verbose=False)
     return d / "data"
