@@ -198,7 +198,7 @@ def test_training_steps_compile_at_warm_up_and_never_again(pairs):
     forwards = counter.runs
     for i, (batch, n_targets) in enumerate(varied_batches(micro, seq_len, rate, pairs)):
         if n_targets == 0:
-            continue  # train.py refuses an update without targets (run_folder.targets)
+            continue  # train.py refuses an update without targets (_train)
         sums_c, finite_c = train.train_step(tc, batch, n_targets)
         sums_e, finite_e = train.train_step(te, batch, n_targets)
         forwards += len(batch.micro_batches)
