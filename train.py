@@ -2,7 +2,8 @@
 
     python train.py                                  # the built-in demo: corpus, tokenizer, model, run
     python train.py --config tiny --data DIR --out DIR
-    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16 --micro-batch-size 32
+    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16 \
+        --micro-batch-size 32
 
 What the paper changes from BERT, and where it is here:
   - dynamic masking, a new mask each time a sequence is served (Section 4.1): get_batch, data.mask_batch
@@ -176,7 +177,7 @@ def heldout_set(cfg, tok, micro, rank, world):
 # ---------------------------------------------------------------------------------------- the starting weights
 class Start(NamedTuple):
     """Where a continued run (--init-from) starts."""
-    model: torch.nn.Module   # PATH's model, as a RobertaForMaskedLM
+    sizes: object            # PATH's RobertaConfig
     state: dict              # what it gives: its encoder, and its LM head where PATH has one
     lineage: dict            # path, class, weights_sha256: recorded in train_config.json and checkpoint.pt
 
@@ -190,7 +191,7 @@ def init_from(cfg, tok_hash):
     lineage = run_folder.lineage(cfg.init_from)  # machinery: PATH, its class, its weights' fingerprint
     run_folder.check_start(cfg, prepared.tokenizer_hash(tok), tok_hash, model.cfg.max_positions)  # machinery: one line
     whole = lineage["class"] == "RobertaForMaskedLM"
-    return Start(model, {k: v for k, v in model.state_dict().items() if whole or k.startswith("roberta.")}, lineage)
+    return Start(model.cfg, {k: v for k, v in model.state_dict().items() if whole or k.startswith("roberta.")}, lineage)
 
 
 def model_config(cfg, tok, start, ckpt):
@@ -198,7 +199,7 @@ def model_config(cfg, tok, start, ckpt):
     its positions and path then recorded in cfg. --dropout and --format's NSP head are this run's."""
     lineage = start.lineage if start else ckpt and ckpt["state"].get("init_from")
     if lineage:
-        sizes = roberta.RobertaConfig.from_dict(ckpt["config"]) if ckpt else start.model.cfg
+        sizes = roberta.RobertaConfig.from_dict(ckpt["config"]) if ckpt else start.sizes
         cfg = replace(cfg, init_from=lineage["path"], max_positions=sizes.max_positions)
     else:
         sizes = roberta.RobertaConfig.preset(cfg.config, vocab_size=len(tok), pad_id=tok.pad_id,
@@ -375,8 +376,9 @@ def train(cfg, examples=None):
 def start(cfg, rank, world, device, cpu_group, examples):
     """Everything checked before anything is written, then the model and the training examples:
     (Trainer, training state, TrainSet, micro-batch size, the tokenizer's fingerprint)."""
+    share = max(cfg.batch_size // world, 1)  # this process's sequences of an update
     # machinery: settings that would fail later, refused now; --data held for reading
-    run_folder.check_settings(cfg, world, device, cfg.micro_batch_size or max(cfg.batch_size // world, 1),
+    run_folder.check_settings(cfg, world, device, cfg.micro_batch_size or share,
                               data.check_format(cfg.format).by_tokens)
     tok = bpe.Tokenizer.load(cfg.data)
     tokens, line_ends, meta = run_folder.open_data(cfg, tok)  # machinery: the training split, checked
@@ -391,8 +393,8 @@ def start(cfg, rank, world, device, cpu_group, examples):
     with torch.device("meta"):  # the parameter count, without allocating the parameters
         n_params = roberta.num_parameters(roberta.RobertaForMaskedLM(model_cfg))
     micro = cfg.micro_batch_size or memory.fitting_micro_batch(model_cfg, n_params, cfg.seq_len, cfg.amp != "none",
-                                                               cfg.masking.rate, max(cfg.batch_size // world, 1),
-                                                               device, rank == 0, group=cpu_group)
+                                                               cfg.masking.rate, share, device, rank == 0,
+                                                               group=cpu_group)
     if examples is None:  # Section 4.2: the examples of the --format, each with its length in tokens
         ex = data.examples(tokens, line_ends, cfg.format, cfg.seq_len, tok.eos_id, cfg.seed)
         examples = ex, data.example_lengths(ex, cfg.format, cfg.seq_len)
