@@ -522,6 +522,9 @@ def test_code_hash_covers_the_code_not_the_declarations(tmp_path):
     (tmp_path / "experiments.py").write_text(text.replace('Arm("rate-40", {"mask_rate": 0.40})',
                                                           'Arm("rate-40", {"mask_rate": 0.40}), Arm("rate-60", {})'))
     assert runner.code_hash(str(tmp_path)) == before  # an added arm reruns nothing
+    with open(tmp_path / "machinery" / "commands" / "bench_tools.py", "a") as f:
+        f.write("# an edit\n")
+    assert runner.code_hash(str(tmp_path)) == before  # no run imports the benchmarks
     with open(tmp_path / "machinery" / "basics" / "lock.py", "a") as f:
         f.write("# an edit\n")
     assert runner.code_hash(str(tmp_path)) != before

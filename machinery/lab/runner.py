@@ -326,14 +326,13 @@ CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.
 
 
 def code_hash(root=ROOT, paths=None):
-    """The version of the code a run ran with: a hash of the six core modules, machinery/**/*.py, the held-out texts and
-    experiments.py (or of `paths`, relative to root). Not of experiments.py's declarations (from its "the
-    experiments" line to its "scales" line): a run's settings are its command, compared on their own, so adding an
-    arm or an experiment reruns nothing."""
-    paths = [os.path.join(root, name) for name in paths] if paths is not None else \
-        [os.path.join(root, name) for name in CORE + ["experiments.py"]] + \
-        sorted(glob.glob(os.path.join(root, "machinery", "**", "*.py"), recursive=True)) + \
-        sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt")))
+    """The version of the code a run ran with: a hash of the files experiments.py and the six core modules import,
+    wherever the import stands (the command lines the runs call, and this runner, which evaluates them), and of the
+    held-out texts; or of `paths`, relative to root. Not bench.py and its tools, which no run imports. Not of
+    experiments.py's declarations (from its "the experiments" line to its "scales" line): a run's settings are its
+    command, compared on their own, so adding an arm or an experiment reruns nothing."""
+    texts = sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt"))) if paths is None else []
+    paths = [os.path.join(root, name) for name in (paths or imported(CORE + ["experiments.py"], root))] + texts
     h = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
