@@ -1,21 +1,11 @@
 """Byte-level BPE, written from scratch, exact to GPT-2's and RoBERTa's tokenizer.
 
-Section 4.4 of the RoBERTa paper: "we instead consider training BERT with a larger byte-level BPE
-vocabulary containing 50K subword units ... byte-level BPE uses bytes instead of unicode characters
-as the base subword units", so any text is encoded without an unknown token (Radford et al., 2019).
-
-How it works, top to bottom:
-  1. pre-tokenize: GPT-2's regex splits text into words, numbers, punctuation runs and spaces;
-     a word keeps its leading space (" world"), so merges never cross word boundaries;
-  2. each pre-token becomes its UTF-8 bytes, one token id per byte;
-  3. merges learned in training are applied, lowest rank (earliest learned) first.
-
-Inside this module everything is token *ids* and *bytes*. The printable strings of vocab.json and
-merges.txt (where byte 0x20, a space, is written "Ġ") exist only at the file boundary, through
-`bytes_to_unicode`, exactly as GPT-2's encoder.py defines them.
-
-Top to bottom: the printable byte spelling; training (the plain loop, then PairCounts, the same merges
-faster); the Tokenizer. Files: machinery/formats/vocab_files.py; command line: machinery/commands/bpe_cli.py.
+Section 4.4: "byte-level BPE uses bytes instead of unicode characters as the base subword units", so any
+text is encoded without an unknown token (Radford et al., 2019). GPT-2's regex splits text into words, numbers,
+punctuation runs and spaces (a word keeps its leading space, " world": merges never cross words); each piece
+becomes its UTF-8 bytes, one id per byte; then the learned merges apply, lowest rank (earliest learned) first.
+Inside, everything is ids and bytes: the printable spelling of vocab.json and merges.txt ("Ġ" for a space,
+`bytes_to_unicode`) exists only at the file boundary (machinery/formats/vocab_files.py).
 
     tok = Tokenizer.load("path/to/roberta")   # vocab.json + merges.txt (or encoder.json + vocab.bpe)
     ids = tok.encode("Hello world!")          # [31414, 232, 328]
@@ -47,11 +37,8 @@ LONG_PIECE = 100  # bytes: a longer pre-token is merged by machinery/fast/fast_b
 
 # ---------------------------------------------------------------- bytes and their printable spelling
 def bytes_to_unicode():
-    """GPT-2's reversible map from the 256 bytes to printable unicode characters.
-
-    Printable Latin-1 bytes map to themselves; the others (controls, space, ...) are shifted to
-    256+n so that vocab files never contain whitespace or control characters: 0x20 -> 'Ġ'.
-    """
+    """GPT-2's reversible map from the 256 bytes to printable characters: printable Latin-1 bytes map to
+    themselves, the others (controls, space) to chr(256 + n), so vocab files hold no whitespace: 0x20 -> 'Ġ'."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
         + list(range(ord("®"), ord("ÿ") + 1))
     shifted = iter(range(256, 512))  # the n-th byte not kept -> chr(256 + n)
@@ -69,14 +56,9 @@ def token_to_bytes(token):
     return token.encode("utf-8")
 
 
-def bytes_to_token(bs):
-    return "".join(BYTE_TO_CHAR[b] for b in bs)
-
-
 # ---------------------------------------------------------------- training
 def count_pretokens(texts):
-    """Each distinct pre-token and how often it occurs. Training works on these (a few hundred thousand
-    distinct words), never on the running text."""
+    """Each distinct pre-token and how often it occurs: training works on these, never on the running text."""
     pattern = regex.compile(PATTERN)
     counts = Counter()
     for text in texts:
@@ -125,14 +107,10 @@ def learn_merges_naive(words, freqs, vocab, n_merges, min_frequency):
 
 
 class PairCounts:
-    """learn_merges_naive's counts, updated after each merge instead of recounted from scratch (the
-    recount is ~14,500x slower on 8 MB of text, see bench.py bpe):
-
-      counts  pair -> its occurrences, each word weighted by its frequency;
-      where   pair -> the words that hold it (may also name words that lost it since);
-      heap    (-count, pair) entries, to pop the most frequent pair, ties to the smallest ids. When a
-              count goes down its entry goes stale, refreshed when popped: lazy deletion, as heapq
-              cannot find an entry to lower it in place without searching the whole heap.
+    """learn_merges_naive's counts, updated after each merge instead of recounted (~14,500x faster on 8 MB,
+    bench.py bpe). counts: pair -> occurrences, each word weighted by its frequency; where: pair -> the words
+    that hold it (or once did); heap: (-count, pair), the most frequent first, ties to the smallest ids. A count
+    that goes down leaves a stale entry, refreshed when popped (lazy deletion: heapq cannot lower one in place).
     """
 
     def __init__(self, words, freqs):
@@ -188,12 +166,9 @@ def gc_paused():
 
 @gc_paused()  # until the trainer's millions of small lists are freed
 def train_bpe(texts, vocab_size, min_frequency=2, verbose=False):
-    """Learn a vocabulary of `vocab_size` tokens: <s> <pad> </s> <unk>, 256 bytes, merges, <mask>.
-
-    Merge the most frequent adjacent pair (ties: the pair of smallest ids), again and again, until the
-    vocabulary is full or no pair occurs `min_frequency` times. Returns (vocab: id -> bytes,
-    merges: (id, id) -> id in rank order, note: None, or why the vocabulary is smaller than asked).
-    """
+    """A vocabulary of `vocab_size` tokens: <s> <pad> </s> <unk>, 256 bytes, merges of the most frequent pair
+    until it is full or no pair occurs `min_frequency` times, <mask>. Returns (vocab: id -> bytes, merges:
+    (id, id) -> id in rank order, note: None, or why the vocabulary is smaller than asked)."""
     if vocab_size < MIN_VOCAB:
         raise ValueError(f"vocab size {vocab_size} is too small: the 256 bytes and 5 special tokens need {MIN_VOCAB}")
     if min_frequency < 1:
@@ -255,10 +230,8 @@ def byte_ids(vocab):
 
 class Tokenizer:
     """A byte-level BPE vocabulary: `vocab` (id -> bytes) and `merges` (pair of ids -> new id, in rank order).
-
-    characters=True: Section 4.4's other arm, a character-level BPE as BERT's vocabulary was built. Its units
-    are the characters before the first merge (its alphabet); a character outside it becomes <unk>.
-    (machinery/commands/char_bpe.py trains one: `python bpe.py train --characters`.)"""
+    characters=True: Section 4.4's other arm, a character-level BPE (BERT's): its units are the tokens before the
+    first merge, a character outside them is <unk> (machinery/commands/char_bpe.py: `bpe.py train --characters`)."""
 
     def __init__(self, vocab, merges, characters=False):
         self.vocab = dict(vocab)    # id -> bytes
@@ -277,8 +250,7 @@ class Tokenizer:
             self.char_ids = {self.vocab[i].decode("utf-8", "surrogatepass"): i for i in range(len(SPECIALS), last)}
         else:
             self.byte_ids = byte_ids(self.vocab)
-        self.special_ids = {i for i in (self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id)
-                            if i is not None}
+        self.special_ids = {self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id} - {None}
         self.cache = {}  # pre-token -> ids; GPT-2's encoder.py caches the same way
         self.training_note = None  # set by train(): why the vocabulary came out smaller than asked
 
@@ -293,19 +265,15 @@ class Tokenizer:
         else:
             ids = [self.byte_ids[b] for b in piece.encode("utf-8", "surrogatepass")]
         if len(ids) > LONG_PIECE:  # a long word (a base64 blob, a minified line): the plain loop is quadratic
-            from machinery.fast import fast_bpe  # machinery: the same merges, indexed (near-linear in the length)
+            from machinery.fast import fast_bpe
             fast = fast_bpe.apply_merges(ids, self.ranks, self.merges)  # machinery: the same merges, indexed
             if fast is not None:  # None: merges not learned in rank order, left to the plain loop
                 return fast
         return self.apply_merges(ids)
 
     def apply_merges(self, ids):
-        """Apply the lowest-ranked merge (the leftmost of equal ones) until none applies.
-
-        Merging the leftmost lowest-ranked pair one at a time gives GPT-2's result (it merges all
-        occurrences of that pair at once): a pair made by a merge always ranks after that merge.
-        Each merge rescans all pairs, O(n^2): fine for words, not for a 100K-letter blob (hence LONG_PIECE).
-        """
+        """Apply the lowest-ranked merge (the leftmost of equal ones) until none applies: GPT-2's result (it merges
+        every occurrence at once), as a pair made by a merge ranks after it. O(n^2): fine for words (LONG_PIECE)."""
         ids = list(ids)
         rank = self.ranks.get
         ranks = [rank(p, INF) for p in zip(ids, ids[1:])]  # ranks[i]: the rank of (ids[i], ids[i+1])
@@ -336,9 +304,8 @@ class Tokenizer:
         return ids
 
     def encode_with_offsets(self, text):
-        """(ids, offsets): offsets[i] = (start, end) of token i as character positions in `text`, so
-        that a span of tokens maps back to the exact original text (SQuAD). A token that holds part of
-        a multi-byte character spans that whole character."""
+        """(ids, offsets): offsets[i] = (start, end) of token i as character positions in `text` (SQuAD's spans);
+        a token holding part of a multi-byte character spans that whole character."""
         ids, offsets = [], []
         for m in self.pattern.finditer(text):
             piece = m.group()
@@ -363,13 +330,14 @@ class Tokenizer:
     def id_to_token(self, i):
         """The printable vocab-file spelling of token `i` ('Ġworld')."""
         bs = self.vocab[i]
-        return bs.decode("utf-8", "replace") if i in self.special_ids or self.characters else bytes_to_token(bs)
+        special = i in self.special_ids or self.characters
+        return bs.decode("utf-8", "replace") if special else "".join(BYTE_TO_CHAR[b] for b in bs)
 
     # ---------------------------------------------------------------- training and files
     @classmethod
     def train(cls, texts, vocab_size, min_frequency=2, verbose=False):
-        """Learn a vocabulary from `texts` (see train_bpe). verbose: a progress bar, and one line on
-        stderr when the vocabulary comes out smaller than asked (also kept in `training_note`)."""
+        """Learn a vocabulary from `texts` (train_bpe). verbose: a progress bar, and a warning on stderr when it
+        comes out smaller than asked (also kept in `training_note`)."""
         vocab, merges, note = train_bpe(texts, vocab_size, min_frequency, verbose)
         tok = cls(vocab, merges)
         tok.training_note = note
@@ -392,10 +360,10 @@ class Tokenizer:
 
     def save(self, directory):
         """Write vocab.json + merges.txt in the GPT-2/RoBERTa format (loadable by other BPE libraries)."""
-        from machinery.formats import vocab_files  # machinery: written atomically, as vocab.json + merges.txt
+        from machinery.formats import vocab_files  # machinery: written atomically
         if self.characters:  # Section 4.4's other arm: char_bpe.json
-            return vocab_files.write_chars(directory, self.vocab, self.merges)  # machinery: written atomically
-        vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)  # machinery: atomically
+            return vocab_files.write_chars(directory, self.vocab, self.merges)
+        vocab_files.write(directory, {i: self.id_to_token(i) for i in self.vocab}, self.merges)
 
 
 if __name__ == "__main__":  # machinery: the command line (bpe.py train / encode), its checks, one-line errors
