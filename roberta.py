@@ -1,10 +1,9 @@
 """RoBERTa: the encoder and its task heads, numerically identical to the released models.
 
-RoBERTa keeps BERT's architecture (Section 2.2; Devlin et al. 2019): a stack of post-LayerNorm
-transformer layers over token + learned position embeddings. What changes is the training recipe,
-not the network: no next-sentence prediction and no segment embeddings (Section 4.2), a 50K byte-level
-BPE vocabulary (Section 4.4). Numerics as fairseq releases them: positions start at pad_id + 1,
-LayerNorm eps 1e-5, exact (erf) GELU, LM head tied to the token embeddings with its own bias.
+RoBERTa keeps BERT's architecture (Section 2.2): post-LayerNorm transformer layers over token + learned position
+embeddings, without segment embeddings (no next-sentence prediction, Section 4.2). Numerics as fairseq releases
+them: positions start at pad_id + 1, LayerNorm eps 1e-5, exact (erf) GELU, LM head tied to the token embeddings
+with its own bias.
 
     cfg = RobertaConfig.preset("base")                  # Table 9: 12 layers, 768 hidden, 12 heads
     model = RobertaForMaskedLM(cfg)
@@ -115,15 +114,13 @@ class Layer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x, mask):
-        """Post-LN: each sublayer's output is added to x, then the sum normalised. For pre-LN, normalise
-        each sublayer's input instead and leave the residual stream alone; these two lines become
+        """Post-LN: each sublayer's output is added to x, then the sum normalised. Pre-LN normalises each
+        sublayer's input instead, leaving the residual stream alone; these two lines become
 
             x = x + self.dropout(self.attn(self.attn_norm(x), mask))
             return x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(self.ffn_norm(x)))))
 
-        and the stack's output is then unnormalised, so RobertaModel needs a final LayerNorm (its two
-        lines marked "pre-LN"). Released checkpoints are post-LN: they do not load into a pre-LN model.
-        """
+        and RobertaModel needs a final LayerNorm (its lines marked "pre-LN"). Released checkpoints are post-LN."""
         x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
         return self.ffn_norm(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))  # exact erf GELU
 
@@ -149,10 +146,9 @@ class RobertaModel(nn.Module):
 
 
 def key_mask(input_ids, attention_mask, padded, pad_id):
-    """The keys each query may attend to, [B, 1, 1, T] bool, or None when nothing is padding. Without
-    `attention_mask`, padding is the pad id, as in fairseq. padded=None checks for padding only on the
-    CPU, where reading a tensor is free: on an accelerator it would stall the host every forward (and
-    break a torch.compile graph), so there the mask is built: the same result, without the flash kernel."""
+    """The keys each query may attend to, [B, 1, 1, T] bool, or None when nothing is padding (by default the
+    pad id, as fairseq). padded=None looks for padding only on the CPU: on an accelerator reading a tensor would
+    stall the host every forward (and break a compiled graph), so there the mask is built: the same result."""
     if padded is False:
         return None
     keep = input_ids.ne(pad_id) if attention_mask is None else attention_mask.bool()
@@ -229,8 +225,7 @@ class RobertaForMaskedLM(nn.Module):
         at = targets.view(-1) if target_slots is None else labels.flatten().eq(-100).argsort(stable=True)[:target_slots]
         logits = self.lm_head(x.flatten(0, 1)[at], weight)  # [B, T, H] -> [B*T, H] -> [targets or slots, H]
         loss = F.cross_entropy(logits.float(), labels.flatten()[at], reduction="sum")  # label -100: ignored
-        nsp = None if nsp_labels is None else \
-            F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
+        nsp = None if nsp_labels is None else F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
         if reduction == "sum":
             return loss if nsp is None else (loss, nsp)
         loss = loss / targets.sum().clamp(min=1)
@@ -318,7 +313,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
     Hugging Face RoBERTa folder. A head the checkpoint lacks starts fresh, and verbose says so;
     new_head_ok=False refuses it (a finetuned classifier has no trained LM head to fill masks with)."""
     from machinery.formats import checkpoints  # machinery: both folder layouts, their names, shapes and errors
-    weights = checkpoints.read_weights(path)  # machinery: either folder layout, read and checked
+    weights = checkpoints.read_weights(path)
     cls = cls or CLASSES.get(weights.holder, RobertaForMaskedLM)
     cfg = RobertaConfig.from_dict(weights.config)
     checkpoints.check_config(cfg, weights.state, weights.source)  # machinery: sizes a damaged file could lie about
@@ -331,7 +326,7 @@ def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True,
 def save_pretrained(model, directory):
     """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it)."""
     from machinery.formats import hf  # machinery: Hugging Face's parameter names, config.json and safetensors
-    hf.save_pretrained(model, directory)  # machinery: HF's names, config.json, safetensors
+    hf.save_pretrained(model, directory)
 
 
 # ---------------------------------------------------------------------------------------- training helpers
@@ -343,17 +338,14 @@ def param_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-# Section 3.1: "we found setting beta2 = 0.98 to improve stability when training with large batch sizes",
-# and training "very sensitive to the Adam epsilon term"; Table 9 (pretraining) and Table 10 (finetuning)
-# both use beta1 0.9, beta2 0.98, eps 1e-6.
-ADAM_BETAS = (0.9, 0.98)
-ADAM_EPS = 1e-6
+# Section 3.1: "setting beta2 = 0.98 to improve stability when training with large batch sizes", training "very
+# sensitive to the Adam epsilon term"; Tables 9 and 10: beta1 0.9, beta2 0.98, eps 1e-6.
+ADAM_BETAS, ADAM_EPS = (0.9, 0.98), 1e-6
 
 
 def adamw(model, lr, weight_decay, fused=None):
-    """AdamW with RoBERTa's betas and eps (Section 3.1; Tables 9 and 10) over `param_groups`, for both
-    pretraining and finetuning. fused=None: PyTorch's single-kernel update wherever the parameters'
-    device has one (CPU and CUDA do), else the default implementation."""
+    """AdamW with RoBERTa's betas and eps over `param_groups`, for pretraining and finetuning. fused=None:
+    PyTorch's single-kernel update wherever the parameters' device has one (CPU and CUDA do)."""
     groups = param_groups(model, weight_decay)
     if fused is None:
         try:
