@@ -1,21 +1,17 @@
 """Pretraining data: corpus preparation, the input formats of Section 4.2, masking of Section 4.1.
 
-Preparation streams text files through the BPE tokenizer into flat token files:
-
     python data.py --input corpus.txt --tokenizer tok/ --out data/
 
-Input: one sentence or paragraph per line; a blank line ends a document (fairseq's convention).
-Output, as fairseq binarizes it: every line becomes its tokens followed by </s>, and a document end
-adds one more </s> (the "extra separator token between documents" of FULL-SENTENCES):
+Input: one sentence or paragraph per line; a blank line ends a document (fairseq's convention). Output, as fairseq
+binarizes it: each line's tokens and </s>, a document end one more </s> (FULL-SENTENCES' "extra separator token"):
 
     train.bin, valid.bin   the token stream, np.uint16 when the vocabulary fits, else np.int32
     train.idx, valid.idx   np.int64: where each line ends in the stream (a lone </s> = document end)
     meta.json              tokenizer hash, counts, dtype (written last: its presence means complete)
     vocab.json, merges.txt the tokenizer, so the folder is self-contained
 
-Each format of Section 4.2 is a short loop over lines and documents in the table FORMATS (at the paper's
-scale, the same rows come from numpy: machinery/datafolder/fast_formats.py). Each batch is masked afresh when served
-(dynamic masking, Section 4.1) or with one of 10 fixed masks (static), by `mask_tokens` under `Masking`.
+Each format of Section 4.2 is a short loop in FORMATS (at the paper's scale, numpy's: machinery/datafolder/
+fast_formats.py). A batch is masked afresh when served (dynamic, Section 4.1) or with one of 10 fixed masks (static).
 """
 import os
 from dataclasses import dataclass
@@ -53,9 +49,8 @@ def read_documents(paths, errors="strict"):
 
 
 def split_documents(lines, valid_fraction, chunk_lines=2000):
-    """Group lines into (split, lines) chunks. Whole documents are held out, spread evenly: a document
-    goes to "valid" when the held-out share of the characters read so far is below `valid_fraction`,
-    so "valid" holds that fraction of the text (of the tokens, nearly), never half a document."""
+    """Group lines into (split, lines) chunks. A whole document goes to "valid" when the held-out share of the
+    characters read so far is below `valid_fraction`: that share of the text, spread evenly, never half a document."""
     buffers, chars, split = {s: [] for s in SPLITS}, {s: 0 for s in SPLITS}, None
     for line in lines:
         if split is None:  # a document starts: choose its split
@@ -132,8 +127,7 @@ def doc_sentences(lines, documents, seq_len, seed):
 
 
 def line_draws(lines, seed, stream):
-    """Uniform draws in [0, 1) for the pair formats' random choices, one per line number: the counter-based
-    `uniforms` of masking (below), so that a choice depends on (seed, line, stream) alone."""
+    """Uniform draws in [0, 1) for the pair formats' choices, one per line: `uniforms` of (seed, line, stream)."""
     return uniforms(np.asarray(lines, dtype=np.int64) * 1_000_003 + seed, 1, 100 + stream)[:, 0].numpy()
 
 
@@ -150,10 +144,9 @@ def chunk_at(lines, doc, i, seq_len, single_sentences):
 
 
 def bert_pairs(lines, documents, seq_len, seed, single_sentences):
-    """Sentence pairs with next-sentence prediction, as the original BERT builds them. From each document's
-    first sentence on, a chunk (chunk_at). Its first n_a sentences (a random cut) are A; B is the rest (label
-    1, with probability 1/2 when there is a rest), or else as many sentences of a random other document
-    from a random sentence on (label 0), and then the rest is read again as the next chunk. The random
+    """Sentence pairs with next-sentence prediction, as BERT builds them: a chunk (chunk_at) from each document's
+    first sentence on; its first n_a sentences (a random cut) are A; B is the rest (label 1, probability 1/2), or as
+    many sentences of a random other document from a random sentence (label 0), the rest then read again. The
     choices are the `line_draws` of the chunk's first line."""
     if len(documents) < 2:
         raise ValueError("the pair formats need at least two documents (blank-line separated)")
@@ -190,8 +183,8 @@ FORMATS = {
     "segment-pair": Format(partial(bert_pairs, single_sentences=False), pairs=True, by_tokens=False),
     "sentence-pair": Format(partial(bert_pairs, single_sentences=True), pairs=True, by_tokens=True),
 }
-# Below this many lines (the classroom's corpora: the demo's ~19,000 build in a fraction of a second) the
-# formats above build the examples; above it, their numpy twins, which give the same rows (a test checks it).
+# Below this many lines (the demo's ~19,000 take a fraction of a second) the formats above build the examples;
+# above it, their numpy twins (tested equal).
 SPEC_BELOW = 1 << 18
 
 
@@ -231,9 +224,8 @@ def example_lengths(ex, fmt, seq_len=None):
 
 
 def truncate_pair(len_a, len_b, room):
-    """Lengths of two segments cut to fit `room` tokens together: the longer one loses a token at a time,
-    the second on ties (BERT's truncate_seq_pair, fairseq's BlockPairDataset), computed in closed form.
-    Takes ints or numpy arrays; the caller keeps a[:len_a'] and b[:len_b']."""
+    """Lengths of two segments (ints or arrays) cut to fit `room` tokens: the longer one loses a token at a time,
+    the second on ties (BERT's truncate_seq_pair, fairseq's BlockPairDataset), in closed form."""
     la, lb = np.asarray(len_a), np.asarray(len_b)
     over = np.maximum(la + lb - room, 0)
     cut_a = np.where(la > lb, np.minimum(over, la - lb), 0)   # first the longer one down to the other's length,
@@ -268,10 +260,9 @@ def collate(tokens, ex, seq_len, tok, fmt="full-sentences"):
 
 # ---------------------------------------------------------------------------------------- batches
 def budget_batches(order, lengths, budget):
-    """Section 4.2: with DOC-SENTENCES "we dynamically increase the batch size to achieve a similar number of total
-    tokens as FULL-SENTENCES". The plain loop: walk the epoch's order, and start a new batch where the next
-    example would take this one over `budget` tokens (a batch holds one example at least); an incomplete last
-    batch is dropped. machinery/fast/orders.Ragged finds the same batches a chunk at a time (tested equal)."""
+    """Section 4.2: DOC-SENTENCES "dynamically increase the batch size to achieve a similar number of total tokens as
+    FULL-SENTENCES": a new batch where the next example would pass `budget` tokens (one example at least), an
+    incomplete last batch dropped. machinery/fast/orders.Ragged finds the same batches a chunk at a time."""
     batches, start, used = [], 0, 0
     for k, i in enumerate(order):
         if k > start and used + lengths[i] > budget:  # the next example would not fit: close the batch
@@ -289,28 +280,22 @@ def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, 
     batch `first`, `offset` examples into the order."""
     if batch_size < 1 or (token_budget is not None and token_budget < 1):
         raise ValueError(f"a batch needs at least one example and one token, got {batch_size} and {token_budget}")
-    order = orders.epoch_order(len(lengths), seed, epoch)  # machinery: a random order, computed past 2**27 examples
-    # machinery: budget_batches's batches (a fixed batch size is a budget of one token per example), found lazily
+    order = orders.epoch_order(len(lengths), seed, epoch)  # machinery: a random order, past 2**27 examples too
+    # machinery: budget_batches's batches, found lazily (a fixed batch size: a budget of one token per example)
     return orders.Ragged(order, None if token_budget is None else lengths, token_budget or batch_size, first, offset)
 
 
 def shard(batch, rank, world):
-    """This process's share of a global batch: every world-th example from `rank` on, so that the global
-    batch is the same set of examples for any number of processes."""
+    """This process's share of a global batch: every world-th example from `rank` on (any process count)."""
     return batch[rank::world]
 
 
 # ---------------------------------------------------------------------------------------- masking
 @dataclass(frozen=True)
 class Masking:
-    """Section 4.1 in one place: which tokens become prediction targets, and what the model sees there.
-
-    rate:    the share of ordinary tokens selected as targets (BERT and RoBERTa: 15%)
-    split:   of the selected, the shares shown as <mask>, as a random ordinary token, and unchanged
-             (BERT's 80/10/10: the model cannot trust that an unmasked token is right)
-    dynamic: a new mask every epoch (RoBERTa) or BERT's static masking: `static_masks` fixed masks, epoch
-             e sees mask e % static_masks (BERT: the data duplicated 10 times, 10 masks over 40 epochs)
-    """
+    """Section 4.1 in one place. rate: the share of ordinary tokens selected as targets (15%); split: of those, the
+    shares shown as <mask>, a random ordinary token, unchanged (BERT's 80/10/10); dynamic: a new mask every epoch
+    (RoBERTa), else BERT's static masking: epoch e sees mask e % static_masks (BERT: 10 masks over 40 epochs)."""
     rate: float = 0.15
     split: tuple = (0.8, 0.1, 0.1)
     dynamic: bool = True
@@ -340,15 +325,11 @@ def random_ordinary_tokens(u, tok):
 
 
 def mask_tokens(tokens, tok, mask_prob=0.15, generator=None, split=(0.8, 0.1, 0.1), draws=None):
-    """BERT's masking (Section 4.1 / Devlin et al.): select each ordinary token with probability mask_prob;
-    of the selected, split[0] become <mask>, split[1] a random ordinary token, split[2] stay unchanged.
-    Returns (inputs, labels) with labels = -100 where not selected. Special tokens (not <unk>) never are.
-
-    `draws`: three uniform [0, 1) tensors (select, action, random id) shaped like `tokens`, else torch.rand's.
-    """
+    """BERT's masking (Section 4.1): select each ordinary token with probability mask_prob; of the selected,
+    split[0] become <mask>, split[1] a random ordinary token, split[2] stay. Returns (inputs, labels), labels -100
+    where not selected. `draws`: three uniform tensors (select, action, id) shaped like `tokens`, else torch.rand's."""
     split = Masking(split=split).split  # the shares checked: three, non-negative, summing to 1
-    u_select, u_action, u_token = torch.rand((3,) + tuple(tokens.shape), generator=generator) \
-        if draws is None else draws
+    u_select, u_action, u_token = torch.rand((3, *tokens.shape), generator=generator) if draws is None else draws
     selected = (u_select < mask_prob) & ~special_token_mask(tokens, tok)
     labels = torch.where(selected, tokens, -100)
     to_mask = selected & (u_action < split[0])
