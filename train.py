@@ -2,20 +2,14 @@
 
     python train.py                                  # the built-in demo: corpus, tokenizer, model, run
     python train.py --config tiny --data DIR --out DIR
-    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16 \
-        --micro-batch-size 32
+    torchrun --standalone --nproc_per_node 8 train.py --config base --data DIR --out DIR --amp bf16
 
-What the paper changes from BERT, and where it is here:
-  - dynamic masking, a new mask each time a sequence is served (Section 4.1): get_batch, data.mask_batch
-  - FULL-SENTENCES inputs without next-sentence prediction (Section 4.2): --format, data.FORMATS
-  - large batches (Section 4.3): --batch-size sequences per update, reached by gradient accumulation
-    over --micro-batch-size per process (default: as many as the device's memory holds, said in one line), with no
-    gradient all-reduce on the non-final micro-batches: train_step
-  - Adam beta2 = 0.98, eps = 1e-6, linear warmup then linear decay (Section 3.1, Table 9): roberta.adamw, lr_at
-
-The logged loss is the mean over every masked token of the whole update, on every process, so the same
---batch-size gives the same losses for any number of processes (footnote 8; exactly so with --dropout 0).
-Losses are natural-log cross-entropies (fairseq logs base 2: divide by ln 2); valid_ppl = exp(valid_loss).
+What the paper changes from BERT, and where: dynamic masking (Section 4.1): get_batch, data.mask_batch;
+FULL-SENTENCES without next-sentence prediction (Section 4.2): --format, data.FORMATS; large batches (Section
+4.3): --batch-size sequences per update by gradient accumulation over --micro-batch-size per process (default:
+as many as memory holds), all-reducing only the last: train_step; Adam beta2 0.98, eps 1e-6, linear warmup and
+decay (Section 3.1): roberta.adamw, lr_at. The logged loss is the mean over every masked token of the update, on
+every process: the same for any process count (footnote 8). Losses are in nats (fairseq logs base 2).
 """
 import contextlib
 import math
@@ -88,8 +82,8 @@ def lr_at(step, cfg):
 
 # ---------------------------------------------------------------------------------------- setup
 def setup_distributed(device_name):
-    """(rank, world, device, cpu_group). torchrun sets RANK/WORLD_SIZE; a plain `python train.py` is one
-    process. cpu_group: a gloo group for the small CPU-side all-reduces (no device sync on a GPU)."""
+    """(rank, world, device, cpu_group) from torchrun's RANK/WORLD_SIZE (else one process); cpu_group: a gloo
+    group for the small CPU-side all-reduces (no device sync on a GPU)."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank, local = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     device = speed.pick_device(device_name, local)  # machinery: cuda:LOCAL_RANK when available, checked and set
@@ -124,8 +118,8 @@ class Batch(NamedTuple):
 
 
 def global_batches(cfg, lengths, epoch, position=0, offset=0):
-    """An epoch's global batches in an order fixed by (seed, epoch), found as they are needed: --batch-size
-    sequences each, or for the token-budget formats as many as fit batch-size x seq-len tokens (Section 4.2)."""
+    """An epoch's global batches in an order fixed by (seed, epoch), found as needed: --batch-size sequences,
+    or for the token-budget formats as many as fit batch-size x seq-len tokens (Section 4.2)."""
     budget = (cfg.tokens_per_batch or cfg.batch_size * cfg.seq_len) if data.FORMATS[cfg.format].by_tokens else None
     found = data.epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, budget, position, offset)
     if position == 0 and found.get(0) is None:
@@ -134,9 +128,8 @@ def global_batches(cfg, lengths, epoch, position=0, offset=0):
 
 
 def get_batch(ts, global_batch, epoch, cfg, micro, rank, world):
-    """This process's share of a global batch (every world-th example: the same global batch for any process
-    count), cut into micro-batches of `micro` sequences (Section 4.3), each collated in the --format (Section
-    4.2) and masked anew for this epoch (Section 4.1: dynamic masking; static: one of 10 fixed masks)."""
+    """This process's share of a global batch in micro-batches of `micro` sequences (Section 4.3), each collated
+    in the --format (Section 4.2) and masked anew for this epoch (Section 4.1; static: one of 10 fixed masks)."""
     mine, weight = data.shard(global_batch, rank, world), 1.0
     if len(mine) == 0:  # fewer examples than processes: run one sequence with weight 0, so that this
         mine, weight = global_batch[:1], 0.0  # process still joins the gradient all-reduce
@@ -154,9 +147,8 @@ def get_batch(ts, global_batch, epoch, cfg, micro, rank, world):
 
 
 def updates(ts, cfg, micro, rank, world, epoch, position, found):
-    """The run's updates in order from batch `position` of `epoch` (whose global batches are `found`), epoch
-    after epoch: (epoch, position and offset after the update, Batch). Nothing depends on timing, so a
-    resumed run and any process count see the same updates."""
+    """The run's updates from batch `position` of `epoch` (its batches `found`) on: (epoch, position and offset
+    after the update, Batch). Nothing depends on timing: a resumed run and any process count see the same."""
     while True:
         while (global_batch := found.get(position)) is not None:
             position += 1
@@ -183,10 +175,9 @@ class Start(NamedTuple):
 
 
 def init_from(cfg, tok_hash):
-    """--init-from PATH: continue masked-LM training from released or earlier weights instead of random ones, as
-    domain- and task-adaptive pretraining do (Gururangan et al., 2020, on RoBERTa). PATH is a Hugging Face RoBERTa
-    folder or a train.py/finetune.py run folder (evaluate.load_checkpoint reads and checks either); --data must be
-    prepared with its tokenizer. A finetuned model gives its encoder only. Nothing is written here."""
+    """--init-from PATH: continue masked-LM training from released or earlier weights, as domain-adaptive
+    pretraining does (Gururangan et al., 2020). PATH: a Hugging Face or run folder, whose tokenizer prepared
+    --data; a finetuned model gives its encoder only. Nothing is written here."""
     model, tok = load_checkpoint(cfg.init_from, verbose=False)
     lineage = run_folder.lineage(cfg.init_from)  # machinery: PATH, its class, its weights' fingerprint
     run_folder.check_start(cfg, prepared.tokenizer_hash(tok), tok_hash, model.cfg.max_positions)  # machinery: one line
@@ -253,15 +244,13 @@ def train_step(tr, batch, n_targets):
     over every process and whether they are finite, both on the device (no host sync)."""
     sums = torch.zeros(2, dtype=torch.float64, device=tr.device)
     for i, (inputs, labels, nsp, padded, weight) in enumerate(batch.micro_batches):
-        # to the device, the LM head on a number of slots counted on the CPU (no host sync); compiled, in one shape
-        # with the slots rounded up: no recompiles (machinery)
+        # to the device, the LM head's target slots counted on the CPU (no host sync; compiled: one shape)
         inputs, labels, nsp, padded, slots = speed.to_device(tr.static, inputs, labels, nsp, padded, tr.device)
         # DDP all-reduces the gradients in backward: only in the last micro-batch's (no_sync on the others)
         last = i == len(batch.micro_batches) - 1
         sync = tr.model.no_sync() if tr.world > 1 and not last else contextlib.nullcontext()
-        # forward in mixed precision (--amp), the loss summed over this micro-batch's targets
         with sync, torch.autocast(tr.device.type, dtype=tr.amp_dtype or torch.float32,
-                                  enabled=tr.amp_dtype is not None):
+                                  enabled=tr.amp_dtype is not None):  # forward in mixed precision (--amp)
             out = tr.model(inputs, labels=labels, reduction="sum", nsp_labels=nsp, padded=padded, target_slots=slots)
             mlm, nsp_loss = out if isinstance(out, tuple) else (out, None)
             # the normalisation: divided by the targets of the WHOLE update (all micro-batches, all processes),
@@ -269,8 +258,7 @@ def train_step(tr, batch, n_targets):
             loss = mlm / max(n_targets, 1) * tr.world
             if nsp_loss is not None:
                 loss = loss + nsp_loss * weight / batch.n_sequences * tr.world
-            # backward, through the loss scaler for fp16 (small gradients would underflow)
-            (tr.scaler.scale(loss) if tr.scaler else loss).backward()
+            (tr.scaler.scale(loss) if tr.scaler else loss).backward()  # fp16: scaled, or small gradients underflow
         sums[0] += mlm.detach()
         if nsp_loss is not None:
             sums[1] += nsp_loss.detach() * weight
@@ -287,10 +275,9 @@ def train_step(tr, batch, n_targets):
 
 
 def optimizer_step(tr, finite):
-    """The optimizer step, skipped when the loss is not finite: by GradScaler for fp16 (which also adjusts the loss
-    scale); else by fused AdamW's found_inf, on the device (no host sync): the undocumented tensor GradScaler itself
-    sets, which torch's fused Adam/AdamW read in step() and the others refuse. An optimizer that is not fused
-    (roberta.adamw is wherever torch has the kernel) skips by reading `finite` on the host: one sync per update."""
+    """The optimizer step, skipped when the loss is not finite: by GradScaler for fp16; else by fused AdamW's
+    found_inf, on the device (no host sync: the tensor GradScaler itself sets, read in step()); an optimizer that is
+    not fused skips by reading `finite` on the host: one sync per update."""
     if tr.scaler:
         tr.scaler.step(tr.opt)
         tr.scaler.update()
@@ -361,9 +348,8 @@ def evaluate(tr, heldout):
 
 # ---------------------------------------------------------------------------------------- training
 def train(cfg, examples=None):
-    """Pretrain as `cfg` says (resuming from cfg.out with cfg.resume); returns (model, tokenizer). `examples`: the
-    training split's (data.examples, their lengths) when the caller keeps them (the command line keeps them in an
-    index beside the data at the paper's scale); else they are built here."""
+    """Pretrain as `cfg` says (resuming from cfg.out with cfg.resume); returns (model, tokenizer). `examples`:
+    the training split's (data.examples, their lengths) when the caller keeps them (an index), else built here."""
     rank, world, device, cpu_group = setup_distributed(cfg.device)
     speed.numerics(device, cfg.amp, cfg.deterministic, rank == 0)  # machinery: TF32 stated; --deterministic
     try:
@@ -388,8 +374,7 @@ def start(cfg, rank, world, device, cpu_group, examples):
     ckpt = run_folder.read_resume(cfg, tok_hash, begin and begin.lineage) if cfg.resume else \
         run_folder.check_fresh_out(cfg, rank == 0, tok)
     cfg, model_cfg = model_config(cfg, tok, begin, ckpt)
-    # each process runs its share of an update in micro-batches of `micro` sequences (Section 4.3): --micro-batch-size,
-    # else as many as the device's free memory holds (machinery: estimated before anything is allocated; ranks agree)
+    # micro-batches of `micro` sequences (Section 4.3): --micro-batch-size, else as many as free memory holds
     with torch.device("meta"):  # the parameter count, without allocating the parameters
         n_params = roberta.num_parameters(roberta.RobertaForMaskedLM(model_cfg))
     micro = cfg.micro_batch_size or memory.fitting_micro_batch(model_cfg, n_params, cfg.seq_len, cfg.amp != "none",
