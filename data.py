@@ -80,8 +80,7 @@ def encode_lines(lines, tok):
 
 
 # ---------------------------------------------------------------------------------------- formats (Section 4.2)
-# An example is token ranges of the stream: segment A, segment B (pair formats only) and the
-# next-sentence label (1: B is A's true continuation, 0: B comes from another document, -1: no B).
+# An example: token ranges of segments A and B (pair formats), the NSP label (1: B follows A, 0: it does not, -1: no B).
 EXAMPLE = np.dtype([(field, np.int64) for field in ("a_start", "a_end", "b_start", "b_end", "next")])
 
 
@@ -145,9 +144,8 @@ def chunk_at(lines, doc, i, seq_len, single_sentences):
 
 def bert_pairs(lines, documents, seq_len, seed, single_sentences):
     """Sentence pairs with next-sentence prediction, as BERT builds them: a chunk (chunk_at) from each document's
-    first sentence on; its first n_a sentences (a random cut) are A; B is the rest (label 1, probability 1/2), or as
-    many sentences of a random other document from a random sentence (label 0), the rest then read again. The
-    choices are the `line_draws` of the chunk's first line."""
+    first sentence on; its first sentences (a random cut) are A; B is the rest (label 1, probability 1/2), or as many
+    sentences of another document (label 0), the rest then read again. The choices: its first line's `line_draws`."""
     if len(documents) < 2:
         raise ValueError("the pair formats need at least two documents (blank-line separated)")
     draw, rows = [line_draws(np.arange(len(lines)), seed, stream).tolist() for stream in range(4)], []
@@ -174,8 +172,7 @@ class Format(NamedTuple):
     by_tokens: bool      # batches of a token budget (more sequences when they are short), not a fixed count
 
 
-# Section 4.2 and Table 2. Adding a format: a builder above, a row here (and, for corpora of SPEC_BELOW lines
-# or more, its numpy twin in machinery/datafolder/fast_formats.py).
+# Section 4.2, Table 2. A new format: a builder above, a row here, a numpy twin in machinery/datafolder/fast_formats.py
 FORMATS = {
     "full-sentences": Format(full_sentences, pairs=False, by_tokens=False),
     "doc-sentences": Format(doc_sentences, pairs=False, by_tokens=True),
@@ -275,9 +272,8 @@ def budget_batches(order, lengths, budget):
 
 
 def epoch_batches(lengths, batch_size, seed, epoch, token_budget=None, first=0, offset=0):
-    """The global batches of one epoch: arrays of example indices in a random order fixed by (seed, epoch), of
-    `batch_size` examples, or with `token_budget` as many as fit it (budget_batches). A resumed run starts at
-    batch `first`, `offset` examples into the order."""
+    """An epoch's batches of example indices in an order fixed by (seed, epoch): `batch_size` examples, or as many
+    as fit `token_budget` (budget_batches). A resumed run starts at batch `first`, `offset` examples in."""
     if batch_size < 1 or (token_budget is not None and token_budget < 1):
         raise ValueError(f"a batch needs at least one example and one token, got {batch_size} and {token_budget}")
     order = orders.epoch_order(len(lengths), seed, epoch)  # machinery: a random order, past 2**27 examples too
@@ -355,9 +351,8 @@ def uniforms(keys, width, stream):
 
 
 def mask_batch(input_ids, example_ids, tok, seed, epoch, masking=Masking()):
-    """Mask a batch with `mask_tokens`; every token's draws depend only on (seed, mask version, example
-    index, position), so an example gets the same mask however batches are split over processes or resumed.
-    The mask version is the epoch (dynamic masking) or epoch % static_masks (static)."""
+    """`mask_tokens` with draws of (seed, version, example, position) alone: the same mask however batches are split
+    over processes or resumed. The version is the epoch (dynamic masking) or epoch % static_masks (static)."""
     version = epoch if masking.dynamic else epoch % masking.static_masks
     keys = (np.asarray(example_ids, dtype=np.int64) * 1_000_003 + version) * 1_000_033 + seed
     draws = [uniforms(keys, input_ids.shape[1], stream) for stream in range(3)]  # splitmix64 hashes, no RNG state
@@ -381,9 +376,8 @@ def heldout_batches(tokens, line_ends, tok, seq_len, batch_size=16, masking=Mask
 
 @torch.no_grad()
 def evaluate_mlm(model, batches, device="cpu", amp_dtype=None, detailed=False):
-    """Masked-LM loss (natural log) on fixed batches: {"loss_sum", "targets"} of this process's share (sum
-    them over processes for the whole set). With `detailed`, from the full logits, also "loss_sq_sum" (for
-    a standard error) and "correct" (how often the top guess is the target)."""
+    """Masked-LM loss (nats) on fixed batches: {"loss_sum", "targets"} of this process's share; `detailed`, from the
+    full logits, also "loss_sq_sum" (a standard error's) and "correct" (the top guess is the target)."""
     was_training = model.training
     model.eval()
     out = {"loss_sum": 0.0, "targets": 0, "loss_sq_sum": 0.0, "correct": 0}

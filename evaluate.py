@@ -7,12 +7,10 @@
     python evaluate.py squad --data dev-v2.0.json --predictions preds.json [--na-prob-file na.json]
     python evaluate.py race --data DIR --predictions preds.json
 
-Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accuracy, F1, Matthews
-correlation, Pearson and Spearman, their textbook definitions, of a predictions file or of a finetuned
-classifier's own predictions. SQuAD (Section 5.2): the official v2.0 evaluation script's exact match and F1
-(it also scores v1.1 files), with its no-answer thresholds. RACE (Section 5.3): accuracy, on the middle-
-and high-school questions too. Files are read and checked by machinery/formats/task_files.py; the command line
-(a checkpoint's labels by its id2label; the held-out perplexity of a checkpoint) is machinery/commands/evaluate_cli.py.
+Every metric is a percentage, as in the paper's tables. GLUE (Section 5.1): accuracy, F1, Matthews correlation,
+Pearson and Spearman. SQuAD (Section 5.2): the official v2.0 script's exact match and F1 (v1.1 files too), with its
+no-answer thresholds. RACE (Section 5.3): accuracy, also of middle and high school. Files are read and checked by
+machinery/formats/task_files.py; the command line is machinery/commands/evaluate_cli.py.
 """
 import collections
 import math
@@ -31,8 +29,7 @@ from machinery.formats import checkpoints  # machinery: a run folder's files che
 
 # ---------------------------------------------------------------------------------------- GLUE (Section 5.1)
 class GlueTask(NamedTuple):
-    """A GLUE task as GLUE distributes it. Columns are header names; CoLA's files have no header, so its
-    columns are numbers."""
+    """A GLUE task as GLUE distributes it. Columns are header names (CoLA's files have none: numbers)."""
     folder: str           # the task's folder in GLUE's download
     dev_files: tuple      # the dev sets (MNLI: matched and mismatched)
     text_columns: tuple   # one sentence, or a pair
@@ -74,8 +71,7 @@ def accuracy(pred, gold):
 def f1_binary(pred, gold, positive="1"):
     pred, gold = np.asarray(pred) == positive, np.asarray(gold) == positive
     tp = float(np.sum(pred & gold))
-    precision = tp / max(np.sum(pred), 1)
-    recall = tp / max(np.sum(gold), 1)
+    precision, recall = tp / max(np.sum(pred), 1), tp / max(np.sum(gold), 1)
     return 100.0 * float(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
 
 
@@ -138,8 +134,7 @@ def glue_features(task, tok, rows, max_len):
 
 @torch.no_grad()
 def forward(model, inputs, batch_ids, batch_size, device):
-    """The model's outputs on `inputs`, `batch_size` at a time (batch_ids: inputs -> padded ids), as float
-    CPU tensors: one entry per batch, a tuple where the model returns several outputs."""
+    """The model's outputs on `inputs`, `batch_size` at a time (batch_ids: inputs -> padded ids), float on the CPU."""
     model.eval()
     outs = []
     for i in range(0, len(inputs), batch_size):
@@ -184,9 +179,8 @@ def squad_f1(gold, pred):
 
 
 def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0, tuned_apart=False):
-    """The official SQuAD v2.0 evaluation (v1.1 files too): exact, f1, total, HasAns_*/NoAns_*, and with
-    no-answer probabilities the best thresholds (best_exact, best_f1 and their thresholds; tuned_apart: under
-    "tuned_on_this_dev_set", as a threshold chosen on these questions is no result on them)."""
+    """The official SQuAD v2.0 evaluation (v1.1 too): exact, f1, total, HasAns_*/NoAns_*; with no-answer probabilities
+    the best thresholds (tuned_apart: under "tuned_on_this_dev_set": chosen on these questions, no result on them)."""
     has_ans = {e["id"]: bool(e["answers"]) for e in examples}
     exact, f1 = {}, {}
     for e in examples:
@@ -205,12 +199,10 @@ def squad_metrics(examples, predictions, na_probs=None, na_prob_thresh=1.0, tune
         return {f"{prefix}exact": 100.0 * sum(exact_t[q] for q in qids) / n,
                 f"{prefix}f1": 100.0 * sum(f1_t[q] for q in qids) / n, f"{prefix}total": n}
     out = summary(list(exact))
-    has = [q for q in exact if has_ans[q]]
-    no = [q for q in exact if not has_ans[q]]
-    if has:
-        out.update(summary(has, "HasAns_"))
-    if no:
-        out.update(summary(no, "NoAns_"))
+    for prefix, answerable in (("HasAns_", True), ("NoAns_", False)):
+        qids = [q for q in exact if has_ans[q] == answerable]
+        if qids:  # as the official script: only where the data has such questions
+            out.update(summary(qids, prefix))
     if na_probs:
         tuned = out.setdefault("tuned_on_this_dev_set", {}) if tuned_apart else out
         for name, scores in (("exact", exact), ("f1", f1)):
@@ -243,9 +235,8 @@ def race_metrics(questions, predictions):
 
 # ---------------------------------------------------------------------------------------- fill-mask
 def mask_inputs(tok, text):
-    """The ids fill_mask feeds the model for a text with one <mask>: <s> text </s>, the space before
-    <mask> dropped (the predicted token carries its own), as fairseq's fill_mask and roberta-base's
-    tokenizer files (<mask> declared with lstrip) do."""
+    """<s> text </s> for a text with one <mask>, the space before <mask> dropped (the predicted token carries its
+    own), as fairseq's fill_mask and roberta-base's tokenizer files (<mask> with lstrip) do."""
     if text.count("<mask>") != 1:
         raise ValueError(f"the text must hold exactly one <mask>: {text!r}")
     before, after = text.split("<mask>")
@@ -273,9 +264,8 @@ def fill_mask(model, tok, text, k=5):
 
 # ---------------------------------------------------------------------------------------- checkpoints
 def load_checkpoint(path, cls=roberta.RobertaForMaskedLM, num_labels=None, need_trained_head=False, verbose=True):
-    """(model, tokenizer) of a run folder: train.py's, finetune.py's, or a Hugging Face RoBERTa folder. A model
-    is only as good as the tokenizer that feeds it, so the two load together and must agree. cls=None: the
-    class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks (roberta.load_pretrained)."""
+    """(model, tokenizer) of a train.py, finetune.py or Hugging Face RoBERTa folder, loaded together and checked to
+    agree. cls=None: the class the checkpoint holds; need_trained_head: refuse a head the checkpoint lacks."""
     checkpoints.check_folder(path)  # machinery: weights and tokenizer files there, before the slow load
     model = roberta.load_pretrained(path, cls, num_labels, verbose, new_head_ok=not need_trained_head)
     tok = bpe.Tokenizer.load(path)

@@ -5,16 +5,11 @@
     python finetune.py --task race --data RACE/ --checkpoint out/ --out runs/race
     python finetune.py --task mrpc ... --sweep                 # Table 10's grid, median of 5 seeds
 
-Every task is encoded as RoBERTa encodes a pair in pretraining, `<s> A </s></s> B </s>`, and gets a head
-from roberta.py on the pretrained encoder; the head computes the task's loss. GLUE (Section 5.1): the
-sentence (pair), a classifier on <s> and cross-entropy (STS-B: a regressor and squared error). SQuAD
-(Section 5.2): question and a window of the context, a start and an end score per token, cross-entropy
-on the answer's first and last token (2.0: plus an answerable-or-not classifier on <s>). RACE (Section
-5.3): passage with question and option, one score per option on <s>, cross-entropy over the 4 options.
-Training is AdamW with Table 10's hyperparameters, the learning rate warmed up and decayed linearly;
-the model is evaluated on dev with the task's official metric (evaluate.py) after every epoch, and the
-best epoch's model is kept (checkpoint.pt, loadable by roberta.load_pretrained) with its dev predictions
-and metrics.json.
+Every task is a pair as in pretraining, `<s> A </s></s> B </s>`, under a head from roberta.py (FAMILIES): GLUE
+(Section 5.1) a classifier on <s> (STS-B: a regressor); SQuAD (Section 5.2) start and end scores per token of a
+context window (2.0: and an answerable classifier on <s>); RACE (Section 5.3) one score per option. AdamW with
+Table 10's hyperparameters; after every epoch the task's official dev metric (evaluate.py) picks the best model,
+kept with its dev predictions and metrics.json.
 """
 import argparse
 import contextlib
@@ -34,11 +29,9 @@ import evaluate
 import roberta
 from evaluate import GLUE, SQUAD, forward, glue_features, glue_predict  # batched outputs; GLUE's inputs, predictions
 from machinery.basics import cli, files  # machinery: --out, --max-seq-len checks; atomic writes
-from machinery.formats import checkpoints, task_files  # machinery: a run folder's model and tokenizer, checked; task files
-from machinery.formats import prepared
+from machinery.formats import checkpoints, prepared, task_files  # machinery: run folders, tokenizers, task files
 
-# Table 10. GLUE sweeps lr {1e-5, 2e-5, 3e-5} x batch {16, 32}; Adam betas (0.9, 0.98), eps 1e-6 throughout
-# (roberta.adamw).
+# Table 10 (Adam betas (0.9, 0.98), eps 1e-6 throughout: roberta.adamw); GLUE sweeps lr and batch size (SWEEP).
 TABLE_10 = {
     "glue": dict(lr=1e-5, batch_size=32, weight_decay=0.1, epochs=10, warmup_ratio=0.06),
     "squad": dict(lr=1.5e-5, batch_size=48, weight_decay=0.01, epochs=2, warmup_ratio=0.06),
@@ -82,12 +75,8 @@ def answer_span(e, offsets):
 
 
 def squad_features(tok, examples, max_len, stride=128, max_query=64, train=False, v2=False):
-    """Sliding windows over each context: <s> question </s></s> context window </s>, a window starting
-    every `stride` tokens (at most the window's length: no context is skipped). Every feature keeps
-    its example index, where the window starts, and where the context begins in the input, so that
-    token spans map back to characters of the original context (bpe.Tokenizer.encode_with_offsets).
-    Training targets: the answer's first and last token, or -100 (ignored) when the window does not
-    hold it; `answerable` is 1 when it does (SQuAD 2.0's classifier)."""
+    """Windows over each context, one every `stride` tokens: <s> question </s></s> window </s>, with the example, the
+    window and where the context begins; training targets: the answer's first and last token, else -100."""
     features, encoded = [], {}
     for ei, e in enumerate(examples):
         q = tok.encode(e["question"].strip())[:max_query]
@@ -117,8 +106,7 @@ def squad_features(tok, examples, max_len, stride=128, max_query=64, train=False
 
 
 def squad_batch(task, tok, features):
-    """The span head's inputs and targets: the answer's first and last token (-100: not in this window),
-    and for SQuAD 2.0 whether the window holds it."""
+    """The span head's inputs and targets: the answer's first and last token, and (SQuAD 2.0) whether it is there."""
     batch = {"input_ids": data.pad([f["ids"] for f in features], tok.pad_id),
              "start_positions": torch.tensor([f["start"] for f in features]),
              "end_positions": torch.tensor([f["end"] for f in features])}
@@ -128,11 +116,9 @@ def squad_batch(task, tok, features):
 
 
 def best_spans(examples, features, starts, ends, tok, n_best=20, max_answer_tokens=30):
-    """For every example, the highest-scoring span (start logit + end logit) over all its windows:
-    the n_best starts and ends of each window, end >= start, at most max_answer_tokens long.
-    Returns {question id: (answer text, score)}."""
-    offsets = {}
-    best = {}
+    """{question id: (answer text, score)}: the highest-scoring span (start + end logit) over all its windows,
+    of each window's n_best starts and ends, end >= start, at most max_answer_tokens long."""
+    offsets, best = {}, {}
     for f, s_logits, e_logits in zip(features, starts, ends):
         e = examples[f["example"]]
         if e["context"] not in offsets:
@@ -153,9 +139,8 @@ def best_spans(examples, features, starts, ends, tok, n_best=20, max_answer_toke
 
 
 def squad_predict(task, model, tok, examples, features, batch_size, device):
-    """The best span per question; SQuAD 2.0 (Section 3.3): a span only where the answerability head says
-    answerable (probability above 0.5), else "". Predictions: (answers, no-answer probabilities);
-    metrics: the official script's scores of those answers, and apart, its best thresholds (tuned on dev)."""
+    """(answers, no-answer probabilities), official metrics: the best span per question; SQuAD 2.0 (Section 3.3):
+    "" where the answerability head says unanswerable (p < 0.5); the script's best thresholds apart (tuned on dev)."""
     outs = forward(model, features, lambda chunk: data.pad([f["ids"] for f in chunk], tok.pad_id), batch_size, device)
     starts, ends, answerable = [s for o in outs for s in o[0].tolist()], [e for o in outs for e in o[1].tolist()], {}
     for f, score in zip(features, [a for o in outs for a in o[2].tolist()]):
@@ -171,9 +156,8 @@ def squad_predict(task, model, tok, examples, features, batch_size, device):
 
 # ---------------------------------------------------------------------------------------- RACE (Section 5.3)
 def race_features(task, tok, questions, max_len, max_qa=128):
-    """Section 5.3: each option with passage and question; question+option cut to 128 tokens. A cloze
-    question ("... _ ...") has its blank filled with the option, as fairseq's RACE preprocessing does.
-    Returns (the 4 options' input ids, the answer's index) per question."""
+    """(the 4 options' input ids, the answer's index) per question: passage, then question + option cut to 128 tokens
+    (Section 5.3); a cloze question's blank ("_") is filled with the option, as fairseq's preprocessing does."""
     out = []
     for q in questions:
         passage = tok.encode(q["article"])
@@ -232,9 +216,8 @@ SHAPE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size", "ma
 
 
 def make_model(args):
-    """(model, tokenizer): the task's head, freshly initialised, on --checkpoint's encoder, or on --init-from's
-    (Section 5.1: RTE, STS-B and MRPC start from the MNLI model). --random-init keeps the checkpoint's config and
-    tokenizer but re-initialises every weight (roberta.init_weights): the control pretraining must beat."""
+    """(model, tokenizer): a fresh task head on --checkpoint's encoder, or --init-from's (Section 5.1: RTE, STS-B and
+    MRPC start from MNLI's). --random-init re-initialises every weight: the control pretraining must beat."""
     head = FAMILIES[family(args.task)].head
     model, tok = evaluate.load_checkpoint(args.checkpoint, head, num_labels=num_labels(args.task))
     if args.init_from:
@@ -323,11 +306,10 @@ def finetune(args):
         if best is None or score > best[0]:
             best = (score, epoch + 1, metrics)
             save_best(args, model, tok, results)
+    hyper = ("lr", "batch_size", "weight_decay", "epochs", "warmup_ratio", "seed", "max_seq_len")
     summary = {"task": args.task, "primary_metric": primary_metric(args.task), "best_epoch": best[1], "dev": best[2],
-               "hyperparameters": {k: getattr(args, k) for k in ("lr", "batch_size", "weight_decay", "epochs",
-                                                                  "warmup_ratio", "seed", "max_seq_len")},
-               "random_init": bool(getattr(args, "random_init", False)),
-               "history": history}
+               "hyperparameters": {k: getattr(args, k) for k in hyper},
+               "random_init": bool(getattr(args, "random_init", False)), "history": history}
     files.write_atomic(os.path.join(args.out, "metrics.json"), files.json_text(summary, indent=2))  # machinery: atomic
     return summary
 
@@ -351,16 +333,14 @@ def sweep_runs(args, grid=SWEEP):
 
 
 def sweep(args):
-    """Section 5.1: "we consider a limited hyperparameter sweep for each task, with batch sizes in {16, 32} and
-    learning rates in {1e-5, 2e-5, 3e-5} ... we report the median development set results for each task over
-    five random initializations". Each point of SWEEP runs with --sweep-seeds seeds; the setting with the best
-    median is returned, and written to sweep.json beside the runs."""
+    """Section 5.1: "a limited hyperparameter sweep for each task, with batch sizes in {16, 32} and learning rates in
+    {1e-5, 2e-5, 3e-5} ... the median development set results ... over five random initializations". Each point of
+    SWEEP runs --sweep-seeds seeds; the best median's setting is returned and written to sweep.json."""
     scores = {}
-    for lr, batch_size, seed, out in sweep_runs(args):
-        summary = finetune(argparse.Namespace(**{**vars(args), "lr": lr, "batch_size": batch_size, "seed": seed,
-                                                 "out": out}))
+    for lr, bs, seed, out in sweep_runs(args):
+        summary = finetune(argparse.Namespace(**{**vars(args), "lr": lr, "batch_size": bs, "seed": seed, "out": out}))
         first_dev = summary["dev"][next(iter(summary["dev"]))]
-        scores.setdefault((lr, batch_size), []).append(first_dev[summary["primary_metric"]])
+        scores.setdefault((lr, bs), []).append(first_dev[summary["primary_metric"]])
     results = [{"lr": lr, "batch_size": bs, "scores": s, "median": statistics.median(s)}
                for (lr, bs), s in scores.items()]  # Section 5.1: the median over seeds of each setting
     for r in results:

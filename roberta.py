@@ -212,11 +212,10 @@ class RobertaForMaskedLM(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, reduction="mean", nsp_labels=None, padded=None,
                 target_slots=None):
-        """Logits [B, T, V]; or, with labels (-100 = not a target), the cross-entropy over the targets.
-        The LM head runs on the targets only, as fairseq's masked_tokens: with 15% masking, 85% of the
-        vocabulary projection is never computed. reduction="sum": the summed loss (train.py divides by the
-        update's targets). `nsp_labels` (pair formats) add the next-sentence loss, or return it beside the sum.
-        `target_slots`: that many positions, the targets first (counted on the CPU): no host sync, one graph."""
+        """Logits [B, T, V]; or, with labels (-100 = not a target), the cross-entropy over the targets, the LM head
+        run on the targets only (fairseq's masked_tokens: 85% of the vocabulary projection never computed).
+        reduction="sum": the summed loss (train.py divides by the update's targets). `nsp_labels` (pair formats) add
+        the next-sentence loss, or return it beside the sum. `target_slots`: that many positions, the targets first."""
         x = self.roberta(input_ids, attention_mask, padded)
         weight = self.roberta.embeddings.tokens.weight
         if labels is None:
@@ -281,8 +280,7 @@ class RobertaForQuestionAnswering(nn.Module):
 
 
 class RobertaForMultipleChoice(nn.Module):
-    """RACE (Section 5.3): each option encoded with passage and question, one score per option from a
-    one-output classification head, softmax across the options."""
+    """RACE (Section 5.3): each option encoded with passage and question, one score on its <s>, softmax across them."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -309,9 +307,8 @@ def num_parameters(model):
 
 # ---------------------------------------------------------------------------------------- checkpoints
 def load_pretrained(path, cls=RobertaForMaskedLM, num_labels=None, verbose=True, new_head_ok=True):
-    """`cls` (None: the class the checkpoint holds) with the weights of a train.py/finetune.py folder or a
-    Hugging Face RoBERTa folder. A head the checkpoint lacks starts fresh, and verbose says so;
-    new_head_ok=False refuses it (a finetuned classifier has no trained LM head to fill masks with)."""
+    """`cls` (None: the checkpoint's class) with the weights of a train.py/finetune.py or Hugging Face RoBERTa folder.
+    A head the checkpoint lacks starts fresh (verbose says so); new_head_ok=False refuses it."""
     from machinery.formats import checkpoints  # machinery: both folder layouts, their names, shapes and errors
     weights = checkpoints.read_weights(path)
     cls = cls or CLASSES.get(weights.holder, RobertaForMaskedLM)

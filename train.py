@@ -26,8 +26,7 @@ import data
 import roberta
 from evaluate import load_checkpoint  # a run folder or a Hugging Face folder with its tokenizer, read and checked
 from machinery.basics import batches, memory, speed  # machinery: batch thread; micro-batch size; MFU, compiling
-from machinery.formats import run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
-from machinery.formats import prepared
+from machinery.formats import prepared, run_folder  # machinery: the run folder: checkpoint.pt, resume checks, the log
 
 
 @dataclass
@@ -66,8 +65,7 @@ class TrainConfig:
     init_from: str = ""            # continue pretraining from these weights: a Hugging Face or run folder
 
 
-# Pretraining recipes. base and large are Table 9 (8K sequences of 512 tokens per update, 500K updates);
-# tiny (the defaults above) and small are classroom runs that finish on a CPU.
+# Pretraining recipes: base and large are Table 9's (8K sequences of 512 tokens, 500K updates); tiny and small: CPUs.
 RECIPES = {
     "tiny": dict(),
     "small": dict(batch_size=64, lr=5e-4, warmup_steps=500, max_steps=10_000),
@@ -175,9 +173,8 @@ class Start(NamedTuple):
 
 
 def init_from(cfg, tok_hash):
-    """--init-from PATH: continue masked-LM training from released or earlier weights, as domain-adaptive
-    pretraining does (Gururangan et al., 2020). PATH: a Hugging Face or run folder, whose tokenizer prepared
-    --data; a finetuned model gives its encoder only. Nothing is written here."""
+    """--init-from PATH: continue masked-LM training from a Hugging Face or run folder's weights, as domain-adaptive
+    pretraining does (Gururangan et al., 2020); a finetuned model gives its encoder only. Nothing is written here."""
     model, tok = load_checkpoint(cfg.init_from, verbose=False)
     lineage = run_folder.lineage(cfg.init_from)  # machinery: PATH, its class, its weights' fingerprint
     run_folder.check_start(cfg, prepared.tokenizer_hash(tok), tok_hash, model.cfg.max_positions)  # machinery: one line
@@ -275,9 +272,8 @@ def train_step(tr, batch, n_targets):
 
 
 def optimizer_step(tr, finite):
-    """The optimizer step, skipped when the loss is not finite: by GradScaler for fp16; else by fused AdamW's
-    found_inf, on the device (no host sync: the tensor GradScaler itself sets, read in step()); an optimizer that is
-    not fused skips by reading `finite` on the host: one sync per update."""
+    """The optimizer step, skipped when the loss is not finite: by GradScaler for fp16; else by fused AdamW's found_inf
+    on the device (GradScaler's own tensor, read in step(): no host sync); unfused, by reading `finite` on the host."""
     if tr.scaler:
         tr.scaler.step(tr.opt)
         tr.scaler.update()
@@ -291,8 +287,7 @@ def optimizer_step(tr, finite):
 
 # ---------------------------------------------------------------------------------------- log, evaluate, save
 class Monitor:
-    """What happens after an update: the counters of non-finite losses (kept on the device), the log (one
-    host sync per logged step), held-out evaluation, the progress bar, and checkpoints."""
+    """After each update: non-finite losses counted (on the device), the log (one host sync), evaluation, saving."""
 
     def __init__(self, tr, state, heldout, tok_hash):
         from tqdm import tqdm
@@ -312,11 +307,9 @@ class Monitor:
         record = {}
         if step % cfg.log_interval == 0 or last:
             self.state["skipped"] = int(self.skipped.item())
-            # the logged loss: the update's mean over every masked target, on every process (footnote 8), so any
-            # process count gives the same number; NSP's (SEGMENT-PAIR, SENTENCE-PAIR) is a mean over sequences
+            # the update's mean over every masked target, on every process (footnote 8); NSP's: over sequences
             (mlm_sum, nsp_sum), (n_targets, _, n_sequences) = sums.tolist(), counts  # the logged step's host sync
             loss, nsp_loss = mlm_sum / n_targets + nsp_sum / n_sequences, nsp_sum / n_sequences
-            # machinery: the log's record: loss, lr, tokens/s, MFU, epoch
             record = run_folder.log_record(tr, step, loss, nsp_loss, self.meter, self.state, lr_at(step - 1, cfg))
             self.bar.set_postfix(loss=record["loss"], tok_s=f"{record['tokens_per_s']:.0f}")
         if self.heldout is not None and (step % cfg.eval_interval == 0 or last):
@@ -360,12 +353,11 @@ def train(cfg, examples=None):
 
 
 def start(cfg, rank, world, device, cpu_group, examples):
-    """Everything checked before anything is written, then the model and the training examples:
-    (Trainer, training state, TrainSet, micro-batch size, the tokenizer's fingerprint)."""
+    """All checked before anything is written: (Trainer, state, TrainSet, micro-batch size, tokenizer fingerprint)."""
     share = max(cfg.batch_size // world, 1)  # this process's sequences of an update
     # machinery: settings that would fail later, refused now; --data held for reading
-    run_folder.check_settings(cfg, world, device, cfg.micro_batch_size or share,
-                              data.check_format(cfg.format).by_tokens)
+    by_tokens = data.check_format(cfg.format).by_tokens
+    run_folder.check_settings(cfg, world, device, cfg.micro_batch_size or share, by_tokens)
     tok = bpe.Tokenizer.load(cfg.data)
     tokens, line_ends, meta = run_folder.open_data(cfg, tok)  # machinery: the training split, checked
     tok_hash = meta["tokenizer_sha256"]
