@@ -224,7 +224,8 @@ class RobertaForMaskedLM(nn.Module):
         at = targets.view(-1) if target_slots is None else labels.flatten().eq(-100).argsort(stable=True)[:target_slots]
         logits = self.lm_head(x.flatten(0, 1)[at], weight)  # [B, T, H] -> [B*T, H] -> [targets or slots, H]
         loss = F.cross_entropy(logits.float(), labels.flatten()[at], reduction="sum")  # label -100: ignored
-        nsp = None if nsp_labels is None else F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
+        nsp = None if nsp_labels is None else \
+            F.cross_entropy(self.nsp(x[:, 0]).float(), nsp_labels, reduction="sum")
         if reduction == "sum":
             return loss if nsp is None else (loss, nsp)
         loss = loss / targets.sum().clamp(min=1)

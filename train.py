@@ -9,7 +9,7 @@ FULL-SENTENCES without next-sentence prediction (Section 4.2): --format, data.FO
 4.3): --batch-size sequences per update by gradient accumulation over --micro-batch-size per process (default:
 as many as memory holds), all-reducing only the last: train_step; Adam beta2 0.98, eps 1e-6, linear warmup and
 decay (Section 3.1): roberta.adamw, lr_at. The logged loss is the mean over every masked token of the update, on
-every process: the same for any process count (footnote 8). Losses are in nats (fairseq logs base 2).
+every process: the same for any process count (footnote 8; exactly so with --dropout 0). In nats (fairseq: bits).
 """
 import contextlib
 import math
