@@ -31,10 +31,8 @@ def cpus_allowed():
 
 def idle_cpus(seconds=0.2, read_stat=None):
     """The allowed CPUs that other work leaves free now (at least 1): each allowed CPU's busy share over
-    `seconds`, from two readings of /proc/stat (`read_stat`: its text), summed and rounded. Not the load
-    average, which trails by a minute. Where /proc/stat cannot be read (macOS, Windows), all allowed CPUs.
-    On 2 cores with one busy, 1 thread trains this project's tiny model 2.4x faster than 2 (13.2K against
-    5.4K tokens/s)."""
+    `seconds`, from two readings of /proc/stat (`read_stat`: its text; unreadable: all allowed CPUs). On 2 cores
+    with one busy, 1 thread trains this project's tiny model 2.4x faster than 2 (13.2K against 5.4K tokens/s)."""
     read = read_stat or pathlib.Path("/proc/stat").read_text
 
     def times(text):  # {cpu id: (idle jiffies, all jiffies)}; idle counts iowait too
@@ -69,34 +67,25 @@ def threads_for(jobs=1):
 
 
 def matmul_peak(device="cpu", dtype=torch.float32, n=1024, repeat=8):
-    """The measured matmul throughput of a device in FLOP/s, on the threads this process uses (torch's
-    setting): the best of `repeat` timed products after one untimed, so that a moment of other load does
-    not lower it. MFU's denominator where no spec is known (CPUs have none). On a 2-core CPU a product of
-    1,024 reaches what one of 2,048 does (101 against 100 GFLOP/s on one core) in a fifth of the time,
-    which every run pays at its start."""
+    """The measured matmul throughput of a device in FLOP/s: the best of `repeat` timed products after one
+    untimed. MFU's denominator where no spec is known (CPUs). On a 2-core CPU a product of 1,024 reaches what one
+    of 2,048 does (101 against 100 GFLOP/s on one core) in a fifth of the time."""
     a = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: training's RNG stays put
     b = torch.full((n, n), 0.25, device=device, dtype=dtype)
-    best = float("inf")
+    best, sync = float("inf"), torch.cuda.synchronize if a.is_cuda else (lambda: None)
     for _ in range(repeat + 1):
-        if a.is_cuda:
-            torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         a @ b
-        if a.is_cuda:
-            torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
-# Dense peak TFLOP/s of known GPUs, from NVIDIA's datasheets: the figures WITHOUT 2:4 structured sparsity
-# (the datasheets' starred ones are twice these), which is what dense training can reach. Sources: the
-# H100 and H200 Tensor Core GPU datasheets (SXM, PCIe, NVL), the A100 datasheet (SXM and PCIe, 40 and
-# 80 GB: the same compute), the L4, L40S, L40, A10, T4 and V100 datasheets, and for the RTX 4090 the Ada
-# Lovelace architecture whitepaper's appendix (bf16/fp16 with fp32 accumulation, as PyTorch's matmuls
-# accumulate). "tf32": float32 matmuls on the tensor cores, which PyTorch does when
-# torch.get_float32_matmul_precision() is "high" or "medium"; "fp32": plain float32. A dtype a GPU lacks
-# (bf16 on V100 and T4), an unlisted GPU, or AWS's A10G (NVIDIA publishes no datasheet for it, and its
-# tensor throughput differs from the A10's) fall back to the measured matmul peak.
+# Dense peak TFLOP/s of known GPUs, WITHOUT 2:4 structured sparsity (the datasheets' starred figures are twice
+# these), from NVIDIA's datasheets (H100, H200, A100, L4, L40S, L40, A10, T4, V100) and, for the RTX 4090, the Ada
+# Lovelace whitepaper (fp32 accumulation). "tf32": float32 matmuls on the tensor cores (float32 matmul precision
+# "high" or "medium"). A dtype a GPU lacks, an unlisted GPU, or AWS's A10G (no datasheet) get the measured peak.
 GPU_PEAKS = [  # (regular expression on torch.cuda.get_device_name(), name, dense TFLOP/s); first match wins
     (r"H100.*PCIe", "H100 PCIe", dict(bf16=756.5, fp16=756.5, tf32=378, fp32=51)),
     (r"H[12]00.*NVL", "H100/H200 NVL", dict(bf16=835.5, fp16=835.5, tf32=417.5, fp32=60)),
@@ -138,9 +127,7 @@ def peak_flops(device, dtype=torch.float32):
     device = torch.device(device)
     if device.type == "cuda":
         spec = spec_peak(torch.cuda.get_device_name(device), dtype)
-        if spec is not None:
-            return spec
-        return matmul_peak(device, dtype, n=8192, repeat=4), "measured peak"
+        return spec or (matmul_peak(device, dtype, n=8192, repeat=4), "measured peak")
     return matmul_peak(device, dtype), "measured peak"
 
 
