@@ -1,9 +1,8 @@
 """A run folder: its model and tokenizer, loaded together and checked; atomic saves.
 
-A run folder is what train.py and finetune.py write (checkpoint.pt beside vocab.json + merges.txt), or
-a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin, beside the same
-tokenizer files). A model is only as good as the tokenizer that feeds it, so the two are loaded
-together and their vocabularies must agree.
+A run folder is what train.py and finetune.py write (checkpoint.pt beside vocab.json + merges.txt), or a Hugging
+Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin, beside the same tokenizer files). A
+model is only as good as the tokenizer that feeds it: the two are loaded together, their vocabularies agreeing.
 
     weights = checkpoints.read_weights("out/demo")   # config, state (our names), the class it holds, ...
     checkpoints.load_state(model, weights, "out/demo")  # into a model: shapes checked, missing heads named
@@ -56,14 +55,13 @@ def check_pair(path, model, tok):
         raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
                          f"{model.cfg.vocab_size:,}")
     check_tokenizer(path, tok)
-    pad_id = model.cfg.pad_id
-    ids = dict(zip(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id,
-                                                              tok.mask_id)))
+    ids = {"<s>": tok.bos_id, "<pad>": tok.pad_id, "</s>": tok.eos_id, "<unk>": tok.unk_id, "<mask>": tok.mask_id}
     missing = next((t for t, i in ids.items() if i is None), None)
     if missing:
         raise ValueError(f"{tokenizer_files(path)}: no {missing} token (RoBERTa's tokenizer has {', '.join(ids)})")
-    if tok.pad_id != pad_id:
-        raise ValueError(f"{tokenizer_files(path)}: <pad> is id {tok.pad_id}, but the model pads with id {pad_id}")
+    if tok.pad_id != model.cfg.pad_id:
+        raise ValueError(f"{tokenizer_files(path)}: <pad> is id {tok.pad_id}, but the model pads with id "
+                         f"{model.cfg.pad_id}")
 
 
 def tokenizer_files(path):
@@ -83,9 +81,8 @@ def check_tokenizer(path, tok):
         return
     now = prepared.tokenizer_hash(tok)
     if now != then:
-        raise ValueError(f"{tokenizer_files(path)}: tokenizer {now[:12]}, but checkpoint.pt was "
-                         f"trained with tokenizer {then[:12]}: these files were replaced or edited since (put back "
-                         f"the run's own tokenizer files)")
+        raise ValueError(f"{tokenizer_files(path)}: tokenizer {now[:12]}, but checkpoint.pt was trained with tokenizer "
+                         f"{then[:12]}: these files were changed since (put back the run's own tokenizer files)")
 
 
 def recorded(path):
@@ -221,15 +218,10 @@ def read_weights(path):
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
-    if os.path.isfile(os.path.join(path, "checkpoint.pt")):
-        return read_ours(os.path.join(path, "checkpoint.pt"))
-    return read_hf(path)
-
-
-def read_ours(source):
-    """The Weights of a train.py/finetune.py folder's checkpoint.pt, each part checked to be of its kind (a
-    crafted file whose checksum was made to fit is refused in one line, not a traceback)."""
-    ckpt = read_checkpoint(source)
+    source = os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(source):
+        return read_hf(path)
+    ckpt = read_checkpoint(source)  # each part checked to be of its kind (a crafted file whose checksum fits)
     state, config, holder, labels = ckpt["model"], ckpt["config"], ckpt.get("class", "RobertaForMaskedLM"), \
         ckpt.get("num_labels")
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
@@ -255,9 +247,8 @@ def read_hf(path):
         state = read_checkpoint(os.path.join(path, "pytorch_model.bin"), ours=False)
     else:
         raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
-    labels = config.get("id2label")
-    return Weights(cfg, state, (config.get("architectures") or ["RobertaModel"])[0], len(labels) if labels else None,
-                   "hf", config_path)
+    labels, holder = config.get("id2label"), (config.get("architectures") or ["RobertaModel"])[0]
+    return Weights(cfg, state, holder, len(labels) if labels else None, "hf", config_path)
 
 
 SIZES = {"vocab_size": 1, "hidden_size": 1, "num_layers": 1, "num_heads": 1, "ffn_size": 1, "max_positions": 1,
@@ -266,9 +257,9 @@ RATES = {"dropout": (0, 1), "attention_dropout": (0, 1), "layer_norm_eps": (0, 1
 
 
 def check_config(cfg, state, source):
-    """A model's configuration (a RobertaConfig) as a file gives it, checked before a model is built from it: whole numbers of at
-    least SIZES, rates in [low, high), the hidden size a multiple of the heads, the padding id a token, and no
-    larger a model than the weights beside it hold (a crafted size would otherwise allocate without end)."""
+    """A RobertaConfig as a file gives it, checked before a model is built from it: whole numbers of at least
+    SIZES, rates in [low, high), the hidden size a multiple of the heads, the padding id a token, and no larger a
+    model than the weights beside it hold (a crafted size would otherwise allocate without end)."""
     bad = next((k for k, low in SIZES.items() if type(getattr(cfg, k)) is not int or getattr(cfg, k) < low), None) \
         or next((k for k, (low, high) in RATES.items() if isinstance(getattr(cfg, k), bool) or
                  not isinstance(getattr(cfg, k), (int, float)) or not low <= getattr(cfg, k) < high), None)
