@@ -17,20 +17,15 @@ from machinery.basics import files
 # Parameter names: ours <-> Hugging Face's. A key takes the first prefix rename that fits, then every
 # infix rename in order (attention before FFN, so 'attention.output.dense' is not read as the FFN's).
 PREFIX_RENAMES = [
-    ("roberta.layers.", "roberta.encoder.layer."),
-    ("roberta.embeddings.tokens.", "roberta.embeddings.word_embeddings."),
+    ("roberta.layers.", "roberta.encoder.layer."), ("roberta.embeddings.norm.", "roberta.embeddings.LayerNorm."),
+    ("roberta.embeddings.tokens.", "roberta.embeddings.word_embeddings."), ("qa.", "qa_outputs."),
     ("roberta.embeddings.positions.", "roberta.embeddings.position_embeddings."),
-    ("roberta.embeddings.norm.", "roberta.embeddings.LayerNorm."),
     ("lm_head.norm.", "lm_head.layer_norm."),
-    ("qa.", "qa_outputs."),
 ]
 INFIX_RENAMES = [
     (".attn.qkv.", ".attention.self.qkv."),  # split into query/key/value by to_hf_state
-    (".attn.proj.", ".attention.output.dense."),
-    (".attn_norm.", ".attention.output.LayerNorm."),
-    (".ffn_in.", ".intermediate.dense."),
-    (".ffn_out.", ".output.dense."),
-    (".ffn_norm.", ".output.LayerNorm."),
+    (".attn.proj.", ".attention.output.dense."), (".attn_norm.", ".attention.output.LayerNorm."),
+    (".ffn_in.", ".intermediate.dense."), (".ffn_out.", ".output.dense."), (".ffn_norm.", ".output.LayerNorm."),
 ]
 # HF's RobertaForMultipleChoice puts the dense+tanh in the pooler and the output layer in `classifier`
 MULTIPLE_CHOICE_RENAMES = [("classifier.dense.", "roberta.pooler.dense."), ("classifier.out_proj.", "classifier.")]
@@ -76,9 +71,8 @@ def from_hf_state(state, class_name, source="checkpoint"):
                  for k, v in state.items()}
     if "lm_head.bias" not in state and "lm_head.decoder.bias" in state:
         state["lm_head.bias"] = state["lm_head.decoder.bias"]
-    state.pop("lm_head.decoder.bias", None)
-    state.pop("lm_head.decoder.weight", None)  # tied to the token embeddings
-    state.pop("roberta.embeddings.position_ids", None)
+    for key in ("lm_head.decoder.bias", "lm_head.decoder.weight", "roberta.embeddings.position_ids"):
+        state.pop(key, None)  # the decoder's weight is tied to the token embeddings
     token_types = state.pop(TOKEN_TYPES, None)
     out = {}
     for key, t in state.items():
@@ -187,8 +181,7 @@ def load_safetensors(path):
         raise ValueError(f"{path}: not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a safetensors file (its header is {json_kind(header)}, not an object)")
-    return {name: safetensor(path, data, 8 + n, name, info) for name, info in header.items()
-            if name != "__metadata__"}
+    return {name: safetensor(path, data, 8 + n, name, info) for name, info in header.items() if name != "__metadata__"}
 
 
 def safetensor(path, data, base, name, info):
