@@ -9,6 +9,7 @@
 Every error is a ValueError whose message names the file (and line) and what is wrong. A leaf: a task's row of
 evaluate.GLUE or evaluate.SQUAD (its files' names, columns and labels) comes in as an argument.
 """
+import contextlib
 import csv
 import glob
 import io
@@ -70,7 +71,11 @@ def check_empty(folder, overwrite):
     if overwrite or not os.path.isdir(folder):
         return
     others = sorted(n for n in os.listdir(folder) if n != ".lock" and not files.TEMP.search(n))
-    done = epochs_done(folder) if others else None
+    done = None
+    if others and os.path.isfile(os.path.join(folder, "checkpoint.pt")):  # the epochs its log.jsonl records, if any
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            log = files.read_text(os.path.join(folder, "log.jsonl"))
+            done = max(json.loads(line)["epoch"] for line in log.splitlines())
     if done:
         raise FileExistsError(f"--out {folder} holds a finetuning run stopped after epoch {done} (its log.jsonl and "
                               f"the best checkpoint.pt so far; no metrics.json): pass --overwrite to run it again "
@@ -78,18 +83,6 @@ def check_empty(folder, overwrite):
     if others:
         raise FileExistsError(f"--out {folder} is not empty ({others[0]}) and holds no finished finetuning run: "
                               f"pass --overwrite to write there anyway, or choose an empty folder")
-
-
-def epochs_done(folder):
-    """The epochs logged by the finetuning run in `folder` (with its checkpoint.pt; a finished one's metrics.json is
-    refused before); None if it holds no such run (no checkpoint.pt, or a log.jsonl that is not finetune.py's)."""
-    if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
-        return None
-    try:
-        log = files.read_text(os.path.join(folder, "log.jsonl"))
-        return max(json.loads(line)["epoch"] for line in log.splitlines())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def clear_out(folder, overwrite=False):
@@ -212,9 +205,9 @@ def squad_questions(path, article):
     for para in article["paragraphs"]:
         for qa in para["qas"]:
             answers = [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"]]
-            if not all(isinstance(x, str) for x in [qa["id"], para["context"], qa["question"]] +
-                       [a["text"] for a in answers]) or \
-                    not all(type(a["answer_start"]) is int and a["answer_start"] >= 0 for a in answers):
+            texts = [qa["id"], para["context"], qa["question"]] + [a["text"] for a in answers]
+            if not all(isinstance(x, str) for x in texts) or not all(type(s) is int and s >= 0 for s in
+                                                                      [a["answer_start"] for a in answers]):
                 raise ValueError(f"{path}: question {qa['id']!r}: its id, context, question and answers must be "
                                  f"strings, each answer_start a character offset")
             out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
@@ -305,8 +298,7 @@ def check_predictions(ids, predictions, path, fits, expected, unscored):
 
 
 def check_na_probs(na_probs, path):
-    bad = next((q for q, p in na_probs.items() if isinstance(p, bool) or not isinstance(p, (int, float))
-                or not 0 <= p <= 1), None)
+    bad = next((q for q, p in na_probs.items() if type(p) not in (int, float) or not 0 <= p <= 1), None)
     if bad is not None:
         raise ValueError(f"{path}: the no-answer probability of {bad!r} is {shown(na_probs[bad])}, "
                          f"not a number in [0, 1]")
@@ -323,8 +315,7 @@ def race_passage(path, level):
     qs, opts, answers = doc["questions"], doc["options"], doc["answers"]
     if not isinstance(doc["article"], str):
         raise ValueError(f"{path}: the article is not a text")
-    if not (isinstance(qs, list) and isinstance(opts, list) and isinstance(answers, list)) \
-            or not len(qs) == len(opts) == len(answers):
+    if not all(isinstance(x, list) for x in (qs, opts, answers)) or not len(qs) == len(opts) == len(answers):
         raise ValueError(f"{path}: questions, options and answers must be lists of the same length")
     out = []
     for i, (q, o, ans) in enumerate(zip(qs, opts, answers)):
