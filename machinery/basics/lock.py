@@ -157,10 +157,9 @@ def writing(folder, what):
 
 def _still_there(f, folder):
     """Whether the locked file is still FOLDER/.lock (not one removed while we waited for it)."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         return os.stat(os.path.join(folder, NAME), follow_symlinks=False).st_ino == os.fstat(f.fileno()).st_ino
-    except FileNotFoundError:
-        return False
+    return False
 
 
 def _forget():
@@ -186,15 +185,12 @@ def abandon(folder):
     h = _held.pop(os.path.realpath(folder), None)
     if h is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         if h.made_file and not h.shared:
             os.remove(os.path.join(folder, NAME))  # while still held: no one else can have taken it
             if h.made_folder:
                 os.rmdir(folder)  # only when empty
-    except OSError:
-        pass
-    finally:
-        h.file.close()
+    h.file.close()
 
 
 def abandon_all():
