@@ -222,8 +222,7 @@ def add_task_commands(sub):
     s.add_argument("--max-seq-len", type=cli.number(int, 8),
                    help="with --checkpoint: tokens per input, at most the model's positions (default: min(512, "
                         "positions))")
-    s.add_argument("--batch-size", type=cli.number(int, 1),
-                   help="with --checkpoint: inputs per forward (default: 32)")
+    s.add_argument("--batch-size", type=cli.number(int, 1), help="with --checkpoint: inputs per forward (default: 32)")
     s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
     s.set_defaults(run=race_command)
     s.add_argument("--data", type=cli.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")
