@@ -6,6 +6,7 @@ device overlap the compute). It only moves work in time: the order never depends
 prefetch 0 the same iterator is called in the loop. `delay` (--prepare-delay) slows each update's
 preparation on purpose, to measure how much of it the thread hides (bench.py overlap).
 """
+import contextlib
 import queue
 import threading
 import time
@@ -41,10 +42,8 @@ class Prefetch:
 
     def _put(self, item):
         while not self.stopping.is_set():
-            try:
+            with contextlib.suppress(queue.Full):
                 return self.queue.put(item, timeout=0.1)
-            except queue.Full:
-                continue
 
     def next(self):
         """The next update: (epoch, position and offset after it, Batch)."""

@@ -61,8 +61,7 @@ def free_bytes(device, meminfo="/proc/meminfo"):
 USABLE = {"cuda": 0.85, "cpu": 0.4}
 
 
-def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, device, master, free=None,
-                        group=None):
+def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, device, master, free=None, group=None):
     """Sequences per micro-batch for a process whose share of an update is `share` sequences: `share` when it
     fits in the device's usable free memory, else the largest power of two dividing it that does, the smallest
     over all processes (so that they agree), said in one line on stderr (by the `master` process). `mixed`:
