@@ -18,15 +18,6 @@ from machinery.commands import corpora, evaluate_cli
 from machinery.formats import task_files
 
 
-# ---------------------------------------------------------------------------------------- the sweep
-def check_sweep(args):
-    """Before any run: no finished sweep in --out, nor a finished run in its run folders, unless --overwrite."""
-    cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
-    for *_, out in finetune.sweep_runs(args):
-        cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")
-        task_files.check_empty(out, args.overwrite)
-
-
 # ---------------------------------------------------------------------------------------- the options
 HYPERPARAMETERS = [  # Table 10's, whose defaults depend on the task's family
     ("--lr", cli.number(float, 0, 1, low_open=True), "peak learning rate, in (0, 1]"),
@@ -100,8 +91,11 @@ def work(args):
     if out == task_dir or out.startswith(task_dir.rstrip(os.sep) + os.sep):
         raise ValueError(f"--out {args.out} is {'the' if out == task_dir else 'inside the'} --data folder: the run "
                          f"would write among the task's files; choose another --out")
-    if args.sweep:
-        check_sweep(args)
+    if args.sweep:  # no finished sweep in --out, nor a finished run in its run folders, unless --overwrite
+        cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
+        for *_, out in finetune.sweep_runs(args):
+            cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")
+            task_files.check_empty(out, args.overwrite)
     else:
         cli.check_out(args.out, args.overwrite, finetune.FINISHED, "a finetuning run's results")
         task_files.check_empty(args.out, args.overwrite)

@@ -45,14 +45,10 @@ _worker_tok = None
 
 
 def _init_worker(tokenizer_dir):
+    """A worker, with a tokenizer of its own, stops without a traceback: Ctrl-C is its parent's to handle (which
+    then ends the pool), SIGTERM (the pool's end) ends it at once, and so do a result pipe its parent closed and
+    (Linux) its parent's death."""
     global _worker_tok  # one per worker process
-    quiet_worker()
-    _worker_tok = bpe.Tokenizer.load(tokenizer_dir)
-
-
-def quiet_worker():
-    """A worker stops without a traceback: Ctrl-C is its parent's to handle (which then ends the pool), SIGTERM
-    (the pool's end) ends it at once, and so do a result pipe its parent closed and (Linux) its parent's death."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # its parent gone midway: no BrokenPipeError, an end
@@ -60,6 +56,7 @@ def quiet_worker():
         import ctypes
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    _worker_tok = bpe.Tokenizer.load(tokenizer_dir)
 
 
 @contextlib.contextmanager

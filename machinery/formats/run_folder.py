@@ -63,9 +63,10 @@ def check_out_apart(cfg):
                          f"{cfg.data}: a run writes a folder of its own; choose another --out")
 
 
-def check_finite(trainer, step):
-    """Refuse to save non-finite weights or optimizer state (an update that diverged with a finite loss).
-    One host sync; every process finds the same (the weights are the same everywhere)."""
+def save(trainer, state, tok_hash):
+    """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
+    states (gathered to the first process, which writes). `trainer`: train.py's Trainer. Non-finite weights or
+    optimizer state (an update that diverged with a finite loss) are refused: one host sync, the same everywhere."""
     t = trainer
     named = [(k, v) for k, v in t.body.state_dict().items() if v.is_floating_point()]
     named += [("the optimizer state", v) for s in t.opt.state.values() for v in s.values()
@@ -73,15 +74,8 @@ def check_finite(trainer, step):
     finite = torch.stack([torch.isfinite(v).all() for _, v in named])
     if not finite.all():
         bad = named[int((~finite).nonzero()[0])][0]
-        raise ValueError(f"step {step}: non-finite weights ({bad}; the updates diverged): not saved; the last good "
-                         f"checkpoint in {t.cfg.out} is intact (try a lower --lr, or --amp bf16)")
-
-
-def save(trainer, state, tok_hash):
-    """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
-    states (gathered to the first process, which writes). `trainer`: train.py's Trainer."""
-    t = trainer
-    check_finite(t, state["step"])
+        raise ValueError(f"step {state['step']}: non-finite weights ({bad}; the updates diverged): not saved; the "
+                         f"last good checkpoint in {t.cfg.out} is intact (try a lower --lr, or --amp bf16)")
     states = [rng_state(t.device)] * t.world
     if t.world > 1:
         dist.all_gather_object(states, states[0], group=t.cpu_group)

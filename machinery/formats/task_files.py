@@ -123,33 +123,25 @@ def read_glue_dev(t, folder):
     return {name[:-4]: read_glue(t, os.path.join(folder, name)) for name in t.dev_files}
 
 
-def tsv_rows(path):
-    """The rows of a TSV file, as GLUE writes them (no quoting)."""
+def read_glue(t, path, labelled=True):
+    """A GLUE TSV (no quoting) as a list of (texts, label) with label None when the file has no labels (test
+    sets); its columns found by the header's names (CoLA has no header: by their indices)."""
     try:
         text = files.read_text(check_file(path), dataset=True)
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     except csv.Error as e:
         raise ValueError(f"{path}: not a TSV file ({e})") from None
-
-
-def glue_columns(t, path, header, labelled):
-    """(text column indices, label column index or None) of a GLUE file, found by header names."""
-    if not isinstance(t.label_column, str):  # no header (CoLA)
-        return list(t.text_columns), t.label_column if labelled else None
-    try:
-        return [header.index(c) for c in t.text_columns], header.index(t.label_column) if labelled else None
-    except ValueError:
-        raise ValueError(f"{path}: header {header[:6]} lacks the {t.folder} columns "
-                         f"{list(t.text_columns) + [t.label_column]}") from None
-
-
-def read_glue(t, path, labelled=True):
-    """A GLUE TSV as a list of (texts, label) with label None when the file has no labels (test sets)."""
-    rows = tsv_rows(path)
     has_header = isinstance(t.label_column, str)
     if has_header and not rows:
         raise ValueError(f"{path}: empty (no header)")
-    text_idx, label_idx = glue_columns(t, path, rows[0] if has_header else None, labelled)
+    text_idx, label_idx = list(t.text_columns), t.label_column
+    if has_header:
+        try:
+            text_idx, label_idx = [rows[0].index(c) for c in t.text_columns], rows[0].index(t.label_column)
+        except ValueError:
+            raise ValueError(f"{path}: header {rows[0][:6]} lacks the {t.folder} columns "
+                             f"{list(t.text_columns) + [t.label_column]}") from None
+    label_idx = label_idx if labelled else None
     need = max(text_idx + ([label_idx] if label_idx is not None else []))
     out, bad = [], []  # bad: why each wrong label is refused
     for n, row in enumerate(rows[1:] if has_header else rows, 2 if has_header else 1):
