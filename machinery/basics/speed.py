@@ -196,10 +196,9 @@ def pick_device(name, local_rank):
 
 def numerics(device, amp, deterministic, master):
     """TF32, an explicit choice: with --amp none on CUDA, float32 matmuls run on the tensor cores as TF32 (a 10-bit
-    mantissa; torch's default is full float32), said in one line, and MFU takes the TF32 peak (spec_peak). CPUs
-    have no TF32. --deterministic: torch's deterministic algorithms (an error names an op that has none), the
-    cuBLAS workspace setting they need (set before any matmul), and inductor's deterministic mode (no kernel
-    choice by timing). On a CPU the runs are exact without it; on a GPU see docs/scale.md."""
+    mantissa), said in one line, and MFU takes the TF32 peak. --deterministic: torch's deterministic algorithms,
+    the cuBLAS workspace setting they need, and inductor's deterministic mode (no kernel choice by timing). On a
+    CPU the runs are exact without it; on a GPU see docs/scale.md."""
     if device.type == "cuda" and amp == "none":
         torch.set_float32_matmul_precision("high")
         if master:
@@ -261,8 +260,7 @@ class StaticShape(NamedTuple):
 
 def to_device(static, inputs, labels, nsp, padded, device):
     """A micro-batch of CPU tensors on `device`: (inputs, labels, nsp, padded, target slots). Eager (static None):
-    as it is, the LM head on exactly its targets, counted here on the CPU (no wait for the device); compiled: in the
-    StaticShape."""
+    as it is, the LM head on exactly its targets (counted on the CPU: no wait); compiled: in the StaticShape."""
     if static is None:
         slots = int(labels.ne(-100).sum())
         return (*(t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp)), padded, slots)
@@ -271,9 +269,8 @@ def to_device(static, inputs, labels, nsp, padded, device):
 
 def compile_trainer(tr, micro, backend="inductor"):
     """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows of
-    --seq-len, compiled now by a warm-up (warm_up: the compiled model's forward and backward, no optimizer), with
-    the random state put back and the gradients dropped. The processes then agree (agree_on_compiling): the
-    Trainer unchanged when not compiling, or where compiling failed everywhere (with a warning)."""
+    --seq-len, compiled now by a warm-up (the random state put back, the gradients dropped). The processes then
+    agree (agree_on_compiling): the Trainer unchanged when not compiling, or where compiling failed everywhere."""
     if not (tr.cfg.compile if tr.cfg.compile is not None else tr.device.type == "cuda"):  # default: on CUDA
         return tr
     static = StaticShape(micro, tr.cfg.seq_len, tr.body.cfg.pad_id)
@@ -290,11 +287,9 @@ def compile_trainer(tr, micro, backend="inductor"):
 
 
 def warm_up(compiled, tr, static):
-    """Compile train.py's two graphs now: the compiled model's forward, called as train.py's train_step calls it
-    (autocast, keyword arguments), and its backward, on an example of the StaticShape with as many targets as
-    usual, unpadded and padded; the number of target slots a variable in both (a dynamic shape, by dynamo's
-    dynamic_sources). Under DDP's no_sync, so that it runs no collective: a process that fails here cannot
-    leave another waiting."""
+    """Compile train.py's two graphs now: the forward, called as train_step calls it, and the backward, on an
+    example of the StaticShape with as many targets as usual, unpadded and padded; the number of target slots a
+    dynamic shape in both. Under DDP's no_sync (no collective): a process that fails here leaves none waiting."""
     cfg = tr.body.cfg
     targets = static.slots(round(static.rows * static.width * tr.cfg.masking.rate))
     no_sync = compiled.no_sync() if tr.world > 1 else contextlib.nullcontext()

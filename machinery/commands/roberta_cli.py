@@ -14,11 +14,9 @@ from machinery.basics import cli, files, lock
 from machinery.formats import checkpoints, hf, vocab_files
 
 
-# What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
-# the space on its left (lstrip), so "is <mask>." reads " is" <mask> "." as fill_mask feeds it (without
-# this, transformers keeps that space as a token of its own), and inputs are truncated at the model's
-# positions. tokenizer_config.json spells <mask> as transformers' own save of roberta-base does;
-# special_tokens_map.json as roberta-base's and distilroberta-base's files do.
+# What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes the space
+# on its left (lstrip), so "is <mask>." reads " is" <mask> "." as fill_mask feeds it, and inputs are truncated at
+# the model's positions; both files spell it as transformers' own save of roberta-base does.
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                   "pad_token": "<pad>", "cls_token": "<s>"}
 MASK_TOKEN = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": False}

@@ -71,9 +71,7 @@ class Ragged:
 
     def __init__(self, order, lengths, budget, first=0, offset=0, chunk=1 << 22):
         self.order, self.lengths, self.budget, self.chunk = order, lengths, budget, chunk
-        self.first = first
-        self.bounds = [offset]  # bounds[k]: where batch first + k begins
-        self.done = False
+        self.first, self.bounds, self.done = first, [offset], False  # bounds[k]: where batch first + k begins
         self.get(first)
 
     def get(self, i):

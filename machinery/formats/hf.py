@@ -210,23 +210,19 @@ def safetensor(path, data, base, name, info):
     return t.reshape(shape)
 
 
-def save_safetensors(tensors, path):
-    """Write {name: tensor} as a .safetensors file (the header padded to 8 bytes), atomically."""
+def save_pretrained(model, directory, id2label=None):
+    """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it);
+    id2label: a classifier's label names by output. The safetensors header is padded to 8 bytes."""
+    os.makedirs(directory, exist_ok=True)
+    files.write_atomic(os.path.join(directory, "config.json"), files.json_text(hf_config(model, id2label), indent=2))
     names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
-    for name, t in tensors.items():
+    for name, t in to_hf_state(model).items():
         blob = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)
     head = files.json_text(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-    files.write_atomic(path, lambda f: [f.write(b) for b in [struct.pack("<Q", len(head)), head, *blobs]])
-
-
-def save_pretrained(model, directory, id2label=None):
-    """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it);
-    id2label: a classifier's label names by output."""
-    os.makedirs(directory, exist_ok=True)
-    files.write_atomic(os.path.join(directory, "config.json"), files.json_text(hf_config(model, id2label), indent=2))
-    save_safetensors(to_hf_state(model), os.path.join(directory, "model.safetensors"))
+    files.write_atomic(os.path.join(directory, "model.safetensors"),
+                       lambda f: [f.write(b) for b in [struct.pack("<Q", len(head)), head, *blobs]])
