@@ -1,9 +1,6 @@
-"""Memory: how many sequences a micro-batch may hold, estimated from the model's shapes before anything is
-allocated, and an out-of-memory error told in one line that names the micro-batch.
-
-train.py without --micro-batch-size asks fitting_micro_batch: the whole per-process share of an update when it
-fits, else the largest power of two that does (gradient accumulation makes up the rest, Section 4.3), or a
-one-line refusal. The estimate (training_bytes) is deliberately generous: it is a guard against a kill or an
+"""Memory: how many sequences a micro-batch may hold (fitting_micro_batch, for train.py without
+--micro-batch-size), estimated from the model's shapes before anything is allocated, and an out-of-memory error
+told in one line that names the micro-batch. The estimate is deliberately generous: a guard against a kill or an
 OOM an hour in, not a prediction of the peak.
 """
 import contextlib

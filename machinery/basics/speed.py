@@ -1,9 +1,8 @@
 """Speed: MFU (model FLOPs utilisation, as PaLM and nanoGPT define it), and torch.compile for train.py's step:
 one shape for every micro-batch (StaticShape), a warm-up that compiles it at the start, a graph counter.
 
-MFU = model FLOPs per second / the device's peak FLOP/s for the dtype. The model FLOPs come from the
-shapes (flops_per_token); the peak from NVIDIA's datasheets for known GPUs, else a measured matmul.
-train.py logs tokens/s and MFU through a Meter; bench.py prints them for the bare step.
+MFU = model FLOPs per second (flops_per_token) / the device's peak FLOP/s for the dtype (NVIDIA's datasheets for
+known GPUs, else a measured matmul). train.py logs tokens/s and MFU through a Meter.
 """
 import contextlib
 import math
@@ -303,11 +302,10 @@ def warm_up(compiled, tr, static):
 
 
 def agree_on_compiling(tr, error, micro):
-    """Whether to train eagerly, the same answer on every process: the warm-ups' errors are gathered over a gloo
-    group (each process reaches it, since no warm-up runs a collective). None failed: compiled. Out of memory
-    anywhere: every process stops, the first saying so in one line naming the micro-batch. Compiling failed
-    everywhere (no toolchain): all eager, with a warning. On some processes only: all stop, the first saying
-    which failed, in one line. The others wait for it to leave, then exit quietly, so the line is said once."""
+    """Whether to train eagerly, the same answer on every process (the warm-ups' errors gathered over a gloo group).
+    None failed: compiled. Out of memory anywhere: every process stops, the first saying so in one line naming the
+    micro-batch. Compiling failed everywhere (no toolchain): all eager, with a warning. On some processes only: all
+    stop, the first saying which failed in one line, the others exiting quietly once it has left."""
     mine = error and (f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}",
                       memory.is_out_of_memory(error))
     everyone = [mine]

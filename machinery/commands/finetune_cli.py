@@ -1,10 +1,8 @@
-"""The command line of finetune.py: its options (Table 10's hyperparameters, checked), the --sweep over
-Table 10's grid, and one-line errors.
+"""The command line of finetune.py: its options (Table 10's hyperparameters, checked), the --sweep over Table 10's
+grid (finetune.sweep, Section 5.1), and one-line errors.
 
     python finetune.py --task rte --data glue/RTE --checkpoint roberta-base/ --out runs/rte
     python finetune.py --task mrpc ... --sweep
-
-`python finetune.py` hands over to main here; the sweep itself (Section 5.1) is finetune.sweep.
 """
 import argparse
 import collections

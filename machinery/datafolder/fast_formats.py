@@ -1,9 +1,7 @@
 """The input formats of Section 4.2 at the paper's scale: the same EXAMPLE rows as data.py's plain Python
 formats (the specification), built with numpy a window of lines at a time, so that memory stays bounded at
-any corpus size (the paper's 160 GB is ~1.2B lines) and no Python loop runs over lines or examples.
-
-The examples index (index.py) uses these above data.SPEC_BELOW lines; tests/test_machinery_fast_formats.py checks that they
-give exactly the rows of the specification (a change to one without the other fails there).
+any corpus size (the paper's 160 GB is ~1.2B lines) and no Python loop runs over lines or examples. The examples
+index (index.py) uses these above data.SPEC_BELOW lines; tests/test_machinery_fast_formats.py holds them equal.
 """
 import mmap
 from typing import NamedTuple
