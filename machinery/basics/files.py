@@ -7,6 +7,7 @@
     for line in read_lines("corpus.txt"): ...                # streaming, UTF-8 checked, \\r\\n and \\r read as \\n
     text = read_text("vocab.json")                           # whole, \\r\\n and \\r read as \\n
 """
+import contextlib
 import errno
 import json
 import math
@@ -138,14 +139,12 @@ def sweep(folder):
         found = TEMP.search(entry.name)
         if not found or found.group(1) != HOST or alive(int(found.group(2))):
             continue
-        try:
+        with contextlib.suppress(FileNotFoundError):  # another sweeper was quicker
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.remove(entry.path)
             removed.append(entry.name)
-        except FileNotFoundError:  # another sweeper was quicker
-            pass
     return removed
 
 

@@ -107,10 +107,9 @@ def spec_peak(device_name, dtype):
     the device is a MIG slice (its name says "MIG"): a slice has a share of the GPU's compute, not all of it."""
     if "MIG" in device_name:
         return None
+    kinds = {torch.bfloat16: ["bf16"], torch.float16: ["fp16"]}.get(dtype, [])
     if dtype == torch.float32:
         kinds = ["fp32"] if torch.get_float32_matmul_precision() == "highest" else ["tf32", "fp32"]
-    else:
-        kinds = {torch.bfloat16: ["bf16"], torch.float16: ["fp16"]}.get(dtype, [])
     for pattern, name, peaks in GPU_PEAKS:
         if re.search(pattern, device_name, re.IGNORECASE):
             kind = next((k for k in kinds if k in peaks), None)
@@ -213,14 +212,12 @@ def numerics(device, amp, deterministic, master):
 # ---------------------------------------------------------------------------------------- torch.compile
 class StaticShape(NamedTuple):
     """The one shape every compiled micro-batch is given, so that torch.compile compiles train.py's step at the
-    start (two graphs, see compile_trainer) and never again, whatever the batch: [rows, width] tokens, and the
-    LM head on `slots(count)` positions (roberta.RobertaForMaskedLM's target_slots), a size the graphs take as
-    a variable (a dynamic shape), so that any number of targets runs them.
+    start and never again: [rows, width] tokens, and the LM head on `slots(count)` positions (RobertaForMaskedLM's
+    target_slots), a dynamic shape of the graphs, so that any number of targets runs them.
 
     A micro-batch with fewer rows gets copies of its first row with no targets (label -100, no next-sentence
-    label): they change neither the loss nor the gradients, and need no attention mask, as padding rows would.
-    Fewer columns get padding (then the batch is padded). The cost: the partial last micro-batch of an update
-    runs whole, and formats of short sequences (sentence-pair) run at --seq-len, not at their longest row."""
+    label): they change neither the loss nor the gradients, and need no attention mask. Fewer columns get padding.
+    The cost: the partial last micro-batch of an update runs whole, and short formats run at --seq-len."""
     rows: int
     width: int
     pad_id: int

@@ -107,16 +107,16 @@ def train_settings(path):
 def id2label(path):
     """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label), a Hugging
     Face folder in config.json. None where the folder names none, or only transformers' defaults (LABEL_0, ...)."""
-    if os.path.isfile(os.path.join(os.fspath(path), "checkpoint.pt")):
+    ckpt_path, config = (os.path.join(os.fspath(path), name) for name in ("checkpoint.pt", "config.json"))
+    if os.path.isfile(ckpt_path):
         ckpt = recorded(path)
         if ckpt.get("task") and "id2label" not in ckpt:
-            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: saved by an older finetune.py (no "
-                             f"id2label: the order of its labels is not recorded); finetune it again")
+            raise ValueError(f"{ckpt_path}: saved by an older finetune.py (no id2label: the order of its labels is not "
+                             f"recorded); finetune it again")
         names = ckpt.get("id2label")
         if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
-            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: id2label is not a list of label names")
+            raise ValueError(f"{ckpt_path}: id2label is not a list of label names")
         return list(names) if names else None
-    config = os.path.join(os.fspath(path), "config.json")
     hf_config = files.read_json(config) if os.path.isfile(config) else {}
     labels = hf_config.get("id2label") if isinstance(hf_config, dict) else None
     if not labels:
