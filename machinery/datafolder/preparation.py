@@ -108,9 +108,8 @@ def encoded_chunks(chunks, tok, tokenizer_dir, workers):
 
 
 def stop(pool, procs):
-    """End a pool midway, at once: its workers killed, then its own end (Pool.terminate) given a second in a
-    thread of its own. Pool.terminate alone can wait forever for a worker blocked writing a large result that
-    no one reads any more, and a worker killed there holds the result queue's lock for good."""
+    """End a pool midway, at once: its workers killed, then Pool.terminate given a second in a thread of its own
+    (alone, it can wait forever for a worker blocked writing a result no one reads, which holds the queue's lock)."""
     for p in procs:
         p.kill()
     with contextlib.suppress(RuntimeError):  # the interpreter is ending: no new thread; the workers are gone already

@@ -299,9 +299,8 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
 
 
 def init_out(cfg, tok, model_cfg, world, start_step, lineage=None):
-    """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
-    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically). A
-    finished run read back (resumed at its --max-steps) writes nothing."""
+    """The output folder: the tokenizer, the settings, and on resume the log cut back to the checkpoint (the resumed
+    run writes those lines again, identically). A finished run read back (at its --max-steps) writes nothing."""
     if cfg.resume and start_step >= cfg.max_steps:
         return
     os.makedirs(cfg.out, exist_ok=True)

@@ -225,9 +225,8 @@ def read_squad(path):
 
 
 def check_squad(examples, path, no_answer):
-    """A SQuAD file's questions, refused (one line: how many, the first id) where they are not the task's:
-    an empty context (nothing to find an answer in), or a question marked impossible in a SQuAD 1.1 task
-    (no_answer False: it has no such questions, and its training would drop them without a word)."""
+    """A SQuAD file's questions, refused (one line: how many, the first id) where they are not the task's: an empty
+    context, or a question marked impossible in a SQuAD 1.1 task (no_answer False: its training would drop them)."""
     for why, wrong, hint in (("an empty context", lambda e: not e["context"].strip(), ""),
                              ("is_impossible true", lambda e: e["is_impossible"] and not no_answer,
                               ": SQuAD 1.1 has no such questions (a SQuAD 2.0 file? --task squad2)")):
@@ -240,8 +239,7 @@ def check_squad(examples, path, no_answer):
 
 def answer_problem(e):
     """Why a SQuAD question cannot train the span head (None when it can): its first answer, the one finetune.py
-    trains on, must be its text found at answer_start in the context; or it is marked impossible, with no
-    answer (SQuAD 2.0 lists none for those: one with answers trains neither way)."""
+    trains on, must be its text found at answer_start in the context; or it is marked impossible, with none."""
     if e["is_impossible"]:
         return "answers, yet marked impossible" if e["answers"] else None
     if not e["answers"]:
@@ -257,9 +255,8 @@ def answer_problem(e):
 
 
 def squad_training(examples, path):
-    """A training file's questions whose answer is where it says (answer_problem); the others would train on the
-    wrong span, or vanish without a word, so they are left out and counted in one warning line with the first
-    one's id. (A dev file's answer_start is not read: the official metric compares the answers' texts.)"""
+    """A training file's questions whose answer is where it says (answer_problem); the others are left out, counted
+    in one warning line with the first one's id. (A dev file's answer_start is not read: the metric compares texts.)"""
     skipped, kept = {}, []
     for e in examples:
         why = answer_problem(e)
