@@ -44,10 +44,9 @@ def check_export(checkpoint, out, overwrite):
 
 
 def export(checkpoint, out, overwrite=False):
-    """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
-    config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
-    tokenizer with the configuration transformers needs. All is written in a temporary folder inside --out,
-    then moved in by renames alone (no disk space needed): a failed write (a full disk) leaves --out as it was."""
+    """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder: config.json (a
+    classifier's id2label) + model.safetensors, and the tokenizer with the configuration transformers needs. All is
+    written in a temporary folder inside --out, then moved in by renames: a failed write leaves --out as it was."""
     check_export(checkpoint, out, overwrite)
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
     blobs = None  # the tokenizer files, checked to fit the model (its size, the one it trained with, the specials)

@@ -105,10 +105,9 @@ def _rows(a_start, a_end, b_start=0, b_end=0, nxt=-1):
 
 
 def _blocks(lines, seq_len, entry, within_documents):
-    """Greedy packing of whole lines into blocks of at most seq_len - 1 tokens (<s> comes first), each
-    block as full as the next line allows; a line longer than a block is cut into pieces of that size,
-    never leaving its </s> alone for the next piece. Returns the window's blocks and where the walk goes
-    on in the next window."""
+    """Greedy packing of whole lines into blocks of at most seq_len - 1 tokens (<s> comes first); a line longer than
+    a block is cut into pieces of that size, never leaving its </s> alone for the next piece. Returns the window's
+    blocks and where the walk goes on in the next window."""
     block, own, first = seq_len - 1, lines.own, lines.first
     start, end = lines.starts[:own], lines.ends[:own]
     cuts = -(-(end - start) // block) - 1  # > 0: a long line, cut before its last piece

@@ -72,10 +72,9 @@ def tokenizer_files(path):
 
 
 def check_tokenizer(path, tok):
-    """The folder's tokenizer files are the tokenizer its checkpoint.pt was trained with: the fingerprint
-    (prepared.tokenizer_hash: vocabulary and merges in rank order) recorded as tokenizer_sha256. Another tokenizer of
-    the same size, or two merges swapped, would feed the model ids it never learned. A Hugging Face folder, and a
-    checkpoint saved before finetune.py recorded it, record none: only their vocabulary size is checked."""
+    """The folder's tokenizer files are the tokenizer its checkpoint.pt was trained with (prepared.tokenizer_hash,
+    recorded as tokenizer_sha256): another of the same size, or two merges swapped, would feed the model ids it never
+    learned. A Hugging Face folder, and an older checkpoint, record none: only their vocabulary size is checked."""
     then = recorded(path).get("tokenizer_sha256")
     if not isinstance(then, str):
         return
