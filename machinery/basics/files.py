@@ -22,10 +22,9 @@ BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark: not text, dropped at the start
 
 
 def write_atomic(path, data):
-    """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file, as `lambda f:
-    torch.save(ckpt, f)`) to `path` all at once: a reader, or a run killed midway, sees the old file or the new
-    one. The data goes to a temporary file in the same folder (one filesystem), reaches the disk, and is renamed
-    over `path`. A full disk is a WriteFailed of one line: the folder, the file, that the previous one is intact."""
+    """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file) to `path` all at
+    once: a reader, or a run killed midway, sees the old file or the new one. The data goes to a temporary file in
+    the same folder, reaches the disk, and is renamed over `path`. A full disk is a WriteFailed of one line."""
     path = os.fspath(path)
     tmp, before, sink = temp_name(path), os.path.exists(path), None
     try:
@@ -216,9 +215,8 @@ def read_text(path, dataset=False):
 
 
 def json_text(value, **options):
-    """`value` as strict JSON text (json.dumps' options): a number that is not finite, which JSON cannot hold
-    (json.dumps would write NaN or Infinity, which other readers refuse), is written as the string "nan", "inf"
-    or "-inf": still there to read, never taken for a number."""
+    """`value` as strict JSON text (json.dumps' options): a number that is not finite, which JSON cannot hold, is
+    written as the string "nan", "inf" or "-inf" (json.dumps would write NaN or Infinity, which readers refuse)."""
     return json.dumps(_finite(value), allow_nan=False, **options)
 
 

@@ -1,7 +1,7 @@
 """One writer per folder: an OS lock on FOLDER/.lock, released when the process ends (a killed run never blocks
-the next). Writers hold it exclusively; readers (training opening prepared data) share it. Every holder writes
-who it is into the file, so that a refusal names the live holders; a writer then sweeps what dead processes
-left (files.sweep). A .lock that is a link, a folder, a hard link or a file of other text is refused, untouched.
+the next). Writers hold it exclusively; readers (training's data) share it. Every holder writes who it is into the
+file, so that a refusal names the live holders; a writer then sweeps what dead processes left (files.sweep). A
+.lock that is a link, a folder, a hard link or a file of other text is refused, untouched.
 
     lock.hold("out/run", "train.py")                  # a writer; ValueError if anyone else holds the folder
     lock.hold("data/", "train.py", shared=True)       # a reader; ValueError while a writer holds it

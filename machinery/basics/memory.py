@@ -38,9 +38,8 @@ def state_bytes(n_params, mixed):
 
 
 def free_bytes(device, meminfo="/proc/meminfo"):
-    """The memory a run on `device` may take: the GPU's free memory (torch.cuda.mem_get_info), or on a CPU the
-    RAM the kernel reports available (MemAvailable), shared by the processes of this machine (LOCAL_WORLD_SIZE).
-    None where it cannot be read (no /proc: macOS, Windows)."""
+    """The memory a run on `device` may take: the GPU's free memory, or on a CPU the RAM the kernel reports available
+    (MemAvailable), shared by the processes of this machine (LOCAL_WORLD_SIZE); None where it cannot be read."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:

@@ -330,9 +330,8 @@ def check_fresh_out(cfg, master, tok):
 
 # ---------------------------------------------------------------------------------------- --init-from
 def lineage(path):
-    """What a continued run (--init-from) records of its start, in train_config.json and checkpoint.pt: PATH,
-    the class its weights were saved from, and the sha256 of its weights file (the file checkpoints.read_weights
-    reads: checkpoint.pt, model.safetensors or pytorch_model.bin)."""
+    """What a continued run (--init-from) records of its start, in train_config.json and checkpoint.pt: PATH, the
+    class its weights were saved from, and the sha256 of its weights file (the one checkpoints.read_weights reads)."""
     name = next(n for n in ("checkpoint.pt", "model.safetensors", "pytorch_model.bin")
                 if os.path.isfile(os.path.join(path, n)))
     with open(os.path.join(path, name), "rb") as f:
@@ -346,9 +345,8 @@ def lineage(path):
 
 
 def check_start(cfg, path_tok_hash, tok_hash, positions):
-    """--init-from PATH can continue on --data: the data was prepared with PATH's tokenizer (the fingerprint data.py
-    records in meta.json, prepared.tokenizer_hash), and --seq-len fits PATH's positions. Refused before anything
-    is written."""
+    """--init-from PATH can continue on --data: the data was prepared with PATH's tokenizer (meta.json's fingerprint)
+    and --seq-len fits PATH's positions. Refused before anything is written."""
     if path_tok_hash != tok_hash:
         raise ValueError(f"--data {cfg.data} was prepared with tokenizer {tok_hash[:12]}, not --init-from "
                          f"{cfg.init_from}'s tokenizer {path_tok_hash[:12]} (its vocab.json + merges.txt): prepare "
