@@ -1,11 +1,11 @@
 """The background batch thread: train.py's updates prepared ahead while the current one runs.
 
-`Prefetch(updates, ...)` takes the iterator of train.py's updates (each `(epoch, position, offset, Batch)`)
-and runs it in a thread, up to `prefetch` updates ahead, in pinned memory on CUDA (so the copies to the
-device overlap the compute). It only moves work in time: the order never depends on timing, and with
-prefetch 0 the same iterator is called in the loop. `delay` (--prepare-delay) slows each update's
-preparation on purpose, to measure how much of it the thread hides (bench.py overlap).
+`Prefetch(updates, ...)` runs the iterator of train.py's updates (each `(epoch, position, offset, Batch)`) in a
+thread, up to `prefetch` updates ahead, in pinned memory on CUDA (the copies to the device overlap the compute).
+It only moves work in time: the order never depends on timing, and with prefetch 0 the same iterator is called
+in the loop. `delay` (--prepare-delay) slows each update on purpose, to measure what the thread hides.
 """
+import contextlib
 import queue
 import threading
 import time
@@ -41,10 +41,8 @@ class Prefetch:
 
     def _put(self, item):
         while not self.stopping.is_set():
-            try:
+            with contextlib.suppress(queue.Full):
                 return self.queue.put(item, timeout=0.1)
-            except queue.Full:
-                continue
 
     def next(self):
         """The next update: (epoch, position and offset after it, Batch)."""

@@ -7,6 +7,7 @@
     for line in read_lines("corpus.txt"): ...                # streaming, UTF-8 checked, \\r\\n and \\r read as \\n
     text = read_text("vocab.json")                           # whole, \\r\\n and \\r read as \\n
 """
+import contextlib
 import errno
 import json
 import math
@@ -21,11 +22,9 @@ BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark: not text, dropped at the start
 
 
 def write_atomic(path, data):
-    """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file, as
-    `lambda f: torch.save(ckpt, f)`) to `path` all at once: a reader, or a run killed midway,
-    sees the old file or the new one, never half of one. The data goes to a temporary file in the same
-    folder (so that the rename stays on one filesystem), reaches the disk, and is renamed over `path`.
-    A full disk is a WriteFailed of one line: the folder, the file, and that the previous file is intact."""
+    """Write `data` (str: UTF-8 text, bytes, or a function that writes to an open binary file) to `path` all at
+    once: a reader, or a run killed midway, sees the old file or the new one. The data goes to a temporary file in
+    the same folder, reaches the disk, and is renamed over `path`. A full disk is a WriteFailed of one line."""
     path = os.fspath(path)
     tmp, before, sink = temp_name(path), os.path.exists(path), None
     try:
@@ -104,14 +103,7 @@ MARK = "roberta-tmp"
 HOST = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
 TEMP = re.compile(r"\." + MARK + r"\.(.+)\.(\d+)\.([0-9a-f]{8})\.tmp$")
 _token = secrets.token_hex(4)
-
-
-def _new_token():
-    global _token
-    _token = secrets.token_hex(4)
-
-
-os.register_at_fork(after_in_child=_new_token)
+os.register_at_fork(after_in_child=lambda: globals().update(_token=secrets.token_hex(4)))  # a child's own token
 
 
 def temp_name(path):
@@ -126,12 +118,10 @@ def alive(pid):
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no such pid can exist
         return False
     except PermissionError:  # someone else's process
         return True
-    except (OverflowError, ValueError):  # no such pid can exist
-        return False
     return True
 
 
@@ -148,14 +138,12 @@ def sweep(folder):
         found = TEMP.search(entry.name)
         if not found or found.group(1) != HOST or alive(int(found.group(2))):
             continue
-        try:
+        with contextlib.suppress(FileNotFoundError):  # another sweeper was quicker
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.remove(entry.path)
             removed.append(entry.name)
-        except FileNotFoundError:  # another sweeper was quicker
-            pass
     return removed
 
 
@@ -205,11 +193,7 @@ def read_lines(path, errors="strict"):
                 raise ValueError(f"{path}: not UTF-8 text at byte {offset + e.start} "
                                  f"(pass --errors replace to substitute U+FFFD)") from None
             offset += len(raw)
-            if line.endswith("\r\n"):
-                line = line[:-2] + "\n"
-            elif line.endswith("\r"):
-                line = line[:-1] + "\n"
-            yield line
+            yield line.rstrip("\n").removesuffix("\r") + "\n" if line.endswith(("\r\n", "\r")) else line
 
 
 def read_text(path, dataset=False):
@@ -231,9 +215,8 @@ def read_text(path, dataset=False):
 
 
 def json_text(value, **options):
-    """`value` as strict JSON text (json.dumps' options): a number that is not finite, which JSON cannot hold
-    (json.dumps would write NaN or Infinity, which other readers refuse), is written as the string "nan", "inf"
-    or "-inf": still there to read, never taken for a number."""
+    """`value` as strict JSON text (json.dumps' options): a number that is not finite, which JSON cannot hold, is
+    written as the string "nan", "inf" or "-inf" (json.dumps would write NaN or Infinity, which readers refuse)."""
     return json.dumps(_finite(value), allow_nan=False, **options)
 
 

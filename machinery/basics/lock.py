@@ -1,7 +1,7 @@
 """One writer per folder: an OS lock on FOLDER/.lock, released when the process ends (a killed run never blocks
-the next). Writers hold it exclusively; readers (training opening prepared data) share it. Every holder writes
-who it is into the file, so that a refusal names the live holders; a writer then sweeps what dead processes
-left (files.sweep). A .lock that is a link, a folder, a hard link or a file of other text is refused, untouched.
+the next). Writers hold it exclusively; readers (training's data) share it. Every holder writes who it is into the
+file, so that a refusal names the live holders; a writer then sweeps what dead processes left (files.sweep). A
+.lock that is a link, a folder, a hard link or a file of other text is refused, untouched.
 
     lock.hold("out/run", "train.py")                  # a writer; ValueError if anyone else holds the folder
     lock.hold("data/", "train.py", shared=True)       # a reader; ValueError while a writer holds it
@@ -157,10 +157,9 @@ def writing(folder, what):
 
 def _still_there(f, folder):
     """Whether the locked file is still FOLDER/.lock (not one removed while we waited for it)."""
-    try:
+    with contextlib.suppress(FileNotFoundError):
         return os.stat(os.path.join(folder, NAME), follow_symlinks=False).st_ino == os.fstat(f.fileno()).st_ino
-    except FileNotFoundError:
-        return False
+    return False
 
 
 def _forget():
@@ -186,15 +185,12 @@ def abandon(folder):
     h = _held.pop(os.path.realpath(folder), None)
     if h is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         if h.made_file and not h.shared:
             os.remove(os.path.join(folder, NAME))  # while still held: no one else can have taken it
             if h.made_folder:
                 os.rmdir(folder)  # only when empty
-    except OSError:
-        pass
-    finally:
-        h.file.close()
+    h.file.close()
 
 
 def abandon_all():

@@ -1,9 +1,6 @@
-"""Memory: how many sequences a micro-batch may hold, estimated from the model's shapes before anything is
-allocated, and an out-of-memory error told in one line that names the micro-batch.
-
-train.py without --micro-batch-size asks fitting_micro_batch: the whole per-process share of an update when it
-fits, else the largest power of two that does (gradient accumulation makes up the rest, Section 4.3), or a
-one-line refusal. The estimate (training_bytes) is deliberately generous: it is a guard against a kill or an
+"""Memory: how many sequences a micro-batch may hold (fitting_micro_batch, for train.py without
+--micro-batch-size), estimated from the model's shapes before anything is allocated, and an out-of-memory error
+told in one line that names the micro-batch. The estimate is deliberately generous: a guard against a kill or an
 OOM an hour in, not a prediction of the peak.
 """
 import contextlib
@@ -41,9 +38,8 @@ def state_bytes(n_params, mixed):
 
 
 def free_bytes(device, meminfo="/proc/meminfo"):
-    """The memory a run on `device` may take: the GPU's free memory (torch.cuda.mem_get_info), or on a CPU the
-    RAM the kernel reports available (MemAvailable), shared by the processes of this machine (LOCAL_WORLD_SIZE).
-    None where it cannot be read (no /proc: macOS, Windows)."""
+    """The memory a run on `device` may take: the GPU's free memory, or on a CPU the RAM the kernel reports available
+    (MemAvailable), shared by the processes of this machine (LOCAL_WORLD_SIZE); None where it cannot be read."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
@@ -61,8 +57,7 @@ def free_bytes(device, meminfo="/proc/meminfo"):
 USABLE = {"cuda": 0.85, "cpu": 0.4}
 
 
-def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, device, master, free=None,
-                        group=None):
+def fitting_micro_batch(model_cfg, n_params, seq_len, mixed, mask_rate, share, device, master, free=None, group=None):
     """Sequences per micro-batch for a process whose share of an update is `share` sequences: `share` when it
     fits in the device's usable free memory, else the largest power of two dividing it that does, the smallest
     over all processes (so that they agree), said in one line on stderr (by the `master` process). `mixed`:

@@ -1,9 +1,8 @@
 """Speed: MFU (model FLOPs utilisation, as PaLM and nanoGPT define it), and torch.compile for train.py's step:
 one shape for every micro-batch (StaticShape), a warm-up that compiles it at the start, a graph counter.
 
-MFU = model FLOPs per second / the device's peak FLOP/s for the dtype. The model FLOPs come from the
-shapes (flops_per_token); the peak from NVIDIA's datasheets for known GPUs, else a measured matmul.
-train.py logs tokens/s and MFU through a Meter; bench.py prints them for the bare step.
+MFU = model FLOPs per second (flops_per_token) / the device's peak FLOP/s for the dtype (NVIDIA's datasheets for
+known GPUs, else a measured matmul). train.py logs tokens/s and MFU through a Meter.
 """
 import contextlib
 import math
@@ -31,10 +30,8 @@ def cpus_allowed():
 
 def idle_cpus(seconds=0.2, read_stat=None):
     """The allowed CPUs that other work leaves free now (at least 1): each allowed CPU's busy share over
-    `seconds`, from two readings of /proc/stat (`read_stat`: its text), summed and rounded. Not the load
-    average, which trails by a minute. Where /proc/stat cannot be read (macOS, Windows), all allowed CPUs.
-    On 2 cores with one busy, 1 thread trains this project's tiny model 2.4x faster than 2 (13.2K against
-    5.4K tokens/s)."""
+    `seconds`, from two readings of /proc/stat (`read_stat`: its text; unreadable: all allowed CPUs). On 2 cores
+    with one busy, 1 thread trains this project's tiny model 2.4x faster than 2 (13.2K against 5.4K tokens/s)."""
     read = read_stat or pathlib.Path("/proc/stat").read_text
 
     def times(text):  # {cpu id: (idle jiffies, all jiffies)}; idle counts iowait too
@@ -69,34 +66,25 @@ def threads_for(jobs=1):
 
 
 def matmul_peak(device="cpu", dtype=torch.float32, n=1024, repeat=8):
-    """The measured matmul throughput of a device in FLOP/s, on the threads this process uses (torch's
-    setting): the best of `repeat` timed products after one untimed, so that a moment of other load does
-    not lower it. MFU's denominator where no spec is known (CPUs have none). On a 2-core CPU a product of
-    1,024 reaches what one of 2,048 does (101 against 100 GFLOP/s on one core) in a fifth of the time,
-    which every run pays at its start."""
+    """The measured matmul throughput of a device in FLOP/s: the best of `repeat` timed products after one
+    untimed. MFU's denominator where no spec is known (CPUs). On a 2-core CPU a product of 1,024 reaches what one
+    of 2,048 does (101 against 100 GFLOP/s on one core) in a fifth of the time."""
     a = torch.full((n, n), 0.5, device=device, dtype=dtype)  # no random draws: training's RNG stays put
     b = torch.full((n, n), 0.25, device=device, dtype=dtype)
-    best = float("inf")
+    best, sync = float("inf"), torch.cuda.synchronize if a.is_cuda else (lambda: None)
     for _ in range(repeat + 1):
-        if a.is_cuda:
-            torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         a @ b
-        if a.is_cuda:
-            torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
 
-# Dense peak TFLOP/s of known GPUs, from NVIDIA's datasheets: the figures WITHOUT 2:4 structured sparsity
-# (the datasheets' starred ones are twice these), which is what dense training can reach. Sources: the
-# H100 and H200 Tensor Core GPU datasheets (SXM, PCIe, NVL), the A100 datasheet (SXM and PCIe, 40 and
-# 80 GB: the same compute), the L4, L40S, L40, A10, T4 and V100 datasheets, and for the RTX 4090 the Ada
-# Lovelace architecture whitepaper's appendix (bf16/fp16 with fp32 accumulation, as PyTorch's matmuls
-# accumulate). "tf32": float32 matmuls on the tensor cores, which PyTorch does when
-# torch.get_float32_matmul_precision() is "high" or "medium"; "fp32": plain float32. A dtype a GPU lacks
-# (bf16 on V100 and T4), an unlisted GPU, or AWS's A10G (NVIDIA publishes no datasheet for it, and its
-# tensor throughput differs from the A10's) fall back to the measured matmul peak.
+# Dense peak TFLOP/s of known GPUs, WITHOUT 2:4 structured sparsity (the datasheets' starred figures are twice
+# these), from NVIDIA's datasheets (H100, H200, A100, L4, L40S, L40, A10, T4, V100) and, for the RTX 4090, the Ada
+# Lovelace whitepaper (fp32 accumulation). "tf32": float32 matmuls on the tensor cores (float32 matmul precision
+# "high" or "medium"). A dtype a GPU lacks, an unlisted GPU, or AWS's A10G (no datasheet) get the measured peak.
 GPU_PEAKS = [  # (regular expression on torch.cuda.get_device_name(), name, dense TFLOP/s); first match wins
     (r"H100.*PCIe", "H100 PCIe", dict(bf16=756.5, fp16=756.5, tf32=378, fp32=51)),
     (r"H[12]00.*NVL", "H100/H200 NVL", dict(bf16=835.5, fp16=835.5, tf32=417.5, fp32=60)),
@@ -119,10 +107,9 @@ def spec_peak(device_name, dtype):
     the device is a MIG slice (its name says "MIG"): a slice has a share of the GPU's compute, not all of it."""
     if "MIG" in device_name:
         return None
+    kinds = {torch.bfloat16: ["bf16"], torch.float16: ["fp16"]}.get(dtype, [])
     if dtype == torch.float32:
         kinds = ["fp32"] if torch.get_float32_matmul_precision() == "highest" else ["tf32", "fp32"]
-    else:
-        kinds = {torch.bfloat16: ["bf16"], torch.float16: ["fp16"]}.get(dtype, [])
     for pattern, name, peaks in GPU_PEAKS:
         if re.search(pattern, device_name, re.IGNORECASE):
             kind = next((k for k in kinds if k in peaks), None)
@@ -138,9 +125,7 @@ def peak_flops(device, dtype=torch.float32):
     device = torch.device(device)
     if device.type == "cuda":
         spec = spec_peak(torch.cuda.get_device_name(device), dtype)
-        if spec is not None:
-            return spec
-        return matmul_peak(device, dtype, n=8192, repeat=4), "measured peak"
+        return spec or (matmul_peak(device, dtype, n=8192, repeat=4), "measured peak")
     return matmul_peak(device, dtype), "measured peak"
 
 
@@ -209,10 +194,9 @@ def pick_device(name, local_rank):
 
 def numerics(device, amp, deterministic, master):
     """TF32, an explicit choice: with --amp none on CUDA, float32 matmuls run on the tensor cores as TF32 (a 10-bit
-    mantissa; torch's default is full float32), said in one line, and MFU takes the TF32 peak (spec_peak). CPUs
-    have no TF32. --deterministic: torch's deterministic algorithms (an error names an op that has none), the
-    cuBLAS workspace setting they need (set before any matmul), and inductor's deterministic mode (no kernel
-    choice by timing). On a CPU the runs are exact without it; on a GPU see docs/scale.md."""
+    mantissa), said in one line, and MFU takes the TF32 peak. --deterministic: torch's deterministic algorithms,
+    the cuBLAS workspace setting they need, and inductor's deterministic mode (no kernel choice by timing). On a
+    CPU the runs are exact without it; on a GPU see docs/scale.md."""
     if device.type == "cuda" and amp == "none":
         torch.set_float32_matmul_precision("high")
         if master:
@@ -228,14 +212,12 @@ def numerics(device, amp, deterministic, master):
 # ---------------------------------------------------------------------------------------- torch.compile
 class StaticShape(NamedTuple):
     """The one shape every compiled micro-batch is given, so that torch.compile compiles train.py's step at the
-    start (two graphs, see compile_trainer) and never again, whatever the batch: [rows, width] tokens, and the
-    LM head on `slots(count)` positions (roberta.RobertaForMaskedLM's target_slots), a size the graphs take as
-    a variable (a dynamic shape), so that any number of targets runs them.
+    start and never again: [rows, width] tokens, and the LM head on `slots(count)` positions (RobertaForMaskedLM's
+    target_slots), a dynamic shape of the graphs, so that any number of targets runs them.
 
     A micro-batch with fewer rows gets copies of its first row with no targets (label -100, no next-sentence
-    label): they change neither the loss nor the gradients, and need no attention mask, as padding rows would.
-    Fewer columns get padding (then the batch is padded). The cost: the partial last micro-batch of an update
-    runs whole, and formats of short sequences (sentence-pair) run at --seq-len, not at their longest row."""
+    label): they change neither the loss nor the gradients, and need no attention mask. Fewer columns get padding.
+    The cost: the partial last micro-batch of an update runs whole, and short formats run at --seq-len."""
     rows: int
     width: int
     pad_id: int
@@ -274,8 +256,7 @@ class StaticShape(NamedTuple):
 
 def to_device(static, inputs, labels, nsp, padded, device):
     """A micro-batch of CPU tensors on `device`: (inputs, labels, nsp, padded, target slots). Eager (static None):
-    as it is, the LM head on exactly its targets, counted here on the CPU (no wait for the device); compiled: in the
-    StaticShape."""
+    as it is, the LM head on exactly its targets (counted on the CPU: no wait); compiled: in the StaticShape."""
     if static is None:
         slots = int(labels.ne(-100).sum())
         return (*(t if t is None else t.to(device, non_blocking=True) for t in (inputs, labels, nsp)), padded, slots)
@@ -284,9 +265,8 @@ def to_device(static, inputs, labels, nsp, padded, device):
 
 def compile_trainer(tr, micro, backend="inductor"):
     """train.py's Trainer with its model compiled and its micro-batches given one StaticShape of `micro` rows of
-    --seq-len, compiled now by a warm-up (warm_up: the compiled model's forward and backward, no optimizer), with
-    the random state put back and the gradients dropped. The processes then agree (agree_on_compiling): the
-    Trainer unchanged when not compiling, or where compiling failed everywhere (with a warning)."""
+    --seq-len, compiled now by a warm-up (the random state put back, the gradients dropped). The processes then
+    agree (agree_on_compiling): the Trainer unchanged when not compiling, or where compiling failed everywhere."""
     if not (tr.cfg.compile if tr.cfg.compile is not None else tr.device.type == "cuda"):  # default: on CUDA
         return tr
     static = StaticShape(micro, tr.cfg.seq_len, tr.body.cfg.pad_id)
@@ -303,11 +283,9 @@ def compile_trainer(tr, micro, backend="inductor"):
 
 
 def warm_up(compiled, tr, static):
-    """Compile train.py's two graphs now: the compiled model's forward, called as train.py's train_step calls it
-    (autocast, keyword arguments), and its backward, on an example of the StaticShape with as many targets as
-    usual, unpadded and padded; the number of target slots a variable in both (a dynamic shape, by dynamo's
-    dynamic_sources). Under DDP's no_sync, so that it runs no collective: a process that fails here cannot
-    leave another waiting."""
+    """Compile train.py's two graphs now: the forward, called as train_step calls it, and the backward, on an
+    example of the StaticShape with as many targets as usual, unpadded and padded; the number of target slots a
+    dynamic shape in both. Under DDP's no_sync (no collective): a process that fails here leaves none waiting."""
     cfg = tr.body.cfg
     targets = static.slots(round(static.rows * static.width * tr.cfg.masking.rate))
     no_sync = compiled.no_sync() if tr.world > 1 else contextlib.nullcontext()
@@ -321,11 +299,10 @@ def warm_up(compiled, tr, static):
 
 
 def agree_on_compiling(tr, error, micro):
-    """Whether to train eagerly, the same answer on every process: the warm-ups' errors are gathered over a gloo
-    group (each process reaches it, since no warm-up runs a collective). None failed: compiled. Out of memory
-    anywhere: every process stops, the first saying so in one line naming the micro-batch. Compiling failed
-    everywhere (no toolchain): all eager, with a warning. On some processes only: all stop, the first saying
-    which failed, in one line. The others wait for it to leave, then exit quietly, so the line is said once."""
+    """Whether to train eagerly, the same answer on every process (the warm-ups' errors gathered over a gloo group).
+    None failed: compiled. Out of memory anywhere: every process stops, the first saying so in one line naming the
+    micro-batch. Compiling failed everywhere (no toolchain): all eager, with a warning. On some processes only: all
+    stop, the first saying which failed in one line, the others exiting quietly once it has left."""
     mine = error and (f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:160]}",
                       memory.is_out_of_memory(error))
     everyone = [mine]

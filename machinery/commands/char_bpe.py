@@ -7,9 +7,10 @@ The tokenizer is bpe.Tokenizer with characters=True; this module only trains one
 import bpe
 
 
-def train_char_bpe(texts, vocab_size, min_frequency=2, verbose=False):
-    """(vocab id -> bytes, merges, note): <s> <pad> </s> <unk>, the characters of `texts` (most frequent
-    first, as many as fit), merges of the most frequent pairs, <mask>."""
+def train(texts, vocab_size, min_frequency=2, verbose=False):
+    """A character-level bpe.Tokenizer trained on `texts`: <s> <pad> </s> <unk>, the characters of `texts` (most
+    frequent first, as many as fit), merges of the most frequent pairs, <mask> (its training_note: why it came out
+    smaller than asked)."""
     counts = bpe.count_pretokens(texts)
     if not counts:
         raise ValueError("no text to train on: the input is empty")
@@ -33,12 +34,6 @@ def train_char_bpe(texts, vocab_size, min_frequency=2, verbose=False):
     pairs = bpe.PairCounts(words, freqs)
     merges, next_count = bpe.learn_merges(pairs, vocab, room - len(alphabet), min_frequency, verbose)
     vocab[len(vocab)] = bpe.MASK.encode()
-    return vocab, merges, bpe.shortfall(vocab_size, len(vocab), len(merges), min_frequency, next_count)
-
-
-def train(texts, vocab_size, min_frequency=2, verbose=False):
-    """A character-level bpe.Tokenizer trained on `texts` (its training_note: why it came out smaller than asked)."""
-    vocab, merges, note = train_char_bpe(texts, vocab_size, min_frequency, verbose)
     tok = bpe.Tokenizer(vocab, merges, characters=True)
-    tok.training_note = note
+    tok.training_note = bpe.shortfall(vocab_size, len(vocab), len(merges), min_frequency, next_count)
     return tok

@@ -38,8 +38,8 @@ def stdlib_docstrings(root=None):
                     tree = ast.parse(f.read())
             except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
                 continue
-            nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                                                  ast.AsyncFunctionDef))]
+            kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+            nodes = [n for n in ast.walk(tree) if isinstance(n, kinds)]
             paragraphs = [" ".join(p.split()) for n in nodes for p in (ast.get_docstring(n) or "").split("\n\n")]
             paragraphs = [p for p in paragraphs if len(p) > 1]
             if paragraphs:
@@ -57,16 +57,12 @@ def builtin_corpus(path):
 @functools.lru_cache(maxsize=1)
 def builtin_text():
     """The built-in corpus as one string, made once a process (reading the standard library takes seconds)."""
-    lines = []
-    for doc in list(reference_topics()) + list(stdlib_docstrings()):
-        lines += doc + [""]
-    return "\n".join(lines)
+    return "\n".join(line for doc in [*reference_topics(), *stdlib_docstrings()] for line in doc + [""])
 
 
 # ---------------------------------------------------------------------------------------- downloads
-# name -> [(url, file name, sha256 or None)]. None: no checksum is pinned (the address's content is
-# printed with its sha256 so that it can be pinned); the SQuAD and tiny shakespeare hashes are the
-# official files' (as their publishers list them).
+# name -> [(url, file name, sha256 or None)]. None: no checksum is pinned (the content's sha256 is printed, to pin
+# it); the SQuAD and tiny shakespeare hashes are the official files' (as their publishers list them).
 DATASETS = {
     "tinyshakespeare": [("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
                          "input.txt", "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed")],

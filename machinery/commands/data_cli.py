@@ -17,8 +17,7 @@ MAX_WORKERS = max(256, 4 * (os.cpu_count() or 1))  # more processes than that on
 def download_main(argv):
     p = cli.ArgumentParser(prog="data.py download", description="Fetch a dataset, sha256-checked.")
     p.add_argument("name", choices=sorted(DATASETS), metavar="NAME", help="one of: " + ", ".join(sorted(DATASETS)))
-    p.add_argument("--cache", default=DEFAULT_CACHE,
-                   help="where datasets are kept (default: %(default)s)")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="where datasets are kept (default: %(default)s)")
     args = p.parse_args(argv)
     cli.run(lambda: print(download(args.name, check_cache(args.cache))))
 

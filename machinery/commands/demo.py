@@ -21,9 +21,8 @@ from machinery.formats import checkpoints
 from machinery.datafolder import preparation
 from machinery.formats import prepared
 
-DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3,
-            warmup_steps=500, max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4),
-            eval_interval=850, save_interval=850)
+DEMO = dict(vocab_size=4096, valid_fraction=0.05, config="tiny", seq_len=128, batch_size=8, lr=2e-3, warmup_steps=500,
+            max_steps=3400, dropout=0.0, masking=data.Masking(rate=0.4), eval_interval=850, save_interval=850)
 OUT, CACHE, DATA = corpora.DEMO_OUT, corpora.DEMO_CACHE, corpora.DEMO_DATA
 
 
@@ -128,8 +127,7 @@ def report(model, tok, cfg):
     valid, valid_ends, _ = prepared.load_split(cfg.data, "valid")
     train_tokens, _, _ = prepared.load_split(cfg.data, "train")
     batches = data.heldout_batches(valid, valid_ends, tok, cfg.seq_len)  # BERT's 15% masks, whatever the training
-    device = next(model.parameters()).device
-    out = data.evaluate_mlm(model, batches, device, detailed=True)
+    out = data.evaluate_mlm(model, batches, next(model.parameters()).device, detailed=True)
     base = baselines.unigram_baselines(train_tokens, batches, tok)
     n, loss = out["targets"], out["loss_sum"] / out["targets"]
     se = math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0) / n)
@@ -145,8 +143,7 @@ def report(model, tok, cfg):
           f"baseline's; accuracy {acc:.1%} is {acc / max(base['most_frequent_accuracy'], 1e-9):.1f}x the most "
           f"frequent token's\n")
     for text, guess, truth in fill_mask_examples(model, tok, valid, valid_ends):
-        mark = "right" if guess == truth else "wrong"
-        print(f"  {mark}: {text}  ->  {guess!r} (true: {truth!r})")
+        print(f"  {'right' if guess == truth else 'wrong'}: {text}  ->  {guess!r} (true: {truth!r})")
 
 
 def fill_mask_examples(model, tok, tokens, line_ends, per_kind=3, context=14, max_len=126):

@@ -31,10 +31,9 @@ MIN_SEQ_LEN = 8  # as train.py's --seq-len: data.py's blocks need room for a few
 
 
 def perplexity(path, data_dir, split="valid", seq_len=None, batch_size=8):
-    """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of
-    train.py's held-out evaluation, at the length it trained at (seq_len None) or `seq_len`; beside them, what
-    a model learns first, on the same masks: the unigram distribution of the training tokens (its loss and
-    perplexity) and always guessing the most frequent token (its accuracy)."""
+    """Masked-LM loss and perplexity of a pretrained checkpoint on a prepared split, with the masks of train.py's
+    held-out evaluation, at the length it trained at (seq_len None) or `seq_len`; beside them, on the same masks,
+    the training tokens' unigram distribution and always guessing the most frequent token."""
     model, tok = evaluate.load_checkpoint(path, need_trained_head=True, verbose=False)
     trained = checkpoints.train_settings(path)
     positions = model.cfg.max_positions
@@ -222,8 +221,7 @@ def add_task_commands(sub):
     s.add_argument("--max-seq-len", type=cli.number(int, 8),
                    help="with --checkpoint: tokens per input, at most the model's positions (default: min(512, "
                         "positions))")
-    s.add_argument("--batch-size", type=cli.number(int, 1),
-                   help="with --checkpoint: inputs per forward (default: 32)")
+    s.add_argument("--batch-size", type=cli.number(int, 1), help="with --checkpoint: inputs per forward (default: 32)")
     s = sub.add_parser("race", help="RACE accuracy (all, middle, high)")
     s.set_defaults(run=race_command)
     s.add_argument("--data", type=cli.path_arg, required=True, help="a RACE split folder, dev/ or test/ (required)")

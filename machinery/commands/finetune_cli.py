@@ -1,10 +1,8 @@
-"""The command line of finetune.py: its options (Table 10's hyperparameters, checked), the --sweep over
-Table 10's grid, and one-line errors.
+"""The command line of finetune.py: its options (Table 10's hyperparameters, checked), the --sweep over Table 10's
+grid (finetune.sweep, Section 5.1), and one-line errors.
 
     python finetune.py --task rte --data glue/RTE --checkpoint roberta-base/ --out runs/rte
     python finetune.py --task mrpc ... --sweep
-
-`python finetune.py` hands over to main here; the sweep itself (Section 5.1) is finetune.sweep.
 """
 import argparse
 import collections
@@ -16,15 +14,6 @@ import finetune
 from machinery.basics import cli, files, lock
 from machinery.commands import corpora, evaluate_cli
 from machinery.formats import task_files
-
-
-# ---------------------------------------------------------------------------------------- the sweep
-def check_sweep(args):
-    """Before any run: no finished sweep in --out, nor a finished run in its run folders, unless --overwrite."""
-    cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
-    for *_, out in finetune.sweep_runs(args):
-        cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")
-        task_files.check_empty(out, args.overwrite)
 
 
 # ---------------------------------------------------------------------------------------- the options
@@ -100,8 +89,11 @@ def work(args):
     if out == task_dir or out.startswith(task_dir.rstrip(os.sep) + os.sep):
         raise ValueError(f"--out {args.out} is {'the' if out == task_dir else 'inside the'} --data folder: the run "
                          f"would write among the task's files; choose another --out")
-    if args.sweep:
-        check_sweep(args)
+    if args.sweep:  # no finished sweep in --out, nor a finished run in its run folders, unless --overwrite
+        cli.check_out(args.out, args.overwrite, ("sweep.json",), "a finished sweep")
+        for *_, out in finetune.sweep_runs(args):
+            cli.check_out(out, args.overwrite, finetune.FINISHED, "a finished run of the sweep")
+            task_files.check_empty(out, args.overwrite)
     else:
         cli.check_out(args.out, args.overwrite, finetune.FINISHED, "a finetuning run's results")
         task_files.check_empty(args.out, args.overwrite)

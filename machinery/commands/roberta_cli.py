@@ -14,11 +14,9 @@ from machinery.basics import cli, files, lock
 from machinery.formats import checkpoints, hf, vocab_files
 
 
-# What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes
-# the space on its left (lstrip), so "is <mask>." reads " is" <mask> "." as fill_mask feeds it (without
-# this, transformers keeps that space as a token of its own), and inputs are truncated at the model's
-# positions. tokenizer_config.json spells <mask> as transformers' own save of roberta-base does;
-# special_tokens_map.json as roberta-base's and distilroberta-base's files do.
+# What transformers needs beside vocab.json and merges.txt to tokenize as roberta-base does: <mask> takes the space
+# on its left (lstrip), so "is <mask>." reads " is" <mask> "." as fill_mask feeds it, and inputs are truncated at
+# the model's positions; both files spell it as transformers' own save of roberta-base does.
 SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
                   "pad_token": "<pad>", "cls_token": "<s>"}
 MASK_TOKEN = {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": False}
@@ -46,10 +44,9 @@ def check_export(checkpoint, out, overwrite):
 
 
 def export(checkpoint, out, overwrite=False):
-    """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder:
-    config.json (a classifier's id2label: the labels it was finetuned on) + model.safetensors, and the
-    tokenizer with the configuration transformers needs. All is written in a temporary folder inside --out,
-    then moved in by renames alone (no disk space needed): a failed write (a full disk) leaves --out as it was."""
+    """Write a train.py/finetune.py folder (or a Hugging Face one) as a Hugging Face RoBERTa folder: config.json (a
+    classifier's id2label) + model.safetensors, and the tokenizer with the configuration transformers needs. All is
+    written in a temporary folder inside --out, then moved in by renames: a failed write leaves --out as it was."""
     check_export(checkpoint, out, overwrite)
     model = roberta.load_pretrained(checkpoint, cls=None)  # the class it holds; says so if a head is new
     blobs = None  # the tokenizer files, checked to fit the model (its size, the one it trained with, the specials)

@@ -95,10 +95,9 @@ def parse(argv, recipes=train.RECIPES):
         f"and --overwrite. Run again, it resumes or shows its finished run in --out (default {demo.OUT})."))
     defaults = {**asdict(train.TrainConfig()), "mask_rate": data.Masking.rate, "mask_split": "0.8,0.1,0.1",
                 "masking": "dynamic", "static_masks": data.Masking.static_masks, "device": "cuda when available",
-                "data": "none: the built-in demo",
+                "data": "none: the built-in demo", "init_from": "none: random weights",
                 "micro_batch_size": "batch-size / processes if it fits the device's free memory, else the largest "
-                                    "power of two that does, said in one line",
-                "init_from": "none: random weights"}
+                                    "power of two that does, said in one line"}
     for name, kind, help in options(recipes):
         typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
         recipe = " (tiny's; --config changes it)" if any(name in r for r in recipes.values()) else ""
@@ -175,8 +174,7 @@ def run_summary(model, tok, cfg):
     if valid.size == 0:
         print(f"{cfg.out}: no held-out data in {cfg.data}, so no held-out perplexity to compare")
         return
-    batches = data.heldout_batches(valid, ends, tok, cfg.seq_len, masking=cfg.masking,
-                                   max_sequences=cfg.eval_sequences)
+    batches = data.heldout_batches(valid, ends, tok, cfg.seq_len, masking=cfg.masking, max_sequences=cfg.eval_sequences)
     out = data.evaluate_mlm(model, batches, next(model.parameters()).device)
     train_tokens = prepared.load_split(cfg.data, "train")[0]
     base = baselines.unigram_baselines(train_tokens[:baselines.UNIGRAM_TOKENS], batches, tok)

@@ -1,9 +1,7 @@
 """The input formats of Section 4.2 at the paper's scale: the same EXAMPLE rows as data.py's plain Python
 formats (the specification), built with numpy a window of lines at a time, so that memory stays bounded at
-any corpus size (the paper's 160 GB is ~1.2B lines) and no Python loop runs over lines or examples.
-
-The examples index (index.py) uses these above data.SPEC_BELOW lines; tests/test_machinery_fast_formats.py checks that they
-give exactly the rows of the specification (a change to one without the other fails there).
+any corpus size (the paper's 160 GB is ~1.2B lines) and no Python loop runs over lines or examples. The examples
+index (index.py) uses these above data.SPEC_BELOW lines; tests/test_machinery_fast_formats.py holds them equal.
 """
 import mmap
 from typing import NamedTuple
@@ -107,10 +105,9 @@ def _rows(a_start, a_end, b_start=0, b_end=0, nxt=-1):
 
 
 def _blocks(lines, seq_len, entry, within_documents):
-    """Greedy packing of whole lines into blocks of at most seq_len - 1 tokens (<s> comes first), each
-    block as full as the next line allows; a line longer than a block is cut into pieces of that size,
-    never leaving its </s> alone for the next piece. Returns the window's blocks and where the walk goes
-    on in the next window."""
+    """Greedy packing of whole lines into blocks of at most seq_len - 1 tokens (<s> comes first); a line longer than
+    a block is cut into pieces of that size, never leaving its </s> alone for the next piece. Returns the window's
+    blocks and where the walk goes on in the next window."""
     block, own, first = seq_len - 1, lines.own, lines.first
     start, end = lines.starts[:own], lines.ends[:own]
     cuts = -(-(end - start) // block) - 1  # > 0: a long line, cut before its last piece

@@ -68,12 +68,11 @@ def run_examples(cfg):
 
 
 def cached_examples(data_dir, tokens, line_ends, fmt, seq_len, eos_id, seed=0, split="train", build=True):
-    """data.examples of a prepared folder's split, built once and kept in data_dir/roberta-index/, memory-mapped when
-    read: an ExampleIndex whose rows have the fields of `stored_dtype(fmt)`. Below data.SPEC_BELOW lines nothing is
-    kept (data.py's plain formats build them at every start, so that an edit to a format takes effect at once).
-    A kept index is used only when it was built from this very data (`source_fingerprint`) by these rules
-    (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and is whole; otherwise it is rebuilt, or,
-    with build=False, refused. A folder that cannot be written to gets no index: the examples are built in memory."""
+    """data.examples of a prepared folder's split, built once and kept in data_dir/roberta-index/, memory-mapped: an
+    ExampleIndex of `stored_dtype(fmt)` rows. Below data.SPEC_BELOW lines nothing is kept (an edit to a format takes
+    effect at once). A kept index is used only when built from this very data (`source_fingerprint`) by these rules
+    (INDEX_VERSION), for this format, seq_len and (pair formats) seed, and whole; otherwise it is rebuilt, or, with
+    build=False, refused. A folder that cannot be written to gets no index: the examples are built in memory."""
     data.check_examples(tokens, line_ends, fmt, seq_len, eos_id)
     if len(line_ends) == 0:
         return ExampleIndex(np.zeros(0, stored_dtype(fmt)), np.zeros(0, np.int32))

@@ -2,13 +2,12 @@
 before anything is written, the worker processes that encode the lines, and the .bin/.idx files of both
 splits, written whole or not at all.
 
-One writer at a time: prepare holds --out's lock (machinery/basics/lock.py) from its checks of --out on, so a
-second data.py, or a train.py reading the folder, is refused. The files are written into a temporary folder
-of --out's own (prepare.roberta-tmp.<host>.<pid>.<token>.tmp, files.temp_name) and moved into place, by renames
-alone, only when complete: meta.json goes first and comes back last, so a folder without it reads as
-incomplete, and the kept examples index of the old data goes too. A full disk stops it before anything of
---out is replaced, in one line; so do Ctrl-C and SIGTERM, whose workers end without a traceback. A failure
-leaves no folder made for the run, and a folder that is not data.py's is not written over without --overwrite."""
+One writer at a time: prepare holds --out's lock from its checks of --out on, so a second data.py, or a train.py
+reading the folder, is refused. The files are written into a temporary folder of --out's own (files.temp_name)
+and moved into place by renames alone, only when complete (install: meta.json goes first and comes back last).
+A full disk stops it before anything of --out is replaced, in one line; so do Ctrl-C and SIGTERM, whose workers
+end without a traceback. A failure leaves no folder made for the run, and a folder that is not data.py's is not
+written over without --overwrite."""
 import contextlib
 import os
 import shutil
@@ -46,30 +45,25 @@ _worker_tok = None
 
 
 def _init_worker(tokenizer_dir):
+    """A worker, with a tokenizer of its own, stops without a traceback: Ctrl-C is its parent's to handle (which
+    then ends the pool), SIGTERM (the pool's end) ends it at once, and so do a result pipe its parent closed and
+    (Linux) its parent's death."""
     global _worker_tok  # one per worker process
-    quiet_worker()
-    _worker_tok = bpe.Tokenizer.load(tokenizer_dir)
-
-
-def quiet_worker():
-    """A worker stops without a traceback: Ctrl-C is its parent's to handle (which then ends the pool), SIGTERM
-    (the pool's end) ends it at once, and so do a result pipe its parent closed and (Linux) its parent's death."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # its parent gone midway: no BrokenPipeError, an end
     if sys.platform.startswith("linux"):
         import ctypes
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
+    _worker_tok = bpe.Tokenizer.load(tokenizer_dir)
 
 
 @contextlib.contextmanager
 def stopped_by_sigterm():
     """SIGTERM (a scheduler, `kill`) stops data.prepare as Ctrl-C does: as a KeyboardInterrupt, so that the
     workers are ended, the temporary folder removed and --out left as it was (its refusal is one line)."""
-    def interrupt(signum, frame):
+    def interrupt(*_):
         raise KeyboardInterrupt
     try:
         before = signal.signal(signal.SIGTERM, interrupt)
@@ -114,17 +108,14 @@ def encoded_chunks(chunks, tok, tokenizer_dir, workers):
 
 
 def stop(pool, procs):
-    """End a pool midway, at once: its workers killed, then its own end (Pool.terminate) given a second in a
-    thread of its own. Pool.terminate alone can wait forever for a worker blocked writing a large result that
-    no one reads any more, and a worker killed there holds the result queue's lock for good."""
+    """End a pool midway, at once: its workers killed, then Pool.terminate given a second in a thread of its own
+    (alone, it can wait forever for a worker blocked writing a result no one reads, which holds the queue's lock)."""
     for p in procs:
         p.kill()
-    try:
+    with contextlib.suppress(RuntimeError):  # the interpreter is ending: no new thread; the workers are gone already
         ender = threading.Thread(target=pool.terminate, daemon=True)
         ender.start()
         ender.join(1)
-    except RuntimeError:  # the interpreter is ending: no new thread; the workers are gone already
-        pass
 
 
 def check(tok, tokenizer_dir, inputs, valid_fraction, errors):

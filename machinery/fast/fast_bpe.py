@@ -25,7 +25,7 @@ def apply_merges(ids, ranks, merges):
     ids = list(ids)
     left, right = list(range(-1, n - 1)), list(range(1, n + 1))  # the live neighbours; -1 and n: none
     rank_at = [ranks.get(pair) for pair in zip(ids, ids[1:])] + [None]  # the rank of (part i, its right)
-    where = {}
+    where = {}  # rank -> the positions of its pair
     for i, r in enumerate(rank_at):
         if r is not None:
             where.setdefault(r, []).append(i)
@@ -49,9 +49,7 @@ def apply_merges(ids, ranks, merges):
                     continue
                 if new <= r:
                     return None
-                if new in where:
-                    where[new].append(p)
-                else:
-                    where[new] = [p]
+                if new not in where:
                     heappush(todo, new)
+                where.setdefault(new, []).append(p)
     return [t for t in ids if t is not None]

@@ -1,8 +1,6 @@
-"""An epoch's order and its batches at the paper's scale, computed as they are asked for: the fast twin of
-data.budget_batches (tests/test_machinery_index.py holds them equal).
-
-An epoch's order of 0.8B sentence pairs is computed slice by slice (Shuffle), and its batches are found as they
-are asked for (Ragged), so that neither is ever held whole. A leaf: it imports nothing of the project.
+"""An epoch's order and its batches at the paper's scale, the fast twin of data.budget_batches (tests/
+test_machinery_index.py holds them equal): an order of 0.8B sentence pairs is computed slice by slice (Shuffle),
+its batches found as they are asked for (Ragged), so that neither is ever held whole. A leaf.
 """
 import numpy as np
 import torch
@@ -11,10 +9,9 @@ SHUFFLE_ABOVE = 1 << 27  # examples: an epoch's order above this many is compute
 
 
 def epoch_order(n, seed, epoch):
-    """The random order of n examples in one epoch, fixed by (seed, epoch). Up to SHUFFLE_ABOVE (2**27)
-    examples it is torch.randperm, held as np.int32 (512 MB at most); beyond, a Shuffle that computes any slice
-    of the order when it is asked for, so that no process holds the order of a 40B-token epoch (0.8B sentence
-    pairs: 3.2 GB, and two minutes to draw)."""
+    """The random order of n examples in one epoch, fixed by (seed, epoch): up to SHUFFLE_ABOVE (2**27) examples
+    torch.randperm, held as np.int32 (512 MB at most); beyond, a Shuffle, so that no process holds the order of a
+    40B-token epoch (0.8B sentence pairs: 3.2 GB, and two minutes to draw)."""
     key = seed * 1_000_003 + epoch
     if n > SHUFFLE_ABOVE:
         return Shuffle(n, key)
@@ -71,9 +68,7 @@ class Ragged:
 
     def __init__(self, order, lengths, budget, first=0, offset=0, chunk=1 << 22):
         self.order, self.lengths, self.budget, self.chunk = order, lengths, budget, chunk
-        self.first = first
-        self.bounds = [offset]  # bounds[k]: where batch first + k begins
-        self.done = False
+        self.first, self.bounds, self.done = first, [offset], False  # bounds[k]: where batch first + k begins
         self.get(first)
 
     def get(self, i):

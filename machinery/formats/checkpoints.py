@@ -1,9 +1,8 @@
 """A run folder: its model and tokenizer, loaded together and checked; atomic saves.
 
-A run folder is what train.py and finetune.py write (checkpoint.pt beside vocab.json + merges.txt), or
-a Hugging Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin, beside the same
-tokenizer files). A model is only as good as the tokenizer that feeds it, so the two are loaded
-together and their vocabularies must agree.
+A run folder is what train.py and finetune.py write (checkpoint.pt beside vocab.json + merges.txt), or a Hugging
+Face RoBERTa folder (config.json + model.safetensors or pytorch_model.bin, beside the same tokenizer files). A
+model is only as good as the tokenizer that feeds it: the two are loaded together, their vocabularies agreeing.
 
     weights = checkpoints.read_weights("out/demo")   # config, state (our names), the class it holds, ...
     checkpoints.load_state(model, weights, "out/demo")  # into a model: shapes checked, missing heads named
@@ -56,14 +55,13 @@ def check_pair(path, model, tok):
         raise ValueError(f"{path}: the tokenizer has {len(tok):,} tokens but the model's vocabulary is "
                          f"{model.cfg.vocab_size:,}")
     check_tokenizer(path, tok)
-    pad_id = model.cfg.pad_id
-    ids = dict(zip(("<s>", "<pad>", "</s>", "<unk>", "<mask>"), (tok.bos_id, tok.pad_id, tok.eos_id, tok.unk_id,
-                                                              tok.mask_id)))
+    ids = {"<s>": tok.bos_id, "<pad>": tok.pad_id, "</s>": tok.eos_id, "<unk>": tok.unk_id, "<mask>": tok.mask_id}
     missing = next((t for t, i in ids.items() if i is None), None)
     if missing:
         raise ValueError(f"{tokenizer_files(path)}: no {missing} token (RoBERTa's tokenizer has {', '.join(ids)})")
-    if tok.pad_id != pad_id:
-        raise ValueError(f"{tokenizer_files(path)}: <pad> is id {tok.pad_id}, but the model pads with id {pad_id}")
+    if tok.pad_id != model.cfg.pad_id:
+        raise ValueError(f"{tokenizer_files(path)}: <pad> is id {tok.pad_id}, but the model pads with id "
+                         f"{model.cfg.pad_id}")
 
 
 def tokenizer_files(path):
@@ -74,18 +72,16 @@ def tokenizer_files(path):
 
 
 def check_tokenizer(path, tok):
-    """The folder's tokenizer files are the tokenizer its checkpoint.pt was trained with: the fingerprint
-    (prepared.tokenizer_hash: vocabulary and merges in rank order) recorded as tokenizer_sha256. Another tokenizer of
-    the same size, or two merges swapped, would feed the model ids it never learned. A Hugging Face folder, and a
-    checkpoint saved before finetune.py recorded it, record none: only their vocabulary size is checked."""
+    """The folder's tokenizer files are the tokenizer its checkpoint.pt was trained with (prepared.tokenizer_hash,
+    recorded as tokenizer_sha256): another of the same size, or two merges swapped, would feed the model ids it never
+    learned. A Hugging Face folder, and an older checkpoint, record none: only their vocabulary size is checked."""
     then = recorded(path).get("tokenizer_sha256")
     if not isinstance(then, str):
         return
     now = prepared.tokenizer_hash(tok)
     if now != then:
-        raise ValueError(f"{tokenizer_files(path)}: tokenizer {now[:12]}, but checkpoint.pt was "
-                         f"trained with tokenizer {then[:12]}: these files were replaced or edited since (put back "
-                         f"the run's own tokenizer files)")
+        raise ValueError(f"{tokenizer_files(path)}: tokenizer {now[:12]}, but checkpoint.pt was trained with tokenizer "
+                         f"{then[:12]}: these files were changed since (put back the run's own tokenizer files)")
 
 
 def recorded(path):
@@ -110,16 +106,16 @@ def train_settings(path):
 def id2label(path):
     """A classifier's label names by output index: finetune.py's checkpoint.pt records them (id2label), a Hugging
     Face folder in config.json. None where the folder names none, or only transformers' defaults (LABEL_0, ...)."""
-    if os.path.isfile(os.path.join(os.fspath(path), "checkpoint.pt")):
+    ckpt_path, config = (os.path.join(os.fspath(path), name) for name in ("checkpoint.pt", "config.json"))
+    if os.path.isfile(ckpt_path):
         ckpt = recorded(path)
         if ckpt.get("task") and "id2label" not in ckpt:
-            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: saved by an older finetune.py (no "
-                             f"id2label: the order of its labels is not recorded); finetune it again")
+            raise ValueError(f"{ckpt_path}: saved by an older finetune.py (no id2label: the order of its labels is not "
+                             f"recorded); finetune it again")
         names = ckpt.get("id2label")
         if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)):
-            raise ValueError(f"{os.path.join(os.fspath(path), 'checkpoint.pt')}: id2label is not a list of label names")
+            raise ValueError(f"{ckpt_path}: id2label is not a list of label names")
         return list(names) if names else None
-    config = os.path.join(os.fspath(path), "config.json")
     hf_config = files.read_json(config) if os.path.isfile(config) else {}
     labels = hf_config.get("id2label") if isinstance(hf_config, dict) else None
     if not labels:
@@ -221,15 +217,10 @@ def read_weights(path):
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: no such checkpoint folder")
-    if os.path.isfile(os.path.join(path, "checkpoint.pt")):
-        return read_ours(os.path.join(path, "checkpoint.pt"))
-    return read_hf(path)
-
-
-def read_ours(source):
-    """The Weights of a train.py/finetune.py folder's checkpoint.pt, each part checked to be of its kind (a
-    crafted file whose checksum was made to fit is refused in one line, not a traceback)."""
-    ckpt = read_checkpoint(source)
+    source = os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(source):
+        return read_hf(path)
+    ckpt = read_checkpoint(source)  # each part checked to be of its kind (a crafted file whose checksum fits)
     state, config, holder, labels = ckpt["model"], ckpt["config"], ckpt.get("class", "RobertaForMaskedLM"), \
         ckpt.get("num_labels")
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
@@ -255,9 +246,8 @@ def read_hf(path):
         state = read_checkpoint(os.path.join(path, "pytorch_model.bin"), ours=False)
     else:
         raise FileNotFoundError(f"{path}: config.json but no model.safetensors or pytorch_model.bin")
-    labels = config.get("id2label")
-    return Weights(cfg, state, (config.get("architectures") or ["RobertaModel"])[0], len(labels) if labels else None,
-                   "hf", config_path)
+    labels, holder = config.get("id2label"), (config.get("architectures") or ["RobertaModel"])[0]
+    return Weights(cfg, state, holder, len(labels) if labels else None, "hf", config_path)
 
 
 SIZES = {"vocab_size": 1, "hidden_size": 1, "num_layers": 1, "num_heads": 1, "ffn_size": 1, "max_positions": 1,
@@ -266,9 +256,9 @@ RATES = {"dropout": (0, 1), "attention_dropout": (0, 1), "layer_norm_eps": (0, 1
 
 
 def check_config(cfg, state, source):
-    """A model's configuration (a RobertaConfig) as a file gives it, checked before a model is built from it: whole numbers of at
-    least SIZES, rates in [low, high), the hidden size a multiple of the heads, the padding id a token, and no
-    larger a model than the weights beside it hold (a crafted size would otherwise allocate without end)."""
+    """A RobertaConfig as a file gives it, checked before a model is built from it: whole numbers of at least
+    SIZES, rates in [low, high), the hidden size a multiple of the heads, the padding id a token, and no larger a
+    model than the weights beside it hold (a crafted size would otherwise allocate without end)."""
     bad = next((k for k, low in SIZES.items() if type(getattr(cfg, k)) is not int or getattr(cfg, k) < low), None) \
         or next((k for k, (low, high) in RATES.items() if isinstance(getattr(cfg, k), bool) or
                  not isinstance(getattr(cfg, k), (int, float)) or not low <= getattr(cfg, k) < high), None)

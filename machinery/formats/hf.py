@@ -17,20 +17,15 @@ from machinery.basics import files
 # Parameter names: ours <-> Hugging Face's. A key takes the first prefix rename that fits, then every
 # infix rename in order (attention before FFN, so 'attention.output.dense' is not read as the FFN's).
 PREFIX_RENAMES = [
-    ("roberta.layers.", "roberta.encoder.layer."),
-    ("roberta.embeddings.tokens.", "roberta.embeddings.word_embeddings."),
+    ("roberta.layers.", "roberta.encoder.layer."), ("roberta.embeddings.norm.", "roberta.embeddings.LayerNorm."),
+    ("roberta.embeddings.tokens.", "roberta.embeddings.word_embeddings."), ("qa.", "qa_outputs."),
     ("roberta.embeddings.positions.", "roberta.embeddings.position_embeddings."),
-    ("roberta.embeddings.norm.", "roberta.embeddings.LayerNorm."),
     ("lm_head.norm.", "lm_head.layer_norm."),
-    ("qa.", "qa_outputs."),
 ]
 INFIX_RENAMES = [
     (".attn.qkv.", ".attention.self.qkv."),  # split into query/key/value by to_hf_state
-    (".attn.proj.", ".attention.output.dense."),
-    (".attn_norm.", ".attention.output.LayerNorm."),
-    (".ffn_in.", ".intermediate.dense."),
-    (".ffn_out.", ".output.dense."),
-    (".ffn_norm.", ".output.LayerNorm."),
+    (".attn.proj.", ".attention.output.dense."), (".attn_norm.", ".attention.output.LayerNorm."),
+    (".ffn_in.", ".intermediate.dense."), (".ffn_out.", ".output.dense."), (".ffn_norm.", ".output.LayerNorm."),
 ]
 # HF's RobertaForMultipleChoice puts the dense+tanh in the pooler and the output layer in `classifier`
 MULTIPLE_CHOICE_RENAMES = [("classifier.dense.", "roberta.pooler.dense."), ("classifier.out_proj.", "classifier.")]
@@ -76,9 +71,8 @@ def from_hf_state(state, class_name, source="checkpoint"):
                  for k, v in state.items()}
     if "lm_head.bias" not in state and "lm_head.decoder.bias" in state:
         state["lm_head.bias"] = state["lm_head.decoder.bias"]
-    state.pop("lm_head.decoder.bias", None)
-    state.pop("lm_head.decoder.weight", None)  # tied to the token embeddings
-    state.pop("roberta.embeddings.position_ids", None)
+    for key in ("lm_head.decoder.bias", "lm_head.decoder.weight", "roberta.embeddings.position_ids"):
+        state.pop(key, None)  # the decoder's weight is tied to the token embeddings
     token_types = state.pop(TOKEN_TYPES, None)
     out = {}
     for key, t in state.items():
@@ -187,8 +181,7 @@ def load_safetensors(path):
         raise ValueError(f"{path}: not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a safetensors file (its header is {json_kind(header)}, not an object)")
-    return {name: safetensor(path, data, 8 + n, name, info) for name, info in header.items()
-            if name != "__metadata__"}
+    return {name: safetensor(path, data, 8 + n, name, info) for name, info in header.items() if name != "__metadata__"}
 
 
 def safetensor(path, data, base, name, info):
@@ -217,23 +210,19 @@ def safetensor(path, data, base, name, info):
     return t.reshape(shape)
 
 
-def save_safetensors(tensors, path):
-    """Write {name: tensor} as a .safetensors file (the header padded to 8 bytes), atomically."""
+def save_pretrained(model, directory, id2label=None):
+    """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it);
+    id2label: a classifier's label names by output. The safetensors header is padded to 8 bytes."""
+    os.makedirs(directory, exist_ok=True)
+    files.write_atomic(os.path.join(directory, "config.json"), files.json_text(hf_config(model, id2label), indent=2))
     names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
     header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
-    for name, t in tensors.items():
+    for name, t in to_hf_state(model).items():
         blob = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
         header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
         offset += len(blob)
         blobs.append(blob)
     head = files.json_text(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
-    files.write_atomic(path, lambda f: [f.write(b) for b in [struct.pack("<Q", len(head)), head, *blobs]])
-
-
-def save_pretrained(model, directory, id2label=None):
-    """Write config.json + model.safetensors in the Hugging Face layout (transformers' Roberta* load it);
-    id2label: a classifier's label names by output."""
-    os.makedirs(directory, exist_ok=True)
-    files.write_atomic(os.path.join(directory, "config.json"), files.json_text(hf_config(model, id2label), indent=2))
-    save_safetensors(to_hf_state(model), os.path.join(directory, "model.safetensors"))
+    files.write_atomic(os.path.join(directory, "model.safetensors"),
+                       lambda f: [f.write(b) for b in [struct.pack("<Q", len(head)), head, *blobs]])

@@ -167,8 +167,7 @@ def fingerprint_differences(then, now):
             differ += [f"{key.split()[0]} {k}: {then[key].get(k)} then, {now[key].get(k)} now"
                        for k in sorted(set(then[key]) | set(now[key])) if then[key].get(k) != now[key].get(k)]
         else:
-            differ.append(f"{key}: other contents" if "." in key else
-                          f"{key}: {then.get(key)} then, {now.get(key)} now")
+            differ.append(f"{key}: other contents" if "." in key else f"{key}: {then.get(key)} then, {now.get(key)} now")
     return differ
 
 

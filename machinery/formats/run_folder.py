@@ -1,10 +1,8 @@
 """A pretraining run's folder and its checks: the settings refused before any heavy work, the data folder held
 for reading, checkpoint.pt with the training state and every process's random states, log.jsonl (cut back on
-resume). A leaf: it imports nothing of the core (the tokenizer and the model come in as objects).
-
-train.py calls these; `--resume` continues to the losses an uninterrupted run would have logged because
-everything that decides the next update (model, optimizer, loss scale, data position, random states) is
-saved, and the settings that decide the data and the model's shape are checked to be unchanged (RESUME_KEYS).
+resume). A leaf: the tokenizer and the model come in as objects. `--resume` continues to the losses an
+uninterrupted run would have logged: everything that decides the next update is saved, and the settings that
+decide the data and the model's shape are checked to be unchanged (RESUME_KEYS).
 """
 import contextlib
 import hashlib
@@ -45,8 +43,7 @@ def open_data(cfg, tok):
     """The training split of --data (prepared.open_prepared: checked against `tok`) and its meta.json."""
     tokens, line_ends, meta = prepared.open_prepared(cfg.data, tok)
     if meta["valid"]["tokens"] == 0 and int(os.environ.get("RANK", 0)) == 0:
-        print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation",
-              file=sys.stderr)
+        print(f"warning: {cfg.data} has no held-out data (its valid split is empty): no evaluation", file=sys.stderr)
     return tokens, line_ends, meta
 
 
@@ -66,9 +63,10 @@ def check_out_apart(cfg):
                          f"{cfg.data}: a run writes a folder of its own; choose another --out")
 
 
-def check_finite(trainer, step):
-    """Refuse to save non-finite weights or optimizer state (an update that diverged with a finite loss).
-    One host sync; every process finds the same (the weights are the same everywhere)."""
+def save(trainer, state, tok_hash):
+    """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
+    states (gathered to the first process, which writes). `trainer`: train.py's Trainer. Non-finite weights or
+    optimizer state (an update that diverged with a finite loss) are refused: one host sync, the same everywhere."""
     t = trainer
     named = [(k, v) for k, v in t.body.state_dict().items() if v.is_floating_point()]
     named += [("the optimizer state", v) for s in t.opt.state.values() for v in s.values()
@@ -76,15 +74,8 @@ def check_finite(trainer, step):
     finite = torch.stack([torch.isfinite(v).all() for _, v in named])
     if not finite.all():
         bad = named[int((~finite).nonzero()[0])][0]
-        raise ValueError(f"step {step}: non-finite weights ({bad}; the updates diverged): not saved; the last good "
-                         f"checkpoint in {t.cfg.out} is intact (try a lower --lr, or --amp bf16)")
-
-
-def save(trainer, state, tok_hash):
-    """--out's checkpoint.pt: the model, optimizer, loss scaler, training state and every process's random
-    states (gathered to the first process, which writes). `trainer`: train.py's Trainer."""
-    t = trainer
-    check_finite(t, state["step"])
+        raise ValueError(f"step {state['step']}: non-finite weights ({bad}; the updates diverged): not saved; the "
+                         f"last good checkpoint in {t.cfg.out} is intact (try a lower --lr, or --amp bf16)")
     states = [rng_state(t.device)] * t.world
     if t.world > 1:
         dist.all_gather_object(states, states[0], group=t.cpu_group)
@@ -228,15 +219,6 @@ def random_state(value):
         return False
 
 
-def check_position(state, examples, path):
-    """A resumed data position inside its epoch of `examples` examples: its next batch at most `offset` examples in
-    (each batch takes one at least)."""
-    offset = state["offset"]
-    if not state["position"] <= offset <= examples:
-        raise ValueError(f"{path}: its training state's offset {offset} (at position {state['position']}) is not a "
-                         f"place in an epoch of {examples:,} examples (a damaged or crafted file)")
-
-
 def check_restorable(ckpt, model, opt, scaler, path):
     """The weights, optimizer and loss-scaler states are this model's: every tensor of its shape, AdamW's settings
     numbers, its moments per parameter (torch would load a wrong shape and fail at the first update)."""
@@ -251,9 +233,8 @@ def check_restorable(ckpt, model, opt, scaler, path):
                                                                                                    g["params"])}
     groups = saved.get("param_groups") if isinstance(saved, dict) else None
     if not (isinstance(groups, list) and len(groups) == len(now["param_groups"]) and isinstance(saved.get("state"), dict)
-            and all(isinstance(g, dict) and g.get("params") == ours["params"] and all(setting(g.get(k), v) for k, v in
-                                                                                      ours.items())
-                    for g, ours in zip(groups, now["param_groups"]))):
+            and all(isinstance(g, dict) and g.get("params") == ours["params"] and all(
+                setting(g.get(k), v) for k, v in ours.items()) for g, ours in zip(groups, now["param_groups"]))):
         raise ValueError(f"{path}: its optimizer is not AdamW's state for this model (its parameter groups or "
                          f"settings; a damaged or crafted file)")
     for i, moments in saved["state"].items():
@@ -262,9 +243,8 @@ def check_restorable(ckpt, model, opt, scaler, path):
                 or not (torch.is_tensor(moments.get("step")) and moments["step"].numel() == 1 and moments["step"] >= 0):
             raise ValueError(f"{path}: its optimizer state of parameter {i!r} is not AdamW's (a step, and two moments "
                              f"of the parameter's shape; a damaged or crafted file)")
-    wanted = scaler.state_dict() if scaler and ckpt.get("scaler") else {}
-    if wanted and not (isinstance(ckpt["scaler"], dict) and all(setting(ckpt["scaler"].get(k), v) for k, v in
-                                                                 wanted.items())):
+    wanted, had = scaler.state_dict() if scaler and ckpt.get("scaler") else {}, ckpt.get("scaler")
+    if wanted and not (isinstance(had, dict) and all(setting(had.get(k), v) for k, v in wanted.items())):
         raise ValueError(f"{path}: its scaler is not a loss scaler's state (a damaged or crafted file)")
 
 
@@ -284,8 +264,10 @@ def setting(value, like):
 def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
     """Load the model, optimizer, loss scaler and this process's random states (checked first, and the data position
     inside an epoch of `examples`); returns the training state."""
-    path = os.path.join(cfg.out, "checkpoint.pt")
-    check_position(ckpt["state"], examples, path)
+    path, state = os.path.join(cfg.out, "checkpoint.pt"), ckpt["state"]
+    if not state["position"] <= state["offset"] <= examples:  # the next batch at most `offset` examples in
+        raise ValueError(f"{path}: its training state's offset {state['offset']} (at position {state['position']}) is "
+                         f"not a place in an epoch of {examples:,} examples (a damaged or crafted file)")
     if not isinstance(ckpt["config"], dict):
         raise ValueError(f"{path}: its config is not a dict of the model's settings (a damaged or crafted file)")
     if ckpt["config"] != asdict(model.cfg):
@@ -317,9 +299,8 @@ def restore(ckpt, model, opt, scaler, cfg, rank, device, examples):
 
 
 def init_out(cfg, tok, model_cfg, world, start_step, lineage=None):
-    """The output folder: refuse to replace a finished run by accident; the tokenizer, the settings, and
-    on resume the log cut back to the checkpoint (the resumed run writes those lines again, identically). A
-    finished run read back (resumed at its --max-steps) writes nothing."""
+    """The output folder: the tokenizer, the settings, and on resume the log cut back to the checkpoint (the resumed
+    run writes those lines again, identically). A finished run read back (at its --max-steps) writes nothing."""
     if cfg.resume and start_step >= cfg.max_steps:
         return
     os.makedirs(cfg.out, exist_ok=True)
@@ -349,9 +330,8 @@ def check_fresh_out(cfg, master, tok):
 
 # ---------------------------------------------------------------------------------------- --init-from
 def lineage(path):
-    """What a continued run (--init-from) records of its start, in train_config.json and checkpoint.pt: PATH,
-    the class its weights were saved from, and the sha256 of its weights file (the file checkpoints.read_weights
-    reads: checkpoint.pt, model.safetensors or pytorch_model.bin)."""
+    """What a continued run (--init-from) records of its start, in train_config.json and checkpoint.pt: PATH, the
+    class its weights were saved from, and the sha256 of its weights file (the one checkpoints.read_weights reads)."""
     name = next(n for n in ("checkpoint.pt", "model.safetensors", "pytorch_model.bin")
                 if os.path.isfile(os.path.join(path, n)))
     with open(os.path.join(path, name), "rb") as f:
@@ -365,9 +345,8 @@ def lineage(path):
 
 
 def check_start(cfg, path_tok_hash, tok_hash, positions):
-    """--init-from PATH can continue on --data: the data was prepared with PATH's tokenizer (the fingerprint data.py
-    records in meta.json, prepared.tokenizer_hash), and --seq-len fits PATH's positions. Refused before anything
-    is written."""
+    """--init-from PATH can continue on --data: the data was prepared with PATH's tokenizer (meta.json's fingerprint)
+    and --seq-len fits PATH's positions. Refused before anything is written."""
     if path_tok_hash != tok_hash:
         raise ValueError(f"--data {cfg.data} was prepared with tokenizer {tok_hash[:12]}, not --init-from "
                          f"{cfg.init_from}'s tokenizer {path_tok_hash[:12]} (its vocab.json + merges.txt): prepare "
@@ -395,8 +374,7 @@ def say_start(cfg, lineage, new, sizes, recipe):
               f"({shape(recipe)}): --config gives only the recipe", file=sys.stderr)
 
 
-def log(path, record):
-    """Append a record to log.jsonl: strict JSON, a non-finite number written as a string ("nan", "inf")."""
+def log(path, record):  # strict JSON: a non-finite number written as a string ("nan", "inf")
     files.append(path, files.json_text(record) + "\n")
 
 
@@ -427,8 +405,7 @@ def log_record(tr, step, loss, nsp_loss, meter, state, lr):
     tps, mfu = meter.read()
     record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else str(loss), "lr": lr,
               "tokens_per_s": round(tps, 1), "mfu": mfu and round(mfu, 4),  # None: unknown
-              "epoch": state["epoch"], "skipped": state["skipped"],
-              "tokens_seen": state.get("tokens_seen", 0)}
+              "epoch": state["epoch"], "skipped": state["skipped"], "tokens_seen": state.get("tokens_seen", 0)}
     if not math.isfinite(loss):
         record["skipped"] = "non-finite loss"
     if nsp_loss:

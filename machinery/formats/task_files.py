@@ -9,6 +9,7 @@
 Every error is a ValueError whose message names the file (and line) and what is wrong. A leaf: a task's row of
 evaluate.GLUE or evaluate.SQUAD (its files' names, columns and labels) comes in as an argument.
 """
+import contextlib
 import csv
 import glob
 import io
@@ -70,7 +71,11 @@ def check_empty(folder, overwrite):
     if overwrite or not os.path.isdir(folder):
         return
     others = sorted(n for n in os.listdir(folder) if n != ".lock" and not files.TEMP.search(n))
-    done = epochs_done(folder) if others else None
+    done = None
+    if others and os.path.isfile(os.path.join(folder, "checkpoint.pt")):  # the epochs its log.jsonl records, if any
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            log = files.read_text(os.path.join(folder, "log.jsonl"))
+            done = max(json.loads(line)["epoch"] for line in log.splitlines())
     if done:
         raise FileExistsError(f"--out {folder} holds a finetuning run stopped after epoch {done} (its log.jsonl and "
                               f"the best checkpoint.pt so far; no metrics.json): pass --overwrite to run it again "
@@ -78,18 +83,6 @@ def check_empty(folder, overwrite):
     if others:
         raise FileExistsError(f"--out {folder} is not empty ({others[0]}) and holds no finished finetuning run: "
                               f"pass --overwrite to write there anyway, or choose an empty folder")
-
-
-def epochs_done(folder):
-    """The epochs logged by the finetuning run in `folder` (with its checkpoint.pt; a finished one's metrics.json is
-    refused before); None if it holds no such run (no checkpoint.pt, or a log.jsonl that is not finetune.py's)."""
-    if not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
-        return None
-    try:
-        log = files.read_text(os.path.join(folder, "log.jsonl"))
-        return max(json.loads(line)["epoch"] for line in log.splitlines())
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def clear_out(folder, overwrite=False):
@@ -130,33 +123,25 @@ def read_glue_dev(t, folder):
     return {name[:-4]: read_glue(t, os.path.join(folder, name)) for name in t.dev_files}
 
 
-def tsv_rows(path):
-    """The rows of a TSV file, as GLUE writes them (no quoting)."""
+def read_glue(t, path, labelled=True):
+    """A GLUE TSV (no quoting) as a list of (texts, label) with label None when the file has no labels (test
+    sets); its columns found by the header's names (CoLA has no header: by their indices)."""
     try:
         text = files.read_text(check_file(path), dataset=True)
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     except csv.Error as e:
         raise ValueError(f"{path}: not a TSV file ({e})") from None
-
-
-def glue_columns(t, path, header, labelled):
-    """(text column indices, label column index or None) of a GLUE file, found by header names."""
-    if not isinstance(t.label_column, str):  # no header (CoLA)
-        return list(t.text_columns), t.label_column if labelled else None
-    try:
-        return [header.index(c) for c in t.text_columns], header.index(t.label_column) if labelled else None
-    except ValueError:
-        raise ValueError(f"{path}: header {header[:6]} lacks the {t.folder} columns "
-                         f"{list(t.text_columns) + [t.label_column]}") from None
-
-
-def read_glue(t, path, labelled=True):
-    """A GLUE TSV as a list of (texts, label) with label None when the file has no labels (test sets)."""
-    rows = tsv_rows(path)
     has_header = isinstance(t.label_column, str)
     if has_header and not rows:
         raise ValueError(f"{path}: empty (no header)")
-    text_idx, label_idx = glue_columns(t, path, rows[0] if has_header else None, labelled)
+    text_idx, label_idx = list(t.text_columns), t.label_column
+    if has_header:
+        try:
+            text_idx, label_idx = [rows[0].index(c) for c in t.text_columns], rows[0].index(t.label_column)
+        except ValueError:
+            raise ValueError(f"{path}: header {rows[0][:6]} lacks the {t.folder} columns "
+                             f"{list(t.text_columns) + [t.label_column]}") from None
+    label_idx = label_idx if labelled else None
     need = max(text_idx + ([label_idx] if label_idx is not None else []))
     out, bad = [], []  # bad: why each wrong label is refused
     for n, row in enumerate(rows[1:] if has_header else rows, 2 if has_header else 1):
@@ -212,9 +197,9 @@ def squad_questions(path, article):
     for para in article["paragraphs"]:
         for qa in para["qas"]:
             answers = [{"text": a["text"], "answer_start": a["answer_start"]} for a in qa["answers"]]
-            if not all(isinstance(x, str) for x in [qa["id"], para["context"], qa["question"]] +
-                       [a["text"] for a in answers]) or \
-                    not all(type(a["answer_start"]) is int and a["answer_start"] >= 0 for a in answers):
+            texts = [qa["id"], para["context"], qa["question"]] + [a["text"] for a in answers]
+            if not all(isinstance(x, str) for x in texts) or not all(type(s) is int and s >= 0 for s in
+                                                                      [a["answer_start"] for a in answers]):
                 raise ValueError(f"{path}: question {qa['id']!r}: its id, context, question and answers must be "
                                  f"strings, each answer_start a character offset")
             out.append({"id": qa["id"], "question": qa["question"], "context": para["context"],
@@ -240,9 +225,8 @@ def read_squad(path):
 
 
 def check_squad(examples, path, no_answer):
-    """A SQuAD file's questions, refused (one line: how many, the first id) where they are not the task's:
-    an empty context (nothing to find an answer in), or a question marked impossible in a SQuAD 1.1 task
-    (no_answer False: it has no such questions, and its training would drop them without a word)."""
+    """A SQuAD file's questions, refused (one line: how many, the first id) where they are not the task's: an empty
+    context, or a question marked impossible in a SQuAD 1.1 task (no_answer False: its training would drop them)."""
     for why, wrong, hint in (("an empty context", lambda e: not e["context"].strip(), ""),
                              ("is_impossible true", lambda e: e["is_impossible"] and not no_answer,
                               ": SQuAD 1.1 has no such questions (a SQuAD 2.0 file? --task squad2)")):
@@ -255,8 +239,7 @@ def check_squad(examples, path, no_answer):
 
 def answer_problem(e):
     """Why a SQuAD question cannot train the span head (None when it can): its first answer, the one finetune.py
-    trains on, must be its text found at answer_start in the context; or it is marked impossible, with no
-    answer (SQuAD 2.0 lists none for those: one with answers trains neither way)."""
+    trains on, must be its text found at answer_start in the context; or it is marked impossible, with none."""
     if e["is_impossible"]:
         return "answers, yet marked impossible" if e["answers"] else None
     if not e["answers"]:
@@ -272,9 +255,8 @@ def answer_problem(e):
 
 
 def squad_training(examples, path):
-    """A training file's questions whose answer is where it says (answer_problem); the others would train on the
-    wrong span, or vanish without a word, so they are left out and counted in one warning line with the first
-    one's id. (A dev file's answer_start is not read: the official metric compares the answers' texts.)"""
+    """A training file's questions whose answer is where it says (answer_problem); the others are left out, counted
+    in one warning line with the first one's id. (A dev file's answer_start is not read: the metric compares texts.)"""
     skipped, kept = {}, []
     for e in examples:
         why = answer_problem(e)
@@ -305,8 +287,7 @@ def check_predictions(ids, predictions, path, fits, expected, unscored):
 
 
 def check_na_probs(na_probs, path):
-    bad = next((q for q, p in na_probs.items() if isinstance(p, bool) or not isinstance(p, (int, float))
-                or not 0 <= p <= 1), None)
+    bad = next((q for q, p in na_probs.items() if type(p) not in (int, float) or not 0 <= p <= 1), None)
     if bad is not None:
         raise ValueError(f"{path}: the no-answer probability of {bad!r} is {shown(na_probs[bad])}, "
                          f"not a number in [0, 1]")
@@ -323,8 +304,7 @@ def race_passage(path, level):
     qs, opts, answers = doc["questions"], doc["options"], doc["answers"]
     if not isinstance(doc["article"], str):
         raise ValueError(f"{path}: the article is not a text")
-    if not (isinstance(qs, list) and isinstance(opts, list) and isinstance(answers, list)) \
-            or not len(qs) == len(opts) == len(answers):
+    if not all(isinstance(x, list) for x in (qs, opts, answers)) or not len(qs) == len(opts) == len(answers):
         raise ValueError(f"{path}: questions, options and answers must be lists of the same length")
     out = []
     for i, (q, o, ans) in enumerate(zip(qs, opts, answers)):

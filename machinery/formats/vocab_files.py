@@ -1,7 +1,5 @@
-"""bpe.py's files: vocab.json + merges.txt (RoBERTa's and Hugging Face's names) or encoder.json + vocab.bpe
-(GPT-2's), found, read and checked entry by entry, and written atomically; a character-level BPE's
-char_bpe.json (Section 4.4's other arm).
-"""
+"""bpe.py's files: vocab.json + merges.txt (RoBERTa's and Hugging Face's names) or encoder.json + vocab.bpe (GPT-2's),
+found, read and checked entry by entry, and written atomically; a character-level BPE's char_bpe.json."""
 import json
 import os
 
