@@ -17,9 +17,8 @@ table and claims. The runner (machinery/lab) prints and runs the commands a user
 train.py, finetune.py), run k of every arm with --seed k, into OUT/_runs/ (a run two experiments declare trains
 once; finished runs are skipped, interrupted ones resumed, those of other code and data made again), and writes
 experiments/<name>/results.json, report.md and loss.png (with matplotlib). Each run gets the CPUs // --jobs
-threads: on 2 cores `--jobs 2` is fastest, on a shared machine `OMP_NUM_THREADS=1 ... --jobs 1`. SST-2 comes
-from --glue DIR, else from `python data.py download glue-sst-2` (on by default at the gpu scale). The method,
-the design, every verdict word and the report's legend: docs/experiments/README.md.
+threads (on 2 cores `--jobs 2` is fastest). SST-2: --glue DIR, else `python data.py download glue-sst-2` (on by
+default at the gpu scale). The method, the design, every verdict word, the report's legend: docs/experiments/.
 """
 from dataclasses import dataclass, field
 
@@ -76,18 +75,15 @@ class Experiment:
     claims: list
     paper: PaperTable = None                     # None: beyond the paper
     base: dict = field(default_factory=dict)     # changes to the scale's train.py options, for every arm
-    data: str = "full"                           # "full", "slice" (a share of the training documents), or "tune"
+    data: str = "full"                           # "full", "slice" (a share of the training documents) or "tune"
                                                  # (the training documents less the tuning split)
-    heldout: str = "full"                        # whose held-out split scores it: "full" (the reported held-out
-                                                 # documents) or "tune" (the tuning split: for choosing settings)
+    heldout: str = "full"                        # the held-out split that scores it: "full", or "tune" (for tuning)
     seeds: int = 0                               # 0: the scale's
-    epochs: int = 0                              # > 0: every arm trains exactly this many epochs of its data
-                                                 # (x --steps-factor; the base's max_steps: `list`'s estimate)
+    epochs: int = 0                              # > 0: every arm trains this many epochs of its data (x --steps-factor)
     equal_tokens: bool = False                   # every arm's update holds as many tokens as FULL-SENTENCES'
     note: str = ""                               # how to read the result
     metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
     downstream: bool = False                     # every checkpoint finetuned on SST-2 too (when its data is here)
-
 
 # ---------------------------------------------------------------------------------------- the experiments
 # Section 4.1 at classroom scale: 12 epochs of the slice with 3 static masks, each seen 4 times (BERT: 40 / 10).
@@ -300,8 +296,7 @@ SCALES = {
 # (task, folder, required with --glue). SST-2 only: RTE's 277 dev examples give one run's accuracy a standard
 # error of 3 points, at chance for a classroom model, more than any gap between arms at this scale.
 GLUE_TASKS = [("sst2", "SST-2", True)]
-DEFAULT_OUT = "experiments"  # where the runs, results.json and report.md go (--out)
-GLUE_DOWNLOAD = "glue-sst-2"     # `python data.py download glue-sst-2` writes SST-2/ into the cache's folder of that name
+DEFAULT_OUT, GLUE_DOWNLOAD = "experiments", "glue-sst-2"  # --out's default; the data.py download holding SST-2/
 
 
 if __name__ == "__main__":  # machinery: the runner (prepare, train, finetune, judge, report), its options

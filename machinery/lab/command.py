@@ -37,24 +37,22 @@ def run_experiment(exp, args):
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
     runner.check_conflicts(runs, args.overwrite)
     with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
-        records = list(pool.map(lambda i: runner.do_run(runs[i], i + 1, len(runs), exp, scale, args),
-                                 range(len(runs))))
+        records = list(pool.map(lambda i: runner.do_run(runs[i], i + 1, len(runs), exp, scale, args), range(len(runs))))
     skipped_now = sum(bool(r.pop("skipped", False)) for r in records)
     trained_now = sum(r.get("status") == "finished" for r in records) - skipped_now
     failed_now = sum(r.get("status") == "failed" for r in records)
     records, runs = with_earlier_runs(exp, planned, [] if args.report_only else chosen, records, runs)
     results = collect(exp, scale, args, prepared, planned, records, failed_now, t0)
     report, png = write_outputs(exp, scale, args, results, runs)
-    runner.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), "
-                        f"{failed_now} failed in {runner.duration(results['wall_seconds'])}; verdict: "
-                        f"{results['verdict']}; report: {report}" + (f", {png}" if png else ""))
+    runner.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), {failed_now} "
+               f"failed in {runner.duration(results['wall_seconds'])}; verdict: {results['verdict']}; report: {report}"
+               + (f", {png}" if png else ""))
     return results
 
 
 def downstream_folder(exp, args, scale):
-    """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (for an experiment scored
-    downstream, at a scale where SST-2 is on by default) the download cache's; None when it is absent, or with
-    --mlm-only: the MLM part only."""
+    """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (an experiment scored downstream, at a
+    scale where SST-2 is on by default) the download cache's; None (the MLM part only) without it, or --mlm-only."""
     if args.mlm_only or not (args.glue or (exp.downstream and scale.downstream)):
         return None
     folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, experiments.GLUE_DOWNLOAD)
@@ -140,16 +138,11 @@ def write_outputs(exp, scale, args, results, runs):
 
 def invocation(exp, args):
     """This experiment's command as typed: its name and every option that differs from the default."""
-    argv = ["python", "experiments.py", exp.name]
-    for name, default in (("scale", "classroom"), ("seeds", None), ("glue", None), ("out", experiments.DEFAULT_OUT),
-                          ("corpus", None), ("vocab_size", None), ("train_args", None), ("device", None),
-                          ("arms", None), ("steps_factor", 1.0), ("jobs", 1)):
-        value = getattr(args, name)
-        if value != default and not (name == "scale" and args.quick):
-            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    flags = [f for f, on in (("--quick", args.quick), ("--mlm-only", args.mlm_only), ("--overwrite", args.overwrite),
-                             ("--report-only", args.report_only)) if on]
-    return shlex.join(argv + flags)
+    defaults = dict(scale=args.scale if args.quick else "classroom", seeds=None, glue=None, out=experiments.DEFAULT_OUT,
+                    corpus=None, vocab_size=None, train_args=None, device=None, arms=None, steps_factor=1.0, jobs=1)
+    options = {k: getattr(args, k) for k, v in defaults.items() if getattr(args, k) != v}
+    flags = [f"--{f.replace('_', '-')}" for f in ("quick", "mlm_only", "overwrite", "report_only") if getattr(args, f)]
+    return shlex.join(["python", "experiments.py", exp.name] + runner.option_words(options) + flags)
 
 
 # ---------------------------------------------------------------------------------------- command line

@@ -56,8 +56,7 @@ def shown(argv):
 
 def execute(argv, log_path, env_threads=0, progress=None):
     """Run a command (argv[0] is python), its output into log_path; (exit code, last line of its errors).
-    `progress`, when given, is called every PROGRESS_SECONDS while the command runs (the runner's
-    progress lines)."""
+    `progress`, when given, is called every PROGRESS_SECONDS while the command runs."""
     env = dict(os.environ)
     if env_threads and "OMP_NUM_THREADS" not in env:
         env["OMP_NUM_THREADS"] = str(env_threads)
@@ -65,8 +64,7 @@ def execute(argv, log_path, env_threads=0, progress=None):
         log.write(f"$ {shown(argv)}\n")
         log.flush()
         start = log.tell()
-        proc = subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=log, text=True, env=env,
-                                cwd=os.getcwd())
+        proc = subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=log, text=True, env=env)
         while True:
             try:
                 proc.wait(timeout=PROGRESS_SECONDS)
@@ -120,8 +118,7 @@ class Run:
     folder: str
     options: dict                # train.py options of this run
     data: str                    # the data.py folder it trains on
-    heldout: str                 # the data.py folder whose held-out split evaluates it (the same for all
-                                 # arms of one tokenizer)
+    heldout: str                 # the data.py folder whose held-out split scores it (one per tokenizer)
     flags: tuple = ()            # train.py options without a value, from --train-args
     corpus: str = ""             # bits-per-byte experiments: the corpus whose held-out lines it is scored on
     fitted: tuple = ()           # options the plan set for this arm (equal tokens per update), shown with its own
@@ -140,20 +137,16 @@ TRAIN_DEFAULTS = {"format": "full-sentences", "mask_rate": data.Masking.rate, "m
 
 def option_words(options):
     """train.py options as typed, those at train.py's default (TRAIN_DEFAULTS) left out."""
-    words = []
-    for key, value in options.items():
-        if TRAIN_DEFAULTS.get(key, object()) != value:
-            words += flag(key, value).split(" ", 1)
-    return words
+    return [word for key, value in options.items() if TRAIN_DEFAULTS.get(key, object()) != value
+            for word in flag(key, value).split(" ", 1)]
 
 
 def run_folder(out, data_dir, options, flags, heldout, corpus, finetune):
     """OUT/_runs/<key>/seed<k>: the key a hash of everything that makes the run and its record (its train.py
     options but the seed, its data, where it is scored, its finetuning), so that an arm declared by two
     experiments is one run, trained and scored once."""
-    what = [data_dir, option_words({k: v for k, v in options.items() if k != "seed"}), list(flags), heldout, corpus,
-            finetune]
-    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:10]
+    what = [data_dir, option_words({k: v for k, v in options.items() if k != "seed"}), list(flags), heldout]
+    key = hashlib.sha256(json.dumps(what + [corpus, finetune]).encode()).hexdigest()[:10]
     return os.path.join(out, "_runs", key, f"seed{options['seed']}")
 
 
@@ -227,16 +220,15 @@ def plan(exp, scale, args, prepared):
         train_dir, heldout = prepared.folders[own or arm.data or exp.data], prepared.folders[own or exp.heldout]
         for seed in range(args.seeds or exp.seeds or scale.seeds):
             seeded = {**options, "seed": seed}
-            runs.append(Run(arm, seed, run_folder(args.out, train_dir, seeded, flags, heldout, prepared.corpus,
-                                                  arm.finetune), seeded, train_dir, heldout, tuple(flags),
-                            prepared.corpus, tuple(fitted)))
+            folder = run_folder(args.out, train_dir, seeded, flags, heldout, prepared.corpus, arm.finetune)
+            runs.append(Run(arm, seed, folder, seeded, train_dir, heldout, tuple(flags), prepared.corpus,
+                            tuple(fitted)))
     return runs
 
 
 def epoch_steps(folder, options, epochs):
     """The updates of exactly `epochs` epochs of `folder`'s training examples in batches of --batch-size (an
-    epoch's incomplete last batch is dropped: data.budget_batches); the declared max_steps when the data is not
-    prepared (a plan made without it)."""
+    epoch's incomplete last batch dropped); the declared max_steps when the data is not prepared."""
     if not os.path.isfile(os.path.join(folder, "meta.json")):
         return options["max_steps"]
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
@@ -326,11 +318,10 @@ CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.
 
 
 def code_hash(root=ROOT, paths=None):
-    """The version of the code a run ran with: a hash of the files experiments.py and the six core modules import,
-    wherever the import stands (the command lines the runs call, and this runner, which evaluates them), and of the
-    held-out texts; or of `paths`, relative to root. Not bench.py and its tools, which no run imports. Not of
-    experiments.py's declarations (from its "the experiments" line to its "scales" line): a run's settings are its
-    command, compared on their own, so adding an arm or an experiment reruns nothing."""
+    """The version of the code a run ran with: a hash of the held-out texts and of the files experiments.py and
+    the core import, wherever the import stands (this runner too, not bench.py); or of `paths`, relative to root.
+    Not of experiments.py's declarations ("the experiments" to "scales"): a run's settings are its command,
+    compared on their own, so adding an arm or an experiment reruns nothing."""
     texts = sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt"))) if paths is None else []
     paths = [os.path.join(root, name) for name in (paths or imported(CORE + ["experiments.py"], root))] + texts
     h = hashlib.sha256()
@@ -443,8 +434,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fractio
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
     texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
     n = out["targets"]
-    loss = out["loss_sum"] / n
-    acc = out["correct"] / n
+    loss, acc = out["loss_sum"] / n, out["correct"] / n
     byte_len = np.array([len(tok.vocab.get(i, b"")) for i in range(len(tok))], dtype=np.int64)
     target_bytes = sum(int(byte_len[labels[labels != -100].numpy()].sum()) for _, labels in batches)
     figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
@@ -495,7 +485,13 @@ def do_run(run, i, total, exp, scale, args):
         return skip_run(run, label, scale, args)
     threads = scale.threads or speed.threads_for(args.jobs)
     flags = ["--resume"] if status == "resume" else ["--overwrite"] if args.overwrite or status == "stale" else []
-    announce(run, label, status, threads, code, flags)
+    if status == "stale":
+        was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
+        doing = f"training again: it ran with other code (code {was}, now {code})"
+    else:
+        doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
+    say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
+        + (f"\n    {shown(command + flags)}" if status != "evaluate" else ""))
     record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder, "code": code}
     t0 = time.time()
     if status != "evaluate":
@@ -518,17 +514,6 @@ def skip_run(run, label, scale, args):
                                       speed.threads_for(args.jobs))
         write_run(run, record)
     return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
-
-
-def announce(run, label, status, threads, code, flags):
-    """The line that says what happens to a run now, and the train.py command that does it."""
-    if status == "stale":
-        was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
-        doing = f"training again: it ran with other code (code {was}, now {code})"
-    else:
-        doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
-    say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
-        + (f"\n    {shown(run.argv + flags)}" if status != "evaluate" else ""))
 
 
 def fail_run(run, record, last, label):
