@@ -43,11 +43,9 @@ def arm_summary(records, arm):
     for key in ("loss", "loss_se", "accuracy", "accuracy_se", "bits_per_byte"):
         out[key] = stat([(r["seed"], r["heldout"][key]) for r in scored])
     for key in sorted({k for r in scored for k in r["heldout"].get("texts", {})}):
-        out[f"bpb_{key}"] = stat([(r["seed"], r["heldout"]["texts"][key]["bits_per_byte"]) for r in scored
-                                  if key in r["heldout"].get("texts", {})])
-        out[f"bpb_{key}_uniform"] = stat([(r["seed"], r["heldout"]["texts"][key]["uniform_bits_per_byte"])
-                                          for r in scored if "uniform_bits_per_byte" in r["heldout"]
-                                          .get("texts", {}).get(key, {})])  # the gate's baseline there
+        for name, figure in ((f"bpb_{key}", "bits_per_byte"), (f"bpb_{key}_uniform", "uniform_bits_per_byte")):
+            out[name] = stat([(r["seed"], r["heldout"]["texts"][key][figure]) for r in scored  # uniform: the gate
+                              if figure in r["heldout"].get("texts", {}).get(key, {})])
     for task in TASKS:
         scores = [(r["seed"], r["glue"][task]["accuracy"]) for r in finished
                   if "accuracy" in r.get("glue", {}).get(task, {})]
@@ -88,13 +86,13 @@ def decide(test, level, adjusted=None):
 
 
 def verdict(better, worse, key="loss", alpha=ALPHA):
-    """One metric's test of a claim on its own (a family of one test, at `alpha`): `measure`, `decide`."""
+    """One metric's test of a claim on its own (a family of one test, at `alpha`)."""
     return decide(measure(better, worse, key), alpha)
 
 
 def combined(tests):
-    """A claim's word from the words of the metrics that count: any without a test leaves the claim
-    without a verdict; both orders: mixed; one order; all equivalent; else not significant."""
+    """A claim's word from its counted metrics' words: no verdict if any has none; mixed; one order; all
+    equivalent; else not significant."""
     words = [t["verdict"] for t in tests] or ["no verdict: an arm has no finished run"]
     missing = [w for w in words if w.startswith("no verdict")]
     signed = sorted({"reproduced", "not reproduced at this scale"} & set(words))
@@ -108,8 +106,8 @@ def combined(tests):
 
 
 def learning_ratios(arms, unigram):
-    """Each arm's held-out perplexity over the unigram baseline's on the same masked tokens (`unigram`: arm ->
-    the unigram distribution's loss there): exp(loss - unigram loss). An arm above LEARNED_BELOW did not learn."""
+    """Each arm's held-out ppl over the unigram baseline's on the same masked tokens (`unigram`: arm -> its loss
+    there): exp(loss - unigram loss). An arm above LEARNED_BELOW did not learn."""
     unigram = unigram or {}
     return {a["arm"]: math.exp(a["loss"]["mean"] - unigram[a["arm"]]) for a in arms
             if a["arm"] != CONTROL and a["loss"]["n"] and unigram.get(a["arm"]) is not None}
@@ -131,19 +129,14 @@ def seed_gate(arm, metric, unigram):
     return fails
 
 
-def claims_of(exp):
-    """The experiment's claims, and those its arms carry in one line (Arm(..., beats="rate-15", says="..."))."""
-    return exp.claims + [experiments.Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}")
-                         for a in exp.arms if a.beats]
-
-
 def judge(exp, arms, unigram=None, quick=False):
     """Every claim's verdict on its metrics (the experiment's MLM figure or the claim's own, and SST-2 when
     finetuned): every test, each pretrained arm's against the control too, one Holm family at ALPHA; then each
     claim's word (`finish`). `unigram`: arm -> the unigram loss on its held-out masks (the learning gate)."""
     by_name = {a["arm"]: a for a in arms}
     entries = []
-    for claim in claims_of(exp):
+    carried = [experiments.Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}") for a in exp.arms if a.beats]
+    for claim in exp.claims + carried:  # and the claims its arms carry (Arm(..., beats="rate-15", says="..."))
         if claim.better not in by_name or claim.worse not in by_name:
             continue  # an arm not run here: the claim is the baseline report's
         better, worse = by_name[claim.better], by_name[claim.worse]
@@ -191,7 +184,10 @@ def finish(entry, ratios, controls, control_ran, quick):
         "significantly"
     entry["ratios"] = {a: ratios.get(a) for a in arms}
     entry["controls"] = [c for c in controls if c["arm"] in arms]
-    base = claim_word(combined([t for t in entry["tests"] if t["counted"]]), entry["source"])
+    base = combined([t for t in entry["tests"] if t["counted"]])
+    beyond = {"reproduced": "consistent with", "not reproduced at this scale": "contrary to"}
+    if entry["source"] and base in beyond:  # a claim beyond the paper (e.g. Wettig et al.) is never "reproduced"
+        base = f"{beyond[base]} {entry['source']}"
     not_learned = [f"{a} did not learn ({'; '.join(entry['gate'][a])})" for a in arms if entry["gate"].get(a)]
     if base.startswith(("no verdict: an arm", "no verdict: one seed")):
         entry["verdict"] = base
@@ -207,13 +203,6 @@ def finish(entry, ratios, controls, control_ran, quick):
     return entry
 
 
-def claim_word(word, source):
-    """A claim beyond the paper (its `source`, e.g. Wettig et al.) is never "reproduced": its significant
-    words are "consistent with SOURCE" and "contrary to SOURCE"."""
-    words = {"reproduced": f"consistent with {source}", "not reproduced at this scale": f"contrary to {source}"}
-    return words.get(word, word) if source else word
-
-
 def overall(verdicts):
     """The experiment's verdict: how many claims got each word."""
     words = [v["verdict"] for v in verdicts]
@@ -221,8 +210,7 @@ def overall(verdicts):
         return "none: no claim has both its arms here (compare with the baseline report)"
     if len(set(words)) == 1 and words[0].startswith("no verdict"):
         return words[0]
-    counts = {w: words.count(w) for w in words}
-    return ", ".join(f"{n} {w}" for w, n in counts.items()) + f" (of {len(words)} findings)"
+    return ", ".join(f"{words.count(w)} {w}" for w in dict.fromkeys(words)) + f" (of {len(words)} findings)"
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -323,15 +311,12 @@ def report(exp, results, runs, base):
                      + text_table(results) + note + verdict_lines(results) + runs_section(results))
 
 
-QUICK_NOTICE = ("**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus; "
-                "this report checks that the code runs, and gives no verdicts (run without --quick for them).")
-
-
 def header(exp, results):
     """The title, the question, and what the reader must know first: a --quick run, a variant, mixed code."""
     lines = [f"# {exp.name}: {exp.paper.source if exp.paper else 'beyond the paper'}", ""]
     if results["scale"] == "quick":
-        lines += [QUICK_NOTICE, ""]
+        lines += ["**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus; "
+                  "this report checks that the code runs, and gives no verdicts (run without --quick for them).", ""]
     if results.get("variant"):
         baseline = f"python experiments.py {exp.name}" + (" --quick" if results["scale"] == "quick" else "")
         lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`: what do its options, "

@@ -420,7 +420,7 @@ def curve(records, run):
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fraction=0.0):
+def evaluate_heldout(folder, data_dir, seq_len, device, corpus, valid_fraction):
     """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (FULL-SENTENCES blocks), with
     standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte of the masked
     tokens. With `corpus`: text_figures' on its held-out lines and the non-English and code texts, under "texts"."""
@@ -432,7 +432,6 @@ def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fractio
     batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
-    texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
     n = out["targets"]
     loss, acc = out["loss_sum"] / n, out["correct"] / n
     byte_len = np.array([len(tok.vocab.get(i, b"")) for i in range(len(tok))], dtype=np.int64)
@@ -440,15 +439,16 @@ def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fractio
     figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
                "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
                "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": "full-sentences"}
-    if texts:  # <unk> counted: the English figure replaces the one above
+    if corpus:  # <unk> counted: the English figure replaces the one above
+        texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device)
         figures.update(texts=texts, bits_per_byte=texts["english"]["bits_per_byte"])
     return figures
 
 
-def finetune_run(run, glue, scale, log_path, fresh, threads):
+def finetune_run(run, glue, scale, fresh, threads):
     """Downstream scores of a finished run (finetune.py); {task: accuracy or an error line}. `fresh`: the
     run was (re)trained now, so earlier finetuning results in its folder are stale."""
-    scores = {}
+    scores, log_path = {}, os.path.join(run.folder, "finetune.out")
     for task, folder, _ in experiments.GLUE_TASKS:
         task_dir = os.path.join(glue, folder)
         if not all(os.path.isfile(os.path.join(task_dir, f)) for f in ("train.tsv", "dev.tsv")):
@@ -510,8 +510,7 @@ def skip_run(run, label, scale, args):
     say(f"{label}: finished before, skipped ({shown(run.argv)})")
     record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
     if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
-        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"), False,
-                                      speed.threads_for(args.jobs))
+        record["glue"] = finetune_run(run, args.finetune_on, scale, False, speed.threads_for(args.jobs))
         write_run(run, record)
     return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
 
@@ -528,8 +527,8 @@ def fail_run(run, record, last, label):
 
 def finish_run(run, record, t0, status, label, scale, args, threads):
     """A trained run: evaluated on the fixed held-out masks, finetuned with --glue, its record written."""
-    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device, corpus=run.corpus,
-                               valid_fraction=scale.valid_fraction)
+    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device, run.corpus,
+                               scale.valid_fraction)
     log = log_records(run)
     last = (log or [{}])[-1]
     record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(log, run),
@@ -537,8 +536,7 @@ def finish_run(run, record, t0, status, label, scale, args, threads):
                   sequences_seen=run.options["max_steps"] * run.options["batch_size"],
                   tokens_seen=last.get("tokens_seen"))  # real tokens of every update, no padding
     if args.finetune_on:
-        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"),
-                                      status != "evaluate", threads)
+        record["glue"] = finetune_run(run, args.finetune_on, scale, status != "evaluate", threads)
     write_run(run, record)
     say(f"{label}: done: held-out loss {heldout['loss']:.4f} [se {heldout['loss_se']:.4f}], accuracy "
         f"{heldout['accuracy']:.1f}% ({heldout['targets']:,} masked tokens), {record['seconds']:.0f} s")
