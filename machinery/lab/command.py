@@ -66,13 +66,11 @@ def downstream_folder(exp, args, scale):
 def with_earlier_runs(exp, planned, chosen, records, runs):
     """This invocation's runs and records, with those of the arms not run now that finished or failed before,
     in the experiment's order (arm, then seed)."""
-    others = [(r, runner.earlier_record(r)) for r in planned if r.arm not in chosen]
-    records = records + [record for _, record in others if record]
-    runs = runs + [r for r, record in others if record]
+    earlier = [(r, runner.earlier_record(r)) for r in planned if r.arm not in chosen]
+    pairs = list(zip(runs, records)) + [(r, record) for r, record in earlier if record]
     order = {a.name: i for i, a in enumerate(exp.arms)}
-    records.sort(key=lambda r: (order[r["arm"]], r["seed"]))
-    runs.sort(key=lambda r: (order[r.arm.name], r.seed))
-    return records, runs
+    pairs.sort(key=lambda pair: (order[pair[0].arm.name], pair[0].seed))
+    return [record for _, record in pairs], [run for run, _ in pairs]
 
 
 def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
@@ -86,8 +84,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
         (files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}).get("wall_seconds", 0.0)
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
             "seeds": args.seeds or exp.seeds or scale.seeds, "train_args": args.train_args,
-            "paper": exp.paper and dataclasses.asdict(exp.paper),
-            "preparation": prepared.commands,
+            "paper": exp.paper and dataclasses.asdict(exp.paper), "preparation": prepared.commands,
             "data": {k: read_meta(v)["train"] for k, v in prepared.folders.items()
                      if os.path.isfile(os.path.join(v, "meta.json"))},
             "heldout_targets": shared_targets(exp, finished),
@@ -211,8 +208,7 @@ def parser():
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1),
-                   help="seeds per arm (default: the scale's, classroom 5; --quick: 2)")
+    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's: 5, --quick 2)")
     p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
                    "and its SST-2 dev accuracy tested (default at the gpu scale for masking, formats, batch-size, "
                    f"text-encoding: the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
@@ -234,7 +230,7 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
     if args.experiment == "list":
         return list_experiments()
     if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
@@ -247,13 +243,9 @@ def main(argv=None):
 
 def run_all(chosen, args):
     """The chosen experiments one after the other, in one writer's lock of --out; the runs that failed now."""
+    runner.parse_train_args(args.train_args)  # its quoting, checked before any work
     try:
-        failed = 0
-        runner.parse_train_args(args.train_args)  # its quoting, checked before any work
         with lock.writing(args.out, "experiments.py"):  # one writer: a second experiments.py is refused
-            for exp in chosen:
-                results = run_experiment(exp, args)
-                failed += results["failed_now"]
+            return sum(run_experiment(exp, args)["failed_now"] for exp in chosen)
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
-    return failed

@@ -34,7 +34,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # ---------------------------------------------------------------------------------------- commands
 PRINT_LOCK = threading.Lock()
+AST_LOCK = threading.Lock()      # CPython 3.11's ast.parse is not thread-safe (gh-106905): experiments side by side
 PROGRESS_SECONDS = 30            # a running run's progress line, this often
+SAMPLE_TOKENS = 2_000_000        # equal tokens: the formats' batches measured on this many training tokens
+CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
 
 
 def say(text):
@@ -237,9 +240,6 @@ def epoch_steps(folder, options, epochs):
     return epochs * max(1, n // options["batch_size"])
 
 
-SAMPLE_TOKENS = 2_000_000       # equal tokens: the formats' batches measured on this many training tokens
-
-
 def real_lengths(tokens, ex, fmt, seq_len, eos_id):
     """The real tokens of each example as train.py collates it (data.collate): <s> and a block for the single-
     segment formats; a pair without the </s> inside its segments, cut to fit, and its four special tokens."""
@@ -314,9 +314,6 @@ def chosen_arms(exp, names):
     return [a for a in exp.arms if not names or a.name in names.split(",")]
 
 
-CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
-
-
 def code_hash(root=ROOT, paths=None):
     """The version of the code a run ran with: a hash of the held-out texts and of the files experiments.py and
     the core import, wherever the import stands (this runner too, not bench.py); or of `paths`, relative to root.
@@ -334,9 +331,6 @@ def code_hash(root=ROOT, paths=None):
     return h.hexdigest()[:12]
 
 
-AST_LOCK = threading.Lock()
-
-
 def imported(paths, root=ROOT):
     """`paths` (relative to root) and every project file they import, directly or through each other, wherever
     the import stands (its lines read, not run): the source of what they run."""
@@ -346,8 +340,8 @@ def imported(paths, root=ROOT):
         if path in seen:
             continue
         seen.add(path)
-        with open(os.path.join(root, path), "rb") as f, AST_LOCK:  # CPython 3.11's ast.parse is not thread-safe
-            tree = ast.parse(f.read())                             # (gh-106905): experiments side by side
+        with open(os.path.join(root, path), "rb") as f, AST_LOCK:
+            tree = ast.parse(f.read())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]

@@ -7,6 +7,8 @@ p and the interval of the difference, second minus first), the equivalence test 
 import math
 import statistics
 
+ZERO_SPREAD = 1e-9              # a standard error below this share of the values' size is rounding, not spread
+
 
 def betainc(a, b, x):
     """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz),
@@ -69,9 +71,6 @@ def paired(first, second):
     """The paired t-test of the mean of (second[k] - first[k]): runs k of the two arms share seed k."""
     diffs = [b - a for a, b in zip(first, second)]
     return statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs) - 1
-
-
-ZERO_SPREAD = 1e-9              # a standard error below this share of the values' size is rounding, not spread
 
 
 def compare(first, second, paired_runs=False, level=0.95):
