@@ -43,7 +43,13 @@ def run_experiment(exp, args):
     failed_now = sum(r.get("status") == "failed" for r in records)
     records, runs = with_earlier_runs(exp, planned, [] if args.report_only else chosen, records, runs)
     results = collect(exp, scale, args, prepared, planned, records, failed_now, t0)
-    report, png = write_outputs(exp, scale, args, results, runs)
+    folder = os.path.join(args.out, exp.name)  # results.json, report.md and loss.png (when matplotlib is installed)
+    os.makedirs(folder, exist_ok=True)
+    files.write_atomic(os.path.join(folder, "results.json"), files.json_text(results, indent=2))
+    noted = dataclasses.replace(exp, note=f"{exp.note} {results['downstream_off']}".strip())  # why no SST-2 here
+    report = os.path.join(folder, "report.md")
+    files.write_atomic(report, reports.report(noted, results, runs, runner.base_options(exp, scale, args.steps_factor)))
+    png = reports.plot(exp, results, os.path.join(folder, "loss.png"))
     runner.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), {failed_now} "
                f"failed in {runner.duration(results['wall_seconds'])}; verdict: {results['verdict']}; report: {report}"
                + (f", {png}" if png else ""))
@@ -118,19 +124,6 @@ def downstream_off(exp, scale, glue):
             f"{p['pretrained'][0]}-{p['pretrained'][1]}%, SST-2 counted in {p['counted']} of {p['verdicts']} "
             f"verdicts, and each finetuning took {p['seconds'][0]}-{p['seconds'][1]} s, {p['share']} of an "
             f"experiment's wall time: those seconds pay for more seeds.")
-
-
-def write_outputs(exp, scale, args, results, runs):
-    """results.json, report.md and loss.png (when matplotlib is installed) in OUT/<name>/; (report, png)."""
-    if results.get("downstream_off"):  # the report's note says why SST-2 is not here
-        exp = dataclasses.replace(exp, note=f"{exp.note} {results['downstream_off']}".strip())
-    folder = os.path.join(args.out, exp.name)
-    os.makedirs(folder, exist_ok=True)
-    files.write_atomic(os.path.join(folder, "results.json"), files.json_text(results, indent=2))
-    base = runner.base_options(exp, scale, args.steps_factor)
-    files.write_atomic(os.path.join(folder, "report.md"), reports.report(exp, results, runs, base))
-    png = reports.plot(exp, results, os.path.join(folder, "loss.png"))
-    return os.path.join(folder, "report.md"), png
 
 
 def invocation(exp, args):

@@ -467,16 +467,21 @@ def finetune_run(run, glue, scale, fresh, threads):
 
 
 def do_run(run, i, total, exp, scale, args):
-    """One run from wherever it stands to its record: trained (a progress line every PROGRESS_SECONDS),
-    evaluated, finetuned; or failed."""
+    """One run from wherever it stands to its record: skipped (finished before: finetuned if --glue is new to
+    it), trained (a progress line every PROGRESS_SECONDS), evaluated, finetuned; or failed."""
     command, code = run.argv, code_hash()
     label = f"[{exp.name}] {i}/{total} {run.arm.name} seed {run.seed}"
     if code != args.code:
         say(f"{label}: warning: the code changed since this experiment started ({args.code} -> {code}); this "
             f"run uses the new code, and the report will say that its runs mix code versions")
     status = run_status(run, command, args.overwrite, code)
-    if status == "finished":
-        return skip_run(run, label, scale, args)
+    if status == "finished":  # here, or in another experiment that declares the same run
+        say(f"{label}: finished before, skipped ({shown(command)})")
+        record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
+        if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
+            record["glue"] = finetune_run(run, args.finetune_on, scale, False, speed.threads_for(args.jobs))
+            write_run(run, record)
+        return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
     threads = scale.threads or speed.threads_for(args.jobs)
     flags = ["--resume"] if status == "resume" else ["--overwrite"] if args.overwrite or status == "stale" else []
     if status == "stale":
@@ -493,30 +498,14 @@ def do_run(run, i, total, exp, scale, args):
         write_run(run, {"command": shown(command), "status": "running", "code": code})
         exit_code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads,
                                   progress=lambda: say(progress_line(label, run, time.time() - t0)))
-        if exit_code != 0:
-            return fail_run(run, record, last, label)
+        if exit_code != 0:  # marked failed, with its last error and the command that reruns it
+            rerun = shown(command + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt")) else []))
+            record.update(status="failed", error=last, rerun=rerun, curve=curve(log_records(run), run),
+                          log=os.path.join(run.folder, "train.out"))
+            write_run(run, record)
+            say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
+            return record
     return finish_run(run, record, t0, status, label, scale, args, threads)
-
-
-def skip_run(run, label, scale, args):
-    """A run that finished before (here, or in another experiment that declares the same run): its record,
-    finetuned now if --glue is new to it."""
-    say(f"{label}: finished before, skipped ({shown(run.argv)})")
-    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
-    if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
-        record["glue"] = finetune_run(run, args.finetune_on, scale, False, speed.threads_for(args.jobs))
-        write_run(run, record)
-    return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
-
-
-def fail_run(run, record, last, label):
-    """A run whose train.py failed: marked failed, with its last error and the command that reruns it."""
-    rerun = shown(run.argv + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt")) else []))
-    record.update(status="failed", error=last, rerun=rerun, curve=curve(log_records(run), run),
-                  log=os.path.join(run.folder, "train.out"))
-    write_run(run, record)
-    say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
-    return record
 
 
 def finish_run(run, record, t0, status, label, scale, args, threads):
