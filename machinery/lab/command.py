@@ -1,6 +1,5 @@
-"""experiments.py's command: one experiment at a time (its data prepared, its runs planned and executed, its claims
-judged, its report written), and the options. experiments.py holds the declarations (the arms, claims, scales);
-`python experiments.py` hands over to main here.
+"""experiments.py's command line (experiments.py holds the declarations and hands over to main here): one
+experiment at a time, its data prepared, its runs planned and executed, its claims judged, its report written.
 """
 import argparse
 import dataclasses
@@ -106,8 +105,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
 
 
 def shared_targets(exp, finished):
-    """The masked held-out tokens of the runs scored on the shared masks (FULL-SENTENCES blocks of the
-    scale's tokenizer); else those of the first run."""
+    """The masked held-out tokens of the runs scored on the shared masks; else those of the first run."""
     own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
     finished = [r for r in finished if r.get("heldout")]  # (a random-init control has no MLM figures)
     shared = [r for r in finished if r["arm"] not in own] or finished

@@ -1,7 +1,6 @@
-"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user would
-type (bpe.py train, data.py), each printed: the corpus, the tokenizer (trained on the training documents only),
-the data folders ("full", "slice", "tune") and the baselines on the held-out masks every run is scored on. Every
-file it makes records the code that made it (Stamps): made by other code, it is made again.
+"""experiments.py's data, made once per corpus and vocabulary under OUT/_data/ by the commands a user would type
+(bpe.py train, data.py), each printed, and the baselines on the held-out masks. Every file it makes records the
+code that made it (Stamps): made by other code, it is made again.
 """
 import hashlib
 import json
@@ -129,9 +128,8 @@ def corpus_key(scale, args):
 
 
 def prepare(scale, args, needs, arms=(), every_arm=()):
-    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/ (`needs`: the
-    other folders to make, "slice" and "tune"); a character-level tokenizer and its data for each of `arms`
-    that has one (`every_arm`'s folders are named)."""
+    """Corpus, tokenizer and data folders (`needs`: "slice", "tune"), and a character-level tokenizer and its
+    data for each of `arms` that has one (`every_arm`'s folders are named)."""
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
     folder, code = os.path.join(args.out, "_data", key), preparation_code()
     parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
@@ -228,9 +226,8 @@ def graft_heldout(source, target):
 
 
 def baselines_on(folder, seq_len):
-    """(the unigram distribution's and the most frequent token's figures, the tokenizer) on the fixed 15% held-out
-    masks of `folder` (FULL-SENTENCES blocks, what runner.evaluate_heldout scores a run on), learned from its
-    training tokens; its tokenizer is the folder's parent."""
+    """(the unigram distribution's and the most frequent token's figures, learned from the training tokens, on
+    the held-out masks runner.evaluate_heldout scores `folder` on; the tokenizer, the folder's parent)."""
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
     valid, ends, _ = prepared.load_split(folder, "valid")
     train_tokens, _, _ = prepared.load_split(folder, "train")
@@ -246,8 +243,7 @@ def heldout_baselines(prep, seq_len):
 
 
 def arm_baselines(planned):
-    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data): the learning gate's
-    reference (reports.learning_ratios). {arm: loss}; arms whose data is absent left out."""
+    """{arm: the unigram loss on the held-out masks it is scored on}: the learning gate's reference."""
     out, done = {}, {}
     for run in planned:
         key = (run.heldout, run.options["seq_len"])

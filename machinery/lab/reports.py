@@ -1,6 +1,5 @@
-"""experiments.py's results: each claim's verdict (`measure`, `decide`: one test and its word; `judge`: Holm
-over an experiment's tests, the learning gate, SST-2 past the control), report.md and the suite's summary. The
-rules and the report's legend are stated once, in docs/experiments/README.md (METHOD: each report links to it).
+"""experiments.py's results: each claim's verdict (`measure`, `decide`: one test and its word; `judge`: Holm, the
+learning gate, SST-2 past the control), report.md and the suite's summary. The rules: METHOD, stated once.
 """
 import math
 import os
@@ -114,9 +113,8 @@ def learning_ratios(arms, unigram):
 
 
 def seed_gate(arm, metric, unigram):
-    """The learning gate, per seed and per metric: each run of `arm` that fails it, with its figure. Every
-    metric: its held-out ppl under LEARNED_BELOW x the unigram's on the same masks (`unigram`: that loss). Bits
-    per byte of non-English text or code also: under a uniform guess's over its vocabulary on the same targets."""
+    """The learning gate (METHOD), per seed and per metric: each run of `arm` that fails it, with its figure
+    (`unigram`: the unigram loss on its masks; bits per byte of other texts: against a uniform guess's)."""
     fails, u = [], unigram.get(arm["arm"])
     if arm["loss"]["n"] and u is not None:
         ratios = [(s, math.exp(v - u)) for s, v in zip(arm["loss"]["seeds"], arm["loss"]["values"])]
@@ -131,8 +129,7 @@ def seed_gate(arm, metric, unigram):
 
 def judge(exp, arms, unigram=None, quick=False):
     """Every claim's verdict on its metrics (the experiment's MLM figure or the claim's own, and SST-2 when
-    finetuned): every test, each pretrained arm's against the control too, one Holm family at ALPHA; then each
-    claim's word (`finish`). `unigram`: arm -> the unigram loss on its held-out masks (the learning gate)."""
+    finetuned): every test, the control's too, one Holm family at ALPHA; then each claim's word (`finish`)."""
     by_name = {a["arm"]: a for a in arms}
     entries = []
     carried = [experiments.Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}") for a in exp.arms if a.beats]
@@ -160,8 +157,7 @@ def judge(exp, arms, unigram=None, quick=False):
 
 
 def control_tests(entries, by_name):
-    """SST-2 of each pretrained arm of a claim against the random-init control's (the claim's direction: the
-    pretrained arm is better); none when no control ran."""
+    """SST-2 of each pretrained arm of a claim against the random-init control's; none when no control ran."""
     if CONTROL not in by_name:
         return []
     pairs = dict.fromkeys((arm, t["metric"]) for e in entries for t in e["tests"] for arm in (e["better"], e["worse"])
@@ -222,8 +218,7 @@ def fmt(stat, digits):
 
 
 def arm_cells(summary, glue, ratio=None):
-    """Our columns for one arm: loss ± sd [se], ppl, ppl / the unigram's (the learning gate), accuracy ± sd
-    [se], bits/byte (+ GLUE)."""
+    """Our columns for one arm: loss, ppl, ppl / the unigram's, accuracy, bits/byte (+ GLUE), seeds."""
     if summary["loss"]["n"] == 0:
         cells = ["-"] * 5
     else:
@@ -240,8 +235,7 @@ def arm_cells(summary, glue, ratio=None):
 
 
 def settings_cell(run, train_args=""):
-    """What sets this arm apart, as train.py flags: its own options (after Times), its data, and --train-args
-    (every run's)."""
+    """What sets this arm apart, as train.py flags: its own options (after Times), its data, --train-args."""
     parts = [f"--data {run.data}"] if run.arm.data else []
     return " ".join(parts + [runner.flag(key, run.options[key]) for key in (*run.arm.options, *run.fitted)]
                     + ([train_args] if train_args else []))
@@ -304,8 +298,7 @@ def text_table(results):
 
 
 def report(exp, results, runs, base):
-    """report.md: the table of arms, one line per verdict, every run and its command (the method, the rules
-    and the legend: METHOD)."""
+    """report.md: the table of arms, one line per verdict, every run and its command (the legend: METHOD)."""
     note = [f"*{exp.note}*", ""] if exp.note else []
     return "\n".join(header(exp, results) + table(exp, results, runs) + [""] + setup(exp, results, runs, base)
                      + text_table(results) + note + verdict_lines(results) + runs_section(results))
@@ -356,9 +349,8 @@ def setup(exp, results, runs, base):
 
 
 def measured(t, better, worse, cell=False):
-    """One metric's test in the direction measured: the arm that did better and by how much, the interval
-    at the level the test was held to (turned with it), the test, p and the Holm-adjusted p; in a table
-    `cell`, the arm, the gap and the interval."""
+    """One metric's test in the direction measured: the arm that did better, by how much, the interval at the
+    level it was held to, the test, p and Holm's p (in a table `cell`: the arm, the gap and the interval)."""
     name, _, _, unit = METRICS[t["metric"]]
     digits, sign = (1 if t["metric"] == "sst2" else 3 if cell else 4), (1 if t["difference"] >= 0 else -1)
     text = f"{name}: {better if sign > 0 else worse} better by {abs(t['difference']):.{digits}f}{unit}"
@@ -373,8 +365,7 @@ def measured(t, better, worse, cell=False):
 
 
 def verdict_lines(results):
-    """The experiment's verdict, one line per claim (its finding, each metric as measured, the word), the
-    arms against the random-init control, the time."""
+    """The experiment's verdict, one line per claim, the arms against the random-init control, the time."""
     lines = ["## Verdicts", "", f"**Verdict: {results['verdict']}.**", ""]
     for v in results["verdicts"]:
         tests = [measured(t, v["better"], v["worse"]) for t in v.get("tests", []) if "difference" in t]
@@ -393,8 +384,7 @@ def verdict_lines(results):
 
 
 def runs_section(results):
-    """Failed runs, every run's per-seed figures (each value a verdict tests, so that any verdict can be
-    recomputed from this table), and every command."""
+    """Failed runs, every run's figures (each value a verdict tests: any verdict recomputes), every command."""
     lines = []
     failed = [r for r in results["runs"] if r.get("status") == "failed"]
     if failed:
@@ -480,8 +470,7 @@ def p_text(p):
 
 
 def plot(exp, results, path):
-    """Held-out loss curves, each arm's mean over seeds (the final figures are the report's table); only when
-    matplotlib is installed."""
+    """Held-out loss curves, each arm's mean over seeds; only when matplotlib is installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -104,10 +104,9 @@ def tost(test, margin):
 
 
 def holm(pvalues, alpha=0.05):
-    """Holm's step-down correction of m tests at familywise level `alpha`: the smallest p is tested at
-    alpha / m, the next at alpha / (m - 1), ..., until one fails; it and every larger p fail. For each test,
-    in the order given: {"adjusted": its Holm-adjusted p (rejected exactly when < alpha), "level": the level
-    it was held to (alpha / (m - k + 1) at rank k; past the first failure, that failure's level), "rank"}."""
+    """Holm's step-down correction of m tests at familywise level `alpha` (docs/experiments/README.md). For each
+    test, in the order given: {"adjusted": its Holm-adjusted p (rejected exactly when < alpha), "level": the level
+    it was held to (alpha / (m - k + 1) at rank k; past the first failure, that failure's), "rank"}."""
     m = len(pvalues)
     order = sorted(range(m), key=lambda i: pvalues[i])
     out, running, failed_at = [None] * m, 0.0, None
