@@ -281,17 +281,16 @@ SCALES = {
                        eval_sequences=100_000, tokens_per_s=17_000, update_s=0.029, overhead_s=10, measured=True,
                        finetune=dict(epochs=3, max_train_examples=1000, batch_size=32, lr=3e-4, max_seq_len=64),
                        finetune_s=30, downstream=False, probe=PROBE),
-    "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4,
-                             max_steps=2000, amp="bf16", device="cuda"),
+    "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4, max_steps=2000,
+                             amp="bf16", device="cuda"),
                  vocab_size=32768, valid_fraction=0.005, slice_every=10, corpus="wikitext-103", seeds=3,
                  eval_sequences=2000, tokens_per_s=300_000, overhead_s=60, measured=False, workers=8, finetune_s=120,
                  finetune=dict(epochs=2, max_train_examples=20000, batch_size=32, lr=3e-5, max_seq_len=128)),
     "quick": Scale("quick", dict(config="tiny", seq_len=32, batch_size=4, lr=1e-3, max_steps=16, device="cpu"),
                    vocab_size=512, valid_fraction=0.1, slice_every=10, corpus="builtin-quick", seeds=2,
                    eval_sequences=24, tokens_per_s=3000, overhead_s=4, measured=True, workers=1, threads=1,
-                   whole_epochs=False,
                    finetune=dict(epochs=1, max_train_examples=64, max_eval_examples=64, batch_size=16, lr=1e-3,
-                                 max_seq_len=64)),
+                                 max_seq_len=64), whole_epochs=False),
 }
 # (task, folder, required with --glue). SST-2 only: RTE's 277 dev examples give one run's accuracy a standard
 # error of 3 points, at chance for a classroom model, more than any gap between arms at this scale.

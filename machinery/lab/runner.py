@@ -1,6 +1,5 @@
-"""experiments.py's runs: every run of an experiment planned (arm x seed: its folder and train.py options), and
-one run taken from wherever it stands (finished, interrupted, of other code) to its record: trained (train.py,
-its command printed), evaluated on the fixed held-out masks, finetuned (finetune.py); or failed, with its rerun.
+"""experiments.py's runs: every run planned (arm x seed: its folder and train.py options), and one run taken from
+wherever it stands to its record: trained (its command printed), evaluated, finetuned; or failed, with its rerun.
 """
 import ast
 import glob
@@ -145,9 +144,8 @@ def option_words(options):
 
 
 def run_folder(out, data_dir, options, flags, heldout, corpus, finetune):
-    """OUT/_runs/<key>/seed<k>: the key a hash of everything that makes the run and its record (its train.py
-    options but the seed, its data, where it is scored, its finetuning), so that an arm declared by two
-    experiments is one run, trained and scored once."""
+    """OUT/_runs/<key>/seed<k>, the key a hash of everything but the seed that makes the run and its record: an
+    arm declared by two experiments is one run, trained and scored once."""
     what = [data_dir, option_words({k: v for k, v in options.items() if k != "seed"}), list(flags), heldout]
     key = hashlib.sha256(json.dumps(what + [corpus, finetune]).encode()).hexdigest()[:10]
     return os.path.join(out, "_runs", key, f"seed{options['seed']}")
@@ -253,8 +251,7 @@ def real_lengths(tokens, ex, fmt, seq_len, eos_id):
 
 
 def run_tokens(tokens, ends, eos_id, fmt, options, seed=0):
-    """The real tokens a run of these options reads in its max_steps updates, epoch after epoch, as train.py
-    batches them (data.epoch_batches: budget formats by example_lengths, up to --tokens-per-batch)."""
+    """The real tokens a run of these options reads in its max_steps updates, as train.py batches them."""
     seq_len, size = options["seq_len"], options["batch_size"]
     ex = data.examples(tokens, ends, fmt, seq_len, eos_id, seed)
     lengths, real = data.example_lengths(ex, fmt, seq_len), real_lengths(tokens, ex, fmt, seq_len, eos_id)
@@ -270,10 +267,9 @@ def run_tokens(tokens, ends, eos_id, fmt, options, seed=0):
 
 
 def update_tokens(exp, base, prep):
-    """Section 4.2's equal tokens (exp.equal_tokens): {format: the train.py options that give its run as many
-    real tokens as FULL-SENTENCES' run, within 1%}: per update, a batch scaled by the mean length (SEGMENT-PAIR)
-    or the tokens-per-batch budget whose batches hold as many on average (found by trying each); then the
-    updates, so that the run's total matches (data read as train.py reads it, seed 0)."""
+    """Section 4.2's equal tokens: {format: the train.py options that give its run as many real tokens as
+    FULL-SENTENCES' run, within 1%}: a batch scaled by the mean length (SEGMENT-PAIR) or the tokens-per-batch
+    budget whose batches hold as many on average, then the updates that match the total."""
     if not exp.equal_tokens:
         return {}
     folder, seq_len = prep.folders[exp.data], base["seq_len"]
@@ -332,8 +328,7 @@ def code_hash(root=ROOT, paths=None):
 
 
 def imported(paths, root=ROOT):
-    """`paths` (relative to root) and every project file they import, directly or through each other, wherever
-    the import stands (its lines read, not run): the source of what they run."""
+    """`paths` (relative to root) and every project file they import, directly or not, wherever the import stands."""
     seen, todo = set(), list(paths)
     while todo:
         path = todo.pop()
@@ -415,9 +410,8 @@ def curve(records, run):
 
 # ---------------------------------------------------------------------------------------- evaluation
 def evaluate_heldout(folder, data_dir, seq_len, device, corpus, valid_fraction):
-    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (FULL-SENTENCES blocks), with
-    standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte of the masked
-    tokens. With `corpus`: text_figures' on its held-out lines and the non-English and code texts, under "texts"."""
+    """The checkpoint's loss, accuracy (with standard errors) and bits per byte on the fixed 15% held-out masks of
+    data_dir (FULL-SENTENCES blocks); with `corpus`, text_figures' under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
     checkpoints.check_tokenizer(folder, tok)  # the tokenizer its checkpoint.pt recorded
@@ -440,8 +434,7 @@ def evaluate_heldout(folder, data_dir, seq_len, device, corpus, valid_fraction):
 
 
 def finetune_run(run, glue, scale, fresh, threads):
-    """Downstream scores of a finished run (finetune.py); {task: accuracy or an error line}. `fresh`: the
-    run was (re)trained now, so earlier finetuning results in its folder are stale."""
+    """{task: accuracy or an error line} of a finished run (finetune.py); `fresh`: retrained now (old scores stale)."""
     scores, log_path = {}, os.path.join(run.folder, "finetune.out")
     for task, folder, _ in experiments.GLUE_TASKS:
         task_dir = os.path.join(glue, folder)
