@@ -140,27 +140,22 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     commands, log_path, stamps = [], os.path.join(folder, "prepare.log"), Stamps(folder, code)
     corpus = corpus_file(scale, args, folder, commands, stamps)
     tok = os.path.join(folder, f"bpe{vocab}")
-    full = os.path.join(tok, "full")
-    bpe_py, data_py = runner.script("bpe.py"), runner.script("data.py")
     train_text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands, stamps)
-    prepare_step("tokenizer", ["python", bpe_py, "train", "--input", train_text, "--vocab-size", str(vocab),
-                               "--out", tok], os.path.join(tok, "merges.txt"), stamps, log_path, commands)
-    prepare_step("data", ["python", data_py, "--input", corpus, "--tokenizer", tok, "--out", full,
-                          "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
-                 os.path.join(full, "meta.json"), stamps, log_path, commands)
+    full, typed = prepare_tokenizer(scale, corpus, train_text, tok, vocab, log_path, stamps)
+    commands += typed
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}"), "tune": os.path.join(tok, "tune")}
     if "slice" in needs:
         prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands, stamps)
     if "tune" in needs:  # the training documents alone, a share of them held out for choosing settings
-        prepare_step("tuning split", ["python", data_py, "--input", train_text, "--tokenizer", tok, "--out",
-                                      folders["tune"], "--valid-fraction", str(scale.valid_fraction), "--workers",
-                                      str(scale.workers)],
+        prepare_step("tuning split", ["python", runner.script("data.py"), "--input", train_text, "--tokenizer", tok,
+                                      "--out", folders["tune"], "--valid-fraction", str(scale.valid_fraction),
+                                      "--workers", str(scale.workers)],
                      os.path.join(folders["tune"], "meta.json"), stamps, log_path, commands)
     keys = sorted({runner.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
     with ThreadPoolExecutor(2) as pool:  # side by side (each command is its own process)
-        made = list(pool.map(lambda key: prepare_characters(scale, corpus, train_text, os.path.join(folder, key),
-                                                            int(key[4:]), os.path.join(folder, f"prepare-{key}.log"),
-                                                            stamps), keys))
+        made = list(pool.map(lambda key: prepare_tokenizer(scale, corpus, train_text, os.path.join(folder, key),
+                                                           int(key[4:]), os.path.join(folder, f"prepare-{key}.log"),
+                                                           stamps, characters=True), keys))
     for key, (full, typed) in zip(keys, made):
         folders[key] = full
         commands += typed
@@ -171,16 +166,16 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     return Prepared(tok, folders, commands, corpus, codes)
 
 
-def prepare_characters(scale, corpus, train_text, tok, vocab, log_path, stamps):
-    """A character-level BPE of `vocab` tokens (bpe.py train --characters) trained on the training documents
-    (`train_text`) and the corpus prepared with it, the same documents held out; (its data folder, the commands)."""
-    full, commands = os.path.join(tok, "full"), []
-    prepare_step("character-level tokenizer", ["python", runner.script("bpe.py"), "train", "--input", train_text,
-                                               "--vocab-size", str(vocab), "--out", tok, "--characters"],
-                 os.path.join(tok, "char_bpe.json"), stamps, log_path, commands)
-    prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok,
-                          "--out", full, "--valid-fraction", str(scale.valid_fraction), "--workers",
-                          str(scale.workers)], os.path.join(full, "meta.json"), stamps, log_path, commands)
+def prepare_tokenizer(scale, corpus, train_text, tok, vocab, log_path, stamps, characters=False):
+    """A byte-level BPE of `vocab` tokens (`characters`: character-level) trained on the training documents into
+    `tok`, and the corpus prepared with it, the same documents held out; (its data folder, the commands)."""
+    full, commands, what = os.path.join(tok, "full"), [], "character-level tokenizer" if characters else "tokenizer"
+    prepare_step(what, ["python", runner.script("bpe.py"), "train", "--input", train_text, "--vocab-size", str(vocab),
+                        "--out", tok] + ["--characters"] * characters,
+                 os.path.join(tok, "char_bpe.json" if characters else "merges.txt"), stamps, log_path, commands)
+    prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok, "--out", full,
+                          "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
+                 os.path.join(full, "meta.json"), stamps, log_path, commands)
     return full, commands
 
 
