@@ -75,8 +75,7 @@ class Experiment:
     claims: list
     paper: PaperTable = None                     # None: beyond the paper
     base: dict = field(default_factory=dict)     # changes to the scale's train.py options, for every arm
-    data: str = "full"                           # "full", "slice" (a share of the training documents) or "tune"
-                                                 # (the training documents less the tuning split)
+    data: str = "full"                           # "full", "slice" (a share of the training documents), "tune"
     heldout: str = "full"                        # the held-out split that scores it: "full", or "tune" (for tuning)
     seeds: int = 0                               # 0: the scale's
     epochs: int = 0                              # > 0: every arm trains this many epochs of its data (x --steps-factor)
@@ -269,9 +268,9 @@ class Scale:
     whole_epochs: bool = True    # Experiment.epochs honoured (False: the declared max_steps, for seconds-long runs)
 
 
-# The classroom's SST-2 probe as measured in the six experiments' runs of 2026-12-03 (BENCHMARKS.md): why it is off
-# by default there. tokens_per_s and update_s above: a line through the wall times of that batch-size grid's runs
-# (4 x 64 tokens: 44 ms an update; 32 x 64: 150 ms; 128 x 64: 500 ms), one thread, two runs side by side.
+# The classroom's SST-2 probe as measured in the runs of 2026-12-03 (BENCHMARKS.md): why it is off by default there.
+# tokens_per_s and update_s: a line through that batch-size grid's wall times (4 x 64 tokens: 44 ms an update;
+# 32 x 64: 150 ms; 128 x 64: 500 ms), one thread, two runs side by side.
 PROBE = dict(control=50.92, pretrained=(52, 59), counted=0, verdicts=16, seconds=(20, 35), share="a quarter")
 
 SCALES = {

@@ -136,7 +136,7 @@ def invocation(exp, args):
 # ---------------------------------------------------------------------------------------- command line
 def run_seconds(exp, scale):
     """{a run's settings: its estimated seconds} of every run the experiment declares by default at this scale:
-    steps x (the scale's per-update cost + tokens / its speed) + its overhead (+ SST-2 where it is on)."""
+    steps x (per-update cost + tokens / speed) + overhead (+ SST-2 where it is on)."""
     base, out = runner.base_options(exp, scale), {}
     downstream = exp.downstream and scale.downstream
     for arm in exp.arms:
@@ -158,9 +158,8 @@ def list_experiments():
         times = ", ".join(f"{name} ~{sum(run_seconds(exp, s).values()) / 2 / 60:.0f} min"
                           + ("" if s.measured else " (assumed speed)")
                           for name, s in experiments.SCALES.items() if name != "quick")
-        scale = experiments.SCALES["classroom"]
         print(f"{exp.name:<15} {source}: {exp.question}\n{'':15} {len(exp.arms)} arms: "
-              f"{', '.join(a.name for a in exp.arms)}; {exp.seeds or scale.seeds} seeds each"
+              f"{', '.join(a.name for a in exp.arms)}; {exp.seeds or experiments.SCALES['classroom'].seeds} seeds each"
               + ("; + SST-2 finetuning (classroom: with --glue)" if exp.downstream else "")
               + f"; {times} with --jobs 2; --quick: seconds")
     for name, scale in experiments.SCALES.items():

@@ -417,9 +417,8 @@ def runs_section(results):
 
 # ---------------------------------------------------------------------------------------- the suite
 def model_of(run):
-    """Which model a run is: runs with the same seed and held-out loss to the last digit, on as many masked
-    tokens, are one model trained twice (full-sentences, byte-level and rate-15 are; so are random-init controls
-    of the same data); a run without MLM figures is its command."""
+    """Which model a run is: runs of one seed and held-out loss to the last digit, on as many masked tokens, are
+    one model trained twice (full-sentences, byte-level and rate-15 are); without MLM figures, its command."""
     h = run.get("heldout") or {}
     return (run["seed"], h["loss"], h.get("targets")) if "loss" in h else run["command"]
 

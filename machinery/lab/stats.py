@@ -11,8 +11,7 @@ ZERO_SPREAD = 1e-9              # a standard error below this share of the value
 
 
 def betainc(a, b, x):
-    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz),
-    used on the side where it converges fast."""
+    """The regularized incomplete beta function I_x(a, b): its continued fraction (modified Lentz), fast side."""
     if x <= 0 or x >= 1:
         return 0.0 if x <= 0 else 1.0
     if x > (a + 1) / (a + b + 2):
@@ -75,8 +74,7 @@ def paired(first, second):
 
 def compare(first, second, paired_runs=False, level=0.95):
     """mean(second) - mean(first), its `level` confidence interval and two-sided p: the paired test when
-    `paired_runs` (the same seeds, in the same order), else Welch's. Needs at least 2 values per side.
-    Zero spread (the standard error is 0 up to rounding): no p and no interval, "zero_spread" True."""
+    `paired_runs` (the same seeds, in order), else Welch's. Zero spread (se 0 up to rounding): no p, no interval."""
     if len(first) < 2 or len(second) < 2:
         raise ValueError("a t-test needs at least 2 runs per arm")
     if paired_runs and len(first) != len(second):

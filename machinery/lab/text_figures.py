@@ -15,8 +15,7 @@ import data
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heldout_text")
 TEXTS = {"non_english": "non_english.txt", "code": "code.txt"}  # written for this project, in FOLDER
 UNKNOWN_BITS_PER_BYTE = 8        # an unknown character, spelled out byte by byte with no model
-MASK_VERSIONS = 8                # the small texts are masked 8 times (seeds 1234..1241), so that every
-                                 # token is a target about once
+MASK_VERSIONS = 8                # the small texts masked 8 times (seeds 1234..): each token a target about once
 
 
 def text_lines(name):
