@@ -84,7 +84,9 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     arms = [reports.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
     unigram = datasets.arm_baselines([r for r in planned if r.arm.name in ran])  # the learning gate's reference
     verdicts = reports.judge(exp, arms, unigram, quick=scale.name == "quick")
-    finished = [r for r in records if r.get("status") == "finished"]
+    own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
+    scored = [r for r in records if r.get("status") == "finished" and r.get("heldout")]  # (not a random-init control)
+    shared = [r for r in scored if r["arm"] not in own] or scored  # the runs scored on the shared masks, else the first
     wall = round(time.time() - t0, 1) if not args.report_only else \
         (files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}).get("wall_seconds", 0.0)
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
@@ -92,8 +94,7 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "paper": exp.paper and dataclasses.asdict(exp.paper), "preparation": prepared.commands,
             "data": {k: read_meta(v)["train"] for k, v in prepared.folders.items()
                      if os.path.isfile(os.path.join(v, "meta.json"))},
-            "heldout_targets": shared_targets(exp, finished),
-            "invocation": invocation(exp, args),  # a variant: some arms, more options, or its own --out
+            "heldout_targets": shared[0]["heldout"]["targets"] if shared else 0, "invocation": invocation(exp, args),
             "variant": bool(args.arms or args.train_args or os.path.normpath(args.out) != experiments.DEFAULT_OUT),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "data_codes": sorted(set(prepared.codes.values())),
@@ -102,14 +103,6 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "glue": args.finetune_on, "downstream_off": downstream_off(exp, scale, args.finetune_on), "runs": records,
             "arms": arms, "verdicts": verdicts, "verdict": reports.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": wall, "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
-
-
-def shared_targets(exp, finished):
-    """The masked held-out tokens of the runs scored on the shared masks; else those of the first run."""
-    own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
-    finished = [r for r in finished if r.get("heldout")]  # (a random-init control has no MLM figures)
-    shared = [r for r in finished if r["arm"] not in own] or finished
-    return shared[0]["heldout"]["targets"] if shared else 0
 
 
 def downstream_off(exp, scale, glue):

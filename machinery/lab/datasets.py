@@ -144,8 +144,13 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     full, typed = prepare_tokenizer(scale, corpus, train_text, tok, vocab, log_path, stamps)
     commands += typed
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}"), "tune": os.path.join(tok, "tune")}
-    if "slice" in needs:
-        prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands, stamps)
+    if "slice" in needs:  # less data: every n-th training document, beside the full data's held-out split
+        sliced = training_text(scale, corpus, folders["slice"] + ".txt", scale.slice_every, commands, stamps)
+        prepare_step("less data", ["python", runner.script("data.py"), "--input", sliced, "--tokenizer", tok, "--out",
+                                   folders["slice"], "--valid-fraction", "0", "--workers", str(scale.workers)],
+                     os.path.join(folders["slice"], "meta.json"), stamps, log_path, commands)
+        commands.append(f"(the held-out split of {full} copied into {folders['slice']})")
+        graft_heldout(full, folders["slice"])  # every arm evaluated on the same held-out documents
     if "tune" in needs:  # the training documents alone, a share of them held out for choosing settings
         prepare_step("tuning split", ["python", runner.script("data.py"), "--input", train_text, "--tokenizer", tok,
                                       "--out", folders["tune"], "--valid-fraction", str(scale.valid_fraction),
@@ -194,17 +199,6 @@ def training_text(scale, corpus, text, every, commands, stamps):
     return text
 
 
-def prepare_slice(scale, corpus, tok, full, out, log_path, commands, stamps):
-    """Less data: every n-th training document of the full split, prepared by data.py, and the full data's
-    held-out split beside it, so that every arm is evaluated on the same held-out documents."""
-    text = training_text(scale, corpus, out + ".txt", scale.slice_every, commands, stamps)
-    prepare_step("less data", ["python", runner.script("data.py"), "--input", text, "--tokenizer", tok,
-                               "--out", out, "--valid-fraction", "0", "--workers", str(scale.workers)],
-                 os.path.join(out, "meta.json"), stamps, log_path, commands)
-    commands.append(f"(the held-out split of {full} copied into {out})")
-    graft_heldout(full, out)
-
-
 def graft_heldout(source, target):
     """Give `target` (prepared with --valid-fraction 0) the held-out split of `source` (same tokenizer)."""
     meta_t, meta_s = prepared.read_meta(target), prepared.read_meta(source)
@@ -215,8 +209,7 @@ def graft_heldout(source, target):
     for name in ("valid.bin", "valid.idx"):
         shutil.copyfile(os.path.join(source, name), os.path.join(target, name + ".tmp"))
         os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))
-    meta_t["valid"] = meta_s["valid"]
-    meta_t["heldout_from"] = os.path.abspath(source)
+    meta_t.update(valid=meta_s["valid"], heldout_from=os.path.abspath(source))
     files.write_atomic(os.path.join(target, "meta.json"), files.json_text(meta_t, indent=2))
 
 

@@ -222,8 +222,7 @@ def arm_cells(summary, glue, ratio=None):
     if summary["loss"]["n"] == 0:
         cells = ["-"] * 5
     else:
-        loss, se = summary["loss"]["mean"], summary["loss_se"]["mean"]
-        bpb = summary["bits_per_byte"]["mean"]
+        loss, se, bpb = summary["loss"]["mean"], summary["loss_se"]["mean"], summary["bits_per_byte"]["mean"]
         gate = "-" if ratio is None else f"{ratio:.2f}" + (" (did not learn)" if ratio >= LEARNED_BELOW else "")
         cells = [f"{fmt(summary['loss'], 3)} [{se:.3f}]", f"{math.exp(loss):.1f} [{math.exp(loss) * se:.1f}]", gate,
                  f"{fmt(summary['accuracy'], 1)} [{summary['accuracy_se']['mean']:.1f}]",

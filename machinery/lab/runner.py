@@ -42,8 +42,7 @@ CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.
 def say(text):
     """Print whole lines, one writer at a time: runs side by side (--jobs) never share a line."""
     with PRINT_LOCK:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        print(text, flush=True)
 
 
 def script(name):
@@ -59,9 +58,8 @@ def shown(argv):
 def execute(argv, log_path, env_threads=0, progress=None):
     """Run a command (argv[0] is python), its output into log_path; (exit code, last line of its errors).
     `progress`, when given, is called every PROGRESS_SECONDS while the command runs."""
-    env = dict(os.environ)
-    if env_threads and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(env_threads)
+    env = {"OMP_NUM_THREADS": str(env_threads)} if env_threads else {}
+    env.update(os.environ)  # a thread count set by the user wins
     with open(log_path, "a") as log:
         log.write(f"$ {shown(argv)}\n")
         log.flush()
