@@ -143,7 +143,10 @@ def judge(exp, arms, unigram=None, quick=False):
                         "tests": [measure(better, worse, key) for key in keys],
                         "proxy": bool(exp.downstream and not claim.metric),
                         "gate": {a["arm"]: seed_gate(a, keys[0], unigram or {}) for a in (better, worse)}})
-    controls = control_tests(entries, by_name)
+    pairs = dict.fromkeys((arm, t["metric"]) for e in entries for t in e["tests"] for arm in (e["better"], e["worse"])
+                          if t["metric"] in TASKS)  # each pretrained arm's SST-2 against the control's, if it ran
+    controls = [{**measure(by_name[arm], by_name[CONTROL], task), "arm": arm} for arm, task in pairs
+                if CONTROL in by_name]
     family = [t for t in [t for e in entries for t in e["tests"]] + controls if t.get("p") is not None]
     for t, h in zip(family, stats.holm([t["p"] for t in family], ALPHA)):
         t.update(decide(t, h["level"], h["adjusted"]), family=len(family), rank=h["rank"])
@@ -154,15 +157,6 @@ def judge(exp, arms, unigram=None, quick=False):
         for t in [t for e in entries for t in e["tests"]] + controls:
             t["verdict"] = t["verdict"] if t["verdict"].startswith("no verdict") else ""
     return entries
-
-
-def control_tests(entries, by_name):
-    """SST-2 of each pretrained arm of a claim against the random-init control's; none when no control ran."""
-    if CONTROL not in by_name:
-        return []
-    pairs = dict.fromkeys((arm, t["metric"]) for e in entries for t in e["tests"] for arm in (e["better"], e["worse"])
-                          if t["metric"] in TASKS)
-    return [{**measure(by_name[arm], by_name[CONTROL], task), "arm": arm} for arm, task in pairs]
 
 
 def finish(entry, ratios, controls, control_ran, quick):
@@ -233,13 +227,6 @@ def arm_cells(summary, glue, ratio=None):
     return cells + [status]
 
 
-def settings_cell(run, train_args=""):
-    """What sets this arm apart, as train.py flags: its own options (after Times), its data, --train-args."""
-    parts = [f"--data {run.data}"] if run.arm.data else []
-    return " ".join(parts + [runner.flag(key, run.options[key]) for key in (*run.arm.options, *run.fitted)]
-                    + ([train_args] if train_args else []))
-
-
 def table(exp, results, runs):
     """The paper's table, its rows in its order, our measured columns beside them."""
     glue = results["glue"] is not None
@@ -261,7 +248,10 @@ def table(exp, results, runs):
             if "+NSP" in label and first_run[arm].options.get("format") in ("segment-pair", "sentence-pair") and \
                     not any(r.get("nsp") for r in results["runs"] if r["arm"] == arm and r.get("status") == "finished"):
                 label += " — ours: no NSP loss logged"  # exercise 4: the NSP loss switched off in the code
-            settings = settings_cell(first_run[arm], results.get("train_args") or "") or "(the base)"
+            run, extra = first_run[arm], results.get("train_args")  # what sets the arm apart, as train.py flags
+            flags = [f"--data {run.data}"] * bool(run.arm.data) + [runner.flag(key, run.options[key])
+                                                                   for key in (*run.arm.options, *run.fitted)]
+            settings = " ".join(flags + [extra] * bool(extra)) or "(the base)"
             cells = [label, *values, settings] + arm_cells(arms[arm], glue, ratios.get(arm))
         lines.append("| " + " | ".join(cells) + " |")
     b = results.get("baselines")
