@@ -186,8 +186,7 @@ def glue_folder(text):
 
 def parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one of: " +
-                   ", ".join(e.name for e in experiments.EXPERIMENTS))
+    p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one experiment (list names them)")
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
@@ -207,8 +206,7 @@ def parser():
     p.add_argument("--arms", help="run only these arms, comma-separated (default: all)")
     p.add_argument("--steps-factor", type=cli.number(float, 0, 1000, low_open=True), default=1.0,
                    help="multiply every run's steps, in (0, 1000]: 3 trains three times longer (default: %(default)s)")
-    p.add_argument("--jobs", type=cli.number(int, 1), default=1,
-                   help="runs side by side (default: %(default)s; each is a train.py process)")
+    p.add_argument("--jobs", type=cli.number(int, 1), default=1, help="runs side by side, each a train.py (default: 1)")
     return p
 
 

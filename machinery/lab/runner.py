@@ -309,10 +309,9 @@ def chosen_arms(exp, names):
 
 
 def code_hash(root=ROOT, paths=None):
-    """The version of the code a run ran with: a hash of the held-out texts and of the files experiments.py and
-    the core import, wherever the import stands (this runner too, not bench.py); or of `paths`, relative to root.
-    Not of experiments.py's declarations ("the experiments" to "scales"): a run's settings are its command,
-    compared on their own, so adding an arm or an experiment reruns nothing."""
+    """The version of the code a run ran with: a hash of the held-out texts and the files experiments.py and the
+    core import, wherever the import stands (this runner too); or of `paths`, relative to root. Not of experiments.py's
+    declarations ("the experiments" to "scales"): a run's command is compared on its own (a new arm reruns nothing)."""
     texts = sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt"))) if paths is None else []
     paths = [os.path.join(root, name) for name in (paths or imported(CORE + ["experiments.py"], root))] + texts
     h = hashlib.sha256()

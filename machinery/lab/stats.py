@@ -94,9 +94,8 @@ def interval(test, level):
 
 
 def tost(test, margin):
-    """Two one-sided t-tests (TOST) of "the true difference lies within +-margin": the larger of the two
-    one-sided p-values, of "difference <= -margin" and of "difference >= +margin". Below a: equivalent at
-    level a; below a/2 exactly when the two-sided 1 - a interval lies inside (-margin, +margin)."""
+    """Two one-sided t-tests (TOST) of "the true difference lies within +-margin": the larger one-sided p, of
+    "<= -margin" and of ">= +margin"; below a/2 exactly when the two-sided 1 - a interval lies inside +-margin."""
     d, se, df = test["difference"], test["se"], test["df"]
     return max(t_one_sided_p((d + margin) / se, df), t_one_sided_p((margin - d) / se, df))
 

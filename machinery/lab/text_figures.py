@@ -1,7 +1,6 @@
-"""The text-encoding experiment's figures (Section 4.4): bits per byte of the masked targets of held-out text,
-so that tokenizers are compared on the same text, and the <unk> rates. An <unk> target costs the model's loss
-on it *plus* the character it hides at 8 bits per UTF-8 byte: else a tokenizer that turned every hard
-character into one cheap <unk> would look better for knowing less.
+"""The text-encoding experiment's figures (Section 4.4): bits per byte of the masked targets of held-out text (the
+tokenizers compared on the same text) and the <unk> rates. An <unk> target costs the model's loss on it *plus* 8
+bits per UTF-8 byte of the character it hides: else a tokenizer would look better for knowing less.
 """
 import math
 import os
