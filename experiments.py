@@ -9,16 +9,14 @@
     python experiments.py text-encoding         # Section 4.4: byte-level vs character-level BPE
     python experiments.py data-and-steps        # Table 4 / Section 5: more data, more steps
     python experiments.py mask-rate             # beyond the paper: 15% vs 30% vs 40% of tokens masked
-      [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--mlm-only] [--out experiments/] [--overwrite]
-      [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
 
 Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the paper's
 table and claims. The runner (machinery/lab) prints and runs the commands a user would type (bpe.py, data.py,
 train.py, finetune.py), run k of every arm with --seed k, into OUT/_runs/ (a run two experiments declare trains
 once; finished runs are skipped, interrupted ones resumed, those of other code and data made again), and writes
-experiments/<name>/results.json, report.md and loss.png (with matplotlib). Each run gets the CPUs // --jobs
-threads (on 2 cores `--jobs 2` is fastest). SST-2: --glue DIR, else `python data.py download glue-sst-2` (on by
-default at the gpu scale). The method, the design, every verdict word, the report's legend: docs/experiments/.
+OUT/<name>/results.json, report.md and loss.png. Each run gets the CPUs // --jobs threads (on 2 cores `--jobs 2`
+is fastest). SST-2: --glue DIR, else `python data.py download glue-sst-2` (by default at the gpu scale). The
+method, the design, every verdict word, the report's legend: docs/experiments/. Options: --help.
 """
 from dataclasses import dataclass, field
 

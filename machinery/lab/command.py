@@ -20,8 +20,7 @@ from machinery.formats.prepared import read_meta
 
 # ---------------------------------------------------------------------------------------- one experiment
 def run_experiment(exp, args):
-    """One experiment: its data prepared, every chosen run trained and evaluated (--jobs side by side), the
-    claims judged, and results.json, report.md and loss.png written in OUT/<name>/."""
+    """One experiment: its data prepared, its runs trained (--jobs side by side), its claims judged, OUT/<name>/."""
     scale = experiments.SCALES["quick" if args.quick else args.scale]
     if scale.train.get("device") == "cuda" and not args.device and not torch.cuda.is_available():
         raise ValueError("--scale gpu needs a CUDA GPU (none is available here); use --scale classroom, or "
@@ -69,8 +68,7 @@ def downstream_folder(exp, args, scale):
 
 
 def with_earlier_runs(exp, planned, chosen, records, runs):
-    """This invocation's runs and records, with those of the arms not run now that finished or failed before,
-    in the experiment's order (arm, then seed)."""
+    """This invocation's runs and records, and the earlier ones of the arms not run now, by arm, then seed."""
     earlier = [(r, runner.earlier_record(r)) for r in planned if r.arm not in chosen]
     pairs = list(zip(runs, records)) + [(r, record) for r, record in earlier if record]
     order = {a.name: i for i, a in enumerate(exp.arms)}
@@ -128,8 +126,7 @@ def invocation(exp, args):
 
 # ---------------------------------------------------------------------------------------- command line
 def run_seconds(exp, scale):
-    """{a run's settings: its estimated seconds} of every run the experiment declares by default at this scale:
-    steps x (per-update cost + tokens / speed) + overhead (+ SST-2 where it is on)."""
+    """{a run's settings: its seconds} at this scale: steps x (update cost + tokens / speed) + overhead (+ SST-2)."""
     base, out = runner.base_options(exp, scale), {}
     downstream = exp.downstream and scale.downstream
     for arm in exp.arms:
@@ -191,9 +188,8 @@ def parser():
                    help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
     p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's: 5, --quick 2)")
-    p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
-                   "and its SST-2 dev accuracy tested (default at the gpu scale for masking, formats, batch-size, "
-                   f"text-encoding: the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
+    p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint finetuned, its "
+                   f"SST-2 dev accuracy tested (default at the gpu scale: `data.py download {experiments.GLUE_DOWNLOAD}`'s)")
     p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
     p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
                    "the runs on disk that finished (whatever code they ran with: the report names it)")

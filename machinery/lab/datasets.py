@@ -33,8 +33,7 @@ class Prepared:
 
 
 def preparation_code(root=runner.ROOT):
-    """The version of the preparation's code: runner.code_hash of bpe.py, data.py, the built-in corpora, every
-    project module they import, and this file (not what it imports: the runs' own machinery)."""
+    """The preparation's code: the code_hash of bpe.py, data.py, the built-in corpora, what they import, this file."""
     return runner.code_hash(root, runner.imported(["bpe.py", "data.py", "machinery/commands/corpora.py"], root)
                             + ["machinery/lab/datasets.py"])
 
@@ -96,10 +95,12 @@ def corpus_file(scale, args, folder, commands, stamps):
             raise ValueError(f"could not fetch WikiText-103 ({(out.stderr.strip().splitlines() or ['?'])[-1]}); "
                              f"pass --corpus FILE with text of your own")
         return os.path.join(out.stdout.strip().splitlines()[-1], "wikitext-103-raw", "wiki.train.raw")
-    path = os.path.join(folder, "corpus.txt")
-    if scale.corpus == "builtin-quick":
-        commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)")
-        if stamps.again("corpus", path):
+    path, quick = os.path.join(folder, "corpus.txt"), scale.corpus == "builtin-quick"
+    commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)"
+                    if quick else f"python -c \"from machinery.commands import corpora; "
+                                  f"corpora.builtin_corpus('{path}')\"")
+    if stamps.again("corpus", path):
+        if quick:
             lines, size = [], 0
             for doc in corpora.reference_topics():
                 if size > QUICK_CORPUS_CHARS:
@@ -107,12 +108,9 @@ def corpus_file(scale, args, folder, commands, stamps):
                 lines += doc + [""]
                 size += sum(len(line) + 1 for line in doc)
             files.write_atomic(path, "\n".join(lines))
-            stamps.record(path)
-        return path
-    commands.append(f"python -c \"from machinery.commands import corpora; corpora.builtin_corpus('{path}')\"")
-    if stamps.again("corpus", path):
-        runner.say(f"  corpus: {commands[-1]}")
-        corpora.builtin_corpus(path)
+        else:
+            runner.say(f"  corpus: {commands[-1]}")
+            corpora.builtin_corpus(path)
         stamps.record(path)
     return path
 
@@ -185,8 +183,7 @@ def prepare_tokenizer(scale, corpus, train_text, tok, vocab, log_path, stamps, c
 
 
 def training_text(scale, corpus, text, every, commands, stamps):
-    """Every `every`-th training document of the corpus (data.split_documents, as data.py splits it) written to
-    `text` once: what the tokenizer learns from (every=1), and the less-data slice."""
+    """Every `every`-th training document of the corpus (as data.py splits it), written to `text` once."""
     which = "the training documents" if every == 1 else f"every {every}th training document"
     commands.append(f"({which} of {corpus} into {text}, as data.split_documents splits it)")
     if stamps.again("training text", text):

@@ -374,11 +374,9 @@ def verdict_lines(results):
 
 def runs_section(results):
     """Failed runs, every run's figures (each value a verdict tests: any verdict recomputes), every command."""
-    lines = []
-    failed = [r for r in results["runs"] if r.get("status") == "failed"]
-    if failed:
-        lines += ["## Failed runs", ""] + [f"- **FAILED** {r['arm']} seed {r['seed']}: {r['error']} (log kept in "
-                                           f"`{r['folder']}`). Rerun: `{r['rerun']}`" for r in failed] + [""]
+    failed = [f"- **FAILED** {r['arm']} seed {r['seed']}: {r['error']} (log kept in `{r['folder']}`). Rerun: "
+              f"`{r['rerun']}`" for r in results["runs"] if r.get("status") == "failed"]
+    lines = ["## Failed runs", ""] + failed + [""] if failed else []
     unigram = results.get("arm_baselines") or {}
     texts = sorted({k for r in results["runs"] for k in (r.get("heldout") or {}).get("texts", {})} - {"english"})
     tasks = [t for t in TASKS if any("accuracy" in r.get("glue", {}).get(t, {}) for r in results["runs"])]
