@@ -187,9 +187,9 @@ def parser():
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's: 5, --quick 2)")
-    p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint finetuned, its "
-                   f"SST-2 dev accuracy tested (default at the gpu scale: `data.py download {experiments.GLUE_DOWNLOAD}`'s)")
+    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's, classroom 5)")
+    p.add_argument("--glue", type=glue_folder, help="a GLUE folder with SST-2/: each checkpoint finetuned, its SST-2 "
+                   f"dev accuracy tested (default at the gpu scale: `data.py download {experiments.GLUE_DOWNLOAD}`'s)")
     p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
     p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
                    "the runs on disk that finished (whatever code they ran with: the report names it)")
