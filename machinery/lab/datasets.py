@@ -47,8 +47,7 @@ class Stamps:
 
     def made(self, path):
         """The code that made `path`, or None (not recorded)."""
-        stamps = files.read_json(self.path, missing=True) or {}
-        return stamps.get(os.path.relpath(path, os.path.dirname(self.path)))
+        return (files.read_json(self.path, missing=True) or {}).get(os.path.relpath(path, os.path.dirname(self.path)))
 
     def fresh(self, path):
         """Whether `path` is there, made by this code."""

@@ -254,8 +254,7 @@ def table(exp, results, runs):
             settings = " ".join(flags + [extra] * bool(extra)) or "(the base)"
             cells = [label, *values, settings] + arm_cells(arms[arm], glue, ratios.get(arm))
         lines.append("| " + " | ".join(cells) + " |")
-    b = results.get("baselines")
-    if b:  # arms scored on inputs of their own (format, tokenizer) have their own unigram baseline
+    if b := results.get("baselines"):  # arms scored on inputs of their own have their own unigram baseline
         own = {arm: loss for arm, loss in (results.get("arm_baselines") or {}).items()
                if abs(loss - b["unigram_loss"]) > 1e-9}
         lines += ["", f"**Baselines on the same masks**: the unigram distribution of the training tokens, held-out "

@@ -103,8 +103,7 @@ def progress_line(label, run, elapsed):
     text = f"{label}: step {last['step']:,}/{steps:,} ({last['step'] / steps:.0%})"
     if isinstance(last.get("loss"), (int, float)):
         text += f", loss {last['loss']:.3f}"
-    tps = last.get("tokens_per_s")
-    if isinstance(tps, (int, float)) and tps > 0:
+    if isinstance(tps := last.get("tokens_per_s"), (int, float)) and tps > 0:
         left = (steps - last["step"]) * run.options["batch_size"] * run.options["seq_len"] / tps
         text += f", {tps:,.0f} tokens/s, ETA {duration(left)}"
     return text + f" ({duration(elapsed)} so far)"
@@ -451,8 +450,7 @@ def finetune_run(run, glue, scale, fresh, threads):
             if code != 0 or metrics is None:
                 scores[task] = {"error": last, "command": shown(argv)}
                 continue
-        dev = next(iter(metrics["dev"].values()))
-        scores[task] = {"accuracy": dev["accuracy"], "command": shown(argv)}
+        scores[task] = {"accuracy": next(iter(metrics["dev"].values()))["accuracy"], "command": shown(argv)}
     return scores
 
 
