@@ -9,17 +9,14 @@
     python experiments.py text-encoding         # Section 4.4: byte-level vs character-level BPE
     python experiments.py data-and-steps        # Table 4 / Section 5: more data, more steps
     python experiments.py mask-rate             # beyond the paper: 15% vs 30% vs 40% of tokens masked
-      [--scale classroom|gpu] [--quick] [--seeds N] [--glue DIR] [--mlm-only] [--out experiments/] [--overwrite]
-      [--arms A,B] [--jobs N] [--steps-factor F] [--train-args "..."] [--corpus FILE] [--vocab-size N]
 
 Each experiment is a declaration in EXPERIMENTS below: its question, its arms (train.py options), the paper's
 table and claims. The runner (machinery/lab) prints and runs the commands a user would type (bpe.py, data.py,
 train.py, finetune.py), run k of every arm with --seed k, into OUT/_runs/ (a run two experiments declare trains
 once; finished runs are skipped, interrupted ones resumed, those of other code and data made again), and writes
-experiments/<name>/results.json, report.md and loss.png (with matplotlib). Each run gets the CPUs // --jobs
-threads: on 2 cores `--jobs 2` is fastest, on a shared machine `OMP_NUM_THREADS=1 ... --jobs 1`. SST-2 comes
-from --glue DIR, else from `python data.py download glue-sst-2` (on by default at the gpu scale). The method,
-the design, every verdict word and the report's legend: docs/experiments/README.md.
+OUT/<name>/results.json, report.md and loss.png. Each run gets the CPUs // --jobs threads (on 2 cores `--jobs 2`
+is fastest). SST-2: --glue DIR, else `python data.py download glue-sst-2` (by default at the gpu scale). The
+method, the design, every verdict word, the report's legend: docs/experiments/. Options: --help.
 """
 from dataclasses import dataclass, field
 
@@ -76,18 +73,14 @@ class Experiment:
     claims: list
     paper: PaperTable = None                     # None: beyond the paper
     base: dict = field(default_factory=dict)     # changes to the scale's train.py options, for every arm
-    data: str = "full"                           # "full", "slice" (a share of the training documents), or "tune"
-                                                 # (the training documents less the tuning split)
-    heldout: str = "full"                        # whose held-out split scores it: "full" (the reported held-out
-                                                 # documents) or "tune" (the tuning split: for choosing settings)
+    data: str = "full"                           # "full", "slice" (a share of the training documents), "tune"
+    heldout: str = "full"                        # the held-out split that scores it: "full", or "tune" (for tuning)
     seeds: int = 0                               # 0: the scale's
-    epochs: int = 0                              # > 0: every arm trains exactly this many epochs of its data
-                                                 # (x --steps-factor; the base's max_steps: `list`'s estimate)
+    epochs: int = 0                              # > 0: every arm trains this many epochs of its data (x --steps-factor)
     equal_tokens: bool = False                   # every arm's update holds as many tokens as FULL-SENTENCES'
     note: str = ""                               # how to read the result
     metric: str = "loss"                         # the held-out figure the verdicts test (reports.METRICS)
     downstream: bool = False                     # every checkpoint finetuned on SST-2 too (when its data is here)
-
 
 # ---------------------------------------------------------------------------------------- the experiments
 # Section 4.1 at classroom scale: 12 epochs of the slice with 3 static masks, each seen 4 times (BERT: 40 / 10).
@@ -273,9 +266,9 @@ class Scale:
     whole_epochs: bool = True    # Experiment.epochs honoured (False: the declared max_steps, for seconds-long runs)
 
 
-# The classroom's SST-2 probe as measured in the six experiments' runs of 2026-12-03 (BENCHMARKS.md): why it is off
-# by default there. tokens_per_s and update_s above: a line through the wall times of that batch-size grid's runs
-# (4 x 64 tokens: 44 ms an update; 32 x 64: 150 ms; 128 x 64: 500 ms), one thread, two runs side by side.
+# The classroom's SST-2 probe as measured in the runs of 2026-12-03 (BENCHMARKS.md): why it is off by default there.
+# tokens_per_s and update_s: a line through that batch-size grid's wall times (4 x 64 tokens: 44 ms an update;
+# 32 x 64: 150 ms; 128 x 64: 500 ms), one thread, two runs side by side.
 PROBE = dict(control=50.92, pretrained=(52, 59), counted=0, verdicts=16, seconds=(20, 35), share="a quarter")
 
 SCALES = {
@@ -285,23 +278,21 @@ SCALES = {
                        eval_sequences=100_000, tokens_per_s=17_000, update_s=0.029, overhead_s=10, measured=True,
                        finetune=dict(epochs=3, max_train_examples=1000, batch_size=32, lr=3e-4, max_seq_len=64),
                        finetune_s=30, downstream=False, probe=PROBE),
-    "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4,
-                             max_steps=2000, amp="bf16", device="cuda"),
+    "gpu": Scale("gpu", dict(config="base", seq_len=128, batch_size=256, micro_batch_size=128, lr=5e-4, max_steps=2000,
+                             amp="bf16", device="cuda"),
                  vocab_size=32768, valid_fraction=0.005, slice_every=10, corpus="wikitext-103", seeds=3,
                  eval_sequences=2000, tokens_per_s=300_000, overhead_s=60, measured=False, workers=8, finetune_s=120,
                  finetune=dict(epochs=2, max_train_examples=20000, batch_size=32, lr=3e-5, max_seq_len=128)),
     "quick": Scale("quick", dict(config="tiny", seq_len=32, batch_size=4, lr=1e-3, max_steps=16, device="cpu"),
                    vocab_size=512, valid_fraction=0.1, slice_every=10, corpus="builtin-quick", seeds=2,
                    eval_sequences=24, tokens_per_s=3000, overhead_s=4, measured=True, workers=1, threads=1,
-                   whole_epochs=False,
                    finetune=dict(epochs=1, max_train_examples=64, max_eval_examples=64, batch_size=16, lr=1e-3,
-                                 max_seq_len=64)),
+                                 max_seq_len=64), whole_epochs=False),
 }
 # (task, folder, required with --glue). SST-2 only: RTE's 277 dev examples give one run's accuracy a standard
 # error of 3 points, at chance for a classroom model, more than any gap between arms at this scale.
 GLUE_TASKS = [("sst2", "SST-2", True)]
-DEFAULT_OUT = "experiments"  # where the runs, results.json and report.md go (--out)
-GLUE_DOWNLOAD = "glue-sst-2"     # `python data.py download glue-sst-2` writes SST-2/ into the cache's folder of that name
+DEFAULT_OUT, GLUE_DOWNLOAD = "experiments", "glue-sst-2"  # --out's default; the data.py download holding SST-2/
 
 
 if __name__ == "__main__":  # machinery: the runner (prepare, train, finetune, judge, report), its options

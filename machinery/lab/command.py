@@ -1,6 +1,5 @@
-"""experiments.py's command: one experiment at a time (its data prepared, its runs planned and executed, its claims
-judged, its report written), and the options. experiments.py holds the declarations (the arms, claims, scales);
-`python experiments.py` hands over to main here.
+"""experiments.py's command line (experiments.py holds the declarations and hands over to main here): one
+experiment at a time, its data prepared, its runs planned and executed, its claims judged, its report written.
 """
 import argparse
 import dataclasses
@@ -21,8 +20,7 @@ from machinery.formats.prepared import read_meta
 
 # ---------------------------------------------------------------------------------------- one experiment
 def run_experiment(exp, args):
-    """One experiment: its data prepared, every chosen run trained and evaluated (--jobs side by side), the
-    claims judged, and results.json, report.md and loss.png written in OUT/<name>/."""
+    """One experiment: its data prepared, its runs trained (--jobs side by side), its claims judged, OUT/<name>/."""
     scale = experiments.SCALES["quick" if args.quick else args.scale]
     if scale.train.get("device") == "cuda" and not args.device and not torch.cuda.is_available():
         raise ValueError("--scale gpu needs a CUDA GPU (none is available here); use --scale classroom, or "
@@ -37,24 +35,28 @@ def run_experiment(exp, args):
     runs = [] if args.report_only else [r for r in planned if r.arm in chosen]  # --report-only: runs on disk only
     runner.check_conflicts(runs, args.overwrite)
     with ThreadPoolExecutor(args.jobs) as pool:  # --jobs runs side by side (each train.py is its own process)
-        records = list(pool.map(lambda i: runner.do_run(runs[i], i + 1, len(runs), exp, scale, args),
-                                 range(len(runs))))
+        records = list(pool.map(lambda i: runner.do_run(runs[i], i + 1, len(runs), exp, scale, args), range(len(runs))))
     skipped_now = sum(bool(r.pop("skipped", False)) for r in records)
     trained_now = sum(r.get("status") == "finished" for r in records) - skipped_now
     failed_now = sum(r.get("status") == "failed" for r in records)
     records, runs = with_earlier_runs(exp, planned, [] if args.report_only else chosen, records, runs)
     results = collect(exp, scale, args, prepared, planned, records, failed_now, t0)
-    report, png = write_outputs(exp, scale, args, results, runs)
-    runner.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), "
-                        f"{failed_now} failed in {runner.duration(results['wall_seconds'])}; verdict: "
-                        f"{results['verdict']}; report: {report}" + (f", {png}" if png else ""))
+    folder = os.path.join(args.out, exp.name)  # results.json, report.md and loss.png (when matplotlib is installed)
+    os.makedirs(folder, exist_ok=True)
+    files.write_atomic(os.path.join(folder, "results.json"), files.json_text(results, indent=2))
+    noted = dataclasses.replace(exp, note=f"{exp.note} {results['downstream_off']}".strip())  # why no SST-2 here
+    report = os.path.join(folder, "report.md")
+    files.write_atomic(report, reports.report(noted, results, runs, runner.base_options(exp, scale, args.steps_factor)))
+    png = reports.plot(exp, results, os.path.join(folder, "loss.png"))
+    runner.say(f"[{exp.name}] {trained_now} run(s) trained, {skipped_now} skipped (finished before), {failed_now} "
+               f"failed in {runner.duration(results['wall_seconds'])}; verdict: {results['verdict']}; report: {report}"
+               + (f", {png}" if png else ""))
     return results
 
 
 def downstream_folder(exp, args, scale):
-    """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (for an experiment scored
-    downstream, at a scale where SST-2 is on by default) the download cache's; None when it is absent, or with
-    --mlm-only: the MLM part only."""
+    """The GLUE folder whose SST-2 finetunes every checkpoint: --glue, else (an experiment scored downstream, at a
+    scale where SST-2 is on by default) the download cache's; None (the MLM part only) without it, or --mlm-only."""
     if args.mlm_only or not (args.glue or (exp.downstream and scale.downstream)):
         return None
     folder = args.glue or os.path.join(corpora.DEFAULT_CACHE, experiments.GLUE_DOWNLOAD)
@@ -66,15 +68,12 @@ def downstream_folder(exp, args, scale):
 
 
 def with_earlier_runs(exp, planned, chosen, records, runs):
-    """This invocation's runs and records, with those of the arms not run now that finished or failed before,
-    in the experiment's order (arm, then seed)."""
-    others = [(r, runner.earlier_record(r)) for r in planned if r.arm not in chosen]
-    records = records + [record for _, record in others if record]
-    runs = runs + [r for r, record in others if record]
+    """This invocation's runs and records, and the earlier ones of the arms not run now, by arm, then seed."""
+    earlier = [(r, runner.earlier_record(r)) for r in planned if r.arm not in chosen]
+    pairs = list(zip(runs, records)) + [(r, record) for r, record in earlier if record]
     order = {a.name: i for i, a in enumerate(exp.arms)}
-    records.sort(key=lambda r: (order[r["arm"]], r["seed"]))
-    runs.sort(key=lambda r: (order[r.arm.name], r.seed))
-    return records, runs
+    pairs.sort(key=lambda pair: (order[pair[0].arm.name], pair[0].seed))
+    return [record for _, record in pairs], [run for run, _ in pairs]
 
 
 def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
@@ -83,17 +82,17 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
     arms = [reports.arm_summary(records, arm) for arm in exp.arms if arm.name in ran]
     unigram = datasets.arm_baselines([r for r in planned if r.arm.name in ran])  # the learning gate's reference
     verdicts = reports.judge(exp, arms, unigram, quick=scale.name == "quick")
-    finished = [r for r in records if r.get("status") == "finished"]
+    own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
+    scored = [r for r in records if r.get("status") == "finished" and r.get("heldout")]  # (not a random-init control)
+    shared = [r for r in scored if r["arm"] not in own] or scored  # the runs scored on the shared masks, else the first
     wall = round(time.time() - t0, 1) if not args.report_only else \
         (files.read_json(os.path.join(args.out, exp.name, "results.json"), missing=True) or {}).get("wall_seconds", 0.0)
     return {"experiment": exp.name, "question": exp.question, "scale": scale.name,
             "seeds": args.seeds or exp.seeds or scale.seeds, "train_args": args.train_args,
-            "paper": exp.paper and dataclasses.asdict(exp.paper),
-            "preparation": prepared.commands,
+            "paper": exp.paper and dataclasses.asdict(exp.paper), "preparation": prepared.commands,
             "data": {k: read_meta(v)["train"] for k, v in prepared.folders.items()
                      if os.path.isfile(os.path.join(v, "meta.json"))},
-            "heldout_targets": shared_targets(exp, finished),
-            "invocation": invocation(exp, args),  # a variant: some arms, more options, or its own --out
+            "heldout_targets": shared[0]["heldout"]["targets"] if shared else 0, "invocation": invocation(exp, args),
             "variant": bool(args.arms or args.train_args or os.path.normpath(args.out) != experiments.DEFAULT_OUT),
             "codes": sorted({r.get("code") or "not recorded" for r in records}), "code": args.code,
             "data_codes": sorted(set(prepared.codes.values())),
@@ -102,15 +101,6 @@ def collect(exp, scale, args, prepared, planned, records, failed_now, t0):
             "glue": args.finetune_on, "downstream_off": downstream_off(exp, scale, args.finetune_on), "runs": records,
             "arms": arms, "verdicts": verdicts, "verdict": reports.overall(verdicts), "failed_now": failed_now,
             "wall_seconds": wall, "run_seconds": round(sum(r.get("seconds", 0) for r in records), 1)}
-
-
-def shared_targets(exp, finished):
-    """The masked held-out tokens of the runs scored on the shared masks (FULL-SENTENCES blocks of the
-    scale's tokenizer); else those of the first run."""
-    own = {a.name for a in exp.arms if a.tokenizer or a.options.get("format", "full-sentences") != "full-sentences"}
-    finished = [r for r in finished if r.get("heldout")]  # (a random-init control has no MLM figures)
-    shared = [r for r in finished if r["arm"] not in own] or finished
-    return shared[0]["heldout"]["targets"] if shared else 0
 
 
 def downstream_off(exp, scale, glue):
@@ -125,37 +115,18 @@ def downstream_off(exp, scale, glue):
             f"experiment's wall time: those seconds pay for more seeds.")
 
 
-def write_outputs(exp, scale, args, results, runs):
-    """results.json, report.md and loss.png (when matplotlib is installed) in OUT/<name>/; (report, png)."""
-    if results.get("downstream_off"):  # the report's note says why SST-2 is not here
-        exp = dataclasses.replace(exp, note=f"{exp.note} {results['downstream_off']}".strip())
-    folder = os.path.join(args.out, exp.name)
-    os.makedirs(folder, exist_ok=True)
-    files.write_atomic(os.path.join(folder, "results.json"), files.json_text(results, indent=2))
-    base = runner.base_options(exp, scale, args.steps_factor)
-    files.write_atomic(os.path.join(folder, "report.md"), reports.report(exp, results, runs, base))
-    png = reports.plot(exp, results, os.path.join(folder, "loss.png"))
-    return os.path.join(folder, "report.md"), png
-
-
 def invocation(exp, args):
     """This experiment's command as typed: its name and every option that differs from the default."""
-    argv = ["python", "experiments.py", exp.name]
-    for name, default in (("scale", "classroom"), ("seeds", None), ("glue", None), ("out", experiments.DEFAULT_OUT),
-                          ("corpus", None), ("vocab_size", None), ("train_args", None), ("device", None),
-                          ("arms", None), ("steps_factor", 1.0), ("jobs", 1)):
-        value = getattr(args, name)
-        if value != default and not (name == "scale" and args.quick):
-            argv += [f"--{name.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-    flags = [f for f, on in (("--quick", args.quick), ("--mlm-only", args.mlm_only), ("--overwrite", args.overwrite),
-                             ("--report-only", args.report_only)) if on]
-    return shlex.join(argv + flags)
+    defaults = dict(scale=args.scale if args.quick else "classroom", seeds=None, glue=None, out=experiments.DEFAULT_OUT,
+                    corpus=None, vocab_size=None, train_args=None, device=None, arms=None, steps_factor=1.0, jobs=1)
+    options = {k: getattr(args, k) for k, v in defaults.items() if getattr(args, k) != v}
+    flags = [f"--{f.replace('_', '-')}" for f in ("quick", "mlm_only", "overwrite", "report_only") if getattr(args, f)]
+    return shlex.join(["python", "experiments.py", exp.name] + runner.option_words(options) + flags)
 
 
 # ---------------------------------------------------------------------------------------- command line
 def run_seconds(exp, scale):
-    """{a run's settings: its estimated seconds} of every run the experiment declares by default at this scale:
-    steps x (the scale's per-update cost + tokens / its speed) + its overhead (+ SST-2 where it is on)."""
+    """{a run's settings: its seconds} at this scale: steps x (update cost + tokens / speed) + overhead (+ SST-2)."""
     base, out = runner.base_options(exp, scale), {}
     downstream = exp.downstream and scale.downstream
     for arm in exp.arms:
@@ -177,9 +148,8 @@ def list_experiments():
         times = ", ".join(f"{name} ~{sum(run_seconds(exp, s).values()) / 2 / 60:.0f} min"
                           + ("" if s.measured else " (assumed speed)")
                           for name, s in experiments.SCALES.items() if name != "quick")
-        scale = experiments.SCALES["classroom"]
         print(f"{exp.name:<15} {source}: {exp.question}\n{'':15} {len(exp.arms)} arms: "
-              f"{', '.join(a.name for a in exp.arms)}; {exp.seeds or scale.seeds} seeds each"
+              f"{', '.join(a.name for a in exp.arms)}; {exp.seeds or experiments.SCALES['classroom'].seeds} seeds each"
               + ("; + SST-2 finetuning (classroom: with --glue)" if exp.downstream else "")
               + f"; {times} with --jobs 2; --quick: seconds")
     for name, scale in experiments.SCALES.items():
@@ -213,16 +183,13 @@ def glue_folder(text):
 
 def parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one of: " +
-                   ", ".join(e.name for e in experiments.EXPERIMENTS))
+    p.add_argument("experiment", type=experiment_name, help="list, all, summary, or one experiment (list names them)")
     p.add_argument("--scale", choices=["classroom", "gpu"], default="classroom",
                    help="classroom: <= 25 min per experiment on a 2-core CPU (--jobs 2); gpu: ~1 hour on one GPU")
     p.add_argument("--quick", action="store_true", help="seconds per experiment, for the tests (tiny everything)")
-    p.add_argument("--seeds", type=cli.number(int, 1),
-                   help="seeds per arm (default: the scale's, classroom 5; --quick: 2)")
-    p.add_argument("--glue", type=glue_folder, help="a GLUE folder holding SST-2/: every checkpoint is finetuned "
-                   "and its SST-2 dev accuracy tested (default at the gpu scale for masking, formats, batch-size, "
-                   f"text-encoding: the download cache's, from `python data.py download {experiments.GLUE_DOWNLOAD}`)")
+    p.add_argument("--seeds", type=cli.number(int, 1), help="seeds per arm (default: the scale's, classroom 5)")
+    p.add_argument("--glue", type=glue_folder, help="a GLUE folder with SST-2/: each checkpoint finetuned, its SST-2 "
+                   f"dev accuracy tested (default at the gpu scale: `data.py download {experiments.GLUE_DOWNLOAD}`'s)")
     p.add_argument("--mlm-only", action="store_true", help="no finetuning: the held-out MLM figures only")
     p.add_argument("--report-only", action="store_true", help="train nothing: the report and verdicts again, from "
                    "the runs on disk that finished (whatever code they ran with: the report names it)")
@@ -235,13 +202,12 @@ def parser():
     p.add_argument("--arms", help="run only these arms, comma-separated (default: all)")
     p.add_argument("--steps-factor", type=cli.number(float, 0, 1000, low_open=True), default=1.0,
                    help="multiply every run's steps, in (0, 1000]: 3 trains three times longer (default: %(default)s)")
-    p.add_argument("--jobs", type=cli.number(int, 1), default=1,
-                   help="runs side by side (default: %(default)s; each is a train.py process)")
+    p.add_argument("--jobs", type=cli.number(int, 1), default=1, help="runs side by side, each a train.py (default: 1)")
     return p
 
 
 def main(argv=None):
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
     if args.experiment == "list":
         return list_experiments()
     if args.experiment == "summary":  # every verdict of OUT/*/results.json, as one markdown table
@@ -254,13 +220,9 @@ def main(argv=None):
 
 def run_all(chosen, args):
     """The chosen experiments one after the other, in one writer's lock of --out; the runs that failed now."""
+    runner.parse_train_args(args.train_args)  # its quoting, checked before any work
     try:
-        failed = 0
-        runner.parse_train_args(args.train_args)  # its quoting, checked before any work
         with lock.writing(args.out, "experiments.py"):  # one writer: a second experiments.py is refused
-            for exp in chosen:
-                results = run_experiment(exp, args)
-                failed += results["failed_now"]
+            return sum(run_experiment(exp, args)["failed_now"] for exp in chosen)
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to resume")
-    return failed

@@ -1,7 +1,6 @@
-"""experiments.py's data, prepared once per corpus and vocabulary under OUT/_data/ by the commands a user would
-type (bpe.py train, data.py), each printed: the corpus, the tokenizer (trained on the training documents only),
-the data folders ("full", "slice", "tune") and the baselines on the held-out masks every run is scored on. Every
-file it makes records the code that made it (Stamps): made by other code, it is made again.
+"""experiments.py's data, made once per corpus and vocabulary under OUT/_data/ by the commands a user would type
+(bpe.py train, data.py), each printed, and the baselines on the held-out masks. Every file it makes records the
+code that made it (Stamps): made by other code, it is made again.
 """
 import hashlib
 import json
@@ -34,8 +33,7 @@ class Prepared:
 
 
 def preparation_code(root=runner.ROOT):
-    """The version of the preparation's code: runner.code_hash of bpe.py, data.py, the built-in corpora, every
-    project module they import, and this file (not what it imports: the runs' own machinery)."""
+    """The preparation's code: the code_hash of bpe.py, data.py, the built-in corpora, what they import, this file."""
     return runner.code_hash(root, runner.imported(["bpe.py", "data.py", "machinery/commands/corpora.py"], root)
                             + ["machinery/lab/datasets.py"])
 
@@ -49,8 +47,7 @@ class Stamps:
 
     def made(self, path):
         """The code that made `path`, or None (not recorded)."""
-        stamps = files.read_json(self.path, missing=True) or {}
-        return stamps.get(os.path.relpath(path, os.path.dirname(self.path)))
+        return (files.read_json(self.path, missing=True) or {}).get(os.path.relpath(path, os.path.dirname(self.path)))
 
     def fresh(self, path):
         """Whether `path` is there, made by this code."""
@@ -97,10 +94,12 @@ def corpus_file(scale, args, folder, commands, stamps):
             raise ValueError(f"could not fetch WikiText-103 ({(out.stderr.strip().splitlines() or ['?'])[-1]}); "
                              f"pass --corpus FILE with text of your own")
         return os.path.join(out.stdout.strip().splitlines()[-1], "wikitext-103-raw", "wiki.train.raw")
-    path = os.path.join(folder, "corpus.txt")
-    if scale.corpus == "builtin-quick":
-        commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)")
-        if stamps.again("corpus", path):
+    path, quick = os.path.join(folder, "corpus.txt"), scale.corpus == "builtin-quick"
+    commands.append(f"(the first {QUICK_CORPUS_CHARS:,} characters of corpora.reference_topics(), whole documents)"
+                    if quick else f"python -c \"from machinery.commands import corpora; "
+                                  f"corpora.builtin_corpus('{path}')\"")
+    if stamps.again("corpus", path):
+        if quick:
             lines, size = [], 0
             for doc in corpora.reference_topics():
                 if size > QUICK_CORPUS_CHARS:
@@ -108,12 +107,9 @@ def corpus_file(scale, args, folder, commands, stamps):
                 lines += doc + [""]
                 size += sum(len(line) + 1 for line in doc)
             files.write_atomic(path, "\n".join(lines))
-            stamps.record(path)
-        return path
-    commands.append(f"python -c \"from machinery.commands import corpora; corpora.builtin_corpus('{path}')\"")
-    if stamps.again("corpus", path):
-        runner.say(f"  corpus: {commands[-1]}")
-        corpora.builtin_corpus(path)
+        else:
+            runner.say(f"  corpus: {commands[-1]}")
+            corpora.builtin_corpus(path)
         stamps.record(path)
     return path
 
@@ -129,9 +125,8 @@ def corpus_key(scale, args):
 
 
 def prepare(scale, args, needs, arms=(), every_arm=()):
-    """Corpus, tokenizer and data folders, made once per corpus and vocabulary under OUT/_data/ (`needs`: the
-    other folders to make, "slice" and "tune"); a character-level tokenizer and its data for each of `arms`
-    that has one (`every_arm`'s folders are named)."""
+    """Corpus, tokenizer and data folders (`needs`: "slice", "tune"), and a character-level tokenizer and its
+    data for each of `arms` that has one (`every_arm`'s folders are named)."""
     key, vocab = corpus_key(scale, args), args.vocab_size or scale.vocab_size
     folder, code = os.path.join(args.out, "_data", key), preparation_code()
     parent = os.path.join(os.path.dirname(os.path.normpath(args.out)) or ".", "_data", key)
@@ -142,27 +137,27 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     commands, log_path, stamps = [], os.path.join(folder, "prepare.log"), Stamps(folder, code)
     corpus = corpus_file(scale, args, folder, commands, stamps)
     tok = os.path.join(folder, f"bpe{vocab}")
-    full = os.path.join(tok, "full")
-    bpe_py, data_py = runner.script("bpe.py"), runner.script("data.py")
     train_text = training_text(scale, corpus, os.path.join(folder, "train.txt"), 1, commands, stamps)
-    prepare_step("tokenizer", ["python", bpe_py, "train", "--input", train_text, "--vocab-size", str(vocab),
-                               "--out", tok], os.path.join(tok, "merges.txt"), stamps, log_path, commands)
-    prepare_step("data", ["python", data_py, "--input", corpus, "--tokenizer", tok, "--out", full,
-                          "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
-                 os.path.join(full, "meta.json"), stamps, log_path, commands)
+    full, typed = prepare_tokenizer(scale, corpus, train_text, tok, vocab, log_path, stamps)
+    commands += typed
     folders = {"full": full, "slice": os.path.join(tok, f"slice{scale.slice_every}"), "tune": os.path.join(tok, "tune")}
-    if "slice" in needs:
-        prepare_slice(scale, corpus, tok, full, folders["slice"], log_path, commands, stamps)
+    if "slice" in needs:  # less data: every n-th training document, beside the full data's held-out split
+        sliced = training_text(scale, corpus, folders["slice"] + ".txt", scale.slice_every, commands, stamps)
+        prepare_step("less data", ["python", runner.script("data.py"), "--input", sliced, "--tokenizer", tok, "--out",
+                                   folders["slice"], "--valid-fraction", "0", "--workers", str(scale.workers)],
+                     os.path.join(folders["slice"], "meta.json"), stamps, log_path, commands)
+        commands.append(f"(the held-out split of {full} copied into {folders['slice']})")
+        graft_heldout(full, folders["slice"])  # every arm evaluated on the same held-out documents
     if "tune" in needs:  # the training documents alone, a share of them held out for choosing settings
-        prepare_step("tuning split", ["python", data_py, "--input", train_text, "--tokenizer", tok, "--out",
-                                      folders["tune"], "--valid-fraction", str(scale.valid_fraction), "--workers",
-                                      str(scale.workers)],
+        prepare_step("tuning split", ["python", runner.script("data.py"), "--input", train_text, "--tokenizer", tok,
+                                      "--out", folders["tune"], "--valid-fraction", str(scale.valid_fraction),
+                                      "--workers", str(scale.workers)],
                      os.path.join(folders["tune"], "meta.json"), stamps, log_path, commands)
     keys = sorted({runner.char_key(a, vocab) for a in arms} - {None})  # the chosen arms' tokenizers,
     with ThreadPoolExecutor(2) as pool:  # side by side (each command is its own process)
-        made = list(pool.map(lambda key: prepare_characters(scale, corpus, train_text, os.path.join(folder, key),
-                                                            int(key[4:]), os.path.join(folder, f"prepare-{key}.log"),
-                                                            stamps), keys))
+        made = list(pool.map(lambda key: prepare_tokenizer(scale, corpus, train_text, os.path.join(folder, key),
+                                                           int(key[4:]), os.path.join(folder, f"prepare-{key}.log"),
+                                                           stamps, characters=True), keys))
     for key, (full, typed) in zip(keys, made):
         folders[key] = full
         commands += typed
@@ -173,22 +168,21 @@ def prepare(scale, args, needs, arms=(), every_arm=()):
     return Prepared(tok, folders, commands, corpus, codes)
 
 
-def prepare_characters(scale, corpus, train_text, tok, vocab, log_path, stamps):
-    """A character-level BPE of `vocab` tokens (bpe.py train --characters) trained on the training documents
-    (`train_text`) and the corpus prepared with it, the same documents held out; (its data folder, the commands)."""
-    full, commands = os.path.join(tok, "full"), []
-    prepare_step("character-level tokenizer", ["python", runner.script("bpe.py"), "train", "--input", train_text,
-                                               "--vocab-size", str(vocab), "--out", tok, "--characters"],
-                 os.path.join(tok, "char_bpe.json"), stamps, log_path, commands)
-    prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok,
-                          "--out", full, "--valid-fraction", str(scale.valid_fraction), "--workers",
-                          str(scale.workers)], os.path.join(full, "meta.json"), stamps, log_path, commands)
+def prepare_tokenizer(scale, corpus, train_text, tok, vocab, log_path, stamps, characters=False):
+    """A byte-level BPE of `vocab` tokens (`characters`: character-level) trained on the training documents into
+    `tok`, and the corpus prepared with it, the same documents held out; (its data folder, the commands)."""
+    full, commands, what = os.path.join(tok, "full"), [], "character-level tokenizer" if characters else "tokenizer"
+    prepare_step(what, ["python", runner.script("bpe.py"), "train", "--input", train_text, "--vocab-size", str(vocab),
+                        "--out", tok] + ["--characters"] * characters,
+                 os.path.join(tok, "char_bpe.json" if characters else "merges.txt"), stamps, log_path, commands)
+    prepare_step("data", ["python", runner.script("data.py"), "--input", corpus, "--tokenizer", tok, "--out", full,
+                          "--valid-fraction", str(scale.valid_fraction), "--workers", str(scale.workers)],
+                 os.path.join(full, "meta.json"), stamps, log_path, commands)
     return full, commands
 
 
 def training_text(scale, corpus, text, every, commands, stamps):
-    """Every `every`-th training document of the corpus (data.split_documents, as data.py splits it) written to
-    `text` once: what the tokenizer learns from (every=1), and the less-data slice."""
+    """Every `every`-th training document of the corpus (as data.py splits it), written to `text` once."""
     which = "the training documents" if every == 1 else f"every {every}th training document"
     commands.append(f"({which} of {corpus} into {text}, as data.split_documents splits it)")
     if stamps.again("training text", text):
@@ -201,17 +195,6 @@ def training_text(scale, corpus, text, every, commands, stamps):
     return text
 
 
-def prepare_slice(scale, corpus, tok, full, out, log_path, commands, stamps):
-    """Less data: every n-th training document of the full split, prepared by data.py, and the full data's
-    held-out split beside it, so that every arm is evaluated on the same held-out documents."""
-    text = training_text(scale, corpus, out + ".txt", scale.slice_every, commands, stamps)
-    prepare_step("less data", ["python", runner.script("data.py"), "--input", text, "--tokenizer", tok,
-                               "--out", out, "--valid-fraction", "0", "--workers", str(scale.workers)],
-                 os.path.join(out, "meta.json"), stamps, log_path, commands)
-    commands.append(f"(the held-out split of {full} copied into {out})")
-    graft_heldout(full, out)
-
-
 def graft_heldout(source, target):
     """Give `target` (prepared with --valid-fraction 0) the held-out split of `source` (same tokenizer)."""
     meta_t, meta_s = prepared.read_meta(target), prepared.read_meta(source)
@@ -222,15 +205,13 @@ def graft_heldout(source, target):
     for name in ("valid.bin", "valid.idx"):
         shutil.copyfile(os.path.join(source, name), os.path.join(target, name + ".tmp"))
         os.replace(os.path.join(target, name + ".tmp"), os.path.join(target, name))
-    meta_t["valid"] = meta_s["valid"]
-    meta_t["heldout_from"] = os.path.abspath(source)
+    meta_t.update(valid=meta_s["valid"], heldout_from=os.path.abspath(source))
     files.write_atomic(os.path.join(target, "meta.json"), files.json_text(meta_t, indent=2))
 
 
 def baselines_on(folder, seq_len):
-    """(the unigram distribution's and the most frequent token's figures, the tokenizer) on the fixed 15% held-out
-    masks of `folder` (FULL-SENTENCES blocks, what runner.evaluate_heldout scores a run on), learned from its
-    training tokens; its tokenizer is the folder's parent."""
+    """(the unigram distribution's and the most frequent token's figures, learned from the training tokens, on
+    the held-out masks runner.evaluate_heldout scores `folder` on; the tokenizer, the folder's parent)."""
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
     valid, ends, _ = prepared.load_split(folder, "valid")
     train_tokens, _, _ = prepared.load_split(folder, "train")
@@ -246,8 +227,7 @@ def heldout_baselines(prep, seq_len):
 
 
 def arm_baselines(planned):
-    """Each arm's unigram loss on the held-out masks it is scored on (its tokenizer's data): the learning gate's
-    reference (reports.learning_ratios). {arm: loss}; arms whose data is absent left out."""
+    """{arm: the unigram loss on the held-out masks it is scored on}: the learning gate's reference."""
     out, done = {}, {}
     for run in planned:
         key = (run.heldout, run.options["seq_len"])

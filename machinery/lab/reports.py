@@ -1,6 +1,5 @@
-"""experiments.py's results: each claim's verdict (`measure`, `decide`: one test and its word; `judge`: Holm
-over an experiment's tests, the learning gate, SST-2 past the control), report.md and the suite's summary. The
-rules and the report's legend are stated once, in docs/experiments/README.md (METHOD: each report links to it).
+"""experiments.py's results: each claim's verdict (`measure`, `decide`: one test and its word; `judge`: Holm, the
+learning gate, SST-2 past the control), report.md and the suite's summary. The rules: METHOD, stated once.
 """
 import math
 import os
@@ -43,11 +42,9 @@ def arm_summary(records, arm):
     for key in ("loss", "loss_se", "accuracy", "accuracy_se", "bits_per_byte"):
         out[key] = stat([(r["seed"], r["heldout"][key]) for r in scored])
     for key in sorted({k for r in scored for k in r["heldout"].get("texts", {})}):
-        out[f"bpb_{key}"] = stat([(r["seed"], r["heldout"]["texts"][key]["bits_per_byte"]) for r in scored
-                                  if key in r["heldout"].get("texts", {})])
-        out[f"bpb_{key}_uniform"] = stat([(r["seed"], r["heldout"]["texts"][key]["uniform_bits_per_byte"])
-                                          for r in scored if "uniform_bits_per_byte" in r["heldout"]
-                                          .get("texts", {}).get(key, {})])  # the gate's baseline there
+        for name, figure in ((f"bpb_{key}", "bits_per_byte"), (f"bpb_{key}_uniform", "uniform_bits_per_byte")):
+            out[name] = stat([(r["seed"], r["heldout"]["texts"][key][figure]) for r in scored  # uniform: the gate
+                              if figure in r["heldout"].get("texts", {}).get(key, {})])
     for task in TASKS:
         scores = [(r["seed"], r["glue"][task]["accuracy"]) for r in finished
                   if "accuracy" in r.get("glue", {}).get(task, {})]
@@ -88,13 +85,13 @@ def decide(test, level, adjusted=None):
 
 
 def verdict(better, worse, key="loss", alpha=ALPHA):
-    """One metric's test of a claim on its own (a family of one test, at `alpha`): `measure`, `decide`."""
+    """One metric's test of a claim on its own (a family of one test, at `alpha`)."""
     return decide(measure(better, worse, key), alpha)
 
 
 def combined(tests):
-    """A claim's word from the words of the metrics that count: any without a test leaves the claim
-    without a verdict; both orders: mixed; one order; all equivalent; else not significant."""
+    """A claim's word from its counted metrics' words: no verdict if any has none; mixed; one order; all
+    equivalent; else not significant."""
     words = [t["verdict"] for t in tests] or ["no verdict: an arm has no finished run"]
     missing = [w for w in words if w.startswith("no verdict")]
     signed = sorted({"reproduced", "not reproduced at this scale"} & set(words))
@@ -108,17 +105,16 @@ def combined(tests):
 
 
 def learning_ratios(arms, unigram):
-    """Each arm's held-out perplexity over the unigram baseline's on the same masked tokens (`unigram`: arm ->
-    the unigram distribution's loss there): exp(loss - unigram loss). An arm above LEARNED_BELOW did not learn."""
+    """Each arm's held-out ppl over the unigram baseline's on the same masked tokens (`unigram`: arm -> its loss
+    there): exp(loss - unigram loss). An arm above LEARNED_BELOW did not learn."""
     unigram = unigram or {}
     return {a["arm"]: math.exp(a["loss"]["mean"] - unigram[a["arm"]]) for a in arms
             if a["arm"] != CONTROL and a["loss"]["n"] and unigram.get(a["arm"]) is not None}
 
 
 def seed_gate(arm, metric, unigram):
-    """The learning gate, per seed and per metric: each run of `arm` that fails it, with its figure. Every
-    metric: its held-out ppl under LEARNED_BELOW x the unigram's on the same masks (`unigram`: that loss). Bits
-    per byte of non-English text or code also: under a uniform guess's over its vocabulary on the same targets."""
+    """The learning gate (METHOD), per seed and per metric: each run of `arm` that fails it, with its figure
+    (`unigram`: the unigram loss on its masks; bits per byte of other texts: against a uniform guess's)."""
     fails, u = [], unigram.get(arm["arm"])
     if arm["loss"]["n"] and u is not None:
         ratios = [(s, math.exp(v - u)) for s, v in zip(arm["loss"]["seeds"], arm["loss"]["values"])]
@@ -131,19 +127,13 @@ def seed_gate(arm, metric, unigram):
     return fails
 
 
-def claims_of(exp):
-    """The experiment's claims, and those its arms carry in one line (Arm(..., beats="rate-15", says="..."))."""
-    return exp.claims + [experiments.Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}")
-                         for a in exp.arms if a.beats]
-
-
 def judge(exp, arms, unigram=None, quick=False):
     """Every claim's verdict on its metrics (the experiment's MLM figure or the claim's own, and SST-2 when
-    finetuned): every test, each pretrained arm's against the control too, one Holm family at ALPHA; then each
-    claim's word (`finish`). `unigram`: arm -> the unigram loss on its held-out masks (the learning gate)."""
+    finetuned): every test, the control's too, one Holm family at ALPHA; then each claim's word (`finish`)."""
     by_name = {a["arm"]: a for a in arms}
     entries = []
-    for claim in claims_of(exp):
+    carried = [experiments.Claim(a.name, a.beats, a.says or f"{a.name} beats {a.beats}") for a in exp.arms if a.beats]
+    for claim in exp.claims + carried:  # and the claims its arms carry (Arm(..., beats="rate-15", says="..."))
         if claim.better not in by_name or claim.worse not in by_name:
             continue  # an arm not run here: the claim is the baseline report's
         better, worse = by_name[claim.better], by_name[claim.worse]
@@ -153,7 +143,10 @@ def judge(exp, arms, unigram=None, quick=False):
                         "tests": [measure(better, worse, key) for key in keys],
                         "proxy": bool(exp.downstream and not claim.metric),
                         "gate": {a["arm"]: seed_gate(a, keys[0], unigram or {}) for a in (better, worse)}})
-    controls = control_tests(entries, by_name)
+    pairs = dict.fromkeys((arm, t["metric"]) for e in entries for t in e["tests"] for arm in (e["better"], e["worse"])
+                          if t["metric"] in TASKS)  # each pretrained arm's SST-2 against the control's, if it ran
+    controls = [{**measure(by_name[arm], by_name[CONTROL], task), "arm": arm} for arm, task in pairs
+                if CONTROL in by_name]
     family = [t for t in [t for e in entries for t in e["tests"]] + controls if t.get("p") is not None]
     for t, h in zip(family, stats.holm([t["p"] for t in family], ALPHA)):
         t.update(decide(t, h["level"], h["adjusted"]), family=len(family), rank=h["rank"])
@@ -164,16 +157,6 @@ def judge(exp, arms, unigram=None, quick=False):
         for t in [t for e in entries for t in e["tests"]] + controls:
             t["verdict"] = t["verdict"] if t["verdict"].startswith("no verdict") else ""
     return entries
-
-
-def control_tests(entries, by_name):
-    """SST-2 of each pretrained arm of a claim against the random-init control's (the claim's direction: the
-    pretrained arm is better); none when no control ran."""
-    if CONTROL not in by_name:
-        return []
-    pairs = dict.fromkeys((arm, t["metric"]) for e in entries for t in e["tests"] for arm in (e["better"], e["worse"])
-                          if t["metric"] in TASKS)
-    return [{**measure(by_name[arm], by_name[CONTROL], task), "arm": arm} for arm, task in pairs]
 
 
 def finish(entry, ratios, controls, control_ran, quick):
@@ -191,7 +174,10 @@ def finish(entry, ratios, controls, control_ran, quick):
         "significantly"
     entry["ratios"] = {a: ratios.get(a) for a in arms}
     entry["controls"] = [c for c in controls if c["arm"] in arms]
-    base = claim_word(combined([t for t in entry["tests"] if t["counted"]]), entry["source"])
+    base = combined([t for t in entry["tests"] if t["counted"]])
+    beyond = {"reproduced": "consistent with", "not reproduced at this scale": "contrary to"}
+    if entry["source"] and base in beyond:  # a claim beyond the paper (e.g. Wettig et al.) is never "reproduced"
+        base = f"{beyond[base]} {entry['source']}"
     not_learned = [f"{a} did not learn ({'; '.join(entry['gate'][a])})" for a in arms if entry["gate"].get(a)]
     if base.startswith(("no verdict: an arm", "no verdict: one seed")):
         entry["verdict"] = base
@@ -207,13 +193,6 @@ def finish(entry, ratios, controls, control_ran, quick):
     return entry
 
 
-def claim_word(word, source):
-    """A claim beyond the paper (its `source`, e.g. Wettig et al.) is never "reproduced": its significant
-    words are "consistent with SOURCE" and "contrary to SOURCE"."""
-    words = {"reproduced": f"consistent with {source}", "not reproduced at this scale": f"contrary to {source}"}
-    return words.get(word, word) if source else word
-
-
 def overall(verdicts):
     """The experiment's verdict: how many claims got each word."""
     words = [v["verdict"] for v in verdicts]
@@ -221,8 +200,7 @@ def overall(verdicts):
         return "none: no claim has both its arms here (compare with the baseline report)"
     if len(set(words)) == 1 and words[0].startswith("no verdict"):
         return words[0]
-    counts = {w: words.count(w) for w in words}
-    return ", ".join(f"{n} {w}" for w, n in counts.items()) + f" (of {len(words)} findings)"
+    return ", ".join(f"{words.count(w)} {w}" for w in dict.fromkeys(words)) + f" (of {len(words)} findings)"
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -234,13 +212,11 @@ def fmt(stat, digits):
 
 
 def arm_cells(summary, glue, ratio=None):
-    """Our columns for one arm: loss ± sd [se], ppl, ppl / the unigram's (the learning gate), accuracy ± sd
-    [se], bits/byte (+ GLUE)."""
+    """Our columns for one arm: loss, ppl, ppl / the unigram's, accuracy, bits/byte (+ GLUE), seeds."""
     if summary["loss"]["n"] == 0:
         cells = ["-"] * 5
     else:
-        loss, se = summary["loss"]["mean"], summary["loss_se"]["mean"]
-        bpb = summary["bits_per_byte"]["mean"]
+        loss, se, bpb = summary["loss"]["mean"], summary["loss_se"]["mean"], summary["bits_per_byte"]["mean"]
         gate = "-" if ratio is None else f"{ratio:.2f}" + (" (did not learn)" if ratio >= LEARNED_BELOW else "")
         cells = [f"{fmt(summary['loss'], 3)} [{se:.3f}]", f"{math.exp(loss):.1f} [{math.exp(loss) * se:.1f}]", gate,
                  f"{fmt(summary['accuracy'], 1)} [{summary['accuracy_se']['mean']:.1f}]",
@@ -249,14 +225,6 @@ def arm_cells(summary, glue, ratio=None):
         cells += [fmt(summary.get(task), 1) for task, _, _ in experiments.GLUE_TASKS]
     status = f"{summary['finished']}" + (f" (+{summary['failed']} failed)" if summary["failed"] else "")
     return cells + [status]
-
-
-def settings_cell(run, train_args=""):
-    """What sets this arm apart, as train.py flags: its own options (after Times), its data, and --train-args
-    (every run's)."""
-    parts = [f"--data {run.data}"] if run.arm.data else []
-    return " ".join(parts + [runner.flag(key, run.options[key]) for key in (*run.arm.options, *run.fitted)]
-                    + ([train_args] if train_args else []))
 
 
 def table(exp, results, runs):
@@ -280,11 +248,13 @@ def table(exp, results, runs):
             if "+NSP" in label and first_run[arm].options.get("format") in ("segment-pair", "sentence-pair") and \
                     not any(r.get("nsp") for r in results["runs"] if r["arm"] == arm and r.get("status") == "finished"):
                 label += " — ours: no NSP loss logged"  # exercise 4: the NSP loss switched off in the code
-            settings = settings_cell(first_run[arm], results.get("train_args") or "") or "(the base)"
+            run, extra = first_run[arm], results.get("train_args")  # what sets the arm apart, as train.py flags
+            flags = [f"--data {run.data}"] * bool(run.arm.data) + [runner.flag(key, run.options[key])
+                                                                   for key in (*run.arm.options, *run.fitted)]
+            settings = " ".join(flags + [extra] * bool(extra)) or "(the base)"
             cells = [label, *values, settings] + arm_cells(arms[arm], glue, ratios.get(arm))
         lines.append("| " + " | ".join(cells) + " |")
-    b = results.get("baselines")
-    if b:  # arms scored on inputs of their own (format, tokenizer) have their own unigram baseline
+    if b := results.get("baselines"):  # arms scored on inputs of their own have their own unigram baseline
         own = {arm: loss for arm, loss in (results.get("arm_baselines") or {}).items()
                if abs(loss - b["unigram_loss"]) > 1e-9}
         lines += ["", f"**Baselines on the same masks**: the unigram distribution of the training tokens, held-out "
@@ -316,22 +286,18 @@ def text_table(results):
 
 
 def report(exp, results, runs, base):
-    """report.md: the table of arms, one line per verdict, every run and its command (the method, the rules
-    and the legend: METHOD)."""
+    """report.md: the table of arms, one line per verdict, every run and its command (the legend: METHOD)."""
     note = [f"*{exp.note}*", ""] if exp.note else []
     return "\n".join(header(exp, results) + table(exp, results, runs) + [""] + setup(exp, results, runs, base)
                      + text_table(results) + note + verdict_lines(results) + runs_section(results))
-
-
-QUICK_NOTICE = ("**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus; "
-                "this report checks that the code runs, and gives no verdicts (run without --quick for them).")
 
 
 def header(exp, results):
     """The title, the question, and what the reader must know first: a --quick run, a variant, mixed code."""
     lines = [f"# {exp.name}: {exp.paper.source if exp.paper else 'beyond the paper'}", ""]
     if results["scale"] == "quick":
-        lines += [QUICK_NOTICE, ""]
+        lines += ["**A --quick run: it cannot answer the question.** Its models train for seconds on a tiny corpus; "
+                  "this report checks that the code runs, and gives no verdicts (run without --quick for them).", ""]
     if results.get("variant"):
         baseline = f"python experiments.py {exp.name}" + (" --quick" if results["scale"] == "quick" else "")
         lines += [f"**A variant of the `{exp.name}` experiment**: `{results['invocation']}`: what do its options, "
@@ -371,9 +337,8 @@ def setup(exp, results, runs, base):
 
 
 def measured(t, better, worse, cell=False):
-    """One metric's test in the direction measured: the arm that did better and by how much, the interval
-    at the level the test was held to (turned with it), the test, p and the Holm-adjusted p; in a table
-    `cell`, the arm, the gap and the interval."""
+    """One metric's test in the direction measured: the arm that did better, by how much, the interval at the
+    level it was held to, the test, p and Holm's p (in a table `cell`: the arm, the gap and the interval)."""
     name, _, _, unit = METRICS[t["metric"]]
     digits, sign = (1 if t["metric"] == "sst2" else 3 if cell else 4), (1 if t["difference"] >= 0 else -1)
     text = f"{name}: {better if sign > 0 else worse} better by {abs(t['difference']):.{digits}f}{unit}"
@@ -388,8 +353,7 @@ def measured(t, better, worse, cell=False):
 
 
 def verdict_lines(results):
-    """The experiment's verdict, one line per claim (its finding, each metric as measured, the word), the
-    arms against the random-init control, the time."""
+    """The experiment's verdict, one line per claim, the arms against the random-init control, the time."""
     lines = ["## Verdicts", "", f"**Verdict: {results['verdict']}.**", ""]
     for v in results["verdicts"]:
         tests = [measured(t, v["better"], v["worse"]) for t in v.get("tests", []) if "difference" in t]
@@ -408,13 +372,10 @@ def verdict_lines(results):
 
 
 def runs_section(results):
-    """Failed runs, every run's per-seed figures (each value a verdict tests, so that any verdict can be
-    recomputed from this table), and every command."""
-    lines = []
-    failed = [r for r in results["runs"] if r.get("status") == "failed"]
-    if failed:
-        lines += ["## Failed runs", ""] + [f"- **FAILED** {r['arm']} seed {r['seed']}: {r['error']} (log kept in "
-                                           f"`{r['folder']}`). Rerun: `{r['rerun']}`" for r in failed] + [""]
+    """Failed runs, every run's figures (each value a verdict tests: any verdict recomputes), every command."""
+    failed = [f"- **FAILED** {r['arm']} seed {r['seed']}: {r['error']} (log kept in `{r['folder']}`). Rerun: "
+              f"`{r['rerun']}`" for r in results["runs"] if r.get("status") == "failed"]
+    lines = ["## Failed runs", ""] + failed + [""] if failed else []
     unigram = results.get("arm_baselines") or {}
     texts = sorted({k for r in results["runs"] for k in (r.get("heldout") or {}).get("texts", {})} - {"english"})
     tasks = [t for t in TASKS if any("accuracy" in r.get("glue", {}).get(t, {}) for r in results["runs"])]
@@ -442,9 +403,8 @@ def runs_section(results):
 
 # ---------------------------------------------------------------------------------------- the suite
 def model_of(run):
-    """Which model a run is: runs with the same seed and held-out loss to the last digit, on as many masked
-    tokens, are one model trained twice (full-sentences, byte-level and rate-15 are; so are random-init controls
-    of the same data); a run without MLM figures is its command."""
+    """Which model a run is: runs of one seed and held-out loss to the last digit, on as many masked tokens, are
+    one model trained twice (full-sentences, byte-level and rate-15 are); without MLM figures, its command."""
     h = run.get("heldout") or {}
     return (run["seed"], h["loss"], h.get("targets")) if "loss" in h else run["command"]
 
@@ -495,8 +455,7 @@ def p_text(p):
 
 
 def plot(exp, results, path):
-    """Held-out loss curves, each arm's mean over seeds (the final figures are the report's table); only when
-    matplotlib is installed."""
+    """Held-out loss curves, each arm's mean over seeds; only when matplotlib is installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")

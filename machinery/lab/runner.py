@@ -1,6 +1,5 @@
-"""experiments.py's runs: every run of an experiment planned (arm x seed: its folder and train.py options), and
-one run taken from wherever it stands (finished, interrupted, of other code) to its record: trained (train.py,
-its command printed), evaluated on the fixed held-out masks, finetuned (finetune.py); or failed, with its rerun.
+"""experiments.py's runs: every run planned (arm x seed: its folder and train.py options), and one run taken from
+wherever it stands to its record: trained (its command printed), evaluated, finetuned; or failed, with its rerun.
 """
 import ast
 import glob
@@ -34,14 +33,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # ---------------------------------------------------------------------------------------- commands
 PRINT_LOCK = threading.Lock()
+AST_LOCK = threading.Lock()      # CPython 3.11's ast.parse is not thread-safe (gh-106905): experiments side by side
 PROGRESS_SECONDS = 30            # a running run's progress line, this often
+SAMPLE_TOKENS = 2_000_000        # equal tokens: the formats' batches measured on this many training tokens
+CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
 
 
 def say(text):
     """Print whole lines, one writer at a time: runs side by side (--jobs) never share a line."""
     with PRINT_LOCK:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        print(text, flush=True)
 
 
 def script(name):
@@ -56,17 +57,14 @@ def shown(argv):
 
 def execute(argv, log_path, env_threads=0, progress=None):
     """Run a command (argv[0] is python), its output into log_path; (exit code, last line of its errors).
-    `progress`, when given, is called every PROGRESS_SECONDS while the command runs (the runner's
-    progress lines)."""
-    env = dict(os.environ)
-    if env_threads and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(env_threads)
+    `progress`, when given, is called every PROGRESS_SECONDS while the command runs."""
+    env = {"OMP_NUM_THREADS": str(env_threads)} if env_threads else {}
+    env.update(os.environ)  # a thread count set by the user wins
     with open(log_path, "a") as log:
         log.write(f"$ {shown(argv)}\n")
         log.flush()
         start = log.tell()
-        proc = subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=log, text=True, env=env,
-                                cwd=os.getcwd())
+        proc = subprocess.Popen([sys.executable, *argv[1:]], stdout=log, stderr=log, text=True, env=env)
         while True:
             try:
                 proc.wait(timeout=PROGRESS_SECONDS)
@@ -105,8 +103,7 @@ def progress_line(label, run, elapsed):
     text = f"{label}: step {last['step']:,}/{steps:,} ({last['step'] / steps:.0%})"
     if isinstance(last.get("loss"), (int, float)):
         text += f", loss {last['loss']:.3f}"
-    tps = last.get("tokens_per_s")
-    if isinstance(tps, (int, float)) and tps > 0:
+    if isinstance(tps := last.get("tokens_per_s"), (int, float)) and tps > 0:
         left = (steps - last["step"]) * run.options["batch_size"] * run.options["seq_len"] / tps
         text += f", {tps:,.0f} tokens/s, ETA {duration(left)}"
     return text + f" ({duration(elapsed)} so far)"
@@ -120,8 +117,7 @@ class Run:
     folder: str
     options: dict                # train.py options of this run
     data: str                    # the data.py folder it trains on
-    heldout: str                 # the data.py folder whose held-out split evaluates it (the same for all
-                                 # arms of one tokenizer)
+    heldout: str                 # the data.py folder whose held-out split scores it (one per tokenizer)
     flags: tuple = ()            # train.py options without a value, from --train-args
     corpus: str = ""             # bits-per-byte experiments: the corpus whose held-out lines it is scored on
     fitted: tuple = ()           # options the plan set for this arm (equal tokens per update), shown with its own
@@ -140,20 +136,15 @@ TRAIN_DEFAULTS = {"format": "full-sentences", "mask_rate": data.Masking.rate, "m
 
 def option_words(options):
     """train.py options as typed, those at train.py's default (TRAIN_DEFAULTS) left out."""
-    words = []
-    for key, value in options.items():
-        if TRAIN_DEFAULTS.get(key, object()) != value:
-            words += flag(key, value).split(" ", 1)
-    return words
+    return [word for key, value in options.items() if TRAIN_DEFAULTS.get(key, object()) != value
+            for word in flag(key, value).split(" ", 1)]
 
 
 def run_folder(out, data_dir, options, flags, heldout, corpus, finetune):
-    """OUT/_runs/<key>/seed<k>: the key a hash of everything that makes the run and its record (its train.py
-    options but the seed, its data, where it is scored, its finetuning), so that an arm declared by two
-    experiments is one run, trained and scored once."""
-    what = [data_dir, option_words({k: v for k, v in options.items() if k != "seed"}), list(flags), heldout, corpus,
-            finetune]
-    key = hashlib.sha256(json.dumps(what).encode()).hexdigest()[:10]
+    """OUT/_runs/<key>/seed<k>, the key a hash of everything but the seed that makes the run and its record: an
+    arm declared by two experiments is one run, trained and scored once."""
+    what = [data_dir, option_words({k: v for k, v in options.items() if k != "seed"}), list(flags), heldout]
+    key = hashlib.sha256(json.dumps(what + [corpus, finetune]).encode()).hexdigest()[:10]
     return os.path.join(out, "_runs", key, f"seed{options['seed']}")
 
 
@@ -227,25 +218,21 @@ def plan(exp, scale, args, prepared):
         train_dir, heldout = prepared.folders[own or arm.data or exp.data], prepared.folders[own or exp.heldout]
         for seed in range(args.seeds or exp.seeds or scale.seeds):
             seeded = {**options, "seed": seed}
-            runs.append(Run(arm, seed, run_folder(args.out, train_dir, seeded, flags, heldout, prepared.corpus,
-                                                  arm.finetune), seeded, train_dir, heldout, tuple(flags),
-                            prepared.corpus, tuple(fitted)))
+            folder = run_folder(args.out, train_dir, seeded, flags, heldout, prepared.corpus, arm.finetune)
+            runs.append(Run(arm, seed, folder, seeded, train_dir, heldout, tuple(flags), prepared.corpus,
+                            tuple(fitted)))
     return runs
 
 
 def epoch_steps(folder, options, epochs):
     """The updates of exactly `epochs` epochs of `folder`'s training examples in batches of --batch-size (an
-    epoch's incomplete last batch is dropped: data.budget_batches); the declared max_steps when the data is not
-    prepared (a plan made without it)."""
+    epoch's incomplete last batch dropped); the declared max_steps when the data is not prepared."""
     if not os.path.isfile(os.path.join(folder, "meta.json")):
         return options["max_steps"]
     tok = bpe.Tokenizer.load(os.path.dirname(os.path.normpath(folder)))
     tokens, ends, _ = prepared.load_split(folder, "train")
     n = len(data.examples(tokens, ends, options.get("format", "full-sentences"), options["seq_len"], tok.eos_id))
     return epochs * max(1, n // options["batch_size"])
-
-
-SAMPLE_TOKENS = 2_000_000       # equal tokens: the formats' batches measured on this many training tokens
 
 
 def real_lengths(tokens, ex, fmt, seq_len, eos_id):
@@ -261,8 +248,7 @@ def real_lengths(tokens, ex, fmt, seq_len, eos_id):
 
 
 def run_tokens(tokens, ends, eos_id, fmt, options, seed=0):
-    """The real tokens a run of these options reads in its max_steps updates, epoch after epoch, as train.py
-    batches them (data.epoch_batches: budget formats by example_lengths, up to --tokens-per-batch)."""
+    """The real tokens a run of these options reads in its max_steps updates, as train.py batches them."""
     seq_len, size = options["seq_len"], options["batch_size"]
     ex = data.examples(tokens, ends, fmt, seq_len, eos_id, seed)
     lengths, real = data.example_lengths(ex, fmt, seq_len), real_lengths(tokens, ex, fmt, seq_len, eos_id)
@@ -278,10 +264,9 @@ def run_tokens(tokens, ends, eos_id, fmt, options, seed=0):
 
 
 def update_tokens(exp, base, prep):
-    """Section 4.2's equal tokens (exp.equal_tokens): {format: the train.py options that give its run as many
-    real tokens as FULL-SENTENCES' run, within 1%}: per update, a batch scaled by the mean length (SEGMENT-PAIR)
-    or the tokens-per-batch budget whose batches hold as many on average (found by trying each); then the
-    updates, so that the run's total matches (data read as train.py reads it, seed 0)."""
+    """Section 4.2's equal tokens: {format: the train.py options that give its run as many real tokens as
+    FULL-SENTENCES' run, within 1%}: a batch scaled by the mean length (SEGMENT-PAIR) or the tokens-per-batch
+    budget whose batches hold as many on average, then the updates that match the total."""
     if not exp.equal_tokens:
         return {}
     folder, seq_len = prep.folders[exp.data], base["seq_len"]
@@ -322,15 +307,10 @@ def chosen_arms(exp, names):
     return [a for a in exp.arms if not names or a.name in names.split(",")]
 
 
-CORE = ["bpe.py", "roberta.py", "data.py", "train.py", "finetune.py", "evaluate.py"]
-
-
 def code_hash(root=ROOT, paths=None):
-    """The version of the code a run ran with: a hash of the files experiments.py and the six core modules import,
-    wherever the import stands (the command lines the runs call, and this runner, which evaluates them), and of the
-    held-out texts; or of `paths`, relative to root. Not bench.py and its tools, which no run imports. Not of
-    experiments.py's declarations (from its "the experiments" line to its "scales" line): a run's settings are its
-    command, compared on their own, so adding an arm or an experiment reruns nothing."""
+    """The version of the code a run ran with: a hash of the held-out texts and the files experiments.py and the
+    core import, wherever the import stands (this runner too); or of `paths`, relative to root. Not of experiments.py's
+    declarations ("the experiments" to "scales"): a run's command is compared on its own (a new arm reruns nothing)."""
     texts = sorted(glob.glob(os.path.join(root, "machinery", "lab", "heldout_text", "*.txt"))) if paths is None else []
     paths = [os.path.join(root, name) for name in (paths or imported(CORE + ["experiments.py"], root))] + texts
     h = hashlib.sha256()
@@ -343,20 +323,16 @@ def code_hash(root=ROOT, paths=None):
     return h.hexdigest()[:12]
 
 
-AST_LOCK = threading.Lock()
-
-
 def imported(paths, root=ROOT):
-    """`paths` (relative to root) and every project file they import, directly or through each other, wherever
-    the import stands (its lines read, not run): the source of what they run."""
+    """`paths` (relative to root) and every project file they import, directly or not, wherever the import stands."""
     seen, todo = set(), list(paths)
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        with open(os.path.join(root, path), "rb") as f, AST_LOCK:  # CPython 3.11's ast.parse is not thread-safe
-            tree = ast.parse(f.read())                             # (gh-106905): experiments side by side
+        with open(os.path.join(root, path), "rb") as f, AST_LOCK:
+            tree = ast.parse(f.read())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -429,10 +405,9 @@ def curve(records, run):
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fraction=0.0):
-    """The checkpoint's masked-LM figures on the fixed 15% held-out masks of data_dir (FULL-SENTENCES blocks), with
-    standard errors: loss (nats per masked token), accuracy of the top guess, and bits per byte of the masked
-    tokens. With `corpus`: text_figures' on its held-out lines and the non-English and code texts, under "texts"."""
+def evaluate_heldout(folder, data_dir, seq_len, device, corpus, valid_fraction):
+    """The checkpoint's loss, accuracy (with standard errors) and bits per byte on the fixed 15% held-out masks of
+    data_dir (FULL-SENTENCES blocks); with `corpus`, text_figures' under "texts"."""
     tok = bpe.Tokenizer.load(folder)
     model = roberta.load_pretrained(folder, verbose=False, new_head_ok=False)
     checkpoints.check_tokenizer(folder, tok)  # the tokenizer its checkpoint.pt recorded
@@ -441,24 +416,22 @@ def evaluate_heldout(folder, data_dir, seq_len, device, corpus="", valid_fractio
     batches = data.heldout_batches(tokens, ends, tok, seq_len, batch_size=32)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = data.evaluate_mlm(model.to(device), batches, device, detailed=True)
-    texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device) if corpus else None
     n = out["targets"]
-    loss = out["loss_sum"] / n
-    acc = out["correct"] / n
+    loss, acc = out["loss_sum"] / n, out["correct"] / n
     byte_len = np.array([len(tok.vocab.get(i, b"")) for i in range(len(tok))], dtype=np.int64)
     target_bytes = sum(int(byte_len[labels[labels != -100].numpy()].sum()) for _, labels in batches)
     figures = {"loss": loss, "loss_se": math.sqrt(max(out["loss_sq_sum"] / n - loss ** 2, 0.0) / n),
                "ppl": math.exp(loss), "accuracy": 100 * acc, "accuracy_se": 100 * math.sqrt(acc * (1 - acc) / n),
                "bits_per_byte": out["loss_sum"] / math.log(2) / max(target_bytes, 1), "targets": n, "format": "full-sentences"}
-    if texts:  # <unk> counted: the English figure replaces the one above
+    if corpus:  # <unk> counted: the English figure replaces the one above
+        texts = text_figures.all_figures(model, tok, corpus, valid_fraction, seq_len, device)
         figures.update(texts=texts, bits_per_byte=texts["english"]["bits_per_byte"])
     return figures
 
 
-def finetune_run(run, glue, scale, log_path, fresh, threads):
-    """Downstream scores of a finished run (finetune.py); {task: accuracy or an error line}. `fresh`: the
-    run was (re)trained now, so earlier finetuning results in its folder are stale."""
-    scores = {}
+def finetune_run(run, glue, scale, fresh, threads):
+    """{task: accuracy or an error line} of a finished run (finetune.py); `fresh`: retrained now (old scores stale)."""
+    scores, log_path = {}, os.path.join(run.folder, "finetune.out")
     for task, folder, _ in experiments.GLUE_TASKS:
         task_dir = os.path.join(glue, folder)
         if not all(os.path.isfile(os.path.join(task_dir, f)) for f in ("train.tsv", "dev.tsv")):
@@ -477,25 +450,35 @@ def finetune_run(run, glue, scale, log_path, fresh, threads):
             if code != 0 or metrics is None:
                 scores[task] = {"error": last, "command": shown(argv)}
                 continue
-        dev = next(iter(metrics["dev"].values()))
-        scores[task] = {"accuracy": dev["accuracy"], "command": shown(argv)}
+        scores[task] = {"accuracy": next(iter(metrics["dev"].values()))["accuracy"], "command": shown(argv)}
     return scores
 
 
 def do_run(run, i, total, exp, scale, args):
-    """One run from wherever it stands to its record: trained (a progress line every PROGRESS_SECONDS),
-    evaluated, finetuned; or failed."""
+    """One run from wherever it stands to its record: skipped (finished before: finetuned if --glue is new to
+    it), trained (a progress line every PROGRESS_SECONDS), evaluated, finetuned; or failed."""
     command, code = run.argv, code_hash()
     label = f"[{exp.name}] {i}/{total} {run.arm.name} seed {run.seed}"
     if code != args.code:
         say(f"{label}: warning: the code changed since this experiment started ({args.code} -> {code}); this "
             f"run uses the new code, and the report will say that its runs mix code versions")
     status = run_status(run, command, args.overwrite, code)
-    if status == "finished":
-        return skip_run(run, label, scale, args)
+    if status == "finished":  # here, or in another experiment that declares the same run
+        say(f"{label}: finished before, skipped ({shown(command)})")
+        record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
+        if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
+            record["glue"] = finetune_run(run, args.finetune_on, scale, False, speed.threads_for(args.jobs))
+            write_run(run, record)
+        return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
     threads = scale.threads or speed.threads_for(args.jobs)
     flags = ["--resume"] if status == "resume" else ["--overwrite"] if args.overwrite or status == "stale" else []
-    announce(run, label, status, threads, code, flags)
+    if status == "stale":
+        was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
+        doing = f"training again: it ran with other code (code {was}, now {code})"
+    else:
+        doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
+    say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
+        + (f"\n    {shown(command + flags)}" if status != "evaluate" else ""))
     record = {"command": shown(command), "arm": run.arm.name, "seed": run.seed, "folder": run.folder, "code": code}
     t0 = time.time()
     if status != "evaluate":
@@ -503,48 +486,20 @@ def do_run(run, i, total, exp, scale, args):
         write_run(run, {"command": shown(command), "status": "running", "code": code})
         exit_code, last = execute(command + flags, os.path.join(run.folder, "train.out"), threads,
                                   progress=lambda: say(progress_line(label, run, time.time() - t0)))
-        if exit_code != 0:
-            return fail_run(run, record, last, label)
+        if exit_code != 0:  # marked failed, with its last error and the command that reruns it
+            rerun = shown(command + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt")) else []))
+            record.update(status="failed", error=last, rerun=rerun, curve=curve(log_records(run), run),
+                          log=os.path.join(run.folder, "train.out"))
+            write_run(run, record)
+            say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
+            return record
     return finish_run(run, record, t0, status, label, scale, args, threads)
-
-
-def skip_run(run, label, scale, args):
-    """A run that finished before (here, or in another experiment that declares the same run): its record,
-    finetuned now if --glue is new to it."""
-    say(f"{label}: finished before, skipped ({shown(run.argv)})")
-    record = files.read_json(os.path.join(run.folder, "run.json"), missing=True)
-    if args.finetune_on and not record.get("glue"):  # SST-2 here now: finetune the finished checkpoint
-        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"), False,
-                                      speed.threads_for(args.jobs))
-        write_run(run, record)
-    return {**record, "arm": run.arm.name, "skipped": True}  # a shared run: this experiment's arm
-
-
-def announce(run, label, status, threads, code, flags):
-    """The line that says what happens to a run now, and the train.py command that does it."""
-    if status == "stale":
-        was = files.read_json(os.path.join(run.folder, "run.json"), missing=True).get("code") or "not recorded"
-        doing = f"training again: it ran with other code (code {was}, now {code})"
-    else:
-        doing = {"resume": "resuming", "evaluate": "evaluating"}.get(status, "training")
-    say(f"{label}: {doing} ({threads} thread{'s' if threads > 1 else ''})"
-        + (f"\n    {shown(run.argv + flags)}" if status != "evaluate" else ""))
-
-
-def fail_run(run, record, last, label):
-    """A run whose train.py failed: marked failed, with its last error and the command that reruns it."""
-    rerun = shown(run.argv + (["--resume"] if os.path.isfile(os.path.join(run.folder, "checkpoint.pt")) else []))
-    record.update(status="failed", error=last, rerun=rerun, curve=curve(log_records(run), run),
-                  log=os.path.join(run.folder, "train.out"))
-    write_run(run, record)
-    say(f"{label}: FAILED: {last}\n    its log is kept in {run.folder}; to rerun it: {rerun}")
-    return record
 
 
 def finish_run(run, record, t0, status, label, scale, args, threads):
     """A trained run: evaluated on the fixed held-out masks, finetuned with --glue, its record written."""
-    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device, corpus=run.corpus,
-                               valid_fraction=scale.valid_fraction)
+    heldout = evaluate_heldout(run.folder, run.heldout, run.options["seq_len"], args.device, run.corpus,
+                               scale.valid_fraction)
     log = log_records(run)
     last = (log or [{}])[-1]
     record.update(status="finished", seconds=round(time.time() - t0, 1), heldout=heldout, curve=curve(log, run),
@@ -552,8 +507,7 @@ def finish_run(run, record, t0, status, label, scale, args, threads):
                   sequences_seen=run.options["max_steps"] * run.options["batch_size"],
                   tokens_seen=last.get("tokens_seen"))  # real tokens of every update, no padding
     if args.finetune_on:
-        record["glue"] = finetune_run(run, args.finetune_on, scale, os.path.join(run.folder, "finetune.out"),
-                                      status != "evaluate", threads)
+        record["glue"] = finetune_run(run, args.finetune_on, scale, status != "evaluate", threads)
     write_run(run, record)
     say(f"{label}: done: held-out loss {heldout['loss']:.4f} [se {heldout['loss_se']:.4f}], accuracy "
         f"{heldout['accuracy']:.1f}% ({heldout['targets']:,} masked tokens), {record['seconds']:.0f} s")

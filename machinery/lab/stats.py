@@ -7,10 +7,11 @@ p and the interval of the difference, second minus first), the equivalence test 
 import math
 import statistics
 
+ZERO_SPREAD = 1e-9              # a standard error below this share of the values' size is rounding, not spread
+
 
 def betainc(a, b, x):
-    """The regularized incomplete beta function I_x(a, b), by its continued fraction (modified Lentz),
-    used on the side where it converges fast."""
+    """The regularized incomplete beta function I_x(a, b): its continued fraction (modified Lentz), fast side."""
     if x <= 0 or x >= 1:
         return 0.0 if x <= 0 else 1.0
     if x > (a + 1) / (a + b + 2):
@@ -71,13 +72,9 @@ def paired(first, second):
     return statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs) - 1
 
 
-ZERO_SPREAD = 1e-9              # a standard error below this share of the values' size is rounding, not spread
-
-
 def compare(first, second, paired_runs=False, level=0.95):
     """mean(second) - mean(first), its `level` confidence interval and two-sided p: the paired test when
-    `paired_runs` (the same seeds, in the same order), else Welch's. Needs at least 2 values per side.
-    Zero spread (the standard error is 0 up to rounding): no p and no interval, "zero_spread" True."""
+    `paired_runs` (the same seeds, in order), else Welch's. Zero spread (se 0 up to rounding): no p, no interval."""
     if len(first) < 2 or len(second) < 2:
         raise ValueError("a t-test needs at least 2 runs per arm")
     if paired_runs and len(first) != len(second):
@@ -97,18 +94,16 @@ def interval(test, level):
 
 
 def tost(test, margin):
-    """Two one-sided t-tests (TOST) of "the true difference lies within +-margin": the larger of the two
-    one-sided p-values, of "difference <= -margin" and of "difference >= +margin". Below a: equivalent at
-    level a; below a/2 exactly when the two-sided 1 - a interval lies inside (-margin, +margin)."""
+    """Two one-sided t-tests (TOST) of "the true difference lies within +-margin": the larger one-sided p, of
+    "<= -margin" and of ">= +margin"; below a/2 exactly when the two-sided 1 - a interval lies inside +-margin."""
     d, se, df = test["difference"], test["se"], test["df"]
     return max(t_one_sided_p((d + margin) / se, df), t_one_sided_p((margin - d) / se, df))
 
 
 def holm(pvalues, alpha=0.05):
-    """Holm's step-down correction of m tests at familywise level `alpha`: the smallest p is tested at
-    alpha / m, the next at alpha / (m - 1), ..., until one fails; it and every larger p fail. For each test,
-    in the order given: {"adjusted": its Holm-adjusted p (rejected exactly when < alpha), "level": the level
-    it was held to (alpha / (m - k + 1) at rank k; past the first failure, that failure's level), "rank"}."""
+    """Holm's step-down correction of m tests at familywise level `alpha` (docs/experiments/README.md). For each
+    test, in the order given: {"adjusted": its Holm-adjusted p (rejected exactly when < alpha), "level": the level
+    it was held to (alpha / (m - k + 1) at rank k; past the first failure, that failure's), "rank"}."""
     m = len(pvalues)
     order = sorted(range(m), key=lambda i: pvalues[i])
     out, running, failed_at = [None] * m, 0.0, None

@@ -1,7 +1,6 @@
-"""The text-encoding experiment's figures (Section 4.4): bits per byte of the masked targets of held-out text,
-so that tokenizers are compared on the same text, and the <unk> rates. An <unk> target costs the model's loss
-on it *plus* the character it hides at 8 bits per UTF-8 byte: else a tokenizer that turned every hard
-character into one cheap <unk> would look better for knowing less.
+"""The text-encoding experiment's figures (Section 4.4): bits per byte of the masked targets of held-out text (the
+tokenizers compared on the same text) and the <unk> rates. An <unk> target costs the model's loss on it *plus* 8
+bits per UTF-8 byte of the character it hides: else a tokenizer would look better for knowing less.
 """
 import math
 import os
@@ -15,8 +14,7 @@ import data
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "heldout_text")
 TEXTS = {"non_english": "non_english.txt", "code": "code.txt"}  # written for this project, in FOLDER
 UNKNOWN_BITS_PER_BYTE = 8        # an unknown character, spelled out byte by byte with no model
-MASK_VERSIONS = 8                # the small texts are masked 8 times (seeds 1234..1241), so that every
-                                 # token is a target about once
+MASK_VERSIONS = 8                # the small texts masked 8 times (seeds 1234..): each token a target about once
 
 
 def text_lines(name):
