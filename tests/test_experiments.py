@@ -238,8 +238,10 @@ def test_report_only_trains_nothing_and_recomputes_the_verdicts(out, capsys):
     assert after["verdicts"] == before["verdicts"] and after["wall_seconds"] == before["wall_seconds"]
     assert all(os.path.getmtime(os.path.join(f, "checkpoint.pt")) == t for f, t in stamp.items())
     command.main(["summary", "--out", out])  # every claim of every experiment, one row each
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| `") and " beats " in line]
     assert len(rows) == sum(len(results(out, name)["verdicts"]) for name in NAMES)
+    assert any(line.startswith("| `mask-rate` | rate-40 | ") and " nats | " in line for line in lines)  # its arms
     assert any(line.startswith("| `mask-rate` | rate-40 beats rate-15 |") for line in rows)
 
 

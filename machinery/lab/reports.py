@@ -425,14 +425,15 @@ def suite_holm(found):
 
 
 def summary(names, out):
-    """Every claim of OUT/<name>/results.json in one table (BENCHMARKS.md's): each metric as measured, p, Holm
-    in its experiment and over the whole suite; then how many distinct pretrained models beat the control."""
+    """BENCHMARKS.md's tables from OUT/<name>/results.json: every arm (arms_table); every claim, each metric as
+    measured, p, Holm in its experiment and over the whole suite; how many distinct pretrained models beat the
+    control."""
     found = {name: r for name in names if (r := files.read_json(os.path.join(out, name, "results.json"), missing=True))}
     if not found:
         return f"no results.json under {out}/: run an experiment first"
     suite = suite_holm(found)
-    lines = ["| experiment | claim | as measured [interval at the level tested] | p | Holm p: experiment | Holm p: "
-             "suite | verdict |", "|---|---|---|---|---|---|---|"]
+    lines = arms_table(found) + ["", "| experiment | claim | as measured [interval at the level tested] | p | "
+                                 "Holm p: experiment | Holm p: suite | verdict |", "|---|---|---|---|---|---|---|"]
     for name, res in found.items():
         for v in res["verdicts"]:
             cells = [(measured(t, v["better"], v["worse"], cell=True), p_text(t.get("p")), p_text(t.get("p") and t["adjusted_p"]),
@@ -448,6 +449,25 @@ def summary(names, out):
                       f"beat it at p < {ALPHA:g}, {held} after Holm over the suite's {len({k for k, h in suite.values() if h})} "
                       f"distinct tests (a model shared between experiments, the same runs, counted once)."]
     return "\n".join(lines)
+
+
+def arms_table(found):
+    """Each experiment's pretrained arms: the figure its verdicts test, mean ± sd over seeds; its worst seed's
+    held-out ppl over the unigram's (the learning gate); the real tokens a run trained on (mean); the wall time."""
+    lines = ["| experiment | arm | tested figure, mean ± sd | worst seed: ppl ÷ unigram ppl | real tokens | "
+             "wall time |", "|---|---|---|---|---|---|"]
+    for name, res in found.items():
+        metric = next(e.metric for e in experiments.EXPERIMENTS if e.name == name)
+        unigram, wall = res.get("arm_baselines") or {}, f"{res['wall_seconds'] / 60:.1f} min"
+        for arm in [a for a in res["arms"] if a["loss"]["n"]]:  # the control has no MLM figures
+            worst = max(arm["loss"]["values"])
+            ratio = f"{math.exp(worst - unigram[arm['arm']]):.2f}x" if arm["arm"] in unigram else "-"
+            tokens = [r["tokens_seen"] for r in res["runs"] if r["arm"] == arm["arm"] and r.get("tokens_seen")]
+            tokens = f"{statistics.fmean(tokens) / 1e6:.3f}M" if tokens else "-"
+            figure = fmt(arm[metric], 3) + METRICS[metric][3]
+            lines.append(f"| `{name}` | {arm['arm']} | {figure} | {ratio} | {tokens} | {wall} |")
+            wall = ""
+    return lines
 
 
 def p_text(p):
