@@ -1,12 +1,10 @@
 """Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run
-(`python bench.py COMMAND`, the commands below).
-
-Peers are optional (one not installed is reported as such). `bpe` and `data` read ~8 MB of English
-(WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files
-from the shared data folder beside the repository; without it they stop with a one-line error.
-"""
+(`python bench.py COMMAND`; a peer not installed is reported as such). `bpe` and `data` read ~8 MB of English
+(WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files from
+the shared data folder beside the repository; without it they stop with a one-line error."""
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -25,7 +23,9 @@ import evaluate
 import roberta
 from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
-from machinery.commands.bench_tools import (timed, interleaved, peak_mb, returned, in_fresh_process, run_command, mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, AMP_DTYPES)
+from machinery.commands.bench_tools import (timed, interleaved, peak_mb, returned, in_fresh_process, run_command,
+                                            train_py, mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data,
+                                            AMP_DTYPES)
 from machinery.datafolder import index, preparation
 from machinery.fast import orders
 from machinery.formats import prepared
@@ -40,11 +40,8 @@ def bench_lines(shared=SHARED):
     texts = ["corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt", "corpora/tinyshakespeare/input.txt"]
     missing = [f for f in texts + ["roberta", "gpt2"] if not os.path.exists(os.path.join(shared, f))]
     if missing:
-        raise FileNotFoundError(f"{os.path.join(shared, missing[0])}: missing (the benchmarks need the project's "
-                                f"shared data)")
-    lines = []
-    for f in texts:
-        lines += files.read_text(os.path.join(shared, f)).splitlines(keepends=True)
+        raise FileNotFoundError(f"{os.path.join(shared, missing[0])}: missing (the benchmarks need the shared data)")
+    lines = [line for f in texts for line in files.read_text(os.path.join(shared, f)).splitlines(keepends=True)]
     for path in sorted(glob.glob(os.path.join(shared, "race", "*", "*", "*.txt"))):
         try:
             lines += json.loads(files.read_text(path))["article"].splitlines(keepends=True)
@@ -54,14 +51,14 @@ def bench_lines(shared=SHARED):
 
 
 def training_peak_mb(lines, vocab_size):
-    """Peak memory of a fresh process that imports bpe.py alone and trains from the text file, streaming it
-    as `python bpe.py train` does."""
+    """Peak memory of a fresh process importing bpe.py alone, training from the text file as `python bpe.py train`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
         files.write_atomic(path, "".join(lines))
-        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
+        code = ("import sys, bpe; from machinery.basics import files; "
+                "bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
-        return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
+        return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process").stdout)
 
 
 def naive_merge_seconds(lines, n=3):
@@ -101,16 +98,14 @@ def bpe_ratios(rows):
 def bpe_training_rows(lines, vocab_size):
     """Table rows for training: ours, HF tokenizers, and the naive trainer extrapolated to as many merges."""
     ours, tok = timed(bpe.Tokenizer.train, lines, vocab_size)
-    rows = [("train", OURS, ours)]
     try:
         from tokenizers import ByteLevelBPETokenizer
-        rows.append(("train", HF_TOKENIZERS, timed(lambda: ByteLevelBPETokenizer().train_from_iterator(
-            lines, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-            special_tokens=list(bpe.SPECIALS) + [bpe.MASK]))[0]))
+        hf = timed(lambda: ByteLevelBPETokenizer().train_from_iterator(lines, vocab_size=vocab_size, min_frequency=2,
+                   show_progress=False, special_tokens=list(bpe.SPECIALS) + [bpe.MASK]))[0]
     except ImportError:
-        rows.append(("train", HF_TOKENIZERS, None))
-    rows.append(("train", NAIVE, naive_merge_seconds(lines) * len(tok.merges)))
-    return rows, len(tok.merges)
+        hf = None
+    naive = naive_merge_seconds(lines) * len(tok.merges)
+    return [("train", OURS, ours), ("train", HF_TOKENIZERS, hf), ("train", NAIVE, naive)], len(tok.merges)
 
 
 def encode_cold(tok, texts):
@@ -120,31 +115,27 @@ def encode_cold(tok, texts):
 
 
 def bpe_encoding_rows(lines):
-    """Table rows for encoding line by line from an empty cache, on the released RoBERTa / GPT-2 files;
-    ours and tiktoken interleaved."""
-    roberta_tok = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
-    gpt2_tok = bpe.Tokenizer.load(os.path.join(SHARED, "gpt2"))
+    """Table rows for encoding line by line from an empty cache, with the released RoBERTa / GPT-2 files; ours and
+    tiktoken interleaved."""
+    roberta_tok, gpt2_tok = (bpe.Tokenizer.load(os.path.join(SHARED, name)) for name in ("roberta", "gpt2"))
     t, ids = timed(encode_cold, roberta_tok, lines)
-    rows = [("encode", OURS_ROBERTA, t)]
     try:
         import tiktoken
         from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-        ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
-                                                os.path.join(SHARED, "gpt2", "encoder.json"))
+        folder = os.path.join(SHARED, "gpt2")
+        ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(folder, "vocab.bpe"), os.path.join(folder, "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok, lines),
-                                    lambda: [enc.encode_ordinary(s) for s in lines]], 5)
-        rows += [("encode", OURS_GPT2, ours), ("encode", TIKTOKEN, theirs)]
+        gpt2 = interleaved([lambda: encode_cold(gpt2_tok, lines), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
     except ImportError:
-        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok, lines)[0]), ("encode", TIKTOKEN, None)]
+        gpt2 = timed(encode_cold, gpt2_tok, lines)[0], None
     try:
         from transformers import RobertaTokenizer
-        hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"), os.path.join(SHARED, "roberta", "merges.txt"))
-        rows.append(("encode", HF_PYTHON, timed(lambda: [hf.encode(s, add_special_tokens=False) for s in lines],
-                                                repeat=1)[0]))
+        hf = RobertaTokenizer(*(os.path.join(SHARED, "roberta", f) for f in ("vocab.json", "merges.txt")))
+        python = timed(lambda: [hf.encode(s, add_special_tokens=False) for s in lines], repeat=1)[0]
     except ImportError:
-        rows.append(("encode", HF_PYTHON, None))
-    return rows, sum(map(len, ids))
+        python = None
+    rows = [(OURS_ROBERTA, t), (OURS_GPT2, gpt2[0]), (TIKTOKEN, gpt2[1]), (HF_PYTHON, python)]
+    return [("encode", name, seconds) for name, seconds in rows], sum(map(len, ids))
 
 
 LONG_WORDS = [1_000, 10_000, 100_000, 1_000_000]  # characters in one pre-token
@@ -194,8 +185,7 @@ def bench_bpe(args):
 
 # ------------------------------------------------------------------------------------------ model
 def ours_step(model, ids, labels, amp, compile):
-    """train_step for our model, torch.compile'd if asked; where compiling fails (no C compiler, an
-    unsupported device), eager, with a one-line warning."""
+    """train_step for our model, torch.compile'd if asked; eager with a one-line warning where compiling fails."""
     if compile:  # the LM head on a fixed number of slots, as train.py's compiled step: no graph break
         slots = speed.StaticShape(*ids.shape, model.cfg.pad_id).slots(int(labels.ne(-100).sum()))
         try:
@@ -237,8 +227,7 @@ def bench_model(args):
           ", ".join(f"{amp}: {peak / 1e12:,.3g} TFLOP/s ({label})" for amp, (peak, label) in peaks.items()))
     print(f"MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); "
           f"ours {'compiled' if args.compile else 'eager'}, transformers eager.\n")
-    print("| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    print("| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |\n" + "|---" * 7 + "|")
     for name, batch, seq_len in args.runs:
         try:
             model_row(args, device, peaks, name, batch, seq_len)
@@ -291,25 +280,20 @@ def bench_data(args):
 
 # ------------------------------------------------------------------------------------------ the training loop
 def loop_seconds(data_dir, folder, args, extra=()):
-    """Seconds per update of `python train.py` (logging every step, evaluating only at the end; eager and fp32, as
-    the bare step): runs of N and 3N updates, twice each; the difference of the fastest runs is 2N updates, with
-    start-up and the final evaluation cancelled out."""
+    """Seconds per update of `python train.py` (logging every update; eager and fp32, as the bare step): runs of N and
+    3N updates, twice each; the fastest's difference is 2N updates, start-up and the final evaluation cancelled."""
     best = {}
     for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
-        t = time.perf_counter()
-        run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", os.path.join(folder, f"out{i}"),
-                     "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--max-steps", str(steps),
-                     "--log-interval", "1", "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9),
-                     "--eval-sequences", "8", "--device", args.device, "--amp", "none", "--no-compile", *extra],
-                    "train.py")
+        t, out = time.perf_counter(), os.path.join(folder, f"out{i}")
+        train_py("train.py", data_dir, out, args, "--config", args.config, "--max-steps", steps, "--log-interval", 1,
+                 "--amp", "none", "--no-compile", *extra)
         best[steps] = min(best.get(steps, float("inf")), time.perf_counter() - t)
-        shutil.rmtree(os.path.join(folder, f"out{i}"))
+        shutil.rmtree(out)
     return (best[3 * args.steps] - best[args.steps]) / (2 * args.steps)
 
 
 def bench_train(args):
-    """train.py's loop (data, masking, logging), run as the command a user types, against the bare training
-    step of `bench.py model`."""
+    """train.py's loop (data, masking, logging), run as the command a user types, against `bench.py model`'s step."""
     with tempfile.TemporaryDirectory() as tmp:
         loop = loop_seconds(builtin_data(tmp, args.vocab_size), tmp, args)
     device = torch.device(args.device)
@@ -324,18 +308,16 @@ def bench_train(args):
 
 
 def bench_overlap(args):
-    """How much of the batch preparation train.py's background thread hides: each update's preparation is
-    made slower by --delay seconds (a sleep, so it takes no core from the step), then train.py runs with
-    the preparation in the loop (--prefetch 0) and in the thread (--prefetch 2, the default)."""
+    """How much of the batch preparation train.py's background thread hides: each update's preparation slowed by
+    --delay seconds (a sleep: no core taken from the step), prepared in the loop (--prefetch 0) or the thread."""
     rows = [("no delay, thread", ()), (f"+{args.delay * 1000:.0f} ms, in the loop", ("--prefetch", "0")),
             (f"+{args.delay * 1000:.0f} ms, thread", ())]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
         seconds = [loop_seconds(data_dir, tmp, args, (*extra, "--prepare-delay", str(args.delay if i else 0)))
                    for i, (_, extra) in enumerate(rows)]
-    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update")
-    print("| preparation | ms per update | hidden |")
-    print("|---|---|---|")
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update\n"
+          "| preparation | ms per update | hidden |\n|---|---|---|")
     for i, ((name, _), s) in enumerate(zip(rows, seconds)):
         hidden = f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay" if i else ""
         print(f"| {name} | {s * 1000:.1f} | {hidden} |")
@@ -345,45 +327,33 @@ def bench_overlap(args):
 def logged_losses(folder):
     """{step: loss} of a run folder's log.jsonl ({} without one: a Hugging Face folder)."""
     path = os.path.join(folder, "log.jsonl")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()] \
+        if os.path.isfile(path) else []
     return {r["step"]: r["loss"] for r in records if isinstance(r.get("loss"), float)}
-
-
-def random_twin(source, folder):
-    """A Hugging Face folder with `source`'s sizes and tokenizer but fresh weights (seed 0): the random start."""
-    model, tok = evaluate.load_checkpoint(source, verbose=False)
-    torch.manual_seed(0)
-    roberta.save_pretrained(roberta.RobertaForMaskedLM(model.cfg), folder)
-    tok.save(folder)
-    return folder
 
 
 def bench_continue(args):
     """train.py --init-from's check that the weights loaded: the continued run's first losses beside its source's
-    last logged loss and beside a random start of the same sizes (the same data, order and masks). Without
-    --init-from the source is made here: a tiny run on the built-in corpus, exported as a Hugging Face folder."""
-    run = ["--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--dropout", "0", "--device",
-           args.device, "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9)]
-    with tempfile.TemporaryDirectory() as tmp:
-        # the commands run in the repository's folder: paths made absolute
+    last logged loss and a random start of the same sizes (the same data, order and masks). Without --init-from the
+    source is made here: a tiny run on the built-in corpus, exported as a Hugging Face folder."""
+    with tempfile.TemporaryDirectory() as tmp:  # the commands run in the repository's folder: paths made absolute
         source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))
         if source is None:
             data_dir = data_dir or builtin_data(tmp, args.vocab_size)
             src, source = os.path.join(tmp, "src"), os.path.join(tmp, "hf")
-            run_command(["train.py", "--data", data_dir, "--out", src, "--max-steps", str(args.source_steps),
-                         "--warmup-steps", str(max(args.source_steps // 10, 1)), *run], "the source run")
+            train_py("the source run", data_dir, src, args, "--max-steps", args.source_steps, "--warmup-steps",
+                     max(args.source_steps // 10, 1), "--dropout", 0)
             run_command(["roberta.py", "export", "--checkpoint", src, "--out", source], "roberta.py export")
         before = logged_losses(src if args.init_from is None else source)
+        model, tok = evaluate.load_checkpoint(source, verbose=False)  # the random start: its sizes, fresh weights
+        torch.manual_seed(0)
+        roberta.save_pretrained(roberta.RobertaForMaskedLM(model.cfg), os.path.join(tmp, "random"))
+        tok.save(os.path.join(tmp, "random"))
         losses = []
-        for name in ("continued", "random"):
-            start = source if name == "continued" else random_twin(source, os.path.join(tmp, "weights"))
-            out = os.path.join(tmp, name)
-            run_command(["train.py", "--init-from", start, "--data", data_dir, "--out", out, "--max-steps",
-                         str(args.steps), "--warmup-steps", str(args.steps), "--lr", str(args.lr),
-                         "--log-interval", "1", *run], f"train.py --init-from ({name})")
+        for name, start in (("continued", source), ("random", os.path.join(tmp, "random"))):
+            out = os.path.join(tmp, name + "-run")
+            train_py(f"train.py --init-from ({name})", data_dir, out, args, "--init-from", start, "--max-steps",
+                     args.steps, "--warmup-steps", args.steps, "--lr", args.lr, "--log-interval", 1, "--dropout", 0)
             losses.append(logged_losses(out))
     tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
     last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
@@ -426,8 +396,8 @@ def private_mb():
 
 
 def _start(folder, fmt, build, batch_size):
-    """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches.
-    (seconds of each, private memory in MB above the imports; mapped files are shared page cache)."""
+    """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches:
+    (seconds of each, private MB above the imports (mapped files are shared page cache), examples)."""
     base = private_mb()
     tokens, ends, _ = prepared.load_split(folder, "train")
     t = time.perf_counter()
@@ -440,9 +410,8 @@ def _start(folder, fmt, build, batch_size):
 
 
 def _first_batch(path, n, batch_size, offset):
-    """What a rank does to order an epoch of n examples of a token budget (seq 512) and find its first batch,
-    at the epoch's start (offset 0) or resumed `offset` examples in: (seconds, private MB after it, peak MB of
-    the arrays made on the way (tracemalloc sees numpy's), examples in it)."""
+    """A rank ordering an epoch of n examples by token budget (seq 512) and finding its first batch, at the start or
+    resumed `offset` examples in: (seconds, private MB after, peak MB of numpy's arrays on the way, its examples)."""
     base = private_mb()
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
     tracemalloc.start()
@@ -457,9 +426,8 @@ def _first_batch(path, n, batch_size, offset):
 def bench_epoch_order(n, batch_size, seed=0):
     """An epoch of n examples at the paper's scale without building a corpus: lengths 10-100 tokens (a
     sentence pair's, ~55 on average; 0.8B of them are ~44B tokens) in a memory-mapped file."""
-    print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {batch_size:,} x 512 tokens:\n")
-    print("| start | order | seconds | private MB after | peak MB on the way | examples in the first batch |\n"
-          "|---|---|---|---|---|---|")
+    print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {batch_size:,} x 512 tokens:\n\n| start | order "
+          "| seconds | private MB after | peak MB on the way | examples in the first batch |\n" + "|---" * 6 + "|")
     with tempfile.TemporaryDirectory() as tmp:
         path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(seed)
         lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
@@ -477,8 +445,7 @@ def bench_startup(args):
     """Start-up of the examples index at the paper's scale, per format, in fresh processes: its first build
     (once, by one process) and every later start (map the kept index, then order an epoch)."""
     print("| tokens | format | examples | build (once) s | start: map index s | start: epoch order s | "
-          "start: private MB |")
-    print("|---|---|---|---|---|---|---|")
+          "start: private MB |\n" + "|---" * 7 + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.tokens:
             folder = os.path.join(tmp, f"c{n}")
@@ -495,7 +462,6 @@ def bench_startup(args):
 
 # ------------------------------------------------------------------------------------------ command line
 MAX_POSITIONS = roberta.RobertaConfig.max_positions
-DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RUNS = ["tiny:8:128", "small:8:128", "base:4:128", "tiny:4:512", "small:4:512", "base:2:512"]
 VOCAB_SIZE = cli.number(int, bpe.MIN_VOCAB, why=" (256 bytes + 5 special tokens)")
 SEQ_LEN = cli.number(int, 1, MAX_POSITIONS, why=" (the model's positions)")
@@ -521,21 +487,26 @@ def device_spec(text):
     m = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
     if m is None:
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
-    if text != "cpu" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine")
-    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices "
-                                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text != "cpu" and int(m.group(1) or 0) >= n:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {n} CUDA devices")
     return text
 
 
 def option(name, default, help, low=1, high=None, **keywords):
-    """One option of COMMANDS: a whole number in [low, high] unless `keywords` say otherwise; its default said."""
+    """One option: a whole number in [low, high] unless `keywords` say otherwise; its default said in its help."""
     return name, {"type": cli.number(int, low, high), "default": default, **keywords,
                   "help": f"{help} (default: %(default)s)"}
 
 
-DEVICE = option("--device", DEFAULT_DEVICE, "cpu, cuda or cuda:N; cuda when available", type=device_spec)
+def sizes(batch, seq_len, low=1, shortest=8):
+    """--batch-size and --seq-len."""
+    return [option("--batch-size", batch, "sequences per update", low),
+            option("--seq-len", seq_len, "tokens per sequence", shortest, MAX_POSITIONS)]
+
+
+DEVICE = option("--device", "cuda" if torch.cuda.is_available() else "cpu", "cpu, cuda or cuda:N; cuda when available",
+                type=device_spec)
 BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
 
 
@@ -543,18 +514,14 @@ def config(default):
     return option("--config", default, "model size", type=None, choices=list(roberta.PRESETS))
 
 
-def loop_options(steps):
-    """bench.py train's and overlap's: train.py runs N and 3N updates, twice each."""
-    return [config("tiny"), option("--batch-size", 8, "sequences per step"),
-            option("--seq-len", 128, "tokens per sequence", 8, MAX_POSITIONS),
-            option("--steps", steps, "N: train.py runs N and 3N updates, twice each"), BUILTIN_VOCAB, DEVICE]
+LOOP = [config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE]  # bench.py train's and overlap's, with their --steps
+LOOP_STEPS = "N: train.py runs N and 3N updates, twice each"
 
-
-# (command, help, [(option, argparse keywords)])
+# (command, the function it runs, help, [(option, argparse keywords)])
 COMMANDS = [
-    ("bpe", "tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer", [
+    ("bpe", bench_bpe, "tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer", [
         option("--vocab-size", 8000, "vocabulary to train", type=VOCAB_SIZE)]),
-    ("model", "training-step tokens/s and MFU, optionally vs transformers (--compare-hf)", [
+    ("model", bench_model, "training-step tokens/s and MFU, optionally vs transformers (--compare-hf)", [
         ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
                         help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
@@ -564,11 +531,13 @@ COMMANDS = [
         ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
         ("--compare-hf", dict(action="store_true",
                               help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
-    ("data", "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
+    ("data", bench_data, "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
-    ("train", "what train.py's loop adds to the bare training step", loop_options(150)),
-    ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
+    ("train", bench_train, "what train.py's loop adds to the bare training step",
+     LOOP + [option("--steps", 150, LOOP_STEPS)]),
+    ("startup", bench_startup, "start-up time and memory of the examples index on synthetic corpora (the paper's "
+                               "scale)", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
                                "100M; the issue's table adds 1e9)")),
@@ -577,19 +546,18 @@ COMMANDS = [
         option("--batch-size", 8192, "sequences per update, for the epoch's order (Table 9)"),
         option("--epoch-examples", 0, "also order an epoch of this many examples, as 40B tokens of sentence pairs "
                                       "give (800000000), from a synthetic file; 0: skipped", 0, 4 * 10 ** 9)]),
-    ("compile", "train.py's step eager vs torch.compile'd: time, graphs per forward, recompiles", [
+    ("compile", bench_device.bench_compile, "train.py's step eager vs torch.compile'd: time, graphs per forward, "
+                                            "recompiles", [
         ("--configs", dict(nargs="+", choices=list(roberta.PRESETS), default=["tiny", "small"],
-                           help="model sizes (default: tiny small)")),
-        option("--batch-size", 8, "sequences per update", 4), option("--seq-len", 128, "tokens per sequence", 16,
-                                                                      MAX_POSITIONS),
+                           help="model sizes (default: tiny small)")), *sizes(8, 128, 4, 16),
         option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
         option("--backend", "inductor", "torch.compile's backend (aot_eager: dynamo's graphs without compiling "
                                         "kernels)", type=None, choices=["inductor", "aot_eager", "eager"]),
         ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
                                                     "the exact targets (default: off; several more compiles)")),
         DEVICE]),
-    ("continue", "train.py --init-from: the continued run's first losses beside its source's last and a random "
-                 "start's", [
+    ("continue", bench_continue, "train.py --init-from: the continued run's first losses beside its source's last "
+                                 "and a random start's", [
         option("--init-from", None, "a run or Hugging Face folder; none: a tiny run on the built-in corpus, made here "
                "and exported", type=cli.path_arg),
         option("--data", None, "prepared with the source's tokenizer (needed with --init-from); none: the built-in "
@@ -597,31 +565,29 @@ COMMANDS = [
         option("--source-steps", 300, "updates of the source made here"),
         option("--steps", 5, "updates of each continued run"),
         option("--lr", 1e-4, "peak learning rate of the continued runs, reached at the last update",
-               type=cli.number(float, 0, 1, low_open=True)),
-        option("--batch-size", 16, "sequences per update"),
-        option("--seq-len", 64, "tokens per sequence", 8, MAX_POSITIONS),
+               type=cli.number(float, 0, 1, low_open=True)), *sizes(16, 64),
         option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
-    ("gpu", "the GPU table (docs/gpu-benchmark.md): train.py vs the bare compiled step vs transformers, MFU, bf16 "
-            "vs fp16, overlap", [
-        config("base"), option("--batch-size", 32, "sequences per update, one micro-batch", 4),
-        option("--seq-len", 512, "tokens per sequence", 16, MAX_POSITIONS),
+    ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py vs the bare compiled step vs "
+                                    "transformers, MFU, bf16 vs fp16, overlap", [
+        config("base"), *sizes(32, 512, 4, 16),
         option("--steps", 10, "updates per timed window"),
         option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
         option("--out", bench_device.GPU_OUT, "the markdown table, a .json of every figure beside it",
                type=cli.path_arg),
         ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
-    ("overlap", "how much of a slow batch preparation train.py's background thread hides", loop_options(100) + [
-        ("--delay", dict(type=cli.number(float, 0, 10, low_open=True), default=0.03,
-                         help="seconds added to each update's preparation (default: %(default)s)"))]),
+    ("overlap", bench_overlap, "how much of a slow batch preparation train.py's background thread hides",
+     LOOP + [option("--steps", 100, LOOP_STEPS), option("--delay", 0.03, "seconds added to each update's preparation",
+                                                        type=cli.number(float, 0, 10, low_open=True))]),
 ]
 
 
 def parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    for command, help, options in COMMANDS:
+    for command, run, help, options in COMMANDS:
         c = sub.add_parser(command, help=help, description=help)
+        c.set_defaults(run=run)
         for option, keywords in options:
             c.add_argument(option, **keywords)
     return p
@@ -629,11 +595,8 @@ def parser():
 
 def check(args):
     """What argparse cannot see alone: the peers and precisions a run asks for, start-up's sizes."""
-    if getattr(args, "compare_hf", False):
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            raise ValueError("--compare-hf needs transformers, which is not installed") from None
+    if getattr(args, "compare_hf", False) and importlib.util.find_spec("transformers") is None:
+        raise ValueError("--compare-hf needs transformers, which is not installed")
     if "bf16" in getattr(args, "amp", []) and args.device != "cpu" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(args.device)} has no bfloat16; use --amp none")
     if args.what == "continue" and args.init_from and not args.data:
@@ -648,10 +611,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         check(args)
-        {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
-         "overlap": bench_overlap, "continue": bench_continue, "startup": bench_startup,
-         "compile": bench_device.bench_compile,
-         "gpu": bench_device.bench_gpu}[args.what](args)
+        args.run(args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
         sys.exit(f"error: {cli.describe(err).strip().splitlines()[0]}")
     except KeyboardInterrupt:
