@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -23,8 +24,8 @@ import evaluate
 import roberta
 from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
-from machinery.commands.bench_tools import (timed, interleaved, peak_mb, returned, in_fresh_process, run_command,
-                                            train_py, mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data,
+from machinery.commands.bench_tools import (timed, interleaved, peak_mb, in_fresh_process, run_command, train_py,
+                                            mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, machine,
                                             AMP_DTYPES)
 from machinery.datafolder import index, preparation
 from machinery.fast import orders
@@ -91,8 +92,7 @@ BPE_RATIOS = [  # (what, numerator row, denominator row): each ratio divides two
 def bpe_ratios(rows):
     """{what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None): None where one is."""
     seconds = {(task, name): t for task, name, t in rows}
-    return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None
-            for what, a, b in BPE_RATIOS}
+    return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None for what, a, b in BPE_RATIOS}
 
 
 def bpe_training_rows(lines, vocab_size):
@@ -152,9 +152,8 @@ def long_word_rows(tok, seed=0):
     rows = []
     for n in LONG_WORDS:
         w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
-        ids = [tok.byte_ids[b] for b in w.encode()]
         t, (out,) = timed(encode_cold, tok, [w], repeat=repeat)
-        plain = timed(tok.apply_merges, ids, repeat=2) if n <= PLAIN_UP_TO else None
+        plain = timed(tok.apply_merges, [tok.byte_ids[b] for b in w.encode()], repeat=2) if n <= PLAIN_UP_TO else None
         if plain is not None and plain[1] != out:
             raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
         rows.append((n, t, plain and plain[0]))
@@ -166,14 +165,14 @@ def bench_bpe(args):
     mb = sum(len(s.encode()) for s in lines) / 1e6
     print(f"text: {mb:.1f} MB, {len(lines)} lines; vocabulary {args.vocab_size}")
     rows, n_merges = bpe_training_rows(lines, args.vocab_size)
-    rss = training_peak_mb(lines, args.vocab_size)
     encoding, n_tokens = bpe_encoding_rows(lines)
     rows += encoding
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
         print(f"| {task} | {name} | {t:,.2f} | {mb / t:.3g} |" if t else f"| {task} | {name}: not installed | - | - |")
     print(f"\nthe naive trainer: 3 merges timed, times the {n_merges} merges of bpe.py; bpe.py training peak memory: "
-          f"{rss:.0f} MB; encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
+          f"{training_peak_mb(lines, args.vocab_size):.0f} MB; encoding gives {n_tokens:,} tokens "
+          f"({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
         print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
     print("\none long word (random ASCII letters, RoBERTa vocabulary), encoded from an empty cache; the plain loop "
@@ -184,32 +183,17 @@ def bench_bpe(args):
 
 
 # ------------------------------------------------------------------------------------------ model
-def ours_step(model, ids, labels, amp, compile):
-    """train_step for our model, torch.compile'd if asked; eager with a one-line warning where compiling fails."""
-    if compile:  # the LM head on a fixed number of slots, as train.py's compiled step: no graph break
-        slots = speed.StaticShape(*ids.shape, model.cfg.pad_id).slots(int(labels.ne(-100).sum()))
-        try:
-            return train_step(torch.compile(model), lambda m, i, y: m(i, labels=y, padded=False, target_slots=slots),
-                              ids, labels, amp)  # its warm-up compiles
-        except Exception as e:  # noqa: BLE001 (inductor raises many kinds)
-            print(f"warning: torch.compile failed ({str(e).strip().splitlines()[0][:120]}); timing eager",
-                  file=sys.stderr)
-    return train_step(model, ours_loss, ids, labels, amp)
-
-
 def model_row(args, device, peaks, name, batch, seq_len):
     """Print one table row per --amp for a config, batch and sequence length."""
     cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
     model = roberta.RobertaForMaskedLM(cfg).to(device).train()
     ids, labels = mlm_batch(cfg, batch, seq_len, device)
-    tokens = batch * seq_len
-    targets = (labels != -100).float().mean().item()  # the LM head runs on the targets only
+    tokens, targets = batch * seq_len, labels.ne(-100).float().mean().item()  # the LM head runs on the targets only
     flops = 3 * speed.flops_per_token(cfg, seq_len, lm_positions_fraction=targets) * tokens
     twin = hf_twin(model) if args.compare_hf else None
     for amp in args.amp:
-        steps = [ours_step(model, ids, labels, amp, args.compile)]
-        if twin is not None:
-            steps.append(train_step(twin, hf_loss, ids, labels, amp))
+        steps = [train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss), (twin, hf_loss))
+                 if m is not None]
         seconds = interleaved(steps, args.steps)
         peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak, or measured:
         peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest kept (noise lowers it)
@@ -222,12 +206,10 @@ def bench_model(args):
     device = torch.device(args.device)
     torch.manual_seed(0)
     peaks = {amp: speed.peak_flops(device, AMP_DTYPES[amp]) for amp in args.amp}
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"torch {torch.__version__}, {where}; MFU's denominator: " +
+    print(f"torch {torch.__version__}, {machine(device)}; MFU's denominator: " +
           ", ".join(f"{amp}: {peak / 1e12:,.3g} TFLOP/s ({label})" for amp, (peak, label) in peaks.items()))
-    print(f"MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); "
-          f"ours {'compiled' if args.compile else 'eager'}, transformers eager.\n")
-    print("| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |\n" + "|---" * 7 + "|")
+    print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); both eager.\n\n"
+          "| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |\n" + "|---" * 7 + "|")
     for name, batch, seq_len in args.runs:
         try:
             model_row(args, device, peaks, name, batch, seq_len)
@@ -239,7 +221,10 @@ def bench_model(args):
 
 # ------------------------------------------------------------------------------------------ data
 def _prepare(paths, tokenizer, out, workers):
+    """data.py's preparation: (seconds, this process's peak MB, its largest worker's peak MB)."""
+    t = time.perf_counter()
     preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
+    return time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def masking_tokens_per_s(data_dir, tokenizer):
@@ -262,8 +247,7 @@ def masking_tokens_per_s(data_dir, tokenizer):
 
 
 def bench_data(args):
-    lines = bench_lines()
-    tokenizer = os.path.join(SHARED, "roberta")
+    lines, tokenizer = bench_lines(), os.path.join(SHARED, "roberta")
     with tempfile.TemporaryDirectory() as tmp:
         small, out = os.path.join(tmp, "mix.txt"), os.path.join(tmp, "out")
         files.write_atomic(small, "".join(lines))
@@ -279,7 +263,7 @@ def bench_data(args):
 
 
 # ------------------------------------------------------------------------------------------ the training loop
-def loop_seconds(data_dir, folder, args, extra=()):
+def loop_seconds(data_dir, folder, args, *extra):
     """Seconds per update of `python train.py` (logging every update; eager and fp32, as the bare step): runs of N and
     3N updates, twice each; the fastest's difference is 2N updates, start-up and the final evaluation cancelled."""
     best = {}
@@ -296,29 +280,27 @@ def bench_train(args):
     """train.py's loop (data, masking, logging), run as the command a user types, against `bench.py model`'s step."""
     with tempfile.TemporaryDirectory() as tmp:
         loop = loop_seconds(builtin_data(tmp, args.vocab_size), tmp, args)
-    device = torch.device(args.device)
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
-    model = roberta.RobertaForMaskedLM(cfg).to(device).train()
-    ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, device)
-    step = train_step(model, ours_loss, ids, labels, "none")
+    ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, args.device)
+    step = train_step(roberta.RobertaForMaskedLM(cfg).to(args.device).train(), ours_loss, ids, labels, "none")
     # timed as the loop is: the mean of a run of 2N steps in a row, the better of two runs (not the best step)
     bare = timed(lambda: [step() for _ in range(2 * args.steps)], repeat=2)[0] / (2 * args.steps)
-    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {device}: bare step {bare * 1000:.1f} ms, train.py loop "
-          f"{loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: bare step {bare * 1000:.1f} ms, train.py "
+          f"loop {loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
 
 
 def bench_overlap(args):
     """How much of the batch preparation train.py's background thread hides: each update's preparation slowed by
     --delay seconds (a sleep: no core taken from the step), prepared in the loop (--prefetch 0) or the thread."""
-    rows = [("no delay, thread", ()), (f"+{args.delay * 1000:.0f} ms, in the loop", ("--prefetch", "0")),
-            (f"+{args.delay * 1000:.0f} ms, thread", ())]
+    ms = f"+{args.delay * 1000:.0f} ms"
+    rows = [("no delay, thread", 0, ()), (f"{ms}, in the loop", args.delay, ("--prefetch", 0)),
+            (f"{ms}, thread", args.delay, ())]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
-        seconds = [loop_seconds(data_dir, tmp, args, (*extra, "--prepare-delay", str(args.delay if i else 0)))
-                   for i, (_, extra) in enumerate(rows)]
+        seconds = [loop_seconds(data_dir, tmp, args, *extra, "--prepare-delay", delay) for _, delay, extra in rows]
     print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update\n"
           "| preparation | ms per update | hidden |\n|---|---|---|")
-    for i, ((name, _), s) in enumerate(zip(rows, seconds)):
+    for i, ((name, *_), s) in enumerate(zip(rows, seconds)):
         hidden = f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay" if i else ""
         print(f"| {name} | {s * 1000:.1f} | {hidden} |")
 
@@ -349,12 +331,11 @@ def bench_continue(args):
         torch.manual_seed(0)
         roberta.save_pretrained(roberta.RobertaForMaskedLM(model.cfg), os.path.join(tmp, "random"))
         tok.save(os.path.join(tmp, "random"))
-        losses = []
         for name, start in (("continued", source), ("random", os.path.join(tmp, "random"))):
-            out = os.path.join(tmp, name + "-run")
-            train_py(f"train.py --init-from ({name})", data_dir, out, args, "--init-from", start, "--max-steps",
-                     args.steps, "--warmup-steps", args.steps, "--lr", args.lr, "--log-interval", 1, "--dropout", 0)
-            losses.append(logged_losses(out))
+            train_py(f"train.py --init-from ({name})", data_dir, os.path.join(tmp, name + "-run"), args, "--init-from",
+                     start, "--max-steps", args.steps, "--warmup-steps", args.steps, "--lr", args.lr,
+                     "--log-interval", 1, "--dropout", 0)
+        losses = [logged_losses(os.path.join(tmp, name + "-run")) for name in ("continued", "random")]
     tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
     last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
         f"{min(tail):.3f} to {max(tail):.3f})" if before else "none (no log.jsonl beside it)"
@@ -403,8 +384,8 @@ def _start(folder, fmt, build, batch_size):
     t = time.perf_counter()
     kept = index.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
     t_index = time.perf_counter() - t
-    batches = data.epoch_batches(kept.lengths, batch_size, 0, 0,
-                                 batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
+    budget = batch_size * 512 if data.FORMATS[fmt].by_tokens else None
+    batches = data.epoch_batches(kept.lengths, batch_size, 0, 0, budget)
     assert batches.get(0) is not None  # what train.py asks for first
     return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(kept.lengths)
 
@@ -416,8 +397,7 @@ def _first_batch(path, n, batch_size, offset):
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
     tracemalloc.start()
     t = time.perf_counter()
-    batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0,
-                                 offset=offset)
+    batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0, offset=offset)
     batch = batches.get(batches.first)
     seconds, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1] / 2 ** 20
     return seconds, private_mb() - base, peak, len(batch)
@@ -437,7 +417,7 @@ def bench_epoch_order(n, batch_size, seed=0):
         del lengths
         kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
-            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=returned)
+            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset)
             print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")
 
 
@@ -451,9 +431,8 @@ def bench_startup(args):
             folder = os.path.join(tmp, f"c{n}")
             n = synthetic_corpus(folder, n)
             for fmt in args.formats:
-                built = in_fresh_process(_start, folder, fmt, True, args.batch_size, measured=returned)
-                index_s, epoch_s, mb, count = in_fresh_process(_start, folder, fmt, False, args.batch_size,
-                                                                measured=returned)
+                built = in_fresh_process(_start, folder, fmt, True, args.batch_size)
+                index_s, epoch_s, mb, count = in_fresh_process(_start, folder, fmt, False, args.batch_size)
                 print(f"| {n:,} | {fmt} | {count:,} | {built[0]:.2f} | {index_s:.3f} | {epoch_s:.2f} | {mb:.0f} |")
             shutil.rmtree(folder)
     if args.epoch_examples:
@@ -499,21 +478,18 @@ def option(name, default, help, low=1, high=None, **keywords):
                   "help": f"{help} (default: %(default)s)"}
 
 
-def sizes(batch, seq_len, low=1, shortest=8):
-    """--batch-size and --seq-len."""
+def sizes(batch, seq_len, low=1, shortest=8):  # --batch-size and --seq-len
     return [option("--batch-size", batch, "sequences per update", low),
             option("--seq-len", seq_len, "tokens per sequence", shortest, MAX_POSITIONS)]
-
-
-DEVICE = option("--device", "cuda" if torch.cuda.is_available() else "cpu", "cpu, cuda or cuda:N; cuda when available",
-                type=device_spec)
-BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
 
 
 def config(default):
     return option("--config", default, "model size", type=None, choices=list(roberta.PRESETS))
 
 
+DEVICE = option("--device", "cuda" if torch.cuda.is_available() else "cpu", "cpu, cuda or cuda:N; cuda when available",
+                type=device_spec)
+BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
 LOOP = [config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE]  # bench.py train's and overlap's, with their --steps
 LOOP_STEPS = "N: train.py runs N and 3N updates, twice each"
 
@@ -528,7 +504,6 @@ COMMANDS = [
         ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
                        help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
         option("--steps", 5, "timed steps of each model, interleaved; the best is reported"), DEVICE,
-        ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
         ("--compare-hf", dict(action="store_true",
                               help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
     ("data", bench_data, "corpus preparation MB/s and peak memory, masking + batching tokens/s", [

@@ -2,7 +2,6 @@
 a command, one bare training step, transformers' twin of a model, the built-in corpus prepared."""
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -46,14 +45,6 @@ def peak_mb(status=None):
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
 
 
-def measured_in(fn, args, conn):  # in_fresh_process's default: seconds and peaks
-    def run():
-        t = time.perf_counter()
-        fn(*args)
-        return time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    returned(run, (), conn)
-
-
 def returned(fn, args, conn):
     try:
         conn.send(fn(*args))
@@ -61,11 +52,11 @@ def returned(fn, args, conn):
         conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
 
 
-def in_fresh_process(fn, *args, measured=measured_in):
-    """fn(*args) in a fresh process: (seconds, its peak MB, its largest child's peak MB); measured=returned: fn's."""
+def in_fresh_process(fn, *args):
+    """fn(*args) in a fresh process (fn at the top of a module; what it returns a few numbers)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=measured, args=(fn, args, child))
+    p = ctx.Process(target=returned, args=(fn, args, child))
     p.start()
     p.join()  # a few numbers: sent before the child exits
     result = parent.recv() if parent.poll() else f"exit code {p.exitcode}"
@@ -102,6 +93,12 @@ def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):
     ids = torch.randint(4, cfg.vocab_size - 1, (batch, seq_len), generator=g)
     labels = torch.where(torch.rand(batch, seq_len, generator=g) < 0.15, ids, -100)
     return ids.to(device), labels.to(device)
+
+
+def machine(device):
+    """A CUDA device's name, or the CPU threads torch uses."""
+    return torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else \
+        f"{torch.get_num_threads()} CPU threads"
 
 
 def synchronize(device):
