@@ -24,7 +24,7 @@ import evaluate
 import roberta
 from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
-from machinery.commands.bench_tools import (timed, interleaved, peak_mb, in_fresh_process, run_command, train_py,
+from machinery.commands.bench_tools import (timed, interleaved, memory_mb, in_fresh_process, run_command, train_py,
                                             mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, machine,
                                             AMP_DTYPES)
 from machinery.datafolder import index, preparation
@@ -59,7 +59,7 @@ def training_peak_mb(lines, vocab_size):
         code = ("import sys, bpe; from machinery.basics import files; "
                 "bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
-        return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process").stdout)
+        return memory_mb(status=run_command(["-c", code, path, str(vocab_size)], "the training process").stdout)
 
 
 def naive_merge_seconds(lines, n=3):
@@ -224,7 +224,7 @@ def _prepare(paths, tokenizer, out, workers):
     """data.py's preparation: (seconds, this process's peak MB, its largest worker's peak MB)."""
     t = time.perf_counter()
     preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
-    return time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return time.perf_counter() - t, memory_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def masking_tokens_per_s(data_dir, tokenizer):
@@ -371,15 +371,10 @@ def synthetic_corpus(folder, n_tokens, seed=0):
     return done
 
 
-def private_mb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
-
-
 def _start(folder, fmt, build, batch_size):
     """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches:
     (seconds of each, private MB above the imports (mapped files are shared page cache), examples)."""
-    base = private_mb()
+    base = memory_mb("RssAnon")
     tokens, ends, _ = prepared.load_split(folder, "train")
     t = time.perf_counter()
     kept = index.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
@@ -387,20 +382,20 @@ def _start(folder, fmt, build, batch_size):
     budget = batch_size * 512 if data.FORMATS[fmt].by_tokens else None
     batches = data.epoch_batches(kept.lengths, batch_size, 0, 0, budget)
     assert batches.get(0) is not None  # what train.py asks for first
-    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(kept.lengths)
+    return t_index, time.perf_counter() - t - t_index, memory_mb("RssAnon") - base, len(kept.lengths)
 
 
 def _first_batch(path, n, batch_size, offset):
     """A rank ordering an epoch of n examples by token budget (seq 512) and finding its first batch, at the start or
     resumed `offset` examples in: (seconds, private MB after, peak MB of numpy's arrays on the way, its examples)."""
-    base = private_mb()
+    base = memory_mb("RssAnon")
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
     tracemalloc.start()
     t = time.perf_counter()
     batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0, offset=offset)
     batch = batches.get(batches.first)
     seconds, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1] / 2 ** 20
-    return seconds, private_mb() - base, peak, len(batch)
+    return seconds, memory_mb("RssAnon") - base, peak, len(batch)
 
 
 def bench_epoch_order(n, batch_size, seed=0):

@@ -51,26 +51,19 @@ def as_update(micro_batches, pad_id=1):
     return train.Batch(mbs, [n_targets, real], sum(len(ids) for ids, _ in micro_batches)), n_targets
 
 
-def timing_updates(cfg, batch, seq_len, n=4):
-    """n updates of one micro-batch, 15% targets drawn anew (their count varies, as masking's); the last with 3 rows
-    padded from the middle on (as train.py's: mostly whole, now and then padded)."""
-    mbs = [mlm_batch(cfg, batch, seq_len, seed=i) for i in range(n)]
-    mbs[-1][0][:3, seq_len // 2:], mbs[-1][1][:3, seq_len // 2:] = cfg.pad_id, -100
-    return [as_update([mb], cfg.pad_id) for mb in mbs]
-
-
-def varied_updates(cfg, batch, seq_len):
-    """One update of each other kind train.py makes: accumulation, a partial last micro-batch, a single sequence, rows
-    shorter than --seq-len, a padded row, a micro-batch without targets."""
-    out = []
-    for i, sizes in enumerate([[batch, batch], [batch, max(1, batch - 3)], [1], [batch, max(1, batch // 2)]]):
-        mbs = [mlm_batch(cfg, rows, seq_len - 8 * (i % 2), seed=100 + 10 * i + j) for j, rows in enumerate(sizes)]
-        if i == 2:  # the single sequence, padded
-            mbs[0][0][0, 5:], mbs[0][1][0, 5:] = cfg.pad_id, -100
-        if i == 3:  # a micro-batch without targets
-            mbs[1][1][:] = -100
-        out.append(as_update(mbs, cfg.pad_id))
-    return out
+def compile_updates(cfg, batch, seq_len):
+    """The updates the step is timed on: 4 of one micro-batch, 15% targets drawn anew (their count varies, as
+    masking's), the last with 3 rows padded from the middle on (as train.py's: mostly whole, now and then padded); and
+    one of each other kind train.py makes: accumulation, a partial last micro-batch, a padded single sequence, shorter
+    rows, a micro-batch without targets."""
+    timing = [[mlm_batch(cfg, batch, seq_len, seed=i)] for i in range(4)]
+    timing[-1][0][0][:3, seq_len // 2:], timing[-1][0][1][:3, seq_len // 2:] = cfg.pad_id, -100
+    varied = [[mlm_batch(cfg, rows, seq_len - 8 * (i % 2), seed=100 + 10 * i + j) for j, rows in enumerate(sizes)]
+              for i, sizes in enumerate([[batch, batch], [batch, max(1, batch - 3)], [1], [batch, max(1, batch // 2)]])]
+    ids, labels = varied[2][0]  # the single sequence
+    ids[0, 5:], labels[0, 5:] = cfg.pad_id, -100
+    varied[3][1][1][:] = -100  # the last update's second micro-batch
+    return [as_update(mbs, cfg.pad_id) for mbs in timing], [as_update(mbs, cfg.pad_id) for mbs in varied]
 
 
 def run_updates(tr, updates):
@@ -87,33 +80,10 @@ COMPILE_KINDS = [("eager", False, False), ("compiled as before (exact targets)",
                  ("compiled, one shape", True, False)]
 
 
-def compile_config(args, name):
-    """Print one config's rows: each kind's warm-up, time per update (interleaved), graphs per forward (1: no graph
-    break), compiled at the warm-up, and compiled after it over every kind of update (recompiles)."""
-    cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
-    timing = timing_updates(cfg, args.batch_size, args.seq_len)
-    varied = varied_updates(cfg, args.batch_size, args.seq_len)
-    tokens = sum(b.counts[1] for b, _ in timing) / len(timing)
-    arms = []
-    for kind, compiled, exact in [k for k in COMPILE_KINDS if args.before or "before" not in k[0]]:
-        torch.manual_seed(0)
-        counter = speed.GraphCounter(args.backend) if compiled else None
-        model = roberta.RobertaForMaskedLM(cfg).to(args.device).train()
-        tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "none", compiled, counter, exact)
-        if exact:  # it compiles at its first steps: its warm-up is a pass over the timing updates
-            warm_s += timed(run_updates(tr, timing), repeat=1)[0]
-        arms.append((kind, tr, counter, warm_s, len(counter.ids) if counter else 0, counter.runs if counter else 0))
-    seconds = interleaved([run_updates(tr, timing) for _, tr, *_ in arms], args.steps)
-    for (kind, tr, counter, warm_s, warm_graphs, runs), s in zip(arms, seconds):
-        per_forward = (counter.runs - runs) / (args.steps * len(timing)) if counter else None
-        run_updates(tr, varied)()  # untimed: every other kind of update, after the warm-up
-        graphs = f"{per_forward:.3g} | {warm_graphs} | {len(counter.ids) - warm_graphs}" if counter else "- | - | -"
-        print(f"| {name} | {args.batch_size}x{args.seq_len} | {kind} | {warm_s:.1f} | {s / len(timing) * 1000:.1f} | "
-              f"{tokens * len(timing) / s:,.0f} | {seconds[0] / s:.2f}x | {graphs} |", flush=True)
-
-
 def bench_compile(args):
-    """train.py's train_step eager and torch.compile'd (--backend) on the same updates, and dynamo's graphs."""
+    """train.py's train_step eager and torch.compile'd (--backend) on the same updates, per config: each kind's warm-up,
+    time per update (the kinds interleaved), graphs per forward (1: no graph break), compiled at the warm-up, and
+    compiled after it over every kind of update (recompiles)."""
     torch._dynamo.reset()
     print(f"torch {torch.__version__}, {machine(args.device)}, backend {args.backend}, fp32; {args.steps} interleaved "
           f"rounds of 4 updates (one padded), the best; then one update of each other kind (accumulation, partial, "
@@ -121,7 +91,24 @@ def bench_compile(args):
     print("| config | batch | step | warm-up s | ms per update | tokens/s | vs eager | graphs per forward | "
           "graphs at warm-up | graphs compiled after warm-up |\n" + "|---" * 10 + "|")
     for name in args.configs:
-        compile_config(args, name)
+        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
+        timing, varied = compile_updates(cfg, args.batch_size, args.seq_len)
+        arms = []
+        for kind, compiled, exact in [k for k in COMPILE_KINDS if args.before or "before" not in k[0]]:
+            torch.manual_seed(0)
+            counter = speed.GraphCounter(args.backend) if compiled else None
+            model = roberta.RobertaForMaskedLM(cfg).to(args.device).train()
+            tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "none", compiled, counter, exact)
+            if exact:  # it compiles at its first steps: its warm-up is a pass over the timing updates
+                warm_s += timed(run_updates(tr, timing), repeat=1)[0]
+            arms.append((kind, tr, counter, warm_s, len(counter.ids) if counter else 0, counter.runs if counter else 0))
+        seconds = interleaved([run_updates(tr, timing) for _, tr, *_ in arms], args.steps)
+        for (kind, tr, counter, warm_s, warm_graphs, runs), s in zip(arms, seconds):
+            per_forward = (counter.runs - runs) / (args.steps * len(timing)) if counter else None
+            run_updates(tr, varied)()  # untimed: every other kind of update, after the warm-up
+            graphs = f"{per_forward:.3g} | {warm_graphs} | {len(counter.ids) - warm_graphs}" if counter else "- | - | -"
+            print(f"| {name} | {args.batch_size}x{args.seq_len} | {kind} | {warm_s:.1f} | {s / len(timing) * 1000:.1f} "
+                  f"| {sum(b.counts[1] for b, _ in timing) / s:,.0f} | {seconds[0] / s:.2f}x | {graphs} |", flush=True)
         torch._dynamo.reset()
 
 

@@ -29,23 +29,19 @@ def timed(fn, *args, repeat=5):
 
 def interleaved(steps, rounds):
     """Best seconds of each step function, run in turns so that machine noise hits all of them alike."""
-    best = [float("inf")] * len(steps)
-    for _ in range(rounds):
-        for i, step in enumerate(steps):
-            best[i] = min(best[i], timed(step, repeat=1)[0])
-    return best
+    rows = [[timed(step, repeat=1)[0] for step in steps] for _ in range(rounds)]
+    return [min(column) for column in zip(*rows)]
 
 
-def peak_mb(status=None):
-    """Peak resident memory in MB (VmHWM) of /proc/PID/status, this process's by default; not ru_maxrss, which
-    survives exec: a process started from a big one would report its parent's peak."""
+def memory_mb(field="VmHWM", status=None):
+    """A figure of /proc/PID/status (this process's by default) in MB: VmHWM, the peak resident memory (not ru_maxrss,
+    which survives exec: a process started from a big one would report its parent's peak); RssAnon, the private."""
     if status is None:
-        with open("/proc/self/status") as f:
-            status = f.read()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+        status = files.read_text("/proc/self/status")
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field)) / 1024
 
 
-def returned(fn, args, conn):
+def returned(fn, args, conn):  # in_fresh_process's child
     try:
         conn.send(fn(*args))
     except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
@@ -66,8 +62,8 @@ def in_fresh_process(fn, *args):
 
 
 def run_command(args, what, **run):
-    """Run a Python script of this project with its options (and subprocess.run's `run`): the finished process;
-    a failure is one line naming `what` and the last line of its error."""
+    """A Python script of this project run with its options (and subprocess.run's `run`): the finished process; a
+    failure is one line naming `what` and the last line of its error."""
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, **run)
     if r.returncode != 0:
         raise RuntimeError(f"{what} failed (exit code {r.returncode}): "
@@ -97,8 +93,8 @@ def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):
 
 def machine(device):
     """A CUDA device's name, or the CPU threads torch uses."""
-    return torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else \
-        f"{torch.get_num_threads()} CPU threads"
+    cuda = torch.device(device).type == "cuda"
+    return torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} CPU threads"
 
 
 def synchronize(device):
