@@ -115,8 +115,7 @@ def encode_cold(tok, texts):
 
 
 def bpe_encoding_rows(lines):
-    """Table rows for encoding line by line from an empty cache, with the released RoBERTa / GPT-2 files; ours and
-    tiktoken interleaved."""
+    """Table rows for encoding line by line from an empty cache (the released files; tiktoken interleaved)."""
     roberta_tok, gpt2_tok = (bpe.Tokenizer.load(os.path.join(SHARED, name)) for name in ("roberta", "gpt2"))
     t, ids = timed(encode_cold, roberta_tok, lines)
     try:
@@ -143,8 +142,7 @@ PLAIN_UP_TO = 10_000  # the plain loop (O(n^2)) is timed up to this length; at 1
 
 
 def long_word_rows(tok, seed=0):
-    """(characters, seconds of encode, seconds of the plain loop or None) for one word of random ASCII letters
-    at each length of LONG_WORDS (a single pre-token, as a letters-only blob is), from an empty cache."""
+    """(characters, seconds of encode, of the plain loop or None) for a word of random letters (one pre-token)."""
     import random
     import string
     rng = random.Random(seed)
@@ -315,9 +313,8 @@ def logged_losses(folder):
 
 
 def bench_continue(args):
-    """train.py --init-from's check that the weights loaded: the continued run's first losses beside its source's
-    last logged loss and a random start of the same sizes (the same data, order and masks). Without --init-from the
-    source is made here: a tiny run on the built-in corpus, exported as a Hugging Face folder."""
+    """train.py --init-from's check that the weights loaded: the first losses beside the source's last and a random
+    start's of its sizes (same data, order, masks); without --init-from the source is a tiny run made and exported."""
     with tempfile.TemporaryDirectory() as tmp:  # the commands run in the repository's folder: paths made absolute
         source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))
         if source is None:
@@ -350,8 +347,8 @@ def bench_continue(args):
 
 # ------------------------------------------------------------------------------------------ start-up at scale
 def synthetic_corpus(folder, n_tokens, seed=0):
-    """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50
-    lines, each ended by a lone </s> (the paper's 160 GB is ~40B tokens: its start-up extrapolates from these)."""
+    """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50 lines, each
+    ended by a lone </s> (the paper's 160 GB is ~40B tokens: its start-up extrapolates from these)."""
     os.makedirs(folder, exist_ok=True)
     rng, done, lines, docs = np.random.default_rng(seed), 0, 0, 0
     with open(os.path.join(folder, "train.bin"), "wb") as fb, open(os.path.join(folder, "train.idx"), "wb") as fi:
@@ -398,27 +395,8 @@ def _first_batch(path, n, batch_size, offset):
     return seconds, memory_mb("RssAnon") - base, peak, len(batch)
 
 
-def bench_epoch_order(n, batch_size, seed=0):
-    """An epoch of n examples at the paper's scale without building a corpus: lengths 10-100 tokens (a
-    sentence pair's, ~55 on average; 0.8B of them are ~44B tokens) in a memory-mapped file."""
-    print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {batch_size:,} x 512 tokens:\n\n| start | order "
-          "| seconds | private MB after | peak MB on the way | examples in the first batch |\n" + "|---" * 6 + "|")
-    with tempfile.TemporaryDirectory() as tmp:
-        path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(seed)
-        lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
-        for at in range(0, n, 1 << 24):
-            lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
-        lengths.flush()
-        del lengths
-        kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
-        for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
-            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset)
-            print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")
-
-
 def bench_startup(args):
-    """Start-up of the examples index at the paper's scale, per format, in fresh processes: its first build
-    (once, by one process) and every later start (map the kept index, then order an epoch)."""
+    """The examples index per format, in fresh processes: its first build, and every later start (map, order)."""
     print("| tokens | format | examples | build (once) s | start: map index s | start: epoch order s | "
           "start: private MB |\n" + "|---" * 7 + "|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -430,8 +408,22 @@ def bench_startup(args):
                 index_s, epoch_s, mb, count = in_fresh_process(_start, folder, fmt, False, args.batch_size)
                 print(f"| {n:,} | {fmt} | {count:,} | {built[0]:.2f} | {index_s:.3f} | {epoch_s:.2f} | {mb:.0f} |")
             shutil.rmtree(folder)
-    if args.epoch_examples:
-        bench_epoch_order(args.epoch_examples, args.batch_size)
+        if not args.epoch_examples:
+            return
+        n = args.epoch_examples  # an epoch of n examples of 10-100 tokens (a sentence pair's; 0.8B: ~44B tokens)
+        print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {args.batch_size:,} x 512 tokens:\n\n| start "
+              "| order | seconds | private MB after | peak MB on the way | examples in the first batch |\n" + "|---" * 6
+              + "|")
+        path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(0)
+        lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
+        for at in range(0, n, 1 << 24):
+            lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
+        lengths.flush()
+        del lengths
+        kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
+        for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
+            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, args.batch_size, offset)
+            print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")
 
 
 # ------------------------------------------------------------------------------------------ command line
