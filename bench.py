@@ -491,15 +491,13 @@ COMMANDS = [
         ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
                        help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
         option("--steps", 5, "timed steps of each model, interleaved; the best is reported"), DEVICE,
-        ("--compare-hf", dict(action="store_true",
-                              help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
+        ("--compare-hf", dict(action="store_true", help="also time transformers' model, interleaved (default: off)"))]),
     ("data", bench_data, "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
     ("train", bench_train, "what train.py's loop adds to the bare training step",
      LOOP + [option("--steps", 150, LOOP_STEPS)]),
-    ("startup", bench_startup, "start-up time and memory of the examples index on synthetic corpora (the paper's "
-                               "scale)", [
+    ("startup", bench_startup, "start-up time and memory of the examples index, synthetic corpora at scale", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
                                "100M; the issue's table adds 1e9)")),
@@ -508,8 +506,7 @@ COMMANDS = [
         option("--batch-size", 8192, "sequences per update, for the epoch's order (Table 9)"),
         option("--epoch-examples", 0, "also order an epoch of this many examples, as 40B tokens of sentence pairs "
                                       "give (800000000), from a synthetic file; 0: skipped", 0, 4 * 10 ** 9)]),
-    ("compile", bench_device.bench_compile, "train.py's step eager vs torch.compile'd: time, graphs per forward, "
-                                            "recompiles", [
+    ("compile", bench_device.bench_compile, "train.py's step eager vs torch.compile'd: time, graphs, recompiles", [
         ("--configs", dict(nargs="+", choices=list(roberta.PRESETS), default=["tiny", "small"],
                            help="model sizes (default: tiny small)")), *sizes(8, 128, 4, 16),
         option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
@@ -518,8 +515,7 @@ COMMANDS = [
         ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
                                                     "the exact targets (default: off; several more compiles)")),
         DEVICE]),
-    ("continue", bench_continue, "train.py --init-from: the continued run's first losses beside its source's last "
-                                 "and a random start's", [
+    ("continue", bench_continue, "train.py --init-from's first losses beside its source's and a random start's", [
         option("--init-from", None, "a run or Hugging Face folder; none: a tiny run on the built-in corpus, made here "
                "and exported", type=cli.path_arg),
         option("--data", None, "prepared with the source's tokenizer (needed with --init-from); none: the built-in "
@@ -529,14 +525,12 @@ COMMANDS = [
         option("--lr", 1e-4, "peak learning rate of the continued runs, reached at the last update",
                type=cli.number(float, 0, 1, low_open=True)), *sizes(16, 64),
         option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
-    ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py vs the bare compiled step vs "
-                                    "transformers, MFU, bf16 vs fp16, overlap", [
+    ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py, the bare step, transformers", [
         config("base"), *sizes(32, 512, 4, 16),
         option("--steps", 10, "updates per timed window"),
         option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
-        option("--out", bench_device.GPU_OUT, "the markdown table, a .json of every figure beside it",
-               type=cli.path_arg),
+        option("--out", bench_device.GPU_OUT, "the table; a .json of its figures beside it", type=cli.path_arg),
         ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
     ("overlap", bench_overlap, "how much of a slow batch preparation train.py's background thread hides",
      LOOP + [option("--steps", 100, LOOP_STEPS), option("--delay", 0.03, "seconds added to each update's preparation",

@@ -294,8 +294,7 @@ def gpu_markdown(r):  # gpu_results' dict as markdown
     if rows.get("thread"):
         lines += ["", f"The batch thread, on the bare step: preparing an update takes {r['prepare_s'] * 1000:.1f} ms "
                   f"on the CPU; with {r['delay_s'] * 1000:.1f} ms of sleep added to each preparation (half a step):",
-                  "",
-                  "| preparation | ms per update (min / median / max) |", "|---|---|"]
+                  "", "| preparation | ms per update (min / median / max) |", "|---|---|"]
         for name, x in rows["thread"].items():
             lines.append(f"| {name} | " + (x["error"] if "error" in x else
                                             f"{x['min']:.1f} / {x['median']:.1f} / {x['max']:.1f}") + " |")
@@ -307,8 +306,7 @@ def gpu_markdown(r):  # gpu_results' dict as markdown
 
 
 def bench_gpu(args):
-    """The GPU table in one command, planned to take at most 5 minutes on an H100 (its estimate follows the first
-    row): refused without CUDA."""
+    """The GPU table in one command, planned to take at most 5 minutes on an H100: refused without CUDA."""
     if not torch.cuda.is_available():
         raise ValueError("bench.py gpu: no CUDA device on this machine (the CPU figures: bench.py model, "
                          "bench.py compile)")
@@ -323,7 +321,7 @@ def bench_gpu(args):
     write_gpu_table(gpu_results(args, torch.device("cuda")), args.out)
 
 
-def write_gpu_table(r, out):
+def write_gpu_table(r, out):  # the markdown and the .json beside it
     text = gpu_markdown(r)
     files.write_atomic(os.path.splitext(out)[0] + ".json", files.json_text(r, indent=1) + "\n")
     files.write_atomic(out, text)
