@@ -62,21 +62,6 @@ def training_peak_mb(lines, vocab_size):
         return memory_mb(status=run_command(["-c", code, path, str(vocab_size)], "the training process").stdout)
 
 
-def naive_merge_seconds(lines, n=3):
-    """minbpe-style training (recount every pair of the whole text for each merge): seconds per merge."""
-    pattern = bpe.regex.compile(bpe.GPT2_PATTERN)
-    chunks = [list(p.encode("utf-8")) for line in lines for p in pattern.findall(line)]
-    t = time.perf_counter()
-    for new_id in range(256, 256 + n):
-        counts = {}
-        for c in chunks:
-            for pair in zip(c, c[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        pair = max(counts, key=counts.get)
-        chunks = [bpe.merge_word(c, pair, new_id)[0] for c in chunks]
-    return (time.perf_counter() - t) / n
-
-
 # The rows of the tokenizer table: (task, implementation) -> seconds, or None when a peer is not installed.
 OURS, HF_TOKENIZERS, NAIVE = "bpe.py", "HF tokenizers (Rust)", "naive minbpe-style (extrapolated)"
 OURS_ROBERTA, OURS_GPT2 = "bpe.py (RoBERTa vocab)", "bpe.py (GPT-2 vocab)"
@@ -95,8 +80,9 @@ def bpe_ratios(rows):
     return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None for what, a, b in BPE_RATIOS}
 
 
-def bpe_training_rows(lines, vocab_size):
-    """Table rows for training: ours, HF tokenizers, and the naive trainer extrapolated to as many merges."""
+def bpe_training_rows(lines, vocab_size, n=3):
+    """Table rows for training: ours, HF tokenizers, and the naive trainer (minbpe-style: every pair of the whole
+    text recounted for each merge), n merges timed and extrapolated to as many merges as ours."""
     ours, tok = timed(bpe.Tokenizer.train, lines, vocab_size)
     try:
         from tokenizers import ByteLevelBPETokenizer
@@ -104,7 +90,17 @@ def bpe_training_rows(lines, vocab_size):
                    show_progress=False, special_tokens=list(bpe.SPECIALS) + [bpe.MASK]))[0]
     except ImportError:
         hf = None
-    naive = naive_merge_seconds(lines) * len(tok.merges)
+    pattern = bpe.regex.compile(bpe.GPT2_PATTERN)
+    chunks = [list(p.encode("utf-8")) for line in lines for p in pattern.findall(line)]
+    t = time.perf_counter()
+    for new_id in range(256, 256 + n):
+        counts = {}
+        for c in chunks:
+            for pair in zip(c, c[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        pair = max(counts, key=counts.get)
+        chunks = [bpe.merge_word(c, pair, new_id)[0] for c in chunks]
+    naive = (time.perf_counter() - t) / n * len(tok.merges)
     return [("train", OURS, ours), ("train", HF_TOKENIZERS, hf), ("train", NAIVE, naive)], len(tok.merges)
 
 
@@ -181,25 +177,6 @@ def bench_bpe(args):
 
 
 # ------------------------------------------------------------------------------------------ model
-def model_row(args, device, peaks, name, batch, seq_len):
-    """Print one table row per --amp for a config, batch and sequence length."""
-    cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
-    model = roberta.RobertaForMaskedLM(cfg).to(device).train()
-    ids, labels = mlm_batch(cfg, batch, seq_len, device)
-    tokens, targets = batch * seq_len, labels.ne(-100).float().mean().item()  # the LM head runs on the targets only
-    flops = 3 * speed.flops_per_token(cfg, seq_len, lm_positions_fraction=targets) * tokens
-    twin = hf_twin(model) if args.compare_hf else None
-    for amp in args.amp:
-        steps = [train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss), (twin, hf_loss))
-                 if m is not None]
-        seconds = interleaved(steps, args.steps)
-        peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak, or measured:
-        peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest kept (noise lowers it)
-        row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | {flops / seconds[0] / peak:.1%} |"
-        row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |" if twin is not None else " - | - |"
-        print(row, flush=True)
-
-
 def bench_model(args):
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -208,9 +185,23 @@ def bench_model(args):
           ", ".join(f"{amp}: {peak / 1e12:,.3g} TFLOP/s ({label})" for amp, (peak, label) in peaks.items()))
     print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); both eager.\n\n"
           "| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |\n" + "|---" * 7 + "|")
-    for name, batch, seq_len in args.runs:
+    for name, batch, seq_len in args.runs:  # one row per --amp
+        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
+        tokens = batch * seq_len
         try:
-            model_row(args, device, peaks, name, batch, seq_len)
+            model = roberta.RobertaForMaskedLM(cfg).to(device).train()
+            ids, labels = mlm_batch(cfg, batch, seq_len, device)  # the LM head runs on the targets only:
+            flops = 3 * speed.flops_per_token(cfg, seq_len, labels.ne(-100).float().mean().item()) * tokens
+            twin = hf_twin(model) if args.compare_hf else None
+            for amp in args.amp:
+                steps = [train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss), (twin, hf_loss))
+                         if m is not None]
+                seconds = interleaved(steps, args.steps)
+                peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak or measured:
+                peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest (noise lowers it)
+                hf = " - | - |" if twin is None else f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |"
+                print(f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | "
+                      f"{flops / seconds[0] / peak:.1%} |{hf}", flush=True)
         except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the allocator's RuntimeError on a CPU
             if not memory.is_out_of_memory(e):
                 raise
@@ -223,25 +214,6 @@ def _prepare(paths, tokenizer, out, workers):
     t = time.perf_counter()
     preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
     return time.perf_counter() - t, memory_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def masking_tokens_per_s(data_dir, tokenizer):
-    """Masking and batching on one core: collate FULL-SENTENCES blocks of 512 in batches of 8, and mask them."""
-    torch.set_num_threads(1)
-    tokens, ends, _ = prepared.load_split(data_dir, "train")
-    tok = bpe.Tokenizer.load(tokenizer)
-    ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
-    batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
-
-    def serve():
-        n = 0
-        for idx in batches:
-            ids, _ = data.collate(tokens, ex[idx], 512, tok)
-            data.mask_batch(ids, idx, tok, seed=0, epoch=1)
-            n += ids.numel()
-        return n
-    seconds, n = timed(serve, repeat=3)
-    return n / seconds
 
 
 def bench_data(args):
@@ -257,7 +229,21 @@ def bench_data(args):
             print(f"| {label} | {args.workers} | {seconds:.1f} | {mb * copies / seconds:.2f} | "
                   f"{main_mb:.0f} / {worker_mb:.0f} |", flush=True)
         _prepare([small], tokenizer, out, args.workers)
-        print(f"\nmasking + batching (8 x 512, one core): {masking_tokens_per_s(out, tokenizer) / 1e6:.1f}M tokens/s")
+        torch.set_num_threads(1)  # masking and batching on one core: FULL-SENTENCES blocks of 512, batches of 8
+        tokens, ends, _ = prepared.load_split(out, "train")
+        tok = bpe.Tokenizer.load(tokenizer)
+        ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
+        batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
+
+        def serve():
+            n = 0
+            for idx in batches:
+                ids, _ = data.collate(tokens, ex[idx], 512, tok)
+                data.mask_batch(ids, idx, tok, seed=0, epoch=1)
+                n += ids.numel()
+            return n
+        seconds, n = timed(serve, repeat=3)
+    print(f"\nmasking + batching (8 x 512, one core): {n / seconds / 1e6:.1f}M tokens/s")
 
 
 # ------------------------------------------------------------------------------------------ the training loop
@@ -369,8 +355,7 @@ def synthetic_corpus(folder, n_tokens, seed=0):
 
 
 def _start(folder, fmt, build, batch_size):
-    """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches:
-    (seconds of each, private MB above the imports (mapped files are shared page cache), examples)."""
+    """A rank's start, the index built or mapped, then epoch 0's order: (seconds of each, private MB, examples)."""
     base = memory_mb("RssAnon")
     tokens, ends, _ = prepared.load_split(folder, "train")
     t = time.perf_counter()
@@ -383,8 +368,8 @@ def _start(folder, fmt, build, batch_size):
 
 
 def _first_batch(path, n, batch_size, offset):
-    """A rank ordering an epoch of n examples by token budget (seq 512) and finding its first batch, at the start or
-    resumed `offset` examples in: (seconds, private MB after, peak MB of numpy's arrays on the way, its examples)."""
+    """A rank ordering an epoch of n examples (budget: 512 tokens a row) and finding its first batch, resumed `offset`
+    examples in: (seconds, private MB after, peak MB of numpy's arrays on the way, its examples)."""
     base = memory_mb("RssAnon")
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
     tracemalloc.start()

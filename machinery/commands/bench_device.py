@@ -52,10 +52,8 @@ def as_update(micro_batches, pad_id=1):
 
 
 def compile_updates(cfg, batch, seq_len):
-    """The updates the step is timed on: 4 of one micro-batch, 15% targets drawn anew (their count varies, as
-    masking's), the last with 3 rows padded from the middle on (as train.py's: mostly whole, now and then padded); and
-    one of each other kind train.py makes: accumulation, a partial last micro-batch, a padded single sequence, shorter
-    rows, a micro-batch without targets."""
+    """4 updates of one micro-batch (15% targets drawn anew; the last with 3 rows half padded), as train.py's mostly
+    are; and one of each other kind it makes (accumulation, partial, a padded single row, shorter rows, no targets)."""
     timing = [[mlm_batch(cfg, batch, seq_len, seed=i)] for i in range(4)]
     timing[-1][0][0][:3, seq_len // 2:], timing[-1][0][1][:3, seq_len // 2:] = cfg.pad_id, -100
     varied = [[mlm_batch(cfg, rows, seq_len - 8 * (i % 2), seed=100 + 10 * i + j) for j, rows in enumerate(sizes)]
@@ -81,9 +79,8 @@ COMPILE_KINDS = [("eager", False, False), ("compiled as before (exact targets)",
 
 
 def bench_compile(args):
-    """train.py's train_step eager and torch.compile'd (--backend) on the same updates, per config: each kind's warm-up,
-    time per update (the kinds interleaved), graphs per forward (1: no graph break), compiled at the warm-up, and
-    compiled after it over every kind of update (recompiles)."""
+    """train.py's train_step eager and torch.compile'd (--backend) on the same updates, the kinds interleaved, and
+    dynamo's graphs: per forward (1: no graph break), compiled at the warm-up, and after it (recompiles)."""
     torch._dynamo.reset()
     print(f"torch {torch.__version__}, {machine(args.device)}, backend {args.backend}, fp32; {args.steps} interleaved "
           f"rounds of 4 updates (one padded), the best; then one update of each other kind (accumulation, partial, "
@@ -121,8 +118,7 @@ def spread(values):  # of a row's windows (tokens/s), or of its ms per update
 
 
 def row(rows, name, measure, device):
-    """rows[name] = measure(), or {"error": one line} where it fails (out of memory among its causes): the others
-    still run, the device's cached memory given back."""
+    """rows[name] = measure(), or {"error": one line} where it fails (out of memory, say): the others still run."""
     try:
         rows[name] = measure()
     except Exception as e:  # noqa: BLE001 (the table says which row failed and why)
@@ -229,7 +225,7 @@ def transformers_eager(model, micro_batch, pad_id, device, args):
 
 
 def gpu_results(args, device):
-    """Every figure of the GPU table, in one dict (the .json beside the .md), each row measured on its own (row)."""
+    """Every figure of the GPU table, in one dict (the .json beside the .md), each row measured on its own."""
     started, rows, delay = time.perf_counter(), {}, None
     amps = ("bf16", "fp16") if device.type == "cuda" else ("bf16",)
     with tempfile.TemporaryDirectory() as tmp:
