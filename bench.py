@@ -1,15 +1,14 @@
 """Benchmarks: the speed figures of BENCHMARKS.md, measured against peer implementations in the same run
-(`python bench.py COMMAND`, the commands below).
-
-Peers are optional (one not installed is reported as such). `bpe` and `data` read ~8 MB of English
-(WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files
-from the shared data folder beside the repository; without it they stop with a one-line error.
-"""
+(`python bench.py COMMAND`; a peer not installed is reported as such). `bpe` and `data` read ~8 MB of English
+(WikiText-2 valid+test, tiny shakespeare, RACE dev+test articles) and RoBERTa's and GPT-2's tokenizer files from
+the shared data folder beside the repository; without it they stop with a one-line error."""
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -25,7 +24,9 @@ import evaluate
 import roberta
 from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
-from machinery.commands.bench_tools import (timed, interleaved, peak_mb, returned, in_fresh_process, run_command, mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, AMP_DTYPES)
+from machinery.commands.bench_tools import (timed, interleaved, memory_mb, in_fresh_process, run_command, train_py,
+                                            mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, machine,
+                                            AMP_DTYPES)
 from machinery.datafolder import index, preparation
 from machinery.fast import orders
 from machinery.formats import prepared
@@ -40,11 +41,8 @@ def bench_lines(shared=SHARED):
     texts = ["corpora/wikitext-2/valid.txt", "corpora/wikitext-2/test.txt", "corpora/tinyshakespeare/input.txt"]
     missing = [f for f in texts + ["roberta", "gpt2"] if not os.path.exists(os.path.join(shared, f))]
     if missing:
-        raise FileNotFoundError(f"{os.path.join(shared, missing[0])}: missing (the benchmarks need the project's "
-                                f"shared data)")
-    lines = []
-    for f in texts:
-        lines += files.read_text(os.path.join(shared, f)).splitlines(keepends=True)
+        raise FileNotFoundError(f"{os.path.join(shared, missing[0])}: missing (the benchmarks need the shared data)")
+    lines = [line for f in texts for line in files.read_text(os.path.join(shared, f)).splitlines(keepends=True)]
     for path in sorted(glob.glob(os.path.join(shared, "race", "*", "*", "*.txt"))):
         try:
             lines += json.loads(files.read_text(path))["article"].splitlines(keepends=True)
@@ -54,29 +52,14 @@ def bench_lines(shared=SHARED):
 
 
 def training_peak_mb(lines, vocab_size):
-    """Peak memory of a fresh process that imports bpe.py alone and trains from the text file, streaming it
-    as `python bpe.py train` does."""
+    """Peak memory of a fresh process importing bpe.py alone, training from the text file as `python bpe.py train`."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
         files.write_atomic(path, "".join(lines))
-        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
+        code = ("import sys, bpe; from machinery.basics import files; "
+                "bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
                 "print(open('/proc/self/status').read())")
-        return peak_mb(run_command(["-c", code, path, str(vocab_size)], "the training-memory process"))
-
-
-def naive_merge_seconds(lines, n=3):
-    """minbpe-style training (recount every pair of the whole text for each merge): seconds per merge."""
-    pattern = bpe.regex.compile(bpe.GPT2_PATTERN)
-    chunks = [list(p.encode("utf-8")) for line in lines for p in pattern.findall(line)]
-    t = time.perf_counter()
-    for new_id in range(256, 256 + n):
-        counts = {}
-        for c in chunks:
-            for pair in zip(c, c[1:]):
-                counts[pair] = counts.get(pair, 0) + 1
-        pair = max(counts, key=counts.get)
-        chunks = [bpe.merge_word(c, pair, new_id)[0] for c in chunks]
-    return (time.perf_counter() - t) / n
+        return memory_mb(status=run_command(["-c", code, path, str(vocab_size)], "the training process").stdout)
 
 
 # The rows of the tokenizer table: (task, implementation) -> seconds, or None when a peer is not installed.
@@ -94,23 +77,31 @@ BPE_RATIOS = [  # (what, numerator row, denominator row): each ratio divides two
 def bpe_ratios(rows):
     """{what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None): None where one is."""
     seconds = {(task, name): t for task, name, t in rows}
-    return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None
-            for what, a, b in BPE_RATIOS}
+    return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None for what, a, b in BPE_RATIOS}
 
 
-def bpe_training_rows(lines, vocab_size):
-    """Table rows for training: ours, HF tokenizers, and the naive trainer extrapolated to as many merges."""
+def bpe_training_rows(lines, vocab_size, n=3):
+    """Table rows for training: ours, HF tokenizers, and the naive trainer (minbpe-style: every pair of the whole
+    text recounted for each merge), n merges timed and extrapolated to as many merges as ours."""
     ours, tok = timed(bpe.Tokenizer.train, lines, vocab_size)
-    rows = [("train", OURS, ours)]
     try:
         from tokenizers import ByteLevelBPETokenizer
-        rows.append(("train", HF_TOKENIZERS, timed(lambda: ByteLevelBPETokenizer().train_from_iterator(
-            lines, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-            special_tokens=list(bpe.SPECIALS) + [bpe.MASK]))[0]))
+        hf = timed(lambda: ByteLevelBPETokenizer().train_from_iterator(lines, vocab_size=vocab_size, min_frequency=2,
+                   show_progress=False, special_tokens=list(bpe.SPECIALS) + [bpe.MASK]))[0]
     except ImportError:
-        rows.append(("train", HF_TOKENIZERS, None))
-    rows.append(("train", NAIVE, naive_merge_seconds(lines) * len(tok.merges)))
-    return rows, len(tok.merges)
+        hf = None
+    pattern = bpe.regex.compile(bpe.GPT2_PATTERN)
+    chunks = [list(p.encode("utf-8")) for line in lines for p in pattern.findall(line)]
+    t = time.perf_counter()
+    for new_id in range(256, 256 + n):
+        counts = {}
+        for c in chunks:
+            for pair in zip(c, c[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        pair = max(counts, key=counts.get)
+        chunks = [bpe.merge_word(c, pair, new_id)[0] for c in chunks]
+    naive = (time.perf_counter() - t) / n * len(tok.merges)
+    return [("train", OURS, ours), ("train", HF_TOKENIZERS, hf), ("train", NAIVE, naive)], len(tok.merges)
 
 
 def encode_cold(tok, texts):
@@ -120,31 +111,26 @@ def encode_cold(tok, texts):
 
 
 def bpe_encoding_rows(lines):
-    """Table rows for encoding line by line from an empty cache, on the released RoBERTa / GPT-2 files;
-    ours and tiktoken interleaved."""
-    roberta_tok = bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))
-    gpt2_tok = bpe.Tokenizer.load(os.path.join(SHARED, "gpt2"))
+    """Table rows for encoding line by line from an empty cache (the released files; tiktoken interleaved)."""
+    roberta_tok, gpt2_tok = (bpe.Tokenizer.load(os.path.join(SHARED, name)) for name in ("roberta", "gpt2"))
     t, ids = timed(encode_cold, roberta_tok, lines)
-    rows = [("encode", OURS_ROBERTA, t)]
     try:
         import tiktoken
         from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-        ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(SHARED, "gpt2", "vocab.bpe"),
-                                                os.path.join(SHARED, "gpt2", "encoder.json"))
+        folder = os.path.join(SHARED, "gpt2")
+        ranks = data_gym_to_mergeable_bpe_ranks(os.path.join(folder, "vocab.bpe"), os.path.join(folder, "encoder.json"))
         enc = tiktoken.Encoding("gpt2", pat_str=bpe.GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
-        ours, theirs = interleaved([lambda: encode_cold(gpt2_tok, lines),
-                                    lambda: [enc.encode_ordinary(s) for s in lines]], 5)
-        rows += [("encode", OURS_GPT2, ours), ("encode", TIKTOKEN, theirs)]
+        gpt2 = interleaved([lambda: encode_cold(gpt2_tok, lines), lambda: [enc.encode_ordinary(s) for s in lines]], 5)
     except ImportError:
-        rows += [("encode", OURS_GPT2, timed(encode_cold, gpt2_tok, lines)[0]), ("encode", TIKTOKEN, None)]
+        gpt2 = timed(encode_cold, gpt2_tok, lines)[0], None
     try:
         from transformers import RobertaTokenizer
-        hf = RobertaTokenizer(os.path.join(SHARED, "roberta", "vocab.json"), os.path.join(SHARED, "roberta", "merges.txt"))
-        rows.append(("encode", HF_PYTHON, timed(lambda: [hf.encode(s, add_special_tokens=False) for s in lines],
-                                                repeat=1)[0]))
+        hf = RobertaTokenizer(*(os.path.join(SHARED, "roberta", f) for f in ("vocab.json", "merges.txt")))
+        python = timed(lambda: [hf.encode(s, add_special_tokens=False) for s in lines], repeat=1)[0]
     except ImportError:
-        rows.append(("encode", HF_PYTHON, None))
-    return rows, sum(map(len, ids))
+        python = None
+    rows = [(OURS_ROBERTA, t), (OURS_GPT2, gpt2[0]), (TIKTOKEN, gpt2[1]), (HF_PYTHON, python)]
+    return [("encode", name, seconds) for name, seconds in rows], sum(map(len, ids))
 
 
 LONG_WORDS = [1_000, 10_000, 100_000, 1_000_000]  # characters in one pre-token
@@ -152,8 +138,7 @@ PLAIN_UP_TO = 10_000  # the plain loop (O(n^2)) is timed up to this length; at 1
 
 
 def long_word_rows(tok, seed=0):
-    """(characters, seconds of encode, seconds of the plain loop or None) for one word of random ASCII letters
-    at each length of LONG_WORDS (a single pre-token, as a letters-only blob is), from an empty cache."""
+    """(characters, seconds of encode, of the plain loop or None) for a word of random letters (one pre-token)."""
     import random
     import string
     rng = random.Random(seed)
@@ -161,9 +146,8 @@ def long_word_rows(tok, seed=0):
     rows = []
     for n in LONG_WORDS:
         w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
-        ids = [tok.byte_ids[b] for b in w.encode()]
         t, (out,) = timed(encode_cold, tok, [w], repeat=repeat)
-        plain = timed(tok.apply_merges, ids, repeat=2) if n <= PLAIN_UP_TO else None
+        plain = timed(tok.apply_merges, [tok.byte_ids[b] for b in w.encode()], repeat=2) if n <= PLAIN_UP_TO else None
         if plain is not None and plain[1] != out:
             raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
         rows.append((n, t, plain and plain[0]))
@@ -175,14 +159,14 @@ def bench_bpe(args):
     mb = sum(len(s.encode()) for s in lines) / 1e6
     print(f"text: {mb:.1f} MB, {len(lines)} lines; vocabulary {args.vocab_size}")
     rows, n_merges = bpe_training_rows(lines, args.vocab_size)
-    rss = training_peak_mb(lines, args.vocab_size)
     encoding, n_tokens = bpe_encoding_rows(lines)
     rows += encoding
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
         print(f"| {task} | {name} | {t:,.2f} | {mb / t:.3g} |" if t else f"| {task} | {name}: not installed | - | - |")
     print(f"\nthe naive trainer: 3 merges timed, times the {n_merges} merges of bpe.py; bpe.py training peak memory: "
-          f"{rss:.0f} MB; encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
+          f"{training_peak_mb(lines, args.vocab_size):.0f} MB; encoding gives {n_tokens:,} tokens "
+          f"({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
         print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
     print("\none long word (random ASCII letters, RoBERTa vocabulary), encoded from an empty cache; the plain loop "
@@ -193,55 +177,31 @@ def bench_bpe(args):
 
 
 # ------------------------------------------------------------------------------------------ model
-def ours_step(model, ids, labels, amp, compile):
-    """train_step for our model, torch.compile'd if asked; where compiling fails (no C compiler, an
-    unsupported device), eager, with a one-line warning."""
-    if compile:  # the LM head on a fixed number of slots, as train.py's compiled step: no graph break
-        slots = speed.StaticShape(*ids.shape, model.cfg.pad_id).slots(int(labels.ne(-100).sum()))
-        try:
-            return train_step(torch.compile(model), lambda m, i, y: m(i, labels=y, padded=False, target_slots=slots),
-                              ids, labels, amp)  # its warm-up compiles
-        except Exception as e:  # noqa: BLE001 (inductor raises many kinds)
-            print(f"warning: torch.compile failed ({str(e).strip().splitlines()[0][:120]}); timing eager",
-                  file=sys.stderr)
-    return train_step(model, ours_loss, ids, labels, amp)
-
-
-def model_row(args, device, peaks, name, batch, seq_len):
-    """Print one table row per --amp for a config, batch and sequence length."""
-    cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
-    model = roberta.RobertaForMaskedLM(cfg).to(device).train()
-    ids, labels = mlm_batch(cfg, batch, seq_len, device)
-    tokens = batch * seq_len
-    targets = (labels != -100).float().mean().item()  # the LM head runs on the targets only
-    flops = 3 * speed.flops_per_token(cfg, seq_len, lm_positions_fraction=targets) * tokens
-    twin = hf_twin(model) if args.compare_hf else None
-    for amp in args.amp:
-        steps = [ours_step(model, ids, labels, amp, args.compile)]
-        if twin is not None:
-            steps.append(train_step(twin, hf_loss, ids, labels, amp))
-        seconds = interleaved(steps, args.steps)
-        peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak, or measured:
-        peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest kept (noise lowers it)
-        row = f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | {flops / seconds[0] / peak:.1%} |"
-        row += f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |" if twin is not None else " - | - |"
-        print(row, flush=True)
-
-
 def bench_model(args):
     device = torch.device(args.device)
     torch.manual_seed(0)
     peaks = {amp: speed.peak_flops(device, AMP_DTYPES[amp]) for amp in args.amp}
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
-    print(f"torch {torch.__version__}, {where}; MFU's denominator: " +
+    print(f"torch {torch.__version__}, {machine(device)}; MFU's denominator: " +
           ", ".join(f"{amp}: {peak / 1e12:,.3g} TFLOP/s ({label})" for amp, (peak, label) in peaks.items()))
-    print(f"MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); "
-          f"ours {'compiled' if args.compile else 'eager'}, transformers eager.\n")
-    print("| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |")
-    print("|---|---|---|---|---|---|---|")
-    for name, batch, seq_len in args.runs:
+    print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); both eager.\n\n"
+          "| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |\n" + "|---" * 7 + "|")
+    for name, batch, seq_len in args.runs:  # one row per --amp
+        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
+        tokens = batch * seq_len
         try:
-            model_row(args, device, peaks, name, batch, seq_len)
+            model = roberta.RobertaForMaskedLM(cfg).to(device).train()
+            ids, labels = mlm_batch(cfg, batch, seq_len, device)  # the LM head runs on the targets only:
+            flops = 3 * speed.flops_per_token(cfg, seq_len, labels.ne(-100).float().mean().item()) * tokens
+            twin = hf_twin(model) if args.compare_hf else None
+            for amp in args.amp:
+                steps = [train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss), (twin, hf_loss))
+                         if m is not None]
+                seconds = interleaved(steps, args.steps)
+                peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak or measured:
+                peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest (noise lowers it)
+                hf = " - | - |" if twin is None else f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |"
+                print(f"| {name} | {batch}x{seq_len} | {amp} | {tokens / seconds[0]:,.0f} | "
+                      f"{flops / seconds[0] / peak:.1%} |{hf}", flush=True)
         except RuntimeError as e:  # torch.OutOfMemoryError on a GPU; the allocator's RuntimeError on a CPU
             if not memory.is_out_of_memory(e):
                 raise
@@ -250,31 +210,14 @@ def bench_model(args):
 
 # ------------------------------------------------------------------------------------------ data
 def _prepare(paths, tokenizer, out, workers):
+    """data.py's preparation: (seconds, this process's peak MB, its largest worker's peak MB)."""
+    t = time.perf_counter()
     preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
-
-
-def masking_tokens_per_s(data_dir, tokenizer):
-    """Masking and batching on one core: collate FULL-SENTENCES blocks of 512 in batches of 8, and mask them."""
-    torch.set_num_threads(1)
-    tokens, ends, _ = prepared.load_split(data_dir, "train")
-    tok = bpe.Tokenizer.load(tokenizer)
-    ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
-    batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
-
-    def serve():
-        n = 0
-        for idx in batches:
-            ids, _ = data.collate(tokens, ex[idx], 512, tok)
-            data.mask_batch(ids, idx, tok, seed=0, epoch=1)
-            n += ids.numel()
-        return n
-    seconds, n = timed(serve, repeat=3)
-    return n / seconds
+    return time.perf_counter() - t, memory_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def bench_data(args):
-    lines = bench_lines()
-    tokenizer = os.path.join(SHARED, "roberta")
+    lines, tokenizer = bench_lines(), os.path.join(SHARED, "roberta")
     with tempfile.TemporaryDirectory() as tmp:
         small, out = os.path.join(tmp, "mix.txt"), os.path.join(tmp, "out")
         files.write_atomic(small, "".join(lines))
@@ -286,57 +229,62 @@ def bench_data(args):
             print(f"| {label} | {args.workers} | {seconds:.1f} | {mb * copies / seconds:.2f} | "
                   f"{main_mb:.0f} / {worker_mb:.0f} |", flush=True)
         _prepare([small], tokenizer, out, args.workers)
-        print(f"\nmasking + batching (8 x 512, one core): {masking_tokens_per_s(out, tokenizer) / 1e6:.1f}M tokens/s")
+        torch.set_num_threads(1)  # masking and batching on one core: FULL-SENTENCES blocks of 512, batches of 8
+        tokens, ends, _ = prepared.load_split(out, "train")
+        tok = bpe.Tokenizer.load(tokenizer)
+        ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
+        batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
+
+        def serve():
+            n = 0
+            for idx in batches:
+                ids, _ = data.collate(tokens, ex[idx], 512, tok)
+                data.mask_batch(ids, idx, tok, seed=0, epoch=1)
+                n += ids.numel()
+            return n
+        seconds, n = timed(serve, repeat=3)
+    print(f"\nmasking + batching (8 x 512, one core): {n / seconds / 1e6:.1f}M tokens/s")
 
 
 # ------------------------------------------------------------------------------------------ the training loop
-def loop_seconds(data_dir, folder, args, extra=()):
-    """Seconds per update of `python train.py` (logging every step, evaluating only at the end; eager and fp32, as
-    the bare step): runs of N and 3N updates, twice each; the difference of the fastest runs is 2N updates, with
-    start-up and the final evaluation cancelled out."""
+def loop_seconds(data_dir, folder, args, *extra):
+    """Seconds per update of `python train.py` (logging every update; eager and fp32, as the bare step): runs of N and
+    3N updates, twice each; the fastest's difference is 2N updates, start-up and the final evaluation cancelled."""
     best = {}
     for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
-        t = time.perf_counter()
-        run_command(["train.py", "--config", args.config, "--data", data_dir, "--out", os.path.join(folder, f"out{i}"),
-                     "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--max-steps", str(steps),
-                     "--log-interval", "1", "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9),
-                     "--eval-sequences", "8", "--device", args.device, "--amp", "none", "--no-compile", *extra],
-                    "train.py")
+        t, out = time.perf_counter(), os.path.join(folder, f"out{i}")
+        train_py("train.py", data_dir, out, args, "--config", args.config, "--max-steps", steps, "--log-interval", 1,
+                 "--amp", "none", "--no-compile", *extra)
         best[steps] = min(best.get(steps, float("inf")), time.perf_counter() - t)
-        shutil.rmtree(os.path.join(folder, f"out{i}"))
+        shutil.rmtree(out)
     return (best[3 * args.steps] - best[args.steps]) / (2 * args.steps)
 
 
 def bench_train(args):
-    """train.py's loop (data, masking, logging), run as the command a user types, against the bare training
-    step of `bench.py model`."""
+    """train.py's loop (data, masking, logging), run as the command a user types, against `bench.py model`'s step."""
     with tempfile.TemporaryDirectory() as tmp:
         loop = loop_seconds(builtin_data(tmp, args.vocab_size), tmp, args)
-    device = torch.device(args.device)
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
-    model = roberta.RobertaForMaskedLM(cfg).to(device).train()
-    ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, device)
-    step = train_step(model, ours_loss, ids, labels, "none")
+    ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, args.device)
+    step = train_step(roberta.RobertaForMaskedLM(cfg).to(args.device).train(), ours_loss, ids, labels, "none")
     # timed as the loop is: the mean of a run of 2N steps in a row, the better of two runs (not the best step)
     bare = timed(lambda: [step() for _ in range(2 * args.steps)], repeat=2)[0] / (2 * args.steps)
-    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {device}: bare step {bare * 1000:.1f} ms, train.py loop "
-          f"{loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: bare step {bare * 1000:.1f} ms, train.py "
+          f"loop {loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
 
 
 def bench_overlap(args):
-    """How much of the batch preparation train.py's background thread hides: each update's preparation is
-    made slower by --delay seconds (a sleep, so it takes no core from the step), then train.py runs with
-    the preparation in the loop (--prefetch 0) and in the thread (--prefetch 2, the default)."""
-    rows = [("no delay, thread", ()), (f"+{args.delay * 1000:.0f} ms, in the loop", ("--prefetch", "0")),
-            (f"+{args.delay * 1000:.0f} ms, thread", ())]
+    """How much of the batch preparation train.py's background thread hides: each update's preparation slowed by
+    --delay seconds (a sleep: no core taken from the step), prepared in the loop (--prefetch 0) or the thread."""
+    ms = f"+{args.delay * 1000:.0f} ms"
+    rows = [("no delay, thread", 0, ()), (f"{ms}, in the loop", args.delay, ("--prefetch", 0)),
+            (f"{ms}, thread", args.delay, ())]
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
-        seconds = [loop_seconds(data_dir, tmp, args, (*extra, "--prepare-delay", str(args.delay if i else 0)))
-                   for i, (_, extra) in enumerate(rows)]
-    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update")
-    print("| preparation | ms per update | hidden |")
-    print("|---|---|---|")
-    for i, ((name, _), s) in enumerate(zip(rows, seconds)):
+        seconds = [loop_seconds(data_dir, tmp, args, *extra, "--prepare-delay", delay) for _, delay, extra in rows]
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update\n"
+          "| preparation | ms per update | hidden |\n|---|---|---|")
+    for i, ((name, *_), s) in enumerate(zip(rows, seconds)):
         hidden = f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay" if i else ""
         print(f"| {name} | {s * 1000:.1f} | {hidden} |")
 
@@ -345,46 +293,32 @@ def bench_overlap(args):
 def logged_losses(folder):
     """{step: loss} of a run folder's log.jsonl ({} without one: a Hugging Face folder)."""
     path = os.path.join(folder, "log.jsonl")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    records = [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()] \
+        if os.path.isfile(path) else []
     return {r["step"]: r["loss"] for r in records if isinstance(r.get("loss"), float)}
 
 
-def random_twin(source, folder):
-    """A Hugging Face folder with `source`'s sizes and tokenizer but fresh weights (seed 0): the random start."""
-    model, tok = evaluate.load_checkpoint(source, verbose=False)
-    torch.manual_seed(0)
-    roberta.save_pretrained(roberta.RobertaForMaskedLM(model.cfg), folder)
-    tok.save(folder)
-    return folder
-
-
 def bench_continue(args):
-    """train.py --init-from's check that the weights loaded: the continued run's first losses beside its source's
-    last logged loss and beside a random start of the same sizes (the same data, order and masks). Without
-    --init-from the source is made here: a tiny run on the built-in corpus, exported as a Hugging Face folder."""
-    run = ["--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--dropout", "0", "--device",
-           args.device, "--eval-interval", str(10 ** 9), "--save-interval", str(10 ** 9)]
-    with tempfile.TemporaryDirectory() as tmp:
-        # the commands run in the repository's folder: paths made absolute
+    """train.py --init-from's check that the weights loaded: the first losses beside the source's last and a random
+    start's of its sizes (same data, order, masks); without --init-from the source is a tiny run made and exported."""
+    with tempfile.TemporaryDirectory() as tmp:  # the commands run in the repository's folder: paths made absolute
         source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))
         if source is None:
             data_dir = data_dir or builtin_data(tmp, args.vocab_size)
             src, source = os.path.join(tmp, "src"), os.path.join(tmp, "hf")
-            run_command(["train.py", "--data", data_dir, "--out", src, "--max-steps", str(args.source_steps),
-                         "--warmup-steps", str(max(args.source_steps // 10, 1)), *run], "the source run")
+            train_py("the source run", data_dir, src, args, "--max-steps", args.source_steps, "--warmup-steps",
+                     max(args.source_steps // 10, 1), "--dropout", 0)
             run_command(["roberta.py", "export", "--checkpoint", src, "--out", source], "roberta.py export")
         before = logged_losses(src if args.init_from is None else source)
-        losses = []
-        for name in ("continued", "random"):
-            start = source if name == "continued" else random_twin(source, os.path.join(tmp, "weights"))
-            out = os.path.join(tmp, name)
-            run_command(["train.py", "--init-from", start, "--data", data_dir, "--out", out, "--max-steps",
-                         str(args.steps), "--warmup-steps", str(args.steps), "--lr", str(args.lr),
-                         "--log-interval", "1", *run], f"train.py --init-from ({name})")
-            losses.append(logged_losses(out))
+        model, tok = evaluate.load_checkpoint(source, verbose=False)  # the random start: its sizes, fresh weights
+        torch.manual_seed(0)
+        roberta.save_pretrained(roberta.RobertaForMaskedLM(model.cfg), os.path.join(tmp, "random"))
+        tok.save(os.path.join(tmp, "random"))
+        for name, start in (("continued", source), ("random", os.path.join(tmp, "random"))):
+            train_py(f"train.py --init-from ({name})", data_dir, os.path.join(tmp, name + "-run"), args, "--init-from",
+                     start, "--max-steps", args.steps, "--warmup-steps", args.steps, "--lr", args.lr,
+                     "--log-interval", 1, "--dropout", 0)
+        losses = [logged_losses(os.path.join(tmp, name + "-run")) for name in ("continued", "random")]
     tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
     last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
         f"{min(tail):.3f} to {max(tail):.3f})" if before else "none (no log.jsonl beside it)"
@@ -399,8 +333,8 @@ def bench_continue(args):
 
 # ------------------------------------------------------------------------------------------ start-up at scale
 def synthetic_corpus(folder, n_tokens, seed=0):
-    """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50
-    lines, each ended by a lone </s> (the paper's 160 GB is ~40B tokens: its start-up extrapolates from these)."""
+    """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50 lines, each
+    ended by a lone </s> (the paper's 160 GB is ~40B tokens: its start-up extrapolates from these)."""
     os.makedirs(folder, exist_ok=True)
     rng, done, lines, docs = np.random.default_rng(seed), 0, 0, 0
     with open(os.path.join(folder, "train.bin"), "wb") as fb, open(os.path.join(folder, "train.idx"), "wb") as fi:
@@ -420,48 +354,52 @@ def synthetic_corpus(folder, n_tokens, seed=0):
     return done
 
 
-def private_mb():
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
-
-
 def _start(folder, fmt, build, batch_size):
-    """What one rank does at start: the examples index (built, or the kept one mapped), then epoch 0's batches.
-    (seconds of each, private memory in MB above the imports; mapped files are shared page cache)."""
-    base = private_mb()
+    """A rank's start, the index built or mapped, then epoch 0's order: (seconds of each, private MB, examples)."""
+    base = memory_mb("RssAnon")
     tokens, ends, _ = prepared.load_split(folder, "train")
     t = time.perf_counter()
     kept = index.cached_examples(folder, tokens, ends, fmt, 512, 2, build=build)
     t_index = time.perf_counter() - t
-    batches = data.epoch_batches(kept.lengths, batch_size, 0, 0,
-                                 batch_size * 512 if data.FORMATS[fmt].by_tokens else None)
+    budget = batch_size * 512 if data.FORMATS[fmt].by_tokens else None
+    batches = data.epoch_batches(kept.lengths, batch_size, 0, 0, budget)
     assert batches.get(0) is not None  # what train.py asks for first
-    return t_index, time.perf_counter() - t - t_index, private_mb() - base, len(kept.lengths)
+    return t_index, time.perf_counter() - t - t_index, memory_mb("RssAnon") - base, len(kept.lengths)
 
 
 def _first_batch(path, n, batch_size, offset):
-    """What a rank does to order an epoch of n examples of a token budget (seq 512) and find its first batch,
-    at the epoch's start (offset 0) or resumed `offset` examples in: (seconds, private MB after it, peak MB of
-    the arrays made on the way (tracemalloc sees numpy's), examples in it)."""
-    base = private_mb()
+    """A rank ordering an epoch of n examples (budget: 512 tokens a row) and finding its first batch, resumed `offset`
+    examples in: (seconds, private MB after, peak MB of numpy's arrays on the way, its examples)."""
+    base = memory_mb("RssAnon")
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
     tracemalloc.start()
     t = time.perf_counter()
-    batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0,
-                                 offset=offset)
+    batches = data.epoch_batches(lengths, batch_size, 0, 0, batch_size * 512, first=1 if offset else 0, offset=offset)
     batch = batches.get(batches.first)
     seconds, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1] / 2 ** 20
-    return seconds, private_mb() - base, peak, len(batch)
+    return seconds, memory_mb("RssAnon") - base, peak, len(batch)
 
 
-def bench_epoch_order(n, batch_size, seed=0):
-    """An epoch of n examples at the paper's scale without building a corpus: lengths 10-100 tokens (a
-    sentence pair's, ~55 on average; 0.8B of them are ~44B tokens) in a memory-mapped file."""
-    print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {batch_size:,} x 512 tokens:\n")
-    print("| start | order | seconds | private MB after | peak MB on the way | examples in the first batch |\n"
-          "|---|---|---|---|---|---|")
+def bench_startup(args):
+    """The examples index per format, in fresh processes: its first build, and every later start (map, order)."""
+    print("| tokens | format | examples | build (once) s | start: map index s | start: epoch order s | "
+          "start: private MB |\n" + "|---" * 7 + "|")
     with tempfile.TemporaryDirectory() as tmp:
-        path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(seed)
+        for n in args.tokens:
+            folder = os.path.join(tmp, f"c{n}")
+            n = synthetic_corpus(folder, n)
+            for fmt in args.formats:
+                built = in_fresh_process(_start, folder, fmt, True, args.batch_size)
+                index_s, epoch_s, mb, count = in_fresh_process(_start, folder, fmt, False, args.batch_size)
+                print(f"| {n:,} | {fmt} | {count:,} | {built[0]:.2f} | {index_s:.3f} | {epoch_s:.2f} | {mb:.0f} |")
+            shutil.rmtree(folder)
+        if not args.epoch_examples:
+            return
+        n = args.epoch_examples  # an epoch of n examples of 10-100 tokens (a sentence pair's; 0.8B: ~44B tokens)
+        print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {args.batch_size:,} x 512 tokens:\n\n| start "
+              "| order | seconds | private MB after | peak MB on the way | examples in the first batch |\n" + "|---" * 6
+              + "|")
+        path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(0)
         lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
         for at in range(0, n, 1 << 24):
             lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
@@ -469,33 +407,12 @@ def bench_epoch_order(n, batch_size, seed=0):
         del lengths
         kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
-            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, batch_size, offset, measured=returned)
+            seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, args.batch_size, offset)
             print(f"| {what} | {kind} | {seconds:.2f} | {mb:.0f} | {peak:.0f} | {size:,} |")
-
-
-def bench_startup(args):
-    """Start-up of the examples index at the paper's scale, per format, in fresh processes: its first build
-    (once, by one process) and every later start (map the kept index, then order an epoch)."""
-    print("| tokens | format | examples | build (once) s | start: map index s | start: epoch order s | "
-          "start: private MB |")
-    print("|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in args.tokens:
-            folder = os.path.join(tmp, f"c{n}")
-            n = synthetic_corpus(folder, n)
-            for fmt in args.formats:
-                built = in_fresh_process(_start, folder, fmt, True, args.batch_size, measured=returned)
-                index_s, epoch_s, mb, count = in_fresh_process(_start, folder, fmt, False, args.batch_size,
-                                                                measured=returned)
-                print(f"| {n:,} | {fmt} | {count:,} | {built[0]:.2f} | {index_s:.3f} | {epoch_s:.2f} | {mb:.0f} |")
-            shutil.rmtree(folder)
-    if args.epoch_examples:
-        bench_epoch_order(args.epoch_examples, args.batch_size)
 
 
 # ------------------------------------------------------------------------------------------ command line
 MAX_POSITIONS = roberta.RobertaConfig.max_positions
-DEFAULT_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 RUNS = ["tiny:8:128", "small:8:128", "base:4:128", "tiny:4:512", "small:4:512", "base:2:512"]
 VOCAB_SIZE = cli.number(int, bpe.MIN_VOCAB, why=" (256 bytes + 5 special tokens)")
 SEQ_LEN = cli.number(int, 1, MAX_POSITIONS, why=" (the model's positions)")
@@ -521,54 +438,51 @@ def device_spec(text):
     m = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
     if m is None:
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
-    if text != "cpu" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{text}: no CUDA device on this machine")
-    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
-        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices "
-                                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text != "cpu" and int(m.group(1) or 0) >= n:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {n} CUDA devices")
     return text
 
 
 def option(name, default, help, low=1, high=None, **keywords):
-    """One option of COMMANDS: a whole number in [low, high] unless `keywords` say otherwise; its default said."""
+    """One option: a whole number in [low, high] unless `keywords` say otherwise; its default said in its help."""
     return name, {"type": cli.number(int, low, high), "default": default, **keywords,
                   "help": f"{help} (default: %(default)s)"}
 
 
-DEVICE = option("--device", DEFAULT_DEVICE, "cpu, cuda or cuda:N; cuda when available", type=device_spec)
-BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
+def sizes(batch, seq_len, low=1, shortest=8):  # --batch-size and --seq-len
+    return [option("--batch-size", batch, "sequences per update", low),
+            option("--seq-len", seq_len, "tokens per sequence", shortest, MAX_POSITIONS)]
 
 
 def config(default):
     return option("--config", default, "model size", type=None, choices=list(roberta.PRESETS))
 
 
-def loop_options(steps):
-    """bench.py train's and overlap's: train.py runs N and 3N updates, twice each."""
-    return [config("tiny"), option("--batch-size", 8, "sequences per step"),
-            option("--seq-len", 128, "tokens per sequence", 8, MAX_POSITIONS),
-            option("--steps", steps, "N: train.py runs N and 3N updates, twice each"), BUILTIN_VOCAB, DEVICE]
+DEVICE = option("--device", "cuda" if torch.cuda.is_available() else "cpu", "cpu, cuda or cuda:N; cuda when available",
+                type=device_spec)
+BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
+LOOP = [config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE]  # bench.py train's and overlap's, with their --steps
+LOOP_STEPS = "N: train.py runs N and 3N updates, twice each"
 
-
-# (command, help, [(option, argparse keywords)])
+# (command, the function it runs, help, [(option, argparse keywords)])
 COMMANDS = [
-    ("bpe", "tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer", [
+    ("bpe", bench_bpe, "tokenizer training and encoding vs HF tokenizers, tiktoken, RobertaTokenizer", [
         option("--vocab-size", 8000, "vocabulary to train", type=VOCAB_SIZE)]),
-    ("model", "training-step tokens/s and MFU, optionally vs transformers (--compare-hf)", [
+    ("model", bench_model, "training-step tokens/s and MFU, optionally vs transformers (--compare-hf)", [
         ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
                         help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
         ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
                        help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
         option("--steps", 5, "timed steps of each model, interleaved; the best is reported"), DEVICE,
-        ("--compile", dict(action="store_true", help="torch.compile our model (default: eager)")),
-        ("--compare-hf", dict(action="store_true",
-                              help="also time transformers' RobertaForMaskedLM, interleaved (default: off)"))]),
-    ("data", "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
+        ("--compare-hf", dict(action="store_true", help="also time transformers' model, interleaved (default: off)"))]),
+    ("data", bench_data, "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
-    ("train", "what train.py's loop adds to the bare training step", loop_options(150)),
-    ("startup", "start-up time and memory of the examples index on synthetic corpora (the paper's scale)", [
+    ("train", bench_train, "what train.py's loop adds to the bare training step",
+     LOOP + [option("--steps", 150, LOOP_STEPS)]),
+    ("startup", bench_startup, "start-up time and memory of the examples index, synthetic corpora at scale", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
                                "100M; the issue's table adds 1e9)")),
@@ -577,19 +491,16 @@ COMMANDS = [
         option("--batch-size", 8192, "sequences per update, for the epoch's order (Table 9)"),
         option("--epoch-examples", 0, "also order an epoch of this many examples, as 40B tokens of sentence pairs "
                                       "give (800000000), from a synthetic file; 0: skipped", 0, 4 * 10 ** 9)]),
-    ("compile", "train.py's step eager vs torch.compile'd: time, graphs per forward, recompiles", [
+    ("compile", bench_device.bench_compile, "train.py's step eager vs torch.compile'd: time, graphs, recompiles", [
         ("--configs", dict(nargs="+", choices=list(roberta.PRESETS), default=["tiny", "small"],
-                           help="model sizes (default: tiny small)")),
-        option("--batch-size", 8, "sequences per update", 4), option("--seq-len", 128, "tokens per sequence", 16,
-                                                                      MAX_POSITIONS),
+                           help="model sizes (default: tiny small)")), *sizes(8, 128, 4, 16),
         option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
         option("--backend", "inductor", "torch.compile's backend (aot_eager: dynamo's graphs without compiling "
                                         "kernels)", type=None, choices=["inductor", "aot_eager", "eager"]),
         ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
                                                     "the exact targets (default: off; several more compiles)")),
         DEVICE]),
-    ("continue", "train.py --init-from: the continued run's first losses beside its source's last and a random "
-                 "start's", [
+    ("continue", bench_continue, "train.py --init-from's first losses beside its source's and a random start's", [
         option("--init-from", None, "a run or Hugging Face folder; none: a tiny run on the built-in corpus, made here "
                "and exported", type=cli.path_arg),
         option("--data", None, "prepared with the source's tokenizer (needed with --init-from); none: the built-in "
@@ -597,31 +508,27 @@ COMMANDS = [
         option("--source-steps", 300, "updates of the source made here"),
         option("--steps", 5, "updates of each continued run"),
         option("--lr", 1e-4, "peak learning rate of the continued runs, reached at the last update",
-               type=cli.number(float, 0, 1, low_open=True)),
-        option("--batch-size", 16, "sequences per update"),
-        option("--seq-len", 64, "tokens per sequence", 8, MAX_POSITIONS),
+               type=cli.number(float, 0, 1, low_open=True)), *sizes(16, 64),
         option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
-    ("gpu", "the GPU table (docs/gpu-benchmark.md): train.py vs the bare compiled step vs transformers, MFU, bf16 "
-            "vs fp16, overlap", [
-        config("base"), option("--batch-size", 32, "sequences per update, one micro-batch", 4),
-        option("--seq-len", 512, "tokens per sequence", 16, MAX_POSITIONS),
+    ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py, the bare step, transformers", [
+        config("base"), *sizes(32, 512, 4, 16),
         option("--steps", 10, "updates per timed window"),
         option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
-        option("--out", bench_device.GPU_OUT, "the markdown table, a .json of every figure beside it",
-               type=cli.path_arg),
+        option("--out", bench_device.GPU_OUT, "the table; a .json of its figures beside it", type=cli.path_arg),
         ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
-    ("overlap", "how much of a slow batch preparation train.py's background thread hides", loop_options(100) + [
-        ("--delay", dict(type=cli.number(float, 0, 10, low_open=True), default=0.03,
-                         help="seconds added to each update's preparation (default: %(default)s)"))]),
+    ("overlap", bench_overlap, "how much of a slow batch preparation train.py's background thread hides",
+     LOOP + [option("--steps", 100, LOOP_STEPS), option("--delay", 0.03, "seconds added to each update's preparation",
+                                                        type=cli.number(float, 0, 10, low_open=True))]),
 ]
 
 
 def parser():
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
-    for command, help, options in COMMANDS:
+    for command, run, help, options in COMMANDS:
         c = sub.add_parser(command, help=help, description=help)
+        c.set_defaults(run=run)
         for option, keywords in options:
             c.add_argument(option, **keywords)
     return p
@@ -629,11 +536,8 @@ def parser():
 
 def check(args):
     """What argparse cannot see alone: the peers and precisions a run asks for, start-up's sizes."""
-    if getattr(args, "compare_hf", False):
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            raise ValueError("--compare-hf needs transformers, which is not installed") from None
+    if getattr(args, "compare_hf", False) and importlib.util.find_spec("transformers") is None:
+        raise ValueError("--compare-hf needs transformers, which is not installed")
     if "bf16" in getattr(args, "amp", []) and args.device != "cpu" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"--amp bf16: {torch.cuda.get_device_name(args.device)} has no bfloat16; use --amp none")
     if args.what == "continue" and args.init_from and not args.data:
@@ -648,10 +552,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         check(args)
-        {"bpe": bench_bpe, "model": bench_model, "data": bench_data, "train": bench_train,
-         "overlap": bench_overlap, "continue": bench_continue, "startup": bench_startup,
-         "compile": bench_device.bench_compile,
-         "gpu": bench_device.bench_gpu}[args.what](args)
+        args.run(args)
     except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: torch's, out of memory among them
         sys.exit(f"error: {cli.describe(err).strip().splitlines()[0]}")
     except KeyboardInterrupt:

@@ -1,12 +1,11 @@
-"""`python bench.py compile` and `python bench.py gpu`: train.py's step eager against torch.compile'd (graphs,
-breaks, recompiles), and the GPU table (train.py against the bare compiled step and transformers, MFU, bf16
-against fp16, the batch thread's overlap), written to docs/gpu-benchmark.md."""
+"""`python bench.py compile`: train.py's step eager vs torch.compile'd (graphs, breaks, recompiles); `python bench.py
+gpu`: the GPU table (train.py vs the bare compiled step vs transformers, MFU, bf16 vs fp16, the batch thread)."""
+import importlib.util
 import itertools
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,22 +18,20 @@ import roberta
 import train
 from machinery.basics import batches, files, speed
 from machinery.formats import prepared
-from machinery.commands.bench_tools import ROOT, timed, interleaved, mlm_batch, synchronize, train_step, hf_twin, \
-    builtin_data
+from machinery.commands.bench_tools import (timed, interleaved, mlm_batch, synchronize, train_step, train_py, hf_twin,
+                                            builtin_data, machine)
 
 
 # ------------------------------------------------------------------------------------------ torch.compile
 def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact=False):
-    """train.py's Trainer for `model` on its device (one process, no DDP): eager; compiled as train.py compiles
-    it (speed.compile_trainer: one shape, warmed up); or, exact=True, compiled as train.py did before (the LM
-    head on the exact targets: graph breaks, compiled at the first steps). (Trainer, seconds of its warm-up)."""
+    """(train.py's Trainer for `model` in one process: eager, compiled as train.py compiles it (one shape, warmed up)
+    or, exact, as it did before (the LM head on the exact targets, compiled at its first steps); its warm-up s)."""
     device = next(model.parameters()).device
     cfg = train.TrainConfig(seq_len=seq_len, batch_size=micro, micro_batch_size=micro, compile=compiled,
                             device=str(device), amp=amp)
-    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    tr = train.Trainer(cfg, model, model, roberta.adamw(model, lr=1e-4, weight_decay=0.01), scaler, dtype, device,
-                       0, 1, None)
+    tr = train.Trainer(cfg, model, model, roberta.adamw(model, lr=1e-4, weight_decay=0.01),
+                       torch.amp.GradScaler("cuda") if amp == "fp16" else None,
+                       {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp], device, 0, 1, None)
     t = time.perf_counter()
     if compiled and exact:
         tr = tr._replace(model=torch.compile(model, backend=backend))
@@ -54,33 +51,17 @@ def as_update(micro_batches, pad_id=1):
     return train.Batch(mbs, [n_targets, real], sum(len(ids) for ids, _ in micro_batches)), n_targets
 
 
-def timing_updates(cfg, batch, seq_len, n=4):
-    """n updates of one micro-batch each, 15% targets drawn anew (their count varies, as masking's does); the
-    last with 3 rows padded from the middle on (as train.py's: mostly whole, now and then padded)."""
-    out = []
-    for i in range(n):
-        ids, labels = mlm_batch(cfg, batch, seq_len, seed=i)
-        if i == n - 1:
-            ids[:3, seq_len // 2:], labels[:3, seq_len // 2:] = cfg.pad_id, -100
-        out.append(as_update([(ids, labels)], cfg.pad_id))
-    return out
-
-
-def varied_updates(cfg, batch, seq_len):
-    """One update of each kind train.py also makes: two micro-batches (accumulation), a partial last
-    micro-batch, a single sequence, rows shorter than --seq-len, a padded row, a micro-batch without targets."""
-    out = []
-    for i, sizes in enumerate([[batch, batch], [batch, max(1, batch - 3)], [1], [batch, max(1, batch // 2)]]):
-        mbs = []
-        for j, rows in enumerate(sizes):
-            ids, labels = mlm_batch(cfg, rows, seq_len - 8 * (i % 2), seed=100 + 10 * i + j)
-            if i == 3 and j == 1:
-                labels[:] = -100
-            if i == 2:
-                ids[0, 5:], labels[0, 5:] = cfg.pad_id, -100
-            mbs.append((ids, labels))
-        out.append(as_update(mbs, cfg.pad_id))
-    return out
+def compile_updates(cfg, batch, seq_len):
+    """4 updates of one micro-batch (15% targets drawn anew; the last with 3 rows half padded), as train.py's mostly
+    are; and one of each other kind it makes (accumulation, partial, a padded single row, shorter rows, no targets)."""
+    timing = [[mlm_batch(cfg, batch, seq_len, seed=i)] for i in range(4)]
+    timing[-1][0][0][:3, seq_len // 2:], timing[-1][0][1][:3, seq_len // 2:] = cfg.pad_id, -100
+    varied = [[mlm_batch(cfg, rows, seq_len - 8 * (i % 2), seed=100 + 10 * i + j) for j, rows in enumerate(sizes)]
+              for i, sizes in enumerate([[batch, batch], [batch, max(1, batch - 3)], [1], [batch, max(1, batch // 2)]])]
+    ids, labels = varied[2][0]  # the single sequence
+    ids[0, 5:], labels[0, 5:] = cfg.pad_id, -100
+    varied[3][1][1][:] = -100  # the last update's second micro-batch
+    return [as_update(mbs, cfg.pad_id) for mbs in timing], [as_update(mbs, cfg.pad_id) for mbs in varied]
 
 
 def run_updates(tr, updates):
@@ -97,46 +78,34 @@ COMPILE_KINDS = [("eager", False, False), ("compiled as before (exact targets)",
                  ("compiled, one shape", True, False)]
 
 
-def compile_config(args, name):
-    """Print the rows of one config: each kind's warm-up, time per update (the kinds interleaved), and its
-    graphs: per forward (1 = no graph break), compiled at the warm-up, compiled after it over every kind of
-    update (recompiles)."""
-    cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
-    timing = timing_updates(cfg, args.batch_size, args.seq_len)
-    varied = varied_updates(cfg, args.batch_size, args.seq_len)
-    tokens = sum(b.counts[1] for b, _ in timing) / len(timing)
-    arms = []
-    for kind, compiled, exact in [k for k in COMPILE_KINDS if args.before or "before" not in k[0]]:
-        torch.manual_seed(0)
-        counter = speed.GraphCounter(args.backend) if compiled else None
-        model = roberta.RobertaForMaskedLM(cfg).to(args.device).train()
-        tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "none", compiled, counter, exact)
-        if exact:  # it compiles at its first steps: its warm-up is a pass over the timing updates
-            warm_s += timed(run_updates(tr, timing), repeat=1)[0]
-        arms.append((kind, tr, counter, warm_s, len(counter.ids) if counter else 0, counter.runs if counter else 0))
-    seconds = interleaved([run_updates(tr, timing) for _, tr, *_ in arms], args.steps)
-    for (kind, tr, counter, warm_s, warm_graphs, runs), s in zip(arms, seconds):
-        per_forward = (counter.runs - runs) / (args.steps * len(timing)) if counter else None
-        run_updates(tr, varied)()  # untimed: every other kind of update, after the warm-up
-        graphs = f"{per_forward:.3g} | {warm_graphs} | {len(counter.ids) - warm_graphs}" if counter else "- | - | -"
-        print(f"| {name} | {args.batch_size}x{args.seq_len} | {kind} | {warm_s:.1f} | {s / len(timing) * 1000:.1f} | "
-              f"{tokens * len(timing) / s:,.0f} | {seconds[0] / s:.2f}x | {graphs} |", flush=True)
-
-
 def bench_compile(args):
-    """train.py's train_step eager and torch.compile'd (--backend), on the same updates, and what dynamo made of
-    it: graphs per forward, graphs compiled at the warm-up and after it."""
+    """train.py's train_step eager and torch.compile'd (--backend) on the same updates, the kinds interleaved, and
+    dynamo's graphs: per forward (1: no graph break), compiled at the warm-up, and after it (recompiles)."""
     torch._dynamo.reset()
-    where = torch.cuda.get_device_name(args.device) if args.device != "cpu" else \
-        f"{torch.get_num_threads()} CPU threads"
-    print(f"torch {torch.__version__}, {where}, backend {args.backend}, fp32; {args.steps} interleaved rounds of 4 "
-          f"updates (one padded), the best; then one update of each other kind (accumulation, partial, short, "
-          f"no targets), untimed. Load average {os.getloadavg()[0]:.1f} on {speed.cpus_allowed()} CPUs.\n")
+    print(f"torch {torch.__version__}, {machine(args.device)}, backend {args.backend}, fp32; {args.steps} interleaved "
+          f"rounds of 4 updates (one padded), the best; then one update of each other kind (accumulation, partial, "
+          f"short, no targets), untimed. Load average {os.getloadavg()[0]:.1f} on {speed.cpus_allowed()} CPUs.\n")
     print("| config | batch | step | warm-up s | ms per update | tokens/s | vs eager | graphs per forward | "
-          "graphs at warm-up | graphs compiled after warm-up |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "graphs at warm-up | graphs compiled after warm-up |\n" + "|---" * 10 + "|")
     for name in args.configs:
-        compile_config(args, name)
+        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
+        timing, varied = compile_updates(cfg, args.batch_size, args.seq_len)
+        arms = []
+        for kind, compiled, exact in [k for k in COMPILE_KINDS if args.before or "before" not in k[0]]:
+            torch.manual_seed(0)
+            counter = speed.GraphCounter(args.backend) if compiled else None
+            model = roberta.RobertaForMaskedLM(cfg).to(args.device).train()
+            tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "none", compiled, counter, exact)
+            if exact:  # it compiles at its first steps: its warm-up is a pass over the timing updates
+                warm_s += timed(run_updates(tr, timing), repeat=1)[0]
+            arms.append((kind, tr, counter, warm_s, len(counter.ids) if counter else 0, counter.runs if counter else 0))
+        seconds = interleaved([run_updates(tr, timing) for _, tr, *_ in arms], args.steps)
+        for (kind, tr, counter, warm_s, warm_graphs, runs), s in zip(arms, seconds):
+            per_forward = (counter.runs - runs) / (args.steps * len(timing)) if counter else None
+            run_updates(tr, varied)()  # untimed: every other kind of update, after the warm-up
+            graphs = f"{per_forward:.3g} | {warm_graphs} | {len(counter.ids) - warm_graphs}" if counter else "- | - | -"
+            print(f"| {name} | {args.batch_size}x{args.seq_len} | {kind} | {warm_s:.1f} | {s / len(timing) * 1000:.1f} "
+                  f"| {sum(b.counts[1] for b, _ in timing) / s:,.0f} | {seconds[0] / s:.2f}x | {graphs} |", flush=True)
         torch._dynamo.reset()
 
 
@@ -149,8 +118,7 @@ def spread(values):  # of a row's windows (tokens/s), or of its ms per update
 
 
 def row(rows, name, measure, device):
-    """rows[name] = measure(), or {"error": one line} when it fails (an out-of-memory error among them): a row that
-    fails leaves the others to run, with the device's cached memory given back."""
+    """rows[name] = measure(), or {"error": one line} where it fails (out of memory, say): the others still run."""
     try:
         rows[name] = measure()
     except Exception as e:  # noqa: BLE001 (the table says which row failed and why)
@@ -161,21 +129,14 @@ def row(rows, name, measure, device):
 
 
 def train_py_run(data_dir, out, args, amp):
-    """`python train.py` for (--windows + 1) x --steps updates, logging every --steps: the tokens/s and MFU its Meter
-    logs for each window after the first (which pays for first calls: allocations, kernel choices); evaluation and
-    saving only after the last window's log, outside its time; and the graph breaks and recompiles dynamo logged
-    (TORCH_LOGS) over the whole run, its compile warm-up included. -> dict."""
-    cmd = ["train.py", "--config", args.config, "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len),
-           "--batch-size", str(args.batch_size), "--micro-batch-size", str(args.batch_size), "--max-steps",
-           str((args.windows + 1) * args.steps), "--log-interval", str(args.steps), "--eval-interval", str(10 ** 9),
-           "--save-interval", str(10 ** 9), "--eval-sequences", "8", "--device", args.device, "--amp", amp,
-           "--compile" if args.compile else "--no-compile"]
+    """`python train.py`, (--windows + 1) x --steps updates logged every --steps: its Meter's tokens/s and MFU of
+    each window after the first (which pays for first calls), evaluating and saving after the last; the graph
+    breaks and recompiles dynamo logged (TORCH_LOGS) over the whole run, its compile warm-up included."""
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, cwd=ROOT, timeout=args.run_timeout,
-                       env={**os.environ, "TORCH_LOGS": "graph_breaks,recompiles"})
-    if r.returncode != 0:
-        raise RuntimeError(f"train.py --amp {amp} failed (exit code {r.returncode}): "
-                           f"{(r.stderr.strip().splitlines() or ['no message'])[-1]}")
+    r = train_py(f"train.py --amp {amp}", data_dir, out, args, "--config", args.config, "--micro-batch-size",
+                 args.batch_size, "--max-steps", (args.windows + 1) * args.steps, "--log-interval", args.steps, "--amp",
+                 amp, "--compile" if args.compile else "--no-compile", timeout=args.run_timeout,
+                 env={**os.environ, "TORCH_LOGS": "graph_breaks,recompiles"})
     logged = [json.loads(line) for line in files.read_text(os.path.join(out, "log.jsonl")).splitlines()][1:]
     shutil.rmtree(out)
     return {"tokens_per_s": spread([x["tokens_per_s"] for x in logged]), "mfu": logged[-1]["mfu"],
@@ -184,8 +145,8 @@ def train_py_run(data_dir, out, args, amp):
 
 
 def train_py_updates(data_dir, args, n):
-    """The first n updates train.py makes of `data_dir` (FULL-SENTENCES, --batch-size sequences of --seq-len in
-    one micro-batch, dynamic masking), on the CPU: [Batch], the mean seconds one took to prepare, the tokenizer."""
+    """The first n updates train.py makes of `data_dir` (FULL-SENTENCES, one micro-batch, dynamic masking) on the
+    CPU: [Batch], the mean seconds one took to prepare, the tokenizer."""
     cfg = train.TrainConfig(config=args.config, data=data_dir, seq_len=args.seq_len, batch_size=args.batch_size)
     tok = bpe.Tokenizer.load(data_dir)
     tokens, line_ends, _ = prepared.open_prepared(data_dir, tok)
@@ -198,15 +159,14 @@ def train_py_updates(data_dir, args, n):
 
 
 def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
-    """Seconds of each of --windows windows of --steps updates through train.py's train_step, after one untimed
-    window, as train.py's loop feeds it: batches.Prefetch over `updates` (prepared `prefetch` ahead in its thread,
-    or in the loop; pinned on a GPU; `delay` of sleep added to each), the device waited for at each window's
-    ends, and with wait_each after every update too (then nothing overlaps: the synchronous baseline)."""
-    feed = itertools.cycle([(0, 0, 0, b) for b in updates])
-    ahead = batches.Prefetch(feed, prefetch, pin=tr.device.type == "cuda", delay=delay)
+    """Seconds of --windows windows of --steps updates of train.py's train_step after one untimed, fed as train.py
+    feeds it (batches.Prefetch: `prefetch` ahead in its thread, or in the loop; pinned on a GPU; `delay` s of sleep
+    each); the device waited for at each window's ends, with wait_each after every update too (nothing overlaps)."""
+    ahead = batches.Prefetch(itertools.cycle([(0, 0, 0, b) for b in updates]), prefetch, pin=tr.device.type == "cuda",
+                             delay=delay)
     seconds = []
     try:
-        for w in range(args.windows + 1):
+        for _ in range(args.windows + 1):
             synchronize(tr.device)
             t = time.perf_counter()
             for _ in range(args.steps):
@@ -222,9 +182,8 @@ def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
 
 
 def bare_step(updates, tok, args, device):
-    """train.py's train_step alone, compiled as train.py compiles it, on train.py's updates (pinned, as the batch
-    thread pins them), bf16, in the same windows as train.py's runs: tokens/s (min/median/max over the windows),
-    MFU at the median, graphs, warm-up seconds; and the Trainer, for the batch thread's rows."""
+    """train.py's train_step alone, compiled as train.py compiles it, bf16, on train.py's updates in the same windows:
+    tokens/s (min/median/max), MFU at the median, graphs, warm-up s, and the Trainer, for the batch thread's rows."""
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=len(tok), pad_id=tok.pad_id)
     torch.manual_seed(0)
     model = roberta.RobertaForMaskedLM(cfg).to(device).train()
@@ -233,25 +192,21 @@ def bare_step(updates, tok, args, device):
     warm_graphs = len(counter.ids) if counter else 0
     seconds = windows(tr, updates, args)
     tokens = sum(b.counts[1] for b in updates)  # a window's: --steps updates, the ones given
-    targets = sum(b.counts[0] for b in updates) / sum(b.counts[1] for b in updates)
-    flops = 3 * speed.flops_per_token(cfg, args.seq_len, targets)
+    flops = 3 * speed.flops_per_token(cfg, args.seq_len, sum(b.counts[0] for b in updates) / tokens)
     peak, label = speed.peak_flops(device, torch.bfloat16)
     tps = spread([tokens / s for s in seconds])
     return {"tokens_per_s": tps, "mfu": tps["median"] * flops / peak, "peak": peak, "peak_label": label,
             "warm_up_s": round(warm_s, 1), "graphs_at_warm_up": warm_graphs,
             "recompiles_after_warm_up": len(counter.ids) - warm_graphs if counter else 0,
-            "graph_breaks": counter.frames() - 1 if counter else 0}, tr
+            "graph_breaks": counter.frames() - 1 if counter else 0, "trainer": tr}
 
 
 def thread_rows(tr, updates, args, delay):
-    """The batch thread's effect, in-process on the bare step with `delay` s of sleep added to each preparation:
-    ms per update (min/median/max over the windows) when nothing overlaps (prepared in the loop, the device
-    waited for after every update), prepared in the loop (--prefetch 0: the CPU works while the device's queue
-    runs), and in the thread (--prefetch 2)."""
-    ways = {"synchronous loop": dict(prefetch=0, wait_each=True), "in the loop (--prefetch 0)": dict(prefetch=0),
-            "thread (--prefetch 2)": dict(prefetch=2)}
+    """The batch thread on the bare step, `delay` s of sleep added to each preparation: ms per update (min/median/max)
+    with nothing overlapping, prepared in the loop (the device's queue runs meanwhile) and in the thread."""
     rows = {}
-    for name, how in ways.items():
+    for name, how in {"synchronous loop": dict(prefetch=0, wait_each=True), "in the loop (--prefetch 0)":
+                      dict(prefetch=0), "thread (--prefetch 2)": dict(prefetch=2)}.items():
         row(rows, name, lambda: spread([s / args.steps * 1000 for s in windows(tr, updates, args, delay=delay, **how)]),
             tr.device)
     return rows
@@ -260,34 +215,29 @@ def thread_rows(tr, updates, args, delay):
 def transformers_eager(model, micro_batch, pad_id, device, args):
     """transformers' RobertaForMaskedLM, eager, bf16, with our model's weights, on one of train.py's micro-batches
     (its padding masked), in --windows windows of --steps steps: tokens/s, or None when it is not installed."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("transformers") is None:
         return None
     ids, labels = (t.to(device) for t in micro_batch)
-    twin = hf_twin(model)
-    step = train_step(twin, lambda m, i, y: m(input_ids=i, attention_mask=i.ne(pad_id), labels=y).loss, ids, labels,
-                      "bf16")
+    step = train_step(hf_twin(model), lambda m, i, y: m(input_ids=i, attention_mask=i.ne(pad_id), labels=y).loss, ids,
+                      labels, "bf16")
     seconds = [timed(lambda: [step() for _ in range(args.steps)], repeat=1)[0] for _ in range(args.windows)]
     return {"tokens_per_s": spread([int(ids.ne(pad_id).sum()) * args.steps / s for s in seconds])}
 
 
 def gpu_results(args, device):
-    """Every figure of the GPU table, in one dict (the .json beside the .md). Each row is measured on its own
-    (row): one that runs out of memory leaves the others."""
+    """Every figure of the GPU table, in one dict (the .json beside the .md), each row measured on its own."""
     started, rows, delay = time.perf_counter(), {}, None
     amps = ("bf16", "fp16") if device.type == "cuda" else ("bf16",)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
         updates, prepare_s, tok = train_py_updates(data_dir, args, args.steps)
         row(rows, "bare step", lambda: bare_step(updates, tok, args, device), device)
-        got = rows.pop("bare step")
-        bare, tr = (got, None) if isinstance(got, dict) else got
+        bare = rows.pop("bare step")
+        tr = bare.pop("trainer", None)
         if tr is not None:
             step_s = sum(b.counts[1] for b in updates) / bare["tokens_per_s"]["median"] / args.steps
-            # the thread's 3 rows (1.5 steps each with the delay), transformers (eager: ~3 steps), and each train.py
-            # run: ~30 s of start and final save, its warm-up, its updates
-            n = (args.windows + 1) * args.steps
+            n = (args.windows + 1) * args.steps  # the thread's 3 rows (1.5 steps each with the delay), transformers
+            # (eager: ~3 steps), and each train.py run: ~30 s of start and final save, its warm-up, its updates
             rest = 3 * n * 1.5 * step_s + 3 * n * step_s + len(amps) * (30 + bare["warm_up_s"] + n * step_s)
             print(f"bench.py gpu: the bare step took {time.perf_counter() - started:.0f} s; the rest should take about "
                   f"{rest:.0f} s", file=sys.stderr, flush=True)
@@ -298,8 +248,7 @@ def gpu_results(args, device):
             del tr
         for amp in amps:
             row(rows, f"train.py {amp}", lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp), device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    return {"device": name, "torch": torch.__version__, "config": args.config, "seq_len": args.seq_len,
+    return {"device": machine(device), "torch": torch.__version__, "config": args.config, "seq_len": args.seq_len,
             "batch_size": args.batch_size, "steps": args.steps, "windows": args.windows, "vocab_size": args.vocab_size,
             "compiled": args.compile, "bare_bf16": bare, "rows": rows, "delay_s": delay,
             "prepare_s": prepare_s, "seconds": round(time.perf_counter() - started, 1)}
@@ -336,12 +285,12 @@ def gpu_markdown(r):  # gpu_results' dict as markdown
             lines.append(f"| train.py | {amp} | {tps_cells(x, bare)} {mfu(x)} | "
                          + ("- | - |" if "error" in x else f"{x['graph_breaks']} | {x['recompiles']} in the run |"))
     if "transformers" in rows:
-        lines.append(f"| transformers RobertaForMaskedLM, eager | bf16 | {tps_cells(rows['transformers'], bare)} - | "
-                     f"- | - |")
+        lines.append(f"| transformers RobertaForMaskedLM, eager | bf16 | {tps_cells(rows['transformers'], bare)} - | - "
+                     "| - |")
     if rows.get("thread"):
-        lines += ["", f"The batch thread, on the bare step: preparing an update takes {r['prepare_s'] * 1000:.1f} ms on "
-                  f"the CPU; with {r['delay_s'] * 1000:.1f} ms of sleep added to each preparation (half a step):", "",
-                  "| preparation | ms per update (min / median / max) |", "|---|---|"]
+        lines += ["", f"The batch thread, on the bare step: preparing an update takes {r['prepare_s'] * 1000:.1f} ms "
+                  f"on the CPU; with {r['delay_s'] * 1000:.1f} ms of sleep added to each preparation (half a step):",
+                  "", "| preparation | ms per update (min / median / max) |", "|---|---|"]
         for name, x in rows["thread"].items():
             lines.append(f"| {name} | " + (x["error"] if "error" in x else
                                             f"{x['min']:.1f} / {x['median']:.1f} / {x['max']:.1f}") + " |")
@@ -353,24 +302,22 @@ def gpu_markdown(r):  # gpu_results' dict as markdown
 
 
 def bench_gpu(args):
-    """The GPU table in one command, planned to take at most 5 minutes on an H100/H200 (its own estimate after the
-    first row, the real time in the table): refused without CUDA."""
+    """The GPU table in one command, planned to take at most 5 minutes on an H100: refused without CUDA."""
     if not torch.cuda.is_available():
         raise ValueError("bench.py gpu: no CUDA device on this machine (the CPU figures: bench.py model, "
                          "bench.py compile)")
     if not torch.cuda.is_bf16_supported():
         raise ValueError(f"bench.py gpu: {torch.cuda.get_device_name()} has no bfloat16 (the table is bf16's)")
-    out = args.out
-    if os.path.exists(out) and not args.overwrite:
-        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"--out {args.out} exists; pass --overwrite to replace it")
     args.device, args.compile = "cuda", True
-    print(f"bench.py gpu: the bare step, 3 batch-thread rows, transformers, train.py bf16 and fp16, each {args.windows} "
-          f"windows of {args.steps} updates after one untimed; planned for at most 5 minutes on an H100 (an estimate "
-          f"of the rest follows the first row)", file=sys.stderr, flush=True)
-    write_gpu_table(gpu_results(args, torch.device("cuda")), out)
+    print(f"bench.py gpu: the bare step, 3 batch-thread rows, transformers, train.py bf16 and fp16, each "
+          f"{args.windows} windows of {args.steps} updates after one untimed; planned for at most 5 minutes on an H100 "
+          f"(an estimate of the rest follows the first row)", file=sys.stderr, flush=True)
+    write_gpu_table(gpu_results(args, torch.device("cuda")), args.out)
 
 
-def write_gpu_table(r, out):
+def write_gpu_table(r, out):  # the markdown and the .json beside it
     text = gpu_markdown(r)
     files.write_atomic(os.path.splitext(out)[0] + ".json", files.json_text(r, indent=1) + "\n")
     files.write_atomic(out, text)

@@ -1,9 +1,7 @@
-"""bench.py's measuring tools: timing (best of interleaved runs), peak memory in a fresh process, one training
-step with or without AMP, transformers' twin of a model, and the built-in corpus prepared; shared by bench.py's
-benchmarks and the compile and GPU ones (bench_device.py)."""
+"""bench.py's measuring tools, shared with bench_device.py: timing, peak memory in a fresh process, train.py run as
+a command, one bare training step, transformers' twin of a model, the built-in corpus prepared."""
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -20,8 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def timed(fn, *args, repeat=5):
-    """(best seconds of `repeat` runs, result). The machine is shared and noisy: the minimum is the
-    figure that reproduces."""
+    """(best seconds of `repeat` runs, result): on a shared, noisy machine the minimum is what reproduces."""
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -32,59 +29,54 @@ def timed(fn, *args, repeat=5):
 
 def interleaved(steps, rounds):
     """Best seconds of each step function, run in turns so that machine noise hits all of them alike."""
-    best = [float("inf")] * len(steps)
-    for _ in range(rounds):
-        for i, step in enumerate(steps):
-            best[i] = min(best[i], timed(step, repeat=1)[0])
-    return best
+    rows = [[timed(step, repeat=1)[0] for step in steps] for _ in range(rounds)]
+    return [min(column) for column in zip(*rows)]
 
 
-def peak_mb(status=None):
-    """Peak resident memory in MB from /proc/PID/status (this process's by default). Linux's VmHWM, not
-    ru_maxrss: ru_maxrss survives exec, so a process started from a big one reports its parent's peak."""
+def memory_mb(field="VmHWM", status=None):
+    """A figure of /proc/PID/status (this process's by default) in MB: VmHWM, the peak resident memory (not ru_maxrss,
+    which survives exec: a process started from a big one would report its parent's peak); RssAnon, the private."""
     if status is None:
-        with open("/proc/self/status") as f:
-            status = f.read()
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")) / 1024
+        status = files.read_text("/proc/self/status")
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field)) / 1024
 
 
-def measured_in(fn, args, conn):
-    def run():
-        t = time.perf_counter()
-        fn(*args)
-        return time.perf_counter() - t, peak_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    returned(run, (), conn)
-
-
-def returned(fn, args, conn):
+def returned(fn, args, conn):  # in_fresh_process's child
     try:
         conn.send(fn(*args))
     except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
         conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
 
 
-def in_fresh_process(fn, *args, measured=measured_in):
-    """Run fn(*args) in a fresh process: (seconds, its peak memory in MB, its largest child's peak in MB);
-    with measured=returned, what fn returns."""
+def in_fresh_process(fn, *args):
+    """fn(*args) in a fresh process (fn at the top of a module; what it returns a few numbers)."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=measured, args=(fn, args, child))
+    p = ctx.Process(target=returned, args=(fn, args, child))
     p.start()
-    p.join()  # the result is a few numbers: the child has sent them before it exits
+    p.join()  # a few numbers: sent before the child exits
     result = parent.recv() if parent.poll() else f"exit code {p.exitcode}"
     if isinstance(result, str):
         raise RuntimeError(f"the measured process failed: {result}")
     return result
 
 
-def run_command(args, what):
-    """Run a command of this project (a Python script and its options) and return its stdout; a failure
-    is one line naming the command and its last line of error."""
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+def run_command(args, what, **run):
+    """A Python script of this project run with its options (and subprocess.run's `run`): the finished process; a
+    failure is one line naming `what` and the last line of its error."""
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, **run)
     if r.returncode != 0:
-        last = (r.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"{what} failed (exit code {r.returncode}): {last}")
-    return r.stdout
+        raise RuntimeError(f"{what} failed (exit code {r.returncode}): "
+                           f"{(r.stderr.strip().splitlines() or ['no message'])[-1]}")
+    return r
+
+
+def train_py(what, data_dir, out, args, *options, **run):
+    """`python train.py` on data_dir into out with args' --seq-len, --batch-size and --device, evaluating (on 8
+    sequences) and saving only at its end, and `options`: the finished process."""
+    return run_command(["train.py", "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len), "--batch-size",
+                        str(args.batch_size), "--device", args.device, "--eval-interval", str(10 ** 9),
+                        "--save-interval", str(10 ** 9), "--eval-sequences", "8", *map(str, options)], what, **run)
 
 
 # ------------------------------------------------------------------------------------------ a training step
@@ -99,14 +91,20 @@ def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):
     return ids.to(device), labels.to(device)
 
 
+def machine(device):
+    """A CUDA device's name, or the CPU threads torch uses."""
+    cuda = torch.device(device).type == "cuda"
+    return torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} CPU threads"
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def train_step(model, loss_fn, ids, labels, amp):
-    """A closure running one training step: forward + backward + AdamW as train.py builds it (fused where
-    the device has it). On a GPU it waits for the device before and after, so a timer sees the whole step."""
+    """A closure running one training step (forward, backward, train.py's AdamW), warmed up; on a GPU it waits for
+    the device at both ends, so a timer sees the whole step."""
     device = ids.device
     opt = roberta.adamw(model, lr=1e-4, weight_decay=0.01)
 
@@ -118,12 +116,12 @@ def train_step(model, loss_fn, ids, labels, amp):
         opt.step()
         opt.zero_grad(set_to_none=True)
         synchronize(device)
-    step()  # warm-up: allocations, optimizer state, compilation
+    step()  # warm-up: allocations, optimizer state, compiling
     return step
 
 
 def ours_loss(model, ids, labels):
-    return model(ids, labels=labels, padded=False)  # the batch has no padding: attention without a mask
+    return model(ids, labels=labels, padded=False)  # mlm_batch has no padding: attention without a mask
 
 
 def hf_loss(model, ids, labels):
@@ -135,8 +133,8 @@ def hf_twin(model):
     import transformers
     from machinery.formats import hf
     transformers.logging.set_verbosity_error()
-    twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**{
-        k: v for k, v in hf.hf_config(model).items() if k != "architectures"}))
+    config = {k: v for k, v in hf.hf_config(model).items() if k != "architectures"}
+    twin = transformers.RobertaForMaskedLM(transformers.RobertaConfig(**config))
     missing, unexpected = twin.load_state_dict(hf.to_hf_state(model), strict=False)
     assert not unexpected and all("decoder" in k for k in missing), (missing, unexpected)
     return twin.to(next(model.parameters()).device).train()
