@@ -261,32 +261,28 @@ def loop_seconds(data_dir, folder, args, *extra):
 
 
 def bench_train(args):
-    """train.py's loop (data, masking, logging), run as the command a user types, against `bench.py model`'s step."""
+    """train.py's seconds per update, run as the command a user types: against `bench.py model`'s bare step, or with
+    --delay s of sleep (no core taken from the step) added to each update's preparation, in the loop or the thread."""
+    ms = f"+{args.delay * 1000:.0f} ms"
+    rows = [("no delay, thread", 0, ())] + [(f"{ms}, in the loop", args.delay, ("--prefetch", 0)),
+                                            (f"{ms}, thread", args.delay, ())] * bool(args.delay)
     with tempfile.TemporaryDirectory() as tmp:
-        loop = loop_seconds(builtin_data(tmp, args.vocab_size), tmp, args)
+        data_dir = builtin_data(tmp, args.vocab_size)
+        seconds = [loop_seconds(data_dir, tmp, args, *extra, "--prepare-delay", delay) for _, delay, extra in rows]
+    if args.delay:
+        print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update\n"
+              "| preparation | ms per update | hidden |\n|---|---|---|")
+        for i, ((name, *_), s) in enumerate(zip(rows, seconds)):
+            print(f"| {name} | {s * 1000:.1f} | " + (f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay |"
+                                                     if i else " |"))
+        return
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
     ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, args.device)
     step = train_step(roberta.RobertaForMaskedLM(cfg).to(args.device).train(), ours_loss, ids, labels, "none")
     # timed as the loop is: the mean of a run of 2N steps in a row, the better of two runs (not the best step)
     bare = timed(lambda: [step() for _ in range(2 * args.steps)], repeat=2)[0] / (2 * args.steps)
     print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: bare step {bare * 1000:.1f} ms, train.py "
-          f"loop {loop * 1000:.1f} ms per step: the loop adds {100 * (loop / bare - 1):.1f}%")
-
-
-def bench_overlap(args):
-    """How much of the batch preparation train.py's background thread hides: each update's preparation slowed by
-    --delay seconds (a sleep: no core taken from the step), prepared in the loop (--prefetch 0) or the thread."""
-    ms = f"+{args.delay * 1000:.0f} ms"
-    rows = [("no delay, thread", 0, ()), (f"{ms}, in the loop", args.delay, ("--prefetch", 0)),
-            (f"{ms}, thread", args.delay, ())]
-    with tempfile.TemporaryDirectory() as tmp:
-        data_dir = builtin_data(tmp, args.vocab_size)
-        seconds = [loop_seconds(data_dir, tmp, args, *extra, "--prepare-delay", delay) for _, delay, extra in rows]
-    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update\n"
-          "| preparation | ms per update | hidden |\n|---|---|---|")
-    for i, ((name, *_), s) in enumerate(zip(rows, seconds)):
-        hidden = f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay" if i else ""
-        print(f"| {name} | {s * 1000:.1f} | {hidden} |")
+          f"loop {seconds[0] * 1000:.1f} ms per step: the loop adds {100 * (seconds[0] / bare - 1):.1f}%")
 
 
 # ------------------------------------------------------------------------------------------ continued pretraining
@@ -462,8 +458,6 @@ def config(default):
 DEVICE = option("--device", "cuda" if torch.cuda.is_available() else "cpu", "cpu, cuda or cuda:N; cuda when available",
                 type=device_spec)
 BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
-LOOP = [config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE]  # bench.py train's and overlap's, with their --steps
-LOOP_STEPS = "N: train.py runs N and 3N updates, twice each"
 
 # (command, the function it runs, help, [(option, argparse keywords)])
 COMMANDS = [
@@ -480,8 +474,11 @@ COMMANDS = [
     ("data", bench_data, "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
-    ("train", bench_train, "what train.py's loop adds to the bare training step",
-     LOOP + [option("--steps", 150, LOOP_STEPS)]),
+    ("train", bench_train, "what train.py's loop adds to the bare step, or how much of a slow preparation (--delay) "
+     "its batch thread hides", [config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE,
+                                option("--steps", 150, "N: train.py runs N and 3N updates, twice each"),
+                                option("--delay", 0.0, "seconds added to each update's preparation; 0: the bare step "
+                                       "instead", type=cli.number(float, 0, 10))]),
     ("startup", bench_startup, "start-up time and memory of the examples index, synthetic corpora at scale", [
         ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
                           help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
@@ -517,9 +514,6 @@ COMMANDS = [
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
         option("--out", bench_device.GPU_OUT, "the table; a .json of its figures beside it", type=cli.path_arg),
         ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
-    ("overlap", bench_overlap, "how much of a slow batch preparation train.py's background thread hides",
-     LOOP + [option("--steps", 100, LOOP_STEPS), option("--delay", 0.03, "seconds added to each update's preparation",
-                                                        type=cli.number(float, 0, 10, low_open=True))]),
 ]
 
 

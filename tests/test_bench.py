@@ -92,6 +92,7 @@ CASES = [  # (name, arguments, expected message)
     ("train seq len over positions", ["train", "--seq-len", "1024"], "--seq-len: must be in [8, 512], got 1024"),
     ("train steps 0", ["train", "--steps", "0"], "--steps: must be at least 1, got 0"),
     ("train vocab size 100", ["train", "--vocab-size", "100"], "--vocab-size: must be at least 261"),
+    ("train delay negative", ["train", "--delay", "-1"], "--delay: must be in [0, 10], got -1"),
     ("train device unknown", ["train", "--device", "tpu"], "--device: expected cpu, cuda or cuda:N; got 'tpu'"),
     ("startup too few tokens", ["startup", "--tokens", "1000"], "--tokens: must be in [10000, 10000000000], got 1000"),
     ("startup too few for the batch", ["startup", "--tokens", "20000", "--batch-size", "64"],
@@ -132,7 +133,7 @@ def test_cli_bad_input_as_a_command(args, message):  # one real process; CASES (
 
 def test_cli_help_names_every_default():
     commands = next(a for a in bench.parser()._actions if isinstance(a, bench.argparse._SubParsersAction)).choices
-    assert set(commands) == {"bpe", "model", "data", "train", "overlap", "startup", "compile", "gpu", "continue"}
+    assert set(commands) == {"bpe", "model", "data", "train", "startup", "compile", "gpu", "continue"}
     for command, p in commands.items():
         for action in p._actions:
             if action.dest != "help":
