@@ -51,8 +51,7 @@ def bench_lines(shared=SHARED):
     return lines
 
 
-def training_peak_mb(lines, vocab_size):
-    """Peak memory of a fresh process importing bpe.py alone, training from the text file as `python bpe.py train`."""
+def training_peak_mb(lines, vocab_size):  # of a fresh process importing bpe.py alone, as `python bpe.py train`
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
         files.write_atomic(path, "".join(lines))
@@ -74,8 +73,7 @@ BPE_RATIOS = [  # (what, numerator row, denominator row): each ratio divides two
 ]
 
 
-def bpe_ratios(rows):
-    """{what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None): None where one is."""
+def bpe_ratios(rows):  # {what: ratio} for BPE_RATIOS from table rows (task, implementation, seconds or None)
     seconds = {(task, name): t for task, name, t in rows}
     return {what: seconds[a] / seconds[b] if seconds.get(a) and seconds.get(b) else None for what, a, b in BPE_RATIOS}
 
@@ -104,8 +102,7 @@ def bpe_training_rows(lines, vocab_size, n=3):
     return [("train", OURS, ours), ("train", HF_TOKENIZERS, hf), ("train", NAIVE, naive)], len(tok.merges)
 
 
-def encode_cold(tok, texts):
-    """Every text encoded from an empty pre-token cache."""
+def encode_cold(tok, texts):  # every text encoded from an empty pre-token cache
     tok.cache.clear()
     return [tok.encode(s) for s in texts]
 
@@ -209,8 +206,7 @@ def bench_model(args):
 
 
 # ------------------------------------------------------------------------------------------ data
-def _prepare(paths, tokenizer, out, workers):
-    """data.py's preparation: (seconds, this process's peak MB, its largest worker's peak MB)."""
+def _prepare(paths, tokenizer, out, workers):  # data.py's preparation: (seconds, peak MB, largest worker's peak MB)
     t = time.perf_counter()
     preparation.prepare(paths, tokenizer, out, valid_fraction=0.01, workers=workers, overwrite=True, verbose=False)
     return time.perf_counter() - t, memory_mb(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -235,13 +231,9 @@ def bench_data(args):
         ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
         batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
 
-        def serve():
-            n = 0
-            for idx in batches:
-                ids, _ = data.collate(tokens, ex[idx], 512, tok)
-                data.mask_batch(ids, idx, tok, seed=0, epoch=1)
-                n += ids.numel()
-            return n
+        def serve():  # tokens masked and batched
+            return sum(data.mask_batch(data.collate(tokens, ex[i], 512, tok)[0], i, tok, seed=0, epoch=1)[0].numel()
+                       for i in batches)
         seconds, n = timed(serve, repeat=3)
     print(f"\nmasking + batching (8 x 512, one core): {n / seconds / 1e6:.1f}M tokens/s")
 
@@ -286,11 +278,9 @@ def bench_train(args):
 
 
 # ------------------------------------------------------------------------------------------ continued pretraining
-def logged_losses(folder):
-    """{step: loss} of a run folder's log.jsonl ({} without one: a Hugging Face folder)."""
+def logged_losses(folder):  # {step: loss} of a run folder's log.jsonl ({} without one: a Hugging Face folder)
     path = os.path.join(folder, "log.jsonl")
-    records = [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()] \
-        if os.path.isfile(path) else []
+    records = [json.loads(x) for x in files.read_text(path).splitlines() if x.strip()] if os.path.isfile(path) else []
     return {r["step"]: r["loss"] for r in records if isinstance(r.get("loss"), float)}
 
 

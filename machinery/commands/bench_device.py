@@ -24,8 +24,7 @@ from machinery.commands.bench_tools import (timed, interleaved, mlm_batch, synch
 
 # ------------------------------------------------------------------------------------------ torch.compile
 def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact=False):
-    """(train.py's Trainer for `model` in one process: eager, compiled as train.py compiles it (one shape, warmed up)
-    or, exact, as it did before (the LM head on the exact targets, compiled at its first steps); its warm-up s)."""
+    """(train.py's Trainer of `model`: eager, compiled as train.py does or, exact, as it did before, its warm-up s)."""
     device = next(model.parameters()).device
     cfg = train.TrainConfig(seq_len=seq_len, batch_size=micro, micro_batch_size=micro, compile=compiled,
                             device=str(device), amp=amp)
@@ -43,12 +42,10 @@ def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact
     return tr, time.perf_counter() - t
 
 
-def as_update(micro_batches, pad_id=1):
-    """(train.Batch, its targets) of (ids, labels) micro-batches on the CPU, as train.py's batch thread makes them."""
-    mbs = [(ids, labels, None, bool(ids.eq(pad_id).any()), 1.0) for ids, labels in micro_batches]
-    n_targets = sum(int(labels.ne(-100).sum()) for _, labels in micro_batches)
-    real = sum(int(ids.ne(pad_id).sum()) for ids, _ in micro_batches)
-    return train.Batch(mbs, [n_targets, real], sum(len(ids) for ids, _ in micro_batches)), n_targets
+def as_update(mbs, pad_id):  # a train.Batch of CPU (ids, labels) micro-batches, as train.py makes them
+    counts = [sum(int(y.ne(-100).sum()) for _, y in mbs), sum(int(i.ne(pad_id).sum()) for i, _ in mbs)]
+    micro = [(i, y, None, bool(i.eq(pad_id).any()), 1.0) for i, y in mbs]
+    return train.Batch(micro, counts, sum(len(i) for i, _ in mbs))
 
 
 def compile_updates(cfg, batch, seq_len):
@@ -64,12 +61,11 @@ def compile_updates(cfg, batch, seq_len):
     return [as_update(mbs, cfg.pad_id) for mbs in timing], [as_update(mbs, cfg.pad_id) for mbs in varied]
 
 
-def run_updates(tr, updates):
-    """A closure running train.py's train_step over `updates`, waiting for the device at both ends."""
+def run_updates(tr, updates):  # a closure: train.py's train_step over `updates`, the device waited for at both ends
     def run():
         synchronize(tr.device)
-        for batch, n_targets in updates:
-            train.train_step(tr, batch, n_targets)
+        for batch in updates:
+            train.train_step(tr, batch, batch.counts[0])
         synchronize(tr.device)
     return run
 
@@ -79,8 +75,8 @@ COMPILE_KINDS = [("eager", False, False), ("compiled as before (exact targets)",
 
 
 def bench_compile(args):
-    """train.py's train_step eager and torch.compile'd (--backend) on the same updates, the kinds interleaved, and
-    dynamo's graphs: per forward (1: no graph break), compiled at the warm-up, and after it (recompiles)."""
+    """train_step eager and compiled on the same updates, interleaved; graphs per forward (1: no break) and after
+    the warm-up (recompiles)."""
     torch._dynamo.reset()
     print(f"torch {torch.__version__}, {machine(args.device)}, backend {args.backend}, fp32; {args.steps} interleaved "
           f"rounds of 4 updates (one padded), the best; then one update of each other kind (accumulation, partial, "
@@ -105,7 +101,7 @@ def bench_compile(args):
             run_updates(tr, varied)()  # untimed: every other kind of update, after the warm-up
             graphs = f"{per_forward:.3g} | {warm_graphs} | {len(counter.ids) - warm_graphs}" if counter else "- | - | -"
             print(f"| {name} | {args.batch_size}x{args.seq_len} | {kind} | {warm_s:.1f} | {s / len(timing) * 1000:.1f} "
-                  f"| {sum(b.counts[1] for b, _ in timing) / s:,.0f} | {seconds[0] / s:.2f}x | {graphs} |", flush=True)
+                  f"| {sum(b.counts[1] for b in timing) / s:,.0f} | {seconds[0] / s:.2f}x | {graphs} |", flush=True)
         torch._dynamo.reset()
 
 
@@ -129,9 +125,8 @@ def row(rows, name, measure, device):
 
 
 def train_py_run(data_dir, out, args, amp):
-    """`python train.py`, (--windows + 1) x --steps updates logged every --steps: its Meter's tokens/s and MFU of
-    each window after the first (which pays for first calls), evaluating and saving after the last; the graph
-    breaks and recompiles dynamo logged (TORCH_LOGS) over the whole run, its compile warm-up included."""
+    """`python train.py`: its meter's tokens/s and MFU of each window of --steps after the first, and the graph
+    breaks and recompiles dynamo logged (TORCH_LOGS) over the whole run."""
     t = time.perf_counter()
     r = train_py(f"train.py --amp {amp}", data_dir, out, args, "--config", args.config, "--micro-batch-size",
                  args.batch_size, "--max-steps", (args.windows + 1) * args.steps, "--log-interval", args.steps, "--amp",
@@ -145,8 +140,7 @@ def train_py_run(data_dir, out, args, amp):
 
 
 def train_py_updates(data_dir, args, n):
-    """The first n updates train.py makes of `data_dir` (FULL-SENTENCES, one micro-batch, dynamic masking) on the
-    CPU: [Batch], the mean seconds one took to prepare, the tokenizer."""
+    """([the first n updates train.py makes of data_dir], the mean seconds one took to prepare, the tokenizer)."""
     cfg = train.TrainConfig(config=args.config, data=data_dir, seq_len=args.seq_len, batch_size=args.batch_size)
     tok = bpe.Tokenizer.load(data_dir)
     tokens, line_ends, _ = prepared.open_prepared(data_dir, tok)
@@ -159,9 +153,8 @@ def train_py_updates(data_dir, args, n):
 
 
 def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
-    """Seconds of --windows windows of --steps updates of train.py's train_step after one untimed, fed as train.py
-    feeds it (batches.Prefetch: `prefetch` ahead in its thread, or in the loop; pinned on a GPU; `delay` s of sleep
-    each); the device waited for at each window's ends, with wait_each after every update too (nothing overlaps)."""
+    """Seconds of --windows windows of --steps train_step after one untimed, fed as train.py feeds it (Prefetch);
+    wait_each: the device waited for after every update (nothing overlaps)."""
     ahead = batches.Prefetch(itertools.cycle([(0, 0, 0, b) for b in updates]), prefetch, pin=tr.device.type == "cuda",
                              delay=delay)
     seconds = []
@@ -182,8 +175,7 @@ def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
 
 
 def bare_step(updates, tok, args, device):
-    """train.py's train_step alone, compiled as train.py compiles it, bf16, on train.py's updates in the same windows:
-    tokens/s (min/median/max), MFU at the median, graphs, warm-up s, and the Trainer, for the batch thread's rows."""
+    """train_step alone, compiled as train.py does, bf16, on its updates: tokens/s, MFU, graphs, the Trainer."""
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=len(tok), pad_id=tok.pad_id)
     torch.manual_seed(0)
     model = roberta.RobertaForMaskedLM(cfg).to(device).train()
@@ -202,8 +194,7 @@ def bare_step(updates, tok, args, device):
 
 
 def thread_rows(tr, updates, args, delay):
-    """The batch thread on the bare step, `delay` s of sleep added to each preparation: ms per update (min/median/max)
-    with nothing overlapping, prepared in the loop (the device's queue runs meanwhile) and in the thread."""
+    """ms per update of the bare step, `delay` s added to each preparation: synchronous, in the loop, the thread."""
     rows = {}
     for name, how in {"synchronous loop": dict(prefetch=0, wait_each=True), "in the loop (--prefetch 0)":
                       dict(prefetch=0), "thread (--prefetch 2)": dict(prefetch=2)}.items():
@@ -213,8 +204,7 @@ def thread_rows(tr, updates, args, delay):
 
 
 def transformers_eager(model, micro_batch, pad_id, device, args):
-    """transformers' RobertaForMaskedLM, eager, bf16, with our model's weights, on one of train.py's micro-batches
-    (its padding masked), in --windows windows of --steps steps: tokens/s, or None when it is not installed."""
+    """transformers' twin, eager, bf16, on one of train.py's micro-batches: tokens/s; None if not installed."""
     if importlib.util.find_spec("transformers") is None:
         return None
     ids, labels = (t.to(device) for t in micro_batch)
@@ -236,9 +226,9 @@ def gpu_results(args, device):
         tr = bare.pop("trainer", None)
         if tr is not None:
             step_s = sum(b.counts[1] for b in updates) / bare["tokens_per_s"]["median"] / args.steps
-            n = (args.windows + 1) * args.steps  # the thread's 3 rows (1.5 steps each with the delay), transformers
-            # (eager: ~3 steps), and each train.py run: ~30 s of start and final save, its warm-up, its updates
-            rest = 3 * n * 1.5 * step_s + 3 * n * step_s + len(amps) * (30 + bare["warm_up_s"] + n * step_s)
+            n = (args.windows + 1) * args.steps  # the thread's rows: 3 x 1.5 steps; transformers (eager): ~3; each
+            # train.py run: ~30 s of start and final save, its warm-up, its updates
+            rest = 7.5 * n * step_s + len(amps) * (30 + bare["warm_up_s"] + n * step_s)
             print(f"bench.py gpu: the bare step took {time.perf_counter() - started:.0f} s; the rest should take about "
                   f"{rest:.0f} s", file=sys.stderr, flush=True)
             delay = round(step_s / 2, 4)  # half a step: the thread can hide all of it
@@ -248,56 +238,49 @@ def gpu_results(args, device):
             del tr
         for amp in amps:
             row(rows, f"train.py {amp}", lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp), device)
-    return {"device": machine(device), "torch": torch.__version__, "config": args.config, "seq_len": args.seq_len,
-            "batch_size": args.batch_size, "steps": args.steps, "windows": args.windows, "vocab_size": args.vocab_size,
-            "compiled": args.compile, "bare_bf16": bare, "rows": rows, "delay_s": delay,
-            "prepare_s": prepare_s, "seconds": round(time.perf_counter() - started, 1)}
-
-
-def tps_cells(x, base):
-    """| tokens/s min / median / max | vs the bare step's median |, or the row's error."""
-    if x is None or "error" in x:
-        return f"{'not installed' if x is None else x['error']} | - |"
-    t = x["tokens_per_s"]
-    ratio = f"{t['median'] / base['tokens_per_s']['median']:.2f}" if "error" not in base else "-"
-    return f"{t['min']:,.0f} / {t['median']:,.0f} / {t['max']:,.0f} | {ratio} |"
+    sizes = {k: getattr(args, k) for k in ("config", "seq_len", "batch_size", "steps", "windows", "vocab_size")}
+    return {"device": machine(device), "torch": torch.__version__, **sizes, "compiled": args.compile, "bare_bf16": bare,
+            "rows": rows, "delay_s": delay, "prepare_s": prepare_s, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def gpu_markdown(r):  # gpu_results' dict as markdown
     bare, rows = r["bare_bf16"], r["rows"]
-    mfu = lambda x: "-" if "error" in x else "unknown" if x.get("mfu") is None else f"{x['mfu']:.1%}"
+    ok = lambda x: x is not None and "error" not in x  # noqa: E731
+
+    def line(what, amp, x, graphs=lambda x: "- | -"):  # | tokens/s | vs the bare step | MFU | breaks | recompiles |
+        if not ok(x):
+            return f"| {what} | {amp} | {'not installed' if x is None else x['error']} | - | - | - | - |"
+        t, mfu = x["tokens_per_s"], x.get("mfu")
+        ratio = f"{t['median'] / bare['tokens_per_s']['median']:.2f}" if ok(bare) else "-"
+        mfu = "-" if "mfu" not in x else "unknown" if mfu is None else f"{mfu:.1%}"
+        tps = f"{t['min']:,.0f} / {t['median']:,.0f} / {t['max']:,.0f}"
+        return f"| {what} | {amp} | {tps} | {ratio} | {mfu} | {graphs(x)} |"
     lines = ["# GPU benchmark: `python bench.py gpu`", "",
              f"{r['device']}, torch {r['torch']}; `{r['config']}`, {r['batch_size']} x {r['seq_len']} tokens per "
              f"update (one micro-batch), vocabulary {r['vocab_size']:,} (the built-in corpus, FULL-SENTENCES); "
              f"{'compiled' if r['compiled'] else 'eager'}. Every row: {r['windows']} timed windows of {r['steps']} "
              f"updates after one untimed window, the batches pinned on a GPU; tokens/s min / median / max over the "
              f"windows. train.py's windows are its own meter's (evaluation and saving outside them). "
-             + ("" if "error" in bare else f"MFU over {bare['peak'] / 1e12:,.4g} TFLOP/s ({bare['peak_label']}). ")
+             + (f"MFU over {bare['peak'] / 1e12:,.4g} TFLOP/s ({bare['peak_label']}). " if ok(bare) else "")
              + f"{r['seconds']:.0f} s for the whole command.", "",
-             "| what | precision | tokens/s (min / median / max) | vs the bare step | MFU | graph breaks | recompiles |",
-             "|---|---|---|---|---|---|---|",
-             f"| bare step (train_step alone, train.py's updates) | bf16 | {tps_cells(bare, bare)} {mfu(bare)} | "
-             + ("- | - |" if "error" in bare else f"{bare['graph_breaks']} | {bare['recompiles_after_warm_up']} after "
-                f"the warm-up ({bare['graphs_at_warm_up']} graphs in it) |")]
-    for amp in ("bf16", "fp16"):
-        x = rows.get(f"train.py {amp}")
-        if x is not None:
-            lines.append(f"| train.py | {amp} | {tps_cells(x, bare)} {mfu(x)} | "
-                         + ("- | - |" if "error" in x else f"{x['graph_breaks']} | {x['recompiles']} in the run |"))
+             "| what | precision | tokens/s (min / median / max) | vs the bare step | MFU | graph breaks | recompiles "
+             "|\n" + "|---" * 7 + "|",
+             line("bare step (train_step alone, train.py's updates)", "bf16", bare, lambda x: f"{x['graph_breaks']} | "
+                  f"{x['recompiles_after_warm_up']} after the warm-up ({x['graphs_at_warm_up']} graphs in it)")]
+    lines += [line("train.py", amp, rows[f"train.py {amp}"], lambda x: f"{x['graph_breaks']} | {x['recompiles']} in "
+                   "the run") for amp in ("bf16", "fp16") if f"train.py {amp}" in rows]
     if "transformers" in rows:
-        lines.append(f"| transformers RobertaForMaskedLM, eager | bf16 | {tps_cells(rows['transformers'], bare)} - | - "
-                     "| - |")
+        lines.append(line("transformers RobertaForMaskedLM, eager", "bf16", rows["transformers"]))
     if rows.get("thread"):
         lines += ["", f"The batch thread, on the bare step: preparing an update takes {r['prepare_s'] * 1000:.1f} ms "
                   f"on the CPU; with {r['delay_s'] * 1000:.1f} ms of sleep added to each preparation (half a step):",
                   "", "| preparation | ms per update (min / median / max) |", "|---|---|"]
-        for name, x in rows["thread"].items():
-            lines.append(f"| {name} | " + (x["error"] if "error" in x else
-                                            f"{x['min']:.1f} / {x['median']:.1f} / {x['max']:.1f}") + " |")
-    if "error" not in bare:
+        lines += [f"| {name} | " + (x["error"] if "error" in x else f"{x['min']:.1f} / {x['median']:.1f} / "
+                                    f"{x['max']:.1f}") + " |" for name, x in rows["thread"].items()]
+    if ok(bare):
         lines += ["", f"Warm-up of the bare step (compiling both graphs): {bare['warm_up_s']:.0f} s; train.py runs, "
                   "whole: " + ", ".join(f"{k[9:]} {v['wall_s']:.0f} s" for k, v in rows.items()
-                                        if k.startswith("train.py") and "error" not in v) + "."]
+                                        if k.startswith("train.py") and ok(v)) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -311,9 +294,8 @@ def bench_gpu(args):
     if os.path.exists(args.out) and not args.overwrite:
         raise FileExistsError(f"--out {args.out} exists; pass --overwrite to replace it")
     args.device, args.compile = "cuda", True
-    print(f"bench.py gpu: the bare step, 3 batch-thread rows, transformers, train.py bf16 and fp16, each "
-          f"{args.windows} windows of {args.steps} updates after one untimed; planned for at most 5 minutes on an H100 "
-          f"(an estimate of the rest follows the first row)", file=sys.stderr, flush=True)
+    print(f"bench.py gpu: the bare step, 3 batch-thread rows, transformers, train.py bf16 and fp16, each {args.windows}"
+          f" windows of {args.steps} updates after one untimed; at most 5 minutes on an H100", file=sys.stderr)
     write_gpu_table(gpu_results(args, torch.device("cuda")), args.out)
 
 
