@@ -1,6 +1,7 @@
 """bench.py's measuring tools, shared with bench_device.py: timing, peak memory in a fresh process, train.py run as
 a command, one bare training step, transformers' twin of a model, the built-in corpus prepared."""
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 import os
 import subprocess
 import sys
@@ -41,29 +42,17 @@ def memory_mb(field="VmHWM", status=None):
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field)) / 1024
 
 
-def returned(fn, args, conn):  # in_fresh_process's child
-    try:
-        conn.send(fn(*args))
-    except Exception as e:  # noqa: BLE001 (reported by the parent, in one line)
-        conn.send(f"{type(e).__name__}: {cli.describe(e)}".splitlines()[0])
-
-
 def in_fresh_process(fn, *args):
-    """fn(*args) in a fresh process (fn at the top of a module; what it returns a few numbers)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    p = ctx.Process(target=returned, args=(fn, args, child))
-    p.start()
-    p.join()  # a few numbers: sent before the child exits
-    result = parent.recv() if parent.poll() else f"exit code {p.exitcode}"
-    if isinstance(result, str):
-        raise RuntimeError(f"the measured process failed: {result}")
-    return result
+    """fn(*args) in a fresh process (fn at the top of a module), its failure one line."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except Exception as e:  # noqa: BLE001 (the worker's error, or its death: BrokenProcessPool)
+            raise RuntimeError(f"the measured process failed: {type(e).__name__}: {cli.describe(e)}".splitlines()[0])
 
 
 def run_command(args, what, **run):
-    """A Python script of this project run with its options (and subprocess.run's `run`): the finished process; a
-    failure is one line naming `what` and the last line of its error."""
+    """A Python script of this project run with its options: the finished process; a failure one line naming `what`."""
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, **run)
     if r.returncode != 0:
         raise RuntimeError(f"{what} failed (exit code {r.returncode}): "
@@ -72,8 +61,7 @@ def run_command(args, what, **run):
 
 
 def train_py(what, data_dir, out, args, *options, **run):
-    """`python train.py` on data_dir into out with args' --seq-len, --batch-size and --device, evaluating (on 8
-    sequences) and saving only at its end, and `options`: the finished process."""
+    """`python train.py` with args' sizes and device and `options`, evaluating (8 sequences) and saving at its end."""
     return run_command(["train.py", "--data", data_dir, "--out", out, "--seq-len", str(args.seq_len), "--batch-size",
                         str(args.batch_size), "--device", args.device, "--eval-interval", str(10 ** 9),
                         "--save-interval", str(10 ** 9), "--eval-sequences", "8", *map(str, options)], what, **run)
@@ -83,16 +71,14 @@ def train_py(what, data_dir, out, args, *options, **run):
 AMP_DTYPES = {"none": torch.float32, "bf16": torch.bfloat16}
 
 
-def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):
-    """Random ordinary tokens (no padding), 15% of them targets, on `device`."""
+def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):  # random ordinary tokens (no padding), 15% targets
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(4, cfg.vocab_size - 1, (batch, seq_len), generator=g)
     labels = torch.where(torch.rand(batch, seq_len, generator=g) < 0.15, ids, -100)
     return ids.to(device), labels.to(device)
 
 
-def machine(device):
-    """A CUDA device's name, or the CPU threads torch uses."""
+def machine(device):  # a CUDA device's name, or the CPU threads torch uses
     cuda = torch.device(device).type == "cuda"
     return torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} CPU threads"
 
@@ -103,8 +89,7 @@ def synchronize(device):
 
 
 def train_step(model, loss_fn, ids, labels, amp):
-    """A closure running one training step (forward, backward, train.py's AdamW), warmed up; on a GPU it waits for
-    the device at both ends, so a timer sees the whole step."""
+    """A closure: one training step (forward, backward, AdamW), warmed up, the device waited for at both ends."""
     device = ids.device
     opt = roberta.adamw(model, lr=1e-4, weight_decay=0.01)
 
@@ -128,8 +113,7 @@ def hf_loss(model, ids, labels):
     return model(input_ids=ids, labels=labels).loss
 
 
-def hf_twin(model):
-    """transformers' RobertaForMaskedLM with our model's weights, on the same device."""
+def hf_twin(model):  # transformers' RobertaForMaskedLM with our model's weights, on the same device
     import transformers
     from machinery.formats import hf
     transformers.logging.set_verbosity_error()
@@ -140,8 +124,7 @@ def hf_twin(model):
     return twin.to(next(model.parameters()).device).train()
 
 
-def builtin_data(folder, vocab_size):
-    """The built-in corpus, a tokenizer trained on it and the prepared data, in `folder`."""
+def builtin_data(folder, vocab_size):  # the built-in corpus, a tokenizer of it and the prepared data, in `folder`
     corpus = corpora.builtin_corpus(os.path.join(folder, "corpus.txt"))
     bpe.Tokenizer.train(files.read_lines(corpus), vocab_size).save(os.path.join(folder, "tok"))
     preparation.prepare([corpus], os.path.join(folder, "tok"), os.path.join(folder, "data"), verbose=False)
