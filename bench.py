@@ -79,8 +79,7 @@ def bpe_ratios(rows):  # {what: ratio} for BPE_RATIOS from table rows (task, imp
 
 
 def bpe_training_rows(lines, vocab_size, n=3):
-    """Table rows for training: ours, HF tokenizers, and the naive trainer (minbpe-style: every pair of the whole
-    text recounted for each merge), n merges timed and extrapolated to as many merges as ours."""
+    """Training rows: ours, HF tokenizers, the naive trainer (every pair recounted per merge; n merges, scaled)."""
     ours, tok = timed(bpe.Tokenizer.train, lines, vocab_size)
     try:
         from tokenizers import ByteLevelBPETokenizer
@@ -240,8 +239,7 @@ def bench_data(args):
 
 # ------------------------------------------------------------------------------------------ the training loop
 def loop_seconds(data_dir, folder, args, *extra):
-    """Seconds per update of `python train.py` (logging every update; eager and fp32, as the bare step): runs of N and
-    3N updates, twice each; the fastest's difference is 2N updates, start-up and the final evaluation cancelled."""
+    """Seconds per update of `python train.py`, eager fp32: the best runs of 3N and N updates differ by 2N updates."""
     best = {}
     for i, steps in enumerate([args.steps, 3 * args.steps] * 2):
         t, out = time.perf_counter(), os.path.join(folder, f"out{i}")
@@ -253,8 +251,7 @@ def loop_seconds(data_dir, folder, args, *extra):
 
 
 def bench_train(args):
-    """train.py's seconds per update, run as the command a user types: against `bench.py model`'s bare step, or with
-    --delay s of sleep (no core taken from the step) added to each update's preparation, in the loop or the thread."""
+    """train.py's seconds per update against the bare step, or with --delay s of sleep in each preparation."""
     ms = f"+{args.delay * 1000:.0f} ms"
     rows = [("no delay, thread", 0, ())] + [(f"{ms}, in the loop", args.delay, ("--prefetch", 0)),
                                             (f"{ms}, thread", args.delay, ())] * bool(args.delay)
@@ -285,8 +282,7 @@ def logged_losses(folder):  # {step: loss} of a run folder's log.jsonl ({} witho
 
 
 def bench_continue(args):
-    """train.py --init-from's check that the weights loaded: the first losses beside the source's last and a random
-    start's of its sizes (same data, order, masks); without --init-from the source is a tiny run made and exported."""
+    """train.py --init-from's first losses beside its source's last and a random start's (same data, order, masks)."""
     with tempfile.TemporaryDirectory() as tmp:  # the commands run in the repository's folder: paths made absolute
         source, data_dir = (os.path.abspath(p) if p else None for p in (args.init_from, args.data))
         if source is None:
@@ -306,11 +302,11 @@ def bench_continue(args):
                      "--log-interval", 1, "--dropout", 0)
         losses = [logged_losses(os.path.join(tmp, name + "-run")) for name in ("continued", "random")]
     tail = [before[s] for s in sorted(before)[-5:]]  # one update's loss is noisy: its last five logged beside it
-    last = f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, " \
-        f"{min(tail):.3f} to {max(tail):.3f})" if before else "none (no log.jsonl beside it)"
-    print(f"source: {args.init_from or f'a tiny run of {args.source_steps} updates, exported'}; its last logged "
-          f"loss: {last}\n")
-    print("| start | " + " | ".join(f"update {s}" for s in losses[0]) + " |\n|---|" + "---|" * len(losses[0]))
+    last = (f"{tail[-1]:.3f} at its step {max(before):,} (its last {len(tail)} logged: mean {np.mean(tail):.3f}, "
+            f"{min(tail):.3f} to {max(tail):.3f})" if before else "none (no log.jsonl beside it)")
+    steps = list(losses[0])
+    print(f"source: {args.init_from or f'a tiny run of {args.source_steps} updates, exported'}; its last logged loss: "
+          f"{last}\n\n| start | " + " | ".join(f"update {s}" for s in steps) + " |\n|---|" + "---|" * len(steps))
     for name, row in zip(("continued from the source", "random weights, same sizes"), losses):
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
     gap = f"{losses[0][1] - before[max(before)]:+.3f} nats from the source's last; " if before else ""
@@ -319,8 +315,7 @@ def bench_continue(args):
 
 # ------------------------------------------------------------------------------------------ start-up at scale
 def synthetic_corpus(folder, n_tokens, seed=0):
-    """A prepared folder of random ids in data.py's layout: lines of 5-60 tokens + </s>, documents of 5-50 lines, each
-    ended by a lone </s> (the paper's 160 GB is ~40B tokens: its start-up extrapolates from these)."""
+    """A prepared folder of random ids: lines of 5-60 tokens + </s>, documents of 5-50 lines, each + a lone </s>."""
     os.makedirs(folder, exist_ok=True)
     rng, done, lines, docs = np.random.default_rng(seed), 0, 0, 0
     with open(os.path.join(folder, "train.bin"), "wb") as fb, open(os.path.join(folder, "train.idx"), "wb") as fi:
@@ -354,8 +349,7 @@ def _start(folder, fmt, build, batch_size):
 
 
 def _first_batch(path, n, batch_size, offset):
-    """A rank ordering an epoch of n examples (budget: 512 tokens a row) and finding its first batch, resumed `offset`
-    examples in: (seconds, private MB after, peak MB of numpy's arrays on the way, its examples)."""
+    """A rank ordering an epoch and finding its first batch: (seconds, private MB, numpy's peak MB, its examples)."""
     base = memory_mb("RssAnon")
     lengths = np.memmap(path, np.uint16, "r", shape=(n,))
     tracemalloc.start()
@@ -382,15 +376,13 @@ def bench_startup(args):
         if not args.epoch_examples:
             return
         n = args.epoch_examples  # an epoch of n examples of 10-100 tokens (a sentence pair's; 0.8B: ~44B tokens)
-        print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {args.batch_size:,} x 512 tokens:\n\n| start "
-              "| order | seconds | private MB after | peak MB on the way | examples in the first batch |\n" + "|---" * 6
-              + "|")
+        print(f"\nAn epoch of {n:,} examples of 10-100 tokens, batches of {args.batch_size:,} x 512 tokens:\n\n| "
+              "start | order | seconds | private MB after | peak MB on the way | examples in the first batch |\n"
+              + "|---" * 6 + "|")
         path, rng = os.path.join(tmp, "lengths.u16"), np.random.default_rng(0)
-        lengths = np.memmap(path, np.uint16, "w+", shape=(n,))
-        for at in range(0, n, 1 << 24):
-            lengths[at:at + (1 << 24)] = rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16)
-        lengths.flush()
-        del lengths
+        with open(path, "wb") as f:  # in pieces of 16M lengths
+            for at in range(0, n, 1 << 24):
+                f.write(rng.integers(10, 101, min(1 << 24, n - at), dtype=np.uint16).tobytes())
         kind = "computed (index.Shuffle)" if n > orders.SHUFFLE_ABOVE else "torch.randperm"
         for what, offset in (("epoch start", 0), ("resume half way", n // 2)):
             seconds, mb, peak, size = in_fresh_process(_first_batch, path, n, args.batch_size, offset)

@@ -49,8 +49,7 @@ def as_update(mbs, pad_id):  # a train.Batch of CPU (ids, labels) micro-batches,
 
 
 def compile_updates(cfg, batch, seq_len):
-    """4 updates of one micro-batch (15% targets drawn anew; the last with 3 rows half padded), as train.py's mostly
-    are; and one of each other kind it makes (accumulation, partial, a padded single row, shorter rows, no targets)."""
+    """4 updates of one micro-batch (the last half padded); one of each other kind (accumulation, partial, ...)."""
     timing = [[mlm_batch(cfg, batch, seq_len, seed=i)] for i in range(4)]
     timing[-1][0][0][:3, seq_len // 2:], timing[-1][0][1][:3, seq_len // 2:] = cfg.pad_id, -100
     varied = [[mlm_batch(cfg, rows, seq_len - 8 * (i % 2), seed=100 + 10 * i + j) for j, rows in enumerate(sizes)]
@@ -75,8 +74,7 @@ COMPILE_KINDS = [("eager", False, False), ("compiled as before (exact targets)",
 
 
 def bench_compile(args):
-    """train_step eager and compiled on the same updates, interleaved; graphs per forward (1: no break) and after
-    the warm-up (recompiles)."""
+    """train_step eager and compiled, interleaved; graphs per forward (1: no break) and after the warm-up."""
     torch._dynamo.reset()
     print(f"torch {torch.__version__}, {machine(args.device)}, backend {args.backend}, fp32; {args.steps} interleaved "
           f"rounds of 4 updates (one padded), the best; then one update of each other kind (accumulation, partial, "
@@ -125,8 +123,7 @@ def row(rows, name, measure, device):
 
 
 def train_py_run(data_dir, out, args, amp):
-    """`python train.py`: its meter's tokens/s and MFU of each window of --steps after the first, and the graph
-    breaks and recompiles dynamo logged (TORCH_LOGS) over the whole run."""
+    """`python train.py`: its meter's tokens/s of each window after the first, MFU, breaks and recompiles logged."""
     t = time.perf_counter()
     r = train_py(f"train.py --amp {amp}", data_dir, out, args, "--config", args.config, "--micro-batch-size",
                  args.batch_size, "--max-steps", (args.windows + 1) * args.steps, "--log-interval", args.steps, "--amp",
@@ -153,8 +150,7 @@ def train_py_updates(data_dir, args, n):
 
 
 def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
-    """Seconds of --windows windows of --steps train_step after one untimed, fed as train.py feeds it (Prefetch);
-    wait_each: the device waited for after every update (nothing overlaps)."""
+    """Seconds of --windows windows of --steps train_step after one untimed, fed by Prefetch; wait_each: synchronous."""
     ahead = batches.Prefetch(itertools.cycle([(0, 0, 0, b) for b in updates]), prefetch, pin=tr.device.type == "cuda",
                              delay=delay)
     seconds = []
