@@ -423,9 +423,11 @@ def device_spec(text):
 
 
 def option(name, default, help, low=1, high=None, **keywords):
-    """One option: a whole number in [low, high] unless `keywords` say otherwise; its default said in its help."""
-    return name, {"type": cli.number(int, low, high), "default": default, **keywords,
-                  "help": f"{help} (default: %(default)s)"}
+    """One option: a whole number in [low, high], or a flag (default False), unless `keywords` say otherwise; its
+    default said in its help."""
+    shown = "off" if default is False else " ".join(map(str, default)) if isinstance(default, list) else "%(default)s"
+    kind = {"action": "store_true"} if default is False else {"type": cli.number(int, low, high)}
+    return name, {**kind, "default": default, **keywords, "help": f"{help} (default: {shown})"}
 
 
 def sizes(batch, seq_len, low=1, shortest=8):  # --batch-size and --seq-len
@@ -449,41 +451,30 @@ COMMANDS = [
         ("--runs", dict(nargs="+", type=run_spec, metavar="CONFIG:BATCH:SEQ_LEN", default=list(map(run_spec, RUNS)),
                         help=f"model configs ({', '.join(roberta.PRESETS)}), batch and sequence length (at most "
                              f"{MAX_POSITIONS}) to time (default: {' '.join(RUNS)})")),
-        ("--amp", dict(nargs="+", default=["none", "bf16"], choices=list(AMP_DTYPES),
-                       help="precisions to time: fp32 (none) and/or bf16 autocast (default: none bf16)")),
-        option("--steps", 5, "timed steps of each model, interleaved; the best is reported"), DEVICE,
-        ("--compare-hf", dict(action="store_true", help="also time transformers' model, interleaved (default: off)"))]),
+        option("--amp", ["none", "bf16"], "precisions: fp32 (none), bf16 autocast", type=None, nargs="+",
+               choices=list(AMP_DTYPES)), option("--steps", 5, "timed steps of each model, interleaved; the best"),
+        DEVICE, option("--compare-hf", False, "also time transformers' model, interleaved")]),
     ("data", bench_data, "corpus preparation MB/s and peak memory, masking + batching tokens/s", [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
-    ("train", bench_train, "what train.py's loop adds to the bare step, or how much of a slow preparation (--delay) "
-     "its batch thread hides", [config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE,
-                                option("--steps", 150, "N: train.py runs N and 3N updates, twice each"),
-                                option("--delay", 0.0, "seconds added to each update's preparation; 0: the bare step "
-                                       "instead", type=cli.number(float, 0, 10))]),
+    ("train", bench_train, "what train.py's loop adds to the bare step; with --delay, what its batch thread hides", [
+        config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE, option("--steps", 150, "N: runs of N and 3N updates"),
+        option("--delay", 0.0, "seconds of sleep in each preparation; 0: none", type=cli.number(float, 0, 10))]),
     ("startup", bench_startup, "start-up time and memory of the examples index, synthetic corpora at scale", [
-        ("--tokens", dict(type=cli.number(int, 10_000, 10 ** 10), nargs="+", default=[10 ** 7, 10 ** 8],
-                          help="corpus sizes in tokens, at least 10,000 and 600 x --batch-size (default: 10M and "
-                               "100M; the issue's table adds 1e9)")),
-        ("--formats", dict(choices=list(data.FORMATS), nargs="+", default=list(data.FORMATS),
-                           help="input formats (default: all four)")),
+        option("--tokens", [10 ** 7, 10 ** 8], "corpus sizes, >= 600 x --batch-size", 10_000, 10 ** 10, nargs="+"),
+        option("--formats", list(data.FORMATS), "input formats", type=None, choices=list(data.FORMATS), nargs="+"),
         option("--batch-size", 8192, "sequences per update, for the epoch's order (Table 9)"),
-        option("--epoch-examples", 0, "also order an epoch of this many examples, as 40B tokens of sentence pairs "
-                                      "give (800000000), from a synthetic file; 0: skipped", 0, 4 * 10 ** 9)]),
+        option("--epoch-examples", 0, "also order an epoch of this many examples (40B tokens of sentence pairs: "
+                                      "800000000); 0: skipped", 0, 4 * 10 ** 9)]),
     ("compile", bench_device.bench_compile, "train.py's step eager vs torch.compile'd: time, graphs, recompiles", [
-        ("--configs", dict(nargs="+", choices=list(roberta.PRESETS), default=["tiny", "small"],
-                           help="model sizes (default: tiny small)")), *sizes(8, 128, 4, 16),
-        option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
-        option("--backend", "inductor", "torch.compile's backend (aot_eager: dynamo's graphs without compiling "
-                                        "kernels)", type=None, choices=["inductor", "aot_eager", "eager"]),
-        ("--before", dict(action="store_true", help="also time the step as compiled before one shape: the LM head on "
-                                                    "the exact targets (default: off; several more compiles)")),
-        DEVICE]),
+        option("--configs", ["tiny", "small"], "model sizes", type=None, choices=list(roberta.PRESETS), nargs="+"),
+        *sizes(8, 128, 4, 16), option("--steps", 5, "timed rounds of 4 updates per kind, interleaved; the best"),
+        option("--backend", "inductor", "torch.compile's backend (aot_eager: dynamo's graphs, no kernels)", type=None,
+               choices=["inductor", "aot_eager", "eager"]), DEVICE,
+        option("--before", False, "also time the step compiled as before (the LM head on the exact targets)")]),
     ("continue", bench_continue, "train.py --init-from's first losses beside its source's and a random start's", [
-        option("--init-from", None, "a run or Hugging Face folder; none: a tiny run on the built-in corpus, made here "
-               "and exported", type=cli.path_arg),
-        option("--data", None, "prepared with the source's tokenizer (needed with --init-from); none: the built-in "
-               "corpus", type=cli.path_arg),
+        option("--init-from", None, "a run or Hugging Face folder; none: a tiny run made here", type=cli.path_arg),
+        option("--data", None, "prepared with its tokenizer (needed with --init-from)", type=cli.path_arg),
         option("--source-steps", 300, "updates of the source made here"),
         option("--steps", 5, "updates of each continued run"),
         option("--lr", 1e-4, "peak learning rate of the continued runs, reached at the last update",
@@ -495,7 +486,7 @@ COMMANDS = [
         option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
         option("--out", bench_device.GPU_OUT, "the table; a .json of its figures beside it", type=cli.path_arg),
-        ("--overwrite", dict(action="store_true", help="replace an existing --out (default: refused)"))]),
+        option("--overwrite", False, "replace an existing --out")]),
 ]
 
 
