@@ -111,15 +111,14 @@ def spread(values):  # of a row's windows (tokens/s), or of its ms per update
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def row(rows, name, measure, device):
+def row(rows, name, measure):
     """rows[name] = measure(), or {"error": one line} where it fails (out of memory, say): the others still run."""
     try:
         rows[name] = measure()
     except Exception as e:  # noqa: BLE001 (the table says which row failed and why)
         rows[name] = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
         print(f"{name}: failed ({rows[name]['error']})", file=sys.stderr, flush=True)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    torch.cuda.empty_cache()  # (nothing where CUDA was not used)
 
 
 def train_py_run(data_dir, out, args, amp):
@@ -153,21 +152,18 @@ def windows(tr, updates, args, prefetch=0, delay=0.0, wait_each=False):
     """Seconds of --windows windows of --steps train_step after one untimed, fed by Prefetch; wait_each: synchronous."""
     ahead = batches.Prefetch(itertools.cycle([(0, 0, 0, b) for b in updates]), prefetch, pin=tr.device.type == "cuda",
                              delay=delay)
-    seconds = []
+
+    def window():  # ends waiting for the device, so the next starts with an idle one
+        for _ in range(args.steps):
+            batch = ahead.next()[3]
+            train.train_step(tr, batch, batch.counts[0])
+            if wait_each:
+                synchronize(tr.device)
+        synchronize(tr.device)
     try:
-        for _ in range(args.windows + 1):
-            synchronize(tr.device)
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                batch = ahead.next()[3]
-                train.train_step(tr, batch, batch.counts[0])
-                if wait_each:
-                    synchronize(tr.device)
-            synchronize(tr.device)
-            seconds.append(time.perf_counter() - t)
+        return [timed(window, repeat=1)[0] for _ in range(args.windows + 1)][1:]
     finally:
         ahead.close()
-    return seconds[1:]
 
 
 def bare_step(updates, tok, args, device):
@@ -178,15 +174,13 @@ def bare_step(updates, tok, args, device):
     counter = speed.GraphCounter() if args.compile else None
     tr, warm_s = step_trainer(model, args.batch_size, args.seq_len, "bf16", args.compile, counter)
     warm_graphs = len(counter.ids) if counter else 0
-    seconds = windows(tr, updates, args)
     tokens = sum(b.counts[1] for b in updates)  # a window's: --steps updates, the ones given
+    tps = spread([tokens / s for s in windows(tr, updates, args)])
     flops = 3 * speed.flops_per_token(cfg, args.seq_len, sum(b.counts[0] for b in updates) / tokens)
     peak, label = speed.peak_flops(device, torch.bfloat16)
-    tps = spread([tokens / s for s in seconds])
-    return {"tokens_per_s": tps, "mfu": tps["median"] * flops / peak, "peak": peak, "peak_label": label,
-            "warm_up_s": round(warm_s, 1), "graphs_at_warm_up": warm_graphs,
-            "recompiles_after_warm_up": len(counter.ids) - warm_graphs if counter else 0,
-            "graph_breaks": counter.frames() - 1 if counter else 0, "trainer": tr}
+    return {"tokens_per_s": tps, "mfu": tps["median"] * flops / peak, "peak": peak, "peak_label": label, "trainer": tr,
+            "warm_up_s": round(warm_s, 1), "graphs_at_warm_up": warm_graphs, "graph_breaks": counter.frames() - 1
+            if counter else 0, "recompiles_after_warm_up": len(counter.ids) - warm_graphs if counter else 0}
 
 
 def thread_rows(tr, updates, args, delay):
@@ -194,8 +188,7 @@ def thread_rows(tr, updates, args, delay):
     rows = {}
     for name, how in {"synchronous loop": dict(prefetch=0, wait_each=True), "in the loop (--prefetch 0)":
                       dict(prefetch=0), "thread (--prefetch 2)": dict(prefetch=2)}.items():
-        row(rows, name, lambda: spread([s / args.steps * 1000 for s in windows(tr, updates, args, delay=delay, **how)]),
-            tr.device)
+        row(rows, name, lambda: spread([s / args.steps * 1000 for s in windows(tr, updates, args, delay=delay, **how)]))
     return rows
 
 
@@ -217,7 +210,7 @@ def gpu_results(args, device):
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
         updates, prepare_s, tok = train_py_updates(data_dir, args, args.steps)
-        row(rows, "bare step", lambda: bare_step(updates, tok, args, device), device)
+        row(rows, "bare step", lambda: bare_step(updates, tok, args, device))
         bare = rows.pop("bare step")
         tr = bare.pop("trainer", None)
         if tr is not None:
@@ -229,11 +222,11 @@ def gpu_results(args, device):
                   f"{rest:.0f} s", file=sys.stderr, flush=True)
             delay = round(step_s / 2, 4)  # half a step: the thread can hide all of it
             rows["thread"] = thread_rows(tr, updates, args, delay)
-            row(rows, "transformers", lambda: transformers_eager(tr.body, updates[0].micro_batches[0][:2], tok.pad_id,
-                                                                 device, args), device)
+            micro = updates[0].micro_batches[0][:2]
+            row(rows, "transformers", lambda: transformers_eager(tr.body, micro, tok.pad_id, device, args))
             del tr
         for amp in amps:
-            row(rows, f"train.py {amp}", lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp), device)
+            row(rows, f"train.py {amp}", lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp))
     sizes = {k: getattr(args, k) for k in ("config", "seq_len", "batch_size", "steps", "windows", "vocab_size")}
     return {"device": machine(device), "torch": torch.__version__, **sizes, "compiled": args.compile, "bare_bf16": bare,
             "rows": rows, "delay_s": delay, "prepare_s": prepare_s, "seconds": round(time.perf_counter() - started, 1)}
