@@ -251,27 +251,24 @@ def loop_seconds(data_dir, folder, args, *extra):
 
 
 def bench_train(args):
-    """train.py's seconds per update against the bare step, or with --delay s of sleep in each preparation."""
-    ms = f"+{args.delay * 1000:.0f} ms"
-    rows = [("no delay, thread", 0, ())] + [(f"{ms}, in the loop", args.delay, ("--prefetch", 0)),
+    """train.py's seconds per update against the bare step's in this process; with --delay, also with that much
+    sleep (no core taken from the step) added to each update's preparation, prepared in the loop or the thread."""
+    ms = f"train.py +{args.delay * 1000:.0f} ms"
+    rows = [("train.py, thread", 0, ())] + [(f"{ms}, in the loop (--prefetch 0)", args.delay, ("--prefetch", 0)),
                                             (f"{ms}, thread", args.delay, ())] * bool(args.delay)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
         seconds = [loop_seconds(data_dir, tmp, args, *extra, "--prepare-delay", delay) for _, delay, extra in rows]
-    if args.delay:
-        print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: train.py seconds per update\n"
-              "| preparation | ms per update | hidden |\n|---|---|---|")
-        for i, ((name, *_), s) in enumerate(zip(rows, seconds)):
-            print(f"| {name} | {s * 1000:.1f} | " + (f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay |"
-                                                     if i else " |"))
-        return
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
     ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, args.device)
     step = train_step(roberta.RobertaForMaskedLM(cfg).to(args.device).train(), ours_loss, ids, labels, "none")
     # timed as the loop is: the mean of a run of 2N steps in a row, the better of two runs (not the best step)
     bare = timed(lambda: [step() for _ in range(2 * args.steps)], repeat=2)[0] / (2 * args.steps)
-    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}: bare step {bare * 1000:.1f} ms, train.py "
-          f"loop {seconds[0] * 1000:.1f} ms per step: the loop adds {100 * (seconds[0] / bare - 1):.1f}%")
+    print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}, N = {args.steps}\n\n| update | ms | |\n"
+          f"|---|---|---|\n| bare step | {bare * 1000:.1f} | |")
+    for i, ((name, *_), s) in enumerate(zip(rows, seconds)):
+        print(f"| {name} | {s * 1000:.1f} | " + (f"{100 * (1 - (s - seconds[0]) / args.delay):.0f}% of the delay hidden"
+                                                 if i else f"the loop adds {100 * (s / bare - 1):.1f}%") + " |")
 
 
 # ------------------------------------------------------------------------------------------ continued pretraining
