@@ -25,7 +25,7 @@ import roberta
 from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
 from machinery.commands.bench_tools import (timed, interleaved, memory_mb, in_fresh_process, run_command, train_py,
-                                            mlm_batch, train_step, ours_loss, hf_loss, hf_twin, builtin_data, machine,
+                                            mlm_batch, train_step, ours_loss, hf_twin, builtin_data, machine,
                                             AMP_DTYPES)
 from machinery.datafolder import index, preparation
 from machinery.fast import orders
@@ -55,9 +55,8 @@ def training_peak_mb(lines, vocab_size):  # of a fresh process importing bpe.py 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "text.txt")
         files.write_atomic(path, "".join(lines))
-        code = ("import sys, bpe; from machinery.basics import files; "
-                "bpe.Tokenizer.train(files.read_lines(sys.argv[1]), int(sys.argv[2])); "
-                "print(open('/proc/self/status').read())")
+        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines("
+                "sys.argv[1]), int(sys.argv[2])); print(open('/proc/self/status').read())")
         return memory_mb(status=run_command(["-c", code, path, str(vocab_size)], "the training process").stdout)
 
 
@@ -154,8 +153,7 @@ def bench_bpe(args):
     lines = bench_lines()
     mb = sum(len(s.encode()) for s in lines) / 1e6
     print(f"text: {mb:.1f} MB, {len(lines)} lines; vocabulary {args.vocab_size}")
-    rows, n_merges = bpe_training_rows(lines, args.vocab_size)
-    encoding, n_tokens = bpe_encoding_rows(lines)
+    (rows, n_merges), (encoding, n_tokens) = bpe_training_rows(lines, args.vocab_size), bpe_encoding_rows(lines)
     rows += encoding
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
@@ -189,10 +187,10 @@ def bench_model(args):
             ids, labels = mlm_batch(cfg, batch, seq_len, device)  # the LM head runs on the targets only:
             flops = 3 * speed.flops_per_token(cfg, seq_len, labels.ne(-100).float().mean().item()) * tokens
             twin = hf_twin(model) if args.compare_hf else None
+            hf_loss = lambda m, i, y: m(input_ids=i, labels=y).loss  # noqa: E731
             for amp in args.amp:
-                steps = [train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss), (twin, hf_loss))
-                         if m is not None]
-                seconds = interleaved(steps, args.steps)
+                seconds = interleaved([train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss),
+                                       (twin, hf_loss)) if m is not None], args.steps)
                 peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak or measured:
                 peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest (noise lowers it)
                 hf = " - | - |" if twin is None else f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |"
@@ -395,16 +393,16 @@ SEQ_LEN = cli.number(int, 1, MAX_POSITIONS, why=" (the model's positions)")
 
 def run_spec(text):
     """--runs: CONFIG:BATCH:SEQ_LEN -> (config, batch, seq_len), each checked."""
-    parts = text.split(":")
-    if len(parts) != 3 or parts[0] not in roberta.PRESETS:
+    name, *numbers = text.split(":")
+    if len(numbers) != 2 or name not in roberta.PRESETS:
         raise argparse.ArgumentTypeError(f"expected CONFIG:BATCH:SEQ_LEN with CONFIG one of "
                                          f"{', '.join(roberta.PRESETS)}, like tiny:8:128; got {text!r}")
-    checked = [parts[0]]
-    for what, value, parse in (("BATCH", parts[1], cli.number(int, 1)), ("SEQ_LEN", parts[2], SEQ_LEN)):
-        try:
+    checked = [name]
+    try:
+        for what, value, parse in (("BATCH", numbers[0], cli.number(int, 1)), ("SEQ_LEN", numbers[1], SEQ_LEN)):
             checked.append(parse(value))
-        except argparse.ArgumentTypeError as e:
-            raise argparse.ArgumentTypeError(f"{text}: {what} {e}") from None
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{text}: {what} {e}") from None
     return tuple(checked)
 
 

@@ -109,10 +109,6 @@ def ours_loss(model, ids, labels):
     return model(ids, labels=labels, padded=False)  # mlm_batch has no padding: attention without a mask
 
 
-def hf_loss(model, ids, labels):
-    return model(input_ids=ids, labels=labels).loss
-
-
 def hf_twin(model):  # transformers' RobertaForMaskedLM with our model's weights, on the same device
     import transformers
     from machinery.formats import hf
