@@ -128,21 +128,18 @@ def bpe_encoding_rows(lines):
     return [("encode", name, seconds) for name, seconds in rows], sum(map(len, ids))
 
 
-LONG_WORDS = [1_000, 10_000, 100_000, 1_000_000]  # characters in one pre-token
-PLAIN_UP_TO = 10_000  # the plain loop (O(n^2)) is timed up to this length; at 1M it would take hours
-
-
-def long_word_rows(tok, seed=0):
-    """(characters, seconds of encode, of the plain loop or None) for a word of random letters (one pre-token)."""
+def long_word_rows(tok, lengths=(1_000, 10_000, 100_000, 1_000_000), plain_up_to=10_000, seed=0):
+    """(characters, seconds of encode, of the plain loop or None) for a word of random letters (one pre-token); the
+    plain loop is O(n^2): at 1M characters it would take hours."""
     import random
     import string
     rng = random.Random(seed)
-    word = "".join(rng.choice(string.ascii_letters) for _ in range(max(LONG_WORDS)))
+    word = "".join(rng.choice(string.ascii_letters) for _ in range(max(lengths)))
     rows = []
-    for n in LONG_WORDS:
-        w, repeat = word[:n], 5 if n < max(LONG_WORDS) else 2
+    for n in lengths:
+        w, repeat = word[:n], 5 if n < max(lengths) else 2
         t, (out,) = timed(encode_cold, tok, [w], repeat=repeat)
-        plain = timed(tok.apply_merges, [tok.byte_ids[b] for b in w.encode()], repeat=2) if n <= PLAIN_UP_TO else None
+        plain = timed(tok.apply_merges, [tok.byte_ids[b] for b in w.encode()], repeat=2) if n <= plain_up_to else None
         if plain is not None and plain[1] != out:
             raise RuntimeError(f"a word of {n:,} letters: encode and the plain loop differ")
         rows.append((n, t, plain and plain[0]))

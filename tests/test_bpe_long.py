@@ -143,16 +143,14 @@ def test_long_word_cost_per_character_does_not_grow_with_length(roberta_tok):
 
 
 def test_bench_long_word_rows(roberta_tok, monkeypatch):
-    """bench.py bpe's last table: one row per length, the plain loop up to PLAIN_UP_TO, checked equal."""
+    """bench.py bpe's last table: one row per length, the plain loop up to plain_up_to, checked equal."""
     import bench
-    monkeypatch.setattr(bench, "LONG_WORDS", [200, 2000])
-    monkeypatch.setattr(bench, "PLAIN_UP_TO", 200)
-    rows = bench.long_word_rows(roberta_tok)
+    rows = bench.long_word_rows(roberta_tok, [200, 2000], plain_up_to=200)
     assert [n for n, _, _ in rows] == [200, 2000] and all(t > 0 for _, t, _ in rows)
     assert rows[0][2] > 0 and rows[1][2] is None
     monkeypatch.setattr(roberta_tok, "apply_merges", lambda ids: ids)  # a plain loop that merges nothing
     with pytest.raises(RuntimeError, match="differ"):
-        bench.long_word_rows(roberta_tok)
+        bench.long_word_rows(roberta_tok, [200, 2000], plain_up_to=200)
 
 
 @pytest.mark.slow
