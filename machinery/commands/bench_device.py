@@ -77,10 +77,10 @@ def bench_compile(args):
     """train_step eager and compiled, interleaved; graphs per forward (1: no break) and after the warm-up."""
     torch._dynamo.reset()
     print(f"torch {torch.__version__}, {machine(args.device)}, backend {args.backend}, fp32; {args.steps} interleaved "
-          f"rounds of 4 updates (one padded), the best; then one update of each other kind (accumulation, partial, "
-          f"short, no targets), untimed. Load average {os.getloadavg()[0]:.1f} on {speed.cpus_allowed()} CPUs.\n")
-    print("| config | batch | step | warm-up s | ms per update | tokens/s | vs eager | graphs per forward | "
-          "graphs at warm-up | graphs compiled after warm-up |\n" + "|---" * 10 + "|")
+          f"rounds of 4 updates (one padded), the best; then one of each other kind, untimed. Load average "
+          f"{os.getloadavg()[0]:.1f} on {speed.cpus_allowed()} CPUs.\n\n| config | batch | step | warm-up s | ms per "
+          "update | tokens/s | vs eager | graphs per forward | graphs at warm-up | graphs compiled after warm-up |\n"
+          + "|---" * 10 + "|")
     for name in args.configs:
         cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
         timing, varied = compile_updates(cfg, args.batch_size, args.seq_len)
@@ -246,12 +246,10 @@ def gpu_markdown(r):  # gpu_results' dict as markdown
         return f"| {what} | {amp} | {tps} | {ratio} | {mfu} | {graphs(x)} |"
     lines = ["# GPU benchmark: `python bench.py gpu`", "",
              f"{r['device']}, torch {r['torch']}; `{r['config']}`, {r['batch_size']} x {r['seq_len']} tokens per "
-             f"update (one micro-batch), vocabulary {r['vocab_size']:,} (the built-in corpus, FULL-SENTENCES); "
-             f"{'compiled' if r['compiled'] else 'eager'}. Every row: {r['windows']} timed windows of {r['steps']} "
-             f"updates after one untimed window, the batches pinned on a GPU; tokens/s min / median / max over the "
-             f"windows. train.py's windows are its own meter's (evaluation and saving outside them). "
-             + (f"MFU over {bare['peak'] / 1e12:,.4g} TFLOP/s ({bare['peak_label']}). " if ok(bare) else "")
-             + f"{r['seconds']:.0f} s for the whole command.", "",
+             f"update, vocabulary {r['vocab_size']:,} (the built-in corpus); {'compiled' if r['compiled'] else 'eager'}"
+             f". Every row: {r['windows']} timed windows of {r['steps']} updates after an untimed one (train.py's: its "
+             f"meter's), batches pinned; tokens/s min / median / max. " + (f"MFU over {bare['peak'] / 1e12:,.4g} "
+             f"TFLOP/s ({bare['peak_label']}). " if ok(bare) else "") + f"{r['seconds']:.0f} s in all.", "",
              "| what | precision | tokens/s (min / median / max) | vs the bare step | MFU | graph breaks | recompiles "
              "|\n" + "|---" * 7 + "|",
              line("bare step (train_step alone, train.py's updates)", "bf16", bare, lambda x: f"{x['graph_breaks']} | "
