@@ -28,9 +28,8 @@ def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact
     device = next(model.parameters()).device
     cfg = train.TrainConfig(seq_len=seq_len, batch_size=micro, micro_batch_size=micro, compile=compiled,
                             device=str(device), amp=amp)
-    tr = train.Trainer(cfg, model, model, roberta.adamw(model, lr=1e-4, weight_decay=0.01),
-                       torch.amp.GradScaler("cuda") if amp == "fp16" else None,
-                       {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp], device, 0, 1, None)
+    tr = train.Trainer(cfg, model, model, roberta.adamw(model, lr=1e-4, weight_decay=0.01), None,  # amp: none, bf16
+                       torch.bfloat16 if amp == "bf16" else None, device, 0, 1, None)
     t = time.perf_counter()
     if compiled and exact:
         tr = tr._replace(model=torch.compile(model, backend=backend))
@@ -215,8 +214,7 @@ def gpu_results(args, device):
         tr = bare.pop("trainer", None)
         if tr is not None:
             step_s = sum(b.counts[1] for b in updates) / bare["tokens_per_s"]["median"] / args.steps
-            n = (args.windows + 1) * args.steps  # the thread's rows: 3 x 1.5 steps; transformers (eager): ~3; each
-            # train.py run: ~30 s of start and final save, its warm-up, its updates
+            n = (args.windows + 1) * args.steps  # thread rows: 3 x 1.5 n steps, transformers ~3 n; train.py: 30 s more
             rest = 7.5 * n * step_s + len(amps) * (30 + bare["warm_up_s"] + n * step_s)
             print(f"bench.py gpu: the bare step took {time.perf_counter() - started:.0f} s; the rest should take about "
                   f"{rest:.0f} s", file=sys.stderr, flush=True)
