@@ -473,11 +473,10 @@ COMMANDS = [
                type=cli.number(float, 0, 1, low_open=True)), *sizes(16, 64),
         option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
     ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py, the bare step, transformers", [
-        config("base"), *sizes(32, 512, 4, 16),
-        option("--steps", 10, "updates per timed window"),
+        config("base"), *sizes(32, 512, 4, 16), option("--steps", 10, "updates per timed window"),
         option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
-        option("--out", bench_device.GPU_OUT, "the table; a .json of its figures beside it", type=cli.path_arg),
+        option("--out", "docs/gpu-benchmark.md", "the table; a .json of its figures beside it", type=cli.path_arg),
         option("--overwrite", False, "replace an existing --out")]),
 ]
 

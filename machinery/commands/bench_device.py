@@ -68,10 +68,6 @@ def run_updates(tr, updates):  # a closure: train.py's train_step over `updates`
     return run
 
 
-COMPILE_KINDS = [("eager", False, False), ("compiled as before (exact targets)", True, True),
-                 ("compiled, one shape", True, False)]
-
-
 def bench_compile(args):
     """train_step eager and compiled, interleaved; graphs per forward (1: no break) and after the warm-up."""
     torch._dynamo.reset()
@@ -84,7 +80,8 @@ def bench_compile(args):
         cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
         timing, varied = compile_updates(cfg, args.batch_size, args.seq_len)
         arms = []
-        for kind, compiled, exact in [k for k in COMPILE_KINDS if args.before or "before" not in k[0]]:
+        for kind, compiled, exact in [("eager", False, False)] + [("compiled as before (exact targets)", True, True)] \
+                * args.before + [("compiled, one shape", True, False)]:
             torch.manual_seed(0)
             counter = speed.GraphCounter(args.backend) if compiled else None
             model = roberta.RobertaForMaskedLM(cfg).to(args.device).train()
@@ -103,9 +100,6 @@ def bench_compile(args):
 
 
 # ------------------------------------------------------------------------------------------ GPU
-GPU_OUT = os.path.join("docs", "gpu-benchmark.md")
-
-
 def spread(values):  # of a row's windows (tokens/s), or of its ms per update
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
