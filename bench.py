@@ -160,9 +160,8 @@ def bench_bpe(args):
           f"({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
         print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
-    print("\none long word (random ASCII letters, RoBERTa vocabulary), encoded from an empty cache; the plain loop "
-          "(Tokenizer.apply_merges) beside it\n\n| characters | seconds | us per character | plain loop, us per "
-          "character |\n|---|---|---|---|")
+    print("\none long word (random letters, RoBERTa vocabulary) from an empty cache, and the plain loop (apply_merges)"
+          "\n\n| characters | seconds | us per character | plain loop, us per character |\n|---|---|---|---|")
     for n, t, plain in long_word_rows(bpe.Tokenizer.load(os.path.join(SHARED, "roberta"))):
         print(f"| {n:,} | {t:.3f} | {t / n * 1e6:.2f} | " + (f"{plain / n * 1e6:.1f} |" if plain else "- (O(n^2)) |"))
 
@@ -405,12 +404,10 @@ def run_spec(text):
 
 def device_spec(text):
     """--device: cpu, cuda or cuda:N, and only a device this machine has."""
-    m = re.fullmatch(r"cpu|cuda(?::(\d+))?", text)
-    if m is None:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if text != "cpu" and int(m.group(1) or 0) >= n:
-        raise argparse.ArgumentTypeError(f"{text}: this machine has {n} CUDA devices")
+    if text != "cpu" and (torch.device(text).index or 0) >= torch.cuda.device_count():  # 0 without CUDA
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices")
     return text
 
 

@@ -104,14 +104,16 @@ def spread(values):  # of a row's windows (tokens/s), or of its ms per update
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def row(rows, name, measure):
-    """rows[name] = measure(), or {"error": one line} where it fails (out of memory, say): the others still run."""
+def row(name, measure):
+    """measure(), or {"error": one line} where it fails (out of memory, say): the other rows still run."""
     try:
-        rows[name] = measure()
+        return measure()
     except Exception as e:  # noqa: BLE001 (the table says which row failed and why)
-        rows[name] = {"error": f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"}
-        print(f"{name}: failed ({rows[name]['error']})", file=sys.stderr, flush=True)
-    torch.cuda.empty_cache()  # (nothing where CUDA was not used)
+        error = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        print(f"{name}: failed ({error})", file=sys.stderr, flush=True)
+        return {"error": error}
+    finally:
+        torch.cuda.empty_cache()  # (nothing where CUDA was not used)
 
 
 def train_py_run(data_dir, out, args, amp):
@@ -178,18 +180,17 @@ def bare_step(updates, tok, args, device):
 
 def thread_rows(tr, updates, args, delay):
     """ms per update of the bare step, `delay` s added to each preparation: synchronous, in the loop, the thread."""
-    rows = {}
-    for name, how in {"synchronous loop": dict(prefetch=0, wait_each=True), "in the loop (--prefetch 0)":
-                      dict(prefetch=0), "thread (--prefetch 2)": dict(prefetch=2)}.items():
-        row(rows, name, lambda: spread([s / args.steps * 1000 for s in windows(tr, updates, args, delay=delay, **how)]))
-    return rows
+    kinds = {"synchronous loop": dict(wait_each=True), "in the loop (--prefetch 0)": {}, "thread (--prefetch 2)":
+             dict(prefetch=2)}
+    ms = lambda how: spread([s / args.steps * 1000 for s in windows(tr, updates, args, delay=delay, **how)])  # noqa
+    return {name: row(name, lambda: ms(how)) for name, how in kinds.items()}
 
 
-def transformers_eager(model, micro_batch, pad_id, device, args):
+def transformers_eager(model, update, pad_id, device, args):
     """transformers' twin, eager, bf16, on one of train.py's micro-batches: tokens/s; None if not installed."""
     if importlib.util.find_spec("transformers") is None:
         return None
-    ids, labels = (t.to(device) for t in micro_batch)
+    ids, labels = (t.to(device) for t in update.micro_batches[0][:2])
     step = train_step(hf_twin(model), lambda m, i, y: m(input_ids=i, attention_mask=i.ne(pad_id), labels=y).loss, ids,
                       labels, "bf16")
     seconds = [timed(lambda: [step() for _ in range(args.steps)], repeat=1)[0] for _ in range(args.windows)]
@@ -203,8 +204,7 @@ def gpu_results(args, device):
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = builtin_data(tmp, args.vocab_size)
         updates, prepare_s, tok = train_py_updates(data_dir, args, args.steps)
-        row(rows, "bare step", lambda: bare_step(updates, tok, args, device))
-        bare = rows.pop("bare step")
+        bare = row("bare step", lambda: bare_step(updates, tok, args, device))
         tr = bare.pop("trainer", None)
         if tr is not None:
             step_s = sum(b.counts[1] for b in updates) / bare["tokens_per_s"]["median"] / args.steps
@@ -214,11 +214,12 @@ def gpu_results(args, device):
                   f"{rest:.0f} s", file=sys.stderr, flush=True)
             delay = round(step_s / 2, 4)  # half a step: the thread can hide all of it
             rows["thread"] = thread_rows(tr, updates, args, delay)
-            micro = updates[0].micro_batches[0][:2]
-            row(rows, "transformers", lambda: transformers_eager(tr.body, micro, tok.pad_id, device, args))
+            hf = lambda: transformers_eager(tr.body, updates[0], tok.pad_id, device, args)  # noqa: E731
+            rows["transformers"] = row("transformers", hf)
             del tr
         for amp in amps:
-            row(rows, f"train.py {amp}", lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp))
+            name = f"train.py {amp}"
+            rows[name] = row(name, lambda: train_py_run(data_dir, os.path.join(tmp, amp), args, amp))
     sizes = {k: getattr(args, k) for k in ("config", "seq_len", "batch_size", "steps", "windows", "vocab_size")}
     return {"device": machine(device), "torch": torch.__version__, **sizes, "compiled": args.compile, "bare_bf16": bare,
             "rows": rows, "delay_s": delay, "prepare_s": prepare_s, "seconds": round(time.perf_counter() - started, 1)}
