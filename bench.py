@@ -176,8 +176,7 @@ def bench_model(args):
     print("MFU counts the model FLOPs a training step needs (3x forward; LM head on the 15% targets); both eager.\n\n"
           "| config | batch | amp | ours tokens/s | ours MFU | transformers tokens/s | speed-up |\n" + "|---" * 7 + "|")
     for name, batch, seq_len in args.runs:  # one row per --amp
-        cfg = roberta.RobertaConfig.preset(name, dropout=0.1)
-        tokens = batch * seq_len
+        cfg, tokens = roberta.RobertaConfig.preset(name, dropout=0.1), batch * seq_len
         try:
             model = roberta.RobertaForMaskedLM(cfg).to(device).train()
             ids, labels = mlm_batch(cfg, batch, seq_len, device)  # the LM head runs on the targets only:
@@ -208,18 +207,18 @@ def _prepare(paths, tokenizer, out, workers):  # data.py's preparation: (seconds
 def bench_data(args):
     lines, tokenizer = bench_lines(), os.path.join(SHARED, "roberta")
     with tempfile.TemporaryDirectory() as tmp:
-        small, out = os.path.join(tmp, "mix.txt"), os.path.join(tmp, "out")
+        small = os.path.join(tmp, "mix.txt")
         files.write_atomic(small, "".join(lines))
         mb = os.path.getsize(small) / 1e6
         print("| corpus | workers | seconds | MB/s | peak memory: main / largest worker (MB) |\n|---|---|---|---|---|")
         for copies in (1, args.copies):
             label = f"{mb:.1f} MB mix" if copies == 1 else f"{mb * copies:.0f} MB ({copies} copies)"
+            out = os.path.join(tmp, f"out{copies}")  # out1: the mix, for masking below
             seconds, main_mb, worker_mb = in_fresh_process(_prepare, [small] * copies, tokenizer, out, args.workers)
             print(f"| {label} | {args.workers} | {seconds:.1f} | {mb * copies / seconds:.2f} | "
                   f"{main_mb:.0f} / {worker_mb:.0f} |", flush=True)
-        _prepare([small], tokenizer, out, args.workers)
         torch.set_num_threads(1)  # masking and batching on one core: FULL-SENTENCES blocks of 512, batches of 8
-        tokens, ends, _ = prepared.load_split(out, "train")
+        tokens, ends, _ = prepared.load_split(os.path.join(tmp, "out1"), "train")
         tok = bpe.Tokenizer.load(tokenizer)
         ex = data.examples(tokens, ends, "full-sentences", 512, tok.eos_id)
         batches = data.epoch_batches(data.example_lengths(ex, "full-sentences"), 8, seed=0, epoch=0)[:200]
@@ -464,10 +463,9 @@ COMMANDS = [
     ("continue", bench_continue, "train.py --init-from's first losses beside its source's and a random start's", [
         option("--init-from", None, "a run or Hugging Face folder; none: a tiny run made here", type=cli.path_arg),
         option("--data", None, "prepared with its tokenizer (needed with --init-from)", type=cli.path_arg),
-        option("--source-steps", 300, "updates of the source made here"),
-        option("--steps", 5, "updates of each continued run"),
-        option("--lr", 1e-4, "peak learning rate of the continued runs, reached at the last update",
-               type=cli.number(float, 0, 1, low_open=True)), *sizes(16, 64),
+        option("--source-steps", 300, "updates of the source made here"), option("--steps", 5, "updates of each run"),
+        option("--lr", 1e-4, "peak learning rate, at the last update", type=cli.number(float, 0, 1, low_open=True)),
+        *sizes(16, 64),
         option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
     ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py, the bare step, transformers", [
         config("base"), *sizes(32, 512, 4, 16), option("--steps", 10, "updates per timed window"),

@@ -1,5 +1,4 @@
-"""bench.py's measuring tools, shared with bench_device.py: timing, peak memory in a fresh process, train.py run as
-a command, one bare training step, transformers' twin of a model, the built-in corpus prepared."""
+"""bench.py's measuring tools, shared with bench_device.py: timing, memory, train.py as a command, a bare step."""
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 import os
@@ -37,8 +36,7 @@ def interleaved(steps, rounds):
 def memory_mb(field="VmHWM", status=None):
     """A figure of /proc/PID/status (this process's by default) in MB: VmHWM, the peak resident memory (not ru_maxrss,
     which survives exec: a process started from a big one would report its parent's peak); RssAnon, the private."""
-    if status is None:
-        status = files.read_text("/proc/self/status")
+    status = status or files.read_text("/proc/self/status")
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith(field)) / 1024
 
 
@@ -79,8 +77,7 @@ def mlm_batch(cfg, batch, seq_len, device="cpu", seed=0):  # random ordinary tok
 
 
 def machine(device):  # a CUDA device's name, or the CPU threads torch uses
-    cuda = torch.device(device).type == "cuda"
-    return torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} CPU threads"
+    return torch.cuda.get_device_name(device) if "cuda" in str(device) else f"{torch.get_num_threads()} CPU threads"
 
 
 def synchronize(device):
