@@ -155,9 +155,9 @@ def bench_bpe(args):
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
         print(f"| {task} | {name} | {t:,.2f} | {mb / t:.3g} |" if t else f"| {task} | {name}: not installed | - | - |")
-    print(f"\nthe naive trainer: 3 merges timed, times the {n_merges} merges of bpe.py; bpe.py training peak memory: "
-          f"{training_peak_mb(lines, args.vocab_size):.0f} MB; encoding gives {n_tokens:,} tokens "
-          f"({n_tokens / mb / 1e6:.3f} per byte)")
+    peak = training_peak_mb(lines, args.vocab_size)
+    print(f"\nnaive trainer: 3 merges timed, scaled to bpe.py's {n_merges}; bpe.py training peak: {peak:.0f} MB; "
+          f"encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
         print(f"{what}: {ratio:,.2f}x" if ratio else f"{what}: - (a peer is not installed)")
     print("\none long word (random letters, RoBERTa vocabulary) from an empty cache, and the plain loop (apply_merges)"

@@ -65,7 +65,6 @@ def train_py(what, data_dir, out, args, *options, **run):
                         "--save-interval", str(10 ** 9), "--eval-sequences", "8", *map(str, options)], what, **run)
 
 
-# ------------------------------------------------------------------------------------------ a training step
 AMP_DTYPES = {"none": torch.float32, "bf16": torch.bfloat16}
 
 
