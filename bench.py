@@ -60,11 +60,10 @@ def training_peak_mb(lines, vocab_size):  # of a fresh process importing bpe.py 
         return memory_mb(status=run_command(["-c", code, path, str(vocab_size)], "the training process").stdout)
 
 
-# The rows of the tokenizer table: (task, implementation) -> seconds, or None when a peer is not installed.
 OURS, HF_TOKENIZERS, NAIVE = "bpe.py", "HF tokenizers (Rust)", "naive minbpe-style (extrapolated)"
 OURS_ROBERTA, OURS_GPT2 = "bpe.py (RoBERTa vocab)", "bpe.py (GPT-2 vocab)"
 TIKTOKEN, HF_PYTHON = "tiktoken (Rust, GPT-2 vocab)", "transformers RobertaTokenizer (Python)"
-BPE_RATIOS = [  # (what, numerator row, denominator row): each ratio divides two measurements of the table
+BPE_RATIOS = [  # (what, numerator row, denominator row): rows (task, implementation) of the tokenizer table
     ("training time, bpe.py / HF tokenizers", ("train", OURS), ("train", HF_TOKENIZERS)),
     ("training speed-up over the naive trainer", ("train", NAIVE), ("train", OURS)),
     ("encoding time, bpe.py / tiktoken (GPT-2 vocab)", ("encode", OURS_GPT2), ("encode", TIKTOKEN)),

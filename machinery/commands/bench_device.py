@@ -22,7 +22,6 @@ from machinery.commands.bench_tools import (timed, interleaved, mlm_batch, synch
                                             builtin_data, machine)
 
 
-# ------------------------------------------------------------------------------------------ torch.compile
 def step_trainer(model, micro, seq_len, amp, compiled, backend="inductor", exact=False):
     """(train.py's Trainer of `model`: eager, compiled as train.py does or, exact, as it did before, its warm-up s)."""
     device = next(model.parameters()).device
