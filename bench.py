@@ -404,7 +404,7 @@ def device_spec(text):
     """--device: cpu, cuda or cuda:N, and only a device this machine has."""
     if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N; got {text!r}")
-    if text != "cpu" and (torch.device(text).index or 0) >= torch.cuda.device_count():  # 0 without CUDA
+    if text != "cpu" and int(text[5:] or 0) >= torch.cuda.device_count():  # 0 without CUDA
         raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} CUDA devices")
     return text
 
