@@ -25,14 +25,13 @@ import roberta
 from machinery.basics import cli, files, memory, speed
 from machinery.commands import bench_device
 from machinery.commands.bench_tools import (timed, interleaved, memory_mb, in_fresh_process, run_command, train_py,
-                                            mlm_batch, train_step, ours_loss, hf_twin, builtin_data, machine,
+                                            mlm_batch, train_step, hf_twin, builtin_data, machine,
                                             AMP_DTYPES)
 from machinery.datafolder import index, preparation
 from machinery.fast import orders
 from machinery.formats import prepared
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shared", "data")
 
 
 # ------------------------------------------------------------------------------------------ bpe
@@ -49,15 +48,6 @@ def bench_lines(shared=SHARED):
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise ValueError(f"{path}: not a RACE passage (a JSON object with an \"article\" text)") from None
     return lines
-
-
-def training_peak_mb(lines, vocab_size):  # of a fresh process importing bpe.py alone, as `python bpe.py train`
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "text.txt")
-        files.write_atomic(path, "".join(lines))
-        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines("
-                "sys.argv[1]), int(sys.argv[2])); print(open('/proc/self/status').read())")
-        return memory_mb(status=run_command(["-c", code, path, str(vocab_size)], "the training process").stdout)
 
 
 OURS, HF_TOKENIZERS, NAIVE = "bpe.py", "HF tokenizers (Rust)", "naive minbpe-style (extrapolated)"
@@ -154,7 +144,12 @@ def bench_bpe(args):
     print("\n| task | implementation | seconds | MB/s |\n|---|---|---|---|")
     for task, name, t in rows:
         print(f"| {task} | {name} | {t:,.2f} | {mb / t:.3g} |" if t else f"| {task} | {name}: not installed | - | - |")
-    peak = training_peak_mb(lines, args.vocab_size)
+    with tempfile.TemporaryDirectory() as tmp:  # bpe.py's training peak: a fresh process, as `python bpe.py train`
+        path = os.path.join(tmp, "text.txt")
+        files.write_atomic(path, "".join(lines))
+        code = ("import sys, bpe; from machinery.basics import files; bpe.Tokenizer.train(files.read_lines("
+                "sys.argv[1]), int(sys.argv[2])); print(open('/proc/self/status').read())")
+        peak = memory_mb(status=run_command(["-c", code, path, str(args.vocab_size)], "the training process").stdout)
     print(f"\nnaive trainer: 3 merges timed, scaled to bpe.py's {n_merges}; bpe.py training peak: {peak:.0f} MB; "
           f"encoding gives {n_tokens:,} tokens ({n_tokens / mb / 1e6:.3f} per byte)")
     for what, ratio in bpe_ratios(rows).items():
@@ -183,8 +178,8 @@ def bench_model(args):
             twin = hf_twin(model) if args.compare_hf else None
             hf_loss = lambda m, i, y: m(input_ids=i, labels=y).loss  # noqa: E731
             for amp in args.amp:
-                seconds = interleaved([train_step(m, loss, ids, labels, amp) for m, loss in ((model, ours_loss),
-                                       (twin, hf_loss)) if m is not None], args.steps)
+                twin_step = [train_step(twin, ids, labels, amp, hf_loss)] if twin else []
+                seconds = interleaved([train_step(model, ids, labels, amp)] + twin_step, args.steps)
                 peak, label = speed.peak_flops(device, AMP_DTYPES[amp])  # MFU's denominator: the spec peak or measured:
                 peak = max(peak, peaks[amp][0]) if label == "measured peak" else peak  # the highest (noise lowers it)
                 hf = " - | - |" if twin is None else f" {tokens / seconds[1]:,.0f} | {seconds[1] / seconds[0]:.2f}x |"
@@ -253,7 +248,7 @@ def bench_train(args):
         seconds = [loop_seconds(data_dir, tmp, args, *extra, "--prepare-delay", delay) for _, delay, extra in rows]
     cfg = roberta.RobertaConfig.preset(args.config, vocab_size=args.vocab_size)
     ids, labels = mlm_batch(cfg, args.batch_size, args.seq_len, args.device)
-    step = train_step(roberta.RobertaForMaskedLM(cfg).to(args.device).train(), ours_loss, ids, labels, "none")
+    step = train_step(roberta.RobertaForMaskedLM(cfg).to(args.device).train(), ids, labels, "none")
     # timed as the loop is: the mean of a run of 2N steps in a row, the better of two runs (not the best step)
     bare = timed(lambda: [step() for _ in range(2 * args.steps)], repeat=2)[0] / (2 * args.steps)
     print(f"{args.config}, {args.batch_size}x{args.seq_len} on {args.device}, N = {args.steps}\n\n| update | ms | |\n"
@@ -422,10 +417,6 @@ def sizes(batch, seq_len, low=1, shortest=8):  # --batch-size and --seq-len
             option("--seq-len", seq_len, "tokens per sequence", shortest, MAX_POSITIONS)]
 
 
-def config(default):
-    return option("--config", default, "model size", type=None, choices=list(roberta.PRESETS))
-
-
 DEVICE = option("--device", "cuda" if torch.cuda.is_available() else "cpu", "cpu, cuda or cuda:N; cuda when available",
                 type=device_spec)
 BUILTIN_VOCAB = option("--vocab-size", 8192, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE)
@@ -445,7 +436,8 @@ COMMANDS = [
         option("--workers", 2, "encoding processes", 1, 1024),
         option("--copies", 8, "the large corpus: this many copies of the ~8 MB mix", 1, 1000)]),
     ("train", bench_train, "what train.py's loop adds to the bare step; with --delay, what its batch thread hides", [
-        config("tiny"), *sizes(8, 128), BUILTIN_VOCAB, DEVICE, option("--steps", 150, "N: runs of N and 3N updates"),
+        option("--config", "tiny", "model size", type=None, choices=list(roberta.PRESETS)), *sizes(8, 128),
+        BUILTIN_VOCAB, DEVICE, option("--steps", 150, "N: runs of N and 3N updates"),
         option("--delay", 0.0, "seconds of sleep in each preparation; 0: none", type=cli.number(float, 0, 10))]),
     ("startup", bench_startup, "start-up time and memory of the examples index, synthetic corpora at scale", [
         option("--tokens", [10 ** 7, 10 ** 8], "corpus sizes, >= 600 x --batch-size", 10_000, 10 ** 10, nargs="+"),
@@ -467,7 +459,8 @@ COMMANDS = [
         *sizes(16, 64),
         option("--vocab-size", 2048, "vocabulary trained on the built-in corpus", type=VOCAB_SIZE), DEVICE]),
     ("gpu", bench_device.bench_gpu, "the GPU table (docs/gpu-benchmark.md): train.py, the bare step, transformers", [
-        config("base"), *sizes(32, 512, 4, 16), option("--steps", 10, "updates per timed window"),
+        option("--config", "base", "model size", type=None, choices=list(roberta.PRESETS)), *sizes(32, 512, 4, 16),
+        option("--steps", 10, "updates per timed window"),
         option("--windows", 3, "timed windows of each row, after one untimed"), BUILTIN_VOCAB,
         option("--run-timeout", 300, "seconds each train.py run may take", 10),
         option("--out", "docs/gpu-benchmark.md", "the table; a .json of its figures beside it", type=cli.path_arg),

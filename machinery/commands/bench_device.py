@@ -185,13 +185,13 @@ def thread_rows(tr, updates, args, delay):
     return {name: row(name, lambda: ms(how)) for name, how in kinds.items()}
 
 
-def transformers_eager(model, update, pad_id, device, args):
-    """transformers' twin, eager, bf16, on one of train.py's micro-batches: tokens/s; None if not installed."""
+def transformers_eager(tr, update, pad_id, args):
+    """transformers' twin of tr's model, eager, bf16, on a micro-batch of train.py's: tokens/s (None: not installed)."""
     if importlib.util.find_spec("transformers") is None:
         return None
-    ids, labels = (t.to(device) for t in update.micro_batches[0][:2])
-    step = train_step(hf_twin(model), lambda m, i, y: m(input_ids=i, attention_mask=i.ne(pad_id), labels=y).loss, ids,
-                      labels, "bf16")
+    ids, labels = (t.to(tr.device) for t in update.micro_batches[0][:2])
+    hf_loss = lambda m, i, y: m(input_ids=i, attention_mask=i.ne(pad_id), labels=y).loss  # noqa: E731
+    step = train_step(hf_twin(tr.body), ids, labels, "bf16", hf_loss)
     seconds = [timed(lambda: [step() for _ in range(args.steps)], repeat=1)[0] for _ in range(args.windows)]
     return {"tokens_per_s": spread([int(ids.ne(pad_id).sum()) * args.steps / s for s in seconds])}
 
@@ -213,8 +213,7 @@ def gpu_results(args, device):
                   f"{rest:.0f} s", file=sys.stderr, flush=True)
             delay = round(step_s / 2, 4)  # half a step: the thread can hide all of it
             rows["thread"] = thread_rows(tr, updates, args, delay)
-            hf = lambda: transformers_eager(tr.body, updates[0], tok.pad_id, device, args)  # noqa: E731
-            rows["transformers"] = row("transformers", hf)
+            rows["transformers"] = row("transformers", lambda: transformers_eager(tr, updates[0], tok.pad_id, args))
             del tr
         for amp in amps:
             name = f"train.py {amp}"

@@ -84,8 +84,9 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def train_step(model, loss_fn, ids, labels, amp):
-    """A closure: one training step (forward, backward, AdamW), warmed up, the device waited for at both ends."""
+def train_step(model, ids, labels, amp, loss_fn=lambda m, i, y: m(i, labels=y, padded=False)):
+    """A closure: one training step (forward, backward, AdamW), warmed up, the device waited for at both ends;
+    loss_fn: ours by default (mlm_batch has no padding: attention without a mask)."""
     device = ids.device
     opt = roberta.adamw(model, lr=1e-4, weight_decay=0.01)
 
@@ -99,10 +100,6 @@ def train_step(model, loss_fn, ids, labels, amp):
         synchronize(device)
     step()  # warm-up: allocations, optimizer state, compiling
     return step
-
-
-def ours_loss(model, ids, labels):
-    return model(ids, labels=labels, padded=False)  # mlm_batch has no padding: attention without a mask
 
 
 def hf_twin(model):  # transformers' RobertaForMaskedLM with our model's weights, on the same device
